@@ -1,0 +1,781 @@
+//! The engine's event loop: one task owns every job and wakes only for a message (a request
+//! from a [`Handle`], a report from an executor) or for the next timer. It never polls.
+//!
+//! The loop is IO at the edge of the pure [`Job`] state machine: it turns job actions into
+//! executor calls, timers and replies, and it links jobs to each other (sub-pipelines,
+//! triggers, concurrency limits).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::catalog::Catalog;
+use super::executor::{Executor, SubPipeline, TaskKey, TaskOutcome};
+use super::job::{Action, Job, JobPlan, Timer};
+use super::status::JobStatus;
+use super::submit::{self, Admission};
+use super::{ids, Error};
+use crate::spec;
+
+/// Messages into the engine loop.
+#[derive(Debug)]
+pub(crate) enum Msg {
+    TaskStarted(TaskKey),
+    TaskFinished(TaskKey, TaskOutcome),
+    StartSubPipeline {
+        parent: TaskKey,
+        request: SubPipeline,
+        reply: oneshot::Sender<Result<Value, Error>>,
+    },
+    StartAlgorithm {
+        parent: TaskKey,
+        algorithm: String,
+        input: Vec<Value>,
+        reply: oneshot::Sender<TaskOutcome>,
+    },
+    Command(Command),
+}
+
+type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+#[derive(Debug)]
+pub(crate) enum Command {
+    Exec(ExecRequest, Reply<String>),
+    Stop(StopRequest, Reply<Vec<String>>),
+    Pause(String, Reply<()>),
+    Resume(String, Reply<()>),
+    Status(String, Reply<Value>),
+    Result(String, Reply<Value>),
+    Wait(String, Reply<Value>),
+    Tree(String, Reply<Value>),
+    Pipeline(String, Reply<Value>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The ways to start a job (reference §5.1).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecRequest {
+    Raw(Value),
+    Stored(Value),
+    Algorithm(Value),
+    Rerun(String),
+    RunFromNode { job_id: String, node_name: String },
+}
+
+/// `POST /exec/stop`: which unfinished jobs to stop, and why.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StopRequest {
+    pub job_id: Option<String>,
+    pub pipeline_name: Option<String>,
+    /// Default: active, pending, paused.
+    pub statuses: Option<Vec<JobStatus>>,
+    /// Default: `stopped due to request`.
+    pub reason: Option<String>,
+}
+
+/// A cheap, cloneable way to talk to the engine.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Handle {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Msg::Command(make(reply)))
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Starts a job; returns its id once it is accepted (validation passed).
+    pub async fn exec(&self, request: ExecRequest) -> Result<String, Error> {
+        self.ask(|reply| Command::Exec(request, reply)).await
+    }
+
+    pub async fn exec_raw(&self, pipeline: Value) -> Result<String, Error> {
+        self.exec(ExecRequest::Raw(pipeline)).await
+    }
+
+    pub async fn stop(&self, request: StopRequest) -> Result<Vec<String>, Error> {
+        self.ask(|reply| Command::Stop(request, reply)).await
+    }
+
+    pub async fn pause(&self, job_id: &str) -> Result<(), Error> {
+        self.ask(|reply| Command::Pause(job_id.to_string(), reply))
+            .await
+    }
+
+    pub async fn resume(&self, job_id: &str) -> Result<(), Error> {
+        self.ask(|reply| Command::Resume(job_id.to_string(), reply))
+            .await
+    }
+
+    /// The status document (reference §3.5).
+    pub async fn status(&self, job_id: &str) -> Result<Value, Error> {
+        self.ask(|reply| Command::Status(job_id.to_string(), reply))
+            .await
+    }
+
+    /// The results document; refused while the job runs (reference §3.4).
+    pub async fn result(&self, job_id: &str) -> Result<Value, Error> {
+        self.ask(|reply| Command::Result(job_id.to_string(), reply))
+            .await
+    }
+
+    /// The results document, once the job has ended.
+    pub async fn wait(&self, job_id: &str) -> Result<Value, Error> {
+        self.ask(|reply| Command::Wait(job_id.to_string(), reply))
+            .await
+    }
+
+    /// The jobs this job triggered, recursively (`GET /exec/tree/{jobId}`).
+    pub async fn tree(&self, job_id: &str) -> Result<Value, Error> {
+        self.ask(|reply| Command::Tree(job_id.to_string(), reply))
+            .await
+    }
+
+    /// The pipeline as the job runs it (defaults, overrides, expansion), with its `jobId`
+    /// (`GET /exec/pipelines/{jobId}`).
+    pub async fn pipeline(&self, job_id: &str) -> Result<Value, Error> {
+        self.ask(|reply| Command::Pipeline(job_id.to_string(), reply))
+            .await
+    }
+
+    /// Stops every unfinished job and ends the loop.
+    pub async fn shutdown(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.tx.send(Msg::Command(Command::Shutdown(reply))).is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+/// The engine loop and everything it owns.
+pub struct Engine {
+    executor: Arc<dyn Executor>,
+    catalog: Arc<dyn Catalog>,
+    tx: mpsc::UnboundedSender<Msg>,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    jobs: HashMap<u64, Job>,
+    ids: HashMap<String, u64>,
+    next_key: u64,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    timer_targets: HashMap<u64, (u64, Timer)>,
+    next_timer: u64,
+    waiters: HashMap<u64, Vec<Reply<Value>>>,
+    /// Sub-pipelines started by a task, stopped when the task ends.
+    sub_jobs: HashMap<(u64, u32, u32), Vec<u64>>,
+    /// Who asked for a sub-pipeline, answered when it ends.
+    sub_waiters: HashMap<u64, oneshot::Sender<Result<Value, Error>>>,
+    algorithm_waiters: HashMap<(u64, u32, u32), oneshot::Sender<TaskOutcome>>,
+    /// Jobs started by triggers, by parent job.
+    triggered: HashMap<u64, Vec<u64>>,
+    /// Jobs held by `concurrentPipelines` (`rejectOnFailure: false`).
+    held: Vec<u64>,
+    /// Unfinished jobs per (experimentName, name).
+    unfinished: HashMap<(String, String), usize>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("jobs", &self.jobs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many messages the loop handles before it looks at its timers again.
+const BATCH: usize = 1024;
+
+impl Engine {
+    pub fn new(executor: Arc<dyn Executor>, catalog: Arc<dyn Catalog>) -> Engine {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Engine {
+            executor,
+            catalog,
+            tx,
+            rx,
+            jobs: HashMap::new(),
+            ids: HashMap::new(),
+            next_key: 1,
+            timers: BinaryHeap::new(),
+            timer_targets: HashMap::new(),
+            next_timer: 0,
+            waiters: HashMap::new(),
+            sub_jobs: HashMap::new(),
+            sub_waiters: HashMap::new(),
+            algorithm_waiters: HashMap::new(),
+            triggered: HashMap::new(),
+            held: Vec::new(),
+            unfinished: HashMap::new(),
+        }
+    }
+
+    pub fn handle(&self) -> Handle {
+        Handle {
+            tx: self.tx.clone(),
+        }
+    }
+
+    /// Starts the loop on the current tokio runtime.
+    pub fn spawn(executor: Arc<dyn Executor>, catalog: Arc<dyn Catalog>) -> Handle {
+        let engine = Engine::new(executor, catalog);
+        let handle = engine.handle();
+        tokio::spawn(engine.run());
+        handle
+    }
+
+    pub async fn run(mut self) {
+        loop {
+            let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
+            let msg = match next_timer {
+                Some(at) => tokio::select! {
+                    msg = self.rx.recv() => msg,
+                    _ = tokio::time::sleep_until(at) => {
+                        self.fire_timers();
+                        continue;
+                    }
+                },
+                None => self.rx.recv().await,
+            };
+            let Some(msg) = msg else { return };
+            if self.handle_msg(msg) {
+                return;
+            }
+            for _ in 0..BATCH {
+                match self.rx.try_recv() {
+                    Ok(msg) => {
+                        if self.handle_msg(msg) {
+                            return;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    /// Returns true when the loop must end.
+    fn handle_msg(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::TaskStarted(key) => {
+                self.with_job(key.job, |job, _, out| job.task_started(key, out))
+            }
+            Msg::TaskFinished(key, outcome) => self.with_job(key.job, |job, now, out| {
+                job.task_finished(key, outcome, now, out)
+            }),
+            Msg::StartSubPipeline {
+                parent,
+                request,
+                reply,
+            } => self.start_sub_pipeline(parent, request, reply),
+            Msg::StartAlgorithm {
+                parent,
+                algorithm,
+                input,
+                reply,
+            } => {
+                let mut result = Err("the calling job has ended".to_string());
+                self.with_job(parent.job, |job, _, out| {
+                    result = job.start_algorithm(parent, &algorithm, input, out);
+                });
+                match result {
+                    // The task's outcome arrives as a message, after this waiter is in place.
+                    Ok(task) => {
+                        self.algorithm_waiters
+                            .insert((task.job, task.node, task.task), reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(TaskOutcome::Failed(error));
+                    }
+                }
+            }
+            Msg::Command(command) => return self.handle_command(command),
+        }
+        false
+    }
+
+    fn handle_command(&mut self, command: Command) -> bool {
+        match command {
+            Command::Exec(request, reply) => {
+                let result = self.exec(request);
+                let _ = reply.send(result.map(|key| self.jobs[&key].id.to_string()));
+            }
+            Command::Stop(request, reply) => {
+                let _ = reply.send(self.stop(request));
+            }
+            Command::Pause(job_id, reply) => {
+                let result = self.find(&job_id, "jobId").and_then(|key| {
+                    let job = self.jobs.get_mut(&key).ok_or(Error::Closed)?;
+                    job.pause().map_err(|status| {
+                        Error::not_allowed(format!(
+                            "unable to pause pipeline {} because its in {} status",
+                            job.name(),
+                            status.as_str()
+                        ))
+                    })
+                });
+                let _ = reply.send(result);
+            }
+            Command::Resume(job_id, reply) => {
+                let result = self.find(&job_id, "jobId").and_then(|key| {
+                    let mut outcome = Ok(());
+                    self.with_job(key, |job, now, out| {
+                        outcome = job.resume(now, out).map_err(|status| {
+                            Error::not_allowed(format!(
+                                "unable to resume pipeline {} because its in {} status",
+                                job.name(),
+                                status.as_str()
+                            ))
+                        });
+                    });
+                    outcome
+                });
+                let _ = reply.send(result);
+            }
+            Command::Status(job_id, reply) => {
+                let result = self
+                    .find(&job_id, "status")
+                    .map(|key| self.jobs[&key].status_doc(now_ms()));
+                let _ = reply.send(result);
+            }
+            Command::Result(job_id, reply) => {
+                let result = self.find(&job_id, "status").and_then(|key| {
+                    let job = &self.jobs[&key];
+                    job.result_doc().ok_or_else(|| {
+                        Error::not_allowed(format!(
+                            "unable to get results for pipeline {} because its in {} status",
+                            job.name(),
+                            job.status().as_str()
+                        ))
+                    })
+                });
+                let _ = reply.send(result);
+            }
+            Command::Wait(job_id, reply) => match self.find(&job_id, "status") {
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+                Ok(key) => match self.jobs[&key].result_doc() {
+                    Some(result) => {
+                        let _ = reply.send(Ok(result));
+                    }
+                    None => self.waiters.entry(key).or_default().push(reply),
+                },
+            },
+            Command::Tree(job_id, reply) => {
+                let result = self.find(&job_id, "tree").map(|key| self.tree(key));
+                let _ = reply.send(result);
+            }
+            Command::Pipeline(job_id, reply) => {
+                let result = self.find(&job_id, "pipeline").and_then(|key| {
+                    let job = &self.jobs[&key];
+                    let mut doc = serde_json::Map::new();
+                    doc.insert("jobId".into(), json!(job.id.as_ref()));
+                    match serde_json::to_value(&job.pipeline) {
+                        Ok(Value::Object(fields)) => doc.extend(fields),
+                        Ok(_) | Err(_) => {
+                            return Err(Error::Invalid("the pipeline cannot be shown".into()))
+                        }
+                    }
+                    doc.insert("types".into(), json!(job.types));
+                    Ok(Value::Object(doc))
+                });
+                let _ = reply.send(result);
+            }
+            Command::Shutdown(done) => {
+                let keys: Vec<u64> = self.jobs.keys().copied().collect();
+                for key in keys {
+                    self.with_job(key, |job, now, out| {
+                        job.stop("the engine is shutting down", now, out)
+                    });
+                }
+                let _ = done.send(());
+                return true;
+            }
+        }
+        false
+    }
+
+    fn find(&self, job_id: &str, what: &str) -> Result<u64, Error> {
+        self.ids
+            .get(job_id)
+            .copied()
+            .ok_or_else(|| Error::not_found(what, job_id))
+    }
+
+    fn running_count(&self, experiment: &str, name: &str) -> usize {
+        self.unfinished
+            .get(&(experiment.to_string(), name.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Validates and starts a job.
+    fn exec(&mut self, request: ExecRequest) -> Result<u64, Error> {
+        let catalog = self.catalog.clone();
+        let running = |experiment: &str, name: &str| self.running_count(experiment, name);
+        let (plan, admission) = match request {
+            ExecRequest::Raw(body) => submit::raw(body, catalog.as_ref(), &running)?,
+            ExecRequest::Stored(body) => submit::stored(body, catalog.as_ref(), &running)?,
+            ExecRequest::Algorithm(body) => submit::algorithm(body, catalog.as_ref(), &running)?,
+            ExecRequest::Rerun(job_id) => {
+                let key = self.find(&job_id, "jobId")?;
+                let old = &self.jobs[&key];
+                let mut types = old.types.clone();
+                if !types.contains(&"rerun") {
+                    types.push("rerun");
+                }
+                submit::prepare(old.user_pipeline.clone(), types, catalog.as_ref(), &running)?
+            }
+            ExecRequest::RunFromNode { job_id, node_name } => {
+                let key =
+                    self.ids.get(&job_id).copied().ok_or_else(|| {
+                        Error::Invalid(format!("unable to find pipeline {job_id}"))
+                    })?;
+                let old = &self.jobs[&key];
+                if old.pipeline.kind == spec::PipelineKind::Stream {
+                    return Err(Error::Invalid(
+                        "run node is not allowed in stream pipeline".into(),
+                    ));
+                }
+                let plan = submit::run_from_node(&old.pipeline, &old.graph, &node_name, &|id| {
+                    if old.node_done(id) {
+                        old.node_tasks(id).to_vec()
+                    } else {
+                        Vec::new()
+                    }
+                })?;
+                (plan, Admission::Run)
+            }
+        };
+        Ok(self.start_job(plan, admission))
+    }
+
+    fn start_job(&mut self, plan: JobPlan, admission: Admission) -> u64 {
+        let key = self.next_key;
+        self.next_key += 1;
+        let mut id = ids::job_id();
+        while self.ids.contains_key(&id) {
+            id = ids::job_id();
+        }
+        let job = Job::new(key, id.clone(), plan, now_ms(), self.tx.clone());
+        *self
+            .unfinished
+            .entry((job.pipeline.experiment_name.clone(), job.name().to_string()))
+            .or_default() += 1;
+        self.ids.insert(id, key);
+        self.jobs.insert(key, job);
+        self.with_job(key, |job, _, out| job.submitted(out));
+        match admission {
+            Admission::Run => self.with_job(key, |job, now, out| job.activate(now, out)),
+            Admission::Hold => self.held.push(key),
+        }
+        key
+    }
+
+    fn start_sub_pipeline(
+        &mut self,
+        parent: TaskKey,
+        request: SubPipeline,
+        reply: oneshot::Sender<Result<Value, Error>>,
+    ) {
+        let Some(parent_job) = self
+            .jobs
+            .get(&parent.job)
+            .filter(|job| !job.status().is_final())
+        else {
+            let _ = reply.send(Err(Error::not_allowed("the calling job has ended")));
+            return;
+        };
+        let root = parent_job.root_job_id.to_string();
+        let experiment = parent_job.pipeline.experiment_name.clone();
+        let catalog = self.catalog.clone();
+        let running = |experiment: &str, name: &str| self.running_count(experiment, name);
+        let prepared = match request {
+            SubPipeline::Raw(mut body) => {
+                if let Value::Object(map) = &mut body {
+                    map.insert("experimentName".into(), json!(experiment));
+                    map.insert("rootJobId".into(), json!(root));
+                }
+                spec::parse_pipeline(body)
+                    .map_err(Error::from)
+                    .and_then(|p| {
+                        submit::prepare(
+                            p,
+                            vec!["internal", "raw", "sub-pipeline"],
+                            catalog.as_ref(),
+                            &running,
+                        )
+                    })
+            }
+            SubPipeline::Stored { name, flow_input } => {
+                let mut body = json!({"name": name, "rootJobId": root});
+                if let Some(flow_input) = flow_input {
+                    body["flowInput"] = flow_input;
+                }
+                submit::merge_stored(body, catalog.as_ref()).and_then(|mut p| {
+                    p.experiment_name = experiment;
+                    submit::prepare(
+                        p,
+                        vec!["internal", "stored", "sub-pipeline"],
+                        catalog.as_ref(),
+                        &running,
+                    )
+                })
+            }
+        };
+        match prepared {
+            Ok((plan, admission)) => {
+                let child = self.start_job(plan, admission);
+                self.sub_jobs.entry(parent.slot()).or_default().push(child);
+                match self.jobs[&child].result_doc() {
+                    Some(result) => {
+                        let _ = reply.send(Ok(result));
+                    }
+                    None => {
+                        self.sub_waiters.insert(child, reply);
+                    }
+                }
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
+    fn stop(&mut self, request: StopRequest) -> Result<Vec<String>, Error> {
+        let statuses = request
+            .statuses
+            .clone()
+            .unwrap_or_else(|| vec![JobStatus::Active, JobStatus::Pending, JobStatus::Paused]);
+        let mut keys: Vec<u64> = self
+            .jobs
+            .values()
+            .filter(|job| {
+                let status = match job.status() {
+                    JobStatus::Resumed => JobStatus::Active,
+                    other => other,
+                };
+                !job.status().is_final()
+                    && statuses.contains(&status)
+                    && request.job_id.as_deref().is_none_or(|id| *job.id == *id)
+                    && request
+                        .pipeline_name
+                        .as_deref()
+                        .is_none_or(|name| job.name() == name)
+            })
+            .map(|job| job.key)
+            .collect();
+        keys.sort_unstable();
+        if keys.is_empty() {
+            let mut criteria = Vec::new();
+            if let Some(id) = &request.job_id {
+                criteria.push(format!("jobId: {id}"));
+            }
+            if let Some(name) = &request.pipeline_name {
+                criteria.push(format!("pipelineName: {name}"));
+            }
+            let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+            criteria.push(format!("statuses: {}", names.join(",")));
+            return Err(Error::NotFound(format!(
+                "No jobs found matching criteria ({})",
+                criteria.join(", ")
+            )));
+        }
+        let reason = request
+            .reason
+            .unwrap_or_else(|| "stopped due to request".to_string());
+        let mut stopped = Vec::with_capacity(keys.len());
+        for key in keys {
+            stopped.push(self.jobs[&key].id.to_string());
+            self.with_job(key, |job, now, out| job.stop(&reason, now, out));
+        }
+        Ok(stopped)
+    }
+
+    /// Runs `f` on a job, then carries out the actions it produced.
+    fn with_job(&mut self, key: u64, f: impl FnOnce(&mut Job, u64, &mut Vec<Action>)) {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        let mut actions = Vec::new();
+        f(job, now_ms(), &mut actions);
+        self.apply(key, actions);
+    }
+
+    fn apply(&mut self, key: u64, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Dispatch(task) => self.executor.submit(task),
+                Action::Cancel(task) => self.executor.cancel(task),
+                Action::Timer { after, timer } => {
+                    let id = self.next_timer;
+                    self.next_timer += 1;
+                    self.timers.push(Reverse((Instant::now() + after, id)));
+                    self.timer_targets.insert(id, (key, timer));
+                }
+                Action::AlgorithmDone { key: task, outcome } => {
+                    if let Some(reply) = self
+                        .algorithm_waiters
+                        .remove(&(task.job, task.node, task.task))
+                    {
+                        let _ = reply.send(outcome);
+                    }
+                }
+                Action::TaskEnded { key: task } => {
+                    if self.sub_jobs.is_empty() {
+                        continue;
+                    }
+                    if let Some(children) = self.sub_jobs.remove(&task.slot()) {
+                        let reason =
+                            format!("parent algorithm {} ended", task_label(&self.jobs, task));
+                        for child in children {
+                            self.with_job(child, |job, now, out| job.stop(&reason, now, out));
+                        }
+                    }
+                }
+                Action::Finished => self.job_finished(key),
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some((job, timer)) = self.timer_targets.remove(&id) {
+                self.with_job(job, |j, now, out| j.timer_fired(timer, now, out));
+            }
+        }
+    }
+
+    fn job_finished(&mut self, key: u64) {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        job.release_plans();
+        let result = job.result_doc().unwrap_or(Value::Null);
+        let name_key = (job.pipeline.experiment_name.clone(), job.name().to_string());
+        let completed = job.status() == JobStatus::Completed;
+        let name = job.name().to_string();
+        let tags = job.pipeline.tags.clone();
+        if let Some(count) = self.unfinished.get_mut(&name_key) {
+            *count = count.saturating_sub(1);
+        }
+        self.held.retain(|&held| held != key);
+        for waiter in self.waiters.remove(&key).unwrap_or_default() {
+            let _ = waiter.send(Ok(result.clone()));
+        }
+        if let Some(reply) = self.sub_waiters.remove(&key) {
+            let _ = reply.send(Ok(result.clone()));
+        }
+        self.timer_targets.retain(|_, (job, _)| *job != key);
+        self.release_held();
+        if completed {
+            self.fire_triggers(key, &name, &tags, &result);
+        }
+    }
+
+    /// Held jobs start, most urgent first, as their pipeline's concurrency allows.
+    fn release_held(&mut self) {
+        let mut held = std::mem::take(&mut self.held);
+        held.sort_by_key(|key| (self.jobs.get(key).map_or(u8::MAX, Job::priority), *key));
+        let mut still_held = Vec::new();
+        for key in held {
+            let Some(job) = self.jobs.get(&key) else {
+                continue;
+            };
+            let limit = job
+                .pipeline
+                .options
+                .concurrent_pipelines
+                .map_or(usize::MAX, |c| c.amount as usize);
+            let experiment = job.pipeline.experiment_name.clone();
+            let name = job.name().to_string();
+            let active = self
+                .jobs
+                .values()
+                .filter(|j| {
+                    j.pipeline.experiment_name == experiment
+                        && j.name() == name
+                        && !j.status().is_final()
+                        && j.active_time.is_some()
+                })
+                .count();
+            if active < limit {
+                self.with_job(key, |job, now, out| job.activate(now, out));
+            } else {
+                still_held.push(key);
+            }
+        }
+        self.held.extend(still_held);
+    }
+
+    /// Stored pipelines that list this one in `triggers.pipelines` run now, with the parent's
+    /// results as `flowInput.parent` (reference §1.5).
+    fn fire_triggers(&mut self, parent: u64, name: &str, tags: &[String], result: &Value) {
+        let data = result
+            .get("data")
+            .cloned()
+            .unwrap_or(Value::Array(Vec::new()));
+        for stored in self.catalog.triggered_by(name) {
+            let mut flow_input = stored.flow_input.clone().unwrap_or_else(|| json!({}));
+            submit::deep_merge(&mut flow_input, json!({ "parent": data.clone() }));
+            let mut pipeline = stored;
+            pipeline.flow_input = Some(flow_input);
+            if !tags.is_empty() {
+                pipeline.tags = tags.to_vec();
+            }
+            let catalog = self.catalog.clone();
+            let running = |experiment: &str, name: &str| self.running_count(experiment, name);
+            match submit::prepare(
+                pipeline,
+                vec!["internal", "stored", "trigger"],
+                catalog.as_ref(),
+                &running,
+            ) {
+                Ok((plan, admission)) => {
+                    let child = self.start_job(plan, admission);
+                    self.triggered.entry(parent).or_default().push(child);
+                }
+                Err(error) => {
+                    eprintln!("hkube: trigger of pipeline {name} could not start: {error}");
+                }
+            }
+        }
+    }
+
+    fn tree(&self, key: u64) -> Value {
+        let job = &self.jobs[&key];
+        let children: Vec<Value> = self
+            .triggered
+            .get(&key)
+            .map(|children| children.iter().map(|&child| self.tree(child)).collect())
+            .unwrap_or_default();
+        json!({"jobId": job.id.as_ref(), "name": job.name(), "children": children})
+    }
+}
+
+fn task_label(jobs: &HashMap<u64, Job>, key: TaskKey) -> String {
+    jobs.get(&key.job)
+        .and_then(|job| job.node_name(key.node as usize))
+        .map(|name| name.to_string())
+        .unwrap_or_default()
+}
+
+/// Milliseconds since the Unix epoch, the unit of every HKube timestamp.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,1222 @@
+//! One job as a state machine: events in (a task started or ended, a timer fired, stop, pause,
+//! resume), actions out (dispatch a task, cancel one, set a timer, the job ended).
+//!
+//! No IO and no clock: wall-clock times come in as arguments, timers go out as durations. The
+//! driver owns the channels and the timers; this file owns the semantics of reference §2–§3.
+//!
+//! Memory per task is kept small ([`TaskRun`] is 72 bytes plus its output): task inputs are not
+//! stored but built when the task is dispatched, from the node's parsed inputs and its batch
+//! lists.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+
+use super::driver::Msg;
+use super::executor::{TaskKey, TaskOutcome, TaskReporter, TaskSpec};
+use super::ids::TaskId;
+use super::status::{self, JobStatus, StateCounts, TaskStatus};
+use crate::dag::{self, is_batch_leaf, BatchPlan, Graph, NodeId};
+use crate::spec::{InputExpr, NodeKind, Pipeline, Reference, Retry, RetryPolicy, Sign, Source};
+
+/// The most tasks one node may fan out to; a cartesian product of large lists is refused with
+/// a clear error rather than exhausting memory.
+pub const MAX_TASKS_PER_NODE: usize = 50_000_000;
+
+/// Something the driver must do for the job.
+#[derive(Debug)]
+pub enum Action {
+    Dispatch(TaskSpec),
+    Cancel(TaskKey),
+    Timer {
+        after: Duration,
+        timer: Timer,
+    },
+    /// A code-API algorithm execution ended: answer whoever asked.
+    AlgorithmDone {
+        key: TaskKey,
+        outcome: TaskOutcome,
+    },
+    /// A task reached its final state (sub-pipelines it started must be stopped).
+    TaskEnded {
+        key: TaskKey,
+    },
+    /// The job reached a final state; its result is ready.
+    Finished,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// `options.ttl`, from submission.
+    JobTtl,
+    /// `options.activeTtl`, from activation.
+    ActiveTtl,
+    /// A node's `ttl`, from the algorithm's start.
+    TaskTtl(TaskKey),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for parents.
+    Waiting,
+    /// Tasks created (or, for waitAny nodes, being created as parent items finish).
+    Running,
+    Done,
+}
+
+/// One task: where it stands and what it produced.
+#[derive(Debug, Clone)]
+pub struct TaskRun {
+    pub id: TaskId,
+    pub status: TaskStatus,
+    /// Runs started so far.
+    attempts: u8,
+    /// For a waitAny node: the 1-based index of the parent items this task consumes; else 0.
+    pub group: u32,
+    /// 1-based position in its batch; 0 for a task that is not part of a batch.
+    pub batch_index: u32,
+    pub output: Option<Value>,
+    pub error: Option<Box<str>>,
+}
+
+#[derive(Debug, Clone)]
+enum BatchList {
+    Values(Vec<Value>),
+    /// The array at `path` of the job's flowInput.
+    FlowInput {
+        path: Vec<String>,
+        len: usize,
+    },
+    /// The array at `path` of a single-task node's output.
+    NodeArray {
+        node: NodeId,
+        path: Vec<String>,
+        len: usize,
+    },
+    /// One element per present output of a batch node's items (failed items are dropped).
+    NodeItems {
+        node: NodeId,
+        path: Vec<String>,
+        items: Vec<u32>,
+    },
+}
+
+impl BatchList {
+    fn len(&self) -> usize {
+        match self {
+            BatchList::Values(values) => values.len(),
+            BatchList::FlowInput { len, .. } | BatchList::NodeArray { len, .. } => *len,
+            BatchList::NodeItems { items, .. } => items.len(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct NodeRun {
+    node_name: Arc<str>,
+    algorithm_name: Arc<str>,
+    phase: Phase,
+    tasks: Vec<TaskRun>,
+    lists: Vec<BatchList>,
+    plan: Option<BatchPlan>,
+    unfinished: usize,
+    failed: usize,
+    skipped: bool,
+    /// Taken from an earlier job (run from node): not run, not counted, not in the results.
+    cached: bool,
+    /// Parents this node waits for completely, not done yet.
+    waiting_all: usize,
+    /// waitAny parents not done yet.
+    waiting_any: usize,
+    /// For each parent item (by position): how many waitAny parents have finished it;
+    /// `u32::MAX` once its tasks are created.
+    any_ready: Vec<u32>,
+    /// For code-API algorithm executions: the input given by the caller.
+    given_input: Option<Vec<Value>>,
+}
+
+impl NodeRun {
+    fn new(node_name: Arc<str>, algorithm_name: Arc<str>) -> Self {
+        NodeRun {
+            node_name,
+            algorithm_name,
+            phase: Phase::Waiting,
+            tasks: Vec::new(),
+            lists: Vec::new(),
+            plan: None,
+            unfinished: 0,
+            failed: 0,
+            skipped: false,
+            cached: false,
+            waiting_all: 0,
+            waiting_any: 0,
+            any_ready: Vec::new(),
+            given_input: None,
+        }
+    }
+}
+
+/// Everything needed to start a job, prepared (validated, expanded) by the submission step.
+#[derive(Debug)]
+pub struct JobPlan {
+    pub pipeline: Pipeline,
+    /// The pipeline as the user submitted it (before expansion), kept for rerun.
+    pub user_pipeline: Pipeline,
+    pub graph: Graph,
+    pub types: Vec<&'static str>,
+    pub root_job_id: Option<String>,
+    /// Node outputs taken from an earlier job (run from node).
+    pub cached: Vec<(NodeId, Vec<TaskRun>)>,
+}
+
+/// The outcome fields of a finished job.
+#[derive(Debug, Clone, Default)]
+struct Ending {
+    error: Option<String>,
+    node_name: Option<String>,
+    reason: Option<String>,
+    timestamp: u64,
+}
+
+#[derive(Debug)]
+pub struct Job {
+    pub key: u64,
+    pub id: Arc<str>,
+    pub root_job_id: Arc<str>,
+    pub pipeline: Pipeline,
+    pub user_pipeline: Pipeline,
+    pub types: Vec<&'static str>,
+    pub graph: Graph,
+    pipeline_name: Arc<str>,
+    extra_data: Vec<Option<Arc<Value>>>,
+    nodes: Vec<NodeRun>,
+    status: JobStatus,
+    counts: StateCounts,
+    /// Graph nodes whose tasks do not exist yet (each counts as one task in the progress).
+    unexpanded: u64,
+    /// Graph nodes not done yet.
+    nodes_left: usize,
+    /// Tasks ready while the job is paused, dispatched on resume.
+    held: Vec<(u32, u32)>,
+    pub start_time: u64,
+    pub active_time: Option<u64>,
+    ending: Ending,
+    engine: mpsc::UnboundedSender<Msg>,
+    scratch: Vec<Option<usize>>,
+}
+
+impl Job {
+    pub(crate) fn new(
+        key: u64,
+        id: String,
+        plan: JobPlan,
+        now_ms: u64,
+        engine: mpsc::UnboundedSender<Msg>,
+    ) -> Job {
+        let JobPlan {
+            pipeline,
+            user_pipeline,
+            graph,
+            types,
+            root_job_id,
+            cached,
+        } = plan;
+        let id: Arc<str> = id.into();
+        let root_job_id: Arc<str> = root_job_id.map(Arc::from).unwrap_or_else(|| id.clone());
+        let mut nodes: Vec<NodeRun> = graph
+            .nodes
+            .iter()
+            .map(|node| {
+                NodeRun::new(
+                    node.name.as_str().into(),
+                    node.algorithm_name.as_str().into(),
+                )
+            })
+            .collect();
+        for (id, node) in graph.nodes.iter().enumerate() {
+            nodes[id].waiting_all = node
+                .parents
+                .iter()
+                .filter(|p| p.relation.waits_for_all())
+                .count();
+            nodes[id].waiting_any = node.parents.iter().filter(|p| p.relation.wait_any).count();
+        }
+        let mut unexpanded = graph.len() as u64;
+        let mut nodes_left = graph.len();
+        for (id, tasks) in cached {
+            let node = &mut nodes[id];
+            node.cached = true;
+            node.skipped = tasks.len() == 1 && tasks[0].status == TaskStatus::Skipped;
+            node.tasks = tasks;
+            unexpanded -= 1;
+            nodes_left -= 1;
+        }
+        let extra_data = pipeline
+            .nodes
+            .iter()
+            .map(|node| node.extra_data.clone().map(Arc::new))
+            .collect();
+        Job {
+            key,
+            pipeline_name: pipeline.name.as_str().into(),
+            id,
+            root_job_id,
+            extra_data,
+            pipeline,
+            user_pipeline,
+            types,
+            graph,
+            nodes,
+            status: JobStatus::Pending,
+            counts: StateCounts::default(),
+            unexpanded,
+            nodes_left,
+            held: Vec::new(),
+            start_time: now_ms,
+            active_time: None,
+            ending: Ending::default(),
+            engine,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn status(&self) -> JobStatus {
+        self.status
+    }
+
+    pub fn name(&self) -> &str {
+        &self.pipeline.name
+    }
+
+    pub fn priority(&self) -> u8 {
+        self.pipeline.priority
+    }
+
+    /// The timers a job needs from submission on.
+    pub fn submitted(&self, out: &mut Vec<Action>) {
+        if self.pipeline.options.ttl > 0 {
+            out.push(Action::Timer {
+                after: Duration::from_secs(self.pipeline.options.ttl),
+                timer: Timer::JobTtl,
+            });
+        }
+    }
+
+    /// The driver took the job: entry nodes run now.
+    pub fn activate(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        if self.status != JobStatus::Pending {
+            return;
+        }
+        self.status = JobStatus::Active;
+        self.active_time = Some(now_ms);
+        if let Some(active_ttl) = self.pipeline.options.active_ttl.filter(|&ttl| ttl > 0) {
+            out.push(Action::Timer {
+                after: Duration::from_secs(active_ttl),
+                timer: Timer::ActiveTtl,
+            });
+        }
+        // Cached nodes are done already: let their children know, parents first.
+        for id in self.graph.topological_order() {
+            if self.nodes[id].cached {
+                self.nodes[id].phase = Phase::Done;
+                for position in 0..self.nodes[id].tasks.len() {
+                    self.item_finished(id, position, now_ms, out);
+                }
+                self.propagate_done(id, now_ms, out);
+            }
+        }
+        for id in 0..self.graph.len() {
+            let node = &self.nodes[id];
+            if node.phase == Phase::Waiting && node.waiting_all == 0 && !node.cached {
+                self.parents_done(id, now_ms, out);
+            }
+        }
+        self.check_complete(now_ms, out);
+    }
+
+    // ----- events -----------------------------------------------------------------------
+
+    pub fn task_started(&mut self, key: TaskKey, out: &mut Vec<Action>) {
+        if self.status.is_final() {
+            return;
+        }
+        let Some(task) = self.live_task(key) else {
+            return;
+        };
+        if task.status != TaskStatus::Creating && task.status != TaskStatus::Pending {
+            return;
+        }
+        self.set_status(key.node as usize, key.task as usize, TaskStatus::Active);
+        let ttl = self
+            .pipeline
+            .nodes
+            .get(key.node as usize)
+            .and_then(|node| node.ttl)
+            .filter(|&ttl| ttl > 0);
+        if let Some(ttl) = ttl {
+            out.push(Action::Timer {
+                after: Duration::from_secs(ttl),
+                timer: Timer::TaskTtl(key),
+            });
+        }
+    }
+
+    pub fn task_finished(
+        &mut self,
+        key: TaskKey,
+        outcome: TaskOutcome,
+        now_ms: u64,
+        out: &mut Vec<Action>,
+    ) {
+        if self.status.is_final() || self.live_task(key).is_none() {
+            return;
+        }
+        let (node, position) = (key.node as usize, key.task as usize);
+        match outcome {
+            TaskOutcome::Succeeded(output) => {
+                self.nodes[node].tasks[position].output = Some(output.clone());
+                self.set_status(node, position, TaskStatus::Succeed);
+                self.task_final(key, Some(TaskOutcome::Succeeded(output)), now_ms, out);
+            }
+            TaskOutcome::Failed(error) => self.task_failed(key, error, false, now_ms, out),
+            TaskOutcome::Crashed(error) => self.task_failed(key, error, true, now_ms, out),
+        }
+    }
+
+    pub fn timer_fired(&mut self, timer: Timer, now_ms: u64, out: &mut Vec<Action>) {
+        if self.status.is_final() {
+            return;
+        }
+        match timer {
+            Timer::JobTtl => self.stop("pipeline expired", now_ms, out),
+            Timer::ActiveTtl => self.stop("pipeline active TTL expired", now_ms, out),
+            Timer::TaskTtl(key) => {
+                let active = self
+                    .live_task(key)
+                    .is_some_and(|task| task.status == TaskStatus::Active);
+                if active {
+                    out.push(Action::Cancel(key));
+                    // A TTL is a verdict on this run, not a crash: no retry.
+                    self.fail_task(key, "Algorithm TTL expired".to_string(), now_ms, out);
+                }
+            }
+        }
+    }
+
+    /// Stops the job: running tasks are cancelled, the result says why.
+    pub fn stop(&mut self, reason: &str, now_ms: u64, out: &mut Vec<Action>) {
+        if self.status.is_final() {
+            return;
+        }
+        self.ending.reason = Some(reason.to_string());
+        self.finish(JobStatus::Stopped, now_ms, out);
+    }
+
+    /// No new task is dispatched until [`Job::resume`]; running tasks go on and their
+    /// outcomes are recorded.
+    pub fn pause(&mut self) -> Result<(), JobStatus> {
+        match self.status {
+            JobStatus::Active | JobStatus::Pending | JobStatus::Resumed => {
+                self.status = JobStatus::Paused;
+                Ok(())
+            }
+            other => Err(other),
+        }
+    }
+
+    pub fn resume(&mut self, now_ms: u64, out: &mut Vec<Action>) -> Result<(), JobStatus> {
+        if self.status != JobStatus::Paused {
+            return Err(self.status);
+        }
+        if self.active_time.is_none() {
+            self.status = JobStatus::Pending;
+            self.activate(now_ms, out);
+        } else {
+            self.status = JobStatus::Active;
+        }
+        for (node, task) in std::mem::take(&mut self.held) {
+            self.dispatch(node as usize, task as usize, out);
+        }
+        self.check_complete(now_ms, out);
+        Ok(())
+    }
+
+    /// Code API: one more task of `algorithm`, as node `<parent node>:<algorithm>`. Its
+    /// outcome goes back to the caller ([`Action::AlgorithmDone`]), never into the results,
+    /// and its failure does not fail the job.
+    pub fn start_algorithm(
+        &mut self,
+        parent: TaskKey,
+        algorithm: &str,
+        input: Vec<Value>,
+        out: &mut Vec<Action>,
+    ) -> Result<TaskKey, String> {
+        if self.status.is_final() {
+            return Err(format!("job {} has ended", self.id));
+        }
+        let Some(parent_node) = self.nodes.get(parent.node as usize) else {
+            return Err("unknown parent task".to_string());
+        };
+        let name = format!("{}:{}", parent_node.node_name, algorithm);
+        let mut node = NodeRun::new(name.into(), algorithm.into());
+        node.given_input = Some(input);
+        node.phase = Phase::Running;
+        let id = self.nodes.len();
+        self.nodes.push(node);
+        self.extra_data.push(None);
+        self.create_task(id, 0, 0);
+        self.dispatch(id, 0, out);
+        Ok(self.key_of(id, 0))
+    }
+
+    pub fn node_name(&self, id: usize) -> Option<&str> {
+        self.nodes.get(id).map(|node| node.node_name.as_ref())
+    }
+
+    // ----- queries ----------------------------------------------------------------------
+
+    /// HKube's status document (reference §3.5).
+    pub fn status_doc(&self, now_ms: u64) -> Value {
+        let progress = status::progress(&self.counts, self.unexpanded);
+        let states: Map<String, Value> = self
+            .counts
+            .iter()
+            .map(|(status, count)| (status.as_str().to_string(), json!(count)))
+            .collect();
+        let mut doc = json!({
+            "jobId": self.id.as_ref(),
+            "pipeline": self.pipeline.name,
+            "status": self.status.as_str(),
+            "level": match self.status {
+                JobStatus::Failed => "error",
+                _ => "info",
+            },
+            "timestamp": if self.status.is_final() { self.ending.timestamp } else { now_ms },
+            "data": {
+                "progress": progress,
+                "states": states,
+                "details": status::details(progress, &self.counts),
+            },
+        });
+        let map = doc.as_object_mut().expect("a json! object literal");
+        self.put_ending(map);
+        if let Some(active) = self.active_time {
+            map.insert("activeTime".into(), json!(active));
+            let end = if self.status.is_final() {
+                self.ending.timestamp
+            } else {
+                now_ms
+            };
+            map.insert("netTimeTook".into(), json!(seconds_between(active, end)));
+        }
+        let end = if self.status.is_final() {
+            self.ending.timestamp
+        } else {
+            now_ms
+        };
+        map.insert(
+            "grossTimeTook".into(),
+            json!(seconds_between(self.start_time, end)),
+        );
+        doc
+    }
+
+    /// The results document (reference §3.4), once the job has ended.
+    pub fn result_doc(&self) -> Option<Value> {
+        if !self.status.is_final() {
+            return None;
+        }
+        let mut doc = Map::new();
+        doc.insert("jobId".into(), json!(self.id.as_ref()));
+        doc.insert("startTime".into(), json!(self.start_time));
+        doc.insert("pipeline".into(), json!(self.pipeline.name));
+        doc.insert("status".into(), json!(self.status.as_str()));
+        if self.status == JobStatus::Completed {
+            doc.insert("data".into(), Value::Array(self.result_entries()));
+        }
+        self.put_ending(&mut doc);
+        doc.insert("timestamp".into(), json!(self.ending.timestamp));
+        doc.insert(
+            "timeTook".into(),
+            json!(seconds_between(self.start_time, self.ending.timestamp)),
+        );
+        Some(Value::Object(doc))
+    }
+
+    /// The tasks of a graph node, for run-from-node.
+    pub fn node_tasks(&self, id: NodeId) -> &[TaskRun] {
+        &self.nodes[id].tasks
+    }
+
+    pub fn node_done(&self, id: NodeId) -> bool {
+        self.nodes[id].phase == Phase::Done
+    }
+
+    /// Finished jobs keep outputs and the graph (for results, run-from-node), not the batch
+    /// lists, which can be as large as the batch.
+    pub fn release_plans(&mut self) {
+        for node in &mut self.nodes {
+            node.lists = Vec::new();
+            node.plan = None;
+            node.any_ready = Vec::new();
+        }
+        self.held = Vec::new();
+    }
+
+    // ----- internals --------------------------------------------------------------------
+
+    fn put_ending(&self, map: &mut Map<String, Value>) {
+        if let Some(error) = &self.ending.error {
+            map.insert("error".into(), json!(error));
+        }
+        if let Some(node_name) = &self.ending.node_name {
+            map.insert("nodeName".into(), json!(node_name));
+        }
+        if let Some(reason) = &self.ending.reason {
+            map.insert("reason".into(), json!(reason));
+        }
+    }
+
+    /// The task this key names, if the key is for its current attempt and it is still going.
+    fn live_task(&self, key: TaskKey) -> Option<&TaskRun> {
+        let task = self
+            .nodes
+            .get(key.node as usize)?
+            .tasks
+            .get(key.task as usize)?;
+        (task.attempts as u32 == key.attempt && !task.status.is_final()).then_some(task)
+    }
+
+    fn set_status(&mut self, node: usize, position: usize, status: TaskStatus) {
+        let task = &mut self.nodes[node].tasks[position];
+        self.counts.remove(task.status);
+        task.status = status;
+        self.counts.add(status);
+    }
+
+    fn is_collection(&self, id: NodeId) -> bool {
+        id < self.graph.len() && (self.graph.nodes[id].is_batch || self.graph.nodes[id].wait_any)
+    }
+
+    fn retry_of(&self, node: usize) -> Retry {
+        self.pipeline
+            .nodes
+            .get(node)
+            .and_then(|n| n.retry)
+            .unwrap_or_default()
+    }
+
+    fn task_failed(
+        &mut self,
+        key: TaskKey,
+        error: String,
+        crashed: bool,
+        now_ms: u64,
+        out: &mut Vec<Action>,
+    ) {
+        let (node, position) = (key.node as usize, key.task as usize);
+        let retry = self.retry_of(node);
+        let retryable = match retry.policy {
+            RetryPolicy::Never => false,
+            RetryPolicy::Always => true,
+            RetryPolicy::OnError => !crashed,
+            RetryPolicy::OnCrash => crashed,
+        };
+        let attempts = self.nodes[node].tasks[position].attempts as u32;
+        if retryable && attempts < retry.limit.min(u8::MAX as u32) {
+            self.set_status(node, position, TaskStatus::Warning);
+            self.dispatch(node, position, out);
+            return;
+        }
+        let error = if retryable {
+            let name = &self.nodes[node].node_name;
+            format!(
+                "node {name} is in CrashLoopBackOff, attempts: {attempts}/{}, last error: {error}",
+                retry.limit
+            )
+        } else {
+            error
+        };
+        self.fail_task(key, error, now_ms, out);
+    }
+
+    fn fail_task(&mut self, key: TaskKey, error: String, now_ms: u64, out: &mut Vec<Action>) {
+        let (node, position) = (key.node as usize, key.task as usize);
+        self.nodes[node].tasks[position].error = Some(error.clone().into_boxed_str());
+        self.set_status(node, position, TaskStatus::Failed);
+        self.nodes[node].failed += 1;
+        if node >= self.graph.len() {
+            self.task_final(key, Some(TaskOutcome::Failed(error)), now_ms, out);
+            return;
+        }
+        if !self.is_collection(node) {
+            self.ending.error = Some(error);
+            self.ending.node_name = Some(self.nodes[node].node_name.to_string());
+            out.push(Action::TaskEnded { key });
+            self.finish(JobStatus::Failed, now_ms, out);
+            return;
+        }
+        let failed = self.nodes[node].failed as u64;
+        let total = self.nodes[node].tasks.len() as u64;
+        let percent = status::percent(failed, total);
+        let tolerance = self.pipeline.options.batch_tolerance as u64;
+        if percent >= tolerance {
+            self.ending.error = Some(format!(
+                "{failed}/{total} ({percent}%) failed tasks, batch tolerance is {tolerance}%, error: {error}"
+            ));
+            self.ending.node_name = Some(self.nodes[node].node_name.to_string());
+            out.push(Action::TaskEnded { key });
+            self.finish(JobStatus::Failed, now_ms, out);
+            return;
+        }
+        self.task_final(key, None, now_ms, out);
+    }
+
+    /// A task reached succeed or (tolerated) failed: children may go on.
+    fn task_final(
+        &mut self,
+        key: TaskKey,
+        outcome: Option<TaskOutcome>,
+        now_ms: u64,
+        out: &mut Vec<Action>,
+    ) {
+        let (node, position) = (key.node as usize, key.task as usize);
+        out.push(Action::TaskEnded { key });
+        if node >= self.graph.len() {
+            if let Some(outcome) = outcome {
+                out.push(Action::AlgorithmDone { key, outcome });
+            }
+            return;
+        }
+        self.nodes[node].unfinished -= 1;
+        self.item_finished(node, position, now_ms, out);
+        if self.status.is_final() {
+            return;
+        }
+        self.maybe_node_done(node, now_ms, out);
+        self.check_complete(now_ms, out);
+    }
+
+    /// Item `position` of `parent` is final: waitAny children count it.
+    fn item_finished(
+        &mut self,
+        parent: NodeId,
+        position: usize,
+        now_ms: u64,
+        out: &mut Vec<Action>,
+    ) {
+        if self.nodes[parent].tasks[position].status == TaskStatus::Skipped {
+            return;
+        }
+        for index in 0..self.graph.nodes[parent].children.len() {
+            let child = self.graph.nodes[parent].children[index];
+            let waits_any = self.graph.nodes[child]
+                .parents
+                .iter()
+                .any(|p| p.node == parent && p.relation.wait_any);
+            if !waits_any {
+                continue;
+            }
+            let ready = &mut self.nodes[child].any_ready;
+            if ready.len() <= position {
+                ready.resize(position + 1, 0);
+            }
+            if ready[position] == u32::MAX {
+                continue;
+            }
+            ready[position] += 1;
+            let needed = self.graph.nodes[child]
+                .parents
+                .iter()
+                .filter(|p| p.relation.wait_any)
+                .count() as u32;
+            if ready[position] == needed && self.nodes[child].phase == Phase::Running {
+                self.fire_group(child, position, out);
+            }
+            let _ = now_ms;
+        }
+    }
+
+    /// All of a waitAny node's parents have item `position`: create its task(s).
+    fn fire_group(&mut self, id: NodeId, position: usize, out: &mut Vec<Action>) {
+        self.nodes[id].any_ready[position] = u32::MAX;
+        let group = position as u32 + 1;
+        let first = self.nodes[id].tasks.len();
+        if self.graph.nodes[id].is_batch {
+            let count = self.nodes[id].plan.as_ref().map_or(0, BatchPlan::count);
+            for index in 0..count {
+                self.create_task(id, group, index as u32 + 1);
+            }
+        } else {
+            self.create_task(id, group, group);
+        }
+        for position in first..self.nodes[id].tasks.len() {
+            self.dispatch(id, position, out);
+        }
+    }
+
+    fn create_task(&mut self, node: NodeId, group: u32, batch_index: u32) {
+        let task = TaskRun {
+            id: TaskId::random(&mut rand::rng()),
+            status: TaskStatus::Creating,
+            attempts: 0,
+            group,
+            batch_index,
+            output: None,
+            error: None,
+        };
+        self.counts.add(TaskStatus::Creating);
+        let run = &mut self.nodes[node];
+        run.tasks.push(task);
+        run.unfinished += 1;
+    }
+
+    /// Every parent this node waits for completely is done: build its batch lists and, unless
+    /// it waits for items (waitAny), its tasks.
+    fn parents_done(&mut self, id: NodeId, now_ms: u64, out: &mut Vec<Action>) {
+        self.nodes[id].phase = Phase::Running;
+        self.unexpanded -= 1;
+        if self.pipeline.nodes[id].kind == NodeKind::Output {
+            // The output node is the engine's own: its result is its resolved input.
+            self.create_task(id, 0, 0);
+            let input = self.build_input(id, 0);
+            self.nodes[id].tasks[0].attempts = 1;
+            self.nodes[id].tasks[0].output = Some(Value::Array(input));
+            self.set_status(id, 0, TaskStatus::Succeed);
+            let key = self.key_of(id, 0);
+            self.task_final(key, None, now_ms, out);
+            return;
+        }
+        if self.graph.nodes[id].is_batch {
+            let lists = self.batch_lists(id);
+            let plan = dag::combine(
+                lists.iter().map(BatchList::len).collect(),
+                self.pipeline.nodes[id].batch_operation(),
+            );
+            self.nodes[id].lists = lists;
+            if plan.count() > MAX_TASKS_PER_NODE {
+                self.ending.error = Some(format!(
+                    "node \"{}\" would run {} tasks, more than the limit of {MAX_TASKS_PER_NODE}; \
+                     use batchOperation \"indexed\" or smaller batch inputs",
+                    self.nodes[id].node_name,
+                    plan.count()
+                ));
+                self.ending.node_name = Some(self.nodes[id].node_name.to_string());
+                self.nodes[id].plan = Some(plan);
+                self.finish(JobStatus::Failed, now_ms, out);
+                return;
+            }
+            self.nodes[id].plan = Some(plan);
+        }
+        if self.graph.nodes[id].wait_any {
+            let needed = self.nodes[id].waiting_any_total(&self.graph, id);
+            let ready: Vec<usize> = self.nodes[id]
+                .any_ready
+                .iter()
+                .enumerate()
+                .filter(|&(_, &count)| count == needed)
+                .map(|(position, _)| position)
+                .collect();
+            for position in ready {
+                self.fire_group(id, position, out);
+            }
+            self.maybe_node_done(id, now_ms, out);
+            return;
+        }
+        let count = match &self.nodes[id].plan {
+            Some(plan) => plan.count(),
+            None => 1,
+        };
+        if count == 0 {
+            self.skip(id);
+            self.maybe_node_done(id, now_ms, out);
+            return;
+        }
+        let batch = self.graph.nodes[id].is_batch;
+        self.nodes[id].tasks.reserve_exact(count);
+        for index in 0..count {
+            self.create_task(id, 0, if batch { index as u32 + 1 } else { 0 });
+        }
+        for position in 0..count {
+            self.dispatch(id, position, out);
+        }
+    }
+
+    /// The node runs no task: one pseudo-task `skipped`, batchIndex −1 (reference §2.4).
+    fn skip(&mut self, id: NodeId) {
+        self.create_task(id, 0, 0);
+        self.nodes[id].skipped = true;
+        self.nodes[id].unfinished -= 1;
+        self.set_status(id, 0, TaskStatus::Skipped);
+    }
+
+    fn maybe_node_done(&mut self, id: NodeId, now_ms: u64, out: &mut Vec<Action>) {
+        let node = &self.nodes[id];
+        if node.phase != Phase::Running
+            || node.unfinished > 0
+            || node.waiting_all > 0
+            || node.waiting_any > 0
+        {
+            return;
+        }
+        if node.tasks.is_empty() {
+            // A waitAny node whose parents had no matching items.
+            self.skip(id);
+        }
+        self.nodes[id].phase = Phase::Done;
+        self.nodes_left -= 1;
+        self.propagate_done(id, now_ms, out);
+    }
+
+    fn propagate_done(&mut self, id: NodeId, now_ms: u64, out: &mut Vec<Action>) {
+        for index in 0..self.graph.nodes[id].children.len() {
+            let child = self.graph.nodes[id].children[index];
+            let Some(relation) = self.graph.nodes[child]
+                .parents
+                .iter()
+                .find(|p| p.node == id)
+                .map(|p| p.relation)
+            else {
+                continue;
+            };
+            if self.nodes[child].cached {
+                continue;
+            }
+            if relation.wait_any {
+                self.nodes[child].waiting_any -= 1;
+            }
+            if relation.waits_for_all() {
+                self.nodes[child].waiting_all -= 1;
+                if self.nodes[child].waiting_all == 0 && self.nodes[child].phase == Phase::Waiting {
+                    if self.status.is_final() {
+                        return;
+                    }
+                    self.parents_done(child, now_ms, out);
+                    continue;
+                }
+            }
+            if self.nodes[child].phase == Phase::Running {
+                self.maybe_node_done(child, now_ms, out);
+            }
+        }
+    }
+
+    fn check_complete(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        if self.nodes_left == 0 && !self.status.is_final() && self.status != JobStatus::Paused {
+            self.finish(JobStatus::Completed, now_ms, out);
+        }
+    }
+
+    fn finish(&mut self, status: JobStatus, now_ms: u64, out: &mut Vec<Action>) {
+        self.status = status;
+        self.ending.timestamp = now_ms;
+        for node in 0..self.nodes.len() {
+            for position in 0..self.nodes[node].tasks.len() {
+                let task = &self.nodes[node].tasks[position];
+                if task.status.is_final() {
+                    continue;
+                }
+                let key = self.key_of(node, position);
+                let dispatched = task.attempts > 0;
+                self.set_status(node, position, TaskStatus::Stopped);
+                if dispatched {
+                    out.push(Action::Cancel(key));
+                }
+                out.push(Action::TaskEnded { key });
+                if node >= self.graph.len() {
+                    out.push(Action::AlgorithmDone {
+                        key,
+                        outcome: TaskOutcome::Failed(format!(
+                            "job {} ended: {}",
+                            self.id,
+                            status.as_str()
+                        )),
+                    });
+                }
+            }
+        }
+        self.held.clear();
+        out.push(Action::Finished);
+    }
+
+    fn key_of(&self, node: usize, position: usize) -> TaskKey {
+        TaskKey {
+            job: self.key,
+            node: node as u32,
+            task: position as u32,
+            attempt: self.nodes[node].tasks[position].attempts as u32,
+        }
+    }
+
+    fn dispatch(&mut self, node: usize, position: usize, out: &mut Vec<Action>) {
+        if self.status == JobStatus::Paused {
+            self.held.push((node as u32, position as u32));
+            return;
+        }
+        let input = self.build_input(node, position);
+        let run = &mut self.nodes[node];
+        let task = &mut run.tasks[position];
+        task.attempts = task.attempts.saturating_add(1);
+        let key = TaskKey {
+            job: self.key,
+            node: node as u32,
+            task: position as u32,
+            attempt: task.attempts as u32,
+        };
+        let batch_index = (task.batch_index > 0).then_some(task.batch_index);
+        let task_id = task.id;
+        let (node_name, algorithm_name) = (run.node_name.clone(), run.algorithm_name.clone());
+        self.set_status(node, position, TaskStatus::Creating);
+        out.push(Action::Dispatch(TaskSpec {
+            key,
+            task_id,
+            job_id: self.id.clone(),
+            root_job_id: self.root_job_id.clone(),
+            pipeline_name: self.pipeline_name.clone(),
+            node_name,
+            algorithm_name,
+            input,
+            batch_index,
+            priority: self.pipeline.priority,
+            extra_data: self.extra_data.get(node).cloned().flatten(),
+            reporter: TaskReporter::new(key, self.engine.clone()),
+        }));
+    }
+
+    // ----- data flow ----------------------------------------------------------------------
+
+    fn batch_lists(&self, id: NodeId) -> Vec<BatchList> {
+        let mut lists = Vec::with_capacity(self.graph.nodes[id].batch_tokens);
+        for input in &self.graph.nodes[id].inputs {
+            input.visit(&mut |leaf| {
+                if !is_batch_leaf(leaf) {
+                    return;
+                }
+                lists.push(match leaf {
+                    InputExpr::RawBatch(values) => BatchList::Values(values.clone()),
+                    InputExpr::Ref(reference) => self.batch_list_of(reference),
+                    _ => BatchList::Values(Vec::new()),
+                });
+            });
+        }
+        lists
+    }
+
+    fn batch_list_of(&self, reference: &Reference) -> BatchList {
+        let path = reference.path.clone();
+        match &reference.source {
+            Source::FlowInput => {
+                let len = self
+                    .flow_input()
+                    .and_then(|root| dag::lookup(root, &path))
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
+                BatchList::FlowInput { path, len }
+            }
+            Source::DataSource => BatchList::Values(Vec::new()),
+            Source::Node(name) => {
+                let Some(node) = self.graph.id(name) else {
+                    return BatchList::Values(Vec::new());
+                };
+                if self.nodes[node].skipped {
+                    return BatchList::Values(Vec::new());
+                }
+                if self.is_collection(node) {
+                    let items = self
+                        .item_order(node)
+                        .into_iter()
+                        .filter(|&position| {
+                            self.nodes[node].tasks[position as usize].output.is_some()
+                        })
+                        .collect();
+                    BatchList::NodeItems { node, path, items }
+                } else {
+                    let len = self.nodes[node]
+                        .tasks
+                        .first()
+                        .and_then(|task| task.output.as_ref())
+                        .and_then(|output| dag::lookup(output, &path))
+                        .and_then(Value::as_array)
+                        .map_or(0, Vec::len);
+                    BatchList::NodeArray { node, path, len }
+                }
+            }
+        }
+    }
+
+    fn list_element(&self, list: &BatchList, index: usize) -> Value {
+        match list {
+            BatchList::Values(values) => values.get(index).cloned().unwrap_or(Value::Null),
+            BatchList::FlowInput { path, .. } => self
+                .flow_input()
+                .and_then(|root| dag::lookup(root, path))
+                .and_then(|array| array.get(index))
+                .cloned()
+                .unwrap_or(Value::Null),
+            BatchList::NodeArray { node, path, .. } => self.nodes[*node]
+                .tasks
+                .first()
+                .and_then(|task| task.output.as_ref())
+                .and_then(|output| dag::lookup(output, path))
+                .and_then(|array| array.get(index))
+                .cloned()
+                .unwrap_or(Value::Null),
+            BatchList::NodeItems { node, path, items } => items
+                .get(index)
+                .and_then(|&position| self.nodes[*node].tasks[position as usize].output.as_ref())
+                .map(|output| dag::value_at(output, path))
+                .unwrap_or(Value::Null),
+        }
+    }
+
+    fn flow_input(&self) -> Option<&Value> {
+        self.pipeline.flow_input.as_ref()
+    }
+
+    /// Task positions of a node in batchIndex order (creation order for plain batches; for
+    /// waitAny nodes, by parent item, then batch position).
+    fn item_order(&self, node: NodeId) -> Vec<u32> {
+        let tasks = &self.nodes[node].tasks;
+        let mut order: Vec<u32> = (0..tasks.len() as u32).collect();
+        if self.graph.nodes.get(node).is_some_and(|n| n.wait_any) {
+            order.sort_by_key(|&p| (tasks[p as usize].group, tasks[p as usize].batch_index));
+        }
+        order
+    }
+
+    /// What `@Node.path` resolves to (reference §2.3): the output (a batch node: the array of
+    /// its items' outputs in batchIndex order, `null` for failed items; a skipped node: `[]`).
+    fn node_value(&self, node: NodeId, path: &[String]) -> Value {
+        let run = &self.nodes[node];
+        if run.skipped {
+            return Value::Array(Vec::new());
+        }
+        if self.is_collection(node) {
+            return Value::Array(
+                self.item_order(node)
+                    .into_iter()
+                    .map(|position| match &run.tasks[position as usize].output {
+                        Some(output) => dag::value_at(output, path),
+                        None => Value::Null,
+                    })
+                    .collect(),
+            );
+        }
+        match run.tasks.first().and_then(|task| task.output.as_ref()) {
+            Some(output) => dag::value_at(output, path),
+            None => Value::Null,
+        }
+    }
+
+    fn build_input(&mut self, id: usize, position: usize) -> Vec<Value> {
+        if let Some(given) = &self.nodes[id].given_input {
+            return given.clone();
+        }
+        let task = &self.nodes[id].tasks[position];
+        let (group, batch_index) = (task.group, task.batch_index);
+        let mut indices = std::mem::take(&mut self.scratch);
+        match &self.nodes[id].plan {
+            Some(plan) if batch_index > 0 => plan.indices(batch_index as usize - 1, &mut indices),
+            _ => indices.clear(),
+        }
+        let mut token = 0;
+        let graph_node = &self.graph.nodes[id];
+        let input = graph_node
+            .inputs
+            .iter()
+            .map(|expr| {
+                expr.instantiate(&mut |leaf| {
+                    if is_batch_leaf(leaf) {
+                        let value = match (
+                            indices.get(token).copied().flatten(),
+                            self.nodes[id].lists.get(token),
+                        ) {
+                            (Some(index), Some(list)) => self.list_element(list, index),
+                            _ => Value::Null,
+                        };
+                        token += 1;
+                        return value;
+                    }
+                    let InputExpr::Ref(reference) = leaf else {
+                        return Value::Null;
+                    };
+                    match (&reference.source, reference.sign) {
+                        (Source::FlowInput, _) => match self.flow_input() {
+                            Some(root) => dag::value_at(root, &reference.path),
+                            None => Value::Null,
+                        },
+                        (Source::Node(name), Sign::WaitAny) => match self.graph.id(name) {
+                            Some(parent) => self.item_value(parent, group, &reference.path),
+                            None => Value::Null,
+                        },
+                        (Source::Node(name), _) => match self.graph.id(name) {
+                            Some(parent) => self.node_value(parent, &reference.path),
+                            None => Value::Null,
+                        },
+                        (Source::DataSource, _) => Value::Null,
+                    }
+                })
+            })
+            .collect();
+        self.scratch = indices;
+        input
+    }
+
+    /// `*@Parent.path` for item `group` (1-based): that item's output; `null` if it failed.
+    fn item_value(&self, parent: NodeId, group: u32, path: &[String]) -> Value {
+        let position = group.saturating_sub(1) as usize;
+        match self.nodes[parent]
+            .tasks
+            .get(position)
+            .and_then(|task| task.output.as_ref())
+        {
+            Some(output) => dag::value_at(output, path),
+            None => Value::Null,
+        }
+    }
+
+    fn result_entries(&self) -> Vec<Value> {
+        let mut entries = Vec::new();
+        for (id, node) in self.pipeline.nodes.iter().enumerate() {
+            let run = &self.nodes[id];
+            if run.cached || !(self.graph.is_sink(id) || node.in_results_flag()) {
+                continue;
+            }
+            let batch = self.is_collection(id);
+            for task in &run.tasks {
+                let mut entry = Map::new();
+                entry.insert("nodeName".into(), json!(run.node_name.as_ref()));
+                entry.insert("algorithmName".into(), json!(run.algorithm_name.as_ref()));
+                if task.status == TaskStatus::Skipped {
+                    entry.insert("batchIndex".into(), json!(-1));
+                } else if batch {
+                    entry.insert("batchIndex".into(), json!(task.batch_index));
+                }
+                if let Some(output) = &task.output {
+                    entry.insert("result".into(), output.clone());
+                }
+                if let Some(error) = &task.error {
+                    entry.insert("error".into(), json!(error.as_ref()));
+                }
+                entries.push(Value::Object(entry));
+            }
+        }
+        entries
+    }
+}
+
+impl NodeRun {
+    fn waiting_any_total(&self, graph: &Graph, id: NodeId) -> u32 {
+        graph.nodes[id]
+            .parents
+            .iter()
+            .filter(|p| p.relation.wait_any)
+            .count() as u32
+    }
+}
+
+fn seconds_between(from_ms: u64, to_ms: u64) -> f64 {
+    to_ms.saturating_sub(from_ms) as f64 / 1000.0
+}

@@ -1,0 +1,9 @@
+//! hkube's control plane.
+//!
+//! - [`spec`]: descriptors, their defaults and validation (pure).
+//! - [`dag`]: the graph from node references, batch expansion, input resolution (pure).
+//! - [`engine`]: the job driver, an event loop that sends tasks through an [`engine::Executor`].
+
+pub mod dag;
+pub mod engine;
+pub mod spec;

@@ -1,0 +1,363 @@
+//! The reference's conformance cases (hkube-spec.md §8), one data file each under
+//! `tests/conformance/` at the workspace root, run against the engine with the in-process test
+//! algorithms. Time is tokio's paused clock: sleeps and TTLs take no real time.
+//!
+//! A case is a list of steps (exec, wait, status, results, stop, pause, resume, sleep, ...);
+//! each step may expect a value (compared as a subset: every expected key must be there and
+//! equal, arrays element by element) or an error (`{code, message}`, with HKube's HTTP codes).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchestrator::engine::{
+    submit, Engine, Error, ExecRequest, Handle, InProcessExecutor, JobStatus, MemoryCatalog,
+    StopRequest,
+};
+use orchestrator::spec;
+use serde_json::{json, Value};
+
+fn cases_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/conformance")
+}
+
+/// HKube's error classes as HTTP statuses (reference §5.0).
+fn http_code(error: &Error) -> u16 {
+    match error {
+        Error::Invalid(_) | Error::NotAllowed { .. } => 400,
+        Error::NotFound(_) => 404,
+        Error::Closed => 500,
+    }
+}
+
+struct Run {
+    handle: Handle,
+    catalog: Arc<MemoryCatalog>,
+    vars: HashMap<String, String>,
+    case: String,
+}
+
+impl Run {
+    fn substitute(&self, value: &Value) -> Value {
+        match value {
+            Value::String(text) if text.contains('$') => {
+                let mut text = text.clone();
+                for (name, id) in &self.vars {
+                    text = text.replace(&format!("${name}"), id);
+                }
+                Value::String(text)
+            }
+            Value::Array(items) => Value::Array(items.iter().map(|v| self.substitute(v)).collect()),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), self.substitute(v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
+    fn job(&self, step: &Value, key: &str) -> String {
+        let name = step[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: step needs \"{key}\"", self.case));
+        // `=id` names a job id literally (an unknown job, for the error cases).
+        if let Some(literal) = name.strip_prefix('=') {
+            return literal.to_string();
+        }
+        self.vars
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{}: unknown job variable {name}", self.case))
+    }
+
+    /// Checks a step's outcome against its `expect` / `error` fields.
+    fn check(&mut self, step: &Value, outcome: Result<Value, Error>) {
+        let expected_error = step.get("error").map(|e| self.substitute(e));
+        match (outcome, expected_error) {
+            (Ok(value), None) => {
+                if let Some(expect) = step.get("expect") {
+                    let expect = self.substitute(expect);
+                    let ordered = !step
+                        .get("unordered")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false);
+                    if let Err(why) = matches(&expect, &value, ordered, "") {
+                        panic!(
+                            "{}: step {step}\n  mismatch: {why}\n  expected: {expect}\n  actual:   {value}",
+                            self.case
+                        );
+                    }
+                }
+                if let Some(var) = step.get("as").and_then(Value::as_str) {
+                    let id = value
+                        .get("jobId")
+                        .and_then(Value::as_str)
+                        .unwrap_or_else(|| panic!("{}: no jobId in {value}", self.case));
+                    self.vars.insert(var.to_string(), id.to_string());
+                }
+            }
+            (Ok(value), Some(error)) => panic!(
+                "{}: step {step}\n  expected error {error}, got {value}",
+                self.case
+            ),
+            (Err(actual), None) => {
+                panic!("{}: step {step}\n  unexpected error: {actual:?}", self.case)
+            }
+            (Err(actual), Some(error)) => {
+                let got = json!({"code": http_code(&actual), "message": actual.to_string()});
+                assert_eq!(got, error, "{}: step {step}", self.case);
+            }
+        }
+    }
+
+    async fn step(&mut self, step: &Value) {
+        let step = &self.substitute(step);
+        let handle = self.handle.clone();
+        if let Some(kind) = step.get("exec").and_then(Value::as_str) {
+            let request = match kind {
+                "raw" => ExecRequest::Raw(step["body"].clone()),
+                "stored" => ExecRequest::Stored(step["body"].clone()),
+                "algorithm" => ExecRequest::Algorithm(step["body"].clone()),
+                "rerun" => ExecRequest::Rerun(self.job(step, "job")),
+                "caching" => ExecRequest::RunFromNode {
+                    job_id: self.job(step, "job"),
+                    node_name: step["node"].as_str().unwrap_or_default().to_string(),
+                },
+                other => panic!("{}: unknown exec kind {other}", self.case),
+            };
+            let outcome = handle.exec(request).await.map(|id| json!({ "jobId": id }));
+            self.check(step, outcome);
+        } else if step.get("wait").is_some() {
+            let id = self.job(step, "wait");
+            let outcome = tokio::time::timeout(Duration::from_secs(100_000), handle.wait(&id))
+                .await
+                .unwrap_or_else(|_| panic!("{}: job {id} did not end", self.case));
+            self.check(step, outcome);
+        } else if step.get("status").is_some() {
+            let id = self.job(step, "status");
+            self.check(step, handle.status(&id).await);
+        } else if step.get("pipeline").is_some() {
+            let id = self.job(step, "pipeline");
+            self.check(step, handle.pipeline(&id).await);
+        } else if step.get("results").is_some() {
+            let id = self.job(step, "results");
+            self.check(step, handle.result(&id).await);
+        } else if let Some(request) = step.get("stop") {
+            let statuses = request
+                .get("statusToStop")
+                .and_then(Value::as_array)
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(|s| s.as_str().and_then(JobStatus::parse))
+                        .collect()
+                });
+            let request = StopRequest {
+                job_id: request
+                    .get("jobId")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                pipeline_name: request
+                    .get("pipelineName")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                statuses,
+                reason: request
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            };
+            let outcome = handle
+                .stop(request)
+                .await
+                .map(|ids| json!({ "stoppedJobIds": ids }));
+            self.check(step, outcome);
+        } else if step.get("pause").is_some() {
+            let id = self.job(step, "pause");
+            let outcome = handle.pause(&id).await.map(|()| json!({"message": "OK"}));
+            self.check(step, outcome);
+        } else if step.get("resume").is_some() {
+            let id = self.job(step, "resume");
+            let outcome = handle.resume(&id).await.map(|()| json!({"message": "OK"}));
+            self.check(step, outcome);
+        } else if let Some(seconds) = step.get("sleep").and_then(Value::as_f64) {
+            tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+        } else if step.get("triggered").is_some() {
+            let id = self.job(step, "triggered");
+            let mut child = None;
+            for _ in 0..100 {
+                let tree = handle.tree(&id).await.expect("tree");
+                if let Some(first) = tree["children"].get(0) {
+                    child = Some(first.clone());
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let child = child.unwrap_or_else(|| panic!("{}: {id} triggered nothing", self.case));
+            self.check(step, Ok(child));
+        } else if step.get("tree").is_some() {
+            let id = self.job(step, "tree");
+            self.check(step, handle.tree(&id).await);
+        } else if let Some(body) = step.get("storePipeline") {
+            let outcome =
+                submit::validate_for_store(body.clone(), self.catalog.as_ref()).map(|pipeline| {
+                    let value = serde_json::to_value(&pipeline).expect("pipeline serializes");
+                    self.catalog.put_pipeline(pipeline);
+                    value
+                });
+            self.check(step, outcome);
+        } else if let Some(body) = step.get("applyAlgorithm") {
+            let outcome = spec::parse_algorithm(body.clone())
+                .map_err(Error::from)
+                .map(|algorithm| {
+                    let value = serde_json::to_value(&algorithm).expect("algorithm serializes");
+                    self.catalog.put_algorithm(algorithm);
+                    value
+                });
+            self.check(step, outcome);
+        } else {
+            panic!("{}: unknown step {step}", self.case);
+        }
+    }
+}
+
+/// `expected` is a subset of `actual`: objects by key, arrays by length and element (in order,
+/// or as a multiset when `ordered` is false, at the top level only).
+fn matches(expected: &Value, actual: &Value, ordered: bool, at: &str) -> Result<(), String> {
+    match (expected, actual) {
+        (Value::Object(expected), Value::Object(actual)) => {
+            for (key, value) in expected {
+                let path = format!("{at}.{key}");
+                match (value, actual.get(key)) {
+                    (Value::Null, None) => {}
+                    // `"key": "<absent>"` asserts the key is not there.
+                    (Value::String(marker), None) if marker == "<absent>" => {}
+                    (Value::String(marker), Some(found)) if marker == "<absent>" => {
+                        return Err(format!("{path}: expected no value, found {found}"))
+                    }
+                    (_, None) => return Err(format!("{path}: missing")),
+                    (value, Some(found)) => matches(value, found, ordered, &path)?,
+                }
+            }
+            Ok(())
+        }
+        (Value::Array(expected), Value::Array(actual)) => {
+            if expected.len() != actual.len() {
+                return Err(format!(
+                    "{at}: {} items expected, {} found",
+                    expected.len(),
+                    actual.len()
+                ));
+            }
+            if ordered {
+                for (index, (e, a)) in expected.iter().zip(actual).enumerate() {
+                    matches(e, a, true, &format!("{at}[{index}]"))?;
+                }
+                return Ok(());
+            }
+            let mut used = vec![false; actual.len()];
+            for (index, e) in expected.iter().enumerate() {
+                let found = actual
+                    .iter()
+                    .enumerate()
+                    .position(|(i, a)| !used[i] && matches(e, a, true, "").is_ok());
+                match found {
+                    Some(i) => used[i] = true,
+                    None => return Err(format!("{at}[{index}]: {e} not found")),
+                }
+            }
+            Ok(())
+        }
+        (expected, actual) if numbers_equal(expected, actual) => Ok(()),
+        (expected, actual) if expected == actual => Ok(()),
+        (expected, actual) => Err(format!("{at}: expected {expected}, found {actual}")),
+    }
+}
+
+fn numbers_equal(a: &Value, b: &Value) -> bool {
+    matches!((a.as_f64(), b.as_f64()), (Some(x), Some(y)) if x == y)
+}
+
+async fn run_case(path: &Path) {
+    let text = std::fs::read_to_string(path).expect("case file readable");
+    let case: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let executor = InProcessExecutor::with_test_algorithms();
+    let catalog = Arc::new(MemoryCatalog::new());
+    for name in executor.algorithm_names() {
+        let algorithm =
+            spec::parse_algorithm(json!({"name": name, "algorithmImage": format!("hkube/{name}")}))
+                .expect("test algorithm descriptor");
+        catalog.put_algorithm(algorithm);
+    }
+    for extra in case
+        .get("algorithms")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        catalog.put_algorithm(spec::parse_algorithm(extra.clone()).expect("case algorithm"));
+    }
+    let handle = Engine::spawn(Arc::new(executor), catalog.clone());
+    let mut run = Run {
+        handle,
+        catalog,
+        vars: HashMap::new(),
+        case: format!(
+            "{} ({})",
+            case["id"].as_str().unwrap_or("?"),
+            path.display()
+        ),
+    };
+    for step in case["steps"].as_array().expect("steps") {
+        run.step(step).await;
+    }
+    run.handle.shutdown().await;
+}
+
+/// Each case runs on its own runtime with a paused clock; every failure is reported, not just
+/// the first.
+#[test]
+fn every_conformance_case() {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(cases_dir())
+        .expect("tests/conformance exists")
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    paths.sort();
+    assert!(
+        paths.len() >= 40,
+        "expected the whole §8 table, found {} cases",
+        paths.len()
+    );
+    let mut failed = Vec::new();
+    for path in &paths {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a tokio runtime");
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(run_case(path))
+        }));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        match outcome {
+            Ok(()) => println!("ok   {name}"),
+            Err(_) => {
+                println!("FAIL {name}");
+                failed.push(name);
+            }
+        }
+    }
+    println!(
+        "conformance: {} passed, {} failed",
+        paths.len() - failed.len(),
+        failed.len()
+    );
+    assert!(failed.is_empty(), "failed cases: {failed:?}");
+}
