@@ -156,8 +156,27 @@ impl Handle {
     }
 }
 
+/// Settings of the engine loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct EngineOptions {
+    /// Tasks of one job handed to the executor at once. Further tasks wait in the job's queue
+    /// as compact ranges, their inputs not built yet, so a million-item batch does not mean a
+    /// million task descriptions in memory.
+    pub max_in_flight_per_job: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            max_in_flight_per_job: 4096,
+        }
+    }
+}
+
 /// The engine loop and everything it owns.
 pub struct Engine {
+    max_in_flight: usize,
     executor: Arc<dyn Executor>,
     catalog: Arc<dyn Catalog>,
     tx: mpsc::UnboundedSender<Msg>,
@@ -194,9 +213,10 @@ impl std::fmt::Debug for Engine {
 const BATCH: usize = 1024;
 
 impl Engine {
-    pub fn new(executor: Arc<dyn Executor>, catalog: Arc<dyn Catalog>) -> Engine {
+    pub fn new(options: EngineOptions, executor: Arc<dyn Executor>, catalog: Arc<dyn Catalog>) -> Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         Engine {
+            max_in_flight: options.max_in_flight_per_job.max(1),
             executor,
             catalog,
             tx,
@@ -225,7 +245,11 @@ impl Engine {
 
     /// Starts the loop on the current tokio runtime.
     pub fn spawn(executor: Arc<dyn Executor>, catalog: Arc<dyn Catalog>) -> Handle {
-        let engine = Engine::new(executor, catalog);
+        Engine::spawn_with(EngineOptions::default(), executor, catalog)
+    }
+
+    pub fn spawn_with(options: EngineOptions, executor: Arc<dyn Executor>, catalog: Arc<dyn Catalog>) -> Handle {
+        let engine = Engine::new(options, executor, catalog);
         let handle = engine.handle();
         tokio::spawn(engine.run());
         handle
@@ -432,7 +456,8 @@ impl Engine {
                 if !types.contains(&"rerun") {
                     types.push("rerun");
                 }
-                submit::prepare(old.user_pipeline.clone(), types, catalog.as_ref(), &running)?
+                let pipeline = old.user_pipeline.clone().unwrap_or_else(|| old.pipeline.clone());
+                submit::prepare(pipeline, types, catalog.as_ref(), &running)?
             }
             ExecRequest::RunFromNode { job_id, node_name } => {
                 let key =
@@ -465,7 +490,7 @@ impl Engine {
         while self.ids.contains_key(&id) {
             id = ids::job_id();
         }
-        let job = Job::new(key, id.clone(), plan, now_ms(), self.tx.clone());
+        let job = Job::new(key, id.clone(), plan, now_ms(), self.max_in_flight, self.tx.clone());
         *self
             .unfinished
             .entry((job.pipeline.experiment_name.clone(), job.name().to_string()))

@@ -8,6 +8,7 @@
 //! stored but built when the task is dispatched, from the node's parsed inputs and its batch
 //! lists.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +56,14 @@ pub enum Timer {
     ActiveTtl,
     /// A node's `ttl`, from the algorithm's start.
     TaskTtl(TaskKey),
+}
+
+/// Tasks `next..end` of one node, queued for dispatch.
+#[derive(Debug, Clone, Copy)]
+struct ReadyRun {
+    node: u32,
+    next: u32,
+    end: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,8 +171,9 @@ impl NodeRun {
 #[derive(Debug)]
 pub struct JobPlan {
     pub pipeline: Pipeline,
-    /// The pipeline as the user submitted it (before expansion), kept for rerun.
-    pub user_pipeline: Pipeline,
+    /// The pipeline as the user submitted it, when expansion changed it (kept for rerun);
+    /// `None` when it is `pipeline` itself, so a large flowInput is not held twice.
+    pub user_pipeline: Option<Pipeline>,
     pub graph: Graph,
     pub types: Vec<&'static str>,
     pub root_job_id: Option<String>,
@@ -186,7 +196,7 @@ pub struct Job {
     pub id: Arc<str>,
     pub root_job_id: Arc<str>,
     pub pipeline: Pipeline,
-    pub user_pipeline: Pipeline,
+    pub user_pipeline: Option<Pipeline>,
     pub types: Vec<&'static str>,
     pub graph: Graph,
     pipeline_name: Arc<str>,
@@ -198,8 +208,12 @@ pub struct Job {
     unexpanded: u64,
     /// Graph nodes not done yet.
     nodes_left: usize,
-    /// Tasks ready while the job is paused, dispatched on resume.
-    held: Vec<(u32, u32)>,
+    /// Tasks waiting for a dispatch slot (or for resume), as runs of consecutive tasks of one
+    /// node: a million-item batch is one entry, not a million.
+    ready: VecDeque<ReadyRun>,
+    /// Tasks handed to the executor and not finished.
+    in_flight: usize,
+    max_in_flight: usize,
     pub start_time: u64,
     pub active_time: Option<u64>,
     ending: Ending,
@@ -213,6 +227,7 @@ impl Job {
         id: String,
         plan: JobPlan,
         now_ms: u64,
+        max_in_flight: usize,
         engine: mpsc::UnboundedSender<Msg>,
     ) -> Job {
         let JobPlan {
@@ -273,7 +288,9 @@ impl Job {
             counts: StateCounts::default(),
             unexpanded,
             nodes_left,
-            held: Vec::new(),
+            ready: VecDeque::new(),
+            in_flight: 0,
+            max_in_flight: max_in_flight.max(1),
             start_time: now_ms,
             active_time: None,
             ending: Ending::default(),
@@ -333,6 +350,7 @@ impl Job {
                 self.parents_done(id, now_ms, out);
             }
         }
+        self.pump(out);
         self.check_complete(now_ms, out);
     }
 
@@ -373,16 +391,20 @@ impl Job {
         if self.status.is_final() || self.live_task(key).is_none() {
             return;
         }
+        self.in_flight = self.in_flight.saturating_sub(1);
         let (node, position) = (key.node as usize, key.task as usize);
         match outcome {
             TaskOutcome::Succeeded(output) => {
-                self.nodes[node].tasks[position].output = Some(output.clone());
+                // Only a code-API caller needs its own copy of the output.
+                let reply = (node >= self.graph.len()).then(|| TaskOutcome::Succeeded(output.clone()));
+                self.nodes[node].tasks[position].output = Some(output);
                 self.set_status(node, position, TaskStatus::Succeed);
-                self.task_final(key, Some(TaskOutcome::Succeeded(output)), now_ms, out);
+                self.task_final(key, reply, now_ms, out);
             }
             TaskOutcome::Failed(error) => self.task_failed(key, error, false, now_ms, out),
             TaskOutcome::Crashed(error) => self.task_failed(key, error, true, now_ms, out),
         }
+        self.pump(out);
     }
 
     pub fn timer_fired(&mut self, timer: Timer, now_ms: u64, out: &mut Vec<Action>) {
@@ -397,9 +419,11 @@ impl Job {
                     .live_task(key)
                     .is_some_and(|task| task.status == TaskStatus::Active);
                 if active {
+                    self.in_flight = self.in_flight.saturating_sub(1);
                     out.push(Action::Cancel(key));
                     // A TTL is a verdict on this run, not a crash: no retry.
                     self.fail_task(key, "Algorithm TTL expired".to_string(), now_ms, out);
+                    self.pump(out);
                 }
             }
         }
@@ -436,9 +460,7 @@ impl Job {
         } else {
             self.status = JobStatus::Active;
         }
-        for (node, task) in std::mem::take(&mut self.held) {
-            self.dispatch(node as usize, task as usize, out);
-        }
+        self.pump(out);
         self.check_complete(now_ms, out);
         Ok(())
     }
@@ -468,6 +490,7 @@ impl Job {
         self.extra_data.push(None);
         self.create_task(id, 0, 0);
         self.dispatch(id, 0, out);
+        self.pump(out);
         Ok(self.key_of(id, 0))
     }
 
@@ -562,7 +585,7 @@ impl Job {
             node.plan = None;
             node.any_ready = Vec::new();
         }
-        self.held = Vec::new();
+        self.ready = VecDeque::new();
     }
 
     // ----- internals --------------------------------------------------------------------
@@ -586,7 +609,9 @@ impl Job {
             .get(key.node as usize)?
             .tasks
             .get(key.task as usize)?;
-        (task.attempts as u32 == key.attempt && !task.status.is_final()).then_some(task)
+        // A task waiting for its retry (`warning`) has no live run.
+        let live = !task.status.is_final() && task.status != TaskStatus::Warning;
+        (task.attempts as u32 == key.attempt && live).then_some(task)
     }
 
     fn set_status(&mut self, node: usize, position: usize, status: TaskStatus) {
@@ -937,7 +962,7 @@ impl Job {
                 }
             }
         }
-        self.held.clear();
+        self.ready.clear();
         out.push(Action::Finished);
     }
 
@@ -950,11 +975,46 @@ impl Job {
         }
     }
 
-    fn dispatch(&mut self, node: usize, position: usize, out: &mut Vec<Action>) {
-        if self.status == JobStatus::Paused {
-            self.held.push((node as u32, position as u32));
+    /// Queues a task for dispatch. Consecutive tasks of one node share one queue entry.
+    fn dispatch(&mut self, node: usize, position: usize, _out: &mut Vec<Action>) {
+        let (node, position) = (node as u32, position as u32);
+        if let Some(last) = self.ready.back_mut() {
+            if last.node == node && last.end == position {
+                last.end += 1;
+                return;
+            }
+        }
+        self.ready.push_back(ReadyRun {
+            node,
+            next: position,
+            end: position + 1,
+        });
+    }
+
+    /// Hands queued tasks to the executor while the job may run and has free slots. Inputs are
+    /// built here, at the last moment, so queued tasks cost 8 bytes per run of tasks.
+    fn pump(&mut self, out: &mut Vec<Action>) {
+        if !matches!(self.status, JobStatus::Active | JobStatus::Resumed) {
             return;
         }
+        while self.in_flight < self.max_in_flight {
+            let Some(run) = self.ready.front_mut() else {
+                return;
+            };
+            let (node, position) = (run.node as usize, run.next as usize);
+            run.next += 1;
+            if run.next == run.end {
+                self.ready.pop_front();
+            }
+            if self.nodes[node].tasks[position].status.is_final() {
+                continue;
+            }
+            self.in_flight += 1;
+            self.send_task(node, position, out);
+        }
+    }
+
+    fn send_task(&mut self, node: usize, position: usize, out: &mut Vec<Action>) {
         let input = self.build_input(node, position);
         let run = &mut self.nodes[node];
         let task = &mut run.tasks[position];

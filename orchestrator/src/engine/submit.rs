@@ -130,7 +130,8 @@ pub fn prepare(
             admission = Admission::Hold;
         }
     }
-    let user_pipeline = pipeline.clone();
+    let expands = pipeline.nodes.iter().any(|n| n.kind == NodeKind::Pipeline);
+    let user_pipeline = expands.then(|| pipeline.clone());
     // Step 4: pipeline-in-pipeline expansion.
     let pipeline = expand_pipeline_nodes(pipeline, catalog)?;
     // Step 5: algorithms exist and can run.
@@ -580,7 +581,7 @@ pub fn run_from_node(
         .filter_map(|(old, node)| new_graph.id(&node.node_name).map(|new| (new, outputs(old))))
         .collect();
     Ok(JobPlan {
-        user_pipeline: pipeline.clone(),
+        user_pipeline: None,
         pipeline,
         graph: new_graph,
         types: vec!["node"],

@@ -29,9 +29,16 @@ use serde_json::Value;
 /// §1.8, then the node-list rules (at least one node, at most one output node, debugOverride,
 /// stream stateless counts).
 pub fn parse_pipeline(value: Value) -> Result<Pipeline, Error> {
-    let value = schema::check_pipeline(value)?;
-    let pipeline: Pipeline =
+    let mut value = schema::check_pipeline(value)?;
+    // The flowInput can be the bulk of a descriptor (a million batch items): it is moved into
+    // the typed pipeline as is, not copied through serde's buffering of flattened structs.
+    let flow_input = value
+        .as_object_mut()
+        .and_then(|map| map.remove("flowInput"))
+        .filter(|v| !v.is_null());
+    let mut pipeline: Pipeline =
         serde_json::from_value(value).map_err(|e| Error::new(format!("invalid pipeline: {e}")))?;
+    pipeline.flow_input = flow_input;
     schema::check_node_list(&pipeline)?;
     Ok(pipeline)
 }

@@ -1,0 +1,54 @@
+//! The `hkube` binary, end to end: what a user types and what they see.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn hkube(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hkube"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hkube starts");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("stdin written");
+    }
+    child.wait_with_output().expect("hkube ends")
+}
+
+#[test]
+fn validate_prints_the_pipeline_with_defaults() {
+    let output = hkube(&["validate", "examples/numbers/numbers.yml"], None);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let pipeline: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert_eq!(pipeline["name"], "numbers");
+    assert_eq!(pipeline["priority"], 3);
+    assert_eq!(pipeline["options"]["batchTolerance"], 80);
+    assert_eq!(pipeline["nodes"][1]["input"][0], "#@Range");
+}
+
+#[test]
+fn validate_names_the_problem_and_fails() {
+    let descriptor = r#"{"name":"x","nodes":[{"nodeName":"A","algorithmName":"a1","input":["@B"]}]}"#;
+    let output = hkube(&["validate", "-"], Some(descriptor));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(r#"node "A" is depend on node "B" which is not exists"#),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn validate_reports_a_missing_file() {
+    let output = hkube(&["validate", "no/such/file.yml"], None);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("reading no/such/file.yml"));
+}
