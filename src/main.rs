@@ -12,7 +12,11 @@ use orchestrator::dag::{FlowInputCheck, Graph};
 use orchestrator::spec;
 
 #[derive(Debug, Parser)]
-#[command(name = "hkube", version, about = "Run HKube-compatible pipelines of user algorithms")]
+#[command(
+    name = "hkube",
+    version,
+    about = "Run HKube-compatible pipelines of user algorithms"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,7 +43,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { files, stored, quiet } => {
+        Command::Validate {
+            files,
+            stored,
+            quiet,
+        } => {
             let mut failed = false;
             for file in &files {
                 match validate(file, stored) {

@@ -26,8 +26,13 @@ fn hkube(args: &[&str], stdin: Option<&str>) -> Output {
 #[test]
 fn validate_prints_the_pipeline_with_defaults() {
     let output = hkube(&["validate", "examples/numbers/numbers.yml"], None);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let pipeline: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let pipeline: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("JSON on stdout");
     assert_eq!(pipeline["name"], "numbers");
     assert_eq!(pipeline["priority"], 3);
     assert_eq!(pipeline["options"]["batchTolerance"], 80);
@@ -36,7 +41,8 @@ fn validate_prints_the_pipeline_with_defaults() {
 
 #[test]
 fn validate_names_the_problem_and_fails() {
-    let descriptor = r#"{"name":"x","nodes":[{"nodeName":"A","algorithmName":"a1","input":["@B"]}]}"#;
+    let descriptor =
+        r#"{"name":"x","nodes":[{"nodeName":"A","algorithmName":"a1","input":["@B"]}]}"#;
     let output = hkube(&["validate", "-"], Some(descriptor));
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);

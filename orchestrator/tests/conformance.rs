@@ -361,3 +361,44 @@ fn every_conformance_case() {
     );
     assert!(failed.is_empty(), "failed cases: {failed:?}");
 }
+
+/// Every `CC-NN` the reference names has a case file. The reference sits in `../shared` beside
+/// the repository (as in CI); without it this check says so and passes.
+#[test]
+fn every_reference_case_has_a_file() {
+    let reference =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/hkube-spec.md");
+    let Ok(text) = std::fs::read_to_string(&reference) else {
+        println!("skipped: {} not found", reference.display());
+        return;
+    };
+    let mut ids: Vec<String> = text
+        .match_indices("CC-")
+        .filter_map(|(at, _)| {
+            let digits: String = text[at + 3..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            (!digits.is_empty()).then(|| format!("cc{digits}"))
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let files: Vec<String> = std::fs::read_dir(cases_dir())
+        .expect("tests/conformance exists")
+        .filter_map(|entry| {
+            entry
+                .ok()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+        })
+        .collect();
+    let missing: Vec<&String> = ids
+        .iter()
+        .filter(|id| !files.iter().any(|f| f.starts_with(&format!("{id}-"))))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "reference cases without a file: {missing:?}"
+    );
+    println!("{} reference cases, each with a file", ids.len());
+}

@@ -57,13 +57,21 @@ fn executor() -> InProcessExecutor {
     // A no-op algorithm: returns its first input, as a trivial user function would.
     executor.register(
         "item",
-        Arc::new(|task| Run::Now(TaskOutcome::Succeeded(task.input.first().cloned().unwrap_or(Value::Null)))),
+        Arc::new(|task| {
+            Run::Now(TaskOutcome::Succeeded(
+                task.input.first().cloned().unwrap_or(Value::Null),
+            ))
+        }),
     );
     // The collector: the number of items it received.
     executor.register(
         "count",
         Arc::new(|task| {
-            let count = task.input.first().and_then(Value::as_array).map_or(0, Vec::len);
+            let count = task
+                .input
+                .first()
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
             Run::Now(TaskOutcome::Succeeded(json!(count)))
         }),
     );
@@ -73,8 +81,9 @@ fn executor() -> InProcessExecutor {
 fn catalog() -> Arc<MemoryCatalog> {
     let catalog = Arc::new(MemoryCatalog::new());
     for name in ["item", "count"] {
-        let algorithm = spec::parse_algorithm(json!({"name": name, "algorithmImage": format!("bench/{name}")}))
-            .expect("a valid algorithm descriptor");
+        let algorithm =
+            spec::parse_algorithm(json!({"name": name, "algorithmImage": format!("bench/{name}")}))
+                .expect("a valid algorithm descriptor");
         catalog.put_algorithm(algorithm);
     }
     catalog
@@ -92,7 +101,10 @@ async fn run(pipeline: Value) -> (Value, Measured) {
     let rss_before = Proc::rss();
     let cpu_before = Proc::cpu();
     let start = Instant::now();
-    let job = handle.exec_raw(pipeline).await.expect("the pipeline is accepted");
+    let job = handle
+        .exec_raw(pipeline)
+        .await
+        .expect("the pipeline is accepted");
     let result = handle.wait(&job).await.expect("the job ends");
     let measured = Measured {
         wall: start.elapsed(),
@@ -133,13 +145,21 @@ fn main() {
     });
     let (result, batch_run) = runtime.block_on(run(batch));
     assert_eq!(result["status"], "completed", "batch job: {result}");
-    assert_eq!(result["data"][0]["result"], json!(items), "the collector saw every item");
+    assert_eq!(
+        result["data"][0]["result"],
+        json!(items),
+        "the collector saw every item"
+    );
     let batch_tasks = items as u64 + 1;
 
     // 2. A chain of nodes, each waiting for the one before.
     let nodes: Vec<Value> = (0..chain)
         .map(|i| {
-            let input = if i == 0 { json!([1]) } else { json!([format!("@n{}", i - 1)]) };
+            let input = if i == 0 {
+                json!([1])
+            } else {
+                json!([format!("@n{}", i - 1)])
+            };
             json!({"nodeName": format!("n{i}"), "algorithmName": "item", "input": input})
         })
         .collect();
@@ -148,7 +168,10 @@ fn main() {
 
     let per = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n as f64;
     println!("hkube engine benchmark (in-process no-op executor, one tokio thread)");
-    println!("machine: {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "machine: {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!();
     println!("| scenario | measured | target | anchor |");
     println!("|---|---|---|---|");

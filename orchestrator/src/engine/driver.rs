@@ -213,7 +213,11 @@ impl std::fmt::Debug for Engine {
 const BATCH: usize = 1024;
 
 impl Engine {
-    pub fn new(options: EngineOptions, executor: Arc<dyn Executor>, catalog: Arc<dyn Catalog>) -> Engine {
+    pub fn new(
+        options: EngineOptions,
+        executor: Arc<dyn Executor>,
+        catalog: Arc<dyn Catalog>,
+    ) -> Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         Engine {
             max_in_flight: options.max_in_flight_per_job.max(1),
@@ -248,7 +252,11 @@ impl Engine {
         Engine::spawn_with(EngineOptions::default(), executor, catalog)
     }
 
-    pub fn spawn_with(options: EngineOptions, executor: Arc<dyn Executor>, catalog: Arc<dyn Catalog>) -> Handle {
+    pub fn spawn_with(
+        options: EngineOptions,
+        executor: Arc<dyn Executor>,
+        catalog: Arc<dyn Catalog>,
+    ) -> Handle {
         let engine = Engine::new(options, executor, catalog);
         let handle = engine.handle();
         tokio::spawn(engine.run());
@@ -456,7 +464,10 @@ impl Engine {
                 if !types.contains(&"rerun") {
                     types.push("rerun");
                 }
-                let pipeline = old.user_pipeline.clone().unwrap_or_else(|| old.pipeline.clone());
+                let pipeline = old
+                    .user_pipeline
+                    .clone()
+                    .unwrap_or_else(|| old.pipeline.clone());
                 submit::prepare(pipeline, types, catalog.as_ref(), &running)?
             }
             ExecRequest::RunFromNode { job_id, node_name } => {
@@ -490,7 +501,14 @@ impl Engine {
         while self.ids.contains_key(&id) {
             id = ids::job_id();
         }
-        let job = Job::new(key, id.clone(), plan, now_ms(), self.max_in_flight, self.tx.clone());
+        let job = Job::new(
+            key,
+            id.clone(),
+            plan,
+            now_ms(),
+            self.max_in_flight,
+            self.tx.clone(),
+        );
         *self
             .unfinished
             .entry((job.pipeline.experiment_name.clone(), job.name().to_string()))

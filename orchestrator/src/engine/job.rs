@@ -396,7 +396,8 @@ impl Job {
         match outcome {
             TaskOutcome::Succeeded(output) => {
                 // Only a code-API caller needs its own copy of the output.
-                let reply = (node >= self.graph.len()).then(|| TaskOutcome::Succeeded(output.clone()));
+                let reply =
+                    (node >= self.graph.len()).then(|| TaskOutcome::Succeeded(output.clone()));
                 self.nodes[node].tasks[position].output = Some(output);
                 self.set_status(node, position, TaskStatus::Succeed);
                 self.task_final(key, reply, now_ms, out);
