@@ -1,0 +1,230 @@
+//! Engine behaviour that the conformance table cannot show: what the executor sees (bounded
+//! dispatch, priorities, task fields), late or duplicate reports, progress while running.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use orchestrator::engine::{
+    Engine, EngineOptions, Executor, InProcessExecutor, MemoryCatalog, TaskKey, TaskOutcome,
+    TaskSpec,
+};
+use orchestrator::spec;
+use serde_json::{json, Value};
+
+fn catalog(names: &[&str]) -> Arc<MemoryCatalog> {
+    let catalog = Arc::new(MemoryCatalog::new());
+    for name in names {
+        catalog.put_algorithm(
+            spec::parse_algorithm(json!({"name": name, "algorithmImage": format!("img/{name}")}))
+                .unwrap(),
+        );
+    }
+    catalog
+}
+
+/// Holds every task until the test releases it, and records what it saw.
+#[derive(Default)]
+struct Recorder {
+    tasks: Mutex<Vec<TaskSpec>>,
+    outstanding: AtomicUsize,
+    most_outstanding: AtomicUsize,
+    cancelled: Mutex<Vec<TaskKey>>,
+}
+
+impl Executor for Recorder {
+    fn submit(&self, task: TaskSpec) {
+        let now = self.outstanding.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_outstanding.fetch_max(now, Ordering::SeqCst);
+        task.reporter.started();
+        self.tasks.lock().unwrap().push(task);
+    }
+
+    fn cancel(&self, key: TaskKey) {
+        self.cancelled.lock().unwrap().push(key);
+    }
+}
+
+impl Recorder {
+    /// Finishes every task handed out so far with `output(input)`; returns how many.
+    fn finish_all(&self, output: impl Fn(&TaskSpec) -> TaskOutcome) -> usize {
+        let tasks: Vec<TaskSpec> = std::mem::take(&mut *self.tasks.lock().unwrap());
+        for task in &tasks {
+            self.outstanding.fetch_sub(1, Ordering::SeqCst);
+            task.reporter.finish(output(task));
+        }
+        tasks.len()
+    }
+}
+
+async fn settle() {
+    // Let the engine loop drain its messages.
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn dispatch_is_bounded_per_job_and_everything_still_runs() {
+    let recorder = Arc::new(Recorder::default());
+    let options = EngineOptions {
+        max_in_flight_per_job: 8,
+    };
+    let handle = Engine::spawn_with(options, recorder.clone(), catalog(&["alg"]));
+    let items: Vec<Value> = (0..100).map(Value::from).collect();
+    let job = handle
+        .exec_raw(json!({
+            "name": "bounded",
+            "nodes": [{"nodeName": "A", "algorithmName": "alg", "input": ["#@flowInput.items"]}],
+            "flowInput": {"items": items},
+        }))
+        .await
+        .unwrap();
+    let mut finished = 0;
+    while finished < 100 {
+        settle().await;
+        let status = handle.status(&job).await.unwrap();
+        let creating = status["data"]["states"]["creating"].as_u64().unwrap_or(0);
+        let active = status["data"]["states"]["active"].as_u64().unwrap_or(0);
+        assert!(active <= 8, "at most 8 tasks out at once: {status}");
+        assert_eq!(creating + active + finished as u64, 100, "{status}");
+        finished += recorder.finish_all(|task| TaskOutcome::Succeeded(task.input[0].clone()));
+    }
+    let result = handle.wait(&job).await.unwrap();
+    assert_eq!(result["status"], "completed");
+    assert_eq!(result["data"].as_array().unwrap().len(), 100);
+    assert_eq!(result["data"][99]["result"], 99);
+    assert!(recorder.most_outstanding.load(Ordering::SeqCst) <= 8);
+}
+
+#[tokio::test]
+async fn a_late_duplicate_report_changes_nothing() {
+    let recorder = Arc::new(Recorder::default());
+    let handle = Engine::spawn(recorder.clone(), catalog(&["alg"]));
+    let job = handle
+        .exec_raw(json!({"name": "dup", "nodes": [{"nodeName": "A", "algorithmName": "alg", "input": [1]}]}))
+        .await
+        .unwrap();
+    settle().await;
+    let task = recorder.tasks.lock().unwrap().pop().unwrap();
+    task.reporter.finish(TaskOutcome::Succeeded(json!("first")));
+    task.reporter.finish(TaskOutcome::Failed("second".into()));
+    let result = handle.wait(&job).await.unwrap();
+    assert_eq!(result["status"], "completed");
+    assert_eq!(result["data"][0]["result"], "first");
+}
+
+#[tokio::test]
+async fn tasks_carry_what_the_algorithm_needs() {
+    let recorder = Arc::new(Recorder::default());
+    let handle = Engine::spawn(recorder.clone(), catalog(&["alg"]));
+    let job = handle
+        .exec_raw(json!({
+            "name": "fields",
+            "priority": 1,
+            "nodes": [{"nodeName": "A", "algorithmName": "alg", "input": ["#[x,y]", {"k": "@flowInput.k"}],
+                       "extraData": {"note": 7}}],
+            "flowInput": {"k": "v"},
+        }))
+        .await
+        .unwrap();
+    settle().await;
+    let tasks = recorder.tasks.lock().unwrap();
+    assert_eq!(tasks.len(), 2);
+    let task = &tasks[1];
+    assert_eq!(&*task.job_id, job.as_str());
+    assert_eq!(&*task.root_job_id, job.as_str());
+    assert_eq!(&*task.pipeline_name, "fields");
+    assert_eq!(&*task.node_name, "A");
+    assert_eq!(&*task.algorithm_name, "alg");
+    assert_eq!(task.input, vec![json!("y"), json!({"k": "v"})]);
+    assert_eq!(task.batch_index, Some(2));
+    assert_eq!(task.priority, 1);
+    assert_eq!(task.extra_data.as_deref(), Some(&json!({"note": 7})));
+    assert_eq!(task.task_id.as_str().len(), 8);
+    assert_ne!(tasks[0].task_id, tasks[1].task_id);
+}
+
+#[tokio::test]
+async fn progress_while_running() {
+    let recorder = Arc::new(Recorder::default());
+    let handle = Engine::spawn(recorder.clone(), catalog(&["alg"]));
+    let job = handle
+        .exec_raw(json!({"name": "progress", "nodes": [
+            {"nodeName": "A", "algorithmName": "alg", "input": ["#[1...2]"]},
+            {"nodeName": "B", "algorithmName": "alg", "input": ["@A"]},
+        ]}))
+        .await
+        .unwrap();
+    settle().await;
+    let status = handle.status(&job).await.unwrap();
+    assert_eq!(status["status"], "active");
+    // Two A tasks out, B not expanded yet (counts as one task).
+    assert_eq!(status["data"]["details"], "0% completed, 2 active");
+    let first = recorder.tasks.lock().unwrap().remove(0);
+    recorder.outstanding.fetch_sub(1, Ordering::SeqCst);
+    first.reporter.finish(TaskOutcome::Succeeded(json!(1)));
+    settle().await;
+    let status = handle.status(&job).await.unwrap();
+    assert_eq!(status["data"]["progress"], 33.33);
+    assert_eq!(
+        status["data"]["details"],
+        "33.33% completed, 1 succeed, 1 active"
+    );
+}
+
+#[tokio::test]
+async fn stopping_a_job_cancels_its_running_tasks() {
+    let recorder = Arc::new(Recorder::default());
+    let handle = Engine::spawn(recorder.clone(), catalog(&["alg"]));
+    let job = handle
+        .exec_raw(json!({"name": "cancel", "nodes": [{"nodeName": "A", "algorithmName": "alg", "input": ["#[1...3]"]}]}))
+        .await
+        .unwrap();
+    settle().await;
+    let stopped = handle
+        .stop(orchestrator::engine::StopRequest {
+            job_id: Some(job.clone()),
+            reason: Some("enough".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(stopped, vec![job.clone()]);
+    assert_eq!(recorder.cancelled.lock().unwrap().len(), 3);
+    let result = handle.wait(&job).await.unwrap();
+    assert_eq!(result["status"], "stopped");
+    assert_eq!(result["reason"], "enough");
+    // Reports after the stop are ignored.
+    recorder.finish_all(|_| TaskOutcome::Succeeded(json!(0)));
+    settle().await;
+    assert_eq!(
+        handle.status(&job).await.unwrap()["data"]["states"],
+        json!({"stopped": 3})
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_job_of_higher_priority_starts_first() {
+    let handle = Engine::spawn(
+        Arc::new(InProcessExecutor::with_test_algorithms()),
+        catalog(&["sleep", "first"]),
+    );
+    let pipeline = |priority: u8| {
+        json!({"name": "queue", "priority": priority,
+               "options": {"concurrentPipelines": {"amount": 1, "rejectOnFailure": false}},
+               "nodes": [{"nodeName": "A", "algorithmName": "sleep", "input": [1]}]})
+    };
+    let running = handle.exec_raw(pipeline(3)).await.unwrap();
+    let low = handle.exec_raw(pipeline(5)).await.unwrap();
+    let high = handle.exec_raw(pipeline(1)).await.unwrap();
+    assert_eq!(handle.status(&low).await.unwrap()["status"], "pending");
+    assert_eq!(handle.status(&high).await.unwrap()["status"], "pending");
+    handle.wait(&running).await.unwrap();
+    assert_eq!(handle.status(&high).await.unwrap()["status"], "active");
+    assert_eq!(handle.status(&low).await.unwrap()["status"], "pending");
+    let high_done = handle.wait(&high).await.unwrap();
+    let low_done = handle.wait(&low).await.unwrap();
+    assert!(high_done["timestamp"].as_u64() <= low_done["timestamp"].as_u64());
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
