@@ -1,6 +1,8 @@
 //! Engine behaviour that the conformance table cannot show: what the executor sees (bounded
 //! dispatch, priorities, task fields), late or duplicate reports, progress while running.
 
+#![allow(clippy::unwrap_used)] // a test may panic on the unexpected
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
