@@ -1,0 +1,356 @@
+"""The runtime loop: connect to the sidecar, load the user's code, run tasks.
+
+Two ways to run a task, chosen by the sidecar at connect time:
+
+* HKube's exchange (what HKube's own wrappers speak): ``initialize`` → ``initialized`` →
+  ``start`` → ``started`` → ``done`` (storage v1: the result travels in ``done``). The task runs
+  on its own thread so that ``stop`` and code-API replies are handled while it runs.
+* hkube's fast path (``fast=1`` in the query): ``run`` → ``result``, one message each way. The
+  task runs on the socket's thread; a code-API call made by the task reads the socket itself
+  until its reply arrives, so nothing deadlocks and no thread hand-off slows the common case.
+
+Errors raised by user code become ``errorMessage`` with the message and the traceback. A module
+that fails to import is reported on the first task, not by crashing, so the error reaches the
+user's job.
+"""
+
+import importlib
+import inspect
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+
+from . import ws
+
+
+class _Reply:
+    __slots__ = ("event", "value", "error", "done")
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.value = None
+        self.error = None
+        self.done = False
+
+
+class Api:
+    """What ``start(args, api)`` receives: HKube's code API, plus progress."""
+
+    def __init__(self, runner):
+        self._runner = runner
+
+    def start_algorithm(self, algorithmName, input=None, includeResult=True):
+        """Runs another algorithm in this job; returns its output (or the error text)."""
+        return self._runner.call(
+            "startAlgorithmExecution",
+            "execId",
+            {"algorithmName": algorithmName, "input": list(input or []), "includeResult": includeResult},
+        )
+
+    def start_stored_subpipeline(self, name, flowInput=None, includeResult=True):
+        """Runs a stored pipeline; returns its results (or the error text)."""
+        return self._runner.call(
+            "startStoredSubPipeline",
+            "subPipelineId",
+            {"includeResult": includeResult, "subPipeline": {"name": name, "flowInput": flowInput or {}}},
+        )
+
+    def start_raw_subpipeline(self, name, nodes, flowInput, options=None, webhooks=None, includeResult=True):
+        """Runs a pipeline given as a descriptor; returns its results (or the error text)."""
+        sub = {"name": name, "nodes": nodes, "flowInput": flowInput, "options": options or {}, "webhooks": webhooks or {}}
+        return self._runner.call("startRawSubPipeline", "subPipelineId", {"includeResult": includeResult, "subPipeline": sub})
+
+    def progress(self, percent):
+        """Reports the task's progress (0–100)."""
+        self._runner.send({"command": "progress", "data": {"progress": percent}})
+
+
+def _error_payload(exc):
+    return {
+        "code": "Failed",
+        "message": str(exc) or type(exc).__name__,
+        "details": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    }
+
+
+class Runner:
+    def __init__(self, start=None, init=None, stop=None, exit=None, load_error=None):
+        self.start_fn, self.init_fn, self.stop_fn, self.exit_fn = start, init, stop, exit
+        self.load_error = load_error
+        self.conn = None
+        self.api = Api(self)
+        self.args = None
+        self.task_thread = None
+        self.stop_requested = False
+        self.exit_code = None
+        self._next_id = 0
+        self._waiting = {}
+        self._id_lock = threading.Lock()
+        self._socket_thread = None
+        # HKube allows start(args) as well as start(args, api).
+        self._start_takes_api = start is not None and _positional_count(start) != 1
+
+    # -- wire ---------------------------------------------------------------------------
+
+    def send(self, message):
+        self.conn.send_text(json.dumps(message, separators=(",", ":")))
+
+    def call(self, command, id_field, payload):
+        """Sends a code-API request and waits for its reply."""
+        with self._id_lock:
+            self._next_id += 1
+            request_id = str(self._next_id)
+            reply = _Reply()
+            self._waiting[request_id] = reply
+        payload = dict(payload)
+        payload[id_field] = request_id
+        self.send({"command": command, "data": payload})
+        if threading.current_thread() is self._socket_thread:
+            # Fast path: nobody else reads the socket, so read it here until the reply is in.
+            while not reply.done:
+                self._dispatch(self._receive())
+        else:
+            reply.event.wait()
+        return reply.error if reply.error is not None else reply.value
+
+    def _receive(self):
+        text = self.conn.recv()
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        return json.loads(text)
+
+    def _resolve(self, request_id, value=None, error=None):
+        with self._id_lock:
+            reply = self._waiting.pop(str(request_id), None)
+        if reply is None:
+            return
+        reply.value, reply.error, reply.done = value, error, True
+        reply.event.set()
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def serve(self, conn):
+        """Handles messages until ``exit`` or until the connection closes."""
+        self.conn = conn
+        self._socket_thread = threading.current_thread()
+        try:
+            while self.exit_code is None:
+                self._dispatch(self._receive())
+        except ws.ConnectionClosed:
+            pass
+        return self.exit_code
+
+    def _dispatch(self, message):
+        command = message.get("command")
+        data = message.get("data")
+        handler = _HANDLERS.get(command)
+        if handler is not None:
+            handler(self, data if data is not None else {})
+
+    # -- HKube's exchange ---------------------------------------------------------------
+
+    def _on_initialize(self, data):
+        self.args = data
+        self.stop_requested = False
+        if self.load_error is not None:
+            self.send({"command": "errorMessage", "error": self.load_error})
+            return
+        try:
+            if self.init_fn is not None:
+                self.init_fn(data)
+        except Exception as exc:  # user code: report, never crash the runtime
+            self.send({"command": "errorMessage", "error": _error_payload(exc)})
+            return
+        self.send({"command": "initialized"})
+
+    def _on_start(self, _data):
+        self.send({"command": "started"})
+        args = self.args or {}
+        self.task_thread = threading.Thread(target=self._run_task, args=(args,), daemon=True)
+        self.task_thread.start()
+
+    def _run_task(self, args):
+        try:
+            output = self._call_start(args)
+        except Exception as exc:
+            if not self.stop_requested:
+                self.send({"command": "errorMessage", "error": _error_payload(exc)})
+            else:
+                self.send({"command": "stopped"})
+            return
+        if self.stop_requested:
+            self.send({"command": "stopped"})
+        else:
+            self._send_done(output)
+
+    def _send_done(self, output):
+        try:
+            self.send({"command": "done", "data": output})
+        except (TypeError, ValueError) as exc:
+            error = {"code": "Failed", "message": "the result cannot be sent as JSON: {}".format(exc)}
+            self.send({"command": "errorMessage", "error": error})
+
+    def _call_start(self, args):
+        if self.start_fn is None:
+            raise RuntimeError("the algorithm has no start function")
+        if self._start_takes_api:
+            return self.start_fn(args, self.api)
+        return self.start_fn(args)
+
+    def _on_stop(self, data):
+        self.stop_requested = True
+        if self.stop_fn is not None:
+            try:
+                self.stop_fn(data)
+            except Exception:
+                traceback.print_exc()
+        running = self.task_thread is not None and self.task_thread.is_alive()
+        if not running:
+            self.send({"command": "stopped"})
+
+    def _on_exit(self, data):
+        if self.exit_fn is not None:
+            try:
+                self.exit_fn(data)
+            except Exception:
+                traceback.print_exc()
+        self.exit_code = int(data.get("exitCode", 0) or 0)
+        self.conn.close()
+
+    # -- hkube's fast path --------------------------------------------------------------
+
+    def _run_fast(self, data):
+        task_id = data.get("taskId")
+        if self.load_error is not None:
+            return {"taskId": task_id, "error": self.load_error}
+        try:
+            if self.init_fn is not None:
+                self.init_fn(data)
+            return {"taskId": task_id, "output": self._call_start(data)}
+        except Exception as exc:
+            return {"taskId": task_id, "error": _error_payload(exc)}
+
+    def _on_run(self, data):
+        outcome = self._run_fast(data)
+        if "error" in outcome:
+            self.send({"command": "errorMessage", "error": outcome["error"], "data": {"taskId": outcome["taskId"]}})
+            return
+        try:
+            self.send({"command": "result", "data": outcome})
+        except (TypeError, ValueError) as exc:
+            error = {"code": "Failed", "message": "the result cannot be sent as JSON: {}".format(exc)}
+            self.send({"command": "errorMessage", "error": error, "data": {"taskId": outcome["taskId"]}})
+
+    def _on_run_batch(self, data):
+        results = [self._run_fast(task) for task in data.get("tasks", [])]
+        try:
+            self.send({"command": "results", "data": {"results": results}})
+        except (TypeError, ValueError) as exc:
+            error = {"code": "Failed", "message": "a result cannot be sent as JSON: {}".format(exc)}
+            self.send({"command": "results", "data": {"results": [{"taskId": r["taskId"], "error": error} for r in results]}})
+
+    # -- code-API replies ---------------------------------------------------------------
+
+    def _on_algorithm_done(self, data):
+        self._resolve(data.get("execId"), value=data.get("response"))
+
+    def _on_algorithm_error(self, data):
+        self._resolve(data.get("execId"), error=data.get("error"))
+
+    def _on_subpipeline_done(self, data):
+        self._resolve(data.get("subPipelineId"), value=data.get("response"))
+
+    def _on_subpipeline_error(self, data):
+        self._resolve(data.get("subPipelineId"), error=data.get("error"))
+
+    def _on_subpipeline_stopped(self, data):
+        self._resolve(data.get("subPipelineId"), value=None)
+
+
+_HANDLERS = {
+    "initialize": Runner._on_initialize,
+    "start": Runner._on_start,
+    "stop": Runner._on_stop,
+    "exit": Runner._on_exit,
+    "run": Runner._on_run,
+    "runBatch": Runner._on_run_batch,
+    "algorithmExecutionDone": Runner._on_algorithm_done,
+    "algorithmExecutionError": Runner._on_algorithm_error,
+    "subPipelineDone": Runner._on_subpipeline_done,
+    "subPipelineError": Runner._on_subpipeline_error,
+    "subPipelineStopped": Runner._on_subpipeline_stopped,
+}
+
+
+def _positional_count(fn):
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 2
+    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
+        return 2
+    return sum(1 for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def load_algorithm(entry_point, algorithm_path=None):
+    """Imports the user's module by HKube's convention: ``foo/bar/main.py`` → ``foo.bar.main``.
+
+    Returns ``(functions, error)``; ``error`` is an errorMessage payload naming what is missing.
+    """
+    if algorithm_path and os.path.isdir(algorithm_path):
+        os.chdir(algorithm_path)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module_name = entry_point[:-3] if entry_point.endswith(".py") else entry_point
+    module_name = module_name.replace("/", ".").strip(".")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        error = _error_payload(exc)
+        error["message"] = "cannot load the algorithm's entry point {!r} (module {!r}) from {}: {}".format(
+            entry_point, module_name, os.getcwd(), error["message"]
+        )
+        return {}, error
+    functions = {name: getattr(module, name, None) for name in ("start", "init", "stop", "exit")}
+    if not callable(functions["start"]):
+        return functions, {
+            "code": "Failed",
+            "message": "the algorithm's entry point {!r} has no start(args, api) function".format(entry_point),
+        }
+    return functions, None
+
+
+def run(start, init=None, stop=None, exit=None):
+    """For a custom image: run these functions behind the sidecar (blocks until exit)."""
+    return _connect_and_serve(Runner(start=start, init=init, stop=stop, exit=exit))
+
+
+def run_from_env():
+    functions, error = load_algorithm(
+        os.environ.get("ALGORITHM_ENTRY_POINT", "main.py"),
+        os.environ.get("ALGORITHM_PATH"),
+    )
+    return _connect_and_serve(Runner(load_error=error, **functions))
+
+
+def _connect_and_serve(runner):
+    host = os.environ.get("WORKER_SOCKET_HOST", "127.0.0.1")
+    port = int(os.environ.get("WORKER_SOCKET_PORT", "3000"))
+    fast = os.environ.get("HKUBE_FAST_PATH", "1") not in ("0", "false", "no")
+    path = "/?storage=v1&encoding=json" + ("&fast=1" if fast else "")
+    # The sidecar may still be starting: retry for a while, then give up with a clear message.
+    deadline = time.monotonic() + float(os.environ.get("HKUBE_CONNECT_TIMEOUT", "30"))
+    while True:
+        try:
+            conn = ws.connect(host, port, path)
+            break
+        except (OSError, ws.ConnectionClosed) as exc:
+            if time.monotonic() > deadline:
+                sys.stderr.write("hkube runtime: cannot reach the sidecar at {}:{}: {}\n".format(host, port, exc))
+                return 1
+            time.sleep(0.05)
+    code = runner.serve(conn)
+    return 0 if code is None else code

@@ -1,0 +1,243 @@
+"""The Python runtime against a scripted sidecar on a real socket.
+
+The test plays the sidecar with the runtime's own websocket code (server side) and checks the
+messages the runtime sends back, for HKube's exchange and for hkube's fast path.
+"""
+
+import json
+import os
+import socket
+import sys
+import tempfile
+import textwrap
+import threading
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from hkube_runtime import ws  # noqa: E402
+from hkube_runtime.runner import Runner, load_algorithm  # noqa: E402
+
+
+class Sidecar:
+    """Accepts one runtime connection; send() and recv() speak JSON envelopes."""
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.port = self.listener.getsockname()[1]
+        self.conn = None
+        self.path = None
+
+    def accept(self):
+        sock, _ = self.listener.accept()
+        sock.settimeout(10)
+        self.conn, self.path = ws.accept(sock)
+
+    def send(self, command, data=None):
+        message = {"command": command}
+        if data is not None:
+            message["data"] = data
+        self.conn.send_text(json.dumps(message))
+
+    def recv(self):
+        return json.loads(self.conn.recv())
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+        self.listener.close()
+
+
+def serve(runner):
+    """Runs the runtime's loop against a fresh scripted sidecar on a thread."""
+    sidecar = Sidecar()
+    outcome = {}
+
+    def client():
+        conn = ws.connect("127.0.0.1", sidecar.port, "/?storage=v1&encoding=json&fast=1")
+        outcome["code"] = runner.serve(conn)
+
+    thread = threading.Thread(target=client, daemon=True)
+    thread.start()
+    sidecar.accept()
+    return sidecar, thread, outcome
+
+
+class FastPath(unittest.TestCase):
+    def test_one_message_in_one_out(self):
+        runner = Runner(start=lambda args, api: sum(args["input"]))
+        sidecar, thread, outcome = serve(runner)
+        self.assertEqual(sidecar.path, "/?storage=v1&encoding=json&fast=1")
+        for i in range(3):
+            sidecar.send("run", {"taskId": "t%d" % i, "input": [i, 10]})
+            self.assertEqual(sidecar.recv(), {"command": "result", "data": {"taskId": "t%d" % i, "output": i + 10}})
+        sidecar.send("exit", {"exitCode": 0})
+        thread.join(5)
+        self.assertEqual(outcome["code"], 0)
+        sidecar.close()
+
+    def test_start_with_one_parameter(self):
+        runner = Runner(start=lambda args: args["input"][0] * 3)
+        sidecar, thread, _ = serve(runner)
+        sidecar.send("run", {"taskId": "t", "input": [5]})
+        self.assertEqual(sidecar.recv()["data"]["output"], 15)
+        sidecar.send("exit", {"exitCode": 0})
+        thread.join(5)
+        sidecar.close()
+
+    def test_an_exception_becomes_an_error_with_its_traceback(self):
+        def start(args, api):
+            raise ValueError("bad value")
+
+        sidecar, thread, _ = serve(Runner(start=start))
+        sidecar.send("run", {"taskId": "t1", "input": []})
+        reply = sidecar.recv()
+        self.assertEqual(reply["command"], "errorMessage")
+        self.assertEqual(reply["data"], {"taskId": "t1"})
+        self.assertEqual(reply["error"]["message"], "bad value")
+        self.assertIn("ValueError: bad value", reply["error"]["details"])
+        self.assertIn("in start", reply["error"]["details"])
+        sidecar.send("exit", {"exitCode": 0})
+        thread.join(5)
+        sidecar.close()
+
+    def test_a_batch_of_tasks_in_one_message(self):
+        def start(args, api):
+            if args["input"][0] < 0:
+                raise RuntimeError("negative")
+            return args["input"][0] * 2
+
+        sidecar, thread, _ = serve(Runner(start=start))
+        sidecar.send("runBatch", {"tasks": [{"taskId": "a", "input": [1]}, {"taskId": "b", "input": [-1]}, {"taskId": "c", "input": [3]}]})
+        results = sidecar.recv()["data"]["results"]
+        self.assertEqual(results[0], {"taskId": "a", "output": 2})
+        self.assertEqual(results[1]["error"]["message"], "negative")
+        self.assertEqual(results[2], {"taskId": "c", "output": 6})
+        sidecar.send("exit", {"exitCode": 0})
+        thread.join(5)
+        sidecar.close()
+
+    def test_a_code_api_call_inside_a_fast_task(self):
+        def start(args, api):
+            return api.start_algorithm("double", [args["input"][0]]) + 1
+
+        sidecar, thread, _ = serve(Runner(start=start))
+        sidecar.send("run", {"taskId": "t", "input": [20]})
+        request = sidecar.recv()
+        self.assertEqual(request["command"], "startAlgorithmExecution")
+        self.assertEqual(request["data"]["algorithmName"], "double")
+        self.assertEqual(request["data"]["input"], [20])
+        sidecar.send("algorithmExecutionDone", {"execId": request["data"]["execId"], "response": 40})
+        self.assertEqual(sidecar.recv(), {"command": "result", "data": {"taskId": "t", "output": 41}})
+        sidecar.send("exit", {"exitCode": 0})
+        thread.join(5)
+        sidecar.close()
+
+    def test_a_result_that_is_not_json(self):
+        sidecar, thread, _ = serve(Runner(start=lambda args, api: object()))
+        sidecar.send("run", {"taskId": "t", "input": []})
+        reply = sidecar.recv()
+        self.assertEqual(reply["command"], "errorMessage")
+        self.assertIn("cannot be sent as JSON", reply["error"]["message"])
+        sidecar.send("exit", {"exitCode": 0})
+        thread.join(5)
+        sidecar.close()
+
+
+class HKubeExchange(unittest.TestCase):
+    def test_initialize_start_done(self):
+        calls = []
+        runner = Runner(start=lambda args, api: {"got": args["input"]}, init=lambda args: calls.append("init"))
+        sidecar, thread, _ = serve(runner)
+        sidecar.send("initialize", {"jobId": "j", "taskId": "t", "input": [1, 2]})
+        self.assertEqual(sidecar.recv(), {"command": "initialized"})
+        sidecar.send("start", {"spanId": {}})
+        self.assertEqual(sidecar.recv(), {"command": "started"})
+        self.assertEqual(sidecar.recv(), {"command": "done", "data": {"got": [1, 2]}})
+        self.assertEqual(calls, ["init"])
+        sidecar.send("exit", {"exitCode": 0})
+        thread.join(5)
+        sidecar.close()
+
+    def test_stop_while_running_calls_the_user_stop(self):
+        release = threading.Event()
+
+        def start(args, api):
+            release.wait(5)
+            return "late"
+
+        runner = Runner(start=start, stop=lambda data: release.set())
+        sidecar, thread, _ = serve(runner)
+        sidecar.send("initialize", {"taskId": "t", "input": []})
+        sidecar.recv()
+        sidecar.send("start", {})
+        self.assertEqual(sidecar.recv(), {"command": "started"})
+        sidecar.send("stop", {"forceStop": True})
+        self.assertEqual(sidecar.recv(), {"command": "stopped"})
+        sidecar.send("exit", {"exitCode": 0})
+        thread.join(5)
+        sidecar.close()
+
+    def test_init_failure_is_reported_and_not_initialized(self):
+        def init(args):
+            raise KeyError("config")
+
+        sidecar, thread, _ = serve(Runner(start=lambda a, b: 1, init=init))
+        sidecar.send("initialize", {"taskId": "t", "input": []})
+        reply = sidecar.recv()
+        self.assertEqual(reply["command"], "errorMessage")
+        self.assertIn("config", reply["error"]["message"])
+        sidecar.send("exit", {"exitCode": 3})
+        thread.join(5)
+        sidecar.close()
+
+
+class Loading(unittest.TestCase):
+    def setUp(self):
+        self.cwd = os.getcwd()
+
+    def tearDown(self):
+        os.chdir(self.cwd)
+
+    def test_entry_point_by_hkube_convention(self):
+        with tempfile.TemporaryDirectory() as folder:
+            os.makedirs(os.path.join(folder, "pkg"))
+            with open(os.path.join(folder, "pkg", "algo_conv.py"), "w") as f:
+                f.write(textwrap.dedent("""
+                    def start(args, api):
+                        return "ok"
+                    def init(args):
+                        pass
+                """))
+            functions, error = load_algorithm("pkg/algo_conv.py", folder)
+            self.assertIsNone(error)
+            self.assertEqual(functions["start"]({}, None), "ok")
+            self.assertIsNone(functions["stop"])
+
+    def test_a_missing_module_is_named(self):
+        with tempfile.TemporaryDirectory() as folder:
+            functions, error = load_algorithm("nowhere_to_be_found.py", folder)
+            self.assertIn("nowhere_to_be_found", error["message"])
+            self.assertIn("cannot load the algorithm's entry point", error["message"])
+
+    def test_a_module_without_start_is_named(self):
+        with tempfile.TemporaryDirectory() as folder:
+            with open(os.path.join(folder, "nostart_mod.py"), "w") as f:
+                f.write("def init(args):\n    pass\n")
+            _, error = load_algorithm("nostart_mod.py", folder)
+            self.assertIn("has no start(args, api) function", error["message"])
+
+    def test_a_load_error_is_sent_on_the_first_task(self):
+        error = {"code": "Failed", "message": "cannot load"}
+        sidecar, thread, _ = serve(Runner(load_error=error))
+        sidecar.send("run", {"taskId": "t", "input": []})
+        self.assertEqual(sidecar.recv(), {"command": "errorMessage", "error": error, "data": {"taskId": "t"}})
+        sidecar.send("exit", {"exitCode": 0})
+        thread.join(5)
+        sidecar.close()
+
+
+if __name__ == "__main__":
+    unittest.main()

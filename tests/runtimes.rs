@@ -1,0 +1,33 @@
+//! The language runtimes' own test suites, run from `cargo test` so one command tests
+//! everything. A runtime whose interpreter is missing is skipped with a printed reason.
+
+use std::path::Path;
+use std::process::Command;
+
+fn interpreter_available(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+#[test]
+fn python_runtime_unit_tests() {
+    if !interpreter_available("python3") {
+        println!("skipped: python3 is not installed");
+        return;
+    }
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtimes/python");
+    let output = Command::new("python3")
+        .args(["-m", "unittest", "discover", "-s", "tests"])
+        .current_dir(&folder)
+        .output()
+        .expect("python3 runs");
+    let report = String::from_utf8_lossy(&output.stderr);
+    println!("{report}");
+    assert!(
+        output.status.success(),
+        "the Python runtime's tests failed:\n{report}"
+    );
+    assert!(report.contains("OK"), "{report}");
+}
