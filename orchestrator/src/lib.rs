@@ -6,4 +6,5 @@
 
 pub mod dag;
 pub mod engine;
+pub mod executor;
 pub mod spec;

@@ -1,0 +1,381 @@
+//! One supervised child process: the algorithm runtime of a local worker.
+//!
+//! One `tokio::select!` watches the child's exit, a deadline and a cancel signal; stopping is
+//! SIGTERM, then SIGKILL after a grace period. The child starts with a cleared environment plus
+//! an allow-list and the variables the worker sets, so nothing of the orchestrator's own
+//! environment (tokens, credentials) leaks into user code. Its stdout and stderr are kept in a
+//! bounded log: the last lines explain a crash.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+/// Variables a child inherits from the orchestrator when set; everything else is cleared.
+pub const INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "PYTHONPATH",
+    "NODE_PATH",
+    "JAVA_HOME",
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How to start a child.
+#[derive(Debug, Clone)]
+pub struct ChildSpec {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub cwd: PathBuf,
+    /// Set on top of the inherited allow-list.
+    pub env: Vec<(String, String)>,
+    /// Bytes of output kept (the newest lines win).
+    pub log_limit: usize,
+    /// Time between SIGTERM and SIGKILL.
+    pub grace: Duration,
+}
+
+/// How a child ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    /// Stopped by us (deadline or cancel), after SIGTERM or SIGKILL.
+    Stopped {
+        killed: bool,
+    },
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code(code) => write!(f, "exited with code {code}"),
+            Exit::Signal(signal) => {
+                let name = Signal::try_from(*signal)
+                    .map_or_else(|_| format!("signal {signal}"), |s| s.to_string());
+                write!(f, "was killed by {name}")
+            }
+            Exit::Stopped { killed: false } => f.write_str("was stopped (SIGTERM)"),
+            Exit::Stopped { killed: true } => {
+                f.write_str("was stopped (SIGKILL after the grace period)")
+            }
+        }
+    }
+}
+
+/// The newest output lines of a child, bounded in bytes.
+#[derive(Debug, Default)]
+pub struct Log {
+    lines: VecDeque<String>,
+    bytes: usize,
+    limit: usize,
+    /// Lines dropped to stay within the limit.
+    pub dropped: u64,
+}
+
+impl Log {
+    pub fn new(limit: usize) -> Self {
+        Log {
+            limit,
+            ..Log::default()
+        }
+    }
+
+    pub fn push(&mut self, line: String) {
+        self.bytes += line.len() + 1;
+        self.lines.push_back(line);
+        while self.bytes > self.limit && self.lines.len() > 1 {
+            if let Some(old) = self.lines.pop_front() {
+                self.bytes -= old.len() + 1;
+                self.dropped += 1;
+            }
+        }
+    }
+
+    /// The last `count` lines, oldest first.
+    pub fn tail(&self, count: usize) -> Vec<String> {
+        self.lines
+            .iter()
+            .skip(self.lines.len().saturating_sub(count))
+            .cloned()
+            .collect()
+    }
+
+    pub fn text(&self) -> String {
+        let mut text = self
+            .lines
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n");
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text
+    }
+}
+
+/// A running child. Dropping it does not kill the process; [`Supervised::stop`] does.
+#[derive(Debug)]
+pub struct Supervised {
+    pub pid: u32,
+    pub log: Arc<Mutex<Log>>,
+    stop: watch::Sender<bool>,
+    exit: watch::Receiver<Option<Exit>>,
+}
+
+impl Supervised {
+    /// Starts the child and its supervisor; `deadline` stops it when reached.
+    pub fn start(spec: &ChildSpec, deadline: Option<Duration>) -> Result<Supervised, Error> {
+        let mut command = Command::new(&spec.program);
+        command
+            .args(&spec.args)
+            .current_dir(&spec.cwd)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(false);
+        for name in INHERITED_ENV {
+            if let Ok(value) = std::env::var(name) {
+                command.env(name, value);
+            }
+        }
+        command.envs(spec.env.iter().map(|(k, v)| (k, v)));
+        let mut child = command.spawn().map_err(|source| Error::Spawn {
+            program: spec.program.display().to_string(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let log = Arc::new(Mutex::new(Log::new(spec.log_limit)));
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(collect(stdout, log.clone()));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(collect(stderr, log.clone()));
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (exit_tx, exit_rx) = watch::channel(None);
+        tokio::spawn(supervise(child, deadline, spec.grace, stop_rx, exit_tx));
+        Ok(Supervised {
+            pid,
+            log,
+            stop: stop_tx,
+            exit: exit_rx,
+        })
+    }
+
+    /// Asks the child to stop: SIGTERM, then SIGKILL after the grace period.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits for the child to end.
+    pub async fn wait(&self) -> Exit {
+        let mut exit = self.exit.clone();
+        loop {
+            if let Some(done) = exit.borrow().clone() {
+                return done;
+            }
+            if exit.changed().await.is_err() {
+                return exit
+                    .borrow()
+                    .clone()
+                    .unwrap_or(Exit::Stopped { killed: true });
+            }
+        }
+    }
+
+    /// The exit, if the child has ended.
+    pub fn exited(&self) -> Option<Exit> {
+        self.exit.borrow().clone()
+    }
+}
+
+async fn collect(stream: impl AsyncRead + Unpin, log: Arc<Mutex<Log>>) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Ok(mut log) = log.lock() {
+            log.push(line);
+        }
+    }
+}
+
+async fn supervise(
+    mut child: Child,
+    deadline: Option<Duration>,
+    grace: Duration,
+    mut stop: watch::Receiver<bool>,
+    exit: watch::Sender<Option<Exit>>,
+) {
+    let timer = async {
+        match deadline {
+            Some(after) => tokio::time::sleep(after).await,
+            None => std::future::pending().await,
+        }
+    };
+    let stop_requested = async {
+        while !*stop.borrow() {
+            if stop.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        status = child.wait() => Some(status),
+        () = timer => None,
+        () = stop_requested => None,
+    };
+    let result = match outcome {
+        Some(Ok(status)) => exit_of(status),
+        Some(Err(_)) => Exit::Stopped { killed: true },
+        None => terminate(&mut child, grace).await,
+    };
+    let _ = exit.send(Some(result));
+}
+
+async fn terminate(child: &mut Child, grace: Duration) -> Exit {
+    if let Some(pid) = child.id() {
+        let _ = signal::kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(_) => Exit::Stopped { killed: false },
+        Err(_) => {
+            let _ = child.kill().await;
+            Exit::Stopped { killed: true }
+        }
+    }
+}
+
+fn exit_of(status: std::process::ExitStatus) -> Exit {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Exit::Code(code),
+        (None, Some(signal)) => Exit::Signal(signal),
+        (None, None) => Exit::Code(-1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shell(script: &str) -> ChildSpec {
+        ChildSpec {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            cwd: std::env::temp_dir(),
+            env: vec![("HKUBE_TEST".into(), "set".into())],
+            log_limit: 1024,
+            grace: Duration::from_millis(200),
+        }
+    }
+
+    #[tokio::test]
+    async fn exit_code_and_output() {
+        let child = Supervised::start(&shell("echo out; echo err >&2; exit 3"), None).unwrap();
+        assert_eq!(child.wait().await, Exit::Code(3));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let log = child.log.lock().unwrap().text();
+        assert!(log.contains("out") && log.contains("err"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn environment_is_cleared_but_for_the_allow_list() {
+        std::env::set_var("HKUBE_SECRET_FOR_TEST", "leak");
+        let child = Supervised::start(
+            &shell("echo \"[$HKUBE_SECRET_FOR_TEST][$HKUBE_TEST]\"; test -n \"$PATH\""),
+            None,
+        )
+        .unwrap();
+        assert_eq!(child.wait().await, Exit::Code(0));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            child.log.lock().unwrap().tail(1),
+            vec!["[][set]".to_string()]
+        );
+    }
+
+    #[tokio::test]
+    async fn stop_sends_sigterm_first() {
+        let child = Supervised::start(
+            &shell("trap 'exit 0' TERM; while true; do sleep 0.05; done"),
+            None,
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        child.stop();
+        assert_eq!(child.wait().await, Exit::Stopped { killed: false });
+    }
+
+    #[tokio::test]
+    async fn a_child_ignoring_sigterm_is_killed() {
+        let child = Supervised::start(
+            &shell("trap '' TERM; while true; do sleep 0.05; done"),
+            None,
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        child.stop();
+        assert_eq!(child.wait().await, Exit::Stopped { killed: true });
+    }
+
+    #[tokio::test]
+    async fn the_deadline_stops_the_child() {
+        let child =
+            Supervised::start(&shell("sleep 10"), Some(Duration::from_millis(100))).unwrap();
+        assert!(matches!(child.wait().await, Exit::Stopped { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_signal_is_named() {
+        let child = Supervised::start(&shell("kill -9 $$"), None).unwrap();
+        let exit = child.wait().await;
+        assert_eq!(exit, Exit::Signal(9));
+        assert_eq!(exit.to_string(), "was killed by SIGKILL");
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_a_clear_error() {
+        let mut spec = shell("");
+        spec.program = "/no/such/program".into();
+        let error = Supervised::start(&spec, None).unwrap_err().to_string();
+        assert!(
+            error.starts_with("cannot start /no/such/program"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_log_keeps_the_newest_lines() {
+        let mut log = Log::new(10);
+        for line in ["aaaa", "bbbb", "cccc"] {
+            log.push(line.to_string());
+        }
+        assert_eq!(log.tail(5), vec!["bbbb".to_string(), "cccc".to_string()]);
+        assert_eq!(log.dropped, 1);
+    }
+}
