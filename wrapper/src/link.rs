@@ -1,0 +1,248 @@
+//! The task link: the small protocol between the orchestrator and a worker's sidecar.
+//!
+//! The orchestrator hands tasks to the sidecar and the sidecar reports how they went, and relays
+//! the algorithm's code-API requests. For the local executor both ends live in one process and
+//! the link is a pair of channels; for containers the same messages travel as JSON over a
+//! network connection. Only these types cross the link.
+//!
+//! Versioned by [`LINK_VERSION`]; a peer with another version is refused.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const LINK_VERSION: u32 = 1;
+
+/// One task for the algorithm: what it receives as `args` (HKube's `initialize` payload).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Assignment {
+    pub job_id: String,
+    pub task_id: String,
+    pub node_name: String,
+    pub algorithm_name: String,
+    pub pipeline_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_index: Option<u32>,
+    /// The resolved input array.
+    pub input: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_data: Option<Value>,
+    pub root_job_id: String,
+    /// For a code-API algorithm execution: the node that asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_node_name: Option<String>,
+}
+
+impl Assignment {
+    /// The `initialize` / `run` payload HKube's wrappers expect (reference §2.4, §9.1).
+    pub fn to_job_data(&self) -> Value {
+        let mut data = serde_json::json!({
+            "jobId": self.job_id,
+            "taskId": self.task_id,
+            "nodeName": self.node_name,
+            "algorithmName": self.algorithm_name,
+            "pipelineName": self.pipeline_name,
+            "input": self.input,
+            "kind": "batch",
+            "info": {
+                "rootJobId": self.root_job_id,
+                "extraData": self.extra_data,
+                "savePaths": [],
+            },
+        });
+        if let Some(map) = data.as_object_mut() {
+            if let Some(index) = self.batch_index {
+                map.insert("batchIndex".into(), Value::from(index));
+            }
+            if let Some(parent) = &self.parent_node_name {
+                map.insert("parentNodeName".into(), Value::from(parent.as_str()));
+            }
+        }
+        data
+    }
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "kind"
+)]
+pub enum Outcome {
+    /// The algorithm returned this output.
+    Output { output: Value },
+    /// The algorithm raised an error.
+    Error {
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        details: Option<String>,
+    },
+    /// The task stopped on request.
+    Stopped,
+    /// The algorithm's process or connection was lost: why.
+    Crashed { reason: String },
+}
+
+/// Code-API requests from a running algorithm (reference wrapper-protocol §3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "kind"
+)]
+pub enum CodeApiRequest {
+    StartAlgorithm {
+        algorithm_name: String,
+        input: Vec<Value>,
+        include_result: bool,
+    },
+    StartStoredSubPipeline {
+        name: String,
+        flow_input: Option<Value>,
+        include_result: bool,
+    },
+    StartRawSubPipeline {
+        pipeline: Value,
+        include_result: bool,
+    },
+}
+
+/// The answer to a code-API request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "kind"
+)]
+pub enum CodeApiReply {
+    Done {
+        response: Value,
+    },
+    Error {
+        error: String,
+    },
+    /// A sub-pipeline was stopped.
+    Stopped {
+        reason: String,
+    },
+}
+
+/// From the orchestrator to a sidecar.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "type"
+)]
+pub enum ToSidecar {
+    /// Run these tasks, in order. Several at once let the sidecar batch them to the algorithm.
+    Run { tasks: Vec<Assignment> },
+    /// Stop a task (queued or running).
+    Stop { task_id: String, force: bool },
+    CodeApiReply {
+        request_id: u64,
+        reply: CodeApiReply,
+    },
+    /// Let the algorithm clean up and end.
+    Exit { exit_code: i32 },
+}
+
+/// From a sidecar to the orchestrator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "type"
+)]
+pub enum FromSidecar {
+    /// The algorithm connected: the worker can take tasks.
+    Ready,
+    Started {
+        task_id: String,
+    },
+    Progress {
+        task_id: String,
+        progress: f64,
+    },
+    Finished {
+        task_id: String,
+        outcome: Outcome,
+    },
+    CodeApi {
+        task_id: String,
+        request_id: u64,
+        request: CodeApiRequest,
+    },
+    /// The sidecar is done: the algorithm disconnected or exited, or it never connected.
+    Gone {
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn messages_round_trip_as_json() {
+        let run = ToSidecar::Run {
+            tasks: vec![Assignment {
+                job_id: "j".into(),
+                task_id: "t".into(),
+                node_name: "A".into(),
+                algorithm_name: "alg".into(),
+                pipeline_name: "p".into(),
+                batch_index: Some(2),
+                input: vec![json!(1)],
+                extra_data: None,
+                root_job_id: "j".into(),
+                parent_node_name: None,
+            }],
+        };
+        let text = serde_json::to_string(&run).unwrap();
+        assert!(
+            text.starts_with(r#"{"type":"run","tasks":[{"jobId":"j""#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<ToSidecar>(&text).unwrap(), run);
+        let finished = FromSidecar::Finished {
+            task_id: "t".into(),
+            outcome: Outcome::Error {
+                message: "boom".into(),
+                details: None,
+            },
+        };
+        let text = serde_json::to_string(&finished).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"finished","taskId":"t","outcome":{"kind":"error","message":"boom"}}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<FromSidecar>(&text).unwrap(),
+            finished
+        );
+    }
+
+    #[test]
+    fn job_data_has_hkube_fields() {
+        let assignment = Assignment {
+            job_id: "j".into(),
+            task_id: "t".into(),
+            node_name: "A".into(),
+            algorithm_name: "alg".into(),
+            pipeline_name: "p".into(),
+            batch_index: Some(3),
+            input: vec![json!([1, 2])],
+            extra_data: Some(json!({"x": 1})),
+            root_job_id: "r".into(),
+            parent_node_name: None,
+        };
+        let data = assignment.to_job_data();
+        assert_eq!(data["batchIndex"], 3);
+        assert_eq!(data["info"]["rootJobId"], "r");
+        assert_eq!(data["info"]["extraData"], json!({"x": 1}));
+        assert_eq!(data["input"], json!([[1, 2]]));
+    }
+}
