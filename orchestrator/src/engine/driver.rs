@@ -659,9 +659,14 @@ impl Engine {
                 Action::Dispatch(task) => self.executor.submit(task),
                 Action::Cancel(task) => self.executor.cancel(task),
                 Action::Timer { after, timer } => {
+                    // TTLs have no upper bound (`ttl: 18446744073709551615` passes the
+                    // schema); a deadline the clock cannot represent never comes.
+                    let Some(at) = Instant::now().checked_add(after) else {
+                        continue;
+                    };
                     let id = self.next_timer;
                     self.next_timer += 1;
-                    self.timers.push(Reverse((Instant::now() + after, id)));
+                    self.timers.push(Reverse((at, id)));
                     self.timer_targets.insert(id, (key, timer));
                 }
                 Action::AlgorithmDone { key: task, outcome } => {

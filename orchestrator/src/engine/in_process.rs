@@ -117,7 +117,8 @@ impl InProcessExecutor {
             Arc::new(|task| {
                 let seconds = number(&arg(task, 0)).unwrap_or(0.0).max(0.0);
                 later(async move {
-                    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+                    let duration = Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX);
+                    tokio::time::sleep(duration).await;
                     TaskOutcome::Succeeded(json!("done"))
                 })
             }),

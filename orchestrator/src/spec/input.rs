@@ -268,7 +268,8 @@ fn parse_raw_batch(body: &str, text: &str) -> Result<Vec<Value>, String> {
     for item in compact.split(',') {
         match parse_range(item) {
             Some((from, to)) => {
-                let count = from.abs_diff(to) + 1;
+                // Saturating: i64::MIN...i64::MAX spans 2^64 items, one more than u64 holds.
+                let count = from.abs_diff(to).saturating_add(1);
                 if count > MAX_RANGE_ITEMS || items.len() as u64 + count > MAX_RANGE_ITEMS {
                     return Err(format!(
                         "raw batch \"{text}\" expands to more than {MAX_RANGE_ITEMS} items; \
@@ -393,5 +394,10 @@ mod tests {
         assert!(parse(json!("#[0...100000000000]"))
             .unwrap_err()
             .contains("more than"));
+        assert!(
+            parse(json!("#[9223372036854775807...-9223372036854775808]"))
+                .unwrap_err()
+                .contains("more than")
+        );
     }
 }
