@@ -2,7 +2,9 @@
 //! inputs and outputs through storage.
 //!
 //! - [`link`]: the task link between the orchestrator and a sidecar.
+//! - [`storage`]: HKube's object storage (key layout, 8-byte header, encodings, fs adapter).
 //!
 //! It must never depend on `orchestrator` (dependencies flow CLI → orchestrator → wrapper).
 
 pub mod link;
+pub mod storage;
