@@ -1,10 +1,12 @@
 //! The wrapper sidecar: speaks HKube's websocket protocol to the user's algorithm and streams its
 //! inputs and outputs through storage.
 //!
+//! - [`protocol`]: HKube's worker ⇄ algorithm messages and their encodings (see its PROTOCOL.md).
 //! - [`link`]: the task link between the orchestrator and a sidecar.
 //! - [`storage`]: HKube's object storage (key layout, 8-byte header, encodings, fs adapter).
 //!
 //! It must never depend on `orchestrator` (dependencies flow CLI → orchestrator → wrapper).
 
 pub mod link;
+pub mod protocol;
 pub mod storage;
