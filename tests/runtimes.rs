@@ -5,8 +5,10 @@ use std::path::Path;
 use std::process::Command;
 
 fn interpreter_available(program: &str) -> bool {
+    // `-version` works for javac (and for python3 and node as well as `--version`).
+    let flag = if program == "javac" { "-version" } else { "--version" };
     Command::new(program)
-        .arg("--version")
+        .arg(flag)
         .output()
         .is_ok_and(|output| output.status.success())
 }
@@ -30,4 +32,22 @@ fn python_runtime_unit_tests() {
         "the Python runtime's tests failed:\n{report}"
     );
     assert!(report.contains("OK"), "{report}");
+}
+
+#[test]
+fn java_runtime_tests() {
+    if !interpreter_available("javac") {
+        println!("skipped: javac is not installed");
+        return;
+    }
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtimes/java");
+    let output = Command::new("bash")
+        .arg("test.sh")
+        .current_dir(&folder)
+        .output()
+        .expect("bash runs");
+    let report = String::from_utf8_lossy(&output.stdout);
+    println!("{report}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the Java runtime's tests failed:\n{report}");
+    assert!(report.contains(" 0 failed"), "{report}");
 }
