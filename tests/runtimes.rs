@@ -6,7 +6,11 @@ use std::process::Command;
 
 fn interpreter_available(program: &str) -> bool {
     // `-version` works for javac (and for python3 and node as well as `--version`).
-    let flag = if program == "javac" { "-version" } else { "--version" };
+    let flag = if program == "javac" {
+        "-version"
+    } else {
+        "--version"
+    };
     Command::new(program)
         .arg(flag)
         .output()
@@ -48,6 +52,9 @@ fn java_runtime_tests() {
         .expect("bash runs");
     let report = String::from_utf8_lossy(&output.stdout);
     println!("{report}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "the Java runtime's tests failed:\n{report}");
+    assert!(
+        output.status.success(),
+        "the Java runtime's tests failed:\n{report}"
+    );
     assert!(report.contains(" 0 failed"), "{report}");
 }

@@ -3,10 +3,12 @@
 //!
 //! - [`protocol`]: HKube's worker ⇄ algorithm messages and their encodings (see its PROTOCOL.md).
 //! - [`link`]: the task link between the orchestrator and a sidecar.
+//! - [`sidecar`]: the websocket server an algorithm connects to, driving its tasks.
 //! - [`storage`]: HKube's object storage (key layout, 8-byte header, encodings, fs adapter).
 //!
 //! It must never depend on `orchestrator` (dependencies flow CLI → orchestrator → wrapper).
 
 pub mod link;
 pub mod protocol;
+pub mod sidecar;
 pub mod storage;

@@ -1,0 +1,745 @@
+//! The sidecar: the websocket server an algorithm's wrapper connects to.
+//!
+//! One sidecar serves one algorithm process. Tasks arrive on the [`link`](crate::link) from the
+//! orchestrator; the sidecar runs them through HKube's exchange (`initialize` … `done`) or,
+//! when the wrapper negotiated it, hkube's fast path (`run` → `result`, several tasks per
+//! `runBatch`), and reports how each ended. Code-API requests are relayed to the orchestrator
+//! and answered.
+//!
+//! It never brings itself down on bad input: a second connection, a malformed frame or a message
+//! out of order is logged and fails the task it concerns, naming what was wrong. It ends when
+//! the algorithm disconnects or exits, when the orchestrator goes away, or when the algorithm
+//! never connects or never stops; it says why in [`FromSidecar::Gone`].
+
+mod connection;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::link::{Assignment, CodeApiReply, CodeApiRequest, FromSidecar, Outcome, ToSidecar};
+use crate::protocol::messages::{
+    DataSourceResponse, ErrorInfo, ExecutionDone, ExecutionError, ExitPayload, JobData, JobInfo,
+    RunBatch, StartPayload, StopPayload, SubPipelineDone, SubPipelineError, SubPipelineStopped,
+    TaskOutcome,
+};
+use crate::protocol::{self, FromAlgorithm, Session, StorageMode, ToAlgorithm};
+use crate::storage::{self, Storage};
+use connection::Connection;
+
+/// Where v3 wrappers read inputs from and write outputs to.
+#[derive(Debug, Clone)]
+pub struct StorageAccess {
+    pub storage: Arc<dyn Storage>,
+    pub cluster: String,
+    pub encoding: storage::encoding::Encoding,
+}
+
+#[derive(Debug, Clone)]
+pub struct SidecarOptions {
+    /// How long the algorithm has to connect (HKube: 60 s).
+    pub connect_timeout: Duration,
+    /// How long a stopped task has to answer `stopped` (HKube: 10 s; each `stopping` restarts
+    /// it, up to `stopping_limit` in all).
+    pub stop_timeout: Duration,
+    pub stopping_limit: Duration,
+    /// Most tasks in one fast-path `runBatch`.
+    pub max_batch: usize,
+    /// Largest websocket message accepted (HKube: 100,000,000 bytes).
+    pub max_message_bytes: usize,
+    /// Needed for wrappers that negotiate storage v3 (HKube's official wrappers).
+    pub storage: Option<StorageAccess>,
+}
+
+impl Default for SidecarOptions {
+    fn default() -> Self {
+        SidecarOptions {
+            connect_timeout: Duration::from_secs(60),
+            stop_timeout: Duration::from_secs(10),
+            stopping_limit: Duration::from_secs(600),
+            max_batch: 64,
+            max_message_bytes: 100_000_000,
+            storage: None,
+        }
+    }
+}
+
+/// The sidecar's end of the task link.
+#[derive(Debug)]
+pub struct Link {
+    pub from_orchestrator: mpsc::UnboundedReceiver<ToSidecar>,
+    pub to_orchestrator: mpsc::UnboundedSender<FromSidecar>,
+}
+
+/// The orchestrator's end of an in-process task link.
+#[derive(Debug)]
+pub struct OrchestratorEnd {
+    pub to_sidecar: mpsc::UnboundedSender<ToSidecar>,
+    pub from_sidecar: mpsc::UnboundedReceiver<FromSidecar>,
+}
+
+/// An in-process link: the local executor and its sidecars share one process.
+pub fn link_pair() -> (Link, OrchestratorEnd) {
+    let (to_sidecar, from_orchestrator) = mpsc::unbounded_channel();
+    let (to_orchestrator, from_sidecar) = mpsc::unbounded_channel();
+    (
+        Link {
+            from_orchestrator,
+            to_orchestrator,
+        },
+        OrchestratorEnd {
+            to_sidecar,
+            from_sidecar,
+        },
+    )
+}
+
+#[derive(Debug)]
+pub struct Sidecar {
+    listener: TcpListener,
+    options: SidecarOptions,
+}
+
+impl Sidecar {
+    /// Listens on `addr` (`127.0.0.1:0` picks a free port).
+    pub async fn bind(addr: SocketAddr, options: SidecarOptions) -> std::io::Result<Sidecar> {
+        Ok(Sidecar {
+            listener: TcpListener::bind(addr).await?,
+            options,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves the algorithm until it goes away; returns why (also sent as `Gone`).
+    pub async fn run(self, link: Link) -> String {
+        let Sidecar { listener, options } = self;
+        let mut run = Run {
+            connect_deadline: Instant::now() + options.connect_timeout,
+            options,
+            to_orchestrator: link.to_orchestrator,
+            conn: None,
+            session: Session::new(),
+            queue: VecDeque::new(),
+            current: Vec::new(),
+            storing: None,
+            calls: HashMap::new(),
+            next_call: 1,
+            stop: None,
+        };
+        let reason = run.serve(listener, link.from_orchestrator).await;
+        let _ = run.to_orchestrator.send(FromSidecar::Gone {
+            reason: reason.clone(),
+        });
+        reason
+    }
+}
+
+/// A code-API request the algorithm is waiting on.
+#[derive(Debug)]
+enum Call {
+    Algorithm { exec_id: String },
+    SubPipeline { id: String },
+}
+
+#[derive(Debug)]
+struct StopState {
+    deadline: Instant,
+    began: Instant,
+}
+
+struct Run {
+    options: SidecarOptions,
+    to_orchestrator: mpsc::UnboundedSender<FromSidecar>,
+    conn: Option<Connection>,
+    session: Session,
+    connect_deadline: Instant,
+    /// Tasks not handed to the algorithm yet.
+    queue: VecDeque<Assignment>,
+    /// Tasks the algorithm has now (one, or a fast-path batch).
+    current: Vec<Assignment>,
+    /// Where a v3 wrapper said it stored the current output.
+    storing: Option<String>,
+    calls: HashMap<u64, Call>,
+    next_call: u64,
+    stop: Option<StopState>,
+}
+
+impl Run {
+    async fn serve(
+        &mut self,
+        listener: TcpListener,
+        mut link: mpsc::UnboundedReceiver<ToSidecar>,
+    ) -> String {
+        loop {
+            let connect_deadline = self.connect_deadline;
+            let stop_deadline = self.stop.as_ref().map(|s| s.deadline);
+            tokio::select! {
+                accepted = listener.accept() => {
+                    if let Ok((stream, peer)) = accepted {
+                        self.accepted(stream, peer).await;
+                    }
+                }
+                message = link.recv() => match message {
+                    Some(message) => {
+                        if let Some(reason) = self.on_orchestrator(message).await {
+                            return reason;
+                        }
+                    }
+                    None => {
+                        self.close().await;
+                        return "the orchestrator closed the link".to_string();
+                    }
+                },
+                frame = connection::next(&mut self.conn) => {
+                    if let Some(reason) = self.on_algorithm(frame).await {
+                        return reason;
+                    }
+                }
+                () = tokio::time::sleep_until(connect_deadline), if self.conn.is_none() => {
+                    let reason = format!(
+                        "the algorithm did not connect within {} s",
+                        self.options.connect_timeout.as_secs_f64()
+                    );
+                    self.crash_current(&reason);
+                    return reason;
+                }
+                () = sleep_until_some(stop_deadline), if stop_deadline.is_some() => {
+                    let reason = format!(
+                        "the algorithm did not stop within {} s",
+                        self.options.stop_timeout.as_secs_f64()
+                    );
+                    for task in std::mem::take(&mut self.current) {
+                        self.report_finished(&task.task_id, Outcome::Stopped);
+                    }
+                    self.close().await;
+                    return reason;
+                }
+            }
+        }
+    }
+
+    async fn accepted(&mut self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        if self.conn.is_some() {
+            let message = format!(
+                "a second algorithm connection (from {peer}) was refused: one sidecar serves one algorithm process"
+            );
+            eprintln!("hkube sidecar: {message}");
+            tokio::spawn(connection::refuse(
+                stream,
+                message.clone(),
+                self.options.max_message_bytes,
+            ));
+            self.fail_current(&message);
+            return;
+        }
+        match Connection::accept(stream, self.options.max_message_bytes).await {
+            Ok(conn) => {
+                for warning in &conn.negotiated.warnings {
+                    eprintln!("hkube sidecar: {warning}");
+                }
+                if conn.negotiated.storage == StorageMode::V3
+                    && !conn.negotiated.fast
+                    && self.options.storage.is_none()
+                {
+                    eprintln!("hkube sidecar: the wrapper asked for storage v3 but no storage is configured; tasks will fail");
+                }
+                self.conn = Some(conn);
+                self.session = Session::new();
+                let _ = self.to_orchestrator.send(FromSidecar::Ready);
+                self.dispatch().await;
+            }
+            Err(error) => eprintln!(
+                "hkube sidecar: a connection from {peer} failed its websocket handshake: {error}"
+            ),
+        }
+    }
+
+    // ----- the orchestrator's side ------------------------------------------------------
+
+    async fn on_orchestrator(&mut self, message: ToSidecar) -> Option<String> {
+        match message {
+            ToSidecar::Run { tasks } => {
+                self.queue.extend(tasks);
+                self.dispatch().await;
+            }
+            ToSidecar::Stop { task_id, force } => {
+                if let Some(position) = self.queue.iter().position(|t| t.task_id == task_id) {
+                    self.queue.remove(position);
+                    self.report_finished(&task_id, Outcome::Stopped);
+                } else if self.current.iter().any(|t| t.task_id == task_id) && self.stop.is_none() {
+                    let now = Instant::now();
+                    self.stop = Some(StopState {
+                        deadline: now + self.options.stop_timeout,
+                        began: now,
+                    });
+                    self.send(&ToAlgorithm::Stop(StopPayload {
+                        force_stop: force,
+                        ..StopPayload::default()
+                    }))
+                    .await;
+                }
+            }
+            ToSidecar::CodeApiReply { request_id, reply } => {
+                if let Some(call) = self.calls.remove(&request_id) {
+                    let message = reply_message(call, reply);
+                    self.send(&message).await;
+                }
+            }
+            ToSidecar::Exit { exit_code } => {
+                self.send(&ToAlgorithm::Exit(ExitPayload {
+                    exit_code,
+                    ..ExitPayload::default()
+                }))
+                .await;
+                self.close().await;
+                return Some(format!("exit {exit_code} was requested"));
+            }
+        }
+        None
+    }
+
+    /// Hands queued tasks to the algorithm when it is connected and idle.
+    async fn dispatch(&mut self) {
+        let Some(conn) = &self.conn else { return };
+        if !self.current.is_empty() || self.queue.is_empty() {
+            return;
+        }
+        let negotiated = conn.negotiated.clone();
+        if negotiated.fast {
+            let take = self.queue.len().min(self.options.max_batch.max(1));
+            self.current = self.queue.drain(..take).collect();
+            let message = if self.current.len() == 1 {
+                ToAlgorithm::Run(Box::new(job_data(&self.current[0])))
+            } else {
+                ToAlgorithm::RunBatch(RunBatch {
+                    tasks: self.current.iter().map(job_data).collect(),
+                })
+            };
+            self.send(&message).await;
+            for task in &self.current {
+                let _ = self.to_orchestrator.send(FromSidecar::Started {
+                    task_id: task.task_id.clone(),
+                });
+            }
+            return;
+        }
+        let Some(task) = self.queue.pop_front() else {
+            return;
+        };
+        let mut data = job_data(&task);
+        self.current = vec![task];
+        self.storing = None;
+        if negotiated.storage == StorageMode::V3 {
+            if let Err(error) = self.store_inputs(&mut data).await {
+                self.fail_current(&error);
+                return;
+            }
+        }
+        self.send(&ToAlgorithm::Initialize(Box::new(data))).await;
+    }
+
+    /// Storage v3: the wrapper reads each input from storage; write them and pass references
+    /// (`$$<key>`), as HKube's worker does.
+    async fn store_inputs(&self, data: &mut JobData) -> Result<(), String> {
+        let Some(access) = &self.options.storage else {
+            return Err(
+                "the wrapper negotiated storage v3, but this sidecar has no storage configured"
+                    .into(),
+            );
+        };
+        let mut links = Map::new();
+        let mut flat = Map::new();
+        for (index, value) in data.input.iter_mut().enumerate() {
+            let key = format!("{}-input-{index}", data.task_id);
+            let path = storage::task_key(&access.cluster, &data.job_id, &key);
+            let stored = storage::encoding::StoredValue::Value(std::mem::take(value));
+            let size = storage::put_value(access.storage.as_ref(), &path, &stored, access.encoding)
+                .await
+                .map_err(|e| format!("cannot store input {index} for the wrapper: {e}"))?;
+            *value = Value::String(format!("$${key}"));
+            flat.insert(index.to_string(), value.clone());
+            links.insert(key, json!({"storageInfo": {"path": path, "size": size}}));
+        }
+        data.storage = links;
+        data.flat_input = Some(flat);
+        Ok(())
+    }
+
+    // ----- the algorithm's side ---------------------------------------------------------
+
+    async fn on_algorithm(
+        &mut self,
+        frame: Option<Result<protocol::Frame, String>>,
+    ) -> Option<String> {
+        let frame = match frame {
+            Some(Ok(frame)) => frame,
+            ended => {
+                let reason = match ended {
+                    Some(Err(why)) => format!("the algorithm disconnected ({why})"),
+                    _ => "the algorithm disconnected".to_string(),
+                };
+                self.crash_current(&reason);
+                self.conn = None;
+                return Some(reason);
+            }
+        };
+        let encoding = self
+            .conn
+            .as_ref()
+            .map_or(protocol::Encoding::Json, |c| c.negotiated.encoding);
+        let message = match protocol::decode_from_algorithm(encoding, frame) {
+            Ok(message) => message,
+            Err(error) => {
+                let text = format!("the algorithm sent a message the sidecar cannot read: {error}");
+                eprintln!("hkube sidecar: {text}");
+                self.fail_current(&text);
+                return None;
+            }
+        };
+        if let Err(error) = self.session.received(&message) {
+            let text = format!("the algorithm sent a message out of order: {error}");
+            eprintln!("hkube sidecar: {text}");
+            self.fail_current(&text);
+            return None;
+        }
+        self.handle(message).await;
+        None
+    }
+
+    async fn handle(&mut self, message: FromAlgorithm) {
+        match message {
+            FromAlgorithm::Initialized => {
+                self.send(&ToAlgorithm::Start(StartPayload::default()))
+                    .await;
+            }
+            FromAlgorithm::Started => {
+                if let Some(task) = self.current.first() {
+                    let _ = self.to_orchestrator.send(FromSidecar::Started {
+                        task_id: task.task_id.clone(),
+                    });
+                }
+            }
+            FromAlgorithm::Storing(payload) => self.storing = Some(payload.storage_info.path),
+            FromAlgorithm::Done(data) => {
+                let outcome = match self.storing.take() {
+                    Some(path) => self.read_output(&path).await,
+                    None => Outcome::Output {
+                        output: data.unwrap_or(Value::Null),
+                    },
+                };
+                self.finish_current(outcome).await;
+            }
+            FromAlgorithm::ErrorMessage { error, .. } => {
+                let outcome = error_outcome(error);
+                self.finish_current(outcome).await;
+            }
+            FromAlgorithm::Stopped => self.finish_current(Outcome::Stopped).await,
+            FromAlgorithm::Stopping => {
+                if let Some(stop) = &mut self.stop {
+                    if stop.began.elapsed() < self.options.stopping_limit {
+                        stop.deadline = Instant::now() + self.options.stop_timeout;
+                    }
+                }
+            }
+            FromAlgorithm::Result(result) => {
+                let outcome = Outcome::Output {
+                    output: result.output,
+                };
+                self.finish_one(&result.task_id, outcome);
+                self.after_batch().await;
+            }
+            FromAlgorithm::Results(batch) => {
+                for result in batch.results {
+                    match result {
+                        TaskOutcome::Succeeded { task_id, output } => {
+                            self.finish_one(&task_id, Outcome::Output { output })
+                        }
+                        TaskOutcome::Failed { task_id, error } => {
+                            self.finish_one(&task_id, error_outcome(error))
+                        }
+                    }
+                }
+                // Tasks the batch reply left out must not hang.
+                let missing: Vec<String> = self.current.iter().map(|t| t.task_id.clone()).collect();
+                for task_id in missing {
+                    self.finish_one(
+                        &task_id,
+                        Outcome::Error {
+                            message: "the algorithm's batch reply has no result for this task"
+                                .into(),
+                            details: None,
+                        },
+                    );
+                }
+                self.after_batch().await;
+            }
+            FromAlgorithm::Progress(progress) => {
+                let value = progress.progress.as_ref().and_then(Value::as_f64);
+                if let (Some(task), Some(progress)) = (self.current.first(), value) {
+                    let _ = self.to_orchestrator.send(FromSidecar::Progress {
+                        task_id: task.task_id.clone(),
+                        progress,
+                    });
+                }
+            }
+            FromAlgorithm::StartAlgorithmExecution(request) => {
+                let input = request.input.or(request.storage_input).unwrap_or_default();
+                let call = Call::Algorithm {
+                    exec_id: request.exec_id,
+                };
+                let request = CodeApiRequest::StartAlgorithm {
+                    algorithm_name: request.algorithm_name,
+                    input,
+                    include_result: request.include_result.unwrap_or(true),
+                };
+                self.relay(call, request).await;
+            }
+            FromAlgorithm::StartStoredSubPipeline(request) => {
+                let call = Call::SubPipeline {
+                    id: request.sub_pipeline_id,
+                };
+                let request = CodeApiRequest::StartStoredSubPipeline {
+                    name: request.sub_pipeline.name,
+                    flow_input: request.sub_pipeline.flow_input,
+                    include_result: request.include_result.unwrap_or(true),
+                };
+                self.relay(call, request).await;
+            }
+            FromAlgorithm::StartRawSubPipeline(request) => {
+                let call = Call::SubPipeline {
+                    id: request.sub_pipeline_id.clone(),
+                };
+                let pipeline = serde_json::to_value(&request.sub_pipeline).unwrap_or(Value::Null);
+                let request = CodeApiRequest::StartRawSubPipeline {
+                    pipeline,
+                    include_result: request.include_result.unwrap_or(true),
+                };
+                self.relay(call, request).await;
+            }
+            FromAlgorithm::DataSourceRequest(request) => {
+                let reply = ToAlgorithm::DataSourceResponse(DataSourceResponse {
+                    request_id: request.request_id,
+                    response: None,
+                    error: Some("data sources are not supported by hkube yet".into()),
+                    extra: Map::new(),
+                });
+                self.send(&reply).await;
+            }
+            // Heartbeats, spans, statistics, logs and unknown commands need no answer.
+            _ => {}
+        }
+    }
+
+    async fn relay(&mut self, call: Call, request: CodeApiRequest) {
+        let Some(task) = self.current.first() else {
+            let reply = reply_message(
+                call,
+                CodeApiReply::Error {
+                    error: "no task is running".into(),
+                },
+            );
+            self.send(&reply).await;
+            return;
+        };
+        let request_id = self.next_call;
+        self.next_call += 1;
+        self.calls.insert(request_id, call);
+        let _ = self.to_orchestrator.send(FromSidecar::CodeApi {
+            task_id: task.task_id.clone(),
+            request_id,
+            request,
+        });
+    }
+
+    async fn read_output(&self, path: &str) -> Outcome {
+        let Some(access) = &self.options.storage else {
+            return Outcome::Error {
+                message: format!("the wrapper stored its output at {path}, but this sidecar has no storage configured"),
+                details: None,
+            };
+        };
+        match storage::get_value(access.storage.as_ref(), path, access.encoding).await {
+            Ok(storage::encoding::StoredValue::Value(output)) => Outcome::Output { output },
+            Ok(storage::encoding::StoredValue::Raw(bytes)) => Outcome::Output {
+                output: protocol::codec::binary(&bytes),
+            },
+            Err(error) => Outcome::Error {
+                message: format!("cannot read the algorithm's output: {error}"),
+                details: None,
+            },
+        }
+    }
+
+    // ----- task outcomes ----------------------------------------------------------------
+
+    fn report_finished(&self, task_id: &str, outcome: Outcome) {
+        let _ = self.to_orchestrator.send(FromSidecar::Finished {
+            task_id: task_id.to_string(),
+            outcome,
+        });
+    }
+
+    fn finish_one(&mut self, task_id: &str, outcome: Outcome) {
+        if let Some(position) = self.current.iter().position(|t| t.task_id == task_id) {
+            self.current.remove(position);
+            self.report_finished(task_id, outcome);
+        }
+    }
+
+    async fn after_batch(&mut self) {
+        if self.current.is_empty() {
+            self.stop = None;
+            self.calls.clear();
+            self.dispatch().await;
+        }
+    }
+
+    async fn finish_current(&mut self, outcome: Outcome) {
+        for task in std::mem::take(&mut self.current) {
+            self.report_finished(&task.task_id, outcome.clone());
+        }
+        self.stop = None;
+        self.storing = None;
+        self.calls.clear();
+        self.dispatch().await;
+    }
+
+    /// Fails the current task(s) for a protocol problem; the connection stays.
+    fn fail_current(&mut self, message: &str) {
+        for task in std::mem::take(&mut self.current) {
+            self.report_finished(
+                &task.task_id,
+                Outcome::Error {
+                    message: message.to_string(),
+                    details: None,
+                },
+            );
+        }
+        self.session = Session::new();
+        self.stop = None;
+        self.storing = None;
+    }
+
+    /// The algorithm is gone: the current task(s) crashed. Queued ones never started; the
+    /// orchestrator gives them to another worker.
+    fn crash_current(&mut self, reason: &str) {
+        for task in std::mem::take(&mut self.current) {
+            self.report_finished(
+                &task.task_id,
+                Outcome::Crashed {
+                    reason: reason.to_string(),
+                },
+            );
+        }
+    }
+
+    async fn send(&mut self, message: &ToAlgorithm) {
+        let Some(conn) = &mut self.conn else { return };
+        if let Err(error) = self.session.sent(message) {
+            eprintln!("hkube sidecar: not sending {}: {error}", message.command());
+            return;
+        }
+        if let Err(error) = conn.send(message).await {
+            eprintln!(
+                "hkube sidecar: cannot send {} to the algorithm: {error}",
+                message.command()
+            );
+        }
+    }
+
+    async fn close(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            conn.close().await;
+        }
+    }
+}
+
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn error_outcome(error: ErrorInfo) -> Outcome {
+    let details = error.details.map(|d| match d {
+        Value::String(text) => text,
+        other => other.to_string(),
+    });
+    Outcome::Error {
+        message: error.message,
+        details,
+    }
+}
+
+fn reply_message(call: Call, reply: CodeApiReply) -> ToAlgorithm {
+    match (call, reply) {
+        (Call::Algorithm { exec_id }, CodeApiReply::Done { response }) => {
+            ToAlgorithm::AlgorithmExecutionDone(ExecutionDone {
+                exec_id,
+                response,
+                extra: Map::new(),
+            })
+        }
+        (
+            Call::Algorithm { exec_id },
+            CodeApiReply::Error { error } | CodeApiReply::Stopped { reason: error },
+        ) => ToAlgorithm::AlgorithmExecutionError(ExecutionError {
+            exec_id: Some(exec_id),
+            error,
+            extra: Map::new(),
+        }),
+        (Call::SubPipeline { id }, CodeApiReply::Done { response }) => {
+            ToAlgorithm::SubPipelineDone(SubPipelineDone {
+                sub_pipeline_id: id,
+                response,
+                extra: Map::new(),
+            })
+        }
+        (Call::SubPipeline { id }, CodeApiReply::Error { error }) => {
+            ToAlgorithm::SubPipelineError(SubPipelineError {
+                sub_pipeline_id: Some(id),
+                error,
+                extra: Map::new(),
+            })
+        }
+        (Call::SubPipeline { id }, CodeApiReply::Stopped { reason }) => {
+            ToAlgorithm::SubPipelineStopped(SubPipelineStopped {
+                sub_pipeline_id: id,
+                reason: Some(reason),
+                extra: Map::new(),
+            })
+        }
+    }
+}
+
+/// HKube's job data for a task (reference wrapper-protocol §2.4).
+fn job_data(task: &Assignment) -> JobData {
+    JobData {
+        job_id: task.job_id.clone(),
+        task_id: task.task_id.clone(),
+        node_name: task.node_name.clone(),
+        algorithm_name: Some(task.algorithm_name.clone()),
+        pipeline_name: Some(task.pipeline_name.clone()),
+        batch_index: task.batch_index.map(u64::from),
+        input: task.input.clone(),
+        kind: Some("batch".into()),
+        parent_node_name: task.parent_node_name.clone(),
+        info: Some(JobInfo {
+            extra_data: task.extra_data.clone(),
+            save_paths: Some(Vec::new()),
+            root_job_id: Some(task.root_job_id.clone()),
+            ..JobInfo::default()
+        }),
+        ..JobData::default()
+    }
+}

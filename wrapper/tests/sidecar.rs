@@ -1,0 +1,605 @@
+//! The sidecar against real peers on real sockets: the Python runtime as a child process, and a
+//! scripted wrapper (a websocket client in this test) for the protocol's edge cases.
+
+#![allow(clippy::unwrap_used)] // a test may panic on the unexpected
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+use wrapper::link::{Assignment, CodeApiReply, CodeApiRequest, FromSidecar, Outcome, ToSidecar};
+use wrapper::protocol::{self, Encoding, Frame};
+use wrapper::sidecar::{link_pair, OrchestratorEnd, Sidecar, SidecarOptions, StorageAccess};
+use wrapper::storage::{self, encoding::StoredValue, fs::FsStorage};
+
+fn task(id: &str, input: Vec<Value>) -> Assignment {
+    Assignment {
+        job_id: "job1".into(),
+        task_id: id.into(),
+        node_name: "A".into(),
+        algorithm_name: "alg".into(),
+        pipeline_name: "p".into(),
+        batch_index: None,
+        input,
+        extra_data: None,
+        root_job_id: "job1".into(),
+        parent_node_name: None,
+    }
+}
+
+async fn start_sidecar(
+    options: SidecarOptions,
+) -> (u16, OrchestratorEnd, tokio::task::JoinHandle<String>) {
+    let sidecar = Sidecar::bind("127.0.0.1:0".parse().unwrap(), options)
+        .await
+        .unwrap();
+    let port = sidecar.local_addr().unwrap().port();
+    let (link, end) = link_pair();
+    let handle = tokio::spawn(sidecar.run(link));
+    (port, end, handle)
+}
+
+async fn next(end: &mut OrchestratorEnd) -> FromSidecar {
+    tokio::time::timeout(Duration::from_secs(20), end.from_sidecar.recv())
+        .await
+        .expect("the sidecar reports within 20 s")
+        .expect("the link is open")
+}
+
+/// The next report that is not `Started`/`Ready`/`Progress`.
+async fn next_outcome(end: &mut OrchestratorEnd) -> FromSidecar {
+    loop {
+        match next(end).await {
+            FromSidecar::Started { .. } | FromSidecar::Ready | FromSidecar::Progress { .. } => {
+                continue
+            }
+            other => return other,
+        }
+    }
+}
+
+fn finished(task_id: &str, outcome: Outcome) -> FromSidecar {
+    FromSidecar::Finished {
+        task_id: task_id.into(),
+        outcome,
+    }
+}
+
+fn output(value: Value) -> Outcome {
+    Outcome::Output { output: value }
+}
+
+// ----- the Python runtime as a real process ----------------------------------------------
+
+fn python_available() -> bool {
+    std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn spawn_python(port: u16, folder: &Path, fast: bool) -> Child {
+    let runtime = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtimes/python");
+    Command::new("python3")
+        .args(["-m", "hkube_runtime"])
+        .env("PYTHONPATH", runtime)
+        .env("WORKER_SOCKET_PORT", port.to_string())
+        .env("ALGORITHM_PATH", folder)
+        .env("ALGORITHM_ENTRY_POINT", "main.py")
+        .env("HKUBE_FAST_PATH", if fast { "1" } else { "0" })
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 starts")
+}
+
+fn algorithm_folder(code: &str) -> tempfile::TempDir {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join("main.py"), code).unwrap();
+    folder
+}
+
+const ALGORITHM: &str = r#"
+def start(args, api):
+    x = args["input"][0]
+    if x == "boom":
+        raise ValueError("boom!")
+    if x == "call":
+        return api.start_algorithm("double", [21])
+    return {"x": x, "task": args["taskId"], "node": args["nodeName"]}
+"#;
+
+async fn python_round_trip(fast: bool) {
+    if !python_available() {
+        println!("skipped: python3 is not installed");
+        return;
+    }
+    let folder = algorithm_folder(ALGORITHM);
+    let (port, mut end, sidecar) = start_sidecar(SidecarOptions::default()).await;
+    let mut child = spawn_python(port, folder.path(), fast);
+    assert_eq!(next(&mut end).await, FromSidecar::Ready);
+
+    // Several tasks at once: the fast path batches them into one message.
+    let tasks = (0..5)
+        .map(|i| task(&format!("t{i}"), vec![json!(i)]))
+        .collect();
+    end.to_sidecar.send(ToSidecar::Run { tasks }).unwrap();
+    for i in 0..5 {
+        let expected = json!({"x": i, "task": format!("t{i}"), "node": "A"});
+        assert_eq!(
+            next_outcome(&mut end).await,
+            finished(&format!("t{i}"), output(expected))
+        );
+    }
+
+    // A user exception: its message, and its traceback as details.
+    end.to_sidecar
+        .send(ToSidecar::Run {
+            tasks: vec![task("bad", vec![json!("boom")])],
+        })
+        .unwrap();
+    match next_outcome(&mut end).await {
+        FromSidecar::Finished {
+            task_id,
+            outcome: Outcome::Error { message, details },
+        } => {
+            assert_eq!(task_id, "bad");
+            assert_eq!(message, "boom!");
+            assert!(details.unwrap_or_default().contains("ValueError: boom!"));
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+
+    // A code-API call: relayed to the orchestrator, answered, returned to the user code.
+    end.to_sidecar
+        .send(ToSidecar::Run {
+            tasks: vec![task("api", vec![json!("call")])],
+        })
+        .unwrap();
+    match next_outcome(&mut end).await {
+        FromSidecar::CodeApi {
+            task_id,
+            request_id,
+            request,
+        } => {
+            assert_eq!(task_id, "api");
+            assert_eq!(
+                request,
+                CodeApiRequest::StartAlgorithm {
+                    algorithm_name: "double".into(),
+                    input: vec![json!(21)],
+                    include_result: true,
+                }
+            );
+            let reply = CodeApiReply::Done {
+                response: json!(42),
+            };
+            end.to_sidecar
+                .send(ToSidecar::CodeApiReply { request_id, reply })
+                .unwrap();
+        }
+        other => panic!("expected a code-API request, got {other:?}"),
+    }
+    assert_eq!(
+        next_outcome(&mut end).await,
+        finished("api", output(json!(42)))
+    );
+
+    end.to_sidecar
+        .send(ToSidecar::Exit { exit_code: 0 })
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "the runtime exits 0 on exit: {status}");
+    assert_eq!(sidecar.await.unwrap(), "exit 0 was requested");
+}
+
+#[tokio::test]
+async fn python_runtime_fast_path() {
+    python_round_trip(true).await;
+}
+
+#[tokio::test]
+async fn python_runtime_hkube_exchange() {
+    python_round_trip(false).await;
+}
+
+#[tokio::test]
+async fn a_crashing_algorithm_crashes_its_task() {
+    if !python_available() {
+        println!("skipped: python3 is not installed");
+        return;
+    }
+    let folder = algorithm_folder("import os\ndef start(args, api):\n    os._exit(3)\n");
+    let (port, mut end, sidecar) = start_sidecar(SidecarOptions::default()).await;
+    let _child = spawn_python(port, folder.path(), true);
+    assert_eq!(next(&mut end).await, FromSidecar::Ready);
+    end.to_sidecar
+        .send(ToSidecar::Run {
+            tasks: vec![task("t", vec![])],
+        })
+        .unwrap();
+    let reason = match next_outcome(&mut end).await {
+        FromSidecar::Finished {
+            task_id,
+            outcome: Outcome::Crashed { reason },
+        } if task_id == "t" => reason,
+        other => panic!("expected a crash, got {other:?}"),
+    };
+    assert!(reason.starts_with("the algorithm disconnected"), "{reason}");
+    assert_eq!(
+        next_outcome(&mut end).await,
+        FromSidecar::Gone {
+            reason: reason.clone()
+        }
+    );
+    assert_eq!(sidecar.await.unwrap(), reason);
+}
+
+// ----- a scripted wrapper ----------------------------------------------------------------
+
+type Client =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(port: u16, query: &str) -> Client {
+    let url = format!("ws://127.0.0.1:{port}/{query}");
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+async fn send(client: &mut Client, encoding: Encoding, message: Value) {
+    let frame = match protocol::encode(encoding, &message).unwrap() {
+        Frame::Text(text) => Message::text(text),
+        Frame::Binary(bytes) => Message::binary(bytes),
+    };
+    client.send(frame).await.unwrap();
+}
+
+async fn receive(client: &mut Client, encoding: Encoding) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), client.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let frame = match message {
+            Message::Text(text) => Frame::Text(text.as_str().to_string()),
+            Message::Binary(bytes) => Frame::Binary(bytes.to_vec()),
+            _ => continue,
+        };
+        let envelope = protocol::decode_envelope(encoding, frame).unwrap();
+        return serde_json::to_value(envelope).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn every_encoding_through_hkube_exchange() {
+    for (encoding, name) in [
+        (Encoding::Json, "json"),
+        (Encoding::Bson, "bson"),
+        (Encoding::Msgpack, "msgpack"),
+    ] {
+        let (port, mut end, _sidecar) = start_sidecar(SidecarOptions::default()).await;
+        let mut client = connect(port, &format!("?storage=v1&encoding={name}")).await;
+        assert_eq!(next(&mut end).await, FromSidecar::Ready);
+        end.to_sidecar
+            .send(ToSidecar::Run {
+                tasks: vec![task("t1", vec![json!({"k": [1, 2]})])],
+            })
+            .unwrap();
+        let initialize = receive(&mut client, encoding).await;
+        assert_eq!(initialize["command"], "initialize", "{name}");
+        assert_eq!(
+            initialize["data"]["input"],
+            json!([{"k": [1, 2]}]),
+            "{name}"
+        );
+        assert_eq!(initialize["data"]["taskId"], "t1");
+        send(&mut client, encoding, json!({"command": "initialized"})).await;
+        assert_eq!(receive(&mut client, encoding).await["command"], "start");
+        send(&mut client, encoding, json!({"command": "started"})).await;
+        assert_eq!(
+            next(&mut end).await,
+            FromSidecar::Started {
+                task_id: "t1".into()
+            }
+        );
+        send(
+            &mut client,
+            encoding,
+            json!({"command": "done", "data": {"sum": 3}}),
+        )
+        .await;
+        assert_eq!(
+            next(&mut end).await,
+            finished("t1", output(json!({"sum": 3}))),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn storage_v3_inputs_and_outputs_go_through_storage() {
+    let root = tempfile::tempdir().unwrap();
+    let store: Arc<dyn storage::Storage> = Arc::new(FsStorage::new(root.path()));
+    let access = StorageAccess {
+        storage: store.clone(),
+        cluster: "local".into(),
+        encoding: storage::encoding::Encoding::Msgpack,
+    };
+    let options = SidecarOptions {
+        storage: Some(access),
+        ..SidecarOptions::default()
+    };
+    let (port, mut end, _sidecar) = start_sidecar(options).await;
+    let mut client = connect(port, "?storage=v3&encoding=bson").await;
+    assert_eq!(next(&mut end).await, FromSidecar::Ready);
+    end.to_sidecar
+        .send(ToSidecar::Run {
+            tasks: vec![task("t1", vec![json!([7, 8]), json!("s")])],
+        })
+        .unwrap();
+    let initialize = receive(&mut client, Encoding::Bson).await;
+    let data = &initialize["data"];
+    // Inputs are storage references the wrapper resolves itself.
+    let reference = data["input"][0].as_str().unwrap();
+    assert!(reference.starts_with("$$"), "{data}");
+    assert_eq!(data["flatInput"]["0"], reference);
+    let key = &reference[2..];
+    let path = data["storage"][key]["storageInfo"]["path"]
+        .as_str()
+        .unwrap();
+    assert_eq!(path, format!("local-hkube/job1/{key}"));
+    let stored = storage::get_value(store.as_ref(), path, storage::encoding::Encoding::Msgpack)
+        .await
+        .unwrap();
+    assert_eq!(stored, StoredValue::Value(json!([7, 8])));
+    // The wrapper writes its output with the header, says where, and is done.
+    let out = storage::task_key("local", "job1", "t1");
+    let value = StoredValue::Value(json!({"total": 15}));
+    storage::put_value(
+        store.as_ref(),
+        &out,
+        &value,
+        storage::encoding::Encoding::Msgpack,
+    )
+    .await
+    .unwrap();
+    send(
+        &mut client,
+        Encoding::Bson,
+        json!({"command": "initialized"}),
+    )
+    .await;
+    assert_eq!(
+        receive(&mut client, Encoding::Bson).await["command"],
+        "start"
+    );
+    send(&mut client, Encoding::Bson, json!({"command": "storing", "data": {"storageInfo": {"path": out, "size": 9}, "metadata": {}}})).await;
+    send(&mut client, Encoding::Bson, json!({"command": "done"})).await;
+    assert_eq!(
+        next_outcome(&mut end).await,
+        finished("t1", output(json!({"total": 15})))
+    );
+}
+
+#[tokio::test]
+async fn protocol_faults_fail_the_task_not_the_sidecar() {
+    let (port, mut end, _sidecar) = start_sidecar(SidecarOptions::default()).await;
+    let mut client = connect(port, "?storage=v1&encoding=json").await;
+    assert_eq!(next(&mut end).await, FromSidecar::Ready);
+
+    // A malformed frame.
+    end.to_sidecar
+        .send(ToSidecar::Run {
+            tasks: vec![task("t1", vec![])],
+        })
+        .unwrap();
+    receive(&mut client, Encoding::Json).await;
+    client.send(Message::text("{not json")).await.unwrap();
+    match next_outcome(&mut end).await {
+        FromSidecar::Finished {
+            outcome: Outcome::Error { message, .. },
+            ..
+        } => assert!(
+            message.starts_with("the algorithm sent a message the sidecar cannot read"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+
+    // A message out of order: `started` before `initialized`.
+    end.to_sidecar
+        .send(ToSidecar::Run {
+            tasks: vec![task("t2", vec![])],
+        })
+        .unwrap();
+    assert_eq!(
+        receive(&mut client, Encoding::Json).await["command"],
+        "initialize"
+    );
+    send(&mut client, Encoding::Json, json!({"command": "started"})).await;
+    match next_outcome(&mut end).await {
+        FromSidecar::Finished {
+            task_id,
+            outcome: Outcome::Error { message, .. },
+        } => {
+            assert_eq!(task_id, "t2");
+            assert!(
+                message.contains("out of order") && message.contains("started"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A second connection is refused and fails the task in hand.
+    end.to_sidecar
+        .send(ToSidecar::Run {
+            tasks: vec![task("t3", vec![])],
+        })
+        .unwrap();
+    assert_eq!(
+        receive(&mut client, Encoding::Json).await["command"],
+        "initialize"
+    );
+    let mut second = connect(port, "?encoding=json").await;
+    match tokio::time::timeout(Duration::from_secs(5), second.next())
+        .await
+        .unwrap()
+    {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert!(frame.reason.contains("second algorithm connection"))
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    match next_outcome(&mut end).await {
+        FromSidecar::Finished {
+            task_id,
+            outcome: Outcome::Error { message, .. },
+        } => {
+            assert_eq!(task_id, "t3");
+            assert!(
+                message.starts_with("a second algorithm connection"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Unknown commands are ignored; the first connection still works.
+    send(&mut client, Encoding::Json, json!({"command": "fooBar"})).await;
+    end.to_sidecar
+        .send(ToSidecar::Run {
+            tasks: vec![task("t4", vec![json!(1)])],
+        })
+        .unwrap();
+    assert_eq!(
+        receive(&mut client, Encoding::Json).await["command"],
+        "initialize"
+    );
+    send(
+        &mut client,
+        Encoding::Json,
+        json!({"command": "initialized"}),
+    )
+    .await;
+    receive(&mut client, Encoding::Json).await;
+    send(
+        &mut client,
+        Encoding::Json,
+        json!({"command": "done", "data": "fine"}),
+    )
+    .await;
+    assert_eq!(
+        next_outcome(&mut end).await,
+        finished("t4", output(json!("fine")))
+    );
+}
+
+#[tokio::test]
+async fn an_algorithm_that_never_connects() {
+    let options = SidecarOptions {
+        connect_timeout: Duration::from_millis(200),
+        ..SidecarOptions::default()
+    };
+    let (_port, mut end, sidecar) = start_sidecar(options).await;
+    let reason = "the algorithm did not connect within 0.2 s".to_string();
+    assert_eq!(
+        next(&mut end).await,
+        FromSidecar::Gone {
+            reason: reason.clone()
+        }
+    );
+    assert_eq!(sidecar.await.unwrap(), reason);
+}
+
+#[tokio::test]
+async fn stop_and_a_stop_that_times_out() {
+    let options = SidecarOptions {
+        stop_timeout: Duration::from_millis(300),
+        ..SidecarOptions::default()
+    };
+    let (port, mut end, sidecar) = start_sidecar(options).await;
+    let mut client = connect(port, "?storage=v1&encoding=json").await;
+    assert_eq!(next(&mut end).await, FromSidecar::Ready);
+    // A queued task stops at once.
+    let tasks = vec![task("t1", vec![]), task("t2", vec![])];
+    end.to_sidecar.send(ToSidecar::Run { tasks }).unwrap();
+    end.to_sidecar
+        .send(ToSidecar::Stop {
+            task_id: "t2".into(),
+            force: true,
+        })
+        .unwrap();
+    assert_eq!(
+        next_outcome(&mut end).await,
+        finished("t2", Outcome::Stopped)
+    );
+    // A running task is asked to stop and answers.
+    receive(&mut client, Encoding::Json).await;
+    send(
+        &mut client,
+        Encoding::Json,
+        json!({"command": "initialized"}),
+    )
+    .await;
+    receive(&mut client, Encoding::Json).await;
+    end.to_sidecar
+        .send(ToSidecar::Stop {
+            task_id: "t1".into(),
+            force: true,
+        })
+        .unwrap();
+    assert_eq!(
+        receive(&mut client, Encoding::Json).await,
+        json!({"command": "stop", "data": {"forceStop": true}})
+    );
+    send(&mut client, Encoding::Json, json!({"command": "stopped"})).await;
+    assert_eq!(
+        next_outcome(&mut end).await,
+        finished("t1", Outcome::Stopped)
+    );
+    // One that never answers: stopped after the timeout, and the sidecar gives up the worker.
+    end.to_sidecar
+        .send(ToSidecar::Run {
+            tasks: vec![task("t3", vec![])],
+        })
+        .unwrap();
+    receive(&mut client, Encoding::Json).await;
+    send(
+        &mut client,
+        Encoding::Json,
+        json!({"command": "initialized"}),
+    )
+    .await;
+    receive(&mut client, Encoding::Json).await;
+    end.to_sidecar
+        .send(ToSidecar::Stop {
+            task_id: "t3".into(),
+            force: true,
+        })
+        .unwrap();
+    assert_eq!(
+        receive(&mut client, Encoding::Json).await["command"],
+        "stop"
+    );
+    assert_eq!(
+        next_outcome(&mut end).await,
+        finished("t3", Outcome::Stopped)
+    );
+    let reason = "the algorithm did not stop within 0.3 s".to_string();
+    assert_eq!(
+        next_outcome(&mut end).await,
+        FromSidecar::Gone {
+            reason: reason.clone()
+        }
+    );
+    assert_eq!(sidecar.await.unwrap(), reason);
+}
