@@ -143,8 +143,18 @@ impl Log {
 pub struct Supervised {
     pub pid: u32,
     pub log: Arc<Mutex<Log>>,
-    stop: watch::Sender<bool>,
+    stop: Arc<watch::Sender<bool>>,
     exit: watch::Receiver<Option<Exit>>,
+}
+
+/// Stops a child from anywhere (a clone of [`Supervised::stop`]).
+#[derive(Debug, Clone)]
+pub struct StopHandle(Arc<watch::Sender<bool>>);
+
+impl StopHandle {
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
 }
 
 impl Supervised {
@@ -171,19 +181,20 @@ impl Supervised {
         })?;
         let pid = child.id().unwrap_or(0);
         let log = Arc::new(Mutex::new(Log::new(spec.log_limit)));
+        let mut collectors = Vec::new();
         if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(collect(stdout, log.clone()));
+            collectors.push(tokio::spawn(collect(stdout, log.clone())));
         }
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(collect(stderr, log.clone()));
+            collectors.push(tokio::spawn(collect(stderr, log.clone())));
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         let (exit_tx, exit_rx) = watch::channel(None);
-        tokio::spawn(supervise(child, deadline, spec.grace, stop_rx, exit_tx));
+        tokio::spawn(supervise(child, deadline, spec.grace, stop_rx, exit_tx, collectors));
         Ok(Supervised {
             pid,
             log,
-            stop: stop_tx,
+            stop: Arc::new(stop_tx),
             exit: exit_rx,
         })
     }
@@ -193,18 +204,26 @@ impl Supervised {
         let _ = self.stop.send(true);
     }
 
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.stop.clone())
+    }
+
     /// Waits for the child to end.
     pub async fn wait(&self) -> Exit {
+        self.exit_watch().await
+    }
+
+    /// A future that resolves when the child ends, independent of `self`.
+    pub fn exit_watch(&self) -> impl std::future::Future<Output = Exit> + Send + 'static {
         let mut exit = self.exit.clone();
-        loop {
-            if let Some(done) = exit.borrow().clone() {
-                return done;
-            }
-            if exit.changed().await.is_err() {
-                return exit
-                    .borrow()
-                    .clone()
-                    .unwrap_or(Exit::Stopped { killed: true });
+        async move {
+            loop {
+                if let Some(done) = exit.borrow().clone() {
+                    return done;
+                }
+                if exit.changed().await.is_err() {
+                    return exit.borrow().clone().unwrap_or(Exit::Stopped { killed: true });
+                }
             }
         }
     }
@@ -230,6 +249,7 @@ async fn supervise(
     grace: Duration,
     mut stop: watch::Receiver<bool>,
     exit: watch::Sender<Option<Exit>>,
+    collectors: Vec<tokio::task::JoinHandle<()>>,
 ) {
     let timer = async {
         match deadline {
@@ -245,6 +265,8 @@ async fn supervise(
         }
     };
     let outcome = tokio::select! {
+        // An exit that already happened wins over a stop asked for at the same moment.
+        biased;
         status = child.wait() => Some(status),
         () = timer => None,
         () = stop_requested => None,
@@ -254,10 +276,17 @@ async fn supervise(
         Some(Err(_)) => Exit::Stopped { killed: true },
         None => terminate(&mut child, grace).await,
     };
+    // The last lines explain the exit: let the readers drain the pipes first.
+    for collector in collectors {
+        let _ = tokio::time::timeout(Duration::from_millis(500), collector).await;
+    }
     let _ = exit.send(Some(result));
 }
 
 async fn terminate(child: &mut Child, grace: Duration) -> Exit {
+    if let Ok(Some(status)) = child.try_wait() {
+        return exit_of(status);
+    }
     if let Some(pid) = child.id() {
         let _ = signal::kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
     }

@@ -1,0 +1,3 @@
+def start(args, api):
+    item, k = args["input"]
+    return item * k

@@ -1,0 +1,765 @@
+//! The local executor, hkube's embedded default: algorithms run as processes on this machine,
+//! each behind its own in-process sidecar.
+//!
+//! A pool per algorithm keeps warm workers (`minHotWorkers`), starts more while tasks wait (up
+//! to `maxWorkers`, by default one per core), gives each worker several tasks at once (the
+//! sidecar batches them to the runtime), and stops workers that stay idle. A worker that dies
+//! crashes its running task with the exit code or signal and the last lines of its output; the
+//! engine's retry policy decides what happens next. Tasks the worker had not started go back to
+//! the queue.
+//!
+//! One task owns all the pools; [`LocalExecutor`] is a cheap handle to it.
+
+mod worker;
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use wrapper::link::{Assignment, CodeApiReply, CodeApiRequest, FromSidecar, Outcome, ToSidecar};
+use wrapper::sidecar::SidecarOptions;
+
+pub use worker::{crash_report, Language, LocalAlgorithm, Runtimes};
+
+use crate::engine::{Executor, SubPipeline, TaskKey, TaskOutcome, TaskReporter, TaskSpec};
+use crate::executor::child::{Exit, Supervised};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot start a worker: {0}")]
+    Worker(String),
+    #[error("cannot prepare algorithm {name}: {reason}")]
+    Prepare { name: String, reason: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub runtimes: Runtimes,
+    pub sidecar: SidecarOptions,
+    /// A worker idle this long is stopped (unless the pool is at `minHotWorkers`).
+    pub idle_timeout: Duration,
+    /// Output bytes kept per worker, for crash reports.
+    pub log_limit: usize,
+    /// Tasks handed to one worker at once.
+    pub tasks_per_worker: usize,
+    /// Where compiled Java classes go.
+    pub work_dir: PathBuf,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            runtimes: Runtimes::default(),
+            sidecar: SidecarOptions {
+                connect_timeout: Duration::from_secs(30),
+                ..SidecarOptions::default()
+            },
+            idle_timeout: Duration::from_secs(60),
+            log_limit: 64 * 1024,
+            tasks_per_worker: 64,
+            work_dir: std::env::temp_dir().join("hkube-local"),
+        }
+    }
+}
+
+/// How many lines of a dead worker's output go into the task's error.
+const CRASH_LINES: usize = 10;
+
+type WorkerId = u64;
+
+enum Cmd {
+    Submit(Box<TaskSpec>),
+    Cancel(TaskKey),
+    Register(LocalAlgorithm),
+    Worker(WorkerId, FromSidecar),
+    WorkerStarted(WorkerId, Result<worker::Started, Error>),
+    ChildExited(WorkerId, Exit),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A handle to the local executor's service.
+#[derive(Debug, Clone)]
+pub struct LocalExecutor {
+    tx: mpsc::UnboundedSender<Cmd>,
+    options: LocalOptions,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cmd")
+    }
+}
+
+impl LocalExecutor {
+    /// Starts the service on the current tokio runtime.
+    pub fn start(options: LocalOptions) -> LocalExecutor {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let service = Service {
+            options: options.clone(),
+            tx: tx.clone(),
+            algorithms: HashMap::new(),
+            pools: HashMap::new(),
+            workers: HashMap::new(),
+            next_worker: 1,
+            next_seq: 0,
+        };
+        tokio::spawn(service.run(rx));
+        LocalExecutor { tx, options }
+    }
+
+    /// Makes an algorithm runnable: Java sources are compiled first.
+    pub async fn register(&self, mut algorithm: LocalAlgorithm) -> Result<(), Error> {
+        if algorithm.language == Language::Java {
+            algorithm = prepare_java(algorithm, &self.options).await?;
+        }
+        let _ = self.tx.send(Cmd::Register(algorithm));
+        Ok(())
+    }
+
+    /// Stops every worker (the algorithms get `exit`) and waits for them, at most a few seconds.
+    pub async fn shutdown(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Cmd::Shutdown(done)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
+        }
+    }
+}
+
+impl Executor for LocalExecutor {
+    fn submit(&self, task: TaskSpec) {
+        if let Err(mpsc::error::SendError(Cmd::Submit(task))) = self.tx.send(Cmd::Submit(Box::new(task))) {
+            task.reporter
+                .finish(TaskOutcome::Crashed("the local executor has shut down".into()));
+        }
+    }
+
+    fn cancel(&self, key: TaskKey) {
+        let _ = self.tx.send(Cmd::Cancel(key));
+    }
+}
+
+/// A task waiting for, or running on, a worker.
+struct Pending {
+    priority: u8,
+    seq: u64,
+    key: TaskKey,
+    reporter: TaskReporter,
+    assignment: Assignment,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending {
+    /// Most urgent first: priority 1 before 5, then oldest first (the heap pops the greatest).
+    fn cmp(&self, other: &Self) -> Ordering {
+        (Reverse(self.priority), Reverse(self.seq)).cmp(&(Reverse(other.priority), Reverse(other.seq)))
+    }
+}
+
+#[derive(Default)]
+struct Pool {
+    queue: BinaryHeap<Pending>,
+    workers: Vec<WorkerId>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    Starting,
+    Ready,
+    Exiting,
+}
+
+struct Worker {
+    algorithm: String,
+    state: State,
+    to_sidecar: Option<mpsc::UnboundedSender<ToSidecar>>,
+    child: Option<Supervised>,
+    running: HashMap<String, Pending>,
+    /// Crashed tasks, reported once the process's exit is known.
+    crashed: Vec<(Pending, String)>,
+    gone: Option<String>,
+    exited: Option<Exit>,
+    idle_since: Instant,
+}
+
+struct Service {
+    options: LocalOptions,
+    tx: mpsc::UnboundedSender<Cmd>,
+    algorithms: HashMap<String, LocalAlgorithm>,
+    pools: HashMap<String, Pool>,
+    workers: HashMap<WorkerId, Worker>,
+    next_worker: WorkerId,
+    next_seq: u64,
+}
+
+impl Service {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+        loop {
+            let idle_deadline = self.next_idle_deadline();
+            let command = match idle_deadline {
+                Some(at) => tokio::select! {
+                    command = rx.recv() => command,
+                    () = tokio::time::sleep_until(at) => {
+                        self.stop_idle_workers();
+                        continue;
+                    }
+                },
+                None => rx.recv().await,
+            };
+            let Some(command) = command else { return };
+            match command {
+                Cmd::Submit(task) => self.submit(*task),
+                Cmd::Cancel(key) => self.cancel(key),
+                Cmd::Register(algorithm) => self.register(algorithm),
+                Cmd::Worker(id, message) => self.from_worker(id, message),
+                Cmd::WorkerStarted(id, started) => self.worker_started(id, started),
+                Cmd::ChildExited(id, exit) => self.child_exited(id, exit),
+                Cmd::Shutdown(done) => {
+                    self.shutdown().await;
+                    let _ = done.send(());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn register(&mut self, algorithm: LocalAlgorithm) {
+        let name = algorithm.name.clone();
+        let hot = algorithm.min_hot_workers;
+        self.algorithms.insert(name.clone(), algorithm);
+        let pool = self.pools.entry(name.clone()).or_default();
+        let missing = hot.saturating_sub(pool.workers.len());
+        for _ in 0..missing {
+            self.spawn_worker(&name);
+        }
+    }
+
+    fn submit(&mut self, task: TaskSpec) {
+        let name = task.algorithm_name.to_string();
+        if !self.algorithms.contains_key(&name) {
+            task.reporter.finish(TaskOutcome::Failed(format!(
+                "algorithm {name} has no local code: the local executor runs algorithms registered with a code folder"
+            )));
+            return;
+        }
+        self.next_seq += 1;
+        let pending = Pending {
+            priority: task.priority,
+            seq: self.next_seq,
+            key: task.key,
+            assignment: Assignment {
+                job_id: task.job_id.to_string(),
+                task_id: task.task_id.to_string(),
+                node_name: task.node_name.to_string(),
+                algorithm_name: name.clone(),
+                pipeline_name: task.pipeline_name.to_string(),
+                batch_index: task.batch_index,
+                input: task.input,
+                extra_data: task.extra_data.map(|v| (*v).clone()),
+                root_job_id: task.root_job_id.to_string(),
+                parent_node_name: None,
+            },
+            reporter: task.reporter,
+        };
+        self.pools.entry(name.clone()).or_default().queue.push(pending);
+        self.pump(&name);
+    }
+
+    fn cancel(&mut self, key: TaskKey) {
+        for pool in self.pools.values_mut() {
+            if pool.queue.iter().any(|p| p.key.slot() == key.slot()) {
+                let queue = std::mem::take(&mut pool.queue);
+                pool.queue = queue.into_iter().filter(|p| p.key.slot() != key.slot()).collect();
+                return;
+            }
+        }
+        for worker in self.workers.values() {
+            if let Some((task_id, _)) = worker.running.iter().find(|(_, p)| p.key.slot() == key.slot()) {
+                if let Some(to_sidecar) = &worker.to_sidecar {
+                    let _ = to_sidecar.send(ToSidecar::Stop {
+                        task_id: task_id.clone(),
+                        force: true,
+                    });
+                }
+                return;
+            }
+        }
+    }
+
+    /// Hands queued tasks of `name` to ready workers, starting workers when all are busy.
+    fn pump(&mut self, name: &str) {
+        let per_worker = self.options.tasks_per_worker.max(1);
+        let max_workers = self.algorithms.get(name).map_or(1, |a| {
+            if a.max_workers == 0 {
+                std::thread::available_parallelism().map_or(2, |n| n.get())
+            } else {
+                a.max_workers
+            }
+        });
+        loop {
+            let Some(pool) = self.pools.get_mut(name) else { return };
+            if pool.queue.is_empty() {
+                return;
+            }
+            let target = pool
+                .workers
+                .iter()
+                .filter_map(|id| self.workers.get(id).map(|w| (*id, w)))
+                .filter(|(_, w)| w.state == State::Ready && w.running.len() < per_worker)
+                .min_by_key(|(_, w)| w.running.len())
+                .map(|(id, _)| id);
+            let Some(id) = target else {
+                let live = pool
+                    .workers
+                    .iter()
+                    .filter(|id| self.workers.get(id).is_some_and(|w| w.state != State::Exiting))
+                    .count();
+                let starting = pool
+                    .workers
+                    .iter()
+                    .filter(|id| self.workers.get(id).is_some_and(|w| w.state == State::Starting))
+                    .count();
+                // Start a worker while tasks wait beyond what starting workers will take.
+                if live < max_workers && pool.queue.len() > starting * per_worker {
+                    self.spawn_worker(name);
+                    continue;
+                }
+                return;
+            };
+            let Some(worker) = self.workers.get_mut(&id) else { return };
+            let room = per_worker - worker.running.len();
+            let mut tasks = Vec::with_capacity(room.min(pool.queue.len()));
+            while tasks.len() < room {
+                let Some(pending) = pool.queue.pop() else { break };
+                tasks.push(pending.assignment.clone());
+                worker.running.insert(pending.assignment.task_id.clone(), pending);
+            }
+            if let Some(to_sidecar) = &worker.to_sidecar {
+                let _ = to_sidecar.send(ToSidecar::Run { tasks });
+            }
+        }
+    }
+
+    fn spawn_worker(&mut self, name: &str) {
+        let Some(algorithm) = self.algorithms.get(name).cloned() else { return };
+        let id = self.next_worker;
+        self.next_worker += 1;
+        self.workers.insert(
+            id,
+            Worker {
+                algorithm: name.to_string(),
+                state: State::Starting,
+                to_sidecar: None,
+                child: None,
+                running: HashMap::new(),
+                crashed: Vec::new(),
+                gone: None,
+                exited: None,
+                idle_since: Instant::now(),
+            },
+        );
+        self.pools.entry(name.to_string()).or_default().workers.push(id);
+        let tx = self.tx.clone();
+        let runtimes = self.options.runtimes.clone();
+        let sidecar = self.options.sidecar.clone();
+        let log_limit = self.options.log_limit;
+        tokio::spawn(async move {
+            let started = worker::start(&runtimes, &algorithm, sidecar, log_limit).await;
+            let _ = tx.send(Cmd::WorkerStarted(id, started));
+        });
+    }
+
+    fn worker_started(&mut self, id: WorkerId, started: Result<worker::Started, Error>) {
+        let Some(worker) = self.workers.get_mut(&id) else { return };
+        match started {
+            Ok(started) => {
+                let worker::Started {
+                    to_sidecar,
+                    mut from_sidecar,
+                    child,
+                } = started;
+                // Forward the sidecar's reports and the child's exit into this loop.
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    while let Some(message) = from_sidecar.recv().await {
+                        if tx.send(Cmd::Worker(id, message)).is_err() {
+                            return;
+                        }
+                    }
+                });
+                let tx = self.tx.clone();
+                let exit = child.exit_watch();
+                tokio::spawn(async move {
+                    let exit = exit.await;
+                    let _ = tx.send(Cmd::ChildExited(id, exit));
+                });
+                worker.to_sidecar = Some(to_sidecar);
+                worker.child = Some(child);
+            }
+            Err(error) => {
+                let algorithm = worker.algorithm.clone();
+                self.remove_worker(id);
+                self.fail_start(&algorithm, &error.to_string());
+            }
+        }
+    }
+
+    /// A worker could not start: the waiting tasks of its algorithm crash (the engine retries
+    /// them by their policy, which bounds the attempts).
+    fn fail_start(&mut self, algorithm: &str, reason: &str) {
+        let Some(pool) = self.pools.get_mut(algorithm) else { return };
+        let waiting = std::mem::take(&mut pool.queue);
+        let others = pool
+            .workers
+            .iter()
+            .any(|id| self.workers.get(id).is_some_and(|w| w.state != State::Exiting));
+        if others {
+            // Another worker may still take them.
+            pool.queue = waiting;
+            return;
+        }
+        for pending in waiting {
+            pending.reporter.finish(TaskOutcome::Crashed(reason.to_string()));
+        }
+    }
+
+    fn from_worker(&mut self, id: WorkerId, message: FromSidecar) {
+        let Some(worker) = self.workers.get_mut(&id) else { return };
+        match message {
+            FromSidecar::Ready => {
+                if worker.state == State::Starting {
+                    worker.state = State::Ready;
+                    worker.idle_since = Instant::now();
+                }
+                let name = worker.algorithm.clone();
+                self.pump(&name);
+            }
+            FromSidecar::Started { task_id } => {
+                if let Some(pending) = worker.running.get(&task_id) {
+                    pending.reporter.started();
+                }
+            }
+            FromSidecar::Progress { .. } => {}
+            FromSidecar::Finished { task_id, outcome } => {
+                let Some(pending) = worker.running.remove(&task_id) else { return };
+                if worker.running.is_empty() {
+                    worker.idle_since = Instant::now();
+                }
+                match outcome {
+                    Outcome::Output { output } => pending.reporter.finish(TaskOutcome::Succeeded(output)),
+                    Outcome::Error { message, .. } => pending.reporter.finish(TaskOutcome::Failed(message)),
+                    // The engine asked for the stop and already recorded it.
+                    Outcome::Stopped => {}
+                    Outcome::Crashed { reason } => worker.crashed.push((pending, reason)),
+                }
+                let name = worker.algorithm.clone();
+                self.pump(&name);
+            }
+            FromSidecar::CodeApi {
+                task_id,
+                request_id,
+                request,
+            } => {
+                let (Some(pending), Some(to_sidecar)) = (worker.running.get(&task_id), worker.to_sidecar.clone()) else {
+                    return;
+                };
+                let reporter = pending.reporter.clone();
+                tokio::spawn(async move {
+                    let reply = code_api(reporter, request).await;
+                    let _ = to_sidecar.send(ToSidecar::CodeApiReply { request_id, reply });
+                });
+            }
+            FromSidecar::Gone { reason } => {
+                worker.gone = Some(reason);
+                worker.state = State::Exiting;
+                // Tasks it had not started go back to the queue for another worker.
+                let unstarted: Vec<Pending> = worker.running.drain().map(|(_, p)| p).collect();
+                if let Some(child) = &worker.child {
+                    // A process that lost its sidecar is on its way out; give it a moment to
+                    // exit on its own (its exit code explains the crash), then stop it.
+                    let (exit, stopper) = (child.exit_watch(), child.stop_handle());
+                    tokio::spawn(async move {
+                        if tokio::time::timeout(Duration::from_secs(2), exit).await.is_err() {
+                            stopper.stop();
+                        }
+                    });
+                }
+                let name = worker.algorithm.clone();
+                let finished = worker.exited.is_some();
+                if let Some(pool) = self.pools.get_mut(&name) {
+                    pool.queue.extend(unstarted);
+                }
+                if finished {
+                    self.finalize(id);
+                }
+                self.pump(&name);
+            }
+        }
+    }
+
+    fn child_exited(&mut self, id: WorkerId, exit: Exit) {
+        let Some(worker) = self.workers.get_mut(&id) else { return };
+        worker.exited = Some(exit);
+        if worker.gone.is_some() {
+            self.finalize(id);
+            return;
+        }
+        if worker.state == State::Starting {
+            // It died before connecting: end its sidecar, and say why tasks cannot run.
+            if let Some(to_sidecar) = &worker.to_sidecar {
+                let _ = to_sidecar.send(ToSidecar::Exit { exit_code: 1 });
+            }
+            let report = start_failure_report(worker);
+            let name = worker.algorithm.clone();
+            self.remove_worker(id);
+            self.fail_start(&name, &report);
+            self.pump(&name);
+        }
+        // Otherwise the sidecar reports the disconnect (`Gone`) and finalizes.
+    }
+
+    /// The worker's process has ended and its sidecar is gone: report its crashed tasks with
+    /// the exit and the last output lines, and forget it.
+    fn finalize(&mut self, id: WorkerId) {
+        let Some(worker) = self.workers.get_mut(&id) else { return };
+        let crashed = std::mem::take(&mut worker.crashed);
+        for (pending, reason) in crashed {
+            let report = report_for(worker, &reason);
+            pending.reporter.finish(TaskOutcome::Crashed(report));
+        }
+        let name = worker.algorithm.clone();
+        self.remove_worker(id);
+        self.pump(&name);
+    }
+
+    fn remove_worker(&mut self, id: WorkerId) {
+        if let Some(worker) = self.workers.remove(&id) {
+            if let Some(pool) = self.pools.get_mut(&worker.algorithm) {
+                pool.workers.retain(|w| *w != id);
+            }
+            if let Some(child) = &worker.child {
+                if worker.exited.is_none() {
+                    child.stop();
+                }
+            }
+        }
+    }
+
+    fn next_idle_deadline(&self) -> Option<Instant> {
+        self.workers
+            .values()
+            .filter(|w| w.state == State::Ready && w.running.is_empty())
+            .map(|w| w.idle_since + self.options.idle_timeout)
+            .min()
+    }
+
+    fn stop_idle_workers(&mut self) {
+        let now = Instant::now();
+        let mut stopping = Vec::new();
+        for (name, pool) in &self.pools {
+            let hot = self.algorithms.get(name).map_or(0, |a| a.min_hot_workers);
+            let mut live = pool
+                .workers
+                .iter()
+                .filter(|id| self.workers.get(id).is_some_and(|w| w.state != State::Exiting))
+                .count();
+            for id in &pool.workers {
+                let Some(worker) = self.workers.get(id) else { continue };
+                let idle = worker.state == State::Ready
+                    && worker.running.is_empty()
+                    && worker.idle_since + self.options.idle_timeout <= now;
+                if idle && live > hot {
+                    stopping.push(*id);
+                    live -= 1;
+                }
+            }
+        }
+        for id in stopping {
+            if let Some(worker) = self.workers.get_mut(&id) {
+                worker.state = State::Exiting;
+                if let Some(to_sidecar) = &worker.to_sidecar {
+                    let _ = to_sidecar.send(ToSidecar::Exit { exit_code: 0 });
+                }
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let mut children = Vec::new();
+        for worker in self.workers.values_mut() {
+            if let Some(to_sidecar) = &worker.to_sidecar {
+                let _ = to_sidecar.send(ToSidecar::Exit { exit_code: 0 });
+            }
+            if let Some(child) = worker.child.take() {
+                children.push(child);
+            }
+        }
+        for child in children {
+            if tokio::time::timeout(Duration::from_secs(2), child.wait()).await.is_err() {
+                child.stop();
+                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            }
+        }
+    }
+}
+
+fn report_for(worker: &Worker, reason: &str) -> String {
+    let lines = worker
+        .child
+        .as_ref()
+        .and_then(|c| c.log.lock().ok().map(|log| log.tail(CRASH_LINES)))
+        .unwrap_or_default();
+    crash_report(reason, worker.exited.as_ref(), &lines)
+}
+
+fn start_failure_report(worker: &Worker) -> String {
+    let lines = worker
+        .child
+        .as_ref()
+        .and_then(|c| c.log.lock().ok().map(|log| log.tail(CRASH_LINES)))
+        .unwrap_or_default();
+    let exit = worker.exited.as_ref().map_or("ended".to_string(), ToString::to_string);
+    let mut text = format!("the algorithm's process {exit} before connecting to its sidecar");
+    if !lines.is_empty() {
+        text.push_str("; last output:\n");
+        text.push_str(&lines.join("\n"));
+    }
+    text
+}
+
+/// Carries out a code-API request through the engine and turns the answer into a reply.
+async fn code_api(reporter: TaskReporter, request: CodeApiRequest) -> CodeApiReply {
+    match request {
+        CodeApiRequest::StartAlgorithm {
+            algorithm_name,
+            input,
+            include_result,
+        } => match reporter.start_algorithm(algorithm_name, input).await {
+            Ok(TaskOutcome::Succeeded(output)) => CodeApiReply::Done {
+                response: if include_result { output } else { Value::Null },
+            },
+            Ok(TaskOutcome::Failed(error) | TaskOutcome::Crashed(error)) => CodeApiReply::Error { error },
+            Err(_) => CodeApiReply::Error {
+                error: "the engine has shut down".into(),
+            },
+        },
+        CodeApiRequest::StartStoredSubPipeline {
+            name,
+            flow_input,
+            include_result,
+        } => sub_pipeline(reporter, SubPipeline::Stored { name, flow_input }, include_result).await,
+        CodeApiRequest::StartRawSubPipeline {
+            pipeline,
+            include_result,
+        } => sub_pipeline(reporter, SubPipeline::Raw(pipeline), include_result).await,
+    }
+}
+
+/// Storage v1 semantics: the reply carries the sub-pipeline's results themselves.
+async fn sub_pipeline(reporter: TaskReporter, request: SubPipeline, include_result: bool) -> CodeApiReply {
+    match reporter.start_sub_pipeline(request).await {
+        Ok(Ok(result)) => match result.get("status").and_then(Value::as_str) {
+            Some("completed") => CodeApiReply::Done {
+                response: if include_result {
+                    result.get("data").cloned().unwrap_or(Value::Null)
+                } else {
+                    Value::Null
+                },
+            },
+            Some("stopped") => CodeApiReply::Stopped {
+                reason: result
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("stopped")
+                    .to_string(),
+            },
+            _ => CodeApiReply::Error {
+                error: result
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("the sub-pipeline failed")
+                    .to_string(),
+            },
+        },
+        Ok(Err(error)) => CodeApiReply::Error { error: error.to_string() },
+        Err(_) => CodeApiReply::Error {
+            error: "the engine has shut down".into(),
+        },
+    }
+}
+
+/// Compiles a Java algorithm's sources against the runtime jar (built first when missing).
+async fn prepare_java(mut algorithm: LocalAlgorithm, options: &LocalOptions) -> Result<LocalAlgorithm, Error> {
+    let runtimes = options.runtimes.clone();
+    let classes = options.work_dir.join(&algorithm.name).join("classes");
+    let code_dir = algorithm.code_dir.clone();
+    let name = algorithm.name.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let jar = runtimes.java_jar();
+        if !jar.exists() {
+            run_tool(
+                std::process::Command::new("bash").arg(runtimes.dir.join("java/build.sh")),
+                "building the Java runtime",
+            )?;
+        }
+        let mut sources = Vec::new();
+        collect_java_sources(&code_dir, &mut sources).map_err(|e| format!("reading {}: {e}", code_dir.display()))?;
+        if sources.is_empty() {
+            return Err(format!("no .java files in {}", code_dir.display()));
+        }
+        std::fs::create_dir_all(&classes).map_err(|e| format!("creating {}: {e}", classes.display()))?;
+        let mut javac = std::process::Command::new("javac");
+        javac
+            .args(["--release", "17", "-cp"])
+            .arg(&jar)
+            .arg("-d")
+            .arg(&classes)
+            .args(&sources);
+        run_tool(&mut javac, "compiling the algorithm")
+    })
+    .await
+    .map_err(|e| Error::Prepare {
+        name: name.clone(),
+        reason: e.to_string(),
+    })?;
+    result.map_err(|reason| Error::Prepare { name, reason })?;
+    algorithm.classpath = Some(options.work_dir.join(&algorithm.name).join("classes"));
+    Ok(algorithm)
+}
+
+fn run_tool(command: &mut std::process::Command, what: &str) -> Result<(), String> {
+    let output = command.output().map_err(|e| format!("{what}: {e}"))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim_end()
+    ))
+}
+
+fn collect_java_sources(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_java_sources(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "java") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! One local worker: a sidecar on a loopback port and the algorithm's runtime as a child
+//! process connected to it. Knows how to launch each language's runtime.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use wrapper::link::{FromSidecar, ToSidecar};
+use wrapper::sidecar::{link_pair, Sidecar, SidecarOptions};
+
+use super::Error;
+use crate::executor::child::{ChildSpec, Exit, Supervised};
+
+/// The languages the local executor runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    Python,
+    Nodejs,
+    Java,
+}
+
+impl Language {
+    pub fn parse(env: &str) -> Option<Language> {
+        match env {
+            "python" => Some(Language::Python),
+            "nodejs" => Some(Language::Nodejs),
+            "java" => Some(Language::Java),
+            _ => None,
+        }
+    }
+
+    pub fn default_entry_point(self) -> &'static str {
+        match self {
+            Language::Python => "main.py",
+            Language::Nodejs => "index.js",
+            Language::Java => "",
+        }
+    }
+}
+
+/// An algorithm the local executor can run: its code on disk and how to start it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalAlgorithm {
+    pub name: String,
+    pub language: Language,
+    /// The folder holding the user's code.
+    pub code_dir: PathBuf,
+    /// Python: a file (`main.py`); JavaScript: a file (`index.js`); Java: a class name.
+    pub entry_point: String,
+    pub min_hot_workers: usize,
+    /// At most this many processes at once; 0 means the number of cores.
+    pub max_workers: usize,
+    /// Java: where the compiled classes are (filled by the executor's javac step).
+    pub classpath: Option<PathBuf>,
+}
+
+/// Where the language runtimes and interpreters are.
+#[derive(Debug, Clone)]
+pub struct Runtimes {
+    /// The repository's `runtimes/` folder (or an installed copy).
+    pub dir: PathBuf,
+    pub python: String,
+    pub node: String,
+    pub java: String,
+}
+
+impl Default for Runtimes {
+    fn default() -> Self {
+        let dir = std::env::var_os("HKUBE_RUNTIMES_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtimes"));
+        Runtimes {
+            dir,
+            python: std::env::var("HKUBE_PYTHON").unwrap_or_else(|_| "python3".into()),
+            node: std::env::var("HKUBE_NODE").unwrap_or_else(|_| "node".into()),
+            java: std::env::var("HKUBE_JAVA").unwrap_or_else(|_| "java".into()),
+        }
+    }
+}
+
+impl Runtimes {
+    pub fn java_jar(&self) -> PathBuf {
+        self.dir.join("java/build/hkube-runtime.jar")
+    }
+
+    /// The command that runs `algorithm`'s runtime against a sidecar on `port`.
+    pub fn child_spec(&self, algorithm: &LocalAlgorithm, port: u16, log_limit: usize) -> ChildSpec {
+        let mut env = vec![
+            ("WORKER_SOCKET_HOST".to_string(), "127.0.0.1".to_string()),
+            ("WORKER_SOCKET_PORT".to_string(), port.to_string()),
+            ("ALGORITHM_PATH".to_string(), algorithm.code_dir.display().to_string()),
+            ("ALGORITHM_ENTRY_POINT".to_string(), algorithm.entry_point.clone()),
+            ("ALGORITHM_NAME".to_string(), algorithm.name.clone()),
+            ("HKUBE_FAST_PATH".to_string(), "1".to_string()),
+            ("PYTHONUNBUFFERED".to_string(), "1".to_string()),
+        ];
+        let (program, args) = match algorithm.language {
+            Language::Python => {
+                let mut path = self.dir.join("python").display().to_string();
+                if let Ok(existing) = std::env::var("PYTHONPATH") {
+                    path = format!("{path}:{existing}");
+                }
+                env.push(("PYTHONPATH".into(), path));
+                (self.python.clone(), vec!["-m".to_string(), "hkube_runtime".to_string()])
+            }
+            Language::Nodejs => {
+                let bin = self.dir.join("javascript/bin/hkube-runtime-node.js");
+                (self.node.clone(), vec![bin.display().to_string()])
+            }
+            Language::Java => {
+                let classes = algorithm.classpath.clone().unwrap_or_else(|| algorithm.code_dir.clone());
+                let classpath = format!("{}:{}", self.java_jar().display(), classes.display());
+                (
+                    self.java.clone(),
+                    vec![
+                        "-XX:+UseSerialGC".to_string(),
+                        "-XX:TieredStopAtLevel=1".to_string(),
+                        "-Xshare:auto".to_string(),
+                        "-cp".to_string(),
+                        classpath,
+                        "io.hkube.rs.Main".to_string(),
+                    ],
+                )
+            }
+        };
+        ChildSpec {
+            program: program.into(),
+            args,
+            cwd: algorithm.code_dir.clone(),
+            env,
+            log_limit,
+            grace: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A started worker: its link to the sidecar and its process.
+#[derive(Debug)]
+pub struct Started {
+    pub to_sidecar: mpsc::UnboundedSender<ToSidecar>,
+    pub from_sidecar: mpsc::UnboundedReceiver<FromSidecar>,
+    pub child: Supervised,
+}
+
+/// Binds a sidecar on a free loopback port and starts the runtime against it.
+pub async fn start(
+    runtimes: &Runtimes,
+    algorithm: &LocalAlgorithm,
+    options: SidecarOptions,
+    log_limit: usize,
+) -> Result<Started, Error> {
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let sidecar = Sidecar::bind(loopback, options)
+        .await
+        .map_err(|e| Error::Worker(format!("cannot open a sidecar port: {e}")))?;
+    let port = sidecar
+        .local_addr()
+        .map_err(|e| Error::Worker(format!("cannot read the sidecar's port: {e}")))?
+        .port();
+    let (link, end) = link_pair();
+    let spec = runtimes.child_spec(algorithm, port, log_limit);
+    let child = Supervised::start(&spec, None).map_err(|e| Error::Worker(e.to_string()))?;
+    tokio::spawn(sidecar.run(link));
+    Ok(Started {
+        to_sidecar: end.to_sidecar,
+        from_sidecar: end.from_sidecar,
+        child,
+    })
+}
+
+/// Explains a lost worker: how the process ended and its last output lines.
+pub fn crash_report(reason: &str, exit: Option<&Exit>, last_lines: &[String]) -> String {
+    let mut text = match exit {
+        // The exit says it better than "disconnected".
+        Some(exit) if reason.starts_with("the algorithm disconnected") => format!("the algorithm's process {exit}"),
+        Some(exit) => format!("{reason}; the algorithm's process {exit}"),
+        None => reason.to_string(),
+    };
+    if !last_lines.is_empty() {
+        text.push_str("; last output:\n");
+        text.push_str(&last_lines.join("\n"));
+    }
+    text
+}
