@@ -58,3 +58,24 @@ fn java_runtime_tests() {
     );
     assert!(report.contains(" 0 failed"), "{report}");
 }
+
+#[test]
+fn javascript_runtime_tests() {
+    if !interpreter_available("node") {
+        println!("skipped: node is not installed");
+        return;
+    }
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtimes/javascript");
+    let output = Command::new("node")
+        .args(["--test", "test/"])
+        .current_dir(&folder)
+        .output()
+        .expect("node runs");
+    let report = String::from_utf8_lossy(&output.stdout);
+    println!("{report}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the JavaScript runtime's tests failed:\n{report}"
+    );
+    assert!(report.contains("# fail 0"), "{report}");
+}

@@ -23,7 +23,11 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("{first} and {second} both define algorithm {name}")]
-    Duplicate { name: String, first: PathBuf, second: PathBuf },
+    Duplicate {
+        name: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
 }
 
 /// One algorithm found in a project: its descriptor and how to run it locally.
@@ -45,7 +49,10 @@ pub fn find_algorithms(dir: &Path) -> Result<Vec<ProjectAlgorithm>, Error> {
     let mut found: Vec<ProjectAlgorithm> = Vec::new();
     for file in files {
         let algorithm = read_algorithm(&file)?;
-        if let Some(other) = found.iter().find(|a| a.descriptor.name == algorithm.descriptor.name) {
+        if let Some(other) = found
+            .iter()
+            .find(|a| a.descriptor.name == algorithm.descriptor.name)
+        {
             return Err(Error::Duplicate {
                 name: algorithm.descriptor.name,
                 first: other.file.clone(),
@@ -92,7 +99,9 @@ pub fn read_algorithm(file: &Path) -> Result<ProjectAlgorithm, Error> {
     })?;
     let mut value = spec::read_document(&text).map_err(|e| fail(e.to_string()))?;
     let Some(map) = value.as_object_mut() else {
-        return Err(fail("an algorithm file must hold an object with name, env and code".into()));
+        return Err(fail(
+            "an algorithm file must hold an object with name, env and code".into(),
+        ));
     };
     let code = map.remove("code").unwrap_or(Value::Null);
     let folder = file.parent().unwrap_or(Path::new("."));
@@ -108,7 +117,8 @@ pub fn read_algorithm(file: &Path) -> Result<ProjectAlgorithm, Error> {
         .and_then(Value::as_str)
         .ok_or_else(|| fail("env is missing: write env: python, nodejs or java".into()))?
         .to_string();
-    let language = Language::parse(&env).ok_or_else(|| fail(format!("env {env} is not one of python, nodejs, java")))?;
+    let language = Language::parse(&env)
+        .ok_or_else(|| fail(format!("env {env} is not one of python, nodejs, java")))?;
     let entry_point = code
         .get("entryPoint")
         .or_else(|| map.get("entryPoint"))
@@ -127,8 +137,15 @@ pub fn read_algorithm(file: &Path) -> Result<ProjectAlgorithm, Error> {
     map.insert("entryPoint".into(), json!(entry_point));
     if !map.contains_key("algorithmImage") {
         // A local algorithm has no image; this marks it runnable, as a finished build would.
-        let name = map.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-        map.insert("algorithmImage".into(), json!(format!("hkube-local/{name}")));
+        let name = map
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        map.insert(
+            "algorithmImage".into(),
+            json!(format!("hkube-local/{name}")),
+        );
     }
     let descriptor = spec::parse_algorithm(value).map_err(|e| fail(e.to_string()))?;
     let local = LocalAlgorithm {
@@ -160,7 +177,10 @@ mod tests {
         let reduce = &found[3];
         assert_eq!(reduce.local.language, Language::Nodejs);
         assert_eq!(reduce.local.entry_point, "index.js");
-        assert_eq!(reduce.descriptor.algorithm_image.as_deref(), Some("hkube-local/reduce"));
+        assert_eq!(
+            reduce.descriptor.algorithm_image.as_deref(),
+            Some("hkube-local/reduce")
+        );
     }
 
     #[test]
@@ -169,13 +189,30 @@ mod tests {
         let file = dir.join("algorithm.yml");
         std::fs::write(&file, "name: bad\nenv: cobol\n").unwrap();
         let error = read_algorithm(&file).unwrap_err().to_string();
-        assert!(error.contains("algorithm.yml: env cobol is not one of python, nodejs, java"), "{error}");
-        std::fs::write(&file, "name: bad\nenv: python\ncode:\n  entryPoint: nope.py\n").unwrap();
+        assert!(
+            error.contains("algorithm.yml: env cobol is not one of python, nodejs, java"),
+            "{error}"
+        );
+        std::fs::write(
+            &file,
+            "name: bad\nenv: python\ncode:\n  entryPoint: nope.py\n",
+        )
+        .unwrap();
         let error = read_algorithm(&file).unwrap_err().to_string();
-        assert!(error.contains("code.entryPoint nope.py is not a file"), "{error}");
-        std::fs::write(&file, "name: Bad_Name\nenv: python\ncode:\n  entryPoint: algorithm.yml\n").unwrap();
+        assert!(
+            error.contains("code.entryPoint nope.py is not a file"),
+            "{error}"
+        );
+        std::fs::write(
+            &file,
+            "name: Bad_Name\nenv: python\ncode:\n  entryPoint: algorithm.yml\n",
+        )
+        .unwrap();
         let error = read_algorithm(&file).unwrap_err().to_string();
-        assert!(error.contains("algorithm name must contain only lower-case alphanumeric"), "{error}");
+        assert!(
+            error.contains("algorithm name must contain only lower-case alphanumeric"),
+            "{error}"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -75,7 +75,10 @@ async fn numbers_with_python_and_javascript() {
     let (handle, executor) = numbers_engine().await;
     let result = run(&handle, pipeline("numbers.yml", 5, 2)).await;
     assert_eq!(result["status"], "completed", "{result}");
-    assert_eq!(result["data"], json!([{"nodeName": "Reduce", "algorithmName": "reduce", "result": 30}]));
+    assert_eq!(
+        result["data"],
+        json!([{"nodeName": "Reduce", "algorithmName": "reduce", "result": 30}])
+    );
     let result = run(&handle, pipeline("numbers.yml", 500, 200)).await;
     assert_eq!(result["data"][0]["result"], 25_050_000, "{result}");
     executor.shutdown().await;
@@ -97,7 +100,12 @@ async fn numbers_with_the_java_multiply() {
 }
 
 /// An algorithm folder with one Python file, registered under `name`.
-async fn python_algorithm(executor: &LocalExecutor, catalog: &MemoryCatalog, name: &str, code: &str) -> tempfile::TempDir {
+async fn python_algorithm(
+    executor: &LocalExecutor,
+    catalog: &MemoryCatalog,
+    name: &str,
+    code: &str,
+) -> tempfile::TempDir {
     let folder = tempfile::tempdir().unwrap();
     std::fs::write(folder.path().join("main.py"), code).unwrap();
     executor
@@ -112,7 +120,9 @@ async fn python_algorithm(executor: &LocalExecutor, catalog: &MemoryCatalog, nam
         })
         .await
         .unwrap();
-    catalog.put_algorithm(spec::parse_algorithm(json!({"name": name, "algorithmImage": "local"})).unwrap());
+    catalog.put_algorithm(
+        spec::parse_algorithm(json!({"name": name, "algorithmImage": "local"})).unwrap(),
+    );
     folder
 }
 
@@ -124,7 +134,13 @@ async fn errors_and_crashes_say_what_happened() {
     }
     let executor = LocalExecutor::start(LocalOptions::default());
     let catalog = Arc::new(MemoryCatalog::new());
-    let _fails = python_algorithm(&executor, &catalog, "fails", "def start(args, api):\n    raise KeyError('missing key')\n").await;
+    let _fails = python_algorithm(
+        &executor,
+        &catalog,
+        "fails",
+        "def start(args, api):\n    raise KeyError('missing key')\n",
+    )
+    .await;
     let _dies = python_algorithm(
         &executor,
         &catalog,
@@ -132,10 +148,20 @@ async fn errors_and_crashes_say_what_happened() {
         "import os, sys\ndef start(args, api):\n    print('about to die', flush=True)\n    os._exit(7)\n",
     )
     .await;
-    let _broken = python_algorithm(&executor, &catalog, "broken", "def start(args, api)\n    return 1\n").await;
+    let _broken = python_algorithm(
+        &executor,
+        &catalog,
+        "broken",
+        "def start(args, api)\n    return 1\n",
+    )
+    .await;
     let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
 
-    let result = run(&handle, json!({"name": "e1", "nodes": [{"nodeName": "A", "algorithmName": "fails", "input": []}]})).await;
+    let result = run(
+        &handle,
+        json!({"name": "e1", "nodes": [{"nodeName": "A", "algorithmName": "fails", "input": []}]}),
+    )
+    .await;
     assert_eq!(result["status"], "failed");
     assert_eq!(result["error"], "'missing key'");
 
@@ -144,14 +170,27 @@ async fn errors_and_crashes_say_what_happened() {
     let result = run(&handle, pipeline).await;
     assert_eq!(result["status"], "failed");
     let error = result["error"].as_str().unwrap();
-    assert!(error.starts_with("node A is in CrashLoopBackOff, attempts: 2/2"), "{error}");
+    assert!(
+        error.starts_with("node A is in CrashLoopBackOff, attempts: 2/2"),
+        "{error}"
+    );
     assert!(error.contains("exited with code 7"), "{error}");
     assert!(error.contains("about to die"), "{error}");
 
-    let result = run(&handle, json!({"name": "e3", "nodes": [{"nodeName": "A", "algorithmName": "broken", "input": []}]})).await;
+    let result = run(
+        &handle,
+        json!({"name": "e3", "nodes": [{"nodeName": "A", "algorithmName": "broken", "input": []}]}),
+    )
+    .await;
     assert_eq!(result["status"], "failed");
     let error = result["error"].as_str().unwrap();
-    assert!(error.contains("cannot load the algorithm's entry point 'main.py'"), "{error}");
-    assert!(error.contains("SyntaxError") || error.contains("expected ':'"), "{error}");
+    assert!(
+        error.contains("cannot load the algorithm's entry point 'main.py'"),
+        "{error}"
+    );
+    assert!(
+        error.contains("SyntaxError") || error.contains("expected ':'"),
+        "{error}"
+    );
     executor.shutdown().await;
 }

@@ -190,7 +190,9 @@ impl Supervised {
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         let (exit_tx, exit_rx) = watch::channel(None);
-        tokio::spawn(supervise(child, deadline, spec.grace, stop_rx, exit_tx, collectors));
+        tokio::spawn(supervise(
+            child, deadline, spec.grace, stop_rx, exit_tx, collectors,
+        ));
         Ok(Supervised {
             pid,
             log,
@@ -222,7 +224,10 @@ impl Supervised {
                     return done;
                 }
                 if exit.changed().await.is_err() {
-                    return exit.borrow().clone().unwrap_or(Exit::Stopped { killed: true });
+                    return exit
+                        .borrow()
+                        .clone()
+                        .unwrap_or(Exit::Stopped { killed: true });
                 }
             }
         }

@@ -131,9 +131,12 @@ impl LocalExecutor {
 
 impl Executor for LocalExecutor {
     fn submit(&self, task: TaskSpec) {
-        if let Err(mpsc::error::SendError(Cmd::Submit(task))) = self.tx.send(Cmd::Submit(Box::new(task))) {
-            task.reporter
-                .finish(TaskOutcome::Crashed("the local executor has shut down".into()));
+        if let Err(mpsc::error::SendError(Cmd::Submit(task))) =
+            self.tx.send(Cmd::Submit(Box::new(task)))
+        {
+            task.reporter.finish(TaskOutcome::Crashed(
+                "the local executor has shut down".into(),
+            ));
         }
     }
 
@@ -165,7 +168,8 @@ impl PartialOrd for Pending {
 impl Ord for Pending {
     /// Most urgent first: priority 1 before 5, then oldest first (the heap pops the greatest).
     fn cmp(&self, other: &Self) -> Ordering {
-        (Reverse(self.priority), Reverse(self.seq)).cmp(&(Reverse(other.priority), Reverse(other.seq)))
+        (Reverse(self.priority), Reverse(self.seq))
+            .cmp(&(Reverse(other.priority), Reverse(other.seq)))
     }
 }
 
@@ -274,7 +278,11 @@ impl Service {
             },
             reporter: task.reporter,
         };
-        self.pools.entry(name.clone()).or_default().queue.push(pending);
+        self.pools
+            .entry(name.clone())
+            .or_default()
+            .queue
+            .push(pending);
         self.pump(&name);
     }
 
@@ -282,12 +290,19 @@ impl Service {
         for pool in self.pools.values_mut() {
             if pool.queue.iter().any(|p| p.key.slot() == key.slot()) {
                 let queue = std::mem::take(&mut pool.queue);
-                pool.queue = queue.into_iter().filter(|p| p.key.slot() != key.slot()).collect();
+                pool.queue = queue
+                    .into_iter()
+                    .filter(|p| p.key.slot() != key.slot())
+                    .collect();
                 return;
             }
         }
         for worker in self.workers.values() {
-            if let Some((task_id, _)) = worker.running.iter().find(|(_, p)| p.key.slot() == key.slot()) {
+            if let Some((task_id, _)) = worker
+                .running
+                .iter()
+                .find(|(_, p)| p.key.slot() == key.slot())
+            {
                 if let Some(to_sidecar) = &worker.to_sidecar {
                     let _ = to_sidecar.send(ToSidecar::Stop {
                         task_id: task_id.clone(),
@@ -310,7 +325,9 @@ impl Service {
             }
         });
         loop {
-            let Some(pool) = self.pools.get_mut(name) else { return };
+            let Some(pool) = self.pools.get_mut(name) else {
+                return;
+            };
             if pool.queue.is_empty() {
                 return;
             }
@@ -325,12 +342,20 @@ impl Service {
                 let live = pool
                     .workers
                     .iter()
-                    .filter(|id| self.workers.get(id).is_some_and(|w| w.state != State::Exiting))
+                    .filter(|id| {
+                        self.workers
+                            .get(id)
+                            .is_some_and(|w| w.state != State::Exiting)
+                    })
                     .count();
                 let starting = pool
                     .workers
                     .iter()
-                    .filter(|id| self.workers.get(id).is_some_and(|w| w.state == State::Starting))
+                    .filter(|id| {
+                        self.workers
+                            .get(id)
+                            .is_some_and(|w| w.state == State::Starting)
+                    })
                     .count();
                 // Start a worker while tasks wait beyond what starting workers will take.
                 if live < max_workers && pool.queue.len() > starting * per_worker {
@@ -339,13 +364,19 @@ impl Service {
                 }
                 return;
             };
-            let Some(worker) = self.workers.get_mut(&id) else { return };
+            let Some(worker) = self.workers.get_mut(&id) else {
+                return;
+            };
             let room = per_worker - worker.running.len();
             let mut tasks = Vec::with_capacity(room.min(pool.queue.len()));
             while tasks.len() < room {
-                let Some(pending) = pool.queue.pop() else { break };
+                let Some(pending) = pool.queue.pop() else {
+                    break;
+                };
                 tasks.push(pending.assignment.clone());
-                worker.running.insert(pending.assignment.task_id.clone(), pending);
+                worker
+                    .running
+                    .insert(pending.assignment.task_id.clone(), pending);
             }
             if let Some(to_sidecar) = &worker.to_sidecar {
                 let _ = to_sidecar.send(ToSidecar::Run { tasks });
@@ -354,7 +385,9 @@ impl Service {
     }
 
     fn spawn_worker(&mut self, name: &str) {
-        let Some(algorithm) = self.algorithms.get(name).cloned() else { return };
+        let Some(algorithm) = self.algorithms.get(name).cloned() else {
+            return;
+        };
         let id = self.next_worker;
         self.next_worker += 1;
         self.workers.insert(
@@ -371,7 +404,11 @@ impl Service {
                 idle_since: Instant::now(),
             },
         );
-        self.pools.entry(name.to_string()).or_default().workers.push(id);
+        self.pools
+            .entry(name.to_string())
+            .or_default()
+            .workers
+            .push(id);
         let tx = self.tx.clone();
         let runtimes = self.options.runtimes.clone();
         let sidecar = self.options.sidecar.clone();
@@ -383,7 +420,9 @@ impl Service {
     }
 
     fn worker_started(&mut self, id: WorkerId, started: Result<worker::Started, Error>) {
-        let Some(worker) = self.workers.get_mut(&id) else { return };
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
         match started {
             Ok(started) => {
                 let worker::Started {
@@ -420,24 +459,31 @@ impl Service {
     /// A worker could not start: the waiting tasks of its algorithm crash (the engine retries
     /// them by their policy, which bounds the attempts).
     fn fail_start(&mut self, algorithm: &str, reason: &str) {
-        let Some(pool) = self.pools.get_mut(algorithm) else { return };
+        let Some(pool) = self.pools.get_mut(algorithm) else {
+            return;
+        };
         let waiting = std::mem::take(&mut pool.queue);
-        let others = pool
-            .workers
-            .iter()
-            .any(|id| self.workers.get(id).is_some_and(|w| w.state != State::Exiting));
+        let others = pool.workers.iter().any(|id| {
+            self.workers
+                .get(id)
+                .is_some_and(|w| w.state != State::Exiting)
+        });
         if others {
             // Another worker may still take them.
             pool.queue = waiting;
             return;
         }
         for pending in waiting {
-            pending.reporter.finish(TaskOutcome::Crashed(reason.to_string()));
+            pending
+                .reporter
+                .finish(TaskOutcome::Crashed(reason.to_string()));
         }
     }
 
     fn from_worker(&mut self, id: WorkerId, message: FromSidecar) {
-        let Some(worker) = self.workers.get_mut(&id) else { return };
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
         match message {
             FromSidecar::Ready => {
                 if worker.state == State::Starting {
@@ -454,13 +500,19 @@ impl Service {
             }
             FromSidecar::Progress { .. } => {}
             FromSidecar::Finished { task_id, outcome } => {
-                let Some(pending) = worker.running.remove(&task_id) else { return };
+                let Some(pending) = worker.running.remove(&task_id) else {
+                    return;
+                };
                 if worker.running.is_empty() {
                     worker.idle_since = Instant::now();
                 }
                 match outcome {
-                    Outcome::Output { output } => pending.reporter.finish(TaskOutcome::Succeeded(output)),
-                    Outcome::Error { message, .. } => pending.reporter.finish(TaskOutcome::Failed(message)),
+                    Outcome::Output { output } => {
+                        pending.reporter.finish(TaskOutcome::Succeeded(output))
+                    }
+                    Outcome::Error { message, .. } => {
+                        pending.reporter.finish(TaskOutcome::Failed(message))
+                    }
                     // The engine asked for the stop and already recorded it.
                     Outcome::Stopped => {}
                     Outcome::Crashed { reason } => worker.crashed.push((pending, reason)),
@@ -473,7 +525,9 @@ impl Service {
                 request_id,
                 request,
             } => {
-                let (Some(pending), Some(to_sidecar)) = (worker.running.get(&task_id), worker.to_sidecar.clone()) else {
+                let (Some(pending), Some(to_sidecar)) =
+                    (worker.running.get(&task_id), worker.to_sidecar.clone())
+                else {
                     return;
                 };
                 let reporter = pending.reporter.clone();
@@ -492,7 +546,10 @@ impl Service {
                     // exit on its own (its exit code explains the crash), then stop it.
                     let (exit, stopper) = (child.exit_watch(), child.stop_handle());
                     tokio::spawn(async move {
-                        if tokio::time::timeout(Duration::from_secs(2), exit).await.is_err() {
+                        if tokio::time::timeout(Duration::from_secs(2), exit)
+                            .await
+                            .is_err()
+                        {
                             stopper.stop();
                         }
                     });
@@ -511,7 +568,9 @@ impl Service {
     }
 
     fn child_exited(&mut self, id: WorkerId, exit: Exit) {
-        let Some(worker) = self.workers.get_mut(&id) else { return };
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
         worker.exited = Some(exit);
         if worker.gone.is_some() {
             self.finalize(id);
@@ -534,7 +593,9 @@ impl Service {
     /// The worker's process has ended and its sidecar is gone: report its crashed tasks with
     /// the exit and the last output lines, and forget it.
     fn finalize(&mut self, id: WorkerId) {
-        let Some(worker) = self.workers.get_mut(&id) else { return };
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
         let crashed = std::mem::take(&mut worker.crashed);
         for (pending, reason) in crashed {
             let report = report_for(worker, &reason);
@@ -574,10 +635,16 @@ impl Service {
             let mut live = pool
                 .workers
                 .iter()
-                .filter(|id| self.workers.get(id).is_some_and(|w| w.state != State::Exiting))
+                .filter(|id| {
+                    self.workers
+                        .get(id)
+                        .is_some_and(|w| w.state != State::Exiting)
+                })
                 .count();
             for id in &pool.workers {
-                let Some(worker) = self.workers.get(id) else { continue };
+                let Some(worker) = self.workers.get(id) else {
+                    continue;
+                };
                 let idle = worker.state == State::Ready
                     && worker.running.is_empty()
                     && worker.idle_since + self.options.idle_timeout <= now;
@@ -608,7 +675,10 @@ impl Service {
             }
         }
         for child in children {
-            if tokio::time::timeout(Duration::from_secs(2), child.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), child.wait())
+                .await
+                .is_err()
+            {
                 child.stop();
                 let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
             }
@@ -631,7 +701,10 @@ fn start_failure_report(worker: &Worker) -> String {
         .as_ref()
         .and_then(|c| c.log.lock().ok().map(|log| log.tail(CRASH_LINES)))
         .unwrap_or_default();
-    let exit = worker.exited.as_ref().map_or("ended".to_string(), ToString::to_string);
+    let exit = worker
+        .exited
+        .as_ref()
+        .map_or("ended".to_string(), ToString::to_string);
     let mut text = format!("the algorithm's process {exit} before connecting to its sidecar");
     if !lines.is_empty() {
         text.push_str("; last output:\n");
@@ -651,7 +724,9 @@ async fn code_api(reporter: TaskReporter, request: CodeApiRequest) -> CodeApiRep
             Ok(TaskOutcome::Succeeded(output)) => CodeApiReply::Done {
                 response: if include_result { output } else { Value::Null },
             },
-            Ok(TaskOutcome::Failed(error) | TaskOutcome::Crashed(error)) => CodeApiReply::Error { error },
+            Ok(TaskOutcome::Failed(error) | TaskOutcome::Crashed(error)) => {
+                CodeApiReply::Error { error }
+            }
             Err(_) => CodeApiReply::Error {
                 error: "the engine has shut down".into(),
             },
@@ -660,7 +735,14 @@ async fn code_api(reporter: TaskReporter, request: CodeApiRequest) -> CodeApiRep
             name,
             flow_input,
             include_result,
-        } => sub_pipeline(reporter, SubPipeline::Stored { name, flow_input }, include_result).await,
+        } => {
+            sub_pipeline(
+                reporter,
+                SubPipeline::Stored { name, flow_input },
+                include_result,
+            )
+            .await
+        }
         CodeApiRequest::StartRawSubPipeline {
             pipeline,
             include_result,
@@ -669,7 +751,11 @@ async fn code_api(reporter: TaskReporter, request: CodeApiRequest) -> CodeApiRep
 }
 
 /// Storage v1 semantics: the reply carries the sub-pipeline's results themselves.
-async fn sub_pipeline(reporter: TaskReporter, request: SubPipeline, include_result: bool) -> CodeApiReply {
+async fn sub_pipeline(
+    reporter: TaskReporter,
+    request: SubPipeline,
+    include_result: bool,
+) -> CodeApiReply {
     match reporter.start_sub_pipeline(request).await {
         Ok(Ok(result)) => match result.get("status").and_then(Value::as_str) {
             Some("completed") => CodeApiReply::Done {
@@ -694,7 +780,9 @@ async fn sub_pipeline(reporter: TaskReporter, request: SubPipeline, include_resu
                     .to_string(),
             },
         },
-        Ok(Err(error)) => CodeApiReply::Error { error: error.to_string() },
+        Ok(Err(error)) => CodeApiReply::Error {
+            error: error.to_string(),
+        },
         Err(_) => CodeApiReply::Error {
             error: "the engine has shut down".into(),
         },
@@ -702,7 +790,10 @@ async fn sub_pipeline(reporter: TaskReporter, request: SubPipeline, include_resu
 }
 
 /// Compiles a Java algorithm's sources against the runtime jar (built first when missing).
-async fn prepare_java(mut algorithm: LocalAlgorithm, options: &LocalOptions) -> Result<LocalAlgorithm, Error> {
+async fn prepare_java(
+    mut algorithm: LocalAlgorithm,
+    options: &LocalOptions,
+) -> Result<LocalAlgorithm, Error> {
     let runtimes = options.runtimes.clone();
     let classes = options.work_dir.join(&algorithm.name).join("classes");
     let code_dir = algorithm.code_dir.clone();
@@ -716,11 +807,13 @@ async fn prepare_java(mut algorithm: LocalAlgorithm, options: &LocalOptions) -> 
             )?;
         }
         let mut sources = Vec::new();
-        collect_java_sources(&code_dir, &mut sources).map_err(|e| format!("reading {}: {e}", code_dir.display()))?;
+        collect_java_sources(&code_dir, &mut sources)
+            .map_err(|e| format!("reading {}: {e}", code_dir.display()))?;
         if sources.is_empty() {
             return Err(format!("no .java files in {}", code_dir.display()));
         }
-        std::fs::create_dir_all(&classes).map_err(|e| format!("creating {}: {e}", classes.display()))?;
+        std::fs::create_dir_all(&classes)
+            .map_err(|e| format!("creating {}: {e}", classes.display()))?;
         let mut javac = std::process::Command::new("javac");
         javac
             .args(["--release", "17", "-cp"])

@@ -88,8 +88,14 @@ impl Runtimes {
         let mut env = vec![
             ("WORKER_SOCKET_HOST".to_string(), "127.0.0.1".to_string()),
             ("WORKER_SOCKET_PORT".to_string(), port.to_string()),
-            ("ALGORITHM_PATH".to_string(), algorithm.code_dir.display().to_string()),
-            ("ALGORITHM_ENTRY_POINT".to_string(), algorithm.entry_point.clone()),
+            (
+                "ALGORITHM_PATH".to_string(),
+                algorithm.code_dir.display().to_string(),
+            ),
+            (
+                "ALGORITHM_ENTRY_POINT".to_string(),
+                algorithm.entry_point.clone(),
+            ),
             ("ALGORITHM_NAME".to_string(), algorithm.name.clone()),
             ("HKUBE_FAST_PATH".to_string(), "1".to_string()),
             ("PYTHONUNBUFFERED".to_string(), "1".to_string()),
@@ -101,14 +107,20 @@ impl Runtimes {
                     path = format!("{path}:{existing}");
                 }
                 env.push(("PYTHONPATH".into(), path));
-                (self.python.clone(), vec!["-m".to_string(), "hkube_runtime".to_string()])
+                (
+                    self.python.clone(),
+                    vec!["-m".to_string(), "hkube_runtime".to_string()],
+                )
             }
             Language::Nodejs => {
                 let bin = self.dir.join("javascript/bin/hkube-runtime-node.js");
                 (self.node.clone(), vec![bin.display().to_string()])
             }
             Language::Java => {
-                let classes = algorithm.classpath.clone().unwrap_or_else(|| algorithm.code_dir.clone());
+                let classes = algorithm
+                    .classpath
+                    .clone()
+                    .unwrap_or_else(|| algorithm.code_dir.clone());
                 let classpath = format!("{}:{}", self.java_jar().display(), classes.display());
                 (
                     self.java.clone(),
@@ -172,7 +184,9 @@ pub async fn start(
 pub fn crash_report(reason: &str, exit: Option<&Exit>, last_lines: &[String]) -> String {
     let mut text = match exit {
         // The exit says it better than "disconnected".
-        Some(exit) if reason.starts_with("the algorithm disconnected") => format!("the algorithm's process {exit}"),
+        Some(exit) if reason.starts_with("the algorithm disconnected") => {
+            format!("the algorithm's process {exit}")
+        }
         Some(exit) => format!("{reason}; the algorithm's process {exit}"),
         None => reason.to_string(),
     };

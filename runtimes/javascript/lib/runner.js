@@ -1,0 +1,354 @@
+'use strict';
+/**
+ * The runtime loop: connect to the sidecar, load the user's code, run tasks.
+ *
+ * Two ways to run a task, chosen by the sidecar at connect time:
+ *
+ * - HKube's exchange (what HKube's own wrappers speak): `initialize` → `initialized` → `start` →
+ *   `started` → `done` (storage v1: the result travels in `done`). `start` runs as a Promise, so
+ *   `stop` and code-API replies are handled while it runs.
+ * - hkube's fast path (`fast=1` in the query): `run` → `result`, one message each way. Fast tasks
+ *   run one at a time, in the order they arrive; code-API replies are handled meanwhile.
+ *
+ * Errors thrown by user code become `errorMessage` with the message and the stack. A module that
+ * fails to load is reported on the first task, not by crashing, so the error reaches the user's job.
+ */
+
+const fs = require('node:fs');
+const path = require('node:path');
+const ws = require('./ws');
+
+function errorPayload(err) {
+  const isError = err instanceof Error;
+  const message = (err && typeof err.message === 'string' && err.message) || (isError ? err.name : String(err));
+  const payload = { code: 'Failed', message };
+  if (isError && err.stack) payload.details = err.stack;
+  return payload;
+}
+
+function notJson(what, err) {
+  return { code: 'Failed', message: `${what} cannot be sent as JSON: ${err.message}` };
+}
+
+/** Logs a failure of the runtime itself (never of user code, which is reported to the sidecar). */
+function logFailure(err) {
+  if (!(err instanceof ws.ConnectionClosed)) process.stderr.write(`hkube runtime: ${err && err.stack}\n`);
+}
+
+class Runner {
+  /** `loadError`: an errorMessage payload sent instead of running any task. */
+  constructor({ start, init, stop, exit, loadError } = {}) {
+    this.startFn = start;
+    this.initFn = init;
+    this.stopFn = stop;
+    this.exitFn = exit;
+    this.loadError = loadError || null;
+    this.conn = null;
+    this.args = null;
+    this.taskRunning = false;
+    this.stopRequested = false;
+    this.exitCode = null;
+    this._nextId = 0;
+    this._waiting = new Map();
+    this._fastQueue = Promise.resolve();
+    this.api = makeApi(this);
+  }
+
+  // -- wire -------------------------------------------------------------------------------
+
+  send(message) {
+    this.conn.sendText(JSON.stringify(message));
+  }
+
+  /** Sends a code-API request; resolves with the reply's response, rejects with its error. */
+  call(command, idField, payload) {
+    this._nextId += 1;
+    const id = String(this._nextId);
+    return new Promise((resolve, reject) => {
+      this._waiting.set(id, { resolve, reject });
+      try {
+        this.send({ command, data: { ...payload, [idField]: id } });
+      } catch (err) {
+        this._waiting.delete(id);
+        reject(err);
+      }
+    });
+  }
+
+  _settle(id, outcome) {
+    const reply = this._waiting.get(String(id));
+    if (!reply) return;
+    this._waiting.delete(String(id));
+    if ('error' in outcome) reply.reject(outcome.error);
+    else reply.resolve(outcome.value);
+  }
+
+  // -- the loop ---------------------------------------------------------------------------
+
+  /** Handles messages until `exit` or until the connection closes; resolves with the exit code. */
+  async serve(conn) {
+    this.conn = conn;
+    try {
+      while (this.exitCode === null) this._dispatch(await conn.recv());
+    } catch (err) {
+      if (!(err instanceof ws.ConnectionClosed)) throw err;
+    }
+    return this.exitCode;
+  }
+
+  _dispatch(raw) {
+    let message;
+    try {
+      message = JSON.parse(Buffer.isBuffer(raw) ? raw.toString('utf8') : raw);
+    } catch (err) {
+      process.stderr.write(`hkube runtime: ignoring a message that is not JSON: ${err.message}\n`);
+      return;
+    }
+    const handler = message && HANDLERS[message.command];
+    if (!handler) return;
+    const data = message.data == null ? {} : message.data;
+    if (handler === Runner.prototype._onRun || handler === Runner.prototype._onRunBatch) {
+      this._fastQueue = this._fastQueue.then(() => handler.call(this, data)).catch(logFailure);
+    } else {
+      Promise.resolve(handler.call(this, data)).catch(logFailure);
+    }
+  }
+
+  // -- HKube's exchange -------------------------------------------------------------------
+
+  async _onInitialize(data) {
+    this.args = data;
+    this.stopRequested = false;
+    if (this.loadError) return this.send({ command: 'errorMessage', error: this.loadError });
+    try {
+      if (this.initFn) await this.initFn(data);
+    } catch (err) {
+      return this.send({ command: 'errorMessage', error: errorPayload(err) });
+    }
+    this.send({ command: 'initialized' });
+  }
+
+  async _onStart() {
+    this.send({ command: 'started' });
+    this.taskRunning = true;
+    let output;
+    try {
+      output = await this._callStart(this.args || {});
+    } catch (err) {
+      this.taskRunning = false;
+      return this.send(this.stopRequested ? { command: 'stopped' } : { command: 'errorMessage', error: errorPayload(err) });
+    }
+    this.taskRunning = false;
+    if (this.stopRequested) return this.send({ command: 'stopped' });
+    try {
+      this.send({ command: 'done', data: output === undefined ? null : output });
+    } catch (err) {
+      if (err instanceof ws.ConnectionClosed) throw err;
+      this.send({ command: 'errorMessage', error: notJson('the result', err) });
+    }
+  }
+
+  async _callStart(args) {
+    if (typeof this.startFn !== 'function') throw new Error('the algorithm has no start function');
+    return this.startFn(args, this.api);
+  }
+
+  async _onStop(data) {
+    this.stopRequested = true;
+    // A running start replies `stopped` itself once it settles.
+    const running = this.taskRunning;
+    if (this.stopFn) {
+      try {
+        await this.stopFn(data);
+      } catch (err) {
+        process.stderr.write(`hkube runtime: the algorithm's stop failed: ${err && err.stack}\n`);
+      }
+    }
+    if (!running) this.send({ command: 'stopped' });
+  }
+
+  async _onExit(data) {
+    if (this.exitFn) {
+      try {
+        await this.exitFn(data);
+      } catch (err) {
+        process.stderr.write(`hkube runtime: the algorithm's exit failed: ${err && err.stack}\n`);
+      }
+    }
+    this.exitCode = Number.parseInt(data.exitCode, 10) || 0;
+    this.conn.close();
+  }
+
+  // -- hkube's fast path ------------------------------------------------------------------
+
+  async _runFast(data) {
+    const taskId = data.taskId;
+    if (this.loadError) return { taskId, error: this.loadError };
+    try {
+      if (this.initFn) await this.initFn(data);
+      const output = await this._callStart(data);
+      return { taskId, output: output === undefined ? null : output };
+    } catch (err) {
+      return { taskId, error: errorPayload(err) };
+    }
+  }
+
+  async _onRun(data) {
+    const outcome = await this._runFast(data);
+    const taskData = { taskId: outcome.taskId };
+    if ('error' in outcome) return this.send({ command: 'errorMessage', error: outcome.error, data: taskData });
+    try {
+      this.send({ command: 'result', data: outcome });
+    } catch (err) {
+      if (err instanceof ws.ConnectionClosed) throw err;
+      this.send({ command: 'errorMessage', error: notJson('the result', err), data: taskData });
+    }
+  }
+
+  async _onRunBatch(data) {
+    const results = [];
+    for (const task of data.tasks || []) results.push(await this._runFast(task));
+    try {
+      this.send({ command: 'results', data: { results } });
+    } catch (err) {
+      if (err instanceof ws.ConnectionClosed) throw err;
+      const error = notJson('a result', err);
+      this.send({ command: 'results', data: { results: results.map((r) => ({ taskId: r.taskId, error })) } });
+    }
+  }
+
+  // -- code-API replies -------------------------------------------------------------------
+
+  _onAlgorithmDone(data) {
+    this._settle(data.execId, { value: data.response });
+  }
+
+  _onAlgorithmError(data) {
+    this._settle(data.execId, { error: data.error });
+  }
+
+  _onSubpipelineDone(data) {
+    this._settle(data.subPipelineId, { value: data.response });
+  }
+
+  _onSubpipelineError(data) {
+    this._settle(data.subPipelineId, { error: data.error });
+  }
+
+  _onSubpipelineStopped(data) {
+    this._settle(data.subPipelineId, { value: null });
+  }
+}
+
+const HANDLERS = {
+  initialize: Runner.prototype._onInitialize,
+  start: Runner.prototype._onStart,
+  stop: Runner.prototype._onStop,
+  exit: Runner.prototype._onExit,
+  run: Runner.prototype._onRun,
+  runBatch: Runner.prototype._onRunBatch,
+  algorithmExecutionDone: Runner.prototype._onAlgorithmDone,
+  algorithmExecutionError: Runner.prototype._onAlgorithmError,
+  subPipelineDone: Runner.prototype._onSubpipelineDone,
+  subPipelineError: Runner.prototype._onSubpipelineError,
+  subPipelineStopped: Runner.prototype._onSubpipelineStopped,
+};
+
+/** What `start(args, api)` receives: HKube's code API, plus progress. */
+function makeApi(runner) {
+  return {
+    /** Runs another algorithm in this job; resolves with its output. */
+    startAlgorithm(algorithmName, input = [], includeResult = true) {
+      return runner.call('startAlgorithmExecution', 'execId', { algorithmName, input: [...input], includeResult });
+    },
+    /** Runs a stored pipeline; resolves with its results. */
+    startStoredSubpipeline(name, flowInput = {}, includeResult = true) {
+      return runner.call('startStoredSubPipeline', 'subPipelineId', { includeResult, subPipeline: { name, flowInput } });
+    },
+    /** Runs a pipeline given as a descriptor; resolves with its results. */
+    startRawSubpipeline(name, nodes, flowInput, options = {}, webhooks = {}, includeResult = true) {
+      const subPipeline = { name, nodes, flowInput, options, webhooks };
+      return runner.call('startRawSubPipeline', 'subPipelineId', { includeResult, subPipeline });
+    },
+    /** Reports the task's progress (0–100). */
+    progress(percent) {
+      runner.send({ command: 'progress', data: { progress: percent } });
+    },
+  };
+}
+
+/**
+ * Loads the user's module by HKube's Node convention: `require(<ALGORITHM_PATH>/<entry>)` after
+ * chdir into the folder. Returns `{ functions, error }`; `error` is an errorMessage payload naming
+ * the entry point and the cause.
+ */
+function loadAlgorithm(entryPoint = 'index.js', algorithmPath) {
+  if (algorithmPath && fs.existsSync(algorithmPath) && fs.statSync(algorithmPath).isDirectory()) {
+    process.chdir(algorithmPath);
+  }
+  let module;
+  try {
+    module = require(path.resolve(entryPoint));
+  } catch (err) {
+    const error = errorPayload(err);
+    error.message = `cannot load the algorithm's entry point '${entryPoint}' from ${process.cwd()}: ${error.message}`;
+    return { functions: {}, error };
+  }
+  const exported = module || {};
+  const functions = {};
+  for (const name of ['start', 'init', 'stop', 'exit']) {
+    functions[name] = typeof exported[name] === 'function' ? exported[name] : undefined;
+  }
+  if (!functions.start) {
+    const message = `the algorithm's entry point '${entryPoint}' has no start(args, api) function`;
+    return { functions, error: { code: 'Failed', message } };
+  }
+  return { functions, error: null };
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Connects `runner` to the sidecar named by the environment and serves until `exit` or until the
+ * connection closes; then calls `exitProcess(code)` (process.exit unless a test injects one).
+ */
+async function connectAndServe(runner, { env = process.env, exitProcess = process.exit } = {}) {
+  const host = env.WORKER_SOCKET_HOST || '127.0.0.1';
+  const port = Number.parseInt(env.WORKER_SOCKET_PORT || '3000', 10);
+  const fast = !['0', 'false', 'no'].includes(env.HKUBE_FAST_PATH || '1');
+  const urlPath = `/?storage=v1&encoding=json${fast ? '&fast=1' : ''}`;
+  // The sidecar may still be starting: retry for a while, then give up with a clear message.
+  const timeout = Number.parseFloat(env.HKUBE_CONNECT_TIMEOUT || '30');
+  const deadline = Date.now() + (Number.isFinite(timeout) ? timeout : 30) * 1000;
+  let conn;
+  for (;;) {
+    try {
+      conn = await ws.connect(host, port, urlPath);
+      break;
+    } catch (err) {
+      if (Date.now() > deadline) {
+        process.stderr.write(`hkube runtime: cannot reach the sidecar at ${host}:${port}: ${err.message}\n`);
+        exitProcess(1);
+        return 1;
+      }
+      await sleep(50);
+    }
+  }
+  const code = (await runner.serve(conn)) ?? 0;
+  exitProcess(code);
+  return code;
+}
+
+/** For a custom image: runs these functions behind the sidecar. */
+function run({ start, init, stop, exit } = {}, options = {}) {
+  return connectAndServe(new Runner({ start, init, stop, exit }), options);
+}
+
+/** The built image's entry: loads ALGORITHM_ENTRY_POINT from ALGORITHM_PATH and runs it. */
+function runFromEnv(options = {}) {
+  const env = options.env || process.env;
+  const { functions, error } = loadAlgorithm(env.ALGORITHM_ENTRY_POINT || 'index.js', env.ALGORITHM_PATH);
+  return connectAndServe(new Runner({ ...functions, loadError: error }), options);
+}
+
+module.exports = { Runner, loadAlgorithm, connectAndServe, run, runFromEnv, errorPayload };
