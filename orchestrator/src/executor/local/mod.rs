@@ -228,7 +228,7 @@ impl Service {
                 Cmd::Submit(task) => self.submit(*task),
                 Cmd::Cancel(key) => self.cancel(key),
                 Cmd::Register(algorithm) => self.register(algorithm),
-                Cmd::Worker(id, message) => self.from_worker(id, message),
+                Cmd::Worker(id, message) => self.on_worker(id, message),
                 Cmd::WorkerStarted(id, started) => self.worker_started(id, started),
                 Cmd::ChildExited(id, exit) => self.child_exited(id, exit),
                 Cmd::Shutdown(done) => {
@@ -480,7 +480,7 @@ impl Service {
         }
     }
 
-    fn from_worker(&mut self, id: WorkerId, message: FromSidecar) {
+    fn on_worker(&mut self, id: WorkerId, message: FromSidecar) {
         let Some(worker) = self.workers.get_mut(&id) else {
             return;
         };
