@@ -1,7 +1,9 @@
 //! `hkube`: the command line.
 //!
-//! Today it checks descriptors (`hkube validate`); running pipelines (`hkube run`, `hkube
-//! server` and hkubectl's commands) arrives with the worker tier and the front door.
+//! `hkube run` runs a pipeline on this machine; `hkube validate` checks descriptors. The server
+//! and hkubectl's commands arrive with the front door.
+
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +26,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a pipeline on this machine (the local executor): prints the results document as
+    /// JSON; exits 0 when the job completed, 1 otherwise.
+    Run(run::RunArgs),
     /// Check pipeline descriptors (JSON or YAML) the way `POST /exec/raw` does: HKube's schema,
     /// defaults, node rules and graph (references, cycles, flowInput paths). Prints the
     /// pipeline with its defaults filled in.
@@ -43,6 +48,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => match run::run(args) {
+            Ok(code) => ExitCode::from(code),
+            Err(error) => {
+                eprintln!("hkube: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Validate {
             files,
             stored,

@@ -58,3 +58,83 @@ fn validate_reports_a_missing_file() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("reading no/such/file.yml"));
 }
+
+fn tools_for_numbers() -> Option<&'static str> {
+    for (program, flag) in [("python3", "--version"), ("node", "--version")] {
+        let found = Command::new(program)
+            .arg(flag)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            return Some(program);
+        }
+    }
+    None
+}
+
+#[test]
+fn run_the_numbers_example() {
+    if let Some(missing) = tools_for_numbers() {
+        println!("skipped: {missing} is not installed");
+        return;
+    }
+    let output = hkube(&["run", "--quiet", "examples/numbers"], None);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert_eq!(result["status"], "completed");
+    assert_eq!(result["data"][0]["result"], 30);
+
+    let output = hkube(
+        &[
+            "run",
+            "--quiet",
+            "examples/numbers/numbers.yml",
+            "--flow-input",
+            r#"{"N": 500, "k": 200}"#,
+        ],
+        None,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert_eq!(result["data"][0]["result"], 25_050_000);
+}
+
+#[test]
+fn run_reports_a_failed_job_and_exits_1() {
+    if let Some(missing) = tools_for_numbers() {
+        println!("skipped: {missing} is not installed");
+        return;
+    }
+    // Range fails: it gets "x" instead of a number.
+    let output = hkube(
+        &[
+            "run",
+            "--quiet",
+            "examples/numbers",
+            "--flow-input",
+            r#"{"N": "x"}"#,
+        ],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("failed (node Range)"), "{stderr}");
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert_eq!(result["status"], "failed");
+}
+
+#[test]
+fn run_explains_a_folder_without_a_pipeline() {
+    let output = hkube(&["run", "runtimes"], None);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("holds no pipeline file"), "{stderr}");
+}

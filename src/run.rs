@@ -1,0 +1,212 @@
+//! `hkube run`: one pipeline on this machine, with the local executor, from a folder.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use orchestrator::engine::{Engine, Handle, MemoryCatalog};
+use orchestrator::executor::local::{LocalExecutor, LocalOptions};
+use orchestrator::{project, spec};
+use serde_json::Value;
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// A pipeline file (JSON or YAML), or a folder holding one pipeline file and its algorithms.
+    path: PathBuf,
+    /// More folders to search for `algorithm.yml` files (repeatable).
+    #[arg(long = "algorithms", value_name = "DIR")]
+    algorithms: Vec<PathBuf>,
+    /// JSON merged over the pipeline's flowInput, e.g. '{"N": 500}'.
+    #[arg(long = "flow-input", value_name = "JSON")]
+    flow_input: Option<String>,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Runs the pipeline; returns the process exit code (0 when the job completed).
+pub fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run_async(args))
+}
+
+async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
+    let pipeline_file = pipeline_file(&args.path)?;
+    let text = std::fs::read_to_string(&pipeline_file)
+        .with_context(|| format!("reading {}", pipeline_file.display()))?;
+    let mut pipeline = spec::read_document(&text)
+        .with_context(|| format!("reading {}", pipeline_file.display()))?;
+    if let Some(overrides) = &args.flow_input {
+        let overrides: Value =
+            serde_json::from_str(overrides).context("--flow-input must be a JSON object")?;
+        merge_flow_input(&mut pipeline, overrides)?;
+    }
+
+    let executor = LocalExecutor::start(LocalOptions::default());
+    let catalog = Arc::new(MemoryCatalog::new());
+    let folder = pipeline_file
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let mut searched = vec![folder];
+    searched.extend(args.algorithms.iter().cloned());
+    for dir in &searched {
+        for algorithm in project::find_algorithms(dir)? {
+            catalog.put_algorithm(algorithm.descriptor.clone());
+            executor.register(algorithm.local.clone()).await?;
+        }
+    }
+    let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
+    let job = match handle.exec_raw(pipeline).await {
+        Ok(job) => job,
+        Err(error) => {
+            executor.shutdown().await;
+            bail!("{}: {error}", pipeline_file.display());
+        }
+    };
+    let result = wait_with_progress(&handle, &job, args.quiet).await?;
+    executor.shutdown().await;
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut stdout, &result)?;
+    writeln!(stdout)?;
+    let status = result
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown");
+    if status == "completed" {
+        return Ok(0);
+    }
+    let why = result
+        .get("error")
+        .or_else(|| result.get("reason"))
+        .and_then(Value::as_str)
+        .unwrap_or("no reason given");
+    let node = result
+        .get("nodeName")
+        .and_then(Value::as_str)
+        .map(|n| format!(" (node {n})"))
+        .unwrap_or_default();
+    eprintln!("hkube: job {job} {status}{node}: {why}");
+    Ok(1)
+}
+
+/// Waits for the job, showing its progress: a bar on a terminal, plain lines otherwise.
+async fn wait_with_progress(handle: &Handle, job: &str, quiet: bool) -> anyhow::Result<Value> {
+    let terminal = std::io::stderr().is_terminal();
+    let waiting = handle.wait(job);
+    tokio::pin!(waiting);
+    let start = Instant::now();
+    let mut last_details = String::new();
+    let mut ticker =
+        tokio::time::interval(Duration::from_millis(if terminal { 100 } else { 1000 }));
+    loop {
+        tokio::select! {
+            result = &mut waiting => {
+                if terminal && !quiet {
+                    eprint!("\r\x1b[2K");
+                }
+                return Ok(result?);
+            }
+            _ = ticker.tick(), if !quiet => {
+                let Ok(status) = handle.status(job).await else { continue };
+                let details = status["data"]["details"].as_str().unwrap_or_default().to_string();
+                let progress = status["data"]["progress"].as_f64().unwrap_or(0.0);
+                if terminal {
+                    let filled = (progress / 5.0).round() as usize;
+                    eprint!(
+                        "\r\x1b[2K[{}{}] {details} ({:.1} s)",
+                        "#".repeat(filled.min(20)),
+                        " ".repeat(20 - filled.min(20)),
+                        start.elapsed().as_secs_f64()
+                    );
+                } else if details != last_details && start.elapsed() > Duration::from_millis(900) {
+                    eprintln!("hkube: {job}: {details}");
+                }
+                last_details = details;
+            }
+        }
+    }
+}
+
+fn merge_flow_input(pipeline: &mut Value, overrides: Value) -> anyhow::Result<()> {
+    let Value::Object(overrides) = overrides else {
+        bail!("--flow-input must be a JSON object, such as '{{\"N\": 500}}'");
+    };
+    let Some(map) = pipeline.as_object_mut() else {
+        bail!("the pipeline file must hold an object");
+    };
+    let flow_input = map
+        .entry("flowInput")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if !flow_input.is_object() {
+        *flow_input = Value::Object(Default::default());
+    }
+    if let Some(target) = flow_input.as_object_mut() {
+        target.extend(overrides);
+    }
+    Ok(())
+}
+
+/// The pipeline file: `path` itself, or the one pipeline file at the top of the folder.
+fn pipeline_file(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if !path.is_dir() {
+        bail!("{} is neither a pipeline file nor a folder", path.display());
+    }
+    let mut candidates = Vec::new();
+    for entry in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
+        let file = entry?.path();
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let is_document = [".yml", ".yaml", ".json"]
+            .iter()
+            .any(|ext| name.ends_with(ext));
+        if !file.is_file() || !is_document || name.starts_with("algorithm.") {
+            continue;
+        }
+        let is_pipeline = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|text| spec::read_document(&text).ok())
+            .is_some_and(|value| value.get("nodes").is_some());
+        if is_pipeline {
+            candidates.push(file);
+        }
+    }
+    candidates.sort();
+    // A folder named like one of its pipelines (examples/numbers/numbers.yml) picks that one.
+    let folder_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    if let Some(named) = candidates.iter().find(|c| {
+        c.file_stem()
+            .is_some_and(|stem| stem.to_string_lossy() == folder_name)
+    }) {
+        return Ok(named.clone());
+    }
+    match candidates.len() {
+        1 => Ok(candidates.remove(0)),
+        0 => bail!(
+            "{} holds no pipeline file (a .yml, .yaml or .json with nodes)",
+            path.display()
+        ),
+        _ => {
+            let names: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
+            bail!(
+                "{} holds several pipeline files ({}); name the one to run",
+                path.display(),
+                names.join(", ")
+            )
+        }
+    }
+}
