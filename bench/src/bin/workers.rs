@@ -101,10 +101,9 @@ async fn bare_round_trip(rounds: usize) -> Duration {
             let _ = stream.set_nodelay(true);
             if let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await {
                 while let Some(Ok(message)) = ws.next().await {
-                    if message.is_text() || message.is_binary() {
-                        if ws.send(message).await.is_err() {
-                            break;
-                        }
+                    if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err()
+                    {
+                        break;
                     }
                 }
             }
