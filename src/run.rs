@@ -56,10 +56,22 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
         .to_path_buf();
     let mut searched = vec![folder];
     searched.extend(args.algorithms.iter().cloned());
+    // Only the algorithms the pipeline uses are prepared (a Java one is compiled).
+    let used: Vec<String> = pipeline["nodes"]
+        .as_array()
+        .map(|nodes| {
+            nodes
+                .iter()
+                .filter_map(|node| node["algorithmName"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
     for dir in &searched {
         for algorithm in project::find_algorithms(dir)? {
-            catalog.put_algorithm(algorithm.descriptor.clone());
-            executor.register(algorithm.local.clone()).await?;
+            if used.contains(&algorithm.descriptor.name) {
+                catalog.put_algorithm(algorithm.descriptor.clone());
+                executor.register(algorithm.local.clone()).await?;
+            }
         }
     }
     let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
