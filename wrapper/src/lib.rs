@@ -3,6 +3,7 @@
 //!
 //! - [`protocol`]: HKube's worker ⇄ algorithm messages and their encodings (see its PROTOCOL.md).
 //! - [`link`]: the task link between the orchestrator and a sidecar.
+//! - [`remote`]: the task link over a network (a sidecar in a container dials its orchestrator).
 //! - [`sidecar`]: the websocket server an algorithm connects to, driving its tasks.
 //! - [`storage`]: HKube's object storage (key layout, 8-byte header, encodings, fs adapter).
 //!
@@ -10,5 +11,6 @@
 
 pub mod link;
 pub mod protocol;
+pub mod remote;
 pub mod sidecar;
 pub mod storage;

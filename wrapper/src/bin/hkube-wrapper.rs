@@ -1,0 +1,76 @@
+//! `hkube-wrapper`: the sidecar as a standalone program, for a custom image or a container pod.
+//!
+//! It listens where the algorithm's wrapper connects (`WORKER_SOCKET_PORT`, HKube's 3000), dials
+//! the orchestrator's link URL, and runs tasks until the algorithm or the orchestrator goes away.
+//! Storage (for wrappers that use storage v3) comes from HKube's variables: `DEFAULT_STORAGE`,
+//! `STORAGE_ENCODING`, `CLUSTER_NAME`, `BASE_FS_ADAPTER_DIRECTORY`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use wrapper::sidecar::{Sidecar, SidecarOptions, StorageAccess};
+use wrapper::{remote, storage};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hkube-wrapper",
+    version,
+    about = "hkube's sidecar: serves one algorithm process"
+)]
+struct Args {
+    /// Where the algorithm's wrapper connects.
+    #[arg(long, env = "HKUBE_WRAPPER_LISTEN", default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// The orchestrator's link URL, e.g. ws://orchestrator:3001/link.
+    #[arg(long, env = "HKUBE_ORCHESTRATOR_URL")]
+    orchestrator: String,
+    /// This worker's name, sent to the orchestrator.
+    #[arg(long, env = "HKUBE_WORKER_NAME", default_value = "worker")]
+    worker: String,
+    /// Seconds the algorithm has to connect.
+    #[arg(long, env = "ALGORITHM_DISCONNECTED_TIMEOUT_S", default_value_t = 60)]
+    connect_timeout: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let storage = match storage::config::StorageConfig::from_env().and_then(|c| {
+        storage::config::build(&c).map(|s| StorageAccess {
+            storage: s,
+            cluster: c.cluster_name.clone(),
+            encoding: c.storage_encoding,
+        })
+    }) {
+        Ok(access) => Some(access),
+        Err(error) => {
+            eprintln!("hkube-wrapper: no storage for storage-v3 wrappers: {error}");
+            None
+        }
+    };
+    let options = SidecarOptions {
+        connect_timeout: Duration::from_secs(args.connect_timeout),
+        storage,
+        ..SidecarOptions::default()
+    };
+    let sidecar = match Sidecar::bind(args.listen, options).await {
+        Ok(sidecar) => sidecar,
+        Err(error) => {
+            eprintln!("hkube-wrapper: cannot listen on {}: {error}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let (link, pump) = match remote::connect(&args.orchestrator, &args.worker).await {
+        Ok(connected) => connected,
+        Err(error) => {
+            eprintln!("hkube-wrapper: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let reason = sidecar.run(link).await;
+    eprintln!("hkube-wrapper: {reason}");
+    let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
+    ExitCode::SUCCESS
+}
