@@ -686,31 +686,22 @@ impl Service {
     }
 }
 
-fn report_for(worker: &Worker, reason: &str) -> String {
-    let lines = worker
+fn last_lines(worker: &Worker) -> Vec<String> {
+    worker
         .child
         .as_ref()
         .and_then(|c| c.log.lock().ok().map(|log| log.tail(CRASH_LINES)))
-        .unwrap_or_default();
-    crash_report(reason, worker.exited.as_ref(), &lines)
+        .unwrap_or_default()
+}
+
+fn report_for(worker: &Worker, reason: &str) -> String {
+    crash_report(reason, worker.exited.as_ref(), &last_lines(worker))
 }
 
 fn start_failure_report(worker: &Worker) -> String {
-    let lines = worker
-        .child
-        .as_ref()
-        .and_then(|c| c.log.lock().ok().map(|log| log.tail(CRASH_LINES)))
-        .unwrap_or_default();
-    let exit = worker
-        .exited
-        .as_ref()
-        .map_or("ended".to_string(), ToString::to_string);
-    let mut text = format!("the algorithm's process {exit} before connecting to its sidecar");
-    if !lines.is_empty() {
-        text.push_str("; last output:\n");
-        text.push_str(&lines.join("\n"));
-    }
-    text
+    let exit = worker.exited.as_ref().map_or("ended".to_string(), ToString::to_string);
+    let reason = format!("the algorithm's process {exit} before connecting to its sidecar");
+    crash_report(&reason, None, &last_lines(worker))
 }
 
 /// Carries out a code-API request through the engine and turns the answer into a reply.
