@@ -17,65 +17,55 @@ fn interpreter_available(program: &str) -> bool {
         .is_ok_and(|output| output.status.success())
 }
 
-#[test]
-fn python_runtime_unit_tests() {
-    if !interpreter_available("python3") {
-        println!("skipped: python3 is not installed");
+/// Runs one runtime's suite in its folder; `passed` is a line its runner prints on success.
+fn run_suite(interpreter: &str, program: &str, args: &[&str], folder: &str, passed: &str) {
+    if !interpreter_available(interpreter) {
+        println!("skipped: {interpreter} is not installed");
         return;
     }
-    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtimes/python");
-    let output = Command::new("python3")
-        .args(["-m", "unittest", "discover", "-s", "tests"])
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
+    let output = Command::new(program)
+        .args(args)
         .current_dir(&folder)
         .output()
-        .expect("python3 runs");
-    let report = String::from_utf8_lossy(&output.stderr);
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     println!("{report}");
     assert!(
         output.status.success(),
-        "the Python runtime's tests failed:\n{report}"
+        "the suite in {} failed:\n{report}",
+        folder.display()
     );
-    assert!(report.contains("OK"), "{report}");
+    assert!(report.contains(passed), "{report}");
+}
+
+#[test]
+fn python_runtime_unit_tests() {
+    run_suite(
+        "python3",
+        "python3",
+        &["-m", "unittest", "discover", "-s", "tests"],
+        "runtimes/python",
+        "\nOK",
+    );
 }
 
 #[test]
 fn java_runtime_tests() {
-    if !interpreter_available("javac") {
-        println!("skipped: javac is not installed");
-        return;
-    }
-    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtimes/java");
-    let output = Command::new("bash")
-        .arg("test.sh")
-        .current_dir(&folder)
-        .output()
-        .expect("bash runs");
-    let report = String::from_utf8_lossy(&output.stdout);
-    println!("{report}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(
-        output.status.success(),
-        "the Java runtime's tests failed:\n{report}"
-    );
-    assert!(report.contains(" 0 failed"), "{report}");
+    run_suite("javac", "bash", &["test.sh"], "runtimes/java", " 0 failed");
 }
 
 #[test]
 fn javascript_runtime_tests() {
-    if !interpreter_available("node") {
-        println!("skipped: node is not installed");
-        return;
-    }
-    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtimes/javascript");
-    let output = Command::new("node")
-        .args(["--test", "test/"])
-        .current_dir(&folder)
-        .output()
-        .expect("node runs");
-    let report = String::from_utf8_lossy(&output.stdout);
-    println!("{report}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(
-        output.status.success(),
-        "the JavaScript runtime's tests failed:\n{report}"
+    run_suite(
+        "node",
+        "node",
+        &["--test", "test/"],
+        "runtimes/javascript",
+        "# fail 0",
     );
-    assert!(report.contains("# fail 0"), "{report}");
 }

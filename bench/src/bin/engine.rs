@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hkube_bench::arg;
 use orchestrator::engine::{
     Engine, EngineOptions, InProcessExecutor, MemoryCatalog, Run, TaskOutcome,
 };
@@ -114,15 +115,6 @@ async fn run(pipeline: Value) -> (Value, Measured) {
     };
     handle.shutdown().await;
     (result, measured)
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn main() {

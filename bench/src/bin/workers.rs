@@ -9,21 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use hkube_bench::arg;
 use orchestrator::engine::{Engine, Handle, MemoryCatalog};
 use orchestrator::executor::local::{LocalExecutor, LocalOptions};
 use orchestrator::project;
 use orchestrator::spec;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

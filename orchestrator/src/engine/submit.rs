@@ -48,15 +48,7 @@ pub(super) fn merge_stored(body: Value, catalog: &dyn Catalog) -> Result<Pipelin
     let Value::Object(mut overrides) = body else {
         return Err(Error::Invalid("data should be object".into()));
     };
-    let name = match overrides.get("name") {
-        Some(Value::String(name)) => name.clone(),
-        Some(_) => return Err(Error::Invalid("data.name should be string".into())),
-        None => {
-            return Err(Error::Invalid(
-                "data should have required property 'name'".into(),
-            ))
-        }
-    };
+    let name = required_name(&overrides)?;
     let stored = catalog
         .pipeline(&name)
         .ok_or_else(|| Error::not_found("pipeline", &name))?;
@@ -86,15 +78,7 @@ pub fn algorithm(
             "data should NOT have additional properties ({extra})"
         )));
     }
-    let name = match map.get("name") {
-        Some(Value::String(name)) => name.clone(),
-        Some(_) => return Err(Error::Invalid("data.name should be string".into())),
-        None => {
-            return Err(Error::Invalid(
-                "data should have required property 'name'".into(),
-            ))
-        }
-    };
+    let name = required_name(&map)?;
     let input = match map.get("input") {
         None => Value::Array(Vec::new()),
         Some(Value::Array(items)) => Value::Array(items.clone()),
@@ -108,6 +92,17 @@ pub fn algorithm(
         "nodes": [{"nodeName": name, "algorithmName": name, "input": input}],
     }))?;
     prepare(pipeline, vec!["algorithm"], catalog, running)
+}
+
+/// The `name` of a request body, with ajv's texts when it is missing or not a string.
+fn required_name(body: &Map<String, Value>) -> Result<String, Error> {
+    match body.get("name") {
+        Some(Value::String(name)) => Ok(name.clone()),
+        Some(_) => Err(Error::Invalid("data.name should be string".into())),
+        None => Err(Error::Invalid(
+            "data should have required property 'name'".into(),
+        )),
+    }
 }
 
 /// Steps 2–8 of reference §1.9 for a pipeline that passed the schema.

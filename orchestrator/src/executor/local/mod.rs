@@ -339,15 +339,7 @@ impl Service {
                 .min_by_key(|(_, w)| w.running.len())
                 .map(|(id, _)| id);
             let Some(id) = target else {
-                let live = pool
-                    .workers
-                    .iter()
-                    .filter(|id| {
-                        self.workers
-                            .get(id)
-                            .is_some_and(|w| w.state != State::Exiting)
-                    })
-                    .count();
+                let live = live_workers(&self.workers, &pool.workers);
                 let starting = pool
                     .workers
                     .iter()
@@ -632,15 +624,7 @@ impl Service {
         let mut stopping = Vec::new();
         for (name, pool) in &self.pools {
             let hot = self.algorithms.get(name).map_or(0, |a| a.min_hot_workers);
-            let mut live = pool
-                .workers
-                .iter()
-                .filter(|id| {
-                    self.workers
-                        .get(id)
-                        .is_some_and(|w| w.state != State::Exiting)
-                })
-                .count();
+            let mut live = live_workers(&self.workers, &pool.workers);
             for id in &pool.workers {
                 let Some(worker) = self.workers.get(id) else {
                     continue;
@@ -686,6 +670,13 @@ impl Service {
     }
 }
 
+/// Workers of a pool that are not on their way out.
+fn live_workers(workers: &HashMap<WorkerId, Worker>, pool: &[WorkerId]) -> usize {
+    pool.iter()
+        .filter(|id| workers.get(id).is_some_and(|w| w.state != State::Exiting))
+        .count()
+}
+
 fn last_lines(worker: &Worker) -> Vec<String> {
     worker
         .child
@@ -699,7 +690,10 @@ fn report_for(worker: &Worker, reason: &str) -> String {
 }
 
 fn start_failure_report(worker: &Worker) -> String {
-    let exit = worker.exited.as_ref().map_or("ended".to_string(), ToString::to_string);
+    let exit = worker
+        .exited
+        .as_ref()
+        .map_or("ended".to_string(), ToString::to_string);
     let reason = format!("the algorithm's process {exit} before connecting to its sidecar");
     crash_report(&reason, None, &last_lines(worker))
 }
