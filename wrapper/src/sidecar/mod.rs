@@ -26,8 +26,8 @@ use tokio::time::Instant;
 use crate::link::{Assignment, CodeApiReply, CodeApiRequest, FromSidecar, Outcome, ToSidecar};
 use crate::protocol::messages::{
     DataSourceResponse, ErrorInfo, ExecutionDone, ExecutionError, ExitPayload, JobData, JobInfo,
-    RunBatch, StartPayload, StopPayload, SubPipelineDone, SubPipelineError, SubPipelineStopped,
-    TaskOutcome,
+    RunBatch, StartAlgorithmExecution, StartPayload, StopPayload, SubPipelineDone,
+    SubPipelineError, SubPipelineStopped, TaskOutcome,
 };
 use crate::protocol::{self, FromAlgorithm, Session, StorageMode, ToAlgorithm};
 use crate::storage::{self, Storage};
@@ -133,6 +133,7 @@ impl Sidecar {
             storing: None,
             calls: HashMap::new(),
             next_call: 1,
+            stored_runs: 0,
             stop: None,
         };
         let reason = run.serve(listener, link.from_orchestrator).await;
@@ -170,6 +171,8 @@ struct Run {
     storing: Option<String>,
     calls: HashMap<u64, Call>,
     next_call: u64,
+    /// Tasks whose inputs were written to storage so far (storage v3).
+    stored_runs: u64,
     stop: Option<StopState>,
 }
 
@@ -290,6 +293,7 @@ impl Run {
             }
             ToSidecar::CodeApiReply { request_id, reply } => {
                 if let Some(call) = self.calls.remove(&request_id) {
+                    let reply = self.reply_for_wrapper(request_id, reply).await;
                     let message = reply_message(call, reply);
                     self.send(&message).await;
                 }
@@ -339,7 +343,8 @@ impl Run {
         self.current = vec![task];
         self.storing = None;
         if negotiated.storage == StorageMode::V3 {
-            if let Err(error) = self.store_inputs(&mut data).await {
+            self.stored_runs += 1;
+            if let Err(error) = self.store_inputs(&mut data, self.stored_runs).await {
                 self.fail_current(&error);
                 return;
             }
@@ -348,8 +353,10 @@ impl Run {
     }
 
     /// Storage v3: the wrapper reads each input from storage; write them and pass references
-    /// (`$$<key>`), as HKube's worker does.
-    async fn store_inputs(&self, data: &mut JobData) -> Result<(), String> {
+    /// (`$$<key>`), as HKube's worker does. `run` makes the keys unique within this sidecar: the
+    /// Python wrapper caches what it read by path for the life of its process, so a path must
+    /// never be reused with other contents (a task id can come back, e.g. on a retry).
+    async fn store_inputs(&self, data: &mut JobData, run: u64) -> Result<(), String> {
         let Some(access) = &self.options.storage else {
             return Err(
                 "the wrapper negotiated storage v3, but this sidecar has no storage configured"
@@ -359,9 +366,9 @@ impl Run {
         let mut links = Map::new();
         let mut flat = Map::new();
         for (index, value) in data.input.iter_mut().enumerate() {
-            let key = format!("{}-input-{index}", data.task_id);
+            let key = format!("{}-input-{run}-{index}", data.task_id);
             let path = storage::task_key(&access.cluster, &data.job_id, &key);
-            let stored = storage::encoding::StoredValue::Value(std::mem::take(value));
+            let stored = stored_value(std::mem::take(value));
             let size = storage::put_value(access.storage.as_ref(), &path, &stored, access.encoding)
                 .await
                 .map_err(|e| format!("cannot store input {index} for the wrapper: {e}"))?;
@@ -492,7 +499,18 @@ impl Run {
                 }
             }
             FromAlgorithm::StartAlgorithmExecution(request) => {
-                let input = request.input.or(request.storage_input).unwrap_or_default();
+                let input = match self.code_api_input(&request).await {
+                    Ok(input) => input,
+                    Err(error) => {
+                        let reply = ToAlgorithm::AlgorithmExecutionError(ExecutionError {
+                            exec_id: Some(request.exec_id),
+                            error,
+                            extra: Map::new(),
+                        });
+                        self.send(&reply).await;
+                        return;
+                    }
+                };
                 let call = Call::Algorithm {
                     exec_id: request.exec_id,
                 };
@@ -536,6 +554,90 @@ impl Run {
             }
             // Heartbeats, spans, statistics, logs and unknown commands need no answer.
             _ => {}
+        }
+    }
+
+    /// Whether the wrapper speaks storage v3: it reads its inputs and code-API results from
+    /// storage and writes its output there (HKube's official wrappers, by default).
+    fn storage_v3(&self) -> bool {
+        self.conn
+            .as_ref()
+            .is_some_and(|c| c.negotiated.storage == StorageMode::V3 && !c.negotiated.fast)
+    }
+
+    /// The child's input values. A v1 wrapper sends them in `input`; a v3 wrapper (the official
+    /// Python one) writes each to storage first and sends `storageInput: ["$$<key>", ...]` with a
+    /// `storage` map of links, which the orchestrator cannot read, so they are read back here.
+    async fn code_api_input(
+        &self,
+        request: &StartAlgorithmExecution,
+    ) -> Result<Vec<Value>, String> {
+        if let Some(input) = &request.input {
+            return Ok(input.clone());
+        }
+        let mut input = Vec::new();
+        for item in request.storage_input.iter().flatten() {
+            let Some(key) = item.as_str().and_then(|s| s.strip_prefix("$$")) else {
+                input.push(item.clone());
+                continue;
+            };
+            let link = request
+                .storage
+                .as_ref()
+                .and_then(|links| links.get(key))
+                .ok_or_else(|| format!("storageInput {item} has no link in `storage`"))?;
+            input.push(self.read_link(link).await?);
+        }
+        Ok(input)
+    }
+
+    /// The value a storage link (`{storageInfo: {path}, path?}`) points at.
+    async fn read_link(&self, link: &Value) -> Result<Value, String> {
+        let access = self.options.storage.as_ref().ok_or(
+            "the wrapper sent storage references, but this sidecar has no storage configured",
+        )?;
+        let path = link
+            .pointer("/storageInfo/path")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("storage link {link} has no storageInfo.path"))?;
+        let value = match storage::get_value(access.storage.as_ref(), path, access.encoding).await {
+            Ok(storage::encoding::StoredValue::Value(value)) => value,
+            Ok(storage::encoding::StoredValue::Raw(bytes)) => protocol::codec::binary(&bytes),
+            Err(error) => return Err(format!("cannot read the code-API input: {error}")),
+        };
+        Ok(match link.get("path").and_then(Value::as_str) {
+            Some(inner) => storage::encoding::apply_path(&value, inner),
+            None => value,
+        })
+    }
+
+    /// A v3 wrapper expects a code-API result as HKube's worker sends it: a storage link
+    /// (`{storageInfo: {path, size}, metadata}`) that it reads itself. A plain value would mostly
+    /// work with the Python wrapper too, but not an object that happens to hold `storageInfo`,
+    /// nor bytes, nor a list whose items look like HKube's `isBigData` results. `null` (a child
+    /// without output, or `includeResult: false`) needs no object: the wrapper returns it as is.
+    async fn reply_for_wrapper(&self, request_id: u64, reply: CodeApiReply) -> CodeApiReply {
+        let CodeApiReply::Done { response } = reply else {
+            return reply;
+        };
+        if !self.storage_v3() || response.is_null() {
+            return CodeApiReply::Done { response };
+        }
+        let (Some(access), Some(task)) = (&self.options.storage, self.current.first()) else {
+            return CodeApiReply::Error {
+                error: "the code-API result cannot be passed on: this sidecar has no storage configured".into(),
+            };
+        };
+        let key = format!("{}-code-api-{request_id}", task.task_id);
+        let path = storage::task_key(&access.cluster, &task.job_id, &key);
+        let stored = stored_value(response);
+        match storage::put_value(access.storage.as_ref(), &path, &stored, access.encoding).await {
+            Ok(size) => CodeApiReply::Done {
+                response: json!({"storageInfo": {"path": path, "size": size}, "metadata": {}}),
+            },
+            Err(error) => CodeApiReply::Error {
+                error: format!("cannot store the code-API result for the algorithm: {error}"),
+            },
         }
     }
 
@@ -667,6 +769,16 @@ async fn sleep_until_some(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+/// How a value is stored for a wrapper: bytes (the tagged binary object) as a raw object, so
+/// the wrapper reads them back as bytes (Python `bytes`), as HKube stores a raw output; anything
+/// else encoded.
+fn stored_value(value: Value) -> storage::encoding::StoredValue {
+    match protocol::codec::as_bytes(&value) {
+        Some(bytes) => storage::encoding::StoredValue::Raw(bytes),
+        None => storage::encoding::StoredValue::Value(value),
     }
 }
 
