@@ -194,3 +194,55 @@ async fn errors_and_crashes_say_what_happened() {
     );
     executor.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_results_travel_through_storage() {
+    if let Some(reason) = missing_tools(false) {
+        println!("skipped: {reason}");
+        return;
+    }
+    let storage = tempfile::tempdir().unwrap();
+    let executor = LocalExecutor::start(LocalOptions {
+        storage_dir: storage.path().to_path_buf(),
+        ..LocalOptions::default()
+    });
+    let catalog = Arc::new(MemoryCatalog::new());
+    let _make = python_algorithm(
+        &executor,
+        &catalog,
+        "make",
+        "def start(args, api):\n    return b'x' * args['input'][0]\n",
+    )
+    .await;
+    let _size = python_algorithm(
+        &executor,
+        &catalog,
+        "size",
+        "def start(args, api):\n    data = args['input'][0]\n    assert isinstance(data, bytes), type(data)\n    return len(data)\n",
+    )
+    .await;
+    let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
+    let pipeline = json!({"name": "big", "nodes": [
+        {"nodeName": "A", "algorithmName": "make", "input": [3_000_000], "includeInResults": true},
+        {"nodeName": "B", "algorithmName": "size", "input": ["@A"]},
+    ]});
+    let result = run(&handle, pipeline).await;
+    assert_eq!(result["status"], "completed", "{result}");
+    let a = &result["data"][0];
+    assert_eq!(a["nodeName"], "A");
+    assert!(a.get("result").is_none(), "{a}");
+    assert_eq!(a["info"]["isBigData"], true);
+    assert_eq!(a["info"]["size"], 3_000_000);
+    assert_eq!(
+        a["info"]["message"],
+        "data too large (3.0 MB), use the stream api"
+    );
+    let path = a["info"]["path"].as_str().unwrap();
+    assert_eq!(
+        std::fs::metadata(storage.path().join(path)).unwrap().len(),
+        3_000_008,
+        "header + payload"
+    );
+    assert_eq!(result["data"][1]["result"], 3_000_000);
+    executor.shutdown().await;
+}

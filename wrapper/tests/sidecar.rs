@@ -603,3 +603,62 @@ async fn stop_and_a_stop_that_times_out() {
     );
     assert_eq!(sidecar.await.unwrap(), reason);
 }
+
+#[tokio::test]
+async fn stored_inputs_are_loaded_for_hkube_wrappers() {
+    let root = tempfile::tempdir().unwrap();
+    let store: Arc<dyn storage::Storage> = Arc::new(FsStorage::new(root.path()));
+    let path = storage::task_key("local", "job1", "big");
+    let raw = StoredValue::Raw(b"\x00\x01\x02".to_vec());
+    storage::put_value(
+        store.as_ref(),
+        &path,
+        &raw,
+        storage::encoding::Encoding::Msgpack,
+    )
+    .await
+    .unwrap();
+    let reference = storage::reference::reference(&path, 3);
+    let options = SidecarOptions {
+        storage: Some(StorageAccess {
+            storage: store.clone(),
+            cluster: "local".into(),
+            encoding: storage::encoding::Encoding::Msgpack,
+        }),
+        ..SidecarOptions::default()
+    };
+
+    // Storage v1: the wrapper gets the bytes themselves, nested or not.
+    let (port, mut end, _sidecar) = start_sidecar(options.clone()).await;
+    let mut client = connect(port, "?storage=v1&encoding=json").await;
+    assert_eq!(next(&mut end).await, FromSidecar::Ready);
+    let input = vec![reference.clone(), json!({"inner": [reference.clone()]})];
+    end.to_sidecar
+        .send(ToSidecar::Run {
+            tasks: vec![task("t1", input)],
+        })
+        .unwrap();
+    let initialize = receive(&mut client, Encoding::Json).await;
+    let bytes = protocol::codec::binary(b"\x00\x01\x02");
+    assert_eq!(
+        initialize["data"]["input"],
+        json!([bytes.clone(), {"inner": [bytes]}])
+    );
+
+    // Storage v3: a top-level reference is linked to where the object already is.
+    let (port, mut end, _sidecar) = start_sidecar(options).await;
+    let mut client = connect(port, "?storage=v3&encoding=json").await;
+    assert_eq!(next(&mut end).await, FromSidecar::Ready);
+    end.to_sidecar
+        .send(ToSidecar::Run {
+            tasks: vec![task("t2", vec![reference])],
+        })
+        .unwrap();
+    let data = receive(&mut client, Encoding::Json).await["data"].clone();
+    let key = data["input"][0]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("$$")
+        .to_string();
+    assert_eq!(data["storage"][&key]["storageInfo"]["path"], path);
+}

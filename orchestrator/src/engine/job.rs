@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
+use wrapper::storage::reference;
 
 use super::driver::Msg;
 use super::executor::{TaskKey, TaskOutcome, TaskReporter, TaskSpec};
@@ -1256,7 +1257,15 @@ impl Job {
                     entry.insert("batchIndex".into(), json!(task.batch_index));
                 }
                 if let Some(output) = &task.output {
-                    entry.insert("result".into(), output.clone());
+                    match reference::as_reference(output) {
+                        // A large result stays in storage; the entry says where (HKube's shape).
+                        Some((path, size)) => entry.insert(
+                            "info".into(),
+                            json!({"path": path, "size": size, "isBigData": true,
+                                   "message": format!("data too large ({}), use the stream api", reference::pretty_size(size))}),
+                        ),
+                        None => entry.insert("result".into(), output.clone()),
+                    };
                 }
                 if let Some(error) = &task.error {
                     entry.insert("error".into(), json!(error.as_ref()));

@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 
-from . import ws
+from . import storage, ws
 
 
 class _Reply:
@@ -175,6 +175,7 @@ class Runner:
     def _run_task(self, args):
         try:
             output = self._call_start(args)
+            output = storage.prepare_output(output, args.get("jobId"), args.get("taskId"))
         except Exception as exc:
             if not self.stop_requested:
                 self.send({"command": "errorMessage", "error": _error_payload(exc)})
@@ -196,6 +197,8 @@ class Runner:
     def _call_start(self, args):
         if self.start_fn is None:
             raise RuntimeError("the algorithm has no start function")
+        if "input" in args:
+            args["input"] = storage.resolve(args["input"])
         if self._start_takes_api:
             return self.start_fn(args, self.api)
         return self.start_fn(args)
@@ -229,7 +232,8 @@ class Runner:
         try:
             if self.init_fn is not None:
                 self.init_fn(data)
-            return {"taskId": task_id, "output": self._call_start(data)}
+            output = self._call_start(data)
+            return {"taskId": task_id, "output": storage.prepare_output(output, data.get("jobId"), task_id)}
         except Exception as exc:
             return {"taskId": task_id, "error": _error_payload(exc)}
 

@@ -146,6 +146,50 @@ class FastPath(unittest.TestCase):
         sidecar.close()
 
 
+class LargeValues(unittest.TestCase):
+    def setUp(self):
+        self.folder = tempfile.TemporaryDirectory()
+        os.environ["BASE_FS_ADAPTER_DIRECTORY"] = self.folder.name
+        os.environ["CLUSTER_NAME"] = "test"
+
+    def tearDown(self):
+        del os.environ["BASE_FS_ADAPTER_DIRECTORY"]
+        del os.environ["CLUSTER_NAME"]
+        self.folder.cleanup()
+
+    def test_bytes_go_through_storage_both_ways(self):
+        def start(args, api):
+            data = args["input"][0]
+            if isinstance(data, bytes):
+                return len(data)
+            return b"\x00\x01" * data
+
+        sidecar, thread, _ = serve(Runner(start=start))
+        sidecar.send("run", {"jobId": "j1", "taskId": "t1", "input": [3]})
+        reply = sidecar.recv()
+        reference = {"$$hkubeRef": {"path": "test-hkube/j1/t1", "size": 6}}
+        self.assertEqual(reply, {"command": "result", "data": {"taskId": "t1", "output": reference}})
+        with open(os.path.join(self.folder.name, "test-hkube/j1/t1"), "rb") as f:
+            self.assertEqual(f.read(), bytes([1, 8, 1, 3, 0, 0, 72, 75]) + b"\x00\x01" * 3)
+        self.assertEqual(os.listdir(os.path.join(self.folder.name, "test-hkube/j1")), ["t1"])
+        sidecar.send("run", {"jobId": "j1", "taskId": "t2", "input": [reference]})
+        self.assertEqual(sidecar.recv()["data"]["output"], 6)
+        sidecar.send("exit", {"exitCode": 0})
+        thread.join(5)
+        sidecar.close()
+
+    def test_a_missing_stored_input_is_named(self):
+        sidecar, thread, _ = serve(Runner(start=lambda args, api: 1))
+        missing = {"$$hkubeRef": {"path": "test-hkube/j/none", "size": 1}}
+        sidecar.send("run", {"jobId": "j", "taskId": "t", "input": [[missing]]})
+        reply = sidecar.recv()
+        self.assertEqual(reply["command"], "errorMessage")
+        self.assertIn("cannot read input test-hkube/j/none", reply["error"]["message"])
+        sidecar.send("exit", {"exitCode": 0})
+        thread.join(5)
+        sidecar.close()
+
+
 class HKubeExchange(unittest.TestCase):
     def test_initialize_start_done(self):
         calls = []

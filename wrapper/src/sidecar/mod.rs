@@ -342,6 +342,13 @@ impl Run {
         let mut data = job_data(&task);
         self.current = vec![task];
         self.storing = None;
+        // HKube's wrappers know nothing of hkube's storage references: give them the values
+        // (a top-level one under v3 is linked to where it already is instead).
+        let keep_top_level = negotiated.storage == StorageMode::V3;
+        if let Err(error) = self.load_references(&mut data.input, keep_top_level).await {
+            self.fail_current(&error);
+            return;
+        }
         if negotiated.storage == StorageMode::V3 {
             self.stored_runs += 1;
             if let Err(error) = self.store_inputs(&mut data, self.stored_runs).await {
@@ -366,6 +373,17 @@ impl Run {
         let mut links = Map::new();
         let mut flat = Map::new();
         for (index, value) in data.input.iter_mut().enumerate() {
+            if let Some((path, size)) = storage::reference::as_reference(value) {
+                // Already in storage (a large result of an earlier task): link it as it is.
+                let key = format!("{}-input-{run}-{index}", data.task_id);
+                links.insert(
+                    key.clone(),
+                    json!({"storageInfo": {"path": path, "size": size}}),
+                );
+                *value = Value::String(format!("$${key}"));
+                flat.insert(index.to_string(), value.clone());
+                continue;
+            }
             let key = format!("{}-input-{run}-{index}", data.task_id);
             let path = storage::task_key(&access.cluster, &data.job_id, &key);
             let stored = stored_value(std::mem::take(value));
@@ -378,6 +396,48 @@ impl Run {
         }
         data.storage = links;
         data.flat_input = Some(flat);
+        Ok(())
+    }
+
+    /// Replaces hkube storage references inside `input` by the values they point at (bytes
+    /// as binary values); with `keep_top_level`, items that are themselves references stay.
+    async fn load_references(
+        &self,
+        input: &mut [Value],
+        keep_top_level: bool,
+    ) -> Result<(), String> {
+        let mut paths = Vec::new();
+        for item in input.iter() {
+            if keep_top_level && storage::reference::as_reference(item).is_some() {
+                continue;
+            }
+            collect_references(item, &mut paths);
+        }
+        if paths.is_empty() {
+            return Ok(());
+        }
+        let Some(access) = &self.options.storage else {
+            return Err(
+                "an input is in storage, but this sidecar has no storage configured".into(),
+            );
+        };
+        let mut loaded = HashMap::new();
+        for path in paths {
+            let value = match storage::get_value(access.storage.as_ref(), &path, access.encoding)
+                .await
+            {
+                Ok(storage::encoding::StoredValue::Value(value)) => value,
+                Ok(storage::encoding::StoredValue::Raw(bytes)) => protocol::codec::binary(&bytes),
+                Err(error) => return Err(format!("cannot read an input from storage: {error}")),
+            };
+            loaded.insert(path, value);
+        }
+        for item in input.iter_mut() {
+            if keep_top_level && storage::reference::as_reference(item).is_some() {
+                continue;
+            }
+            replace_references(item, &loaded);
+        }
         Ok(())
     }
 
@@ -831,6 +891,40 @@ fn reply_message(call: Call, reply: CodeApiReply) -> ToAlgorithm {
                 extra: Map::new(),
             })
         }
+    }
+}
+
+fn collect_references(value: &Value, paths: &mut Vec<String>) {
+    if let Some((path, _)) = storage::reference::as_reference(value) {
+        paths.push(path.to_string());
+        return;
+    }
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .for_each(|item| collect_references(item, paths)),
+        Value::Object(map) => map
+            .values()
+            .for_each(|item| collect_references(item, paths)),
+        _ => {}
+    }
+}
+
+fn replace_references(value: &mut Value, loaded: &HashMap<String, Value>) {
+    if let Some((path, _)) = storage::reference::as_reference(value) {
+        if let Some(found) = loaded.get(path) {
+            *value = found.clone();
+        }
+        return;
+    }
+    match value {
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| replace_references(item, loaded)),
+        Value::Object(map) => map
+            .values_mut()
+            .for_each(|item| replace_references(item, loaded)),
+        _ => {}
     }
 }
 

@@ -18,6 +18,7 @@ pub mod config;
 pub mod encoding;
 pub mod fs;
 pub mod header;
+pub mod reference;
 
 use std::future::Future;
 use std::io;

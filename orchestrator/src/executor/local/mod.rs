@@ -18,10 +18,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use wrapper::link::{Assignment, CodeApiReply, CodeApiRequest, FromSidecar, Outcome, ToSidecar};
-use wrapper::sidecar::SidecarOptions;
+
+use wrapper::sidecar::{SidecarOptions, StorageAccess};
+use wrapper::storage::FsStorage;
 
 pub use worker::{crash_report, Language, LocalAlgorithm, Runtimes};
 
@@ -48,6 +51,11 @@ pub struct LocalOptions {
     pub tasks_per_worker: usize,
     /// Where compiled Java classes go.
     pub work_dir: PathBuf,
+    /// The filesystem storage shared by sidecars and runtimes: large results (bytes) are
+    /// written there and passed by reference, and storage-v3 wrappers read their inputs there.
+    pub storage_dir: PathBuf,
+    /// The storage key prefix (`<cluster>-hkube/...`).
+    pub cluster: String,
 }
 
 impl Default for LocalOptions {
@@ -62,6 +70,8 @@ impl Default for LocalOptions {
             log_limit: 64 * 1024,
             tasks_per_worker: 64,
             work_dir: std::env::temp_dir().join("hkube-local"),
+            storage_dir: std::env::temp_dir().join("hkube-local").join("storage"),
+            cluster: "local".into(),
         }
     }
 }
@@ -96,7 +106,16 @@ impl std::fmt::Debug for Cmd {
 
 impl LocalExecutor {
     /// Starts the service on the current tokio runtime.
-    pub fn start(options: LocalOptions) -> LocalExecutor {
+    pub fn start(mut options: LocalOptions) -> LocalExecutor {
+        if options.sidecar.storage.is_none() {
+            options.sidecar.storage = Some(StorageAccess {
+                storage: Arc::new(FsStorage::new(&options.storage_dir)),
+                cluster: options.cluster.clone(),
+                encoding: wrapper::storage::Encoding::Msgpack,
+            });
+        }
+        // Our runtimes send JSON results inline; allow large ones (bytes go through storage).
+        options.sidecar.max_message_bytes = options.sidecar.max_message_bytes.max(512 << 20);
         let (tx, rx) = mpsc::unbounded_channel();
         let service = Service {
             options: options.clone(),
@@ -404,9 +423,13 @@ impl Service {
         let tx = self.tx.clone();
         let runtimes = self.options.runtimes.clone();
         let sidecar = self.options.sidecar.clone();
-        let log_limit = self.options.log_limit;
+        let settings = worker::Settings {
+            log_limit: self.options.log_limit,
+            storage_dir: self.options.storage_dir.clone(),
+            cluster: self.options.cluster.clone(),
+        };
         tokio::spawn(async move {
-            let started = worker::start(&runtimes, &algorithm, sidecar, log_limit).await;
+            let started = worker::start(&runtimes, &algorithm, sidecar, &settings).await;
             let _ = tx.send(Cmd::WorkerStarted(id, started));
         });
     }

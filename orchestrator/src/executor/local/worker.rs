@@ -84,8 +84,22 @@ impl Runtimes {
     }
 
     /// The command that runs `algorithm`'s runtime against a sidecar on `port`.
-    pub fn child_spec(&self, algorithm: &LocalAlgorithm, port: u16, log_limit: usize) -> ChildSpec {
+    pub fn child_spec(
+        &self,
+        algorithm: &LocalAlgorithm,
+        port: u16,
+        settings: &Settings,
+    ) -> ChildSpec {
         let mut env = vec![
+            // HKube's storage variables: our runtimes put large results there, and HKube's
+            // own wrappers (storage v3) read and write every object there.
+            ("DEFAULT_STORAGE".to_string(), "fs".to_string()),
+            (
+                "BASE_FS_ADAPTER_DIRECTORY".to_string(),
+                settings.storage_dir.display().to_string(),
+            ),
+            ("CLUSTER_NAME".to_string(), settings.cluster.clone()),
+            ("STORAGE_ENCODING".to_string(), "msgpack".to_string()),
             ("WORKER_SOCKET_HOST".to_string(), "127.0.0.1".to_string()),
             ("WORKER_SOCKET_PORT".to_string(), port.to_string()),
             (
@@ -140,10 +154,18 @@ impl Runtimes {
             args,
             cwd: algorithm.code_dir.clone(),
             env,
-            log_limit,
+            log_limit: settings.log_limit,
             grace: Duration::from_secs(3),
         }
     }
+}
+
+/// What every worker of an executor shares.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub log_limit: usize,
+    pub storage_dir: PathBuf,
+    pub cluster: String,
 }
 
 /// A started worker: its link to the sidecar and its process.
@@ -159,7 +181,7 @@ pub async fn start(
     runtimes: &Runtimes,
     algorithm: &LocalAlgorithm,
     options: SidecarOptions,
-    log_limit: usize,
+    settings: &Settings,
 ) -> Result<Started, Error> {
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let sidecar = Sidecar::bind(loopback, options)
@@ -170,7 +192,7 @@ pub async fn start(
         .map_err(|e| Error::Worker(format!("cannot read the sidecar's port: {e}")))?
         .port();
     let (link, end) = link_pair();
-    let spec = runtimes.child_spec(algorithm, port, log_limit);
+    let spec = runtimes.child_spec(algorithm, port, settings);
     let child = Supervised::start(&spec, None).map_err(|e| Error::Worker(e.to_string()))?;
     tokio::spawn(sidecar.run(link));
     Ok(Started {

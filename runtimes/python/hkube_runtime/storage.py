@@ -1,0 +1,106 @@
+"""Large values through storage instead of the socket.
+
+A task that returns ``bytes`` writes them to the shared filesystem storage (HKube's layout:
+``<root>/<cluster>-hkube/<jobId>/<taskId>``, the 8-byte header, then the payload) and answers
+with a small reference ``{"$$hkubeRef": {"path", "size"}}``. A task whose input holds such a
+reference reads the file. So a large result crosses no socket and is never copied whole: it is
+written once and read once.
+
+The storage root comes from ``BASE_FS_ADAPTER_DIRECTORY`` and the prefix from ``CLUSTER_NAME``,
+set by the sidecar's side.
+"""
+
+import json
+import os
+
+REFERENCE = "$$hkubeRef"
+HEADER_LEN = 8
+RAW, ENCODED = 0x01, 0x02
+BSON, JSON, MSGPACK = 0x01, 0x02, 0x03
+
+
+class StorageError(Exception):
+    pass
+
+
+def root():
+    return os.environ.get("BASE_FS_ADAPTER_DIRECTORY")
+
+
+def cluster():
+    return os.environ.get("CLUSTER_NAME", "local")
+
+
+def is_reference(value):
+    return isinstance(value, dict) and len(value) == 1 and REFERENCE in value
+
+
+def store_bytes(job_id, task_id, data):
+    """Writes ``data`` as a RAW object and returns its reference."""
+    base = root()
+    if not base:
+        raise StorageError(
+            "the result is bytes, which needs storage, but BASE_FS_ADAPTER_DIRECTORY is not set"
+        )
+    key = "{}-hkube/{}/{}".format(cluster(), job_id, task_id)
+    path = os.path.join(base, key)
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    temporary = os.path.join(folder, ".hkube-tmp.{}.{}".format(task_id, os.getpid()))
+    header = bytes([0x01, HEADER_LEN, RAW, MSGPACK, 0, 0, ord("H"), ord("K")])
+    view = memoryview(data)
+    # Written in place, then renamed: a reader never sees half an object.
+    with open(temporary, "wb") as f:
+        f.write(header)
+        f.write(view)
+    os.replace(temporary, path)
+    return {REFERENCE: {"path": key, "size": view.nbytes}}
+
+
+def load(reference):
+    """The value a reference points at: bytes for RAW objects, the value for JSON ones."""
+    details = reference[REFERENCE]
+    base = root()
+    if not base:
+        raise StorageError("an input is in storage, but BASE_FS_ADAPTER_DIRECTORY is not set")
+    path = os.path.join(base, details["path"])
+    try:
+        with open(path, "rb") as f:
+            header = f.read(HEADER_LEN)
+            if len(header) == HEADER_LEN and header[6:8] == b"HK":
+                data_type, protocol = header[2], header[3]
+                payload = f.read()
+            else:
+                data_type, protocol = ENCODED, JSON
+                payload = header + f.read()
+    except OSError as exc:
+        raise StorageError("cannot read input {}: {}".format(details["path"], exc))
+    if data_type == RAW:
+        return payload
+    if protocol == JSON:
+        return json.loads(payload)
+    raise StorageError(
+        "input {} is stored as {}, which this runtime cannot decode (it reads raw and JSON objects)".format(
+            details["path"], {BSON: "bson", MSGPACK: "msgpack"}.get(protocol, "an unknown encoding")
+        )
+    )
+
+
+def resolve(value):
+    """Replaces every reference inside ``value`` by what it points at."""
+    if is_reference(value):
+        return load(value)
+    if isinstance(value, list):
+        if any(isinstance(item, (dict, list)) for item in value):
+            return [resolve(item) for item in value]
+        return value
+    if isinstance(value, dict):
+        return {key: resolve(item) for key, item in value.items()}
+    return value
+
+
+def prepare_output(output, job_id, task_id):
+    """Bytes go to storage; everything else travels in the message."""
+    if isinstance(output, (bytes, bytearray, memoryview)):
+        return store_bytes(job_id, task_id, output)
+    return output
