@@ -6,6 +6,8 @@
 //! - [`remote`]: the task link over a network (a sidecar in a container dials its orchestrator).
 //! - [`sidecar`]: the websocket server an algorithm connects to, driving its tasks.
 //! - [`storage`]: HKube's object storage (key layout, 8-byte header, encodings, fs adapter).
+//! - [`value`]: the one value type (`serde_json::Value`), how binary and the rest of what JSON
+//!   lacks are represented in it, and the [`Encoding`](value::Encoding)s it travels in.
 //!
 //! It must never depend on `orchestrator` (dependencies flow CLI → orchestrator → wrapper).
 
@@ -14,3 +16,4 @@ pub mod protocol;
 pub mod remote;
 pub mod sidecar;
 pub mod storage;
+pub mod value;

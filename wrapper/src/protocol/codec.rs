@@ -4,13 +4,12 @@
 //! - `bson`: a **binary** frame holding the BSON document `{data: <envelope>}`.
 //! - `msgpack`: a **binary** frame holding the bare envelope map.
 //!
-//! Messages are (de)serialized through `serde_json::Value`. Binary data has no JSON form, so a
-//! BSON binary or msgpack `bin` value becomes the tagged object
-//! `{"$binary": {"base64": "<standard base64>", "subType": "<two hex digits>"}}` (MongoDB's
-//! canonical extended JSON; msgpack `bin` uses subtype `00`), and that object is written back as
-//! binary by the BSON and msgpack encoders. [`binary`] and [`as_bytes`] build and read it. A JSON
-//! peer sees the tagged object as is. Other BSON-only types (ObjectId, dates, regexes, ...) are
-//! never sent by HKube wrappers; they decode one way to extended-JSON-style objects.
+//! Messages are (de)serialized through `serde_json::Value`, and what JSON lacks is represented
+//! as [`crate::value`] describes: a BSON binary or msgpack `bin` becomes the tagged object
+//! `{"$binary": {"base64": ..., "subType": ...}}` ([`binary`] and [`as_bytes`] build and read
+//! it), which the BSON and msgpack encoders write back as binary. A JSON peer sees the tagged
+//! object as is. [`Encoding`], [`binary`] and [`as_bytes`] live in [`crate::value`] and are
+//! re-exported here.
 //!
 //! Nothing here panics on frame contents: nesting deeper than [`MAX_DEPTH`] and every other
 //! malformation is an [`Error`].
@@ -20,57 +19,16 @@ use std::fmt;
 use bson::raw::{RawArray, RawBsonRef, RawDocument};
 use bson::spec::BinarySubtype;
 use bson::{Binary, Bson, Document};
-use serde::de::{self, MapAccess, SeqAccess, Visitor};
-use serde::ser::{SerializeMap, SerializeSeq};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::{Map, Number, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::messages::{Envelope, FromAlgorithm, ToAlgorithm};
 use super::{Error, PROTOCOL_VERSION};
+pub use crate::value::{as_bytes, binary, Encoding};
+use crate::value::{binary_with_subtype, double, tagged_binary, AnyValue, WithBinary};
 
 /// Deepest nesting of arrays and objects accepted in a frame (serde_json's own limit).
 pub const MAX_DEPTH: usize = 128;
-
-const BINARY_TAG: &str = "$binary";
-
-/// The socket encoding a wrapper asks for with `encoding=` in its query string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Encoding {
-    /// Text frames holding JSON (the worker's default).
-    #[default]
-    Json,
-    /// Binary frames holding the BSON document `{data: <envelope>}`.
-    Bson,
-    /// Binary frames holding the msgpack envelope map.
-    Msgpack,
-}
-
-impl Encoding {
-    /// `json`, `bson` or `msgpack`, ignoring ASCII case and surrounding blanks.
-    pub fn parse(value: &str) -> Option<Self> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "json" => Some(Self::Json),
-            "bson" => Some(Self::Bson),
-            "msgpack" => Some(Self::Msgpack),
-            _ => None,
-        }
-    }
-
-    /// The query-string spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Json => "json",
-            Self::Bson => "bson",
-            Self::Msgpack => "msgpack",
-        }
-    }
-}
-
-impl fmt::Display for Encoding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Who moves task data, asked for with `storage=` in the query string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -109,7 +67,7 @@ impl fmt::Display for StorageMode {
 }
 
 /// What the wrapper asked for in its connection URL's query string.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Negotiated {
     pub storage: StorageMode,
     pub encoding: Encoding,
@@ -120,6 +78,19 @@ pub struct Negotiated {
     /// Parameters that were present but not understood, and what was used instead, for the
     /// sidecar to log (e.g. "unknown encoding `xml`; using json").
     pub warnings: Vec<String>,
+}
+
+impl Default for Negotiated {
+    /// HKube's worker defaults: storage `v1`, encoding `json`, no fast path.
+    fn default() -> Self {
+        Negotiated {
+            storage: StorageMode::V1,
+            encoding: Encoding::Json,
+            hostname: None,
+            fast: false,
+            warnings: Vec::new(),
+        }
+    }
 }
 
 impl Negotiated {
@@ -223,53 +194,6 @@ impl Frame {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Binary values inside serde_json::Value
-// ---------------------------------------------------------------------------------------------
-
-/// The tagged object that stands for binary data (BSON subtype 0, "generic").
-pub fn binary(bytes: &[u8]) -> Value {
-    binary_with_subtype(0, bytes)
-}
-
-fn binary_with_subtype(subtype: u8, bytes: &[u8]) -> Value {
-    // `into_relaxed_extjson` of a Binary is exactly the tagged form; it only panics on Decimal128.
-    Bson::Binary(Binary {
-        subtype: BinarySubtype::from(subtype),
-        bytes: bytes.to_vec(),
-    })
-    .into_relaxed_extjson()
-}
-
-/// The bytes of a tagged binary object; `None` when `value` is not one.
-pub fn as_bytes(value: &Value) -> Option<Vec<u8>> {
-    tagged_binary(value)
-        .and_then(Result::ok)
-        .map(|(_, bytes)| bytes)
-}
-
-/// `None`: not a tagged binary object. `Some(Err)`: it is one, but malformed.
-fn tagged_binary(value: &Value) -> Option<Result<(u8, Vec<u8>), String>> {
-    let object = value.as_object()?;
-    let inner = match (object.len(), object.get(BINARY_TAG)) {
-        (1, Some(Value::Object(inner))) => inner,
-        _ => return None,
-    };
-    let (Some(base64), Some(subtype)) = (inner.get("base64"), inner.get("subType")) else {
-        return None;
-    };
-    Some((|| {
-        let base64 = base64.as_str().ok_or("`$binary.base64` is not a string")?;
-        let subtype = subtype
-            .as_str()
-            .and_then(|s| u8::from_str_radix(s, 16).ok())
-            .ok_or("`$binary.subType` is not a hex byte")?;
-        let binary =
-            Binary::from_base64(base64, None).map_err(|e| format!("`$binary.base64`: {e}"))?;
-        Ok((subtype, binary.bytes))
-    })())
-}
-
-// ---------------------------------------------------------------------------------------------
 // Encode
 // ---------------------------------------------------------------------------------------------
 
@@ -294,7 +218,7 @@ pub fn encode<T: Serialize>(encoding: Encoding, message: &T) -> Result<Frame, Er
         Encoding::Msgpack => {
             let mut bytes = Vec::new();
             let mut serializer = rmp_serde::Serializer::new(&mut bytes).with_struct_map();
-            MsgpackValue(&value)
+            WithBinary(&value)
                 .serialize(&mut serializer)
                 .map_err(|e| failed(e.to_string()))?;
             Ok(Frame::Binary(bytes))
@@ -332,35 +256,6 @@ fn json_to_bson(value: &Value) -> Result<Bson, String> {
             }
         },
     })
-}
-
-/// Serializes a `Value` for msgpack, writing tagged binary objects as `bin`.
-struct MsgpackValue<'a>(&'a Value);
-
-impl Serialize for MsgpackValue<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Value::Array(items) => {
-                let mut seq = serializer.serialize_seq(Some(items.len()))?;
-                for item in items {
-                    seq.serialize_element(&MsgpackValue(item))?;
-                }
-                seq.end()
-            }
-            Value::Object(object) => match tagged_binary(self.0) {
-                Some(Ok((_, bytes))) => serializer.serialize_bytes(&bytes),
-                Some(Err(reason)) => Err(serde::ser::Error::custom(reason)),
-                None => {
-                    let mut map = serializer.serialize_map(Some(object.len()))?;
-                    for (key, item) in object {
-                        map.serialize_entry(key, &MsgpackValue(item))?;
-                    }
-                    map.end()
-                }
-            },
-            scalar => scalar.serialize(serializer),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -408,8 +303,8 @@ pub fn decode_envelope(encoding: Encoding, frame: Frame) -> Result<Envelope, Err
             // A `&[u8]` reader advances over what was read, so what is left is trailing bytes.
             let mut deserializer = rmp_serde::Deserializer::new(bytes.as_slice());
             deserializer.set_max_depth(MAX_DEPTH);
-            let WireValue(value) =
-                WireValue::deserialize(&mut deserializer).map_err(|e| malformed(e.to_string()))?;
+            let AnyValue(value) =
+                AnyValue::deserialize(&mut deserializer).map_err(|e| malformed(e.to_string()))?;
             let rest = deserializer.get_ref().len();
             if rest != 0 {
                 return Err(malformed(format!(
@@ -487,10 +382,7 @@ fn array_to_json(array: &RawArray, depth: usize) -> Result<Value, String> {
 fn bson_to_json(value: RawBsonRef<'_>, depth: usize) -> Result<Value, String> {
     use serde_json::json;
     Ok(match value {
-        RawBsonRef::Double(f) => match Number::from_f64(f) {
-            Some(n) => Value::Number(n),
-            None => json!({ "$numberDouble": f.to_string() }),
-        },
+        RawBsonRef::Double(f) => double(f),
         RawBsonRef::String(s) => Value::String(s.to_owned()),
         RawBsonRef::Array(array) => array_to_json(array, depth)?,
         RawBsonRef::Document(document) => Value::Object(document_to_map(document, depth)?),
@@ -524,110 +416,16 @@ fn bson_to_json(value: RawBsonRef<'_>, depth: usize) -> Result<Value, String> {
     })
 }
 
-/// A msgpack value read as `serde_json::Value`, with `bin` as the tagged binary object. Map keys
-/// that are not strings (msgpack allows any) become their JSON text.
-struct WireValue(Value);
-
-impl<'de> Deserialize<'de> for WireValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(WireVisitor).map(WireValue)
-    }
-}
-
-struct WireVisitor;
-
-impl<'de> Visitor<'de> for WireVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a msgpack value")
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        // NaN and infinities have no JSON number form; keep them as BSON extended JSON does.
-        Ok(Number::from_f64(v).map_or_else(
-            || serde_json::json!({ "$numberDouble": v.to_string() }),
-            Value::Number,
-        ))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Value, E> {
-        Ok(binary(v))
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-
-    /// msgpack `ext` values arrive as a newtype holding `(type, bytes)`.
-    fn visit_newtype_struct<D: Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-        while let Some(WireValue(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = Map::new();
-        while let Some(WireValue(key)) = map.next_key()? {
-            let key = match key {
-                Value::String(key) => key,
-                other => other.to_string(),
-            };
-            let WireValue(value) = map.next_value()?;
-            object.insert(key, value);
-        }
-        Ok(Value::Object(object))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use proptest::prelude::*;
+    use serde::de;
     use serde_json::json;
 
     use super::*;
     use crate::protocol::messages::tests::{FROM_ALGORITHM_EXAMPLES, TO_ALGORITHM_EXAMPLES};
-
-    const ALL: [Encoding; 3] = [Encoding::Json, Encoding::Bson, Encoding::Msgpack];
 
     fn from_algorithm_samples() -> Vec<FromAlgorithm> {
         FROM_ALGORITHM_EXAMPLES
@@ -645,7 +443,7 @@ mod tests {
 
     #[test]
     fn every_message_round_trips_in_every_encoding() {
-        for encoding in ALL {
+        for encoding in Encoding::ALL {
             for message in from_algorithm_samples() {
                 let frame = encode(encoding, &message).unwrap();
                 assert_eq!(
@@ -958,7 +756,7 @@ mod tests {
 
     #[test]
     fn unknown_commands_decode_in_every_encoding() {
-        for encoding in ALL {
+        for encoding in Encoding::ALL {
             let frame =
                 encode(encoding, &json!({"command": "fooBar", "data": {"x": [1]}})).unwrap();
             let decoded = decode_from_algorithm(encoding, frame).unwrap();
@@ -1093,7 +891,7 @@ mod tests {
 
         #[test]
         fn decoders_never_panic(bytes in frame_bytes()) {
-            for encoding in ALL {
+            for encoding in Encoding::ALL {
                 let _ = decode_from_algorithm(encoding, Frame::Binary(bytes.clone()));
                 let _ = decode_to_algorithm(encoding, Frame::Binary(bytes.clone()));
             }

@@ -1,60 +1,20 @@
 //! Turning a task's output into stored bytes and back: HKube's `STORAGE_ENCODING` codecs
 //! (msgpack, BSON, JSON), raw bytes, the `storing` metadata and dot paths into decoded values.
 //!
+//! Values are `serde_json::Value`, with binary, NaN and the like represented as
+//! [`crate::value`] describes; [`Encoding`] lives there and is re-exported here.
+//!
 //! Pure: values in, bytes out, and the reverse. It never touches files, sockets or the
 //! environment, and it never panics on stored bytes, whoever wrote them.
 
 use std::borrow::Cow;
-use std::fmt;
-use std::str::FromStr;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 
 use super::header::{DataType, Header, Protocol};
-
-/// A codec for stored values (`STORAGE_ENCODING`) and the protocol byte of the header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Encoding {
-    /// A BSON document `{data: value}` (BSON needs a document at the top level).
-    Bson,
-    /// UTF-8 JSON text.
-    Json,
-    /// The value itself in msgpack; the Python and Java wrappers' default.
-    #[default]
-    Msgpack,
-}
-
-impl Encoding {
-    pub const ALL: [Encoding; 3] = [Encoding::Bson, Encoding::Json, Encoding::Msgpack];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Encoding::Bson => "bson",
-            Encoding::Json => "json",
-            Encoding::Msgpack => "msgpack",
-        }
-    }
-}
-
-impl fmt::Display for Encoding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Encoding {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Encoding::ALL
-            .into_iter()
-            .find(|encoding| encoding.name() == text)
-            .ok_or_else(|| format!("unknown encoding `{text}`; expected bson, json or msgpack"))
-    }
-}
+pub use crate::value::Encoding;
+use crate::value::{AnyValue, WithBinary};
 
 /// What a task produced: raw bytes (Python `bytes`, Node `Buffer`, Java `byte[]`) or a value.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,18 +54,26 @@ pub fn encode(value: &StoredValue, encoding: Encoding) -> Result<(Header, Cow<'_
 }
 
 /// The payload of `value` in `encoding`, without a header.
+///
+/// Under msgpack and BSON every tagged binary object in `value` (see [`crate::value::binary`]),
+/// however deeply nested, is written as real binary (msgpack `bin`, BSON generic binary), so
+/// bytes read from storage are stored again as bytes; a malformed one is an error. JSON has no
+/// binary and writes the tagged object as it is.
 pub fn encode_value(value: &Value, encoding: Encoding) -> Result<Vec<u8>, Error> {
     #[derive(Serialize)]
     struct BsonEnvelope<'a> {
-        data: &'a Value,
+        data: WithBinary<'a>,
     }
     let failed = |message: String| Error::Encode { encoding, message };
     match encoding {
-        Encoding::Msgpack => rmp_serde::to_vec(value).map_err(|e| failed(e.to_string())),
-        Encoding::Json => serde_json::to_vec(value).map_err(|e| failed(e.to_string())),
-        Encoding::Bson => {
-            bson::to_vec(&BsonEnvelope { data: value }).map_err(|e| failed(e.to_string()))
+        Encoding::Msgpack => {
+            rmp_serde::to_vec(&WithBinary(value)).map_err(|e| failed(e.to_string()))
         }
+        Encoding::Json => serde_json::to_vec(value).map_err(|e| failed(e.to_string())),
+        Encoding::Bson => bson::to_vec(&BsonEnvelope {
+            data: WithBinary(value),
+        })
+        .map_err(|e| failed(e.to_string())),
     }
 }
 
@@ -147,20 +115,21 @@ pub fn decode(
 
 /// Decodes a payload (no header) written in `encoding`.
 ///
-/// Binary strings inside msgpack or BSON become arrays of byte values, map keys that are
-/// numbers become their decimal text, and non-finite floats become `null` (what `JSON.stringify`
-/// does), since a JSON value has no place for them.
+/// What JSON has no place for is read by [`crate::value`]'s rules: binary inside msgpack or
+/// BSON becomes the tagged binary object, map keys that are not strings become their JSON text,
+/// and NaN and ±Infinity become `{"$numberDouble": ...}`.
 pub fn decode_value(payload: &[u8], encoding: Encoding) -> Result<Value, Error> {
     #[derive(Deserialize)]
     struct BsonEnvelope {
-        data: Lenient,
+        data: AnyValue,
     }
     let failed = |message: String| Error::Decode { encoding, message };
     match encoding {
         Encoding::Msgpack => {
             let mut rest = payload;
-            let Lenient(value) = Lenient::deserialize(&mut rmp_serde::Deserializer::new(&mut rest))
-                .map_err(|e| failed(e.to_string()))?;
+            let AnyValue(value) =
+                AnyValue::deserialize(&mut rmp_serde::Deserializer::new(&mut rest))
+                    .map_err(|e| failed(e.to_string()))?;
             if !rest.is_empty() {
                 return Err(failed(format!(
                     "{} bytes follow the value at offset {}",
@@ -174,103 +143,6 @@ pub fn decode_value(payload: &[u8], encoding: Encoding) -> Result<Value, Error> 
         Encoding::Bson => bson::from_slice::<BsonEnvelope>(payload)
             .map(|envelope| envelope.data.0)
             .map_err(|e| failed(e.to_string())),
-    }
-}
-
-/// A JSON value deserialized from any self-describing format, accepting what JSON lacks (bytes,
-/// non-string keys, NaN) instead of failing.
-struct Lenient(Value);
-
-impl<'de> Deserialize<'de> for Lenient {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(LenientVisitor).map(Lenient)
-    }
-}
-
-struct LenientVisitor;
-
-impl<'de> Visitor<'de> for LenientVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any value")
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Value, E> {
-        Ok(Value::Array(v.iter().map(|&b| Value::from(b)).collect()))
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-
-    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(self)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(Lenient(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = Map::new();
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            let Lenient(value) = map.next_value()?;
-            object.insert(key, value);
-        }
-        Ok(Value::Object(object))
-    }
-}
-
-/// A map key as text: strings as they are, numbers and booleans as JavaScript prints them.
-struct KeySeed;
-
-impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = String;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
-        deserializer
-            .deserialize_any(LenientVisitor)
-            .map(|key| match key {
-                Value::String(text) => text,
-                other => other.to_string(),
-            })
     }
 }
 
@@ -334,6 +206,7 @@ pub fn lookup_path<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::value::binary;
     use serde_json::json;
 
     fn samples() -> Vec<Value> {
@@ -515,7 +388,7 @@ mod tests {
         ];
         assert_eq!(
             decode_value(&msgpack, Encoding::Msgpack).unwrap(),
-            json!({"1": [0, 1], "f": null})
+            json!({"1": binary(&[0, 1]), "f": {"$numberDouble": "NaN"}})
         );
         // A Node Buffer inside a BSON result.
         let bson = bson::to_vec(&bson::doc! {"data": {"b": bson::Binary {
@@ -525,8 +398,60 @@ mod tests {
         .unwrap();
         assert_eq!(
             decode_value(&bson, Encoding::Bson).unwrap(),
-            json!({"b": [9, 8], "i": 3})
+            json!({"b": binary(&[9, 8]), "i": 3})
         );
+    }
+
+    #[test]
+    fn nested_binary_round_trips_as_binary() {
+        let value = json!({
+            "image": binary(&[0, 1, 2, 255]),
+            "parts": [binary(&[]), {"deep": binary(b"HK")}, [1, 2]],
+            "n": 1,
+        });
+        let stored = StoredValue::Value(value.clone());
+        for encoding in [Encoding::Msgpack, Encoding::Bson] {
+            let (header, payload) = encode(&stored, encoding).unwrap();
+            assert_eq!(header, Header::encoded(encoding));
+            let decoded = decode(Some(header), payload.into_owned(), encoding).unwrap();
+            assert_eq!(decoded, stored, "{encoding}");
+        }
+        // Real binary on disk, not a document that looks like one.
+        let packed = encode_value(&value, Encoding::Msgpack).unwrap();
+        assert!(packed.windows(6).any(|w| w == [0xc4, 4, 0, 1, 2, 255]));
+        let document = bson::Document::from_reader(
+            &mut encode_value(&value, Encoding::Bson).unwrap().as_slice(),
+        )
+        .unwrap();
+        let data = document.get_document("data").unwrap();
+        assert_eq!(
+            data.get_binary_generic("image").unwrap(),
+            &vec![0, 1, 2, 255]
+        );
+        let part = data.get_array("parts").unwrap()[1].as_document().unwrap();
+        assert_eq!(part.get_binary_generic("deep").unwrap(), &b"HK".to_vec());
+        // Raw bytes stay raw.
+        let raw = StoredValue::Raw(vec![0, 1, 2]);
+        let (header, payload) = encode(&raw, Encoding::Msgpack).unwrap();
+        assert_eq!(
+            decode(Some(header), payload.into_owned(), Encoding::Msgpack).unwrap(),
+            raw
+        );
+    }
+
+    #[test]
+    fn malformed_tagged_binary_fails_to_encode_as_binary() {
+        let value = json!({"x": {"$binary": {"base64": "***", "subType": "00"}}});
+        for encoding in [Encoding::Msgpack, Encoding::Bson] {
+            let error = encode_value(&value, encoding).unwrap_err();
+            assert!(
+                error.to_string().starts_with(&format!(
+                    "cannot encode the value as {encoding}: `$binary.base64`"
+                )),
+                "{error}"
+            );
+        }
+        assert!(encode_value(&value, Encoding::Json).is_ok());
     }
 
     #[test]
@@ -598,6 +523,5 @@ mod tests {
             "xml".parse::<Encoding>(),
             Err("unknown encoding `xml`; expected bson, json or msgpack".to_owned())
         );
-        assert_eq!(Encoding::default(), Encoding::Msgpack);
     }
 }
