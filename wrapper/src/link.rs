@@ -165,6 +165,11 @@ pub enum FromSidecar {
         task_id: String,
         progress: f64,
     },
+    /// What the task printed, sent before its outcome (hkube's runtimes only).
+    Log {
+        task_id: String,
+        text: String,
+    },
     Finished {
         task_id: String,
         outcome: Outcome,

@@ -662,3 +662,43 @@ async fn stored_inputs_are_loaded_for_hkube_wrappers() {
         .to_string();
     assert_eq!(data["storage"][&key]["storageInfo"]["path"], path);
 }
+
+#[tokio::test]
+async fn task_logs_arrive_before_the_outcome() {
+    let (port, mut end, _sidecar) = start_sidecar(SidecarOptions::default()).await;
+    let mut client = connect(port, "?storage=v1&encoding=json&fast=1").await;
+    assert_eq!(next(&mut end).await, FromSidecar::Ready);
+    end.to_sidecar
+        .send(ToSidecar::Run {
+            tasks: vec![task("t1", vec![]), task("t2", vec![])],
+        })
+        .unwrap();
+    assert_eq!(
+        receive(&mut client, Encoding::Json).await["command"],
+        "runBatch"
+    );
+    let results = json!({"command": "results", "data": {"results": [
+        {"taskId": "t1", "output": 1, "log": "hello\n"},
+        {"taskId": "t2", "error": {"code": "Failed", "message": "no"}, "log": "oops\n"},
+    ]}});
+    send(&mut client, Encoding::Json, results).await;
+    let log = |task: &str, text: &str| FromSidecar::Log {
+        task_id: task.into(),
+        text: text.into(),
+    };
+    assert_eq!(next_outcome(&mut end).await, log("t1", "hello\n"));
+    assert_eq!(
+        next_outcome(&mut end).await,
+        finished("t1", output(json!(1)))
+    );
+    assert_eq!(next_outcome(&mut end).await, log("t2", "oops\n"));
+    match next_outcome(&mut end).await {
+        FromSidecar::Finished {
+            task_id,
+            outcome: Outcome::Error { message, .. },
+        } => {
+            assert_eq!((task_id.as_str(), message.as_str()), ("t2", "no"));
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -376,6 +376,8 @@ pub enum FromAlgorithm {
     ErrorMessage {
         error: ErrorInfo,
         task_id: Option<String>,
+        /// hkube extension: what the task printed (fast path, `data.log`).
+        log: Option<String>,
     },
     /// `alive`: heartbeat while a task runs (Python).
     Alive,
@@ -407,6 +409,9 @@ pub enum FromAlgorithm {
     Exited,
     /// hkube extension `result` (fast path only): the output of one `run`.
     Result(TaskResult),
+    /// hkube extension `taskLog`: what the running task printed (HKube's exchange, sent just
+    /// before `done` or `errorMessage`).
+    TaskLog(TaskLog),
     /// hkube extension `results` (fast path only): the outcomes of one `runBatch`, in task order.
     Results(BatchResults),
     /// A command this version does not know (`streamingOutMessage`, a future command, ...); the
@@ -664,6 +669,17 @@ pub struct TaskResult {
     pub task_id: String,
     #[serde(default)]
     pub output: Value,
+    /// What the task printed (the last 64 KiB), when it printed anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+}
+
+/// hkube extension `taskLog`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskLog {
+    pub task_id: String,
+    pub log: String,
 }
 
 /// hkube extension `results`.
@@ -682,12 +698,16 @@ pub enum TaskOutcome {
         #[serde(rename = "taskId")]
         task_id: String,
         error: ErrorInfo,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log: Option<String>,
     },
     Succeeded {
         #[serde(rename = "taskId")]
         task_id: String,
         #[serde(default)]
         output: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log: Option<String>,
     },
 }
 
@@ -834,13 +854,14 @@ impl FromAlgorithm {
             Self::Exited => "exited",
             Self::Result(_) => "result",
             Self::Results(_) => "results",
+            Self::TaskLog(_) => "taskLog",
             Self::Unknown { command } => command,
         }
     }
 
     /// Whether this is an hkube extension (fast path) that HKube's wrappers never send.
     pub fn is_extension(&self) -> bool {
-        matches!(self, Self::Result(_) | Self::Results(_))
+        matches!(self, Self::Result(_) | Self::Results(_) | Self::TaskLog(_))
     }
 
     /// The typed message of an envelope. Unknown commands give [`FromAlgorithm::Unknown`].
@@ -866,11 +887,20 @@ impl FromAlgorithm {
                     .and_then(|data| data.get("taskId"))
                     .and_then(Value::as_str)
                     .map(str::to_owned);
+                let log = data
+                    .as_ref()
+                    .and_then(|data| data.get("log"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
                 let error = match error {
                     Some(Value::String(message)) => ErrorInfo::failed(message),
                     error => object(c, error)?,
                 };
-                Self::ErrorMessage { error, task_id }
+                Self::ErrorMessage {
+                    error,
+                    task_id,
+                    log,
+                }
             }
             "alive" => Self::Alive,
             // The worker treats every `servingStatus` as "served recently"; HKube sends `true`.
@@ -889,6 +919,7 @@ impl FromAlgorithm {
             "exited" => Self::Exited,
             "result" => Self::Result(object(c, data)?),
             "results" => Self::Results(object(c, data)?),
+            "taskLog" => Self::TaskLog(object(c, data)?),
             _ => Self::Unknown { command },
         })
     }
@@ -907,13 +938,24 @@ impl FromAlgorithm {
             Self::Unknown { command } => Ok(Envelope::bare(command)),
             Self::Done(Some(data)) => with_data(c, data),
             Self::Storing(data) => with_data(c, data),
-            Self::ErrorMessage { error, task_id } => Ok(Envelope {
-                command: c.to_owned(),
-                data: task_id
-                    .as_ref()
-                    .map(|id| serde_json::json!({ "taskId": id })),
-                error: Some(serde_json::to_value(error)?),
-            }),
+            Self::ErrorMessage {
+                error,
+                task_id,
+                log,
+            } => {
+                let mut data = serde_json::Map::new();
+                if let Some(id) = task_id {
+                    data.insert("taskId".into(), Value::from(id.as_str()));
+                }
+                if let Some(log) = log {
+                    data.insert("log".into(), Value::from(log.as_str()));
+                }
+                Ok(Envelope {
+                    command: c.to_owned(),
+                    data: (!data.is_empty()).then_some(Value::Object(data)),
+                    error: Some(serde_json::to_value(error)?),
+                })
+            }
             Self::ServingStatus(data) => with_data(c, data),
             Self::StreamingStatistics(data) => with_data(c, data),
             Self::Progress(data) => with_data(c, data),
@@ -928,6 +970,7 @@ impl FromAlgorithm {
             Self::LogData(data) => with_data(c, data),
             Self::Result(data) => with_data(c, data),
             Self::Results(data) => with_data(c, data),
+            Self::TaskLog(data) => with_data(c, data),
         }
     }
 }
@@ -1130,6 +1173,7 @@ pub(crate) mod tests {
                 FromAlgorithm::ErrorMessage {
                     error: ErrorInfo::failed("plain text"),
                     task_id: None,
+                    log: None,
                 },
             ),
             (
@@ -1140,6 +1184,7 @@ pub(crate) mod tests {
                         ..ErrorInfo::default()
                     },
                     task_id: None,
+                    log: None,
                 },
             ),
             (

@@ -118,6 +118,7 @@ pub fn expected(state: State, message: &FromAlgorithm) -> Result<State, Error> {
             | M::StartSpan(_)
             | M::FinishSpan(_)
             | M::LogData(_)
+            | M::TaskLog(_)
             | M::Unknown { .. },
         ) => Some(state),
         (S::Exiting, M::Exited) => Some(S::Exited),
@@ -246,6 +247,7 @@ mod tests {
         FromAlgorithm::ErrorMessage {
             error: ErrorInfo::failed("boom"),
             task_id: None,
+            log: None,
         }
     }
 
@@ -258,6 +260,7 @@ mod tests {
         FromAlgorithm::Result(TaskResult {
             task_id: "t1".into(),
             output: json!(1),
+            log: None,
         })
     }
 

@@ -505,10 +505,19 @@ impl Run {
                 };
                 self.finish_current(outcome).await;
             }
-            FromAlgorithm::ErrorMessage { error, .. } => {
+            FromAlgorithm::ErrorMessage {
+                error,
+                task_id,
+                log,
+            } => {
+                let task = task_id.or_else(|| self.current.first().map(|t| t.task_id.clone()));
+                if let (Some(task_id), Some(text)) = (task, log) {
+                    self.report_log(&task_id, text);
+                }
                 let outcome = error_outcome(error);
                 self.finish_current(outcome).await;
             }
+            FromAlgorithm::TaskLog(entry) => self.report_log(&entry.task_id, entry.log),
             FromAlgorithm::Stopped => self.finish_current(Outcome::Stopped).await,
             FromAlgorithm::Stopping => {
                 if let Some(stop) = &mut self.stop {
@@ -518,6 +527,9 @@ impl Run {
                 }
             }
             FromAlgorithm::Result(result) => {
+                if let Some(text) = result.log {
+                    self.report_log(&result.task_id, text);
+                }
                 let outcome = Outcome::Output {
                     output: result.output,
                 };
@@ -527,10 +539,24 @@ impl Run {
             FromAlgorithm::Results(batch) => {
                 for result in batch.results {
                     match result {
-                        TaskOutcome::Succeeded { task_id, output } => {
+                        TaskOutcome::Succeeded {
+                            task_id,
+                            output,
+                            log,
+                        } => {
+                            if let Some(text) = log {
+                                self.report_log(&task_id, text);
+                            }
                             self.finish_one(&task_id, Outcome::Output { output })
                         }
-                        TaskOutcome::Failed { task_id, error } => {
+                        TaskOutcome::Failed {
+                            task_id,
+                            error,
+                            log,
+                        } => {
+                            if let Some(text) = log {
+                                self.report_log(&task_id, text);
+                            }
                             self.finish_one(&task_id, error_outcome(error))
                         }
                     }
@@ -742,6 +768,14 @@ impl Run {
     }
 
     // ----- task outcomes ----------------------------------------------------------------
+
+    /// What a task printed goes to the orchestrator ahead of its outcome.
+    fn report_log(&self, task_id: &str, text: String) {
+        let _ = self.to_orchestrator.send(FromSidecar::Log {
+            task_id: task_id.to_string(),
+            text,
+        });
+    }
 
     fn report_finished(&self, task_id: &str, outcome: Outcome) {
         let _ = self.to_orchestrator.send(FromSidecar::Finished {

@@ -56,6 +56,8 @@ pub struct LocalOptions {
     pub storage_dir: PathBuf,
     /// The storage key prefix (`<cluster>-hkube/...`).
     pub cluster: String,
+    /// Each task's output (what its user code printed) goes to `<log_dir>/<jobId>/<taskId>.log`.
+    pub log_dir: PathBuf,
 }
 
 impl Default for LocalOptions {
@@ -72,6 +74,7 @@ impl Default for LocalOptions {
             work_dir: std::env::temp_dir().join("hkube-local"),
             storage_dir: std::env::temp_dir().join("hkube-local").join("storage"),
             cluster: "local".into(),
+            log_dir: std::env::temp_dir().join("hkube-local").join("logs"),
         }
     }
 }
@@ -514,6 +517,16 @@ impl Service {
                 }
             }
             FromSidecar::Progress { .. } => {}
+            FromSidecar::Log { task_id, text } => {
+                if let Some(pending) = worker.running.get(&task_id) {
+                    let file = self
+                        .options
+                        .log_dir
+                        .join(&pending.assignment.job_id)
+                        .join(format!("{task_id}.log"));
+                    tokio::spawn(write_log(file, text));
+                }
+            }
             FromSidecar::Finished { task_id, outcome } => {
                 let Some(pending) = worker.running.remove(&task_id) else {
                     return;
@@ -690,6 +703,28 @@ impl Service {
                 let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
             }
         }
+    }
+}
+
+/// Appends a task's output to its log file.
+async fn write_log(file: PathBuf, text: String) {
+    use tokio::io::AsyncWriteExt;
+    if let Some(folder) = file.parent() {
+        let _ = tokio::fs::create_dir_all(folder).await;
+    }
+    let opened = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&file)
+        .await;
+    match opened {
+        Ok(mut log) => {
+            let _ = log.write_all(text.as_bytes()).await;
+        }
+        Err(error) => eprintln!(
+            "hkube: cannot write the task log {}: {error}",
+            file.display()
+        ),
     }
 }
 
