@@ -702,3 +702,47 @@ async fn task_logs_arrive_before_the_outcome() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_wrapper_that_stops_sending_alive_is_stuck() {
+    let options = SidecarOptions {
+        alive_timeout: Duration::from_millis(300),
+        ..SidecarOptions::default()
+    };
+    let (port, mut end, sidecar) = start_sidecar(options).await;
+    let mut client = connect(port, "?storage=v1&encoding=json").await;
+    assert_eq!(next(&mut end).await, FromSidecar::Ready);
+    end.to_sidecar
+        .send(ToSidecar::Run {
+            tasks: vec![task("t1", vec![])],
+        })
+        .unwrap();
+    receive(&mut client, Encoding::Json).await;
+    send(
+        &mut client,
+        Encoding::Json,
+        json!({"command": "initialized"}),
+    )
+    .await;
+    receive(&mut client, Encoding::Json).await;
+    send(&mut client, Encoding::Json, json!({"command": "started"})).await;
+    send(&mut client, Encoding::Json, json!({"command": "alive"})).await;
+    let reason =
+        "no response from the algorithm's wrapper for 0.3 s (it stopped sending alive)".to_string();
+    assert_eq!(
+        next_outcome(&mut end).await,
+        finished(
+            "t1",
+            Outcome::Crashed {
+                reason: reason.clone()
+            }
+        )
+    );
+    assert_eq!(
+        next_outcome(&mut end).await,
+        FromSidecar::Gone {
+            reason: reason.clone()
+        }
+    );
+    assert_eq!(sidecar.await.unwrap(), reason);
+}

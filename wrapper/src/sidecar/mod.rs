@@ -49,6 +49,10 @@ pub struct SidecarOptions {
     /// it, up to `stopping_limit` in all).
     pub stop_timeout: Duration,
     pub stopping_limit: Duration,
+    /// After a wrapper's first `alive` for a task, silence this long means it is stuck
+    /// (HKube's `WRAPPER_TIMEOUT_DURATION`, 10 s). Wrappers that never send `alive` are never
+    /// held to it.
+    pub alive_timeout: Duration,
     /// Most tasks in one fast-path `runBatch`.
     pub max_batch: usize,
     /// Largest websocket message accepted (HKube: 100,000,000 bytes).
@@ -63,6 +67,7 @@ impl Default for SidecarOptions {
             connect_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(10),
             stopping_limit: Duration::from_secs(600),
+            alive_timeout: Duration::from_secs(10),
             max_batch: 64,
             max_message_bytes: 100_000_000,
             storage: None,
@@ -135,6 +140,7 @@ impl Sidecar {
             next_call: 1,
             stored_runs: 0,
             stop: None,
+            alive: None,
         };
         let reason = run.serve(listener, link.from_orchestrator).await;
         let _ = run.to_orchestrator.send(FromSidecar::Gone {
@@ -174,6 +180,8 @@ struct Run {
     /// Tasks whose inputs were written to storage so far (storage v3).
     stored_runs: u64,
     stop: Option<StopState>,
+    /// When the running task's wrapper must next say `alive`.
+    alive: Option<Instant>,
 }
 
 impl Run {
@@ -185,6 +193,7 @@ impl Run {
         loop {
             let connect_deadline = self.connect_deadline;
             let stop_deadline = self.stop.as_ref().map(|s| s.deadline);
+            let alive_deadline = self.alive;
             tokio::select! {
                 accepted = listener.accept() => {
                     if let Ok((stream, peer)) = accepted {
@@ -213,6 +222,15 @@ impl Run {
                         self.options.connect_timeout.as_secs_f64()
                     );
                     self.crash_current(&reason);
+                    return reason;
+                }
+                () = sleep_until_some(alive_deadline), if alive_deadline.is_some() => {
+                    let reason = format!(
+                        "no response from the algorithm's wrapper for {} s (it stopped sending alive)",
+                        self.options.alive_timeout.as_secs_f64()
+                    );
+                    self.crash_current(&reason);
+                    self.close().await;
                     return reason;
                 }
                 () = sleep_until_some(stop_deadline), if stop_deadline.is_some() => {
@@ -280,6 +298,8 @@ impl Run {
                     self.report_finished(&task_id, Outcome::Stopped);
                 } else if self.current.iter().any(|t| t.task_id == task_id) && self.stop.is_none() {
                     let now = Instant::now();
+                    // A stopping wrapper answers to the stop timer, not the alive one.
+                    self.alive = None;
                     self.stop = Some(StopState {
                         deadline: now + self.options.stop_timeout,
                         began: now,
@@ -519,6 +539,11 @@ impl Run {
             }
             FromAlgorithm::TaskLog(entry) => self.report_log(&entry.task_id, entry.log),
             FromAlgorithm::Stopped => self.finish_current(Outcome::Stopped).await,
+            FromAlgorithm::Alive => {
+                if !self.current.is_empty() && self.stop.is_none() {
+                    self.alive = Some(Instant::now() + self.options.alive_timeout);
+                }
+            }
             FromAlgorithm::Stopping => {
                 if let Some(stop) = &mut self.stop {
                     if stop.began.elapsed() < self.options.stopping_limit {
@@ -794,6 +819,7 @@ impl Run {
     async fn after_batch(&mut self) {
         if self.current.is_empty() {
             self.stop = None;
+            self.alive = None;
             self.calls.clear();
             self.dispatch().await;
         }
@@ -804,6 +830,7 @@ impl Run {
             self.report_finished(&task.task_id, outcome.clone());
         }
         self.stop = None;
+        self.alive = None;
         self.storing = None;
         self.calls.clear();
         self.dispatch().await;
@@ -822,6 +849,7 @@ impl Run {
         }
         self.session = Session::new();
         self.stop = None;
+        self.alive = None;
         self.storing = None;
     }
 
