@@ -539,10 +539,8 @@ impl Run {
             }
             FromAlgorithm::TaskLog(entry) => self.report_log(&entry.task_id, entry.log),
             FromAlgorithm::Stopped => self.finish_current(Outcome::Stopped).await,
-            FromAlgorithm::Alive => {
-                if !self.current.is_empty() && self.stop.is_none() {
-                    self.alive = Some(Instant::now() + self.options.alive_timeout);
-                }
+            FromAlgorithm::Alive if !self.current.is_empty() && self.stop.is_none() => {
+                self.alive = Some(Instant::now() + self.options.alive_timeout);
             }
             FromAlgorithm::Stopping => {
                 if let Some(stop) = &mut self.stop {
