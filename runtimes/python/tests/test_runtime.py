@@ -178,6 +178,22 @@ class LargeValues(unittest.TestCase):
         thread.join(5)
         sidecar.close()
 
+    def test_large_stored_inputs_are_mapped_not_copied(self):
+        from hkube_runtime import storage
+
+        saved = storage.ZERO_COPY_BYTES
+        storage.ZERO_COPY_BYTES = 4
+        try:
+            reference = storage.store_bytes("j", "big", b"abcdefgh")
+            view = storage.load(reference)
+            self.assertIsInstance(view, memoryview)
+            self.assertTrue(view.readonly)
+            self.assertEqual(bytes(view), b"abcdefgh")
+            small = storage.store_bytes("j", "small", b"abc")
+            self.assertEqual(storage.load(small), b"abc")
+        finally:
+            storage.ZERO_COPY_BYTES = saved
+
     def test_a_missing_stored_input_is_named(self):
         sidecar, thread, _ = serve(Runner(start=lambda args, api: 1))
         missing = {"$$hkubeRef": {"path": "test-hkube/j/none", "size": 1}}
