@@ -230,3 +230,71 @@ async fn a_held_job_of_higher_priority_starts_first() {
     assert!(high_done["timestamp"].as_u64() <= low_done["timestamp"].as_u64());
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
+
+#[tokio::test]
+async fn a_job_resumes_after_a_crash_without_running_finished_tasks_again() {
+    use orchestrator::engine::{Engine as E, InProcessExecutor, Journal, MemoryJournal, Run};
+    let journal = Arc::new(MemoryJournal::new());
+
+    // First life: three of six batch items finish, then the engine dies.
+    let recorder = Arc::new(Recorder::default());
+    let engine = E::new(
+        EngineOptions::default(),
+        recorder.clone(),
+        catalog(&["alg"]),
+    )
+    .with_journal(journal.clone());
+    let handle = engine.handle();
+    let running = tokio::spawn(engine.run());
+    let job = handle
+        .exec_raw(json!({"name": "resume", "nodes": [
+            {"nodeName": "A", "algorithmName": "alg", "input": ["#[1...6]"]},
+            {"nodeName": "B", "algorithmName": "alg", "input": ["@A"]},
+        ]}))
+        .await
+        .unwrap();
+    settle().await;
+    let tasks: Vec<TaskSpec> = std::mem::take(&mut *recorder.tasks.lock().unwrap());
+    assert_eq!(tasks.len(), 6);
+    for task in &tasks[..3] {
+        task.reporter.finish(TaskOutcome::Succeeded(json!(
+            task.input[0].as_i64().unwrap() * 10
+        )));
+    }
+    settle().await;
+    running.abort();
+    let _ = running.await;
+    assert_eq!(journal.tasks(&job).len(), 3);
+
+    // Second life: the same journal; only the unfinished work runs.
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut executor = InProcessExecutor::default();
+    let counter = runs.clone();
+    executor.register(
+        "alg",
+        Arc::new(move |task| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            match task.input[0].as_i64() {
+                Some(n) => Run::Now(TaskOutcome::Succeeded(json!(n * 10))),
+                None => Run::Now(TaskOutcome::Succeeded(task.input[0].clone())),
+            }
+        }),
+    );
+    let engine = E::new(
+        EngineOptions::default(),
+        Arc::new(executor),
+        catalog(&["alg"]),
+    )
+    .with_journal(journal.clone());
+    let handle = engine.handle();
+    tokio::spawn(engine.run());
+    let result = handle.wait(&job).await.unwrap();
+    assert_eq!(result["status"], "completed", "{result}");
+    assert_eq!(result["data"][0]["result"], json!([10, 20, 30, 40, 50, 60]));
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        4,
+        "three A items and B; the first three A items were not run again"
+    );
+    assert!(journal.unfinished().is_empty());
+}

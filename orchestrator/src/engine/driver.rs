@@ -16,10 +16,13 @@ use tokio::time::Instant;
 
 use super::catalog::Catalog;
 use super::executor::{Executor, SubPipeline, TaskKey, TaskOutcome};
-use super::job::{Action, Job, JobPlan, Timer};
+use super::ids::TaskId;
+use super::job::{Action, Job, JobPlan, Replay, Timer};
+use super::journal::{JobRecord, Journal, TaskRecord};
 use super::status::JobStatus;
 use super::submit::{self, Admission};
 use super::{ids, Error};
+use crate::dag::{FlowInputCheck, Graph};
 use crate::spec;
 
 /// Messages into the engine loop.
@@ -177,6 +180,7 @@ impl Default for EngineOptions {
 /// The engine loop and everything it owns.
 pub struct Engine {
     max_in_flight: usize,
+    journal: Option<Arc<dyn Journal>>,
     executor: Arc<dyn Executor>,
     catalog: Arc<dyn Catalog>,
     tx: mpsc::UnboundedSender<Msg>,
@@ -221,6 +225,7 @@ impl Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         Engine {
             max_in_flight: options.max_in_flight_per_job.max(1),
+            journal: None,
             executor,
             catalog,
             tx,
@@ -239,6 +244,13 @@ impl Engine {
             held: Vec::new(),
             unfinished: HashMap::new(),
         }
+    }
+
+    /// Records jobs and finished tasks in `journal`; when the loop starts, jobs the journal
+    /// has not seen end are resumed.
+    pub fn with_journal(mut self, journal: Arc<dyn Journal>) -> Engine {
+        self.journal = Some(journal);
+        self
     }
 
     pub fn handle(&self) -> Handle {
@@ -264,6 +276,7 @@ impl Engine {
     }
 
     pub async fn run(mut self) {
+        self.recover();
         loop {
             let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
             let msg = match next_timer {
@@ -314,8 +327,8 @@ impl Engine {
                 reply,
             } => {
                 let mut result = Err("the calling job has ended".to_string());
-                self.with_job(parent.job, |job, _, out| {
-                    result = job.start_algorithm(parent, &algorithm, input, out);
+                self.with_job(parent.job, |job, now, out| {
+                    result = job.start_algorithm(parent, &algorithm, input, now, out);
                 });
                 match result {
                     // The task's outcome arrives as a message, after this waiter is in place.
@@ -501,7 +514,7 @@ impl Engine {
         while self.ids.contains_key(&id) {
             id = ids::job_id();
         }
-        let job = Job::new(
+        let mut job = Job::new(
             key,
             id.clone(),
             plan,
@@ -513,9 +526,19 @@ impl Engine {
             .unfinished
             .entry((job.pipeline.experiment_name.clone(), job.name().to_string()))
             .or_default() += 1;
+        if let Some(journal) = &self.journal {
+            job.journal();
+            journal.job_started(&JobRecord {
+                job_id: id.clone(),
+                pipeline: serde_json::to_value(&job.pipeline).unwrap_or(Value::Null),
+                types: job.types.iter().map(|t| t.to_string()).collect(),
+                root_job_id: (*job.root_job_id != *id).then(|| job.root_job_id.to_string()),
+                start_time: job.start_time,
+            });
+        }
         self.ids.insert(id, key);
         self.jobs.insert(key, job);
-        self.with_job(key, |job, _, out| job.submitted(out));
+        self.with_job(key, |job, now, out| job.submitted(now, out));
         match admission {
             Admission::Run => self.with_job(key, |job, now, out| job.activate(now, out)),
             Admission::Hold => self.held.push(key),
@@ -690,6 +713,18 @@ impl Engine {
                     }
                 }
                 Action::Finished => self.job_finished(key),
+                Action::Record(data) => {
+                    if let (Some(journal), Some(job)) = (&self.journal, self.jobs.get(&key)) {
+                        journal.task_finished(&TaskRecord {
+                            job_id: job.id.to_string(),
+                            node: data.node,
+                            group: data.group,
+                            batch_index: data.batch_index,
+                            task_id: data.task_id.to_string(),
+                            outcome: data.outcome,
+                        });
+                    }
+                }
             }
         }
     }
@@ -717,6 +752,9 @@ impl Engine {
         let completed = job.status() == JobStatus::Completed;
         let name = job.name().to_string();
         let tags = job.pipeline.tags.clone();
+        if let Some(journal) = &self.journal {
+            journal.job_finished(&job.id, &result);
+        }
         if let Some(count) = self.unfinished.get_mut(&name_key) {
             *count = count.saturating_sub(1);
         }
@@ -803,6 +841,72 @@ impl Engine {
         }
     }
 
+    /// Rebuilds the jobs the journal has not seen end and resumes them: recorded tasks are
+    /// not run again.
+    fn recover(&mut self) {
+        let Some(journal) = self.journal.clone() else {
+            return;
+        };
+        for (record, tasks) in journal.unfinished() {
+            if let Err(why) = self.restore_job(&record, tasks) {
+                eprintln!("hkube: cannot resume job {}: {why}", record.job_id);
+                let result = json!({"jobId": record.job_id, "status": "failed",
+                                    "error": format!("the job could not be resumed after a restart: {why}")});
+                journal.job_finished(&record.job_id, &result);
+            }
+        }
+    }
+
+    fn restore_job(&mut self, record: &JobRecord, tasks: Vec<TaskRecord>) -> Result<(), String> {
+        let pipeline: spec::Pipeline =
+            serde_json::from_value(record.pipeline.clone()).map_err(|e| e.to_string())?;
+        let graph = Graph::build(&pipeline, FlowInputCheck::Skipped).map_err(|e| e.to_string())?;
+        let plan = JobPlan {
+            pipeline,
+            user_pipeline: None,
+            graph,
+            types: record.types.iter().map(|t| job_type(t)).collect(),
+            root_job_id: record.root_job_id.clone(),
+            cached: Vec::new(),
+        };
+        let key = self.next_key;
+        self.next_key += 1;
+        let mut job = Job::new(
+            key,
+            record.job_id.clone(),
+            plan,
+            record.start_time,
+            self.max_in_flight,
+            self.tx.clone(),
+        );
+        job.journal();
+        let replays = tasks
+            .into_iter()
+            .filter_map(|task| {
+                let task_id = TaskId::parse(&task.task_id)?;
+                Some((
+                    task.node,
+                    task.group,
+                    task.batch_index,
+                    Replay {
+                        task_id,
+                        outcome: task.outcome,
+                    },
+                ))
+            })
+            .collect();
+        job.restore(record.start_time, replays);
+        *self
+            .unfinished
+            .entry((job.pipeline.experiment_name.clone(), job.name().to_string()))
+            .or_default() += 1;
+        self.ids.insert(record.job_id.clone(), key);
+        self.jobs.insert(key, job);
+        self.with_job(key, |job, now, out| job.submitted(now, out));
+        self.with_job(key, |job, now, out| job.activate(now, out));
+        Ok(())
+    }
+
     fn tree(&self, key: u64) -> Value {
         let job = &self.jobs[&key];
         let children: Vec<Value> = self
@@ -819,6 +923,29 @@ fn task_label(jobs: &HashMap<u64, Job>, key: TaskKey) -> String {
         .and_then(|job| job.node_name(key.node as usize))
         .map(|name| name.to_string())
         .unwrap_or_default()
+}
+
+/// The `'static` name of a job type read back from a journal.
+fn job_type(name: &str) -> &'static str {
+    const KNOWN: [&str; 12] = [
+        "raw",
+        "stored",
+        "algorithm",
+        "rerun",
+        "node",
+        "internal",
+        "sub-pipeline",
+        "trigger",
+        "cron",
+        "debug",
+        "dev-mode",
+        "tensorboard",
+    ];
+    KNOWN
+        .iter()
+        .find(|known| **known == name)
+        .copied()
+        .unwrap_or("internal")
 }
 
 /// Milliseconds since the Unix epoch, the unit of every HKube timestamp.

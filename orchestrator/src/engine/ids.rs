@@ -27,6 +27,15 @@ impl TaskId {
         TaskId(random_chars(rng))
     }
 
+    /// A task id read back (from a journal): 8 characters of `[0-9a-z]`.
+    pub fn parse(text: &str) -> Option<TaskId> {
+        let bytes: [u8; 8] = text.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|b| ALPHABET.contains(b))
+            .then_some(TaskId(bytes))
+    }
+
     pub fn as_str(&self) -> &str {
         // Always ASCII from ALPHABET.
         std::str::from_utf8(&self.0).unwrap_or("????????")

@@ -8,7 +8,7 @@
 //! stored but built when the task is dispatched, from the node's parsed inputs and its batch
 //! lists.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use wrapper::storage::reference;
 use super::driver::Msg;
 use super::executor::{TaskKey, TaskOutcome, TaskReporter, TaskSpec};
 use super::ids::TaskId;
+use super::journal::RecordedOutcome;
 use super::status::{self, JobStatus, StateCounts, TaskStatus};
 use crate::dag::{self, is_batch_leaf, BatchPlan, Graph, NodeId};
 use crate::spec::{InputExpr, NodeKind, Pipeline, Reference, Retry, RetryPolicy, Sign, Source};
@@ -47,6 +48,25 @@ pub enum Action {
     },
     /// The job reached a final state; its result is ready.
     Finished,
+    /// A task of the graph finished (succeeded or tolerated failure): journal it.
+    Record(Box<TaskRecordData>),
+}
+
+/// A finished task, as the journal keeps it (the driver adds the job id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecordData {
+    pub node: String,
+    pub group: u32,
+    pub batch_index: u32,
+    pub task_id: TaskId,
+    pub outcome: RecordedOutcome,
+}
+
+/// A recorded outcome waiting to be replayed after a restart.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub task_id: TaskId,
+    pub outcome: RecordedOutcome,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -220,6 +240,11 @@ pub struct Job {
     ending: Ending,
     engine: mpsc::UnboundedSender<Msg>,
     scratch: Vec<Option<usize>>,
+    /// Emit [`Action::Record`] for finished tasks.
+    journaled: bool,
+    /// Outcomes recorded before a restart, by (node, group, batch index): applied instead of
+    /// running the task.
+    replay: HashMap<(u32, u32, u32), Replay>,
 }
 
 impl Job {
@@ -297,6 +322,24 @@ impl Job {
             ending: Ending::default(),
             engine,
             scratch: Vec::new(),
+            journaled: false,
+            replay: HashMap::new(),
+        }
+    }
+
+    /// Journal this job's finished tasks.
+    pub fn journal(&mut self) {
+        self.journaled = true;
+    }
+
+    /// Outcomes recorded before a restart; the job applies them instead of running those
+    /// tasks again. Records naming unknown nodes are ignored.
+    pub fn restore(&mut self, start_time: u64, records: Vec<(String, u32, u32, Replay)>) {
+        self.start_time = start_time;
+        for (node, group, batch_index, replay) in records {
+            if let Some(id) = self.graph.id(&node) {
+                self.replay.insert((id as u32, group, batch_index), replay);
+            }
         }
     }
 
@@ -312,11 +355,13 @@ impl Job {
         self.pipeline.priority
     }
 
-    /// The timers a job needs from submission on.
-    pub fn submitted(&self, out: &mut Vec<Action>) {
+    /// The timers a job needs from submission on (what is left of them, for a job restored
+    /// after a restart).
+    pub fn submitted(&self, now_ms: u64, out: &mut Vec<Action>) {
         if self.pipeline.options.ttl > 0 {
+            let elapsed = Duration::from_millis(now_ms.saturating_sub(self.start_time));
             out.push(Action::Timer {
-                after: Duration::from_secs(self.pipeline.options.ttl),
+                after: Duration::from_secs(self.pipeline.options.ttl).saturating_sub(elapsed),
                 timer: Timer::JobTtl,
             });
         }
@@ -351,7 +396,7 @@ impl Job {
                 self.parents_done(id, now_ms, out);
             }
         }
-        self.pump(out);
+        self.pump(now_ms, out);
         self.check_complete(now_ms, out);
     }
 
@@ -393,6 +438,18 @@ impl Job {
             return;
         }
         self.in_flight = self.in_flight.saturating_sub(1);
+        self.apply_outcome(key, outcome, now_ms, out);
+        self.pump(now_ms, out);
+    }
+
+    /// A live task's outcome: output, error or crash (the latter two by the retry policy).
+    fn apply_outcome(
+        &mut self,
+        key: TaskKey,
+        outcome: TaskOutcome,
+        now_ms: u64,
+        out: &mut Vec<Action>,
+    ) {
         let (node, position) = (key.node as usize, key.task as usize);
         match outcome {
             TaskOutcome::Succeeded(output) => {
@@ -406,7 +463,6 @@ impl Job {
             TaskOutcome::Failed(error) => self.task_failed(key, error, false, now_ms, out),
             TaskOutcome::Crashed(error) => self.task_failed(key, error, true, now_ms, out),
         }
-        self.pump(out);
     }
 
     pub fn timer_fired(&mut self, timer: Timer, now_ms: u64, out: &mut Vec<Action>) {
@@ -425,7 +481,7 @@ impl Job {
                     out.push(Action::Cancel(key));
                     // A TTL is a verdict on this run, not a crash: no retry.
                     self.fail_task(key, "Algorithm TTL expired".to_string(), now_ms, out);
-                    self.pump(out);
+                    self.pump(now_ms, out);
                 }
             }
         }
@@ -462,7 +518,7 @@ impl Job {
         } else {
             self.status = JobStatus::Active;
         }
-        self.pump(out);
+        self.pump(now_ms, out);
         self.check_complete(now_ms, out);
         Ok(())
     }
@@ -475,6 +531,7 @@ impl Job {
         parent: TaskKey,
         algorithm: &str,
         input: Vec<Value>,
+        now_ms: u64,
         out: &mut Vec<Action>,
     ) -> Result<TaskKey, String> {
         if self.status.is_final() {
@@ -492,7 +549,7 @@ impl Job {
         self.extra_data.push(None);
         self.create_task(id, 0, 0);
         self.dispatch(id, 0, out);
-        self.pump(out);
+        self.pump(now_ms, out);
         Ok(self.key_of(id, 0))
     }
 
@@ -718,6 +775,27 @@ impl Job {
             return;
         }
         self.nodes[node].unfinished -= 1;
+        if self.journaled {
+            let task = &self.nodes[node].tasks[position];
+            let outcome = match (&task.output, &task.error) {
+                (Some(output), _) => Some(RecordedOutcome::Succeeded {
+                    output: output.clone(),
+                }),
+                (None, Some(error)) => Some(RecordedOutcome::Failed {
+                    error: error.to_string(),
+                }),
+                (None, None) => None,
+            };
+            if let Some(outcome) = outcome {
+                out.push(Action::Record(Box::new(TaskRecordData {
+                    node: self.nodes[node].node_name.to_string(),
+                    group: task.group,
+                    batch_index: task.batch_index,
+                    task_id: task.id,
+                    outcome,
+                })));
+            }
+        }
         self.item_finished(node, position, now_ms, out);
         if self.status.is_final() {
             return;
@@ -995,24 +1073,57 @@ impl Job {
 
     /// Hands queued tasks to the executor while the job may run and has free slots. Inputs are
     /// built here, at the last moment, so queued tasks cost 8 bytes per run of tasks.
-    fn pump(&mut self, out: &mut Vec<Action>) {
-        if !matches!(self.status, JobStatus::Active | JobStatus::Resumed) {
-            return;
-        }
-        while self.in_flight < self.max_in_flight {
-            let Some(run) = self.ready.front_mut() else {
+    fn pump(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        loop {
+            if !matches!(self.status, JobStatus::Active | JobStatus::Resumed) {
                 return;
-            };
-            let (node, position) = (run.node as usize, run.next as usize);
-            run.next += 1;
-            if run.next == run.end {
-                self.ready.pop_front();
             }
-            if self.nodes[node].tasks[position].status.is_final() {
-                continue;
+            let mut replayed = Vec::new();
+            while self.in_flight < self.max_in_flight {
+                let Some(run) = self.ready.front_mut() else {
+                    break;
+                };
+                let (node, position) = (run.node as usize, run.next as usize);
+                run.next += 1;
+                if run.next == run.end {
+                    self.ready.pop_front();
+                }
+                let task = &self.nodes[node].tasks[position];
+                if task.status.is_final() {
+                    continue;
+                }
+                if !self.replay.is_empty() {
+                    let slot = (node as u32, task.group, task.batch_index);
+                    if let Some(replay) = self.replay.remove(&slot) {
+                        replayed.push((node, position, replay));
+                        continue;
+                    }
+                }
+                self.in_flight += 1;
+                self.send_task(node, position, out);
             }
-            self.in_flight += 1;
-            self.send_task(node, position, out);
+            if replayed.is_empty() {
+                return;
+            }
+            // Recorded outcomes stand in for runs; they may make more tasks ready.
+            for (node, position, replay) in replayed {
+                if self.status.is_final() {
+                    return;
+                }
+                let task = &mut self.nodes[node].tasks[position];
+                task.id = replay.task_id;
+                task.attempts = 1;
+                let key = self.key_of(node, position);
+                let outcome = match replay.outcome {
+                    RecordedOutcome::Succeeded { output } => TaskOutcome::Succeeded(output),
+                    RecordedOutcome::Failed { error } => TaskOutcome::Failed(error),
+                };
+                // A recorded failure was final when recorded: no retry now.
+                match outcome {
+                    TaskOutcome::Failed(error) => self.fail_task(key, error, now_ms, out),
+                    other => self.apply_outcome(key, other, now_ms, out),
+                }
+            }
         }
     }
 

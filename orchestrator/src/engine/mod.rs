@@ -15,6 +15,7 @@ mod executor;
 mod ids;
 mod in_process;
 mod job;
+mod journal;
 mod status;
 pub mod submit;
 
@@ -25,4 +26,5 @@ pub use executor::{Executor, SubPipeline, TaskKey, TaskOutcome, TaskReporter, Ta
 pub use ids::{job_id, TaskId};
 pub use in_process::{Algorithm, InProcessExecutor, Run};
 pub use job::{Action, Job, JobPlan, TaskRun, Timer, MAX_TASKS_PER_NODE};
+pub use journal::{JobRecord, Journal, MemoryJournal, RecordedOutcome, TaskRecord};
 pub use status::{JobStatus, StateCounts, TaskStatus};
