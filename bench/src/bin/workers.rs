@@ -2,14 +2,20 @@
 //! real processes. Prints this machine's figures beside the targets of the worker-tier issue
 //! and the anchors measured or published for other tools.
 //!
-//! `cargo run --release -p hkube-bench --bin workers [-- --items N --chain N --rounds N]`
+//! Ray is measured in the same run, after hkube's measurements and never beside them, when the
+//! venv that `bench/ray/setup.sh` makes exists (or `--ray PYTHON` names a python with ray): it
+//! runs `bench/ray/workloads.py` with the same N, chain length and size. Without it the table
+//! keeps the figures quoted in the issue and says so.
+//!
+//! `cargo run --release -p hkube-bench --bin workers [-- --items N --chain N --rounds N --bytes N
+//! --ray PYTHON]`
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use hkube_bench::arg;
+use hkube_bench::{arg, arg_text};
 use orchestrator::engine::{Engine, Handle, MemoryCatalog};
 use orchestrator::executor::local::{LocalExecutor, LocalOptions};
 use orchestrator::project;
@@ -141,12 +147,92 @@ async fn bare_round_trip(rounds: usize) -> Duration {
     Duration::from_secs_f64(seconds)
 }
 
+/// Ray's figures from `bench/ray/workloads.py`: times in seconds, counts as they are.
+struct RayFigures {
+    version: String,
+    init: f64,
+    cold_first_task: f64,
+    numbers: f64,
+    numbers_tasks: f64,
+    chain: f64,
+    big: f64,
+    big_small: f64,
+    bytes: f64,
+}
+
+/// What became of the Ray comparison: measured, or why not (the table then quotes the issue).
+enum Ray {
+    Measured(RayFigures),
+    NotMeasured(String),
+}
+
+/// The python of the venv `bench/ray/setup.sh` makes.
+fn default_ray_python() -> PathBuf {
+    let venv = std::env::var_os("HKUBE_RAY_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/hkube/ray-venv")
+        });
+    venv.join("bin/python")
+}
+
+/// Runs the same work on Ray with `python`, which must have ray installed.
+async fn ray(python: &Path, items: usize, steps: usize, big_bytes: usize) -> Ray {
+    let child = tokio::process::Command::new(python)
+        .arg(repo().join("bench/ray/workloads.py"))
+        .args(["--items", &items.to_string()])
+        .args(["--chain", &steps.to_string()])
+        .args(["--bytes", &big_bytes.to_string()])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = match tokio::time::timeout(Duration::from_secs(600), child).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(error)) => {
+            return Ray::NotMeasured(format!("{} did not run: {error}", python.display()))
+        }
+        Err(_) => return Ray::NotMeasured("workloads.py ran past 600 s".into()),
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let figures = stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str::<Value>(line).ok());
+    let Some(figures) = figures.filter(|_| output.status.success()) else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+        return Ray::NotMeasured(format!(
+            "workloads.py failed ({}): {}",
+            output.status,
+            last.unwrap_or("no output")
+        ));
+    };
+    if let Some(why) = figures["skipped"].as_str() {
+        return Ray::NotMeasured(why.to_string());
+    }
+    let number = |key: &str| figures[key].as_f64().unwrap_or(f64::NAN);
+    Ray::Measured(RayFigures {
+        version: figures["ray"].as_str().unwrap_or("?").to_string(),
+        init: number("init_s"),
+        cold_first_task: number("cold_first_task_s"),
+        numbers: number("numbers_s"),
+        numbers_tasks: number("numbers_tasks"),
+        chain: number("chain_s"),
+        big: number("big_s"),
+        big_small: number("big_small_s"),
+        bytes: number("bytes"),
+    })
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let items = arg("--items", 10_000);
     let steps = arg("--chain", 40);
     let rounds = arg("--rounds", 20_000);
     let big_bytes = arg("--bytes", 256 << 20);
+    let ray_python = arg_text("--ray").map_or_else(default_ray_python, PathBuf::from);
+    let ray_asked = arg_text("--ray").is_some();
     let noop = noop_folder();
     let numbers_dir = repo().join("examples/numbers");
 
@@ -183,6 +269,13 @@ async fn main() {
     let bare = bare_round_trip(rounds).await;
     let _ = std::fs::remove_dir_all(&noop);
 
+    // Ray last, alone: every hkube worker has been shut down above.
+    let ray = if ray_asked || ray_python.exists() {
+        ray(&ray_python, items, steps, big_bytes).await
+    } else {
+        Ray::NotMeasured("Ray not installed: run bench/ray/setup.sh".into())
+    };
+
     println!("hkube worker-tier benchmark (local executor, Python runtime, release build)");
     println!(
         "machine: {} cores; python3 {}",
@@ -196,24 +289,63 @@ async fn main() {
         )
         .trim()
     );
+    match &ray {
+        Ray::Measured(r) => println!(
+            "ray: {} via {} (local, num_cpus=2, run after hkube's measurements; ray.init {:.2} s)",
+            r.version,
+            ray_python.display(),
+            r.init
+        ),
+        Ray::NotMeasured(why) => println!("ray: not measured ({why})"),
+    }
     println!();
+    let (numbers_anchor, chain_anchor, cold_anchor, big_anchor) = match &ray {
+        Ray::Measured(r) => {
+            let here = format!("Ray {} here, same run:", r.version);
+            (
+                format!(
+                    "{here} {:.0} tasks/s ({:.2} s)",
+                    r.numbers_tasks / r.numbers,
+                    r.numbers
+                ),
+                format!("{here} {:.1} ms", r.chain * 1e3),
+                format!(
+                    "{here} {:.1} ms (after a {:.2} s ray.init)",
+                    r.cold_first_task * 1e3,
+                    r.init
+                ),
+                format!(
+                    "{here} {:.2} GB/s (2-task job {:.3} s; with 1 byte: {:.3} s)",
+                    r.bytes / r.big / 1e9,
+                    r.big,
+                    r.big_small
+                ),
+            )
+        }
+        Ray::NotMeasured(why) => (
+            format!("Ray 2.60 here: ~790 tasks/s (12.7 s at N=10,000) (quoted; {why})"),
+            format!("Ray here: 120–160 ms (quoted; {why})"),
+            "—".to_string(),
+            "—".to_string(),
+        ),
+    };
     println!("| scenario | measured | target | anchor |");
     println!("|---|---|---|---|");
     println!(
-        "| numbers N={items} ({tasks} tasks), warm workers | {:.0} tasks/s ({:.3} s) | ≥ 10,000 tasks/s | Ray 2.60 here: ~790 tasks/s (12.7 s) |",
+        "| numbers N={items} ({tasks} tasks), warm workers | {:.0} tasks/s ({:.3} s) | ≥ 10,000 tasks/s | {numbers_anchor} |",
         tasks as f64 / warm.as_secs_f64(),
         warm.as_secs_f64()
     );
     println!(
-        "| chain of {steps} Python no-op steps, warm | {:.1} ms | ≤ 20 ms | Ray here: 120–160 ms; Hatchet 1.2 s, Temporal 3.0 s, Airflow 116 s |",
+        "| chain of {steps} Python no-op steps, warm | {:.1} ms | ≤ 20 ms | {chain_anchor}; Hatchet 1.2 s, Temporal 3.0 s, Airflow 116 s |",
         chained.as_secs_f64() * 1e3
     );
     println!(
-        "| first task of a cold Python algorithm | {:.1} ms | ≤ 150 ms | — |",
+        "| first task of a cold Python algorithm | {:.1} ms | ≤ 150 ms | {cold_anchor} |",
         cold.as_secs_f64() * 1e3
     );
     println!(
-        "| a {} MiB result passed from one step to the next (bytes, via storage) | {:.2} GB/s (2-step job {:.3} s; with 1 byte: {:.3} s) | ≥ 1 GB/s | — |",
+        "| a {} MiB result passed from one step to the next (bytes, via storage) | {:.2} GB/s (2-step job {:.3} s; with 1 byte: {:.3} s) | ≥ 1 GB/s | {big_anchor} |",
         big_bytes >> 20,
         big_bytes as f64 / large.as_secs_f64() / 1e9,
         large.as_secs_f64(),
