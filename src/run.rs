@@ -24,6 +24,27 @@ pub struct RunArgs {
     /// No progress on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Where storage (large results), task logs and compiled code go.
+    #[arg(long, env = "HKUBE_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+/// `$HKUBE_STATE_DIR`, else `~/.local/state/hkube`, else a folder under the temp dir.
+pub fn default_state_dir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/state/hkube"),
+        None => std::env::temp_dir().join("hkube-state"),
+    }
+}
+
+/// The local executor's settings for a state dir.
+pub fn local_options(state_dir: &Path) -> LocalOptions {
+    LocalOptions {
+        storage_dir: state_dir.join("storage"),
+        log_dir: state_dir.join("logs"),
+        work_dir: state_dir.join("work"),
+        ..LocalOptions::default()
+    }
 }
 
 /// Runs the pipeline; returns the process exit code (0 when the job completed).
@@ -48,7 +69,8 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
         merge_flow_input(&mut pipeline, overrides)?;
     }
 
-    let executor = LocalExecutor::start(LocalOptions::default());
+    let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    let executor = LocalExecutor::start(local_options(&state_dir));
     let catalog = Arc::new(MemoryCatalog::new());
     let folder = pipeline_file
         .parent()
@@ -105,6 +127,10 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
         .map(|n| format!(" (node {n})"))
         .unwrap_or_default();
     eprintln!("hkube: job {job} {status}{node}: {why}");
+    let logs = state_dir.join("logs").join(&job);
+    if logs.is_dir() {
+        eprintln!("hkube: what its tasks printed is in {}", logs.display());
+    }
     Ok(1)
 }
 
