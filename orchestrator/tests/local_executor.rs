@@ -246,3 +246,50 @@ async fn large_results_travel_through_storage() {
     assert_eq!(result["data"][1]["result"], 3_000_000);
     executor.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_task_prints_is_its_log() {
+    if let Some(reason) = missing_tools(false) {
+        println!("skipped: {reason}");
+        return;
+    }
+    let logs = tempfile::tempdir().unwrap();
+    let executor = LocalExecutor::start(LocalOptions {
+        log_dir: logs.path().to_path_buf(),
+        ..LocalOptions::default()
+    });
+    let catalog = Arc::new(MemoryCatalog::new());
+    let code = "import sys\ndef start(args, api):\n    print('item', args['input'][0])\n    print('warning', file=sys.stderr)\n    return 1\n";
+    let _talk = python_algorithm(&executor, &catalog, "talk", code).await;
+    let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
+    let pipeline = json!({"name": "logs", "nodes": [{"nodeName": "A", "algorithmName": "talk", "input": ["#[7...8]"]}]});
+    let job = handle.exec_raw(pipeline).await.unwrap();
+    let result = handle.wait(&job).await.unwrap();
+    assert_eq!(result["status"], "completed");
+    // Log files are written just after each task's outcome.
+    let folder = logs.path().join(&job);
+    let mut texts = Vec::new();
+    for _ in 0..50 {
+        texts = std::fs::read_dir(&folder)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if texts.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    texts.sort();
+    assert_eq!(
+        texts,
+        vec![
+            "item 7\nwarning\n".to_string(),
+            "item 8\nwarning\n".to_string()
+        ]
+    );
+    executor.shutdown().await;
+}

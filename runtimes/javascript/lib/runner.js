@@ -12,10 +12,18 @@
  *
  * Errors thrown by user code become `errorMessage` with the message and the stack. A module that
  * fails to load is reported on the first task, not by crashing, so the error reaches the user's job.
+ *
+ * A task's Buffer result goes to storage and is answered with a reference; references in a task's
+ * input are read back before `start` (see `storage.js`). What user code prints while its task runs
+ * (`init` and `start`) still goes to the streams and is also attached to the task's reply as `log`
+ * (see `logs.js`); HKube's exchange sends it as a `taskLog` message just before `done` or
+ * `errorMessage`.
  */
 
 const fs = require('node:fs');
 const path = require('node:path');
+const logs = require('./logs');
+const storage = require('./storage');
 const ws = require('./ws');
 
 function errorPayload(err) {
@@ -32,7 +40,7 @@ function notJson(what, err) {
 
 /** Logs a failure of the runtime itself (never of user code, which is reported to the sidecar). */
 function logFailure(err) {
-  if (!(err instanceof ws.ConnectionClosed)) process.stderr.write(`hkube runtime: ${err && err.stack}\n`);
+  if (!(err instanceof ws.ConnectionClosed)) logs.note(`hkube runtime: ${err && err.stack}\n`);
 }
 
 class Runner {
@@ -88,6 +96,7 @@ class Runner {
   /** Handles messages until `exit` or until the connection closes; resolves with the exit code. */
   async serve(conn) {
     this.conn = conn;
+    logs.install();
     try {
       while (this.exitCode === null) this._dispatch(await conn.recv());
     } catch (err) {
@@ -101,7 +110,7 @@ class Runner {
     try {
       message = JSON.parse(Buffer.isBuffer(raw) ? raw.toString('utf8') : raw);
     } catch (err) {
-      process.stderr.write(`hkube runtime: ignoring a message that is not JSON: ${err.message}\n`);
+      logs.note(`hkube runtime: ignoring a message that is not JSON: ${err.message}\n`);
       return;
     }
     const handler = message && HANDLERS[message.command];
@@ -120,9 +129,12 @@ class Runner {
     this.args = data;
     this.stopRequested = false;
     if (this.loadError) return this.send({ command: 'errorMessage', error: this.loadError });
+    // The capture stays open from init to the end of start.
+    logs.begin();
     try {
       if (this.initFn) await this.initFn(data);
     } catch (err) {
+      this._sendLog(data.taskId, logs.end());
       return this.send({ command: 'errorMessage', error: errorPayload(err) });
     }
     this.send({ command: 'initialized' });
@@ -131,25 +143,38 @@ class Runner {
   async _onStart() {
     this.send({ command: 'started' });
     this.taskRunning = true;
+    const args = this.args || {};
     let output;
     try {
-      output = await this._callStart(this.args || {});
+      output = await this._callStart(args);
+      output = storage.prepareOutput(output, args.jobId, args.taskId);
     } catch (err) {
+      const log = logs.end();
       this.taskRunning = false;
-      return this.send(this.stopRequested ? { command: 'stopped' } : { command: 'errorMessage', error: errorPayload(err) });
+      if (this.stopRequested) return this.send({ command: 'stopped' });
+      this._sendLog(args.taskId, log);
+      return this.send({ command: 'errorMessage', error: errorPayload(err) });
     }
+    const log = logs.end();
     this.taskRunning = false;
     if (this.stopRequested) return this.send({ command: 'stopped' });
+    let text;
     try {
-      this.send({ command: 'done', data: output === undefined ? null : output });
+      text = JSON.stringify({ command: 'done', data: output === undefined ? null : output });
     } catch (err) {
-      if (err instanceof ws.ConnectionClosed) throw err;
-      this.send({ command: 'errorMessage', error: notJson('the result', err) });
+      text = JSON.stringify({ command: 'errorMessage', error: notJson('the result', err) });
     }
+    this._sendLog(args.taskId, log);
+    this.conn.sendText(text);
+  }
+
+  _sendLog(taskId, log) {
+    if (log !== undefined) this.send({ command: 'taskLog', data: { taskId, log } });
   }
 
   async _callStart(args) {
     if (typeof this.startFn !== 'function') throw new Error('the algorithm has no start function');
+    if ('input' in args) args.input = storage.resolve(args.input);
     return this.startFn(args, this.api);
   }
 
@@ -159,9 +184,10 @@ class Runner {
     const running = this.taskRunning;
     if (this.stopFn) {
       try {
-        await this.stopFn(data);
+        // What stop prints is not the running task's.
+        await logs.quietly(() => this.stopFn(data));
       } catch (err) {
-        process.stderr.write(`hkube runtime: the algorithm's stop failed: ${err && err.stack}\n`);
+        logs.note(`hkube runtime: the algorithm's stop failed: ${err && err.stack}\n`);
       }
     }
     if (!running) this.send({ command: 'stopped' });
@@ -170,9 +196,9 @@ class Runner {
   async _onExit(data) {
     if (this.exitFn) {
       try {
-        await this.exitFn(data);
+        await logs.quietly(() => this.exitFn(data));
       } catch (err) {
-        process.stderr.write(`hkube runtime: the algorithm's exit failed: ${err && err.stack}\n`);
+        logs.note(`hkube runtime: the algorithm's exit failed: ${err && err.stack}\n`);
       }
     }
     this.exitCode = Number.parseInt(data.exitCode, 10) || 0;
@@ -184,18 +210,24 @@ class Runner {
   async _runFast(data) {
     const taskId = data.taskId;
     if (this.loadError) return { taskId, error: this.loadError };
+    let outcome;
+    logs.begin();
     try {
       if (this.initFn) await this.initFn(data);
-      const output = await this._callStart(data);
-      return { taskId, output: output === undefined ? null : output };
+      const output = storage.prepareOutput(await this._callStart(data), data.jobId, taskId);
+      outcome = { taskId, output: output === undefined ? null : output };
     } catch (err) {
-      return { taskId, error: errorPayload(err) };
+      outcome = { taskId, error: errorPayload(err) };
     }
+    const log = logs.end();
+    if (log !== undefined) outcome.log = log;
+    return outcome;
   }
 
   async _onRun(data) {
     const outcome = await this._runFast(data);
     const taskData = { taskId: outcome.taskId };
+    if (outcome.log !== undefined) taskData.log = outcome.log;
     if ('error' in outcome) return this.send({ command: 'errorMessage', error: outcome.error, data: taskData });
     try {
       this.send({ command: 'result', data: outcome });
@@ -213,7 +245,8 @@ class Runner {
     } catch (err) {
       if (err instanceof ws.ConnectionClosed) throw err;
       const error = notJson('a result', err);
-      this.send({ command: 'results', data: { results: results.map((r) => ({ taskId: r.taskId, error })) } });
+      const failed = results.map((r) => (r.log === undefined ? { taskId: r.taskId, error } : { taskId: r.taskId, error, log: r.log }));
+      this.send({ command: 'results', data: { results: failed } });
     }
   }
 
@@ -327,7 +360,7 @@ async function connectAndServe(runner, { env = process.env, exitProcess = proces
       break;
     } catch (err) {
       if (Date.now() > deadline) {
-        process.stderr.write(`hkube runtime: cannot reach the sidecar at ${host}:${port}: ${err.message}\n`);
+        logs.note(`hkube runtime: cannot reach the sidecar at ${host}:${port}: ${err.message}\n`);
         exitProcess(1);
         return 1;
       }

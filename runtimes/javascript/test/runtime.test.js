@@ -383,6 +383,192 @@ test('HKube exchange: exit calls the user exit with its data', async () => {
   assert.deepStrictEqual(seen, [{ exitCode: 2 }]);
 });
 
+// -- large values through storage ------------------------------------------------------------
+
+/** Points the runtime's storage at a fresh folder for `body`, as the sidecar's side does. */
+async function withStorage(body) {
+  const folder = fs.mkdtempSync(path.join(os.tmpdir(), 'hkube-js-storage-'));
+  process.env.BASE_FS_ADAPTER_DIRECTORY = folder;
+  process.env.CLUSTER_NAME = 'test';
+  try {
+    await body(folder);
+  } finally {
+    delete process.env.BASE_FS_ADAPTER_DIRECTORY;
+    delete process.env.CLUSTER_NAME;
+    fs.rmSync(folder, { recursive: true, force: true });
+  }
+}
+
+test('large values: bytes go through storage both ways', () =>
+  withStorage(async (folder) => {
+    const start = (args) => {
+      const data = args.input[0];
+      if (Buffer.isBuffer(data)) return data.length;
+      return Buffer.from(new Uint8Array(data * 2).map((_, i) => i % 2));
+    };
+    const { sidecar, served } = await serve(new Runner({ start }));
+    sidecar.send('run', { jobId: 'j1', taskId: 't1', input: [3] });
+    const reference = { $$hkubeRef: { path: 'test-hkube/j1/t1', size: 6 } };
+    assert.deepStrictEqual(await sidecar.recv(), { command: 'result', data: { taskId: 't1', output: reference } });
+    assert.deepStrictEqual(
+      fs.readFileSync(path.join(folder, 'test-hkube/j1/t1')),
+      Buffer.from([1, 8, 1, 3, 0, 0, 72, 75, 0, 1, 0, 1, 0, 1]),
+    );
+    assert.deepStrictEqual(fs.readdirSync(path.join(folder, 'test-hkube/j1')), ['t1']);
+    sidecar.send('run', { jobId: 'j1', taskId: 't2', input: [reference] });
+    assert.strictEqual((await sidecar.recv()).data.output, 6);
+    await finish(sidecar, served);
+  }));
+
+test('large values: JSON objects with and without a header are parsed; other encodings are named', () =>
+  withStorage(async (folder) => {
+    fs.mkdirSync(path.join(folder, 'test-hkube/j'), { recursive: true });
+    const header = (type, protocol) => Buffer.from([1, 8, type, protocol, 0, 0, 72, 75]);
+    fs.writeFileSync(path.join(folder, 'test-hkube/j/json'), Buffer.concat([header(2, 2), Buffer.from('{"a":[1,2]}')]));
+    fs.writeFileSync(path.join(folder, 'test-hkube/j/bare'), '"plain"');
+    fs.writeFileSync(path.join(folder, 'test-hkube/j/packed'), Buffer.concat([header(2, 3), Buffer.from([0x81])]));
+    const ref = (name) => ({ $$hkubeRef: { path: `test-hkube/j/${name}`, size: 1 } });
+    const { sidecar, served } = await serve(new Runner({ start: (args) => args.input }));
+    sidecar.send('run', { jobId: 'j', taskId: 't', input: [{ x: ref('json') }, [ref('bare')], 7] });
+    assert.deepStrictEqual((await sidecar.recv()).data.output, [{ x: { a: [1, 2] } }, ['plain'], 7]);
+    sidecar.send('run', { jobId: 'j', taskId: 'u', input: [ref('packed')] });
+    const reply = await sidecar.recv();
+    assert.strictEqual(reply.command, 'errorMessage');
+    assert.match(reply.error.message, /input test-hkube\/j\/packed is stored as msgpack, which this runtime cannot decode/);
+    await finish(sidecar, served);
+  }));
+
+test('large values: a missing stored input is named', () =>
+  withStorage(async () => {
+    const { sidecar, served } = await serve(new Runner({ start: () => 1 }));
+    const missing = { $$hkubeRef: { path: 'test-hkube/j/none', size: 1 } };
+    sidecar.send('run', { jobId: 'j', taskId: 't', input: [[missing]] });
+    const reply = await sidecar.recv();
+    assert.strictEqual(reply.command, 'errorMessage');
+    assert.deepStrictEqual(reply.data, { taskId: 't' });
+    assert.match(reply.error.message, /cannot read input test-hkube\/j\/none/);
+    await finish(sidecar, served);
+  }));
+
+test('large values: bytes without BASE_FS_ADAPTER_DIRECTORY fail the task, saying so', async () => {
+  const { sidecar, served } = await serve(new Runner({ start: () => new Uint8Array([1]) }));
+  sidecar.send('run', { jobId: 'j', taskId: 't', input: [] });
+  const reply = await sidecar.recv();
+  assert.strictEqual(reply.command, 'errorMessage');
+  assert.match(reply.error.message, /the result is bytes, which needs storage, but BASE_FS_ADAPTER_DIRECTORY is not set/);
+  await finish(sidecar, served);
+});
+
+// -- per-task logs ----------------------------------------------------------------------------
+
+test('logs: what a task prints to stdout and stderr is its log, in order', async () => {
+  const start = (args) => {
+    console.log('out', args.input[0]);
+    process.stderr.write('err 2\n');
+    process.stdout.write(Buffer.from('out 3\n'));
+    console.error('err 4');
+    return 1;
+  };
+  const { sidecar, served } = await serve(new Runner({ start }));
+  sidecar.send('run', { taskId: 't', input: [1] });
+  assert.deepStrictEqual(await sidecar.recv(), {
+    command: 'result',
+    data: { taskId: 't', output: 1, log: 'out 1\nerr 2\nout 3\nerr 4\n' },
+  });
+  await finish(sidecar, served);
+});
+
+test('logs: a silent task has no log; an error carries its log', async () => {
+  const start = (args) => {
+    if (args.input[0]) {
+      console.log('about to fail');
+      throw new Error('bad');
+    }
+    return 2;
+  };
+  const { sidecar, served } = await serve(new Runner({ start }));
+  sidecar.send('run', { taskId: 't', input: [0] });
+  assert.deepStrictEqual(await sidecar.recv(), { command: 'result', data: { taskId: 't', output: 2 } });
+  sidecar.send('run', { taskId: 'u', input: [1] });
+  const reply = await sidecar.recv();
+  assert.strictEqual(reply.command, 'errorMessage');
+  assert.deepStrictEqual(reply.data, { taskId: 'u', log: 'about to fail\n' });
+  await finish(sidecar, served);
+});
+
+test('logs: a batch where only the second task prints', async () => {
+  const start = (args) => {
+    if (args.input[0] === 2) console.log('second');
+    return args.input[0];
+  };
+  const { sidecar, served } = await serve(new Runner({ start }));
+  sidecar.send('runBatch', { tasks: [1, 2, 3].map((i) => ({ taskId: `t${i}`, input: [i] })) });
+  assert.deepStrictEqual((await sidecar.recv()).data.results, [
+    { taskId: 't1', output: 1 },
+    { taskId: 't2', output: 2, log: 'second\n' },
+    { taskId: 't3', output: 3 },
+  ]);
+  await finish(sidecar, served);
+});
+
+test('logs: truncation keeps the last 64 KiB', async () => {
+  const { LIMIT, TRUNCATED } = require('../lib/logs');
+  const start = () => {
+    for (let i = 0; i < 140; i++) process.stderr.write(`line ${String(i).padStart(5, '0')} ${'x'.repeat(1000)}\n`);
+    console.error('the end');
+  };
+  const { sidecar, served } = await serve(new Runner({ start }));
+  sidecar.send('run', { taskId: 't', input: [] });
+  const { log } = (await sidecar.recv()).data;
+  assert.ok(log.startsWith(TRUNCATED), log.slice(0, 40));
+  assert.strictEqual(Buffer.byteLength(log), TRUNCATED.length + LIMIT);
+  assert.ok(log.endsWith('x\nthe end\n'));
+  assert.ok(log.includes('line 00139 '));
+  assert.ok(!log.includes('line 00070 '));
+  await finish(sidecar, served);
+});
+
+test('logs: output while a task waits for the code API is not the task\'s', async () => {
+  const start = async (args, api) => {
+    console.log('before');
+    const value = await api.startAlgorithm('double', [1]);
+    console.log('after', value);
+    return value;
+  };
+  const { sidecar, served } = await serve(new Runner({ start, stop: () => console.log('in stop') }));
+  sidecar.send('run', { taskId: 't', input: [] });
+  const request = await sidecar.recv();
+  sidecar.send('stop', { forceStop: false });
+  assert.deepStrictEqual(await sidecar.recv(), { command: 'stopped' });
+  sidecar.send('this is not json');
+  sidecar.conn.sendText('{not json');
+  sidecar.send('algorithmExecutionDone', { execId: request.data.execId, response: 2 });
+  assert.strictEqual((await sidecar.recv()).data.log, 'before\nafter 2\n');
+  await finish(sidecar, served);
+});
+
+test('logs: HKube exchange sends taskLog just before done and before an init error', async () => {
+  const init = (args) => {
+    console.log('init', args.taskId);
+    if (args.input[0] === 'fail') throw new Error('config');
+  };
+  const start = () => {
+    console.error('start');
+    return 5;
+  };
+  const { sidecar, served } = await serve(new Runner({ start, init }));
+  sidecar.send('initialize', { jobId: 'j', taskId: 't', input: [] });
+  assert.deepStrictEqual(await sidecar.recv(), { command: 'initialized' });
+  sidecar.send('start', {});
+  assert.deepStrictEqual(await sidecar.recv(), { command: 'started' });
+  assert.deepStrictEqual(await sidecar.recv(), { command: 'taskLog', data: { taskId: 't', log: 'init t\nstart\n' } });
+  assert.deepStrictEqual(await sidecar.recv(), { command: 'done', data: 5 });
+  sidecar.send('initialize', { jobId: 'j', taskId: 'u', input: ['fail'] });
+  assert.deepStrictEqual(await sidecar.recv(), { command: 'taskLog', data: { taskId: 'u', log: 'init u\n' } });
+  assert.strictEqual((await sidecar.recv()).command, 'errorMessage');
+  await finish(sidecar, served);
+});
+
 // -- loading the user's code ------------------------------------------------------------------
 
 test('loading: the entry point by HKube convention, relative to ALGORITHM_PATH', () => {

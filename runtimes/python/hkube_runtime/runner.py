@@ -12,6 +12,10 @@ Two ways to run a task, chosen by the sidecar at connect time:
 Errors raised by user code become ``errorMessage`` with the message and the traceback. A module
 that fails to import is reported on the first task, not by crashing, so the error reaches the
 user's job.
+
+What user code prints while its task runs (``init`` and ``start``) goes to the real streams and is
+also attached to the task's reply as ``log`` (see ``logs``); HKube's exchange sends it as a
+``taskLog`` message just before ``done`` or ``errorMessage``.
 """
 
 import importlib
@@ -23,7 +27,7 @@ import threading
 import time
 import traceback
 
-from . import storage, ws
+from . import logs, storage, ws
 
 
 class _Reply:
@@ -109,9 +113,14 @@ class Runner:
         payload[id_field] = request_id
         self.send({"command": command, "data": payload})
         if threading.current_thread() is self._socket_thread:
-            # Fast path: nobody else reads the socket, so read it here until the reply is in.
-            while not reply.done:
-                self._dispatch(self._receive())
+            # Fast path: nobody else reads the socket, so read it here until the reply is in. What
+            # is printed meanwhile (a user stop, the runtime) is not the task's.
+            previous = logs.quiet(threading.get_ident())
+            try:
+                while not reply.done:
+                    self._dispatch(self._receive())
+            finally:
+                logs.quiet(previous)
         else:
             reply.event.wait()
         return reply.error if reply.error is not None else reply.value
@@ -136,6 +145,9 @@ class Runner:
         """Handles messages until ``exit`` or until the connection closes."""
         self.conn = conn
         self._socket_thread = threading.current_thread()
+        logs.install()
+        # The socket thread's own output is never a task's, except while it runs init or start.
+        logs.quiet(threading.get_ident())
         try:
             while self.exit_code is None:
                 self._dispatch(self._receive())
@@ -158,12 +170,16 @@ class Runner:
         if self.load_error is not None:
             self.send({"command": "errorMessage", "error": self.load_error})
             return
+        # The capture stays open from init to the end of start, which runs on the task thread.
+        previous = logs.begin()
         try:
             if self.init_fn is not None:
                 self.init_fn(data)
         except Exception as exc:  # user code: report, never crash the runtime
+            self._send_log(data.get("taskId"), logs.end(previous))
             self.send({"command": "errorMessage", "error": _error_payload(exc)})
             return
+        logs.quiet(previous)
         self.send({"command": "initialized"})
 
     def _on_start(self, _data):
@@ -177,22 +193,31 @@ class Runner:
             output = self._call_start(args)
             output = storage.prepare_output(output, args.get("jobId"), args.get("taskId"))
         except Exception as exc:
+            log = logs.end()
             if not self.stop_requested:
+                self._send_log(args.get("taskId"), log)
                 self.send({"command": "errorMessage", "error": _error_payload(exc)})
             else:
                 self.send({"command": "stopped"})
             return
+        log = logs.end()
         if self.stop_requested:
             self.send({"command": "stopped"})
         else:
-            self._send_done(output)
+            self._send_done(output, args.get("taskId"), log)
 
-    def _send_done(self, output):
+    def _send_done(self, output, task_id, log):
         try:
-            self.send({"command": "done", "data": output})
+            text = json.dumps({"command": "done", "data": output}, separators=(",", ":"))
         except (TypeError, ValueError) as exc:
             error = {"code": "Failed", "message": "the result cannot be sent as JSON: {}".format(exc)}
-            self.send({"command": "errorMessage", "error": error})
+            text = json.dumps({"command": "errorMessage", "error": error}, separators=(",", ":"))
+        self._send_log(task_id, log)
+        self.conn.send_text(text)
+
+    def _send_log(self, task_id, log):
+        if log is not None:
+            self.send({"command": "taskLog", "data": {"taskId": task_id, "log": log}})
 
     def _call_start(self, args):
         if self.start_fn is None:
@@ -229,24 +254,35 @@ class Runner:
         task_id = data.get("taskId")
         if self.load_error is not None:
             return {"taskId": task_id, "error": self.load_error}
+        previous = logs.begin()
         try:
             if self.init_fn is not None:
                 self.init_fn(data)
             output = self._call_start(data)
-            return {"taskId": task_id, "output": storage.prepare_output(output, data.get("jobId"), task_id)}
+            outcome = {"taskId": task_id, "output": storage.prepare_output(output, data.get("jobId"), task_id)}
         except Exception as exc:
-            return {"taskId": task_id, "error": _error_payload(exc)}
+            outcome = {"taskId": task_id, "error": _error_payload(exc)}
+        except BaseException:
+            logs.end(previous)
+            raise
+        log = logs.end(previous)
+        if log is not None:
+            outcome["log"] = log
+        return outcome
 
     def _on_run(self, data):
         outcome = self._run_fast(data)
+        task_data = {"taskId": outcome["taskId"]}
+        if "log" in outcome:
+            task_data["log"] = outcome["log"]
         if "error" in outcome:
-            self.send({"command": "errorMessage", "error": outcome["error"], "data": {"taskId": outcome["taskId"]}})
+            self.send({"command": "errorMessage", "error": outcome["error"], "data": task_data})
             return
         try:
             self.send({"command": "result", "data": outcome})
         except (TypeError, ValueError) as exc:
             error = {"code": "Failed", "message": "the result cannot be sent as JSON: {}".format(exc)}
-            self.send({"command": "errorMessage", "error": error, "data": {"taskId": outcome["taskId"]}})
+            self.send({"command": "errorMessage", "error": error, "data": task_data})
 
     def _on_run_batch(self, data):
         results = [self._run_fast(task) for task in data.get("tasks", [])]
@@ -254,7 +290,13 @@ class Runner:
             self.send({"command": "results", "data": {"results": results}})
         except (TypeError, ValueError) as exc:
             error = {"code": "Failed", "message": "a result cannot be sent as JSON: {}".format(exc)}
-            self.send({"command": "results", "data": {"results": [{"taskId": r["taskId"], "error": error} for r in results]}})
+            failed = []
+            for r in results:
+                entry = {"taskId": r["taskId"], "error": error}
+                if "log" in r:
+                    entry["log"] = r["log"]
+                failed.append(entry)
+            self.send({"command": "results", "data": {"results": failed}})
 
     # -- code-API replies ---------------------------------------------------------------
 

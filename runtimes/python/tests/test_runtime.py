@@ -4,6 +4,8 @@ The test plays the sidecar with the runtime's own websocket code (server side) a
 messages the runtime sends back, for HKube's exchange and for hkube's fast path.
 """
 
+import contextlib
+import io
 import json
 import os
 import socket
@@ -15,7 +17,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from hkube_runtime import ws  # noqa: E402
+from hkube_runtime import logs, ws  # noqa: E402
 from hkube_runtime.runner import Runner, load_algorithm  # noqa: E402
 
 
@@ -204,6 +206,157 @@ class LargeValues(unittest.TestCase):
         sidecar.send("exit", {"exitCode": 0})
         thread.join(5)
         sidecar.close()
+
+
+@contextlib.contextmanager
+def real_streams():
+    """Stands in for the process's stdout and stderr, to see what is passed through."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = io.StringIO(), io.StringIO()
+    try:
+        yield sys.stdout, sys.stderr
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+class TaskLogs(unittest.TestCase):
+    def test_stdout_and_stderr_in_order_and_passed_through(self):
+        def start(args, api):
+            print("out", args["input"][0])
+            sys.stderr.write("err 2\n")
+            print("out 3")
+            return 1
+
+        with real_streams() as (out, err):
+            sidecar, thread, _ = serve(Runner(start=start))
+            sidecar.send("run", {"taskId": "t", "input": [1]})
+            reply = sidecar.recv()
+            sidecar.send("exit", {"exitCode": 0})
+            thread.join(5)
+            sidecar.close()
+        self.assertEqual(reply, {"command": "result", "data": {"taskId": "t", "output": 1, "log": "out 1\nerr 2\nout 3\n"}})
+        self.assertEqual((out.getvalue(), err.getvalue()), ("out 1\nout 3\n", "err 2\n"))
+
+    def test_a_silent_task_has_no_log(self):
+        sidecar, thread, _ = serve(Runner(start=lambda args, api: 2))
+        sidecar.send("run", {"taskId": "t", "input": []})
+        self.assertEqual(sidecar.recv(), {"command": "result", "data": {"taskId": "t", "output": 2}})
+        sidecar.send("exit", {"exitCode": 0})
+        thread.join(5)
+        sidecar.close()
+
+    def test_a_batch_where_only_the_second_task_prints(self):
+        def start(args, api):
+            if args["input"][0] == 2:
+                print("second")
+            return args["input"][0]
+
+        with real_streams():
+            sidecar, thread, _ = serve(Runner(start=start))
+            sidecar.send("runBatch", {"tasks": [{"taskId": "a", "input": [1]}, {"taskId": "b", "input": [2]}, {"taskId": "c", "input": [3]}]})
+            results = sidecar.recv()["data"]["results"]
+            sidecar.send("exit", {"exitCode": 0})
+            thread.join(5)
+            sidecar.close()
+        self.assertEqual(results, [
+            {"taskId": "a", "output": 1},
+            {"taskId": "b", "output": 2, "log": "second\n"},
+            {"taskId": "c", "output": 3},
+        ])
+
+    def test_truncation_keeps_the_tail(self):
+        def start(args, api):
+            for i in range(300):
+                print("line %05d " % i + "x" * 1000)
+            print("the end")
+
+        with real_streams():
+            sidecar, thread, _ = serve(Runner(start=start))
+            sidecar.send("run", {"taskId": "t", "input": []})
+            log = sidecar.recv()["data"]["log"]
+            sidecar.send("exit", {"exitCode": 0})
+            thread.join(5)
+            sidecar.close()
+        self.assertTrue(log.startswith(logs.TRUNCATED), log[:40])
+        self.assertEqual(len(log.encode("utf-8")), len(logs.TRUNCATED) + logs.LIMIT)
+        self.assertTrue(log.endswith("x\nthe end\n"))
+        self.assertIn("line 00299 ", log)
+        self.assertNotIn("line 00200 ", log)
+
+    def test_an_error_carries_the_log(self):
+        def start(args, api):
+            print("about to fail")
+            raise ValueError("bad")
+
+        with real_streams():
+            sidecar, thread, _ = serve(Runner(start=start))
+            sidecar.send("run", {"taskId": "t", "input": []})
+            reply = sidecar.recv()
+            sidecar.send("exit", {"exitCode": 0})
+            thread.join(5)
+            sidecar.close()
+        self.assertEqual(reply["command"], "errorMessage")
+        self.assertEqual(reply["data"], {"taskId": "t", "log": "about to fail\n"})
+
+    def test_output_while_waiting_for_the_code_api_is_not_the_tasks(self):
+        def start(args, api):
+            print("before")
+            value = api.start_algorithm("double", [1])
+            print("after", value)
+            return value
+
+        with real_streams() as (out, _):
+            sidecar, thread, _ = serve(Runner(start=start, stop=lambda data: print("in stop")))
+            sidecar.send("run", {"taskId": "t", "input": []})
+            request = sidecar.recv()
+            sidecar.send("stop", {"forceStop": False})
+            self.assertEqual(sidecar.recv(), {"command": "stopped"})
+            sidecar.send("algorithmExecutionDone", {"execId": request["data"]["execId"], "response": 2})
+            reply = sidecar.recv()
+            sidecar.send("exit", {"exitCode": 0})
+            thread.join(5)
+            sidecar.close()
+        self.assertEqual(reply["data"]["log"], "before\nafter 2\n")
+        self.assertIn("in stop", out.getvalue())
+
+    def test_hkube_exchange_sends_task_log_before_done(self):
+        def init(args):
+            print("init")
+
+        def start(args, api):
+            print("start")
+            return 5
+
+        with real_streams():
+            sidecar, thread, _ = serve(Runner(start=start, init=init))
+            sidecar.send("initialize", {"jobId": "j", "taskId": "t", "input": []})
+            messages = [sidecar.recv()]
+            sidecar.send("start", {})
+            messages += [sidecar.recv(), sidecar.recv(), sidecar.recv()]
+            sidecar.send("exit", {"exitCode": 0})
+            thread.join(5)
+            sidecar.close()
+        self.assertEqual(messages, [
+            {"command": "initialized"},
+            {"command": "started"},
+            {"command": "taskLog", "data": {"taskId": "t", "log": "init\nstart\n"}},
+            {"command": "done", "data": 5},
+        ])
+
+    def test_hkube_exchange_sends_task_log_before_an_init_error(self):
+        def init(args):
+            print("loading")
+            raise KeyError("config")
+
+        with real_streams():
+            sidecar, thread, _ = serve(Runner(start=lambda a, b: 1, init=init))
+            sidecar.send("initialize", {"taskId": "t", "input": []})
+            first, second = sidecar.recv(), sidecar.recv()
+            sidecar.send("exit", {"exitCode": 0})
+            thread.join(5)
+            sidecar.close()
+        self.assertEqual(first, {"command": "taskLog", "data": {"taskId": "t", "log": "loading\n"}})
+        self.assertEqual(second["command"], "errorMessage")
 
 
 class HKubeExchange(unittest.TestCase):

@@ -39,7 +39,7 @@ public final class Main {
     /** Loads the algorithm named by {@code env} and serves it; returns the process's exit code. */
     public static int run(Map<String, String> env, ClassLoader loader) {
         Loaded loaded = load(env.get("ALGORITHM_ENTRY_POINT"), loader);
-        return connect(new Runner(loaded.algorithm, loaded.error), env);
+        return connect(new Runner(loaded.algorithm, loaded.error, env), env);
     }
 
     /**

@@ -44,12 +44,20 @@ import java.util.concurrent.atomic.AtomicLong;
  * (and handling {@code stop}). {@code stop}, {@code exit} and code-API replies are handled on the
  * listener thread. Errors raised by user code become {@code errorMessage} with the exception's
  * text and stack trace; an algorithm that failed to load is reported on the first task.
+ *
+ * <p>A task's {@code byte[]} result goes to storage and is answered with a reference; references in
+ * a task's input are read back before {@code start} (see {@link Storage}). What user code prints
+ * while its task runs ({@code init} and {@code start}) still goes to {@code System.out} /
+ * {@code System.err} and is also attached to the task's reply as {@code log} (see {@link Logs});
+ * HKube's exchange sends it as a {@code taskLog} message just before {@code done} or
+ * {@code errorMessage}.
  */
 public final class Runner {
     private static final AtomicInteger RUNNERS = new AtomicInteger();
 
     private final Algorithm algorithm;
     private final Map<String, Object> loadError;
+    private final Storage storage;
     private final Api api = new Api(this);
     private final ExecutorService tasks;
     private final ExecutorService socketThreads;
@@ -82,11 +90,20 @@ public final class Runner {
      * error payload), one that answers every task with that error.
      */
     public Runner(Algorithm algorithm, Map<String, Object> loadError) {
+        this(algorithm, loadError, System.getenv());
+    }
+
+    /**
+     * As {@link #Runner(Algorithm, Map)}, reading the storage settings ({@code
+     * BASE_FS_ADAPTER_DIRECTORY}, {@code CLUSTER_NAME}) from {@code env} instead of the process's.
+     */
+    public Runner(Algorithm algorithm, Map<String, Object> loadError, Map<String, String> env) {
         if (algorithm == null && loadError == null) {
             throw new IllegalArgumentException("a Runner needs an algorithm or a load error");
         }
         this.algorithm = algorithm;
         this.loadError = loadError;
+        this.storage = new Storage(env);
         int n = RUNNERS.incrementAndGet();
         this.tasks = Executors.newSingleThreadExecutor(daemonThreads("hkube-task-" + n));
         this.socketThreads = Executors.newCachedThreadPool(daemonThreads("hkube-socket-" + n));
@@ -117,6 +134,7 @@ public final class Runner {
      */
     public int run(String host, int port, boolean fast, double connectTimeoutSeconds) {
         URI uri = uri(host, port, fast);
+        Logs.install();
         long deadline = System.nanoTime() + (long) (connectTimeoutSeconds * 1e9);
         while (true) {
             long remaining = Math.max(deadline - System.nanoTime(), TimeUnit.MILLISECONDS.toNanos(200));
@@ -152,7 +170,7 @@ public final class Runner {
     }
 
     private int fail(String message) {
-        System.err.println(message);
+        Logs.note(message);
         tasks.shutdown();
         return 1;
     }
@@ -213,7 +231,7 @@ public final class Runner {
         @Override
         public void onError(WebSocket webSocket, Throwable error) {
             if (exitCode == null) {
-                System.err.println("hkube runtime: the connection to the sidecar failed: " + error);
+                Logs.note("hkube runtime: the connection to the sidecar failed: " + error);
             }
             connectionEnded();
         }
@@ -221,12 +239,15 @@ public final class Runner {
 
     private void dispatchOnListener(String text) {
         ON_LISTENER.set(Boolean.TRUE);
+        // What is printed here (a user stop or cleanup, the runtime) is never a task's.
+        boolean wasQuiet = Logs.quiet(true);
         try {
             dispatch(text);
         } catch (RuntimeException | Error e) {
-            System.err.println("hkube runtime: cannot handle a message from the sidecar: " + e);
+            Logs.note("hkube runtime: cannot handle a message from the sidecar: " + e);
         } finally {
             ON_LISTENER.set(Boolean.FALSE);
+            Logs.quiet(wasQuiet);
         }
     }
 
@@ -259,7 +280,7 @@ public final class Runner {
         if (ws == null || finished.isDone()) {
             // After exit or a lost connection the process is ending: nobody is left to tell.
             if (ws == null) {
-                System.err.println("hkube runtime: not connected; dropped a message to the sidecar");
+                Logs.note("hkube runtime: not connected; dropped a message to the sidecar");
             }
             return false;
         }
@@ -272,7 +293,7 @@ public final class Runner {
                 Thread.currentThread().interrupt();
             } catch (ExecutionException | RuntimeException e) {
                 Throwable cause = e instanceof ExecutionException && e.getCause() != null ? e.getCause() : e;
-                System.err.println("hkube runtime: cannot send to the sidecar: " + cause);
+                Logs.note("hkube runtime: cannot send to the sidecar: " + cause);
             }
             return false;
         }
@@ -288,15 +309,41 @@ public final class Runner {
     }
 
     private void sendError(Map<String, Object> error, Object taskId, boolean withTaskId) {
+        sendError(error, taskId, withTaskId, null);
+    }
+
+    /** An {@code errorMessage}; on the fast path ({@code withTaskId}) its data carries the task's log. */
+    private void sendError(Map<String, Object> error, Object taskId, boolean withTaskId, Object log) {
         Map<String, Object> message = new LinkedHashMap<>();
         message.put("command", "errorMessage");
         message.put("error", error);
         if (withTaskId) {
             Map<String, Object> data = new LinkedHashMap<>();
             data.put("taskId", taskId);
+            if (log != null) {
+                data.put("log", log);
+            }
             message.put("data", data);
         }
         sendText(Json.write(message));
+    }
+
+    /** HKube's exchange: the task's log, just before its {@code done} or {@code errorMessage}. */
+    private void sendLog(Object taskId, String log) {
+        if (log != null) {
+            Map<String, Object> data = new LinkedHashMap<>();
+            data.put("taskId", taskId);
+            data.put("log", log);
+            send("taskLog", data);
+        }
+    }
+
+    /** Calls the user's start with the task's stored inputs read back. */
+    private Object callStart(Map<String, Object> taskArgs) throws Exception {
+        if (taskArgs.containsKey("input")) {
+            taskArgs.put("input", storage.resolve(taskArgs.get("input")));
+        }
+        return algorithm.start(taskArgs, api);
     }
 
     /** Sends a code-API request and waits for its reply (see {@link Api}). */
@@ -382,7 +429,7 @@ public final class Runner {
         try {
             parsed = Json.parse(text);
         } catch (Json.JsonException e) {
-            System.err.println("hkube runtime: ignoring a message that is not JSON: " + e.getMessage());
+            Logs.note("hkube runtime: ignoring a message that is not JSON: " + e.getMessage());
             return;
         }
         if (!(parsed instanceof Map)) {
@@ -439,7 +486,7 @@ public final class Runner {
         try {
             tasks.execute(work);
         } catch (RejectedExecutionException e) {
-            System.err.println("hkube runtime: a task arrived after exit; ignored");
+            Logs.note("hkube runtime: a task arrived after exit; ignored");
         }
     }
 
@@ -455,9 +502,12 @@ public final class Runner {
                 sendError(loadError, null, false);
                 return;
             }
+            // The capture stays open from init to the end of start (both on this thread).
+            Logs.begin();
             try {
                 algorithm.init(data);
             } catch (Throwable t) {
+                sendLog(data.get("taskId"), Logs.end());
                 sendError(errorPayload(t), null, false);
                 return;
             }
@@ -480,11 +530,12 @@ public final class Runner {
         Throwable failure = null;
         if (loadError == null) {
             try {
-                output = algorithm.start(taskArgs, api);
+                output = storage.prepareOutput(callStart(taskArgs), taskArgs.get("jobId"), taskArgs.get("taskId"));
             } catch (Throwable t) {
                 failure = t;
             }
         }
+        String log = Logs.end();
         boolean stopped;
         CompletableFuture<Void> stopDone;
         synchronized (this) {
@@ -501,6 +552,7 @@ public final class Runner {
         } else if (loadError != null) {
             sendError(loadError, null, false);
         } else if (failure != null) {
+            sendLog(taskArgs.get("taskId"), log);
             sendError(errorPayload(failure), null, false);
         } else {
             Map<String, Object> message = new LinkedHashMap<>();
@@ -510,9 +562,11 @@ public final class Runner {
             try {
                 text = Json.write(message);
             } catch (Json.JsonException e) {
+                sendLog(taskArgs.get("taskId"), log);
                 sendError(notJson("the result", e), null, false);
                 return;
             }
+            sendLog(taskArgs.get("taskId"), log);
             sendText(text);
         }
     }
@@ -567,11 +621,16 @@ public final class Runner {
             outcome.put("error", loadError);
             return outcome;
         }
+        Logs.begin();
         try {
             algorithm.init(data);
-            outcome.put("output", algorithm.start(data, api));
+            outcome.put("output", storage.prepareOutput(callStart(data), data.get("jobId"), data.get("taskId")));
         } catch (Throwable t) {
             outcome.put("error", errorPayload(t));
+        }
+        String log = Logs.end();
+        if (log != null) {
+            outcome.put("log", log);
         }
         return outcome;
     }
@@ -580,8 +639,9 @@ public final class Runner {
     private void onRun(Map<String, Object> data) {
         Map<String, Object> outcome = runFast(data);
         Object taskId = outcome.get("taskId");
+        Object log = outcome.get("log");
         if (outcome.containsKey("error")) {
-            sendError((Map<String, Object>) outcome.get("error"), taskId, true);
+            sendError((Map<String, Object>) outcome.get("error"), taskId, true, log);
             return;
         }
         Map<String, Object> message = new LinkedHashMap<>();
@@ -591,7 +651,7 @@ public final class Runner {
         try {
             text = Json.write(message);
         } catch (Json.JsonException e) {
-            sendError(notJson("the result", e), taskId, true);
+            sendError(notJson("the result", e), taskId, true, log);
             return;
         }
         sendText(text);
@@ -618,6 +678,9 @@ public final class Runner {
                 Map<String, Object> failed = new LinkedHashMap<>();
                 failed.put("taskId", task.get("taskId"));
                 failed.put("error", notJson("the result", e));
+                if (outcome.containsKey("log")) {
+                    failed.put("log", outcome.get("log"));
+                }
                 Json.write(failed, out);
             }
         }
@@ -630,7 +693,8 @@ public final class Runner {
     static Map<String, Object> errorPayload(Throwable t) {
         Map<String, Object> error = new LinkedHashMap<>();
         error.put("code", "Failed");
-        error.put("message", t.toString());
+        // A storage failure's message already says what went wrong and where.
+        error.put("message", t instanceof Storage.StorageException ? t.getMessage() : t.toString());
         error.put("details", stackTrace(t));
         return error;
     }

@@ -68,6 +68,18 @@ public final class RuntimeTest {
         check("hkube_stop_when_idle_answers_stopped", RuntimeTest::hkubeStopIdle);
         check("hkube_init_failure_is_reported_and_not_initialized", RuntimeTest::hkubeInitFailure);
         check("hkube_result_that_is_not_json", RuntimeTest::hkubeNotJson);
+        // Large values through storage
+        check("large_values_bytes_go_through_storage_both_ways", RuntimeTest::largeValuesBothWays);
+        check("large_values_json_objects_are_parsed_other_encodings_named", RuntimeTest::largeValuesEncodings);
+        check("large_values_a_missing_stored_input_is_named", RuntimeTest::largeValuesMissingInput);
+        check("large_values_bytes_without_storage_fail_the_task", RuntimeTest::largeValuesNoStorage);
+        // Per-task logs
+        check("logs_stdout_and_stderr_in_order", RuntimeTest::logsInOrder);
+        check("logs_silent_task_has_none_an_error_carries_its_own", RuntimeTest::logsSilentAndError);
+        check("logs_batch_where_only_the_second_task_prints", RuntimeTest::logsBatch);
+        check("logs_truncation_keeps_the_tail", RuntimeTest::logsTruncation);
+        check("logs_code_api_wait_and_user_stop_are_not_the_tasks", RuntimeTest::logsNotDuringWait);
+        check("logs_hkube_exchange_task_log_before_done_and_init_error", RuntimeTest::logsHKubeExchange);
         check("exit_calls_cleanup_and_returns_the_exit_code", RuntimeTest::exitCode);
         check("sidecar_closing_fails_waiting_calls_and_cleans_up", RuntimeTest::sidecarCloses);
         // Loading and Main
@@ -458,10 +470,10 @@ public final class RuntimeTest {
         }
     }
 
-    public static final class Bytes implements Algorithm {
+    public static final class NotJson implements Algorithm {
         @Override
         public Object start(Map<String, Object> args, Api api) {
-            return new byte[] {1, 2, 3};
+            return new Object();
         }
     }
 
@@ -469,6 +481,241 @@ public final class RuntimeTest {
         @Override
         public Object start(Map<String, Object> args, Api api) {
             return args.get("input");
+        }
+    }
+
+    // -- large values through storage ------------------------------------------------------
+
+    /** A fresh storage folder, as the sidecar's side sets it up, and the environment naming it. */
+    static final class StorageFolder implements AutoCloseable {
+        final java.nio.file.Path root;
+        final Map<String, String> env;
+
+        StorageFolder() throws IOException {
+            root = java.nio.file.Files.createTempDirectory("hkube-java-storage-");
+            env = Map.of("BASE_FS_ADAPTER_DIRECTORY", root.toString(), "CLUSTER_NAME", "test");
+        }
+
+        Session fast(Algorithm algorithm) throws Exception {
+            return new Session(new Runner(algorithm, null, env), true);
+        }
+
+        @Override
+        public void close() throws IOException {
+            try (java.util.stream.Stream<java.nio.file.Path> paths = java.nio.file.Files.walk(root)) {
+                for (java.nio.file.Path path : paths.sorted(Collections.reverseOrder()).toArray(java.nio.file.Path[]::new)) {
+                    java.nio.file.Files.delete(path);
+                }
+            }
+        }
+    }
+
+    static void largeValuesBothWays() throws Exception {
+        Algorithm algorithm = (args, api) -> {
+            Object data = list(args.get("input")).get(0);
+            if (data instanceof byte[]) {
+                return (long) ((byte[]) data).length;
+            }
+            byte[] out = new byte[(int) number(data) * 2];
+            for (int i = 0; i < out.length; i++) {
+                out[i] = (byte) (i % 2);
+            }
+            return out;
+        };
+        try (StorageFolder storage = new StorageFolder(); Session s = storage.fast(algorithm)) {
+            s.send("run", "{\"jobId\":\"j1\",\"taskId\":\"t1\",\"input\":[3]}");
+            String reference = "{\"$$hkubeRef\":{\"path\":\"test-hkube/j1/t1\",\"size\":6}}";
+            assertJson("{\"command\":\"result\",\"data\":{\"taskId\":\"t1\",\"output\":" + reference + "}}", s.recv());
+            byte[] stored = java.nio.file.Files.readAllBytes(storage.root.resolve("test-hkube/j1/t1"));
+            assertEquals(Arrays.toString(new byte[] {1, 8, 1, 3, 0, 0, 72, 75, 0, 1, 0, 1, 0, 1}), Arrays.toString(stored), "file");
+            try (java.util.stream.Stream<java.nio.file.Path> files = java.nio.file.Files.list(storage.root.resolve("test-hkube/j1"))) {
+                assertEquals(List.of("t1"), files.map(p -> p.getFileName().toString()).collect(java.util.stream.Collectors.toList()), "folder");
+            }
+            s.send("run", "{\"jobId\":\"j1\",\"taskId\":\"t2\",\"input\":[" + reference + "]}");
+            assertEquals(6L, map(s.recv().get("data")).get("output"), "length read back");
+            s.exit(0);
+        }
+    }
+
+    static void largeValuesEncodings() throws Exception {
+        try (StorageFolder storage = new StorageFolder(); Session s = storage.fast((args, api) -> args.get("input"))) {
+            java.nio.file.Path folder = java.nio.file.Files.createDirectories(storage.root.resolve("test-hkube/j"));
+            ByteArrayOutputStream json = new ByteArrayOutputStream();
+            json.write(new byte[] {1, 8, 2, 2, 0, 0, 'H', 'K'});
+            json.write("{\"a\":[1,2]}".getBytes(StandardCharsets.UTF_8));
+            java.nio.file.Files.write(folder.resolve("json"), json.toByteArray());
+            java.nio.file.Files.write(folder.resolve("bare"), "\"plain\"".getBytes(StandardCharsets.UTF_8));
+            java.nio.file.Files.write(folder.resolve("packed"), new byte[] {1, 8, 2, 3, 0, 0, 'H', 'K', (byte) 0x81});
+            s.send("run", "{\"jobId\":\"j\",\"taskId\":\"t\",\"input\":[{\"x\":" + ref("json") + "},[" + ref("bare") + "],7]}");
+            assertJson("[{\"x\":{\"a\":[1,2]}},[\"plain\"],7]", map(s.recv().get("data")).get("output"));
+            s.send("run", "{\"jobId\":\"j\",\"taskId\":\"u\",\"input\":[" + ref("packed") + "]}");
+            Map<String, Object> reply = s.recv();
+            assertEquals("errorMessage", reply.get("command"), "command");
+            assertEquals("input test-hkube/j/packed is stored as msgpack, which this runtime cannot decode "
+                    + "(it reads raw and JSON objects)", map(reply.get("error")).get("message"), "message");
+            s.exit(0);
+        }
+    }
+
+    private static String ref(String name) {
+        return "{\"$$hkubeRef\":{\"path\":\"test-hkube/j/" + name + "\",\"size\":1}}";
+    }
+
+    static void largeValuesMissingInput() throws Exception {
+        try (StorageFolder storage = new StorageFolder(); Session s = storage.fast((args, api) -> 1)) {
+            s.send("run", "{\"jobId\":\"j\",\"taskId\":\"t\",\"input\":[[" + ref("none") + "]]}");
+            Map<String, Object> reply = s.recv();
+            assertEquals("errorMessage", reply.get("command"), "command");
+            assertJson("{\"taskId\":\"t\"}", reply.get("data"));
+            assertContains(map(reply.get("error")).get("message"), "cannot read input test-hkube/j/none", "message");
+            s.exit(0);
+        }
+    }
+
+    static void largeValuesNoStorage() throws Exception {
+        try (Session s = new Session(new Runner((args, api) -> new byte[] {1}, null, Map.of()), true)) {
+            s.send("run", "{\"jobId\":\"j\",\"taskId\":\"t\",\"input\":[]}");
+            Map<String, Object> reply = s.recv();
+            assertEquals("errorMessage", reply.get("command"), "command");
+            assertEquals("the result is bytes, which needs storage, but BASE_FS_ADAPTER_DIRECTORY is not set",
+                    map(reply.get("error")).get("message"), "message");
+            s.exit(0);
+        }
+    }
+
+    // -- per-task logs ---------------------------------------------------------------------
+
+    static void logsInOrder() throws Exception {
+        Algorithm algorithm = (args, api) -> {
+            System.out.println("out " + list(args.get("input")).get(0));
+            System.err.println("err 2");
+            System.out.print("out 3\n");
+            System.err.printf("err %d%n", 4);
+            return 1;
+        };
+        try (Session s = Session.fast(algorithm)) {
+            s.send("run", "{\"taskId\":\"t\",\"input\":[1]}");
+            String nl = System.lineSeparator();
+            Map<String, Object> expected = new LinkedHashMap<>();
+            expected.put("taskId", "t");
+            expected.put("output", 1L);
+            expected.put("log", "out 1" + nl + "err 2" + nl + "out 3\n" + "err 4" + nl);
+            assertEquals(expected, s.recv().get("data"), "result");
+            s.exit(0);
+        }
+    }
+
+    static void logsSilentAndError() throws Exception {
+        Algorithm algorithm = (args, api) -> {
+            if (number(list(args.get("input")).get(0)) == 1) {
+                System.out.print("about to fail\n");
+                throw new IllegalStateException("bad");
+            }
+            return 2;
+        };
+        try (Session s = Session.fast(algorithm)) {
+            s.send("run", "{\"taskId\":\"t\",\"input\":[0]}");
+            assertJson("{\"command\":\"result\",\"data\":{\"taskId\":\"t\",\"output\":2}}", s.recv());
+            s.send("run", "{\"taskId\":\"u\",\"input\":[1]}");
+            Map<String, Object> reply = s.recv();
+            assertEquals("errorMessage", reply.get("command"), "command");
+            assertJson("{\"taskId\":\"u\",\"log\":\"about to fail\\n\"}", reply.get("data"));
+            s.exit(0);
+        }
+    }
+
+    static void logsBatch() throws Exception {
+        Algorithm algorithm = (args, api) -> {
+            long x = number(list(args.get("input")).get(0));
+            if (x == 2) {
+                System.out.print("second\n");
+            }
+            return x;
+        };
+        try (Session s = Session.fast(algorithm)) {
+            s.send("runBatch", "{\"tasks\":[{\"taskId\":\"a\",\"input\":[1]},{\"taskId\":\"b\",\"input\":[2]},"
+                    + "{\"taskId\":\"c\",\"input\":[3]}]}");
+            assertJson("[{\"taskId\":\"a\",\"output\":1},{\"taskId\":\"b\",\"output\":2,\"log\":\"second\\n\"},"
+                    + "{\"taskId\":\"c\",\"output\":3}]", map(s.recv().get("data")).get("results"));
+            s.exit(0);
+        }
+    }
+
+    static void logsTruncation() throws Exception {
+        Algorithm algorithm = (args, api) -> {
+            String xs = "x".repeat(1000);
+            for (int i = 0; i < 140; i++) {
+                System.err.print(String.format("line %05d %s%n", i, xs));
+            }
+            System.err.print("the end\n");
+            return null;
+        };
+        try (Session s = Session.fast(algorithm)) {
+            s.send("run", "{\"taskId\":\"t\",\"input\":[]}");
+            String log = (String) map(s.recv().get("data")).get("log");
+            assertTrue(log.startsWith(Logs.TRUNCATED), "marked as cut: " + log.substring(0, 40));
+            assertEquals(Logs.TRUNCATED.length() + Logs.LIMIT, log.getBytes(StandardCharsets.UTF_8).length, "bytes kept");
+            assertTrue(log.endsWith("x" + System.lineSeparator() + "the end\n"), "ends with the last line");
+            assertContains(log, "line 00139 ", "log");
+            assertTrue(!log.contains("line 00070 "), "older lines dropped");
+            s.exit(0);
+        }
+    }
+
+    static void logsNotDuringWait() throws Exception {
+        Algorithm algorithm = new Algorithm() {
+            @Override
+            public Object start(Map<String, Object> args, Api api) {
+                System.out.print("before\n");
+                Object value = api.startAlgorithm("double", List.of(1));
+                System.out.print("after " + value + "\n");
+                return value;
+            }
+
+            @Override
+            public void stop() {
+                System.out.println("in stop");
+            }
+        };
+        try (Session s = Session.fast(algorithm)) {
+            s.send("run", "{\"taskId\":\"t\",\"input\":[]}");
+            Object execId = map(s.recv().get("data")).get("execId");
+            s.send("stop", "{\"forceStop\":false}");
+            assertJson("{\"command\":\"stopped\"}", s.recv());
+            s.sidecar.sendText("{not json");
+            s.send("algorithmExecutionDone", "{\"execId\":\"" + execId + "\",\"response\":2}");
+            assertEquals("before\nafter 2\n", map(s.recv().get("data")).get("log"), "log");
+            s.exit(0);
+        }
+    }
+
+    static void logsHKubeExchange() throws Exception {
+        Algorithm algorithm = new Algorithm() {
+            @Override
+            public void init(Map<String, Object> args) {
+                System.out.print("init " + args.get("taskId") + "\n");
+                if ("fail".equals(list(args.get("input")).isEmpty() ? null : list(args.get("input")).get(0))) {
+                    throw new IllegalStateException("config");
+                }
+            }
+
+            @Override
+            public Object start(Map<String, Object> args, Api api) {
+                System.err.print("start\n");
+                return 5;
+            }
+        };
+        try (Session s = Session.hkube(algorithm)) {
+            s.send("initialize", "{\"jobId\":\"j\",\"taskId\":\"t\",\"input\":[]}");
+            assertJson("{\"command\":\"initialized\"}", s.recv());
+            s.send("start", "{}");
+            assertJson("{\"command\":\"started\"}", s.recv());
+            assertJson("{\"command\":\"taskLog\",\"data\":{\"taskId\":\"t\",\"log\":\"init t\\nstart\\n\"}}", s.recv());
+            assertJson("{\"command\":\"done\",\"data\":5}", s.recv());
+            s.send("initialize", "{\"jobId\":\"j\",\"taskId\":\"u\",\"input\":[\"fail\"]}");
+            assertJson("{\"command\":\"taskLog\",\"data\":{\"taskId\":\"u\",\"log\":\"init u\\n\"}}", s.recv());
+            assertEquals("errorMessage", s.recv().get("command"), "command");
+            s.exit(0);
         }
     }
 
@@ -517,13 +764,13 @@ public final class RuntimeTest {
     }
 
     static void fastPathBatchNotJson() throws Exception {
-        Algorithm algorithm = (args, api) -> number(list(args.get("input")).get(0)) == 0 ? new byte[1] : "fine";
+        Algorithm algorithm = (args, api) -> number(list(args.get("input")).get(0)) == 0 ? new Object() : "fine";
         try (Session s = Session.fast(algorithm)) {
             s.send("runBatch", "{\"tasks\":[{\"taskId\":\"a\",\"input\":[1]},{\"taskId\":\"b\",\"input\":[0]}]}");
             List<Object> results = list(map(s.recv().get("data")).get("results"));
             assertJson("{\"taskId\":\"a\",\"output\":\"fine\"}", results.get(0));
             assertJson("{\"taskId\":\"b\",\"error\":{\"code\":\"Failed\",\"message\":"
-                    + "\"the result cannot be sent as JSON: bytes cannot be sent as JSON\"}}", results.get(1));
+                    + "\"the result cannot be sent as JSON: a java.lang.Object cannot be sent as JSON\"}}", results.get(1));
             s.exit(0);
         }
     }
@@ -581,12 +828,12 @@ public final class RuntimeTest {
     }
 
     static void fastPathNotJson() throws Exception {
-        try (Session s = Session.fast(new Bytes())) {
+        try (Session s = Session.fast(new NotJson())) {
             s.send("run", "{\"taskId\":\"t\",\"input\":[]}");
             Map<String, Object> reply = s.recv();
             assertEquals("errorMessage", reply.get("command"), "command");
             assertJson("{\"taskId\":\"t\"}", reply.get("data"));
-            assertEquals("the result cannot be sent as JSON: bytes cannot be sent as JSON",
+            assertEquals("the result cannot be sent as JSON: a java.lang.Object cannot be sent as JSON",
                     map(reply.get("error")).get("message"), "message");
             s.exit(0);
         }
