@@ -11,3 +11,4 @@ pub mod engine;
 pub mod executor;
 pub mod project;
 pub mod spec;
+pub mod store;

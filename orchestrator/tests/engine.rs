@@ -233,8 +233,32 @@ async fn a_held_job_of_higher_priority_starts_first() {
 
 #[tokio::test]
 async fn a_job_resumes_after_a_crash_without_running_finished_tasks_again() {
-    use orchestrator::engine::{Engine as E, InProcessExecutor, Journal, MemoryJournal, Run};
-    let journal = Arc::new(MemoryJournal::new());
+    let journal = Arc::new(orchestrator::engine::MemoryJournal::new());
+    resume_after_crash(journal.clone(), journal).await;
+}
+
+#[tokio::test]
+async fn a_job_resumes_from_the_sqlite_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hkube.db");
+    let first = Arc::new(orchestrator::store::SqliteStore::open(&path).unwrap());
+    // The second life opens the database anew, as a restarted process does.
+    let reopen = || Arc::new(orchestrator::store::SqliteStore::open(&path).unwrap());
+    resume_after_crash_with(first, reopen).await;
+}
+
+async fn resume_after_crash<J: orchestrator::engine::Journal>(first: Arc<J>, second: Arc<J>) {
+    resume_after_crash_with(first, move || second.clone()).await;
+}
+
+async fn resume_after_crash_with<
+    J: orchestrator::engine::Journal,
+    K: orchestrator::engine::Journal,
+>(
+    journal: Arc<J>,
+    second: impl FnOnce() -> Arc<K>,
+) {
+    use orchestrator::engine::{Engine as E, InProcessExecutor, Run};
 
     // First life: three of six batch items finish, then the engine dies.
     let recorder = Arc::new(Recorder::default());
@@ -264,7 +288,11 @@ async fn a_job_resumes_after_a_crash_without_running_finished_tasks_again() {
     settle().await;
     running.abort();
     let _ = running.await;
-    assert_eq!(journal.tasks(&job).len(), 3);
+    let recorded = journal.unfinished();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].1.len(), 3, "three finished tasks recorded");
+    drop(journal);
+    let journal = second();
 
     // Second life: the same journal; only the unfinished work runs.
     let runs = Arc::new(AtomicUsize::new(0));

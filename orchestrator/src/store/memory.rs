@@ -1,0 +1,211 @@
+//! A [`Store`] held in memory: for tests, and for the server until SQLite arrives.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+use super::{Error, Store};
+use crate::engine::Catalog;
+use crate::spec::{Algorithm, Pipeline};
+
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    algorithms: RwLock<BTreeMap<String, Algorithm>>,
+    pipelines: RwLock<BTreeMap<String, Pipeline>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+}
+
+fn poisoned<T>(_: T) -> Error {
+    Error::Backend("a writer panicked while holding the store".into())
+}
+
+/// The four writes, shared by algorithms and pipelines.
+fn create<T>(
+    map: &RwLock<BTreeMap<String, T>>,
+    kind: &'static str,
+    name: String,
+    value: T,
+) -> Result<(), Error> {
+    let mut map = map.write().map_err(poisoned)?;
+    if map.contains_key(&name) {
+        return Err(Error::Exists { kind, name });
+    }
+    map.insert(name, value);
+    Ok(())
+}
+
+fn replace<T>(
+    map: &RwLock<BTreeMap<String, T>>,
+    kind: &'static str,
+    name: String,
+    value: T,
+) -> Result<(), Error> {
+    let mut map = map.write().map_err(poisoned)?;
+    match map.get_mut(&name) {
+        Some(slot) => {
+            *slot = value;
+            Ok(())
+        }
+        None => Err(Error::NotFound { kind, name }),
+    }
+}
+
+fn delete<T>(
+    map: &RwLock<BTreeMap<String, T>>,
+    kind: &'static str,
+    name: &str,
+) -> Result<(), Error> {
+    let mut map = map.write().map_err(poisoned)?;
+    match map.remove(name) {
+        Some(_) => Ok(()),
+        None => Err(Error::NotFound {
+            kind,
+            name: name.to_string(),
+        }),
+    }
+}
+
+fn list<T: Clone>(map: &RwLock<BTreeMap<String, T>>) -> Result<Vec<T>, Error> {
+    Ok(map.read().map_err(poisoned)?.values().cloned().collect())
+}
+
+impl Catalog for MemoryStore {
+    fn algorithm(&self, name: &str) -> Option<Algorithm> {
+        self.algorithms.read().ok()?.get(name).cloned()
+    }
+
+    fn pipeline(&self, name: &str) -> Option<Pipeline> {
+        self.pipelines.read().ok()?.get(name).cloned()
+    }
+
+    fn triggered_by(&self, parent: &str) -> Vec<Pipeline> {
+        let Ok(pipelines) = self.pipelines.read() else {
+            return Vec::new();
+        };
+        pipelines
+            .values()
+            .filter(|p| {
+                p.triggers
+                    .as_ref()
+                    .is_some_and(|t| t.pipelines.iter().any(|name| name == parent))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+impl Store for MemoryStore {
+    fn algorithms(&self) -> Result<Vec<Algorithm>, Error> {
+        list(&self.algorithms)
+    }
+
+    fn create_algorithm(&self, algorithm: Algorithm) -> Result<(), Error> {
+        create(
+            &self.algorithms,
+            "algorithm",
+            algorithm.name.clone(),
+            algorithm,
+        )
+    }
+
+    fn replace_algorithm(&self, algorithm: Algorithm) -> Result<(), Error> {
+        replace(
+            &self.algorithms,
+            "algorithm",
+            algorithm.name.clone(),
+            algorithm,
+        )
+    }
+
+    fn put_algorithm(&self, algorithm: Algorithm) -> Result<(), Error> {
+        let mut map = self.algorithms.write().map_err(poisoned)?;
+        map.insert(algorithm.name.clone(), algorithm);
+        Ok(())
+    }
+
+    fn delete_algorithm(&self, name: &str) -> Result<(), Error> {
+        delete(&self.algorithms, "algorithm", name)
+    }
+
+    fn pipelines(&self) -> Result<Vec<Pipeline>, Error> {
+        list(&self.pipelines)
+    }
+
+    fn create_pipeline(&self, pipeline: Pipeline) -> Result<(), Error> {
+        create(&self.pipelines, "pipeline", pipeline.name.clone(), pipeline)
+    }
+
+    fn replace_pipeline(&self, pipeline: Pipeline) -> Result<(), Error> {
+        replace(&self.pipelines, "pipeline", pipeline.name.clone(), pipeline)
+    }
+
+    fn delete_pipeline(&self, name: &str) -> Result<(), Error> {
+        delete(&self.pipelines, "pipeline", name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::spec;
+    use serde_json::json;
+
+    fn pipeline(name: &str, triggered_by: Option<&str>) -> Pipeline {
+        let mut body = json!({"name": name, "nodes": [{"nodeName": "A", "algorithmName": "echo"}]});
+        if let Some(parent) = triggered_by {
+            body["triggers"] = json!({"pipelines": [parent]});
+        }
+        spec::parse_pipeline(body).unwrap()
+    }
+
+    #[test]
+    fn writes_refuse_what_exists_or_is_missing() {
+        let store = MemoryStore::new();
+        store.create_pipeline(pipeline("p", None)).unwrap();
+        assert_eq!(
+            store
+                .create_pipeline(pipeline("p", None))
+                .unwrap_err()
+                .to_string(),
+            "pipeline p already exists"
+        );
+        assert_eq!(
+            store
+                .replace_pipeline(pipeline("q", None))
+                .unwrap_err()
+                .to_string(),
+            "pipeline q Not Found"
+        );
+        store.replace_pipeline(pipeline("p", Some("x"))).unwrap();
+        assert_eq!(store.triggered_by("x").len(), 1);
+        store.delete_pipeline("p").unwrap();
+        assert_eq!(
+            store.delete_pipeline("p").unwrap_err().to_string(),
+            "pipeline p Not Found"
+        );
+
+        let algorithm =
+            spec::parse_algorithm(json!({"name": "a1", "algorithmImage": "img"})).unwrap();
+        store.create_algorithm(algorithm.clone()).unwrap();
+        assert_eq!(
+            store
+                .create_algorithm(algorithm.clone())
+                .unwrap_err()
+                .to_string(),
+            "algorithm a1 already exists"
+        );
+        assert_eq!(store.algorithms().unwrap().len(), 1);
+        assert!(store.algorithm("a1").is_some());
+        store.delete_algorithm("a1").unwrap();
+        assert_eq!(
+            store.delete_algorithm("a1").unwrap_err().to_string(),
+            "algorithm a1 Not Found"
+        );
+    }
+}

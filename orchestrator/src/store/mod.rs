@@ -1,0 +1,50 @@
+//! Stored definitions the API writes: algorithms and pipelines (reference §5.3, §5.4).
+//!
+//! [`Store`] extends the engine's read-only [`Catalog`] with writes. Each write is one atomic
+//! step with its own outcome (`create` refuses an existing name, `replace` and `delete` a
+//! missing one), so a database can implement it with one statement each and no
+//! read-then-write race. [`MemoryStore`] keeps everything in memory; SQLite comes later
+//! behind the same trait. The store checks nothing about the documents: validation belongs to
+//! `spec` and `engine::submit`, before a write.
+
+mod memory;
+mod sqlite;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+use crate::engine::Catalog;
+use crate::spec::{Algorithm, Pipeline};
+
+/// Why a write or a listing failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// HKube's `<type> <name> already exists`.
+    #[error("{kind} {name} already exists")]
+    Exists { kind: &'static str, name: String },
+    /// HKube's `<type> <name> Not Found`.
+    #[error("{kind} {name} Not Found")]
+    NotFound { kind: &'static str, name: String },
+    /// The storage itself failed (a database error, a poisoned lock).
+    #[error("the store failed: {0}")]
+    Backend(String),
+}
+
+/// Stored algorithms and pipelines, readable by the engine and writable by the API.
+pub trait Store: Catalog {
+    /// Every stored algorithm, in name order.
+    fn algorithms(&self) -> Result<Vec<Algorithm>, Error>;
+    /// Adds a new algorithm; [`Error::Exists`] when the name is taken.
+    fn create_algorithm(&self, algorithm: Algorithm) -> Result<(), Error>;
+    /// Replaces a stored algorithm; [`Error::NotFound`] when there is none by that name.
+    fn replace_algorithm(&self, algorithm: Algorithm) -> Result<(), Error>;
+    /// Adds or replaces.
+    fn put_algorithm(&self, algorithm: Algorithm) -> Result<(), Error>;
+    fn delete_algorithm(&self, name: &str) -> Result<(), Error>;
+
+    /// Every stored pipeline, in name order.
+    fn pipelines(&self) -> Result<Vec<Pipeline>, Error>;
+    fn create_pipeline(&self, pipeline: Pipeline) -> Result<(), Error>;
+    fn replace_pipeline(&self, pipeline: Pipeline) -> Result<(), Error>;
+    fn delete_pipeline(&self, name: &str) -> Result<(), Error>;
+}

@@ -1,0 +1,500 @@
+//! State that survives the process: stored algorithms and pipelines, and the engine's journal
+//! (jobs, finished tasks, results), in one SQLite database file.
+//!
+//! Reads and the API's writes go through a connection behind a mutex (they are rare and
+//! small). The journal's writes, which come from the engine loop for every finished task, are
+//! handed to a writer thread that commits them in batches, so the engine never waits on the
+//! disk. A task whose record was still in that queue when the process died runs again after
+//! the restart: at least once, never lost.
+
+use std::path::Path;
+use std::sync::{mpsc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
+
+use super::{Error, Store};
+use crate::engine::{Catalog, JobRecord, Journal, TaskRecord};
+use crate::spec::{Algorithm, Pipeline};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS algorithms (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pipelines (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    record TEXT NOT NULL,
+    result TEXT,
+    started INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks (job_id, seq);
+";
+
+/// Most journal rows per transaction.
+const BATCH: usize = 4096;
+
+enum Op {
+    JobStarted(String, String, u64),
+    TaskFinished(String, String),
+    JobFinished(String, String),
+    Flush(mpsc::Sender<()>),
+}
+
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    writer: Mutex<Option<mpsc::Sender<Op>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Op")
+    }
+}
+
+fn backend(error: impl std::fmt::Display) -> Error {
+    Error::Backend(error.to_string())
+}
+
+fn open(path: &Path) -> Result<Connection, Error> {
+    let conn = Connection::open(path)
+        .map_err(|e| Error::Backend(format!("cannot open {}: {e}", path.display())))?;
+    // WAL: readers do not block the writer; NORMAL: a committed transaction survives the
+    // process being killed (only a power loss can take the last ones).
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
+    )
+    .map_err(backend)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore, Error> {
+        if let Some(folder) = path.parent() {
+            std::fs::create_dir_all(folder)
+                .map_err(|e| Error::Backend(format!("cannot create {}: {e}", folder.display())))?;
+        }
+        let conn = open(path)?;
+        conn.execute_batch(SCHEMA).map_err(backend)?;
+        let writer_conn = open(path)?;
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("hkube-journal".into())
+            .spawn(move || write_loop(writer_conn, rx))
+            .map_err(backend)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            writer: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Waits until every journal record handed over so far is committed.
+    pub fn flush(&self) {
+        let (done, wait) = mpsc::channel();
+        if self.send(Op::Flush(done)) {
+            let _ = wait.recv();
+        }
+    }
+
+    /// Commits what is queued and stops the writer.
+    pub fn close(&self) {
+        self.flush();
+        if let Ok(mut writer) = self.writer.lock() {
+            writer.take();
+        }
+        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = thread.join();
+        }
+    }
+
+    fn send(&self, op: Op) -> bool {
+        self.writer
+            .lock()
+            .ok()
+            .and_then(|w| w.as_ref().map(|tx| tx.send(op).is_ok()))
+            .unwrap_or(false)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, Error> {
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| Error::Backend("the store's lock is poisoned".into()))?;
+        f(&conn).map_err(backend)
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, table: &str, name: &str) -> Option<T> {
+        let sql = format!("SELECT doc FROM {table} WHERE name = ?1");
+        let doc: Option<String> = self
+            .with(|c| {
+                c.query_row(&sql, params![name], |row| row.get(0))
+                    .optional()
+            })
+            .ok()
+            .flatten();
+        doc.and_then(|doc| serde_json::from_str(&doc).ok())
+    }
+
+    fn all<T: serde::de::DeserializeOwned>(&self, table: &str) -> Result<Vec<T>, Error> {
+        let sql = format!("SELECT doc FROM {table} ORDER BY name");
+        let docs: Vec<String> = self.with(|c| {
+            let mut statement = c.prepare(&sql)?;
+            let rows = statement.query_map([], |row| row.get(0))?;
+            rows.collect()
+        })?;
+        docs.iter()
+            .map(|doc| serde_json::from_str(doc).map_err(backend))
+            .collect()
+    }
+
+    fn write(
+        &self,
+        table: &str,
+        kind: &'static str,
+        name: &str,
+        doc: String,
+        mode: Mode,
+    ) -> Result<(), Error> {
+        let sql = match mode {
+            Mode::Create => format!("INSERT OR IGNORE INTO {table} (name, doc) VALUES (?1, ?2)"),
+            Mode::Replace => format!("UPDATE {table} SET doc = ?2 WHERE name = ?1"),
+            Mode::Put => format!("INSERT OR REPLACE INTO {table} (name, doc) VALUES (?1, ?2)"),
+        };
+        let changed = self.with(|c| c.execute(&sql, params![name, doc]))?;
+        match (mode, changed) {
+            (Mode::Create, 0) => Err(Error::Exists {
+                kind,
+                name: name.to_string(),
+            }),
+            (Mode::Replace, 0) => Err(Error::NotFound {
+                kind,
+                name: name.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn delete(&self, table: &str, kind: &'static str, name: &str) -> Result<(), Error> {
+        let sql = format!("DELETE FROM {table} WHERE name = ?1");
+        match self.with(|c| c.execute(&sql, params![name]))? {
+            0 => Err(Error::NotFound {
+                kind,
+                name: name.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Create,
+    Replace,
+    Put,
+}
+
+fn to_doc<T: serde::Serialize>(value: &T) -> Result<String, Error> {
+    serde_json::to_string(value).map_err(backend)
+}
+
+/// The writer thread: commits queued journal rows, many per transaction.
+fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
+    while let Ok(first) = rx.recv() {
+        let mut ops = vec![first];
+        while ops.len() < BATCH {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut flushes = Vec::new();
+        let outcome = (|| -> rusqlite::Result<()> {
+            let tx = conn.transaction()?;
+            for op in ops {
+                match op {
+                    Op::JobStarted(job_id, record, started) => {
+                        tx.execute(
+                            "INSERT OR IGNORE INTO jobs (job_id, record, started) VALUES (?1, ?2, ?3)",
+                            params![job_id, record, started as i64],
+                        )?;
+                    }
+                    Op::TaskFinished(job_id, record) => {
+                        tx.execute(
+                            "INSERT INTO tasks (job_id, record) VALUES (?1, ?2)",
+                            params![job_id, record],
+                        )?;
+                    }
+                    Op::JobFinished(job_id, result) => {
+                        tx.execute(
+                            "UPDATE jobs SET result = ?2 WHERE job_id = ?1",
+                            params![job_id, result],
+                        )?;
+                        // The job's result says it all now; its task rows are not needed.
+                        tx.execute("DELETE FROM tasks WHERE job_id = ?1", params![job_id])?;
+                    }
+                    Op::Flush(done) => flushes.push(done),
+                }
+            }
+            tx.commit()
+        })();
+        if let Err(error) = outcome {
+            eprintln!("hkube: the journal could not be written: {error}");
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
+    }
+}
+
+impl Catalog for SqliteStore {
+    fn algorithm(&self, name: &str) -> Option<Algorithm> {
+        self.get("algorithms", name)
+    }
+
+    fn pipeline(&self, name: &str) -> Option<Pipeline> {
+        self.get("pipelines", name)
+    }
+
+    fn triggered_by(&self, parent: &str) -> Vec<Pipeline> {
+        self.all::<Pipeline>("pipelines")
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| {
+                p.triggers
+                    .as_ref()
+                    .is_some_and(|t| t.pipelines.iter().any(|name| name == parent))
+            })
+            .collect()
+    }
+}
+
+impl Store for SqliteStore {
+    fn algorithms(&self) -> Result<Vec<Algorithm>, Error> {
+        self.all("algorithms")
+    }
+
+    fn create_algorithm(&self, algorithm: Algorithm) -> Result<(), Error> {
+        let doc = to_doc(&algorithm)?;
+        self.write(
+            "algorithms",
+            "algorithm",
+            &algorithm.name,
+            doc,
+            Mode::Create,
+        )
+    }
+
+    fn replace_algorithm(&self, algorithm: Algorithm) -> Result<(), Error> {
+        let doc = to_doc(&algorithm)?;
+        self.write(
+            "algorithms",
+            "algorithm",
+            &algorithm.name,
+            doc,
+            Mode::Replace,
+        )
+    }
+
+    fn put_algorithm(&self, algorithm: Algorithm) -> Result<(), Error> {
+        let doc = to_doc(&algorithm)?;
+        self.write("algorithms", "algorithm", &algorithm.name, doc, Mode::Put)
+    }
+
+    fn delete_algorithm(&self, name: &str) -> Result<(), Error> {
+        self.delete("algorithms", "algorithm", name)
+    }
+
+    fn pipelines(&self) -> Result<Vec<Pipeline>, Error> {
+        self.all("pipelines")
+    }
+
+    fn create_pipeline(&self, pipeline: Pipeline) -> Result<(), Error> {
+        let doc = to_doc(&pipeline)?;
+        self.write("pipelines", "pipeline", &pipeline.name, doc, Mode::Create)
+    }
+
+    fn replace_pipeline(&self, pipeline: Pipeline) -> Result<(), Error> {
+        let doc = to_doc(&pipeline)?;
+        self.write("pipelines", "pipeline", &pipeline.name, doc, Mode::Replace)
+    }
+
+    fn delete_pipeline(&self, name: &str) -> Result<(), Error> {
+        self.delete("pipelines", "pipeline", name)
+    }
+}
+
+impl Journal for SqliteStore {
+    fn job_started(&self, job: &JobRecord) {
+        if let Ok(record) = serde_json::to_string(job) {
+            self.send(Op::JobStarted(job.job_id.clone(), record, job.start_time));
+        }
+    }
+
+    fn task_finished(&self, task: &TaskRecord) {
+        if let Ok(record) = serde_json::to_string(task) {
+            self.send(Op::TaskFinished(task.job_id.clone(), record));
+        }
+    }
+
+    fn job_finished(&self, job_id: &str, result: &Value) {
+        self.send(Op::JobFinished(job_id.to_string(), result.to_string()));
+    }
+
+    fn unfinished(&self) -> Vec<(JobRecord, Vec<TaskRecord>)> {
+        self.flush();
+        let jobs: Vec<(String, String)> = self
+            .with(|c| {
+                let mut statement = c.prepare(
+                    "SELECT job_id, record FROM jobs WHERE result IS NULL ORDER BY started",
+                )?;
+                let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+                rows.collect()
+            })
+            .unwrap_or_default();
+        let mut found = Vec::new();
+        for (job_id, record) in jobs {
+            let Ok(job) = serde_json::from_str::<JobRecord>(&record) else {
+                eprintln!(
+                    "hkube: the journal's record of job {job_id} cannot be read; it is skipped"
+                );
+                continue;
+            };
+            let tasks: Vec<String> = self
+                .with(|c| {
+                    let mut statement =
+                        c.prepare("SELECT record FROM tasks WHERE job_id = ?1 ORDER BY seq")?;
+                    let rows = statement.query_map(params![job_id], |row| row.get(0))?;
+                    rows.collect()
+                })
+                .unwrap_or_default();
+            let tasks = tasks
+                .iter()
+                .filter_map(|t| serde_json::from_str(t).ok())
+                .collect();
+            found.push((job, tasks));
+        }
+        found
+    }
+}
+
+/// Jobs' results as recorded, newest first (for the API's queries and the CLI).
+impl SqliteStore {
+    pub fn result(&self, job_id: &str) -> Option<Value> {
+        self.flush();
+        let text: Option<String> = self
+            .with(|c| {
+                c.query_row(
+                    "SELECT result FROM jobs WHERE job_id = ?1",
+                    params![job_id],
+                    |row| row.get(0),
+                )
+                .optional()
+            })
+            .ok()
+            .flatten()
+            .flatten();
+        text.and_then(|t| serde_json::from_str(&t).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::RecordedOutcome;
+    use serde_json::json;
+
+    fn algorithm(name: &str) -> Algorithm {
+        crate::spec::parse_algorithm(json!({"name": name, "algorithmImage": "img"})).unwrap()
+    }
+
+    #[test]
+    fn store_writes_have_hkube_outcomes_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store.create_algorithm(algorithm("alpha")).unwrap();
+            assert_eq!(
+                store
+                    .create_algorithm(algorithm("alpha"))
+                    .unwrap_err()
+                    .to_string(),
+                "algorithm alpha already exists"
+            );
+            assert_eq!(
+                store
+                    .replace_algorithm(algorithm("beta"))
+                    .unwrap_err()
+                    .to_string(),
+                "algorithm beta Not Found"
+            );
+            store.put_algorithm(algorithm("beta")).unwrap();
+            store.delete_algorithm("beta").unwrap();
+            assert!(store.delete_algorithm("beta").is_err());
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let names: Vec<String> = store
+            .algorithms()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(names, ["alpha"]);
+        assert_eq!(
+            store.algorithm("alpha").unwrap().algorithm_image.as_deref(),
+            Some("img")
+        );
+    }
+
+    #[test]
+    fn the_journal_keeps_unfinished_jobs_and_their_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let job = |id: &str| JobRecord {
+            job_id: id.into(),
+            pipeline: json!({"name": "p"}),
+            types: vec!["raw".into()],
+            root_job_id: None,
+            start_time: 1,
+        };
+        let task = |job: &str, index: u32| TaskRecord {
+            job_id: job.into(),
+            node: "A".into(),
+            group: 0,
+            batch_index: index,
+            task_id: format!("task000{index}"),
+            outcome: RecordedOutcome::Succeeded {
+                output: json!(index),
+            },
+        };
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store.job_started(&job("j1"));
+            store.job_started(&job("j2"));
+            store.task_finished(&task("j1", 1));
+            store.task_finished(&task("j1", 2));
+            store.task_finished(&task("j2", 1));
+            store.job_finished("j2", &json!({"status": "completed"}));
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let unfinished = store.unfinished();
+        assert_eq!(unfinished.len(), 1);
+        assert_eq!(unfinished[0].0, job("j1"));
+        assert_eq!(unfinished[0].1, vec![task("j1", 1), task("j1", 2)]);
+        assert_eq!(store.result("j2"), Some(json!({"status": "completed"})));
+    }
+}
