@@ -1,9 +1,10 @@
 //! `hkube`: the command line.
 //!
-//! `hkube run` runs a pipeline on this machine; `hkube validate` checks descriptors. The server
-//! and hkubectl's commands arrive with the front door.
+//! `hkube run` runs a pipeline on this machine; `hkube validate` checks descriptors; `hkube
+//! server` serves the HKube-compatible REST API. hkubectl's commands arrive later.
 
 mod run;
+mod server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,8 @@ enum Command {
     /// Run a pipeline on this machine (the local executor): prints the results document as
     /// JSON; exits 0 when the job completed, 1 otherwise.
     Run(run::RunArgs),
+    /// Serve the HKube-compatible REST API (/api/v1) until SIGTERM or Ctrl-C.
+    Server(server::ServerArgs),
     /// Check pipeline descriptors (JSON or YAML) the way `POST /exec/raw` does: HKube's schema,
     /// defaults, node rules and graph (references, cycles, flowInput paths). Prints the
     /// pipeline with its defaults filled in.
@@ -50,6 +53,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => match run::run(args) {
             Ok(code) => ExitCode::from(code),
+            Err(error) => {
+                eprintln!("hkube: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Server(args) => match server::server(args) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("hkube: {error:#}");
                 ExitCode::FAILURE

@@ -5,7 +5,10 @@
 //! - [`engine`]: the job driver, an event loop that sends tasks through an [`engine::Executor`].
 //! - [`executor`]: executors that run real processes (the local executor).
 //! - [`project`]: a pipeline folder with its algorithms, as `hkube run` reads it.
+//! - [`store`]: stored algorithms and pipelines, written through the API.
+//! - [`api`]: the HKube-compatible REST API (`/api/v1`), an axum router over the engine.
 
+pub mod api;
 pub mod dag;
 pub mod engine;
 pub mod executor;

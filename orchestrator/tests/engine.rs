@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use orchestrator::engine::{
-    Engine, EngineOptions, Executor, InProcessExecutor, MemoryCatalog, TaskKey, TaskOutcome,
-    TaskSpec,
+    Engine, EngineOptions, Executor, InProcessExecutor, JobStatus, MemoryCatalog, TaskKey,
+    TaskOutcome, TaskSpec,
 };
 use orchestrator::spec;
 use serde_json::{json, Value};
@@ -325,4 +325,41 @@ async fn resume_after_crash_with<
         "three A items and B; the first three A items were not run again"
     );
     assert!(journal.unfinished().is_empty());
+}
+
+/// `Handle::jobs` lists jobs by status, oldest first; `resumed` counts as `active`.
+#[tokio::test(start_paused = true)]
+async fn jobs_are_listed_by_status() {
+    let executor = InProcessExecutor::with_test_algorithms();
+    let handle = Engine::spawn(Arc::new(executor), catalog(&["sleep", "first"]));
+    let done = handle
+        .exec_raw(json!({"name": "quick", "nodes": [{"nodeName": "A", "algorithmName": "first", "input": [1]}]}))
+        .await
+        .unwrap();
+    handle.wait(&done).await.unwrap();
+    let slow = handle
+        .exec_raw(json!({"name": "slow", "nodes": [{"nodeName": "A", "algorithmName": "sleep", "input": [600]}]}))
+        .await
+        .unwrap();
+    let active = vec![JobStatus::Active, JobStatus::Pending];
+    let listed = handle.jobs(Some(active.clone())).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].job_id, slow);
+    assert_eq!(listed[0].pipeline_name, "slow");
+    assert_eq!(listed[0].status, JobStatus::Active);
+    assert_eq!(listed[0].types, ["raw"]);
+    handle.pause(&slow).await.unwrap();
+    handle.resume(&slow).await.unwrap();
+    assert_eq!(handle.jobs(Some(active)).await.unwrap().len(), 1);
+    let all: Vec<String> = handle
+        .jobs(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|job| job.job_id)
+        .collect();
+    assert_eq!(all, [done.clone(), slow]);
+    let completed = handle.jobs(Some(vec![JobStatus::Completed])).await.unwrap();
+    assert_eq!(completed[0].job_id, done);
+    handle.shutdown().await;
 }

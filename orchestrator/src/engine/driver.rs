@@ -57,6 +57,7 @@ pub(crate) enum Command {
     Wait(String, Reply<Value>),
     Tree(String, Reply<Value>),
     Pipeline(String, Reply<Value>),
+    Jobs(Option<Vec<JobStatus>>, oneshot::Sender<Vec<JobSummary>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -79,6 +80,17 @@ pub struct StopRequest {
     pub statuses: Option<Vec<JobStatus>>,
     /// Default: `stopped due to request`.
     pub reason: Option<String>,
+}
+
+/// One job in a listing (`GET /exec/jobs`): who it is and where it stands.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSummary {
+    pub job_id: String,
+    pub status: JobStatus,
+    pub pipeline_name: String,
+    /// How the job was started (`raw`, `stored`, `trigger`, ...).
+    pub types: Vec<&'static str>,
 }
 
 /// A cheap, cloneable way to talk to the engine.
@@ -148,6 +160,16 @@ impl Handle {
     pub async fn pipeline(&self, job_id: &str) -> Result<Value, Error> {
         self.ask(|reply| Command::Pipeline(job_id.to_string(), reply))
             .await
+    }
+
+    /// The jobs whose status is one of `statuses` (all jobs when `None`), oldest first. A
+    /// `resumed` job counts as `active`, as stop's filter has it.
+    pub async fn jobs(&self, statuses: Option<Vec<JobStatus>>) -> Result<Vec<JobSummary>, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Msg::Command(Command::Jobs(statuses, reply)))
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)
     }
 
     /// Stops every unfinished job and ends the loop.
@@ -433,6 +455,30 @@ impl Engine {
                     Ok(Value::Object(doc))
                 });
                 let _ = reply.send(result);
+            }
+            Command::Jobs(statuses, reply) => {
+                let mut jobs: Vec<&Job> = self
+                    .jobs
+                    .values()
+                    .filter(|job| {
+                        let status = match job.status() {
+                            JobStatus::Resumed => JobStatus::Active,
+                            other => other,
+                        };
+                        statuses.as_ref().is_none_or(|s| s.contains(&status))
+                    })
+                    .collect();
+                jobs.sort_unstable_by_key(|job| job.key);
+                let summaries = jobs
+                    .into_iter()
+                    .map(|job| JobSummary {
+                        job_id: job.id.to_string(),
+                        status: job.status(),
+                        pipeline_name: job.name().to_string(),
+                        types: job.types.clone(),
+                    })
+                    .collect();
+                let _ = reply.send(summaries);
             }
             Command::Shutdown(done) => {
                 let keys: Vec<u64> = self.jobs.keys().copied().collect();

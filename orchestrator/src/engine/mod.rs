@@ -20,7 +20,7 @@ mod status;
 pub mod submit;
 
 pub use catalog::{Catalog, MemoryCatalog};
-pub use driver::{now_ms, Engine, EngineOptions, ExecRequest, Handle, StopRequest};
+pub use driver::{now_ms, Engine, EngineOptions, ExecRequest, Handle, JobSummary, StopRequest};
 pub use error::Error;
 pub use executor::{Executor, SubPipeline, TaskKey, TaskOutcome, TaskReporter, TaskSpec};
 pub use ids::{job_id, TaskId};

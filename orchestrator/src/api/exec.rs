@@ -1,0 +1,205 @@
+//! `/api/v1/exec/...`: starting, stopping and querying jobs (reference §5.1).
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::{no_extra_keys, required_string, ApiError, ApiState, JsonBody};
+use crate::engine::{ExecRequest, JobStatus, StopRequest};
+
+type Answer = Result<Json<Value>, ApiError>;
+
+fn job_id(job_id: String) -> Answer {
+    Ok(Json(json!({ "jobId": job_id })))
+}
+
+pub async fn raw(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {
+    job_id(state.engine.exec(ExecRequest::Raw(body)).await?)
+}
+
+pub async fn stored(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {
+    job_id(state.engine.exec(ExecRequest::Stored(body)).await?)
+}
+
+pub async fn algorithm(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {
+    if body.get("debug").and_then(Value::as_bool) == Some(true) {
+        return Err(ApiError::bad_request(
+            "debug runs need hkubectl's debug tunnel, which is not available yet",
+        ));
+    }
+    job_id(state.engine.exec(ExecRequest::Algorithm(body)).await?)
+}
+
+pub async fn rerun(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {
+    no_extra_keys(&body, &["jobId"])?;
+    let id = required_string(&body, "jobId")?;
+    job_id(state.engine.exec(ExecRequest::Rerun(id)).await?)
+}
+
+pub async fn caching(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {
+    no_extra_keys(&body, &["jobId", "nodeName", "debug"])?;
+    let id = required_string(&body, "jobId")?;
+    let node_name = required_string(&body, "nodeName")?;
+    if body.get("debug").and_then(Value::as_bool) == Some(true) {
+        return Err(ApiError::bad_request(
+            "debug runs need hkubectl's debug tunnel, which is not available yet",
+        ));
+    }
+    job_id(
+        state
+            .engine
+            .exec(ExecRequest::RunFromNode {
+                job_id: id,
+                node_name,
+            })
+            .await?,
+    )
+}
+
+const STOPPABLE: &str = "active,pending,paused";
+
+/// `statusToStop`: a status, a comma list, or an array of statuses.
+fn statuses(value: &Value) -> Result<Vec<JobStatus>, ApiError> {
+    let names: Vec<String> = match value {
+        Value::String(text) => text.split(',').map(|s| s.trim().to_string()).collect(),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or_else(|| ApiError::bad_request("data.statusToStop should be string"))?,
+        _ => return Err(ApiError::bad_request("data.statusToStop should be string")),
+    };
+    names
+        .iter()
+        .map(|name| {
+            JobStatus::parse(name)
+                .filter(|s| STOPPABLE.split(',').any(|ok| ok == s.as_str()))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "data.statusToStop should be equal to one of the allowed values ({STOPPABLE})"
+                    ))
+                })
+        })
+        .collect()
+}
+
+fn optional_string(body: &Value, field: &str) -> Result<Option<String>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "data.{field} should be string"
+        ))),
+    }
+}
+
+pub async fn stop(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {
+    if !body.is_object() {
+        return Err(ApiError::bad_request("data should be object"));
+    }
+    no_extra_keys(
+        &body,
+        &[
+            "jobId",
+            "pipelineName",
+            "startTime",
+            "statusToStop",
+            "reason",
+        ],
+    )?;
+    if body.get("startTime").is_some() {
+        return Err(ApiError::bad_request(
+            "stopping by startTime is not available yet: name a jobId or a pipelineName",
+        ));
+    }
+    let request = StopRequest {
+        job_id: optional_string(&body, "jobId")?,
+        pipeline_name: optional_string(&body, "pipelineName")?,
+        statuses: body.get("statusToStop").map(statuses).transpose()?,
+        reason: optional_string(&body, "reason")?,
+    };
+    let stopped = state.engine.stop(request).await?;
+    Ok(Json(json!({ "stoppedJobIds": stopped })))
+}
+
+pub async fn pause(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {
+    let id = required_string(&body, "jobId")?;
+    state.engine.pause(&id).await?;
+    Ok(Json(json!({"message": "OK"})))
+}
+
+pub async fn resume(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {
+    let id = required_string(&body, "jobId")?;
+    state.engine.resume(&id).await?;
+    Ok(Json(json!({"message": "OK"})))
+}
+
+pub async fn status(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
+    Ok(Json(state.engine.status(&id).await?))
+}
+
+/// Where HKube says results come from; ours are held by the engine and the fs storage.
+const STORAGE_MODULE: &str = "@hkube/fs-adapter";
+
+pub async fn results(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
+    let mut result = state.engine.result(&id).await?;
+    if let Value::Object(map) = &mut result {
+        map.insert("storageModule".into(), json!(STORAGE_MODULE));
+    }
+    Ok(Json(result))
+}
+
+pub async fn pipeline(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
+    Ok(Json(state.engine.pipeline(&id).await?))
+}
+
+pub async fn tree(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
+    Ok(Json(state.engine.tree(&id).await?))
+}
+
+/// `GET /exec/jobs?status=a,b&raw=true`: default active and pending.
+pub async fn jobs(
+    State(state): State<ApiState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Answer {
+    let wanted = match query.get("status").filter(|s| !s.is_empty()) {
+        None => vec![JobStatus::Active, JobStatus::Pending],
+        Some(list) => list
+            .split(',')
+            .map(|name| {
+                JobStatus::parse(name.trim()).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "data.status should be one of pending, active, completed, failed, stopped, paused (got {name})"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let jobs = state.engine.jobs(Some(wanted)).await?;
+    if query.get("raw").is_some_and(|raw| raw == "true") {
+        let ids: Vec<&str> = jobs.iter().map(|job| job.job_id.as_str()).collect();
+        return Ok(Json(json!(ids)));
+    }
+    let list: Vec<Value> = jobs
+        .iter()
+        .map(|job| {
+            json!({"jobId": job.job_id, "status": job.status.as_str(), "pipelineName": job.pipeline_name})
+        })
+        .collect();
+    Ok(Json(Value::Array(list)))
+}
+
+/// `GET /exec/pipeline/list`: `{jobId, ...pipeline}` of every unfinished job.
+pub async fn pipeline_list(State(state): State<ApiState>) -> Answer {
+    let unfinished = vec![JobStatus::Pending, JobStatus::Active, JobStatus::Paused];
+    let mut list = Vec::new();
+    for job in state.engine.jobs(Some(unfinished)).await? {
+        // A job may be forgotten between the two questions; it is simply not listed.
+        if let Ok(pipeline) = state.engine.pipeline(&job.job_id).await {
+            list.push(pipeline);
+        }
+    }
+    Ok(Json(Value::Array(list)))
+}

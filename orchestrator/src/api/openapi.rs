@@ -1,0 +1,358 @@
+//! The route table and the OpenAPI 3 document generated from it.
+//!
+//! [`routes`] is the only list of what the API serves: [`super::router`] registers each entry
+//! and `GET /api/v1/openapi.json` describes each entry, so the document cannot drift from the
+//! router.
+
+use axum::handler::Handler;
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::{exec, store, ApiState};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl Verb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::Post => "post",
+            Verb::Put => "put",
+            Verb::Delete => "delete",
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+            Verb::Put => MethodFilter::PUT,
+            Verb::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// How a route's request body looks.
+#[derive(Debug, Clone)]
+pub enum RequestBody {
+    None,
+    Json(Value),
+    /// Multipart form fields: name → schema.
+    Multipart(Value),
+}
+
+/// One route: what the router serves and what the document says about it.
+pub struct ApiRoute {
+    pub verb: Verb,
+    /// The full path, axum's syntax (`/api/v1/exec/status/{jobId}`).
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub request: RequestBody,
+    /// The success status and the schema of its body.
+    pub success: (u16, Value),
+    /// Error statuses this route answers with, besides 401 when auth is on.
+    pub errors: &'static [u16],
+    handler: MethodRouter<ApiState>,
+}
+
+impl std::fmt::Debug for ApiRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiRoute")
+            .field("verb", &self.verb)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiRoute {
+    pub(super) fn into_method_router(self) -> MethodRouter<ApiState> {
+        self.handler
+    }
+}
+
+fn route<H, T>(verb: Verb, path: &'static str, summary: &'static str, handler: H) -> ApiRoute
+where
+    H: Handler<T, ApiState>,
+    T: 'static,
+{
+    ApiRoute {
+        verb,
+        path,
+        summary,
+        request: RequestBody::None,
+        success: (200, json!({})),
+        errors: &[],
+        handler: on(verb.filter(), handler),
+    }
+}
+
+impl ApiRoute {
+    fn body(mut self, schema: Value) -> Self {
+        self.request = RequestBody::Json(schema);
+        self
+    }
+    fn multipart(mut self, fields: Value) -> Self {
+        self.request = RequestBody::Multipart(fields);
+        self
+    }
+    fn ok(mut self, status: u16, schema: Value) -> Self {
+        self.success = (status, schema);
+        self
+    }
+    fn errors(mut self, errors: &'static [u16]) -> Self {
+        self.errors = errors;
+        self
+    }
+}
+
+fn string() -> Value {
+    json!({"type": "string"})
+}
+fn object(required: &[&str], properties: Value) -> Value {
+    json!({"type": "object", "required": required, "properties": properties})
+}
+fn reference(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+fn array(items: Value) -> Value {
+    json!({"type": "array", "items": items})
+}
+fn job_id() -> Value {
+    object(&["jobId"], json!({"jobId": string()}))
+}
+fn message() -> Value {
+    object(&["message"], json!({"message": string()}))
+}
+
+async fn versions() -> Json<Value> {
+    Json(json!(["v1"]))
+}
+async fn exec_root() -> Json<Value> {
+    Json(json!({"message": "v1 exec api"}))
+}
+async fn store_root() -> Json<Value> {
+    Json(json!({"message": "v1 store api"}))
+}
+async fn openapi_json() -> Json<Value> {
+    Json(document())
+}
+
+/// Every route the API serves.
+pub fn routes() -> Vec<ApiRoute> {
+    use Verb::{Delete, Get, Post, Put};
+    vec![
+        route(Get, "/api", "API versions", versions).ok(200, array(string())),
+        route(Get, "/api/v1/openapi.json", "this document", openapi_json),
+        route(Get, "/api/v1/exec/", "exec router", exec_root).ok(200, message()),
+        route(Get, "/api/v1/exec", "exec router", exec_root).ok(200, message()),
+        route(Get, "/api/v1/store/", "store router", store_root).ok(200, message()),
+        route(Get, "/api/v1/store", "store router", store_root).ok(200, message()),
+        // Execution (§5.1).
+        route(Post, "/api/v1/exec/raw", "run a pipeline descriptor", exec::raw)
+            .body(reference("Pipeline"))
+            .ok(200, job_id())
+            .errors(&[400, 404]),
+        route(Post, "/api/v1/exec/stored", "run a stored pipeline; flowInput replaces, the rest deep-merges", exec::stored)
+            .body(object(&["name"], json!({"name": string(), "flowInput": {"type": "object"}})))
+            .ok(200, job_id())
+            .errors(&[400, 404]),
+        route(Post, "/api/v1/exec/algorithm", "run one algorithm as a one-node pipeline", exec::algorithm)
+            .body(object(&["name"], json!({"name": string(), "input": {"type": "array"}, "debug": {"type": "boolean"}})))
+            .ok(200, job_id())
+            .errors(&[400, 404]),
+        route(Post, "/api/v1/exec/rerun", "run a job's pipeline again", exec::rerun)
+            .body(job_id())
+            .ok(200, job_id())
+            .errors(&[400, 404]),
+        route(Post, "/api/v1/exec/caching", "run from a node, with the parents' outputs of a job", exec::caching)
+            .body(object(&["jobId", "nodeName"], json!({"jobId": string(), "nodeName": string(), "debug": {"type": "boolean"}})))
+            .ok(200, job_id())
+            .errors(&[400]),
+        route(Post, "/api/v1/exec/stop", "stop unfinished jobs", exec::stop)
+            .body(object(&[], json!({
+                "jobId": string(), "pipelineName": string(), "reason": string(),
+                "statusToStop": {"oneOf": [string(), array(string())]},
+            })))
+            .ok(200, object(&["stoppedJobIds"], json!({"stoppedJobIds": array(string())})))
+            .errors(&[400, 404]),
+        route(Post, "/api/v1/exec/pause", "pause a job", exec::pause)
+            .body(job_id())
+            .ok(200, message())
+            .errors(&[400, 404]),
+        route(Post, "/api/v1/exec/resume", "resume a paused job", exec::resume)
+            .body(job_id())
+            .ok(200, message())
+            .errors(&[400, 404]),
+        route(Get, "/api/v1/exec/status/{jobId}", "a job's status and progress", exec::status)
+            .ok(200, reference("Status"))
+            .errors(&[404]),
+        route(Get, "/api/v1/exec/results/{jobId}", "a finished job's results", exec::results)
+            .ok(200, reference("Result"))
+            .errors(&[400, 404]),
+        route(Get, "/api/v1/exec/pipelines/{jobId}", "the pipeline as the job runs it", exec::pipeline)
+            .ok(200, reference("Pipeline"))
+            .errors(&[404]),
+        route(Get, "/api/v1/exec/tree/{jobId}", "the jobs a job triggered", exec::tree)
+            .ok(200, object(&["name", "children"], json!({"jobId": string(), "name": string(), "children": array(json!({"type": "object"}))})))
+            .errors(&[404]),
+        route(Get, "/api/v1/exec/jobs", "jobs by status (?status=a,b, default active,pending; ?raw=true: ids only)", exec::jobs)
+            .ok(200, array(object(&["jobId", "status", "pipelineName"], json!({"jobId": string(), "status": string(), "pipelineName": string()}))))
+            .errors(&[400]),
+        route(Get, "/api/v1/exec/pipeline/list", "the pipelines of unfinished jobs", exec::pipeline_list)
+            .ok(200, array(reference("Pipeline"))),
+        // Stored pipelines (§5.3).
+        route(Get, "/api/v1/store/pipelines", "stored pipelines", store::list_pipelines)
+            .ok(200, array(reference("Pipeline"))),
+        route(Post, "/api/v1/store/pipelines", "store a pipeline", store::create_pipeline)
+            .body(reference("Pipeline"))
+            .ok(201, reference("Pipeline"))
+            .errors(&[400, 404, 409]),
+        route(Put, "/api/v1/store/pipelines", "replace a stored pipeline (name in the body)", store::replace_pipeline)
+            .body(reference("Pipeline"))
+            .ok(200, reference("Pipeline"))
+            .errors(&[400, 404]),
+        route(Get, "/api/v1/store/pipelines/{name}", "a stored pipeline", store::get_pipeline)
+            .ok(200, reference("Pipeline"))
+            .errors(&[404]),
+        route(Put, "/api/v1/store/pipelines/{name}", "replace a stored pipeline", store::replace_named_pipeline)
+            .body(reference("Pipeline"))
+            .ok(200, reference("Pipeline"))
+            .errors(&[400, 404]),
+        route(Delete, "/api/v1/store/pipelines/{name}", "delete a stored pipeline, stopping its unfinished stored jobs", store::delete_pipeline)
+            .ok(200, message())
+            .errors(&[404]),
+        // Stored algorithms (§5.4).
+        route(Get, "/api/v1/store/algorithms", "stored algorithms", store::list_algorithms)
+            .ok(200, array(reference("Algorithm"))),
+        route(Post, "/api/v1/store/algorithms", "store an algorithm", store::create_algorithm)
+            .body(reference("Algorithm"))
+            .ok(201, reference("Algorithm"))
+            .errors(&[400, 409]),
+        route(Put, "/api/v1/store/algorithms", "update a stored algorithm (name in the body; merged over it)", store::replace_algorithm)
+            .body(reference("Algorithm"))
+            .ok(200, reference("Algorithm"))
+            .errors(&[400, 404]),
+        route(Post, "/api/v1/store/algorithms/apply", "create or update an algorithm (multipart: payload, options; no file yet)", store::apply_algorithm)
+            .multipart(json!({
+                "payload": {"type": "string", "description": "the algorithm, as JSON"},
+                "options": {"type": "string", "description": "{\"forceUpdate\": bool, \"forceBuild\": bool}, as JSON"},
+                "file": {"type": "string", "format": "binary", "description": "code archive: needs the build service (not available yet)"},
+            }))
+            .ok(200, object(&["messages", "messagesCode", "algorithm"], json!({
+                "buildId": string(), "messages": array(string()),
+                "messagesCode": array(json!({"type": "integer"})), "algorithm": reference("Algorithm"),
+            })))
+            .errors(&[400]),
+        route(Get, "/api/v1/store/algorithms/{name}", "a stored algorithm", store::get_algorithm)
+            .ok(200, reference("Algorithm"))
+            .errors(&[404]),
+        route(Put, "/api/v1/store/algorithms/{name}", "update a stored algorithm (merged over it)", store::replace_named_algorithm)
+            .body(reference("Algorithm"))
+            .ok(200, reference("Algorithm"))
+            .errors(&[400, 404]),
+        route(Delete, "/api/v1/store/algorithms/{name}", "delete a stored algorithm (?force=true also deletes the pipelines using it)", store::delete_algorithm)
+            .ok(200, message())
+            .errors(&[400, 404]),
+    ]
+}
+
+/// The OpenAPI 3 document of [`routes`].
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for route in routes() {
+        let mut operation = json!({
+            "summary": route.summary,
+            "responses": {
+                route.success.0.to_string(): {
+                    "description": "success",
+                    "content": {"application/json": {"schema": route.success.1}},
+                },
+                "401": {
+                    "description": "a token is configured and the request lacks it",
+                    "content": {"application/json": {"schema": object(&["error"], json!({"error": {"const": "Unauthorized"}}))}},
+                },
+            },
+        });
+        for status in route.errors {
+            operation["responses"][status.to_string()] = json!({
+                "description": "error",
+                "content": {"application/json": {"schema": reference("Error")}},
+            });
+        }
+        let parameters: Vec<Value> = route
+            .path
+            .split('/')
+            .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": string()}))
+            .collect();
+        if !parameters.is_empty() {
+            operation["parameters"] = Value::Array(parameters);
+        }
+        match &route.request {
+            RequestBody::None => {}
+            RequestBody::Json(schema) => {
+                operation["requestBody"] =
+                    json!({"required": true, "content": {"application/json": {"schema": schema}}});
+            }
+            RequestBody::Multipart(fields) => {
+                operation["requestBody"] = json!({"required": true, "content": {
+                    "multipart/form-data": {"schema": {"type": "object", "required": ["payload"], "properties": fields}},
+                }});
+            }
+        }
+        let entry = paths
+            .entry(route.path.to_string())
+            .or_insert_with(|| json!({}));
+        entry[route.verb.as_str()] = operation;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "hkube API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "HKube-compatible REST API (the subset hkube serves today)",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "Error": object(&["error"], json!({"error": object(&["code", "message"], json!({
+                    "code": {"type": "integer"}, "message": string(), "details": {},
+                }))})),
+                "Pipeline": object(&["name"], json!({
+                    "name": string(), "nodes": array(object(&["nodeName"], json!({
+                        "nodeName": string(), "algorithmName": string(), "input": {"type": "array"},
+                    }))),
+                    "flowInput": {"type": "object"}, "options": {"type": "object"},
+                    "priority": {"type": "integer", "minimum": 1, "maximum": 5},
+                })),
+                "Algorithm": object(&["name"], json!({
+                    "name": string(), "algorithmImage": string(), "env": string(),
+                    "cpu": {"type": "number"}, "mem": string(), "minHotWorkers": {"type": "integer"},
+                })),
+                "Status": object(&["jobId", "status"], json!({
+                    "jobId": string(), "pipeline": string(), "status": string(), "level": string(),
+                    "timestamp": {"type": "integer"}, "data": object(&[], json!({
+                        "progress": {"type": "number"}, "states": {"type": "object"}, "details": string(),
+                    })),
+                })),
+                "Result": object(&["jobId", "status"], json!({
+                    "jobId": string(), "pipeline": string(), "status": string(),
+                    "data": array(object(&["nodeName", "algorithmName"], json!({
+                        "nodeName": string(), "algorithmName": string(), "batchIndex": {"type": "integer"},
+                        "result": {}, "error": string(), "info": {"type": "object"},
+                    }))),
+                    "error": string(), "nodeName": string(), "reason": string(),
+                    "timestamp": {"type": "integer"}, "timeTook": {"type": "number"},
+                    "storageModule": string(),
+                })),
+            },
+        },
+    })
+}

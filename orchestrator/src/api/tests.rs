@@ -1,0 +1,970 @@
+//! Every route's success and error shapes, against the router in-process (no sockets, no
+//! processes): the reference's test algorithms run in the engine's process.
+
+#![allow(clippy::unwrap_used)] // a test may panic on the unexpected
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use super::{router, routes, ApiState, Verb};
+use crate::engine::{Catalog, Engine, InProcessExecutor};
+use crate::spec;
+use crate::store::{MemoryStore, Store};
+
+struct Api {
+    app: axum::Router,
+}
+
+fn api_with(auth_token: Option<&str>) -> Api {
+    let executor = InProcessExecutor::with_test_algorithms();
+    let store = Arc::new(MemoryStore::new());
+    for name in executor.algorithm_names() {
+        store
+            .put_algorithm(
+                spec::parse_algorithm(
+                    json!({"name": name, "algorithmImage": format!("hkube/{name}")}),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+    }
+    let catalog: Arc<dyn Catalog> = store.clone();
+    let engine = Engine::spawn(Arc::new(executor), catalog);
+    Api {
+        app: router(ApiState {
+            engine,
+            store,
+            auth_token: auth_token.map(str::to_string),
+        }),
+    }
+}
+
+fn api() -> Api {
+    api_with(None)
+}
+
+impl Api {
+    async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, body)
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let builder = Request::builder().method(method).uri(path);
+        let request = match body {
+            Some(body) => builder
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string())),
+            None => builder.body(Body::empty()),
+        };
+        self.send(request.unwrap()).await
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call("GET", path, None).await
+    }
+
+    /// Expects success with `status`; returns the body.
+    async fn ok(&self, method: &str, path: &str, body: Option<Value>, status: u16) -> Value {
+        let (got, answer) = self.call(method, path, body).await;
+        assert_eq!(got.as_u16(), status, "{method} {path}: {answer}");
+        answer
+    }
+
+    /// Expects HKube's error body with this status and message.
+    async fn check_error(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        status: u16,
+        message: &str,
+    ) {
+        let (got, answer) = self.call(method, path, body).await;
+        assert_eq!(got.as_u16(), status, "{method} {path}: {answer}");
+        assert_eq!(answer["error"]["code"], status, "{method} {path}: {answer}");
+        assert_eq!(answer["error"]["message"], message, "{method} {path}");
+    }
+
+    async fn run(&self, pipeline: Value) -> String {
+        let answer = self
+            .ok("POST", "/api/v1/exec/raw", Some(pipeline), 200)
+            .await;
+        answer["jobId"].as_str().unwrap().to_string()
+    }
+
+    /// Polls the status until the job has ended; returns the results.
+    async fn results(&self, job: &str) -> Value {
+        for _ in 0..500 {
+            let (_, status) = self.get(&format!("/api/v1/exec/status/{job}")).await;
+            if ["completed", "failed", "stopped"].contains(&status["status"].as_str().unwrap_or(""))
+            {
+                return self
+                    .ok("GET", &format!("/api/v1/exec/results/{job}"), None, 200)
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("job {job} did not end");
+    }
+}
+
+fn sleeper(name: &str) -> Value {
+    json!({"name": name, "nodes": [{"nodeName": "A", "algorithmName": "sleep", "input": [600]}]})
+}
+
+fn chain() -> Value {
+    json!({"name": "cc01", "nodes": [
+        {"nodeName": "A", "algorithmName": "first", "input": [5]},
+        {"nodeName": "B", "algorithmName": "double", "input": ["@A"]},
+    ]})
+}
+
+#[tokio::test]
+async fn the_roots_answer() {
+    let api = api();
+    assert_eq!(api.ok("GET", "/api", None, 200).await, json!(["v1"]));
+    assert_eq!(
+        api.ok("GET", "/api/v1/exec/", None, 200).await,
+        json!({"message": "v1 exec api"})
+    );
+    assert_eq!(
+        api.ok("GET", "/api/v1/store/", None, 200).await,
+        json!({"message": "v1 store api"})
+    );
+}
+
+#[tokio::test]
+async fn exec_raw_status_results_pipeline_tree() {
+    let api = api();
+    let job = api.run(chain()).await;
+    let result = api.results(&job).await;
+    assert_eq!(result["status"], "completed");
+    assert_eq!(
+        result["data"],
+        json!([{"nodeName": "B", "algorithmName": "double", "result": 10}])
+    );
+    assert_eq!(result["storageModule"], "@hkube/fs-adapter");
+    let status = api
+        .ok("GET", &format!("/api/v1/exec/status/{job}"), None, 200)
+        .await;
+    assert_eq!(status["data"]["details"], "100% completed, 2 succeed");
+    let pipeline = api
+        .ok("GET", &format!("/api/v1/exec/pipelines/{job}"), None, 200)
+        .await;
+    assert_eq!(pipeline["jobId"], job.as_str());
+    assert_eq!(pipeline["options"]["batchTolerance"], 80);
+    let tree = api
+        .ok("GET", &format!("/api/v1/exec/tree/{job}"), None, 200)
+        .await;
+    assert_eq!(tree, json!({"jobId": job, "name": "cc01", "children": []}));
+
+    api.check_error(
+        "GET",
+        "/api/v1/exec/status/nope",
+        None,
+        404,
+        "status nope Not Found",
+    )
+    .await;
+    api.check_error(
+        "GET",
+        "/api/v1/exec/results/nope",
+        None,
+        404,
+        "status nope Not Found",
+    )
+    .await;
+    api.check_error(
+        "GET",
+        "/api/v1/exec/pipelines/nope",
+        None,
+        404,
+        "pipeline nope Not Found",
+    )
+    .await;
+    api.check_error(
+        "GET",
+        "/api/v1/exec/tree/nope",
+        None,
+        404,
+        "tree nope Not Found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn exec_raw_validation_errors_are_hkubes() {
+    let api = api();
+    let cases = [
+        (
+            json!({"name": "c", "nodes": [
+                {"nodeName": "A", "algorithmName": "echo", "input": ["@B"]},
+                {"nodeName": "B", "algorithmName": "echo", "input": ["@A"]}]}),
+            400,
+            "cyclic nodes are not allowed on batch pipeline",
+        ),
+        (
+            json!({"name": "x"}),
+            400,
+            "pipeline must have at least one node",
+        ),
+        (
+            json!({"nodes": [{"nodeName": "A", "algorithmName": "echo"}]}),
+            400,
+            "data should have required property 'name'",
+        ),
+        (
+            json!({"name": "x", "nodes": [{"nodeName": "A", "algorithmName": "nosuch"}]}),
+            404,
+            "algorithm nosuch Not Found",
+        ),
+    ];
+    for (body, status, message) in cases {
+        api.check_error("POST", "/api/v1/exec/raw", Some(body), status, message)
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn malformed_json_unknown_routes_and_wrong_methods() {
+    let api = api();
+    let request = Request::post("/api/v1/exec/raw")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{\"name\": "))
+        .unwrap();
+    let (status, body) = api.send(request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the request body is not valid JSON"),
+        "{body}"
+    );
+    api.check_error(
+        "GET",
+        "/api/v1/no/such/route",
+        None,
+        404,
+        "Cannot GET /api/v1/no/such/route",
+    )
+    .await;
+    api.check_error("GET", "/elsewhere", None, 404, "Cannot GET /elsewhere")
+        .await;
+    let response = api
+        .app
+        .clone()
+        .oneshot(
+            Request::delete("/api/v1/exec/raw")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()[header::ALLOW], "POST");
+    api.check_error(
+        "PATCH",
+        "/api/v1/store/pipelines",
+        None,
+        405,
+        "Method Not Allowed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn exec_stored_and_store_pipelines() {
+    let api = api();
+    let stored = json!({"name": "S", "nodes": [{"nodeName": "A", "algorithmName": "echo", "input": ["@flowInput"]}],
+        "flowInput": {"inp": [1, 2, 3]}, "options": {"batchTolerance": 45, "ttl": 85900}});
+    let created = api
+        .ok("POST", "/api/v1/store/pipelines", Some(stored.clone()), 201)
+        .await;
+    assert_eq!(created["priority"], 3);
+    assert_eq!(created["options"]["batchTolerance"], 45);
+    api.check_error(
+        "POST",
+        "/api/v1/store/pipelines",
+        Some(stored.clone()),
+        409,
+        "pipeline S already exists",
+    )
+    .await;
+    let list = api.ok("GET", "/api/v1/store/pipelines", None, 200).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(
+        api.ok("GET", "/api/v1/store/pipelines/S", None, 200).await,
+        created
+    );
+    api.check_error(
+        "GET",
+        "/api/v1/store/pipelines/T",
+        None,
+        404,
+        "pipeline T Not Found",
+    )
+    .await;
+
+    // CC-35: flowInput replaced, options merged.
+    let job = api
+        .ok(
+            "POST",
+            "/api/v1/exec/stored",
+            Some(json!({"name": "S", "flowInput": {"inp": [[], []]}, "options": {"ttl": 255}})),
+            200,
+        )
+        .await["jobId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let result = api.results(&job).await;
+    assert_eq!(result["data"][0]["result"], json!([{"inp": [[], []]}]));
+    let pipeline = api
+        .ok("GET", &format!("/api/v1/exec/pipelines/{job}"), None, 200)
+        .await;
+    assert_eq!(pipeline["options"]["ttl"], 255);
+    assert_eq!(pipeline["options"]["batchTolerance"], 45);
+    api.check_error(
+        "POST",
+        "/api/v1/exec/stored",
+        Some(json!({"name": "not_found"})),
+        404,
+        "pipeline not_found Not Found",
+    )
+    .await;
+
+    // CC-58: stored without the flowInput check, executed with it.
+    let lacking = json!({"name": "L", "nodes": [{"nodeName": "A", "algorithmName": "echo", "input": ["#@flowInput.files.links"]}], "flowInput": {}});
+    api.ok("POST", "/api/v1/store/pipelines", Some(lacking), 201)
+        .await;
+    api.check_error(
+        "POST",
+        "/api/v1/exec/stored",
+        Some(json!({"name": "L"})),
+        400,
+        "unable to find flowInput.files.links",
+    )
+    .await;
+    api.check_error(
+        "POST",
+        "/api/v1/store/pipelines",
+        Some(json!({"name": "B", "nodes": [{"nodeName": "A", "algorithmName": "nosuch"}]})),
+        404,
+        "algorithm nosuch Not Found",
+    )
+    .await;
+
+    // Replace, by path and HKube's body-only form.
+    let mut changed = stored.clone();
+    changed["flowInput"] = json!({"inp": [9]});
+    let replaced = api
+        .ok(
+            "PUT",
+            "/api/v1/store/pipelines/S",
+            Some(changed.clone()),
+            200,
+        )
+        .await;
+    assert_eq!(replaced["flowInput"], json!({"inp": [9]}));
+    api.ok("PUT", "/api/v1/store/pipelines", Some(changed.clone()), 200)
+        .await;
+    api.check_error(
+        "PUT",
+        "/api/v1/store/pipelines/Other",
+        Some(changed),
+        400,
+        "the pipeline name in the body (\"S\") differs from the one in the path (Other)",
+    )
+    .await;
+    api.check_error(
+        "PUT",
+        "/api/v1/store/pipelines/Z",
+        Some(json!({"nodes": [{"nodeName": "A", "algorithmName": "echo"}]})),
+        404,
+        "pipeline Z Not Found",
+    )
+    .await;
+
+    // Delete stops the unfinished stored jobs of the pipeline.
+    api.ok(
+        "POST",
+        "/api/v1/store/pipelines",
+        Some(sleeper("Slow")),
+        201,
+    )
+    .await;
+    let slow = api
+        .ok(
+            "POST",
+            "/api/v1/exec/stored",
+            Some(json!({"name": "Slow"})),
+            200,
+        )
+        .await;
+    let answer = api
+        .ok("DELETE", "/api/v1/store/pipelines/Slow", None, 200)
+        .await;
+    assert_eq!(
+        answer["message"],
+        "pipeline Slow successfully deleted from store, stopped related running pipelines 1/1"
+    );
+    let result = api.results(slow["jobId"].as_str().unwrap()).await;
+    assert_eq!(result["reason"], "pipeline has been deleted");
+    let answer = api
+        .ok("DELETE", "/api/v1/store/pipelines/S", None, 200)
+        .await;
+    assert_eq!(
+        answer["message"],
+        "pipeline S successfully deleted from store"
+    );
+    api.check_error(
+        "DELETE",
+        "/api/v1/store/pipelines/S",
+        None,
+        404,
+        "pipeline S Not Found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn exec_algorithm_rerun_and_caching() {
+    let api = api();
+    let job = api
+        .ok(
+            "POST",
+            "/api/v1/exec/algorithm",
+            Some(json!({"name": "first", "input": [7]})),
+            200,
+        )
+        .await["jobId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(api.results(&job).await["data"][0]["result"], 7);
+    api.check_error(
+        "POST",
+        "/api/v1/exec/algorithm",
+        Some(json!({"name": "nosuch"})),
+        404,
+        "algorithm nosuch Not Found",
+    )
+    .await;
+    api.check_error(
+        "POST",
+        "/api/v1/exec/algorithm",
+        Some(json!({"name": "first", "x": 1})),
+        400,
+        "data should NOT have additional properties (x)",
+    )
+    .await;
+
+    // CC-36.
+    let job = api
+        .run(
+            json!({"name": "cc36", "flowInput": {"range": 10}, "nodes": [
+            {"nodeName": "one", "algorithmName": "add", "input": ["@flowInput.range", 7]},
+            {"nodeName": "two", "algorithmName": "add", "input": ["@one", 12]}]}),
+        )
+        .await;
+    assert_eq!(api.results(&job).await["data"][0]["result"], 29);
+    let rerun = api
+        .ok(
+            "POST",
+            "/api/v1/exec/rerun",
+            Some(json!({"jobId": job})),
+            200,
+        )
+        .await;
+    assert_eq!(
+        api.results(rerun["jobId"].as_str().unwrap()).await["data"][0]["result"],
+        29
+    );
+    let cached = api
+        .ok(
+            "POST",
+            "/api/v1/exec/caching",
+            Some(json!({"jobId": job, "nodeName": "two"})),
+            200,
+        )
+        .await;
+    let result = api.results(cached["jobId"].as_str().unwrap()).await;
+    assert_eq!(result["pipeline"], "cc36-two");
+    assert_eq!(result["data"][0]["result"], 29);
+    api.check_error(
+        "POST",
+        "/api/v1/exec/rerun",
+        Some(json!({"jobId": "nope"})),
+        404,
+        "jobId nope Not Found",
+    )
+    .await;
+    api.check_error(
+        "POST",
+        "/api/v1/exec/rerun",
+        Some(json!({})),
+        400,
+        "data should have required property 'jobId'",
+    )
+    .await;
+    api.check_error(
+        "POST",
+        "/api/v1/exec/caching",
+        Some(json!({"jobId": "nope", "nodeName": "two"})),
+        400,
+        "unable to find pipeline nope",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn stop_pause_resume_and_job_lists() {
+    let api = api();
+    let job = api.run(sleeper("slow")).await;
+    // CC-32: results before completion.
+    api.check_error(
+        "GET",
+        &format!("/api/v1/exec/results/{job}"),
+        None,
+        400,
+        "unable to get results for pipeline slow because its in active status",
+    )
+    .await;
+    // CC-33.
+    api.check_error(
+        "POST",
+        "/api/v1/exec/resume",
+        Some(json!({"jobId": job})),
+        400,
+        "unable to resume pipeline slow because its in active status",
+    )
+    .await;
+    let ok = api
+        .ok(
+            "POST",
+            "/api/v1/exec/pause",
+            Some(json!({"jobId": job})),
+            200,
+        )
+        .await;
+    assert_eq!(ok, json!({"message": "OK"}));
+    let status = api
+        .ok("GET", &format!("/api/v1/exec/status/{job}"), None, 200)
+        .await;
+    assert_eq!(status["status"], "paused");
+    assert_eq!(
+        api.ok("GET", "/api/v1/exec/jobs", None, 200).await,
+        json!([])
+    );
+    let paused = api
+        .ok("GET", "/api/v1/exec/jobs?status=paused", None, 200)
+        .await;
+    assert_eq!(
+        paused,
+        json!([{"jobId": job, "status": "paused", "pipelineName": "slow"}])
+    );
+    api.ok(
+        "POST",
+        "/api/v1/exec/resume",
+        Some(json!({"jobId": job})),
+        200,
+    )
+    .await;
+    assert_eq!(
+        api.ok("GET", "/api/v1/exec/jobs?raw=true", None, 200).await,
+        json!([job])
+    );
+    let list = api.ok("GET", "/api/v1/exec/pipeline/list", None, 200).await;
+    assert_eq!(list[0]["jobId"], job.as_str());
+    assert_eq!(list[0]["name"], "slow");
+    api.check_error("GET", "/api/v1/exec/jobs?status=sleepy", None, 400,
+        "data.status should be one of pending, active, completed, failed, stopped, paused (got sleepy)").await;
+    api.check_error(
+        "POST",
+        "/api/v1/exec/pause",
+        Some(json!({"jobId": "nope"})),
+        404,
+        "jobId nope Not Found",
+    )
+    .await;
+
+    // CC-31.
+    let stopped = api
+        .ok(
+            "POST",
+            "/api/v1/exec/stop",
+            Some(json!({"jobId": job})),
+            200,
+        )
+        .await;
+    assert_eq!(stopped, json!({"stoppedJobIds": [job]}));
+    let result = api.results(&job).await;
+    assert_eq!(result["status"], "stopped");
+    assert_eq!(result["reason"], "stopped due to request");
+    api.check_error(
+        "POST",
+        "/api/v1/exec/stop",
+        Some(json!({"jobId": job})),
+        404,
+        &format!("No jobs found matching criteria (jobId: {job}, statuses: active,pending,paused)"),
+    )
+    .await;
+    api.check_error(
+        "POST",
+        "/api/v1/exec/pause",
+        Some(json!({"jobId": job})),
+        400,
+        "unable to pause pipeline slow because its in stopped status",
+    )
+    .await;
+    assert_eq!(
+        api.ok("GET", "/api/v1/exec/pipeline/list", None, 200).await,
+        json!([])
+    );
+
+    // By pipeline name, with a status list and a reason.
+    let second = api.run(sleeper("slow")).await;
+    let stopped = api
+        .ok("POST", "/api/v1/exec/stop", Some(json!({"pipelineName": "slow", "statusToStop": "active,pending", "reason": "enough"})), 200)
+        .await;
+    assert_eq!(stopped, json!({"stoppedJobIds": [second]}));
+    assert_eq!(api.results(&second).await["reason"], "enough");
+    api.check_error(
+        "POST",
+        "/api/v1/exec/stop",
+        Some(json!({"statusToStop": ["done"]})),
+        400,
+        "data.statusToStop should be equal to one of the allowed values (active,pending,paused)",
+    )
+    .await;
+    api.check_error(
+        "POST",
+        "/api/v1/exec/stop",
+        Some(json!({"pipelineName": "slow"})),
+        404,
+        "No jobs found matching criteria (pipelineName: slow, statuses: active,pending,paused)",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn store_algorithms() {
+    let api = api();
+    let algorithm = json!({"name": "my-alg", "algorithmImage": "repo/img:1"});
+    let created = api
+        .ok(
+            "POST",
+            "/api/v1/store/algorithms",
+            Some(algorithm.clone()),
+            201,
+        )
+        .await;
+    assert_eq!(created["cpu"], 0.1);
+    assert_eq!(created["mem"], "256Mi");
+    api.check_error(
+        "POST",
+        "/api/v1/store/algorithms",
+        Some(algorithm),
+        409,
+        "algorithm my-alg already exists",
+    )
+    .await;
+    api.check_error(
+        "POST",
+        "/api/v1/store/algorithms",
+        Some(json!({"name": "notvalid_name", "algorithmImage": "i"})),
+        400,
+        "algorithm name must contain only lower-case alphanumeric, dash or dot",
+    )
+    .await;
+    assert_eq!(
+        api.ok("GET", "/api/v1/store/algorithms/my-alg", None, 200)
+            .await,
+        created
+    );
+    api.check_error(
+        "GET",
+        "/api/v1/store/algorithms/none",
+        None,
+        404,
+        "algorithm none Not Found",
+    )
+    .await;
+    let all = api.ok("GET", "/api/v1/store/algorithms", None, 200).await;
+    assert!(all
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["name"] == "my-alg"));
+
+    // PUT merges over the stored one; null removes a key.
+    let updated = api
+        .ok(
+            "PUT",
+            "/api/v1/store/algorithms/my-alg",
+            Some(json!({"cpu": 2, "mem": "1Gi"})),
+            200,
+        )
+        .await;
+    assert_eq!(updated["cpu"], 2.0);
+    assert_eq!(updated["algorithmImage"], "repo/img:1");
+    let updated = api
+        .ok(
+            "PUT",
+            "/api/v1/store/algorithms",
+            Some(json!({"name": "my-alg", "mem": null})),
+            200,
+        )
+        .await;
+    assert_eq!(updated["mem"], "256Mi");
+    api.check_error(
+        "PUT",
+        "/api/v1/store/algorithms/none",
+        Some(json!({"cpu": 1})),
+        404,
+        "algorithm none Not Found",
+    )
+    .await;
+
+    // Delete is refused while a stored pipeline uses it, unless forced.
+    api.ok(
+        "POST",
+        "/api/v1/store/pipelines",
+        Some(json!({"name": "uses", "nodes": [{"nodeName": "A", "algorithmName": "my-alg"}]})),
+        201,
+    )
+    .await;
+    api.check_error("DELETE", "/api/v1/store/algorithms/my-alg", None, 400,
+        "algorithm my-alg is stored in 1 pipelines (uses), 0 executions (). you must first delete all related data or use the force flag").await;
+    let answer = api
+        .ok(
+            "DELETE",
+            "/api/v1/store/algorithms/my-alg?force=true",
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(answer["message"], "algorithm my-alg successfully deleted from store. related data deleted: 1 pipelines, 0 executions stopped");
+    api.check_error(
+        "GET",
+        "/api/v1/store/pipelines/uses",
+        None,
+        404,
+        "pipeline uses Not Found",
+    )
+    .await;
+    api.check_error(
+        "DELETE",
+        "/api/v1/store/algorithms/my-alg",
+        None,
+        404,
+        "algorithm my-alg Not Found",
+    )
+    .await;
+}
+
+/// A form field: name, file name, content.
+type Field<'a> = (&'a str, Option<&'a str>, &'a str);
+
+fn multipart(fields: &[Field]) -> Request<Body> {
+    let boundary = "hkube-test-boundary";
+    let mut body = String::new();
+    for (name, filename, content) in fields {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\""
+        ));
+        if let Some(filename) = filename {
+            body.push_str(&format!("; filename=\"{filename}\""));
+        }
+        body.push_str(&format!("\r\n\r\n{content}\r\n"));
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    Request::post("/api/v1/store/algorithms/apply")
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn apply_algorithms() {
+    let api = api();
+    let (status, body) = api
+        .send(multipart(&[
+            (
+                "payload",
+                None,
+                r#"{"name":"m-alg","algorithmImage":"img","mem":"512Mi"}"#,
+            ),
+            ("file", Some("code.zip"), ""),
+        ]))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["messages"],
+        json!(["the algorithm m-alg has been successfully pushed to hkube"])
+    );
+    assert_eq!(body["messagesCode"], json!([1023]));
+    assert_eq!(body["algorithm"]["mem"], "512Mi");
+
+    // An existing algorithm changes only with forceUpdate (no versions yet).
+    let (_, body) = api
+        .send(multipart(&[(
+            "payload",
+            None,
+            r#"{"name":"m-alg","cpu":3}"#,
+        )]))
+        .await;
+    assert_eq!(body["messagesCode"], json!([1024]));
+    assert_eq!(
+        api.ok("GET", "/api/v1/store/algorithms/m-alg", None, 200)
+            .await["cpu"],
+        0.1
+    );
+    let (_, body) = api
+        .send(multipart(&[
+            ("payload", None, r#"{"name":"m-alg","cpu":3}"#),
+            ("options", None, r#"{"forceUpdate":true}"#),
+        ]))
+        .await;
+    assert_eq!(body["messagesCode"], json!([1023]));
+    assert_eq!(
+        api.ok("GET", "/api/v1/store/algorithms/m-alg", None, 200)
+            .await["cpu"],
+        3.0
+    );
+
+    // A JSON body with the same fields works too (hkubectl sync).
+    let body = api
+        .ok(
+            "POST",
+            "/api/v1/store/algorithms/apply",
+            Some(json!({"payload": "{\"name\":\"j-alg\",\"algorithmImage\":\"img\"}"})),
+            200,
+        )
+        .await;
+    assert_eq!(body["algorithm"]["name"], "j-alg");
+
+    let errors: [(&[Field], &str); 6] = [
+        (
+            &[(
+                "payload",
+                None,
+                r#"{"name":"m2","algorithmImage":"img","mem":"3900Ki"}"#,
+            )],
+            "memory must be at least 4 Mi",
+        ),
+        (
+            &[(
+                "payload",
+                None,
+                r#"{"name":"notvalid_name","algorithmImage":"img"}"#,
+            )],
+            "algorithm name must contain only lower-case alphanumeric, dash or dot",
+        ),
+        (
+            &[("payload", None, r#"{"algorithmImage":"img"}"#)],
+            "algorithm should have required property \"name\"",
+        ),
+        (
+            &[("payload", None, r#"{"name":"no-image"}"#)],
+            "cannot apply algorithm due to missing image url or build data",
+        ),
+        (
+            &[
+                ("payload", None, r#"{"name":"m3"}"#),
+                ("file", Some("code.zip"), "PK\u{3}\u{4}"),
+            ],
+            "uploading code needs the build service, which is not available yet",
+        ),
+        (
+            &[("options", None, "{}")],
+            "data should have required property 'payload'",
+        ),
+    ];
+    for (fields, message) in errors {
+        let (status, body) = api.send(multipart(fields)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["message"], message);
+    }
+}
+
+#[tokio::test]
+async fn auth_needs_the_bearer_token() {
+    let api = api_with(Some("s3cret"));
+    let (status, body) = api.get("/api").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body, json!({"error": "Unauthorized"}));
+    let wrong = Request::get("/api/v1/store/pipelines")
+        .header(header::AUTHORIZATION, "Bearer nope")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.send(wrong).await.0, StatusCode::UNAUTHORIZED);
+    let (status, _) = api.get("/api/v1/no/such").await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "unknown /api paths reveal nothing"
+    );
+    let right = Request::get("/api/v1/store/pipelines")
+        .header(header::AUTHORIZATION, "Bearer s3cret")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.send(right).await, (StatusCode::OK, json!([])));
+}
+
+/// Every route of the table answers something other than the unknown-route 404, and the
+/// OpenAPI document lists exactly the table's routes.
+#[tokio::test]
+async fn every_route_in_the_table_is_served_and_documented() {
+    let api = api();
+    let document = api.ok("GET", "/api/v1/openapi.json", None, 200).await;
+    assert_eq!(document["openapi"], "3.0.3");
+    let mut documented = 0;
+    for (_, operations) in document["paths"].as_object().unwrap() {
+        documented += operations.as_object().unwrap().len();
+    }
+    let table = routes();
+    assert_eq!(documented, table.len());
+    for route in &table {
+        let path = route
+            .path
+            .replace("{jobId}", "nope")
+            .replace("{name}", "nope");
+        let body = (route.verb != Verb::Get && route.verb != Verb::Delete).then(|| json!({}));
+        let method = route.verb.as_str().to_uppercase();
+        let (status, answer) = api.call(&method, &path, body).await;
+        let fell_through = status == StatusCode::NOT_FOUND
+            && answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Cannot "));
+        assert!(
+            !fell_through,
+            "{method} {path} is in the table but not served"
+        );
+        assert!(
+            document["paths"][route.path][route.verb.as_str()].is_object(),
+            "{method} {} is not documented",
+            route.path
+        );
+    }
+}

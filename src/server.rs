@@ -1,0 +1,173 @@
+//! `hkube server`: the REST API (`orchestrator::api`) over an engine and an executor, until
+//! SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use orchestrator::api::{self, ApiState};
+use orchestrator::engine::{Catalog, Engine};
+use orchestrator::executor::local::{LocalExecutor, LocalOptions};
+use orchestrator::project;
+use orchestrator::store::{MemoryStore, Store};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExecutorKind {
+    /// Algorithms run as processes on this machine.
+    Local,
+    /// Containers on this machine's Docker (not available yet).
+    Docker,
+    /// Pods in a Kubernetes cluster (not available yet).
+    Kubernetes,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Address to serve the API on. Listening beyond this machine needs --token.
+    #[arg(
+        long,
+        env = "HKUBE_LISTEN",
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:3000"
+    )]
+    listen: String,
+    /// Where the server keeps its files: the local executor's storage (storage/), task logs
+    /// (logs/) and compiled code (work/). Default: $HOME/.local/state/hkube.
+    #[arg(long, env = "HKUBE_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Where algorithms run.
+    #[arg(long, env = "HKUBE_EXECUTOR", value_enum, default_value = "local")]
+    executor: ExecutorKind,
+    /// A folder whose algorithm.yml files are registered at start (repeatable), as `hkube run`
+    /// finds them. On the local executor only these algorithms can run: one stored through the
+    /// API has no code here.
+    #[arg(long = "algorithms", value_name = "DIR")]
+    algorithms: Vec<PathBuf>,
+    /// Every /api request must carry `Authorization: Bearer <TOKEN>`.
+    #[arg(
+        long,
+        env = "HKUBE_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+}
+
+pub fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+fn default_state_dir() -> anyhow::Result<PathBuf> {
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .context("HOME is not set: name a folder with --state-dir or HKUBE_STATE_DIR")?;
+    Ok(PathBuf::from(home).join(".local/state/hkube"))
+}
+
+async fn serve(args: ServerArgs) -> anyhow::Result<()> {
+    match args.executor {
+        ExecutorKind::Local => {}
+        ExecutorKind::Docker | ExecutorKind::Kubernetes => bail!(
+            "the {} executor is not available yet; use --executor local",
+            if args.executor == ExecutorKind::Docker {
+                "docker"
+            } else {
+                "kubernetes"
+            }
+        ),
+    }
+    let token = args.token.filter(|t| !t.is_empty());
+    let addresses: Vec<_> = tokio::net::lookup_host(&args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "--listen {}: expected HOST:PORT, such as 127.0.0.1:3000",
+                args.listen
+            )
+        })?
+        .collect();
+    if token.is_none() && addresses.iter().any(|a| !a.ip().is_loopback()) {
+        bail!(
+            "refusing to listen on {} without a token: anyone who can reach it could run code on this machine. Give --token (or HKUBE_TOKEN), or listen on 127.0.0.1",
+            args.listen
+        );
+    }
+    let state_dir = match args.state_dir {
+        Some(dir) => dir,
+        None => default_state_dir()?,
+    };
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating the state folder {}", state_dir.display()))?;
+
+    let executor = LocalExecutor::start(LocalOptions {
+        work_dir: state_dir.join("work"),
+        storage_dir: state_dir.join("storage"),
+        log_dir: state_dir.join("logs"),
+        ..LocalOptions::default()
+    });
+    let store = Arc::new(MemoryStore::new());
+    for dir in &args.algorithms {
+        for algorithm in project::find_algorithms(dir)? {
+            executor
+                .register(algorithm.local.clone())
+                .await
+                .with_context(|| format!("registering {}", algorithm.file.display()))?;
+            store.put_algorithm(algorithm.descriptor.clone())?;
+        }
+    }
+    let catalog: Arc<dyn Catalog> = store.clone();
+    let engine = Engine::spawn(Arc::new(executor.clone()), catalog);
+    let app = api::router(ApiState {
+        engine: engine.clone(),
+        store: store as Arc<dyn Store>,
+        auth_token: token,
+    });
+
+    let listener = tokio::net::TcpListener::bind(addresses.as_slice())
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    eprintln!(
+        "hkube: listening on http://{local}/api/v1 (state in {})",
+        state_dir.display()
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving the API")?;
+    eprintln!("hkube: stopping: unfinished jobs are stopped, workers end");
+    engine.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(15), executor.shutdown())
+        .await
+        .ok();
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,374 @@
+//! `hkube server`, whole system: the real binary on its own port and state folder, driven over
+//! HTTP like a client would, with the numbers example's algorithms as real processes.
+
+#![allow(clippy::unwrap_used)] // a test may panic on the unexpected
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// A running `hkube server`, stopped (SIGTERM) when dropped.
+struct Server {
+    child: Child,
+    address: String,
+    state_dir: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+fn fresh_dir() -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "hkube-api-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Server {
+    /// Starts the server on a free port (`--listen 127.0.0.1:0`); waits for its address.
+    fn start(extra: &[&str]) -> Server {
+        let state_dir = fresh_dir();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hkube"))
+            .args(["server", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(&state_dir)
+            .args(extra)
+            .env_remove("HKUBE_TOKEN")
+            .env_remove("HKUBE_LISTEN")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("hkube server starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (found, address) = std::sync::mpsc::channel();
+        let kept = log.clone();
+        // Reads stderr to the end, so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("hkube: listening on http://") {
+                    let _ = found.send(rest.split('/').next().unwrap_or_default().to_string());
+                }
+                kept.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        let address = address
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("the server did not start: {}", log.lock().unwrap()));
+        Server {
+            child,
+            address,
+            state_dir,
+            log,
+        }
+    }
+
+    fn numbers(extra: &[&str]) -> Server {
+        let mut args = vec!["--algorithms", "examples/numbers"];
+        args.extend_from_slice(extra);
+        Server::start(&args)
+    }
+
+    /// One HTTP/1.1 request; returns the status and the body as JSON (or as a string).
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut stream = TcpStream::connect(&self.address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let body = body.unwrap_or("");
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            self.address,
+            body.len()
+        );
+        if let Some(token) = token {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        stream
+            .write_all(format!("{head}\r\n{body}").as_bytes())
+            .unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let (head, rest) = text.split_once("\r\n\r\n").expect("an HTTP response");
+        let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+        let chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
+        let body = if chunked {
+            dechunk(rest)
+        } else {
+            rest.to_string()
+        };
+        let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+        (status, value)
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        self.request("GET", path, None, None)
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.request("POST", path, Some(&body.to_string()), None)
+    }
+
+    fn job(&self, path: &str, body: &Value) -> String {
+        let (status, answer) = self.post(path, body);
+        assert_eq!(status, 200, "{answer}");
+        answer["jobId"].as_str().unwrap().to_string()
+    }
+
+    /// Polls the status until the job ends, then fetches the results.
+    fn results(&self, job: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let (_, status) = self.get(&format!("/api/v1/exec/status/{job}"));
+            if ["completed", "failed", "stopped"].contains(&status["status"].as_str().unwrap_or(""))
+            {
+                let (code, result) = self.get(&format!("/api/v1/exec/results/{job}"));
+                assert_eq!(code, 200, "{result}");
+                return result;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("job {job} did not end; log:\n{}", self.log.lock().unwrap());
+    }
+
+    /// Sends SIGTERM and returns the exit code.
+    fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the server did not stop on SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.terminate();
+        }
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut body = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        body.push_str(&tail[..size]);
+        rest = tail[size..].trim_start_matches("\r\n");
+    }
+    body
+}
+
+fn numbers_pipeline() -> Value {
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/numbers/numbers.yml"),
+    )
+    .unwrap();
+    orchestrator::spec::read_document(&text).unwrap()
+}
+
+#[test]
+fn numbers_raw_and_stored_with_overrides() {
+    let server = Server::numbers(&[]);
+    let job = server.job("/api/v1/exec/raw", &numbers_pipeline());
+    let result = server.results(&job);
+    assert_eq!(result["status"], "completed", "{result}");
+    assert_eq!(
+        result["data"],
+        json!([{"nodeName": "Reduce", "algorithmName": "reduce", "result": 30}])
+    );
+    assert_eq!(result["storageModule"], "@hkube/fs-adapter");
+
+    let (status, stored) = server.post("/api/v1/store/pipelines", &numbers_pipeline());
+    assert_eq!(status, 201, "{stored}");
+    assert_eq!(stored["options"]["batchTolerance"], 80);
+    let job = server.job(
+        "/api/v1/exec/stored",
+        &json!({"name": "numbers", "flowInput": {"N": 500, "k": 200}}),
+    );
+    let result = server.results(&job);
+    assert_eq!(result["data"][0]["result"], 25_050_000, "{result}");
+
+    // An algorithm stored through the API has no code here: its job fails and says why.
+    let (status, body) = server.post(
+        "/api/v1/store/algorithms",
+        &json!({"name": "remote", "algorithmImage": "repo/remote:1"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let job = server.job("/api/v1/exec/algorithm", &json!({"name": "remote"}));
+    let result = server.results(&job);
+    assert_eq!(result["status"], "failed");
+    assert!(
+        result["error"]
+            .as_str()
+            .unwrap()
+            .contains("algorithm remote has no local code"),
+        "{result}"
+    );
+}
+
+#[test]
+fn the_conformance_tables_http_errors() {
+    let server = Server::numbers(&[]);
+    let check = |(status, body): (u16, Value), code: u16, message: &str| {
+        assert_eq!(status, code, "{body}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert_eq!(body["error"]["message"], message);
+    };
+    // CC-37.
+    let cycle = json!({"name": "c", "nodes": [
+        {"nodeName": "A", "algorithmName": "range", "input": ["@B"]},
+        {"nodeName": "B", "algorithmName": "range", "input": ["@A"]}]});
+    check(
+        server.post("/api/v1/exec/raw", &cycle),
+        400,
+        "cyclic nodes are not allowed on batch pipeline",
+    );
+    // CC-53.
+    check(
+        server.post("/api/v1/exec/stored", &json!({"name": "not_found"})),
+        404,
+        "pipeline not_found Not Found",
+    );
+    // CC-32.
+    check(
+        server.get("/api/v1/exec/results/nosuchjob"),
+        404,
+        "status nosuchjob Not Found",
+    );
+    let mut big = numbers_pipeline();
+    big["flowInput"] = json!({"N": 2_000_000, "k": 1});
+    let job = server.job("/api/v1/exec/raw", &big);
+    // Two million items keep the job busy for longer than this question takes.
+    check(
+        server.get(&format!("/api/v1/exec/results/{job}")),
+        400,
+        "unable to get results for pipeline numbers because its in active status",
+    );
+    // CC-31.
+    let (status, body) = server.post("/api/v1/exec/stop", &json!({"jobId": job}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"stoppedJobIds": [job]}));
+    check(
+        server.post("/api/v1/exec/stop", &json!({"jobId": job})),
+        404,
+        &format!("No jobs found matching criteria (jobId: {job}, statuses: active,pending,paused)"),
+    );
+    assert_eq!(server.results(&job)["reason"], "stopped due to request");
+    // Bad JSON, unknown route (JSON, reference Q17), wrong method.
+    let (status, body) = server.request("POST", "/api/v1/exec/raw", Some("{\"name\":"), None);
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON"),
+        "{body}"
+    );
+    check(
+        server.get("/api/v1/nothing/here"),
+        404,
+        "Cannot GET /api/v1/nothing/here",
+    );
+    check(server.get("/api/v1/exec/raw"), 405, "Method Not Allowed");
+}
+
+#[test]
+fn auth_on_and_off() {
+    let server = Server::start(&["--token", "t0ken"]);
+    assert_eq!(server.get("/api"), (401, json!({"error": "Unauthorized"})));
+    assert_eq!(server.request("GET", "/api", None, Some("wrong")).0, 401);
+    assert_eq!(
+        server.request("GET", "/api", None, Some("t0ken")),
+        (200, json!(["v1"]))
+    );
+    let open = Server::start(&[]);
+    assert_eq!(open.get("/api"), (200, json!(["v1"])));
+}
+
+#[test]
+fn sigterm_ends_the_server_with_exit_0() {
+    let mut server = Server::numbers(&[]);
+    let _job = server.job("/api/v1/exec/raw", &numbers_pipeline());
+    assert_eq!(
+        server.terminate(),
+        Some(0),
+        "{}",
+        server.log.lock().unwrap()
+    );
+}
+
+#[test]
+fn refusals_at_start() {
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_hkube"))
+            .args(args)
+            .env_remove("HKUBE_TOKEN")
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&["server", "--listen", "0.0.0.0:0"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0 without a token"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&["server", "--executor", "docker"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("the docker executor is not available yet"),
+        "{stderr}"
+    );
+    let (code, stdout_help) = {
+        let output = Command::new(env!("CARGO_BIN_EXE_hkube"))
+            .args(["server", "--help"])
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(0));
+    for option in [
+        "--listen",
+        "--state-dir",
+        "--executor",
+        "--algorithms",
+        "--token",
+    ] {
+        assert!(stdout_help.contains(option), "--help lacks {option}");
+    }
+}
