@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use orchestrator::api::{self, ApiState};
-use orchestrator::engine::{Catalog, Engine};
+use orchestrator::engine::{Catalog, Engine, EngineOptions, Journal};
 use orchestrator::executor::local::{LocalExecutor, LocalOptions};
 use orchestrator::project;
-use orchestrator::store::{MemoryStore, Store};
+use orchestrator::store::{SqliteStore, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ExecutorKind {
@@ -110,7 +110,12 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         log_dir: state_dir.join("logs"),
         ..LocalOptions::default()
     });
-    let store = Arc::new(MemoryStore::new());
+    // Definitions and jobs live in one database: a restart loses nothing, and jobs that were
+    // running resume (finished tasks are not run again).
+    let database = state_dir.join("hkube.db");
+    let store = Arc::new(
+        SqliteStore::open(&database).with_context(|| format!("opening {}", database.display()))?,
+    );
     for dir in &args.algorithms {
         for algorithm in project::find_algorithms(dir)? {
             executor
@@ -121,10 +126,19 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         }
     }
     let catalog: Arc<dyn Catalog> = store.clone();
-    let engine = Engine::spawn(Arc::new(executor.clone()), catalog);
+    let journal: Arc<dyn Journal> = store.clone();
+    let engine = Engine::new(
+        EngineOptions::default(),
+        Arc::new(executor.clone()),
+        catalog,
+    )
+    .with_journal(journal);
+    let engine_handle = engine.handle();
+    tokio::spawn(engine.run());
+    let engine = engine_handle;
     let app = api::router(ApiState {
         engine: engine.clone(),
-        store: store as Arc<dyn Store>,
+        store: store.clone() as Arc<dyn Store>,
         auth_token: token,
     });
 
@@ -140,11 +154,14 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving the API")?;
-    eprintln!("hkube: stopping: unfinished jobs are stopped, workers end");
-    engine.shutdown().await;
+    // Jobs are not stopped: they stay in the journal and resume at the next start. The engine
+    // lets go first, so the workers' ends are not taken for task crashes.
+    eprintln!("hkube: stopping: unfinished jobs resume at the next start; workers end");
+    engine.detach().await;
     tokio::time::timeout(Duration::from_secs(15), executor.shutdown())
         .await
         .ok();
+    store.close();
     Ok(())
 }
 

@@ -19,6 +19,8 @@ struct Server {
     address: String,
     state_dir: PathBuf,
     log: Arc<Mutex<String>>,
+    /// Leave the state folder when dropped (a later server reuses it).
+    keep_state: bool,
 }
 
 fn fresh_dir() -> PathBuf {
@@ -36,7 +38,11 @@ fn fresh_dir() -> PathBuf {
 impl Server {
     /// Starts the server on a free port (`--listen 127.0.0.1:0`); waits for its address.
     fn start(extra: &[&str]) -> Server {
-        let state_dir = fresh_dir();
+        Server::start_in(fresh_dir(), extra)
+    }
+
+    /// Starts a server over an existing state folder.
+    fn start_in(state_dir: PathBuf, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hkube"))
             .args(["server", "--listen", "127.0.0.1:0", "--state-dir"])
             .arg(&state_dir)
@@ -69,7 +75,16 @@ impl Server {
             address,
             state_dir,
             log,
+            keep_state: false,
         }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    fn kill(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
     }
 
     fn numbers(extra: &[&str]) -> Server {
@@ -170,7 +185,9 @@ impl Drop for Server {
         if self.child.try_wait().ok().flatten().is_none() {
             self.terminate();
         }
-        let _ = std::fs::remove_dir_all(&self.state_dir);
+        if !self.keep_state {
+            let _ = std::fs::remove_dir_all(&self.state_dir);
+        }
     }
 }
 
@@ -371,4 +388,105 @@ fn refusals_at_start() {
     ] {
         assert!(stdout_help.contains(option), "--help lacks {option}");
     }
+}
+
+/// The server is killed (SIGKILL) in the middle of a job; started again over the same state
+/// folder, it resumes the job: finished tasks do not run again, and the result is the same.
+#[test]
+fn a_killed_server_resumes_its_job() {
+    let tools = ["python3"].iter().all(|p| {
+        Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !tools {
+        println!("skipped: python3 is not installed");
+        return;
+    }
+    // An algorithm that notes each run in a file and takes a moment.
+    let algorithms = fresh_dir();
+    let runs = algorithms.join("runs.txt");
+    std::fs::create_dir_all(algorithms.join("slow")).unwrap();
+    std::fs::write(
+        algorithms.join("slow/main.py"),
+        format!(
+            "import time\ndef start(args, api):\n    x = args['input'][0]\n    with open({runs:?}, 'a') as f:\n        f.write(str(x) + '\\n')\n    time.sleep(0.3)\n    return x * 10\n",
+            runs = runs.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        algorithms.join("slow/algorithm.yml"),
+        "name: slow\nenv: python\nmaxWorkers: 1\ncode:\n  path: .\n  entryPoint: main.py\n",
+    )
+    .unwrap();
+    let folder = algorithms.display().to_string();
+    let mut first = Server::start(&["--algorithms", &folder]);
+    first.keep_state = true;
+    // A job that ends before the kill: the restarted server still answers for it.
+    let ended = first.job(
+        "/api/v1/exec/raw",
+        &json!({"name": "before", "nodes": [{"nodeName": "A", "algorithmName": "slow", "input": [5]}]}),
+    );
+    let ended_result = first.results(&ended);
+    assert_eq!(ended_result["data"][0]["result"], 50);
+    std::fs::remove_file(&runs).unwrap();
+    let pipeline = json!({"name": "resume", "nodes": [
+        {"nodeName": "A", "algorithmName": "slow", "input": ["#[1...8]"]},
+    ]});
+    let job = first.job("/api/v1/exec/raw", &pipeline);
+    // Wait until three items have succeeded, then kill the server outright.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, status) = first.get(&format!("/api/v1/exec/status/{job}"));
+        if status["data"]["states"]["succeed"].as_u64().unwrap_or(0) >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress: {status}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The journal's writer commits within milliseconds of a task's end.
+    std::thread::sleep(Duration::from_millis(200));
+    first.kill();
+    let ran_before: Vec<String> = std::fs::read_to_string(&runs)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+
+    let second = Server::start_in(first.state_dir.clone(), &["--algorithms", &folder]);
+    assert_eq!(second.results(&ended)["data"], ended_result["data"]);
+    let (code, status) = second.get(&format!("/api/v1/exec/status/{ended}"));
+    assert_eq!((code, status["status"].as_str()), (200, Some("completed")));
+    let result = second.results(&job);
+    assert_eq!(result["status"], "completed", "{result}");
+    let outputs: Vec<i64> = result["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["result"].as_i64().unwrap())
+        .collect();
+    assert_eq!(outputs, [10, 20, 30, 40, 50, 60, 70, 80]);
+    let ran: Vec<String> = std::fs::read_to_string(&runs)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    // Items that had finished before the kill did not run again; at most the one in flight did.
+    let finished_before = ran_before.len().saturating_sub(1);
+    for item in &ran_before[..finished_before] {
+        assert_eq!(
+            ran.iter().filter(|r| *r == item).count(),
+            1,
+            "item {item} ran again: {ran:?}"
+        );
+    }
+    for item in 1..=8 {
+        assert!(
+            ran.contains(&item.to_string()),
+            "item {item} never ran: {ran:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&algorithms);
 }

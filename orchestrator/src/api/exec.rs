@@ -7,7 +7,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{no_extra_keys, required_string, ApiError, ApiState, JsonBody};
-use crate::engine::{ExecRequest, JobStatus, StopRequest};
+use crate::engine::{Error as EngineError, ExecRequest, JobStatus, StopRequest};
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -137,14 +137,46 @@ pub async fn resume(State(state): State<ApiState>, JsonBody(body): JsonBody) -> 
 }
 
 pub async fn status(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
-    Ok(Json(state.engine.status(&id).await?))
+    match state.engine.status(&id).await {
+        Err(EngineError::NotFound(message)) => match state.store.job_result(&id) {
+            // A job that ended before the server restarted: its status, from its result.
+            Some(result) => Ok(Json(status_of_ended(&result))),
+            None => Err(EngineError::NotFound(message).into()),
+        },
+        other => Ok(Json(other?)),
+    }
+}
+
+/// The status document of an ended job, rebuilt from its stored result.
+fn status_of_ended(result: &Value) -> Value {
+    let mut status = json!({
+        "jobId": result["jobId"],
+        "pipeline": result["pipeline"],
+        "status": result["status"],
+        "level": if result["status"] == "failed" { "error" } else { "info" },
+        "timestamp": result["timestamp"],
+    });
+    if let (Value::Object(map), Value::Object(source)) = (&mut status, result) {
+        for key in ["error", "nodeName", "reason"] {
+            if let Some(value) = source.get(key) {
+                map.insert(key.into(), value.clone());
+            }
+        }
+    }
+    status
 }
 
 /// Where HKube says results come from; ours are held by the engine and the fs storage.
 const STORAGE_MODULE: &str = "@hkube/fs-adapter";
 
 pub async fn results(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
-    let mut result = state.engine.result(&id).await?;
+    let mut result = match state.engine.result(&id).await {
+        Err(EngineError::NotFound(message)) => state
+            .store
+            .job_result(&id)
+            .ok_or(EngineError::NotFound(message))?,
+        other => other?,
+    };
     if let Value::Object(map) = &mut result {
         map.insert("storageModule".into(), json!(STORAGE_MODULE));
     }

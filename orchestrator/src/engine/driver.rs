@@ -59,6 +59,7 @@ pub(crate) enum Command {
     Pipeline(String, Reply<Value>),
     Jobs(Option<Vec<JobStatus>>, oneshot::Sender<Vec<JobSummary>>),
     Shutdown(oneshot::Sender<()>),
+    Detach(oneshot::Sender<()>),
 }
 
 /// The ways to start a job (reference §5.1).
@@ -170,6 +171,15 @@ impl Handle {
             .send(Msg::Command(Command::Jobs(statuses, reply)))
             .map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)
+    }
+
+    /// Ends the loop and leaves every job as it is: with a journal, unfinished jobs resume
+    /// when an engine starts over the same journal (a server restart).
+    pub async fn detach(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.tx.send(Msg::Command(Command::Detach(reply))).is_ok() {
+            let _ = done.await;
+        }
     }
 
     /// Stops every unfinished job and ends the loop.
@@ -479,6 +489,10 @@ impl Engine {
                     })
                     .collect();
                 let _ = reply.send(summaries);
+            }
+            Command::Detach(done) => {
+                let _ = done.send(());
+                return true;
             }
             Command::Shutdown(done) => {
                 let keys: Vec<u64> = self.jobs.keys().copied().collect();

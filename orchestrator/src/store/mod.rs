@@ -47,4 +47,10 @@ pub trait Store: Catalog {
     fn create_pipeline(&self, pipeline: Pipeline) -> Result<(), Error>;
     fn replace_pipeline(&self, pipeline: Pipeline) -> Result<(), Error>;
     fn delete_pipeline(&self, name: &str) -> Result<(), Error>;
+
+    /// The result of a job that ended, when this store keeps them (it outlives the engine's
+    /// memory: a restarted server still answers for jobs that ended before).
+    fn job_result(&self, _job_id: &str) -> Option<serde_json::Value> {
+        None
+    }
 }

@@ -335,6 +335,10 @@ impl Store for SqliteStore {
     fn delete_pipeline(&self, name: &str) -> Result<(), Error> {
         self.delete("pipelines", "pipeline", name)
     }
+
+    fn job_result(&self, job_id: &str) -> Option<Value> {
+        self.result(job_id)
+    }
 }
 
 impl Journal for SqliteStore {

@@ -284,8 +284,25 @@ class Runner:
             error = {"code": "Failed", "message": "the result cannot be sent as JSON: {}".format(exc)}
             self.send({"command": "errorMessage", "error": error, "data": task_data})
 
+    # A batch's results go out in parts: once the results not yet sent took this long to
+    # produce, they are sent. Short tasks still share one message; a long task's result leaves
+    # as soon as it is done (and a crash of the process loses no finished task).
+    FLUSH_SECONDS = 0.02
+
     def _on_run_batch(self, data):
-        results = [self._run_fast(task) for task in data.get("tasks", [])]
+        pending = []
+        since = None
+        for task in data.get("tasks", []):
+            if since is None:
+                since = time.monotonic()
+            pending.append(self._run_fast(task))
+            if time.monotonic() - since >= self.FLUSH_SECONDS:
+                self._send_results(pending)
+                pending, since = [], None
+        if pending:
+            self._send_results(pending)
+
+    def _send_results(self, results):
         try:
             self.send({"command": "results", "data": {"results": results}})
         except (TypeError, ValueError) as exc:

@@ -121,6 +121,22 @@ class FastPath(unittest.TestCase):
         thread.join(5)
         sidecar.close()
 
+    def test_a_slow_batch_is_answered_in_parts(self):
+        import time as clock
+
+        def start(args, api):
+            clock.sleep(args["input"][0])
+            return args["input"][0]
+
+        sidecar, thread, _ = serve(Runner(start=start))
+        sidecar.send("runBatch", {"tasks": [{"taskId": "a", "input": [0.05]}, {"taskId": "b", "input": [0]}]})
+        first = sidecar.recv()["data"]["results"]
+        self.assertEqual(first, [{"taskId": "a", "output": 0.05}])
+        self.assertEqual(sidecar.recv()["data"]["results"], [{"taskId": "b", "output": 0}])
+        sidecar.send("exit", {"exitCode": 0})
+        thread.join(5)
+        sidecar.close()
+
     def test_a_code_api_call_inside_a_fast_task(self):
         def start(args, api):
             return api.start_algorithm("double", [args["input"][0]]) + 1

@@ -155,7 +155,8 @@ pub fn expected(state: State, message: &FromAlgorithm) -> Result<State, Error> {
             | M::DataSourceRequest(_),
         ) => Some(state),
         (S::Running, M::Result(_)) => Some(S::Ready),
-        (S::RunningBatch, M::Results(_)) => Some(S::Ready),
+        // A batch may be answered in parts; the worker calls `batch_done` when all are in.
+        (S::RunningBatch, M::Results(_)) => Some(S::RunningBatch),
         _ => None,
     };
     next.ok_or_else(|| Error::UnexpectedMessage {
@@ -207,6 +208,13 @@ impl Session {
     /// A session in [`State::Ready`] (the wrapper just connected).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Every task of a fast-path batch has its result (they may come in several `results`).
+    pub fn batch_done(&mut self) {
+        if self.state == State::RunningBatch {
+            self.state = State::Ready;
+        }
     }
 
     pub fn state(&self) -> State {
@@ -325,7 +333,7 @@ mod tests {
             (Running, result(), Ok(Ready)),
             (Running, error(), Ok(Ready)),
             (Running, M::Results(Default::default()), Err("algorithm sent `results` while the session is running; expected `result` or `errorMessage`")),
-            (RunningBatch, M::Results(Default::default()), Ok(Ready)),
+            (RunningBatch, M::Results(Default::default()), Ok(RunningBatch)),
             (Ready, result(), Err("algorithm sent `result` while the session is ready; expected no task message until the worker sends `initialize`")),
         ];
         for (state, message, want) in cases {

@@ -584,17 +584,10 @@ impl Run {
                         }
                     }
                 }
-                // Tasks the batch reply left out must not hang.
-                let missing: Vec<String> = self.current.iter().map(|t| t.task_id.clone()).collect();
-                for task_id in missing {
-                    self.finish_one(
-                        &task_id,
-                        Outcome::Error {
-                            message: "the algorithm's batch reply has no result for this task"
-                                .into(),
-                            details: None,
-                        },
-                    );
+                // Entries may come in several `results` (a runtime sends what is done as it
+                // goes); the batch ends when every task has its outcome.
+                if self.current.is_empty() {
+                    self.session.batch_done();
                 }
                 self.after_batch().await;
             }
