@@ -1,0 +1,200 @@
+//! The front door: `hkube run` as a whole process, and `hkube server` answering `exec raw` on
+//! a warm server, including 100 pipelines submitted at once. Prints this machine's figures
+//! beside the targets of the front-door issue.
+//!
+//! Build the CLI first: `cargo build --release`, then
+//! `cargo run --release -p hkube-bench --bin front`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn hkube() -> PathBuf {
+    let binary = repo().join("target/release/hkube");
+    if !binary.exists() {
+        eprintln!("build the CLI first: cargo build --release");
+        std::process::exit(2);
+    }
+    binary
+}
+
+/// One HTTP/1.1 request over a fresh connection; the body as JSON.
+fn request(address: &str, method: &str, path: &str, body: &str) -> Value {
+    let Ok(mut stream) = TcpStream::connect(address) else {
+        return Value::Null;
+    };
+    let _ = stream.set_nodelay(true);
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(head.as_bytes()).is_err() {
+        return Value::Null;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn start_server(state: &Path) -> (Child, String) {
+    let mut child = Command::new(hkube())
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--algorithms",
+            "examples/numbers",
+            "--state-dir",
+        ])
+        .arg(state)
+        .current_dir(repo())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hkube server starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let address = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(rest) = line.strip_prefix("hkube: listening on http://") {
+                    break rest.split('/').next().unwrap_or_default().to_string();
+                }
+            }
+            _ => panic!("the server did not start"),
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, address)
+}
+
+fn numbers(n: u64) -> String {
+    let text =
+        std::fs::read_to_string(repo().join("examples/numbers/numbers.yml")).expect("numbers.yml");
+    let mut pipeline = orchestrator::spec::read_document(&text).expect("a pipeline");
+    pipeline["flowInput"] = json!({"N": n, "k": 2});
+    pipeline.to_string()
+}
+
+/// Submits and waits for the results; returns the elapsed time and the result.
+fn exec(address: &str, pipeline: &str) -> (Duration, Value) {
+    let start = Instant::now();
+    let answer = request(address, "POST", "/api/v1/exec/raw", pipeline);
+    let job = answer["jobId"].as_str().unwrap_or_default().to_string();
+    loop {
+        let status = request(address, "GET", &format!("/api/v1/exec/status/{job}"), "");
+        if ["completed", "failed", "stopped"].contains(&status["status"].as_str().unwrap_or("")) {
+            let result = request(address, "GET", &format!("/api/v1/exec/results/{job}"), "");
+            return (start.elapsed(), result);
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn main() {
+    // 1. hkube run, whole process.
+    let mut runs = Vec::new();
+    for _ in 0..10 {
+        let start = Instant::now();
+        let output = Command::new(hkube())
+            .args(["run", "--quiet", "examples/numbers"])
+            .current_dir(repo())
+            .output()
+            .expect("hkube run");
+        runs.push(start.elapsed());
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    runs.sort();
+    let run_median = runs[runs.len() / 2];
+
+    // 2. exec raw → results on a warm server.
+    let state = std::env::temp_dir().join(format!("hkube-bench-front-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let (mut server, address) = start_server(&state);
+    let pipeline = numbers(5);
+    for _ in 0..3 {
+        exec(&address, &pipeline);
+    }
+    let mut latencies = Vec::new();
+    for _ in 0..30 {
+        let (took, result) = exec(&address, &pipeline);
+        assert_eq!(result["data"][0]["result"], 30, "{result}");
+        latencies.push(took);
+    }
+    latencies.sort();
+    let latency_median = latencies[latencies.len() / 2];
+
+    // 3. 100 pipelines at once.
+    let rss_before = rss_kib(server.id());
+    let start = Instant::now();
+    let handles: Vec<_> = (0..100)
+        .map(|_| {
+            let address = address.clone();
+            let pipeline = pipeline.clone();
+            std::thread::spawn(move || exec(&address, &pipeline).1)
+        })
+        .collect();
+    let results: Vec<Value> = handles.into_iter().filter_map(|h| h.join().ok()).collect();
+    let burst = start.elapsed();
+    let completed = results
+        .iter()
+        .filter(|r| r["status"] == "completed" && r["data"][0]["result"] == 30)
+        .count();
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_after = rss_kib(server.id());
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&state);
+
+    println!("hkube front-door benchmark (release build, local executor)");
+    println!(
+        "machine: {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!();
+    println!("| scenario | measured | target | anchor |");
+    println!("|---|---|---|---|");
+    println!(
+        "| `hkube run examples/numbers`, whole process (median of 10) | {:.0} ms (min {:.0} ms) | ≤ 1,000 ms | Ray needs 4.5 s here just to start |",
+        run_median.as_secs_f64() * 1e3,
+        runs[0].as_secs_f64() * 1e3
+    );
+    println!(
+        "| `exec raw` to results, 3-node pipeline, warm server (median of 30) | {:.1} ms | ≤ 20 ms | — |",
+        latency_median.as_secs_f64() * 1e3
+    );
+    println!(
+        "| 100 pipelines submitted at once | {completed}/100 completed in {:.2} s; server RSS {} → {} MiB | all complete, none lost, memory back near its start | — |",
+        burst.as_secs_f64(),
+        rss_before / 1024,
+        rss_after / 1024
+    );
+}
