@@ -262,8 +262,15 @@ async fn main() {
     };
     run(&handle, big(1)).await;
     let (_, small) = run(&handle, big(1)).await;
-    let (result, large) = run(&handle, big(big_bytes)).await;
-    assert_eq!(result["data"][0]["result"], json!(big_bytes));
+    // The median of three: one 256 MiB copy is at the mercy of the machine's page cache.
+    let mut larges = Vec::new();
+    for _ in 0..3 {
+        let (result, took) = run(&handle, big(big_bytes)).await;
+        assert_eq!(result["data"][0]["result"], json!(big_bytes));
+        larges.push(took);
+    }
+    larges.sort();
+    let large = larges[1];
     executor.shutdown().await;
 
     let bare = bare_round_trip(rounds).await;
@@ -345,7 +352,7 @@ async fn main() {
         cold.as_secs_f64() * 1e3
     );
     println!(
-        "| a {} MiB result passed from one step to the next (bytes, via storage) | {:.2} GB/s (2-step job {:.3} s; with 1 byte: {:.3} s) | ≥ 1 GB/s | {big_anchor} |",
+        "| a {} MiB result passed from one step to the next (bytes, via storage; median of 3) | {:.2} GB/s (2-step job {:.3} s; with 1 byte: {:.3} s) | ≥ 1 GB/s | {big_anchor} |",
         big_bytes >> 20,
         big_bytes as f64 / large.as_secs_f64() / 1e9,
         large.as_secs_f64(),
