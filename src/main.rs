@@ -1,8 +1,12 @@
 //! `hkube`: the command line.
 //!
 //! `hkube run` runs a pipeline on this machine; `hkube validate` checks descriptors; `hkube
-//! server` serves the HKube-compatible REST API. hkubectl's commands arrive later.
+//! server` serves the HKube-compatible REST API; `hkube algorithm|pipeline|exec` are
+//! hkubectl's commands against such an API.
 
+mod client;
+mod hkubectl;
+mod progress;
 mod run;
 mod server;
 
@@ -32,6 +36,13 @@ enum Command {
     Run(run::RunArgs),
     /// Serve the HKube-compatible REST API (/api/v1) until SIGTERM or Ctrl-C.
     Server(server::ServerArgs),
+    /// hkubectl's `algorithm` commands against an HKube API: apply, list, get, delete.
+    Algorithm(hkubectl::AlgorithmArgs),
+    /// hkubectl's `pipeline` commands against an HKube API: store, list, get, delete.
+    Pipeline(hkubectl::PipelineArgs),
+    /// hkubectl's `exec` commands against an HKube API: raw, stored, algorithm, stop, status,
+    /// result, get.
+    Exec(hkubectl::ExecArgs),
     /// Check pipeline descriptors (JSON or YAML) the way `POST /exec/raw` does: HKube's schema,
     /// defaults, node rules and graph (references, cycles, flowInput paths). Prints the
     /// pipeline with its defaults filled in.
@@ -65,6 +76,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Algorithm(args) => ExitCode::from(hkubectl::algorithm(args)),
+        Command::Pipeline(args) => ExitCode::from(hkubectl::pipeline(args)),
+        Command::Exec(args) => ExitCode::from(hkubectl::exec(args)),
         Command::Validate {
             files,
             stored,

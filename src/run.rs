@@ -1,15 +1,16 @@
 //! `hkube run`: one pipeline on this machine, with the local executor, from a folder.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use orchestrator::engine::{Engine, Handle, MemoryCatalog};
 use orchestrator::executor::local::{LocalExecutor, LocalOptions};
 use orchestrator::{project, spec};
 use serde_json::Value;
+
+use crate::progress::Progress;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -136,37 +137,19 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
 
 /// Waits for the job, showing its progress: a bar on a terminal, plain lines otherwise.
 async fn wait_with_progress(handle: &Handle, job: &str, quiet: bool) -> anyhow::Result<Value> {
-    let terminal = std::io::stderr().is_terminal();
+    let mut progress = Progress::new(job);
     let waiting = handle.wait(job);
     tokio::pin!(waiting);
-    let start = Instant::now();
-    let mut last_details = String::new();
-    let mut ticker =
-        tokio::time::interval(Duration::from_millis(if terminal { 100 } else { 1000 }));
+    let mut ticker = tokio::time::interval(progress.interval());
     loop {
         tokio::select! {
             result = &mut waiting => {
-                if terminal && !quiet {
-                    eprint!("\r\x1b[2K");
-                }
+                progress.finish();
                 return Ok(result?);
             }
             _ = ticker.tick(), if !quiet => {
                 let Ok(status) = handle.status(job).await else { continue };
-                let details = status["data"]["details"].as_str().unwrap_or_default().to_string();
-                let progress = status["data"]["progress"].as_f64().unwrap_or(0.0);
-                if terminal {
-                    let filled = (progress / 5.0).round() as usize;
-                    eprint!(
-                        "\r\x1b[2K[{}{}] {details} ({:.1} s)",
-                        "#".repeat(filled.min(20)),
-                        " ".repeat(20 - filled.min(20)),
-                        start.elapsed().as_secs_f64()
-                    );
-                } else if details != last_details && start.elapsed() > Duration::from_millis(900) {
-                    eprintln!("hkube: {job}: {details}");
-                }
-                last_details = details;
+                progress.show(&status);
             }
         }
     }

@@ -1,0 +1,502 @@
+//! hkubectl's commands, whole system: the real `hkube server` on its own port and state
+//! folder, and the real `hkube` binary's `algorithm`, `pipeline` and `exec` commands talking
+//! to it, each run in a fresh folder with its own HOME (so no stray .hkuberc is read).
+
+#![allow(clippy::unwrap_used)] // a test may panic on the unexpected
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// A fresh folder, removed when dropped.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn fresh_dir() -> Scratch {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "hkube-hkubectl-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    Scratch(dir)
+}
+
+fn repo(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(path)
+        .display()
+        .to_string()
+}
+
+/// A running `hkube server` with the numbers example's algorithms, stopped when dropped.
+struct Server {
+    child: Child,
+    endpoint: String,
+    /// Removed after the server has stopped (fields drop after `Drop::drop`).
+    _state_dir: Scratch,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let state_dir = fresh_dir();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hkube"))
+            .args(["server", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(&*state_dir)
+            .args(["--algorithms", &repo("examples/numbers")])
+            .args(extra)
+            .env_remove("HKUBE_TOKEN")
+            .env_remove("HKUBE_LISTEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("hkube server starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (found, address) = std::sync::mpsc::channel();
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("hkube: listening on http://") {
+                    let _ = found.send(rest.split('/').next().unwrap_or_default().to_string());
+                }
+                kept.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        let address = address
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("the server did not start: {}", log.lock().unwrap()));
+        Server {
+            child,
+            endpoint: format!("http://{address}"),
+            _state_dir: state_dir,
+            log,
+        }
+    }
+
+    /// `hkube <args> --endpoint <this server>` in a fresh folder.
+    fn hkube(&self, args: &[&str]) -> Run {
+        let mut all = args.to_vec();
+        all.extend(["--endpoint", &self.endpoint]);
+        hkube(&all, &fresh_dir(), &[])
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("server log:\n{}", self.log.lock().unwrap());
+        }
+    }
+}
+
+/// What one `hkube` command did.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(&self) -> &str {
+        assert_eq!(self.code, Some(0), "{self:#?}");
+        &self.stdout
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(self.ok()).unwrap_or_else(|e| panic!("{e}: {self:#?}"))
+    }
+
+    fn failed(&self) -> &str {
+        assert_eq!(self.code, Some(1), "{self:#?}");
+        &self.stderr
+    }
+}
+
+/// Runs `hkube` in `dir` with HOME there too, no HKUBE_* from the caller, plus `env`.
+fn hkube(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hkube"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env_remove("HKUBE_TOKEN")
+        .env_remove("HKUBE_ENDPOINT")
+        .env_remove("HKUBE_PATH_PREFIX")
+        .stdin(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command.output().expect("hkube starts");
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// The numbers example runs Python and Node.js processes.
+fn missing_tools() -> Option<&'static str> {
+    for program in ["python3", "node"] {
+        let found = Command::new(program)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            return Some(program);
+        }
+    }
+    None
+}
+
+#[test]
+fn the_numbers_example_through_exec() {
+    if let Some(missing) = missing_tools() {
+        println!("skipped: {missing} is not installed");
+        return;
+    }
+    let server = Server::start(&[]);
+    let numbers = repo("examples/numbers/numbers.yml");
+
+    let stored = server.hkube(&["pipeline", "store", "-f", &numbers]);
+    assert_eq!(stored.ok(), "stored pipeline numbers (3 nodes)\n");
+
+    let dir = fresh_dir();
+    let overrides = dir.join("overrides.json");
+    std::fs::write(&overrides, r#"{"flowInput":{"N":500,"k":200}}"#).unwrap();
+    let result = server
+        .hkube(&[
+            "exec",
+            "stored",
+            "numbers",
+            "-f",
+            overrides.to_str().unwrap(),
+        ])
+        .json();
+    assert_eq!(result["status"], "completed", "{result}");
+    assert_eq!(result["data"][0]["result"], 25_050_000, "{result}");
+
+    // YAML overrides work the same.
+    let yaml = dir.join("overrides.yml");
+    std::fs::write(&yaml, "flowInput:\n  N: 10\n  k: 1\n").unwrap();
+    let result = server
+        .hkube(&["exec", "stored", "numbers", "-f", yaml.to_str().unwrap()])
+        .json();
+    assert_eq!(result["data"][0]["result"], 55, "{result}");
+
+    let raw = server.hkube(&["exec", "raw", "-f", &numbers]);
+    let result = raw.json();
+    assert_eq!(
+        result["data"],
+        json!([{"nodeName": "Reduce", "algorithmName": "reduce", "result": 30}])
+    );
+    // People get the document pretty-printed; --json gives the server's one line.
+    assert!(raw.stdout.lines().count() > 5, "{raw:#?}");
+    let compact = server.hkube(&["exec", "raw", "-f", &numbers, "--json"]);
+    assert_eq!(compact.ok().lines().count(), 1, "{compact:#?}");
+    assert_eq!(compact.json()["data"][0]["result"], 30);
+
+    // --noWait prints the job id; status and result ask about it later.
+    let started = server.hkube(&["exec", "raw", "-f", &numbers, "--noWait"]);
+    let job = started.ok().trim().to_string();
+    assert_eq!(job.len(), 12, "{started:#?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = server.hkube(&["exec", "--json", "status", &job]).json();
+        assert_eq!(status["jobId"], job.as_str());
+        if status["status"] == "completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let table = server.hkube(&["exec", "status", &job]);
+    let lines: Vec<&str> = table.ok().lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["JOB", "STATUS", "PROGRESS", "DETAILS"]
+    );
+    assert!(
+        lines[1].starts_with(&format!("{job}  completed  100%")),
+        "{table:#?}"
+    );
+    let result = server.hkube(&["exec", "result", &job, "-j"]).json();
+    assert_eq!(result["data"][0]["result"], 30);
+    assert_eq!(result["jobId"], job.as_str());
+
+    // The job is over: stopping it is the server's 404, on stderr.
+    let stop = server.hkube(&["exec", "stop", &job, "--reason", "done"]);
+    assert!(
+        stop.failed().contains(&format!(
+            "hkube: No jobs found matching criteria (jobId: {job}"
+        )),
+        "{stop:#?}"
+    );
+
+    // An algorithm alone: --input items are JSON.
+    let result = server
+        .hkube(&["exec", "algorithm", "range", "--input", "4"])
+        .json();
+    assert_eq!(result["data"][0]["result"], json!([1, 2, 3, 4]), "{result}");
+}
+
+#[test]
+fn algorithms_and_pipelines_in_the_store() {
+    let server = Server::start(&[]);
+
+    let list = server.hkube(&["algorithm", "list"]);
+    let rows: Vec<Vec<&str>> = list
+        .ok()
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["NAME", "ENV", "IMAGE", "CPU", "MEM"]);
+    for (name, env) in [
+        ("multiply", "python"),
+        ("range", "python"),
+        ("reduce", "nodejs"),
+    ] {
+        assert!(
+            rows.iter().any(|r| r[0] == name && r[1] == env),
+            "{name} in {list:#?}"
+        );
+    }
+    let names: Vec<String> = server
+        .hkube(&["algorithm", "list", "--json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.contains(&"range".to_string()), "{names:?}");
+
+    let range = server.hkube(&["algorithm", "get", "range"]).json();
+    assert_eq!(range["name"], "range");
+    assert_eq!(range["env"], "python");
+
+    // An image algorithm: apply from hkubectl's YAML with a flag overriding the file.
+    let dir = fresh_dir();
+    let yaml = dir.join("alg.yml");
+    std::fs::write(
+        &yaml,
+        "name: remote\nimage: repo/remote:1\nresources: {cpu: 0.5, mem: 512Mi}\nminHotWorkers: 0\n",
+    )
+    .unwrap();
+    let applied = server.hkube(&[
+        "algorithm",
+        "apply",
+        "-f",
+        yaml.to_str().unwrap(),
+        "--cpu",
+        "2",
+    ]);
+    assert_eq!(
+        applied.ok(),
+        "the algorithm remote has been successfully pushed to hkube\n"
+    );
+    let remote = server
+        .hkube(&["algorithm", "get", "remote", "--json"])
+        .json();
+    assert_eq!(remote["algorithmImage"], "repo/remote:1");
+    assert_eq!(remote["cpu"], 2.0);
+    assert_eq!(remote["mem"], "512Mi");
+    // Applying a changed definition again replaces it only with --setCurrent.
+    let again = server.hkube(&[
+        "algorithm",
+        "apply",
+        "remote",
+        "--image",
+        "repo/remote:2",
+        "--setCurrent",
+        "--json",
+    ]);
+    assert_eq!(again.json()["algorithm"]["algorithmImage"], "repo/remote:2");
+    let remote = server.hkube(&["algorithm", "get", "remote", "-j"]).json();
+    assert_eq!(remote["algorithmImage"], "repo/remote:2");
+
+    // Code is packed and sent; this server cannot build it yet and says so.
+    let code = server.hkube(&[
+        "algorithm",
+        "apply",
+        "-f",
+        &repo("examples/numbers/range/algorithm.yml"),
+    ]);
+    let stderr = code.failed();
+    assert!(stderr.contains("needs the build service"), "{code:#?}");
+    assert!(stderr.contains("hkube server --algorithms"), "{code:#?}");
+
+    let deleted = server.hkube(&["algorithm", "delete", "remote"]);
+    assert!(
+        deleted
+            .ok()
+            .contains("algorithm remote successfully deleted"),
+        "{deleted:#?}"
+    );
+    let gone = server.hkube(&["algorithm", "get", "remote"]);
+    assert_eq!(gone.failed(), "hkube: algorithm remote Not Found\n");
+
+    // Pipelines: store (YAML), list, get, delete.
+    let stored = server.hkube(&[
+        "pipeline",
+        "store",
+        "-f",
+        &repo("examples/numbers/numbers.yml"),
+        "--json",
+    ]);
+    assert_eq!(stored.json()["name"], "numbers");
+    let list = server.hkube(&["pipeline", "list"]);
+    assert_eq!(
+        list.ok(),
+        "NAME     NODES\nnumbers  Range,Multiply,Reduce\n"
+    );
+    let pipelines = server.hkube(&["pipeline", "list", "--json"]).json();
+    assert_eq!(pipelines[0]["name"], "numbers");
+    let numbers = server.hkube(&["pipeline", "get", "numbers"]).json();
+    assert_eq!(numbers["nodes"][1]["input"][0], "#@Range");
+    assert_eq!(numbers["flowInput"], json!({"N": 5, "k": 2}));
+    let deleted = server.hkube(&["pipeline", "delete", "numbers"]);
+    assert_eq!(
+        deleted.ok(),
+        "pipeline numbers successfully deleted from store\n"
+    );
+    assert_eq!(
+        server.hkube(&["pipeline", "list", "--json"]).json(),
+        json!([])
+    );
+}
+
+#[test]
+fn errors_say_what_the_server_said() {
+    let server = Server::start(&[]);
+    let unknown = server.hkube(&["exec", "stored", "x"]);
+    assert_eq!(unknown.failed(), "hkube: pipeline x Not Found\n");
+    assert_eq!(unknown.stdout, "");
+
+    let invalid = server.hkube(&["exec", "algorithm", "nosuch", "--noWait"]);
+    assert_eq!(invalid.failed(), "hkube: algorithm nosuch Not Found\n");
+
+    // Nothing listens on port 1.
+    let dir = fresh_dir();
+    let down = hkube(
+        &["pipeline", "list", "--endpoint", "http://127.0.0.1:1"],
+        &dir,
+        &[],
+    );
+    let stderr = down.failed();
+    assert!(
+        stderr.contains("cannot reach the HKube API at http://127.0.0.1:1/api/v1"),
+        "{down:#?}"
+    );
+    assert!(stderr.contains("`hkube server`"), "{down:#?}");
+}
+
+#[test]
+fn hkuberc_in_the_working_folder_names_the_endpoint() {
+    let server = Server::start(&[]);
+    let dir = fresh_dir();
+    let work = dir.join("project");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        work.join(".hkuberc"),
+        json!({"endpoint": server.endpoint, "rejectUnauthorized": false}).to_string(),
+    )
+    .unwrap();
+    let list = hkube(&["algorithm", "list", "--json"], &work, &[]);
+    assert!(list.json().as_array().unwrap().len() >= 3, "{list:#?}");
+
+    // hkubectl's cluster prefix in .hkuberc is honoured: this server does not serve it.
+    std::fs::write(
+        work.join(".hkuberc"),
+        json!({"endpoint": server.endpoint, "pathPrefix": "/hkube/api-server/"}).to_string(),
+    )
+    .unwrap();
+    let prefixed = hkube(&["algorithm", "list"], &work, &[]);
+    assert_eq!(
+        prefixed.failed(),
+        "hkube: Cannot GET /hkube/api-server/api/v1/store/algorithms\n"
+    );
+    // A flag beats the file.
+    let flag = hkube(
+        &["algorithm", "list", "-j", "--path-prefix", "/api/v1"],
+        &work,
+        &[],
+    );
+    assert!(flag.json().is_array(), "{flag:#?}");
+
+    // The environment beats the file too.
+    std::fs::write(
+        work.join(".hkuberc"),
+        r#"{"endpoint":"http://127.0.0.1:1"}"#,
+    )
+    .unwrap();
+    let env = hkube(
+        &["algorithm", "list", "-j"],
+        &work,
+        &[("HKUBE_ENDPOINT", &server.endpoint)],
+    );
+    assert!(env.json().is_array(), "{env:#?}");
+}
+
+#[test]
+fn a_token_server_wants_the_token() {
+    let server = Server::start(&["--token", "s3cret"]);
+    let without = server.hkube(&["pipeline", "list"]);
+    let stderr = without.failed();
+    assert!(stderr.starts_with("hkube: Unauthorized\n"), "{without:#?}");
+    assert!(
+        stderr.contains("give --token or set HKUBE_TOKEN"),
+        "{without:#?}"
+    );
+
+    let wrong = server.hkube(&["pipeline", "list", "--token", "nope"]);
+    assert!(wrong.failed().contains("refused the token"), "{wrong:#?}");
+
+    let with = server.hkube(&["pipeline", "list", "--token", "s3cret"]);
+    assert_eq!(with.ok(), "NAME  NODES\n");
+
+    let dir = fresh_dir();
+    let from_env = hkube(
+        &["pipeline", "list", "--json", "--endpoint", &server.endpoint],
+        &dir,
+        &[("HKUBE_TOKEN", "s3cret")],
+    );
+    assert_eq!(from_env.json(), json!([]));
+}
