@@ -244,6 +244,25 @@ async fn large_results_travel_through_storage() {
         "header + payload"
     );
     assert_eq!(result["data"][1]["result"], 3_000_000);
+
+    // Without includeInResults, A's object is only a passing value: it goes when the job ends.
+    let pipeline = json!({"name": "big", "nodes": [
+        {"nodeName": "A", "algorithmName": "make", "input": [1_000]},
+        {"nodeName": "B", "algorithmName": "size", "input": ["@A"]},
+    ]});
+    let job = handle.exec_raw(pipeline).await.unwrap();
+    let result = handle.wait(&job).await.unwrap();
+    assert_eq!(result["data"][0]["result"], 1_000);
+    let folder = storage.path().join("local-hkube").join(&job);
+    for _ in 0..100 {
+        if !folder.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!folder.exists(), "the job's stored objects are collected");
+    // The first job's result still points at its object.
+    assert!(storage.path().join(path).exists());
     executor.shutdown().await;
 }
 

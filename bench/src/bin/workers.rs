@@ -41,15 +41,17 @@ fn noop_folder() -> PathBuf {
         "name: noop\nenv: python\ncode:\n  path: .\n  entryPoint: main.py\n",
     )
     .expect("write algorithm.yml");
-    // A producer of `input[0]` bytes and a consumer that returns how many it got.
+    // A producer of `input[0]` bytes (written, so its pages exist, as real data's would) that
+    // stamps the moment it hands them over, and a consumer that answers how many it got and
+    // how long after the stamp it got them: the time of the passing alone.
     for (name, code) in [
         (
             "make",
-            "def start(args, api):\n    return bytes(args['input'][0])\n",
+            "import struct, time\ndef start(args, api):\n    data = bytearray(b'\\x01') * args['input'][0]\n    if len(data) >= 8:\n        data[:8] = struct.pack('d', time.time())\n    return data\n",
         ),
         (
             "size",
-            "def start(args, api):\n    return len(args['input'][0])\n",
+            "import struct, time\ndef start(args, api):\n    data = args['input'][0]\n    took = time.time() - struct.unpack('d', bytes(data[:8]))[0] if len(data) >= 8 else 0\n    return [len(data), took]\n",
         ),
     ] {
         let folder = dir.join(name);
@@ -266,11 +268,12 @@ async fn main() {
     let mut larges = Vec::new();
     for _ in 0..3 {
         let (result, took) = run(&handle, big(big_bytes)).await;
-        assert_eq!(result["data"][0]["result"], json!(big_bytes));
-        larges.push(took);
+        assert_eq!(result["data"][0]["result"][0], json!(big_bytes));
+        let passing = result["data"][0]["result"][1].as_f64().unwrap_or(f64::NAN);
+        larges.push((Duration::from_secs_f64(passing.max(0.0)), took));
     }
     larges.sort();
-    let large = larges[1];
+    let (passing, large) = larges[1];
     executor.shutdown().await;
 
     let bare = bare_round_trip(rounds).await;
@@ -352,9 +355,10 @@ async fn main() {
         cold.as_secs_f64() * 1e3
     );
     println!(
-        "| a {} MiB result passed from one step to the next (bytes, via storage; median of 3) | {:.2} GB/s (2-step job {:.3} s; with 1 byte: {:.3} s) | ≥ 1 GB/s | {big_anchor} |",
+        "| a {} MiB result passed from one step to the next (bytes, via storage; median of 3) | {:.2} GB/s ({:.3} s from the producer's return to the consumer's start; whole 2-step job {:.3} s; with 1 byte: {:.3} s) | ≥ 1 GB/s | {big_anchor} |",
         big_bytes >> 20,
-        big_bytes as f64 / large.as_secs_f64() / 1e9,
+        big_bytes as f64 / passing.as_secs_f64() / 1e9,
+        passing.as_secs_f64(),
         large.as_secs_f64(),
         small.as_secs_f64()
     );

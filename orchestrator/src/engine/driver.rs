@@ -815,6 +815,22 @@ impl Engine {
         if let Some(journal) = &self.journal {
             journal.job_finished(&job.id, &result);
         }
+        // Large results of the job's tasks may go, except what its results point at.
+        let keep: Vec<String> = result
+            .get("data")
+            .and_then(Value::as_array)
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter_map(|e| {
+                        e.pointer("/info/path")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.executor.job_ended(&job.id, &keep);
         if let Some(count) = self.unfinished.get_mut(&name_key) {
             *count = count.saturating_sub(1);
         }

@@ -145,4 +145,8 @@ pub trait Executor: Send + Sync + 'static {
     /// Stops a task that is queued or running. The engine has already recorded the task as
     /// stopped or failed; the executor only needs to free what the task holds.
     fn cancel(&self, key: TaskKey);
+
+    /// A job ended: what its tasks stored may go, except the objects its results document
+    /// points at (`keep`, storage paths).
+    fn job_ended(&self, _job_id: &str, _keep: &[String]) {}
 }

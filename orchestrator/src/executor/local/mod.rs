@@ -14,7 +14,7 @@ mod worker;
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -151,6 +151,22 @@ impl LocalExecutor {
     }
 }
 
+/// Deletes what a job's tasks stored under `<storage>/<cluster>-hkube/<jobId>/`, except `keep`.
+fn collect_job_storage(storage_dir: &Path, cluster: &str, job_id: &str, keep: &[String]) {
+    let folder = storage_dir.join(format!("{cluster}-hkube")).join(job_id);
+    let Ok(entries) = std::fs::read_dir(&folder) else {
+        return;
+    };
+    let kept: Vec<PathBuf> = keep.iter().map(|path| storage_dir.join(path)).collect();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_file() && !kept.contains(&path) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    let _ = std::fs::remove_dir(&folder);
+}
+
 impl Executor for LocalExecutor {
     fn submit(&self, task: TaskSpec) {
         if let Err(mpsc::error::SendError(Cmd::Submit(task))) =
@@ -164,6 +180,21 @@ impl Executor for LocalExecutor {
 
     fn cancel(&self, key: TaskKey) {
         let _ = self.tx.send(Cmd::Cancel(key));
+    }
+
+    fn job_ended(&self, job_id: &str, keep: &[String]) {
+        // Job ids are ours (12 characters of [0-9a-z]); anything else is not a folder to touch.
+        if job_id.is_empty() || !job_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return;
+        }
+        let (storage, cluster) = (
+            self.options.storage_dir.clone(),
+            self.options.cluster.clone(),
+        );
+        let (job_id, keep) = (job_id.to_string(), keep.to_vec());
+        tokio::task::spawn_blocking(move || {
+            collect_job_storage(&storage, &cluster, &job_id, &keep)
+        });
     }
 }
 
