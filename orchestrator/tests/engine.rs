@@ -363,3 +363,53 @@ async fn jobs_are_listed_by_status() {
     assert_eq!(completed[0].job_id, done);
     handle.shutdown().await;
 }
+
+/// The code API's stops: a task stops the sub-pipeline and the algorithm execution it started,
+/// and each caller is answered.
+#[tokio::test(start_paused = true)]
+async fn a_task_stops_what_it_started() {
+    use orchestrator::engine::{Run, SubPipeline};
+    let mut executor = InProcessExecutor::with_test_algorithms();
+    executor.register(
+        "stopper",
+        Arc::new(|task| {
+            let pipeline = task.reporter.start_sub_pipeline(SubPipeline::Stored {
+                name: "slow".into(),
+                flow_input: None,
+            });
+            let execution = task
+                .reporter
+                .start_algorithm("sleep".into(), vec![json!(100)]);
+            let reporter = task.reporter.clone();
+            Run::Later(Box::pin(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                reporter.stop_children("enough".into());
+                let pipeline = match pipeline.await {
+                    Ok(Ok(result)) => json!([result["status"], result["reason"]]),
+                    other => json!(format!("{other:?}")),
+                };
+                let execution = match execution.await {
+                    Ok(TaskOutcome::Failed(error)) => json!(error),
+                    other => json!(format!("{other:?}")),
+                };
+                TaskOutcome::Succeeded(json!([pipeline, execution]))
+            }))
+        }),
+    );
+    let catalog = catalog(&["sleep", "stopper"]);
+    catalog.put_pipeline(
+        spec::parse_pipeline(json!({"name": "slow", "nodes": [{"nodeName": "Z", "algorithmName": "sleep", "input": [100]}]}))
+            .unwrap(),
+    );
+    let handle = Engine::spawn(Arc::new(executor), catalog);
+    let job = handle
+        .exec_raw(json!({"name": "parent", "nodes": [{"nodeName": "S", "algorithmName": "stopper", "input": []}]}))
+        .await
+        .unwrap();
+    let result = handle.wait(&job).await.unwrap();
+    assert_eq!(
+        result["data"][0]["result"],
+        json!([["stopped", "enough"], "stopped: enough"]),
+        "{result}"
+    );
+}

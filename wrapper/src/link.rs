@@ -106,6 +106,10 @@ pub enum CodeApiRequest {
         pipeline: Value,
         include_result: bool,
     },
+    /// Stop the sub-pipelines and algorithm executions the task started (HKube's
+    /// `stopSubPipeline` / `stopAlgorithmExecution`). No reply: each stopped request is
+    /// answered as stopped (or failed with the reason).
+    Stop { reason: String },
 }
 
 /// The answer to a code-API request.

@@ -746,3 +746,64 @@ async fn a_wrapper_that_stops_sending_alive_is_stuck() {
     );
     assert_eq!(sidecar.await.unwrap(), reason);
 }
+
+#[tokio::test]
+async fn code_api_stops_are_relayed() {
+    let (port, mut end, _sidecar) = start_sidecar(SidecarOptions::default()).await;
+    let mut client = connect(port, "?storage=v1&encoding=json").await;
+    assert_eq!(next(&mut end).await, FromSidecar::Ready);
+    end.to_sidecar
+        .send(ToSidecar::Run {
+            tasks: vec![task("t1", vec![])],
+        })
+        .unwrap();
+    receive(&mut client, Encoding::Json).await;
+    send(
+        &mut client,
+        Encoding::Json,
+        json!({"command": "initialized"}),
+    )
+    .await;
+    receive(&mut client, Encoding::Json).await;
+    let start = json!({"command": "startStoredSubPipeline", "data": {"subPipelineId": "1", "includeResult": true,
+                        "subPipeline": {"name": "slow", "flowInput": {}}}});
+    send(&mut client, Encoding::Json, start).await;
+    let request_id = match next_outcome(&mut end).await {
+        FromSidecar::CodeApi {
+            request_id,
+            request: CodeApiRequest::StartStoredSubPipeline { name, .. },
+            ..
+        } => {
+            assert_eq!(name, "slow");
+            request_id
+        }
+        other => panic!("{other:?}"),
+    };
+    send(
+        &mut client,
+        Encoding::Json,
+        json!({"command": "stopSubPipeline", "data": {"subPipelineId": "1", "reason": "enough"}}),
+    )
+    .await;
+    match next_outcome(&mut end).await {
+        FromSidecar::CodeApi {
+            task_id,
+            request: CodeApiRequest::Stop { reason },
+            ..
+        } => {
+            assert_eq!((task_id.as_str(), reason.as_str()), ("t1", "enough"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The stopped request is answered as stopped, as HKube's worker does.
+    let reply = CodeApiReply::Stopped {
+        reason: "enough".into(),
+    };
+    end.to_sidecar
+        .send(ToSidecar::CodeApiReply { request_id, reply })
+        .unwrap();
+    assert_eq!(
+        receive(&mut client, Encoding::Json).await,
+        json!({"command": "subPipelineStopped", "data": {"subPipelineId": "1", "reason": "enough"}})
+    );
+}

@@ -41,6 +41,11 @@ pub(crate) enum Msg {
         input: Vec<Value>,
         reply: oneshot::Sender<TaskOutcome>,
     },
+    /// Code API: stop the sub-pipelines and algorithm executions a task started.
+    StopChildren {
+        parent: TaskKey,
+        reason: String,
+    },
     Command(Command),
 }
 
@@ -229,6 +234,8 @@ pub struct Engine {
     /// Who asked for a sub-pipeline, answered when it ends.
     sub_waiters: HashMap<u64, oneshot::Sender<Result<Value, Error>>>,
     algorithm_waiters: HashMap<(u64, u32, u32), oneshot::Sender<TaskOutcome>>,
+    /// Which task started each algorithm execution (for the code API's stop).
+    algorithm_parents: HashMap<(u64, u32, u32), (u64, u32, u32)>,
     /// Jobs started by triggers, by parent job.
     triggered: HashMap<u64, Vec<u64>>,
     /// Jobs held by `concurrentPipelines` (`rejectOnFailure: false`).
@@ -272,6 +279,7 @@ impl Engine {
             sub_jobs: HashMap::new(),
             sub_waiters: HashMap::new(),
             algorithm_waiters: HashMap::new(),
+            algorithm_parents: HashMap::new(),
             triggered: HashMap::new(),
             held: Vec::new(),
             unfinished: HashMap::new(),
@@ -367,15 +375,37 @@ impl Engine {
                     Ok(task) => {
                         self.algorithm_waiters
                             .insert((task.job, task.node, task.task), reply);
+                        self.algorithm_parents.insert(task.slot(), parent.slot());
                     }
                     Err(error) => {
                         let _ = reply.send(TaskOutcome::Failed(error));
                     }
                 }
             }
+            Msg::StopChildren { parent, reason } => self.stop_children(parent, &reason),
             Msg::Command(command) => return self.handle_command(command),
         }
         false
+    }
+
+    /// Stops what a task started through the code API: its sub-pipelines and its algorithm
+    /// executions (each caller gets its answer: stopped, or failed with the reason).
+    fn stop_children(&mut self, parent: TaskKey, reason: &str) {
+        for child in self.sub_jobs.remove(&parent.slot()).unwrap_or_default() {
+            self.with_job(child, |job, now, out| job.stop(reason, now, out));
+        }
+        let executions: Vec<(u64, u32, u32)> = self
+            .algorithm_parents
+            .iter()
+            .filter(|(_, p)| **p == parent.slot())
+            .map(|(child, _)| *child)
+            .collect();
+        for (job, node, task) in executions {
+            self.algorithm_parents.remove(&(job, node, task));
+            self.with_job(job, |j, now, out| {
+                j.stop_execution(node as usize, task as usize, reason, now, out)
+            });
+        }
     }
 
     fn handle_command(&mut self, command: Command) -> bool {

@@ -134,6 +134,14 @@ impl TaskReporter {
         });
         result
     }
+
+    /// Code API: stop the sub-pipelines and algorithm executions this task started.
+    pub fn stop_children(&self, reason: String) {
+        let _ = self.engine.send(Msg::StopChildren {
+            parent: self.key,
+            reason,
+        });
+    }
 }
 
 /// Runs tasks. Implementations: the local process executor (the default), Docker, Kubernetes,

@@ -553,6 +553,40 @@ impl Job {
         Ok(self.key_of(id, 0))
     }
 
+    /// Code API: stop an algorithm execution (a task of a node `<parent>:<algorithm>`); its
+    /// caller is answered with the reason.
+    pub fn stop_execution(
+        &mut self,
+        node: usize,
+        position: usize,
+        reason: &str,
+        now_ms: u64,
+        out: &mut Vec<Action>,
+    ) {
+        if node < self.graph.len() || self.status.is_final() {
+            return;
+        }
+        let Some(task) = self.nodes.get(node).and_then(|n| n.tasks.get(position)) else {
+            return;
+        };
+        if task.status.is_final() {
+            return;
+        }
+        let dispatched = task.attempts > 0 && task.status != TaskStatus::Warning;
+        let key = self.key_of(node, position);
+        if dispatched {
+            self.in_flight = self.in_flight.saturating_sub(1);
+            out.push(Action::Cancel(key));
+        }
+        self.set_status(node, position, TaskStatus::Stopped);
+        out.push(Action::TaskEnded { key });
+        out.push(Action::AlgorithmDone {
+            key,
+            outcome: TaskOutcome::Failed(format!("stopped: {reason}")),
+        });
+        self.pump(now_ms, out);
+    }
+
     pub fn node_name(&self, id: usize) -> Option<&str> {
         self.nodes.get(id).map(|node| node.node_name.as_ref())
     }

@@ -645,6 +645,18 @@ impl Run {
                 };
                 self.relay(call, request).await;
             }
+            FromAlgorithm::StopSubPipeline(request) => {
+                let reason = request
+                    .reason
+                    .unwrap_or_else(|| "stopped by the algorithm".into());
+                self.relay_stop(reason);
+            }
+            FromAlgorithm::StopAlgorithmExecution(request) => {
+                let reason = request
+                    .reason
+                    .unwrap_or_else(|| "stopped by the algorithm".into());
+                self.relay_stop(reason);
+            }
             FromAlgorithm::DataSourceRequest(request) => {
                 let reply = ToAlgorithm::DataSourceResponse(DataSourceResponse {
                     request_id: request.request_id,
@@ -741,6 +753,20 @@ impl Run {
                 error: format!("cannot store the code-API result for the algorithm: {error}"),
             },
         }
+    }
+
+    /// A stop needs no answer of its own: the requests it stops are answered.
+    fn relay_stop(&mut self, reason: String) {
+        let Some(task) = self.current.first() else {
+            return;
+        };
+        let request_id = self.next_call;
+        self.next_call += 1;
+        let _ = self.to_orchestrator.send(FromSidecar::CodeApi {
+            task_id: task.task_id.clone(),
+            request_id,
+            request: CodeApiRequest::Stop { reason },
+        });
     }
 
     async fn relay(&mut self, call: Call, request: CodeApiRequest) {

@@ -590,6 +590,10 @@ impl Service {
                     return;
                 };
                 let reporter = pending.reporter.clone();
+                if let CodeApiRequest::Stop { reason } = request {
+                    reporter.stop_children(reason);
+                    return;
+                }
                 tokio::spawn(async move {
                     let reply = code_api(reporter, request).await;
                     let _ = to_sidecar.send(ToSidecar::CodeApiReply { request_id, reply });
@@ -821,6 +825,10 @@ async fn code_api(reporter: TaskReporter, request: CodeApiRequest) -> CodeApiRep
             pipeline,
             include_result,
         } => sub_pipeline(reporter, SubPipeline::Raw(pipeline), include_result).await,
+        // Handled before a reply is awaited; nothing to answer.
+        CodeApiRequest::Stop { .. } => CodeApiReply::Error {
+            error: "a stop has no answer".into(),
+        },
     }
 }
 
