@@ -127,12 +127,13 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     }
     let catalog: Arc<dyn Catalog> = store.clone();
     let journal: Arc<dyn Journal> = store.clone();
-    let engine = Engine::new(
-        EngineOptions::default(),
-        Arc::new(executor.clone()),
-        catalog,
-    )
-    .with_journal(journal);
+    // The last 100 ended jobs stay in memory; older ones are answered from the database, so
+    // the server's memory does not grow with its history.
+    let options = EngineOptions {
+        keep_finished_jobs: Some(100),
+        ..EngineOptions::default()
+    };
+    let engine = Engine::new(options, Arc::new(executor.clone()), catalog).with_journal(journal);
     let engine_handle = engine.handle();
     tokio::spawn(engine.run());
     let engine = engine_handle;

@@ -71,6 +71,7 @@ async fn dispatch_is_bounded_per_job_and_everything_still_runs() {
     let recorder = Arc::new(Recorder::default());
     let options = EngineOptions {
         max_in_flight_per_job: 8,
+        ..EngineOptions::default()
     };
     let handle = Engine::spawn_with(options, recorder.clone(), catalog(&["alg"]));
     let items: Vec<Value> = (0..100).map(Value::from).collect();
@@ -411,5 +412,48 @@ async fn a_task_stops_what_it_started() {
         result["data"][0]["result"],
         json!([["stopped", "enough"], "stopped: enough"]),
         "{result}"
+    );
+}
+
+/// With a journal and `keep_finished_jobs`, the oldest ended jobs leave memory; their results
+/// stay in the journal.
+#[tokio::test]
+async fn ended_jobs_beyond_the_limit_leave_memory() {
+    use orchestrator::engine::{Journal, MemoryJournal};
+    let journal = Arc::new(MemoryJournal::new());
+    let options = EngineOptions {
+        keep_finished_jobs: Some(2),
+        ..EngineOptions::default()
+    };
+    let engine = Engine::new(
+        options,
+        Arc::new(InProcessExecutor::with_test_algorithms()),
+        catalog(&["first"]),
+    )
+    .with_journal(journal.clone());
+    let handle = engine.handle();
+    tokio::spawn(engine.run());
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let job = handle
+            .exec_raw(json!({"name": "keep", "nodes": [{"nodeName": "A", "algorithmName": "first", "input": [i]}]}))
+            .await
+            .unwrap();
+        handle.wait(&job).await.unwrap();
+        ids.push(job);
+    }
+    assert!(
+        handle.status(&ids[0]).await.is_err(),
+        "the oldest is gone from memory"
+    );
+    assert!(handle.status(&ids[1]).await.is_err());
+    assert_eq!(
+        handle.result(&ids[3]).await.unwrap()["data"][0]["result"],
+        3
+    );
+    assert_eq!(handle.jobs(None).await.unwrap().len(), 2);
+    assert!(
+        journal.unfinished().is_empty(),
+        "every job's end is in the journal"
     );
 }

@@ -204,12 +204,16 @@ pub struct EngineOptions {
     /// as compact ranges, their inputs not built yet, so a million-item batch does not mean a
     /// million task descriptions in memory.
     pub max_in_flight_per_job: usize,
+    /// With a journal, at most this many ended jobs stay in memory (the oldest go first);
+    /// older ones are answered from the journal's store. `None` keeps them all.
+    pub keep_finished_jobs: Option<usize>,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             max_in_flight_per_job: 4096,
+            keep_finished_jobs: None,
         }
     }
 }
@@ -217,6 +221,9 @@ impl Default for EngineOptions {
 /// The engine loop and everything it owns.
 pub struct Engine {
     max_in_flight: usize,
+    keep_finished: Option<usize>,
+    /// Ended jobs, oldest first (for `keep_finished`).
+    finished: std::collections::VecDeque<u64>,
     journal: Option<Arc<dyn Journal>>,
     executor: Arc<dyn Executor>,
     catalog: Arc<dyn Catalog>,
@@ -264,6 +271,8 @@ impl Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         Engine {
             max_in_flight: options.max_in_flight_per_job.max(1),
+            keep_finished: options.keep_finished_jobs,
+            finished: std::collections::VecDeque::new(),
             journal: None,
             executor,
             catalog,
@@ -872,9 +881,36 @@ impl Engine {
             let _ = reply.send(Ok(result.clone()));
         }
         self.timer_targets.retain(|_, (job, _)| *job != key);
+        self.finished.push_back(key);
+        self.evict_finished();
         self.release_held();
         if completed {
             self.fire_triggers(key, &name, &tags, &result);
+        }
+    }
+
+    /// Forgets the oldest ended jobs beyond `keep_finished`: their results stay in the journal's
+    /// store, which the API asks for jobs the engine no longer holds.
+    fn evict_finished(&mut self) {
+        let (Some(keep), Some(_)) = (self.keep_finished, &self.journal) else {
+            return;
+        };
+        while self.finished.len() > keep {
+            let Some(key) = self.finished.pop_front() else {
+                break;
+            };
+            let Some(job) = self.jobs.get(&key) else {
+                continue;
+            };
+            if !job.status().is_final() || self.waiters.contains_key(&key) {
+                continue;
+            }
+            if let Some(job) = self.jobs.remove(&key) {
+                self.ids.remove(job.id.as_ref());
+            }
+            self.triggered.remove(&key);
+            self.sub_jobs.retain(|(job, _, _), _| *job != key);
+            self.algorithm_parents.retain(|(job, _, _), _| *job != key);
         }
     }
 
