@@ -55,11 +55,7 @@ impl Catalog for MemoryCatalog {
         };
         pipelines
             .values()
-            .filter(|p| {
-                p.triggers
-                    .as_ref()
-                    .is_some_and(|t| t.pipelines.iter().any(|name| name == parent))
-            })
+            .filter(|p| p.is_triggered_by(parent))
             .cloned()
             .collect()
     }

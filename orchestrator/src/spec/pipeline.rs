@@ -41,6 +41,15 @@ pub struct Pipeline {
     pub extra: Map<String, Value>,
 }
 
+impl Pipeline {
+    /// Whether this pipeline runs when `parent` completes (`triggers.pipelines`).
+    pub fn is_triggered_by(&self, parent: &str) -> bool {
+        self.triggers
+            .as_ref()
+            .is_some_and(|t| t.pipelines.iter().any(|name| name == parent))
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum PipelineKind {

@@ -273,11 +273,7 @@ impl Catalog for SqliteStore {
         self.all::<Pipeline>("pipelines")
             .unwrap_or_default()
             .into_iter()
-            .filter(|p| {
-                p.triggers
-                    .as_ref()
-                    .is_some_and(|t| t.pipelines.iter().any(|name| name == parent))
-            })
+            .filter(|p| p.is_triggered_by(parent))
             .collect()
     }
 }
