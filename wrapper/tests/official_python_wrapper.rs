@@ -8,11 +8,14 @@
 
 #![allow(clippy::unwrap_used)] // a test may panic on the unexpected
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::task;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 use wrapper::link::{Assignment, CodeApiReply, CodeApiRequest, FromSidecar, Outcome, ToSidecar};
@@ -62,21 +65,6 @@ const BUILDER_APP_PY: &str = "from hkube_python_wrapper import Algorunner\n\nif 
 
 /// What a custom image does: import the user's functions and hand them over.
 const CUSTOM_APP_PY: &str = "import sys\nsys.path.insert(0, 'algorithm_unique_folder')\nimport main\nfrom hkube_python_wrapper import Algorunner\n\nif __name__ == '__main__':\n    Algorunner.Run(start=main.start, exit=main.exit)\n";
-
-fn task(id: &str, input: Vec<Value>) -> Assignment {
-    Assignment {
-        job_id: "job1".into(),
-        task_id: id.into(),
-        node_name: "A".into(),
-        algorithm_name: "alg".into(),
-        pipeline_name: "p".into(),
-        batch_index: None,
-        input,
-        extra_data: None,
-        root_job_id: "job1".into(),
-        parent_node_name: None,
-    }
-}
 
 /// A port `p` with `p + 1` free too: the wrapper's peer data server binds both.
 fn free_port_pair() -> u16 {

@@ -3,34 +3,22 @@
 
 #![allow(clippy::unwrap_used)] // a test may panic on the unexpected
 
+mod common;
+
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::task;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
-use wrapper::link::{Assignment, CodeApiReply, CodeApiRequest, FromSidecar, Outcome, ToSidecar};
+use wrapper::link::{CodeApiReply, CodeApiRequest, FromSidecar, Outcome, ToSidecar};
 use wrapper::protocol::{self, Encoding, Frame};
 use wrapper::sidecar::{link_pair, OrchestratorEnd, Sidecar, SidecarOptions, StorageAccess};
 use wrapper::storage::{self, encoding::StoredValue, fs::FsStorage};
-
-fn task(id: &str, input: Vec<Value>) -> Assignment {
-    Assignment {
-        job_id: "job1".into(),
-        task_id: id.into(),
-        node_name: "A".into(),
-        algorithm_name: "alg".into(),
-        pipeline_name: "p".into(),
-        batch_index: None,
-        input,
-        extra_data: None,
-        root_job_id: "job1".into(),
-        parent_node_name: None,
-    }
-}
 
 async fn start_sidecar(
     options: SidecarOptions,
