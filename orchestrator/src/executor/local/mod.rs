@@ -99,6 +99,8 @@ enum Cmd {
 pub struct LocalExecutor {
     tx: mpsc::UnboundedSender<Cmd>,
     options: LocalOptions,
+    /// Ended jobs whose stored objects are to be deleted, handled by one thread of its own.
+    collector: std::sync::mpsc::Sender<(String, Vec<String>)>,
 }
 
 impl std::fmt::Debug for Cmd {
@@ -130,7 +132,21 @@ impl LocalExecutor {
             next_seq: 0,
         };
         tokio::spawn(service.run(rx));
-        LocalExecutor { tx, options }
+        let (collector, ended) = std::sync::mpsc::channel::<(String, Vec<String>)>();
+        let (storage, cluster) = (options.storage_dir.clone(), options.cluster.clone());
+        // One thread deletes files for every ended job, rather than a blocking task per job.
+        let _ = std::thread::Builder::new()
+            .name("hkube-storage-collector".into())
+            .spawn(move || {
+                for (job_id, keep) in ended {
+                    collect_job_storage(&storage, &cluster, &job_id, &keep);
+                }
+            });
+        LocalExecutor {
+            tx,
+            options,
+            collector,
+        }
     }
 
     /// Makes an algorithm runnable: Java sources are compiled first.
@@ -187,14 +203,7 @@ impl Executor for LocalExecutor {
         if job_id.is_empty() || !job_id.chars().all(|c| c.is_ascii_alphanumeric()) {
             return;
         }
-        let (storage, cluster) = (
-            self.options.storage_dir.clone(),
-            self.options.cluster.clone(),
-        );
-        let (job_id, keep) = (job_id.to_string(), keep.to_vec());
-        tokio::task::spawn_blocking(move || {
-            collect_job_storage(&storage, &cluster, &job_id, &keep)
-        });
+        let _ = self.collector.send((job_id.to_string(), keep.to_vec()));
     }
 }
 
