@@ -490,3 +490,66 @@ fn a_killed_server_resumes_its_job() {
     }
     let _ = std::fs::remove_dir_all(&algorithms);
 }
+
+#[test]
+fn versions_rollback_and_job_queries_survive_a_restart() {
+    let mut server = Server::numbers(&[]);
+    let apply = |image: &str, force: bool| {
+        let body = json!({
+            "payload": json!({"name": "img-alg", "algorithmImage": image}).to_string(),
+            "options": json!({"forceUpdate": force}).to_string(),
+        });
+        let (status, answer) = server.post("/api/v1/store/algorithms/apply", &body);
+        assert_eq!(status, 200, "{answer}");
+        answer
+    };
+    let first = apply("repo/img:1", false);
+    assert_eq!(first["messagesCode"], json!([1024, 1023]));
+    let second = apply("repo/img:2", true);
+    assert_eq!(second["messagesCode"], json!([1024, 1023]));
+    let (status, versions) = server.get("/api/v1/versions/algorithms/img-alg");
+    assert_eq!(status, 200, "{versions}");
+    let semvers: Vec<&str> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["semver"].as_str().unwrap())
+        .collect();
+    assert_eq!(semvers, ["1.0.1", "1.0.0"]);
+    let (_, current) = server.get("/api/v1/store/algorithms/img-alg");
+    assert_eq!(current["algorithmImage"], "repo/img:2");
+
+    // Roll back to the first version.
+    let (status, applied) = server.post(
+        "/api/v1/versions/algorithms/apply",
+        &json!({"name": "img-alg", "version": first["algorithm"]["version"]}),
+    );
+    assert_eq!(status, 201, "{applied}");
+    let (_, current) = server.get("/api/v1/store/algorithms/img-alg");
+    assert_eq!(current["algorithmImage"], "repo/img:1");
+    assert_eq!(current["version"], first["algorithm"]["version"]);
+
+    let job = server.job("/api/v1/exec/raw", &numbers_pipeline());
+    assert_eq!(server.results(&job)["status"], "completed");
+    let check_queries = |server: &Server| {
+        let (status, search) = server.get("/api/v1/exec/search?pipelineName=numbers");
+        assert_eq!(status, 200, "{search}");
+        assert_eq!(search["hits"][0]["jobId"], job.as_str(), "{search}");
+        assert_eq!(search["hits"][0]["status"]["status"], "completed");
+        let (status, results) = server.get("/api/v1/pipelines/results?name=numbers");
+        assert_eq!(status, 200, "{results}");
+        assert_eq!(results[0]["jobId"], job.as_str());
+        assert_eq!(results[0]["data"][0]["result"], 30);
+    };
+    check_queries(&server);
+
+    // After a restart the store still answers: versions and the ended job.
+    server.keep_state = true;
+    let state_dir = server.state_dir.clone();
+    assert_eq!(server.terminate(), Some(0));
+    drop(server);
+    let server = Server::start_in(state_dir, &["--algorithms", "examples/numbers"]);
+    check_queries(&server);
+    let (_, versions) = server.get("/api/v1/versions/algorithms/img-alg");
+    assert_eq!(versions.as_array().unwrap().len(), 2);
+}

@@ -330,7 +330,7 @@ fn algorithms_and_pipelines_in_the_store() {
     ]);
     assert_eq!(
         applied.ok(),
-        "the algorithm remote has been successfully pushed to hkube\n"
+        "a new version of algorithm remote has been created\nthe algorithm remote has been successfully pushed to hkube\n"
     );
     let remote = server
         .hkube(&["algorithm", "get", "remote", "--json"])

@@ -71,7 +71,7 @@ struct ApplyArgs {
     #[arg(long)]
     mem: Option<String>,
     /// Make this the current definition of an existing algorithm (sent as
-    /// options.forceUpdate; the server has no versions yet).
+    /// options.forceUpdate; without it a change only makes a new version).
     #[arg(long = "setCurrent", alias = "set-current")]
     set_current: bool,
     /// Accepted for hkubectl's scripts: there are no builds to wait for yet.

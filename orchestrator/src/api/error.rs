@@ -23,6 +23,8 @@ pub enum ApiError {
     },
     /// 404 with HKube's whole text (`pipeline p Not Found`).
     NotFound(String),
+    /// 404 with an empty body (HKube's `GET /exec/flowInput/{jobId}`, reference Q6).
+    NotFoundEmpty,
     /// 409 `<type> <name> already exists`.
     Conflict(String),
     /// 401 `{"error":"Unauthorized"}`.
@@ -46,7 +48,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::NotFoundEmpty => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -97,6 +99,7 @@ impl IntoResponse for ApiError {
                 );
                 return response;
             }
+            ApiError::NotFoundEmpty => return status.into_response(),
             ApiError::MethodNotAllowed => ("Method Not Allowed".to_string(), None),
             ApiError::BadRequest { message, details } => (message, details),
             ApiError::NotFound(message) | ApiError::Conflict(message) => (message, None),

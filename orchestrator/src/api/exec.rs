@@ -148,7 +148,7 @@ pub async fn status(State(state): State<ApiState>, Path(id): Path<String>) -> An
 }
 
 /// The status document of an ended job, rebuilt from its stored result.
-fn status_of_ended(result: &Value) -> Value {
+pub(super) fn status_of_ended(result: &Value) -> Value {
     let mut status = json!({
         "jobId": result["jobId"],
         "pipeline": result["pipeline"],
@@ -167,7 +167,7 @@ fn status_of_ended(result: &Value) -> Value {
 }
 
 /// Where HKube says results come from; ours are held by the engine and the fs storage.
-const STORAGE_MODULE: &str = "@hkube/fs-adapter";
+pub(super) const STORAGE_MODULE: &str = "@hkube/fs-adapter";
 
 pub async fn results(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
     let mut result = match state.engine.result(&id).await {

@@ -6,10 +6,13 @@
 //! codes are decided in [`error`] only. The API does no job logic of its own: it parses
 //! requests, calls the engine or the store, and shapes the answers as HKube does.
 
+mod builds;
 mod error;
 mod exec;
+mod jobs;
 mod openapi;
 mod store;
+mod versions;
 
 use std::sync::Arc;
 

@@ -9,7 +9,7 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::{exec, store, ApiState};
+use super::{builds, exec, jobs, store, versions, ApiState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
@@ -140,6 +140,26 @@ async fn exec_root() -> Json<Value> {
 async fn store_root() -> Json<Value> {
     Json(json!({"message": "v1 store api"}))
 }
+async fn versions_root() -> Json<Value> {
+    Json(json!({"message": "v1 versions api"}))
+}
+async fn builds_root() -> Json<Value> {
+    Json(json!({"message": "v1 builds api"}))
+}
+async fn pipelines_root() -> Json<Value> {
+    Json(json!({"message": "v1 pipelines api"}))
+}
+fn integer() -> Value {
+    json!({"type": "integer"})
+}
+fn search_answer() -> Value {
+    object(
+        &["hits", "timeTook"],
+        json!({
+            "hits": array(reference("Job")), "cursor": string(), "timeTook": string(),
+        }),
+    )
+}
 async fn openapi_json() -> Json<Value> {
     Json(document())
 }
@@ -153,6 +173,12 @@ pub fn routes() -> Vec<ApiRoute> {
         route(Get, "/api/v1/exec/", "exec router", exec_root).ok(200, message()),
         route(Get, "/api/v1/exec", "exec router", exec_root).ok(200, message()),
         route(Get, "/api/v1/store/", "store router", store_root).ok(200, message()),
+        route(Get, "/api/v1/versions/", "versions router", versions_root).ok(200, message()),
+        route(Get, "/api/v1/versions", "versions router", versions_root).ok(200, message()),
+        route(Get, "/api/v1/builds/", "builds router", builds_root).ok(200, message()),
+        route(Get, "/api/v1/builds", "builds router", builds_root).ok(200, message()),
+        route(Get, "/api/v1/pipelines/", "pipelines router", pipelines_root).ok(200, message()),
+        route(Get, "/api/v1/pipelines", "pipelines router", pipelines_root).ok(200, message()),
         route(Get, "/api/v1/store", "store router", store_root).ok(200, message()),
         // Execution (§5.1).
         route(Post, "/api/v1/exec/raw", "run a pipeline descriptor", exec::raw)
@@ -207,6 +233,35 @@ pub fn routes() -> Vec<ApiRoute> {
             .errors(&[400]),
         route(Get, "/api/v1/exec/pipeline/list", "the pipelines of unfinished jobs", exec::pipeline_list)
             .ok(200, array(reference("Pipeline"))),
+        route(Get, "/api/v1/exec/search", "search jobs (?experimentName, pipelineName (jobId or name), pipelineType, algorithmName, pipelineStatus, from, to, tags, cursor, page, sort=asc|desc, limit=0..100, fields=a:true,b:true, exists=result:true)", jobs::search_get)
+            .ok(200, search_answer())
+            .errors(&[400]),
+        route(Post, "/api/v1/exec/search", "search jobs", jobs::search_post)
+            .body(object(&[], json!({
+                "query": object(&[], json!({
+                    "experimentName": string(), "pipelineName": string(), "pipelineType": string(),
+                    "algorithmName": string(), "pipelineStatus": string(), "tags": array(string()),
+                    "datesRange": object(&[], json!({"from": string(), "to": string()})),
+                })),
+                "cursor": string(), "pageNum": integer(), "sort": {"enum": ["asc", "desc"]},
+                "limit": {"type": "integer", "minimum": 0, "maximum": 100},
+                "fields": {"type": "object"}, "exists": {"type": "object"},
+            })))
+            .ok(200, search_answer())
+            .errors(&[400]),
+        route(Get, "/api/v1/exec/auditTrail/{jobId}", "who did what to a job: {jobId, \"0\": {timestamp, user, action}, …}", jobs::audit_trail)
+            .ok(200, object(&["jobId"], json!({"jobId": string()})))
+            .errors(&[404]),
+        route(Get, "/api/v1/exec/flowInput/{jobId}", "a job's flowInput (?download=true: as an attachment); 404 has an empty body", jobs::flow_input)
+            .ok(200, json!({"type": "object"}))
+            .errors(&[404]),
+        // Pipeline queries (§5.2).
+        route(Get, "/api/v1/pipelines/results", "a pipeline's latest results (?name, experimentName=main, sort=desc, limit=1)", jobs::pipeline_results)
+            .ok(200, array(reference("Result")))
+            .errors(&[400, 404]),
+        route(Get, "/api/v1/pipelines/status", "a pipeline's latest statuses (?name, experimentName=main, sort=desc, limit=1)", jobs::pipeline_status)
+            .ok(200, array(reference("Status")))
+            .errors(&[400, 404]),
         // Stored pipelines (§5.3).
         route(Get, "/api/v1/store/pipelines", "stored pipelines", store::list_pipelines)
             .ok(200, array(reference("Pipeline"))),
@@ -257,7 +312,35 @@ pub fn routes() -> Vec<ApiRoute> {
             .body(reference("Algorithm"))
             .ok(200, reference("Algorithm"))
             .errors(&[400, 404]),
-        route(Delete, "/api/v1/store/algorithms/{name}", "delete a stored algorithm (?force=true also deletes the pipelines using it)", store::delete_algorithm)
+        route(Delete, "/api/v1/store/algorithms/{name}", "delete a stored algorithm (?force=true also deletes the pipelines using it; ?keepOldVersions=false its versions)", store::delete_algorithm)
+            .ok(200, message())
+            .errors(&[400, 404]),
+        // Algorithm versions (§5.5).
+        route(Get, "/api/v1/versions/algorithms/{name}", "an algorithm's versions, newest first", versions::list)
+            .ok(200, array(reference("Version")))
+            .errors(&[400]),
+        route(Get, "/api/v1/versions/algorithms/{name}/{version}", "one version of an algorithm", versions::get)
+            .ok(200, reference("Version"))
+            .errors(&[404]),
+        route(Delete, "/api/v1/versions/algorithms/{name}/{version}", "delete a version (not the current one)", versions::delete)
+            .ok(200, object(&["deleted"], json!({"deleted": integer()})))
+            .errors(&[400, 404]),
+        route(Post, "/api/v1/versions/algorithms/apply", "make a version the stored algorithm (refused while unfinished jobs use it, unless force)", versions::apply)
+            .body(object(&["name", "version"], json!({"name": string(), "version": string(), "force": {"type": "boolean"}})))
+            .ok(201, reference("Version"))
+            .errors(&[400, 404]),
+        // Builds (§5.6): none exist until the build service lands.
+        route(Get, "/api/v1/builds/status/{buildId}", "a build (none exist yet)", builds::status)
+            .errors(&[404]),
+        route(Get, "/api/v1/builds/list/{name}", "an algorithm's builds (?sort=asc|desc, limit>=1; none yet)", builds::list)
+            .ok(200, array(json!({"type": "object"})))
+            .errors(&[400]),
+        route(Post, "/api/v1/builds/stop", "stop a build", builds::stop)
+            .body(object(&["buildId"], json!({"buildId": string()})))
+            .ok(200, message())
+            .errors(&[400, 404]),
+        route(Post, "/api/v1/builds/rerun", "run a build again", builds::rerun)
+            .body(object(&["buildId"], json!({"buildId": string()})))
             .ok(200, message())
             .errors(&[400, 404]),
     ]
@@ -335,6 +418,18 @@ pub fn document() -> Value {
                 "Algorithm": object(&["name"], json!({
                     "name": string(), "algorithmImage": string(), "env": string(),
                     "cpu": {"type": "number"}, "mem": string(), "minHotWorkers": {"type": "integer"},
+                })),
+                "Version": object(&["version", "semver", "versionAlias", "name", "created", "createdBy", "algorithm"], json!({
+                    "version": string(), "semver": string(), "versionAlias": string(), "name": string(),
+                    "created": integer(), "createdBy": string(), "algorithm": reference("Algorithm"),
+                })),
+                "Job": object(&["jobId", "pipeline", "status"], json!({
+                    "jobId": string(),
+                    "pipeline": object(&["name"], json!({
+                        "name": string(), "experimentName": string(), "types": array(string()),
+                        "tags": array(string()), "startTime": integer(), "nodes": {"type": "array"},
+                    })),
+                    "status": reference("Status"), "result": reference("Result"),
                 })),
                 "Status": object(&["jobId", "status"], json!({
                     "jobId": string(), "pipeline": string(), "status": string(), "level": string(),

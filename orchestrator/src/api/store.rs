@@ -12,8 +12,9 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::{ApiError, ApiState, JsonBody};
-use crate::engine::{submit, JobStatus, StopRequest};
+use crate::engine::{now_ms, submit, version_id, JobStatus, StopRequest};
 use crate::spec::{self, Algorithm, Pipeline};
+use crate::store::AlgorithmVersion;
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -137,8 +138,8 @@ pub async fn get_algorithm(State(state): State<ApiState>, Path(name): Path<Strin
     Ok(Json(to_json(&algorithm)?))
 }
 
-/// `POST /store/algorithms` (JSON): 201 and the algorithm with its defaults. Errors are real
-/// 400s, not HKube's 201-with-an-error-body (reference Q4).
+/// `POST /store/algorithms` (JSON): 201 and the algorithm with its defaults and its first
+/// version. Errors are real 400s, not HKube's 201-with-an-error-body (reference Q4).
 pub async fn create_algorithm(
     State(state): State<ApiState>,
     JsonBody(body): JsonBody,
@@ -149,9 +150,83 @@ pub async fn create_algorithm(
         ));
     }
     let algorithm = spec::parse_algorithm(body)?;
-    let stored = to_json(&algorithm)?;
-    state.store.create_algorithm(algorithm)?;
-    Ok((StatusCode::CREATED, Json(stored)))
+    if algorithm.algorithm_image.is_none() {
+        return Err(ApiError::bad_request(
+            "cannot apply algorithm due to missing image url or build data",
+        ));
+    }
+    if state.store.algorithm(&algorithm.name).is_some() {
+        return Err(ApiError::Conflict(format!(
+            "algorithm {} already exists",
+            algorithm.name
+        )));
+    }
+    let applied = apply_change(&state, None, algorithm, false)?;
+    Ok((StatusCode::CREATED, Json(to_json(&applied.algorithm)?)))
+}
+
+/// What an apply did: the candidate algorithm (with its new `version` when one was made) and
+/// HKube's messages with their codes.
+struct Applied {
+    algorithm: Algorithm,
+    messages: Vec<String>,
+    codes: Vec<u16>,
+}
+
+/// HKube's `applyAlgorithm`, without builds (reference §4.2): an effective change of an
+/// algorithm with an image makes a version (1024); the stored (current) definition is
+/// written when the algorithm is new, or when `force_update` asks for it (1023). Otherwise
+/// the new version waits for `POST /versions/algorithms/apply`.
+fn apply_change(
+    state: &ApiState,
+    stored: Option<Algorithm>,
+    mut candidate: Algorithm,
+    force_update: bool,
+) -> Result<Applied, ApiError> {
+    let name = candidate.name.clone();
+    let mut messages = Vec::new();
+    let mut codes = Vec::new();
+    let changed = stored.as_ref() != Some(&candidate);
+    let version = (changed && candidate.algorithm_image.is_some()).then(|| {
+        let id = version_id();
+        candidate.extra.insert("version".into(), json!(id));
+        AlgorithmVersion::new(id, candidate.clone(), now_ms())
+    });
+    if version.is_some() {
+        messages.push(format!(
+            "a new version of algorithm {name} has been created"
+        ));
+        codes.push(1024);
+    }
+    let pushed = match (&stored, version) {
+        (None, version) => {
+            // The algorithm first: when its name was just taken, no version is left behind.
+            state.store.create_algorithm(candidate.clone())?;
+            if let Some(version) = version {
+                state.store.add_algorithm_version(version)?;
+            }
+            true
+        }
+        (Some(_), Some(version)) => {
+            state.store.add_algorithm_version(version)?;
+            if force_update {
+                state.store.replace_algorithm(candidate.clone())?;
+            }
+            force_update
+        }
+        (Some(_), None) => false,
+    };
+    if pushed {
+        messages.push(format!(
+            "the algorithm {name} has been successfully pushed to hkube"
+        ));
+        codes.push(1023);
+    }
+    Ok(Applied {
+        algorithm: candidate,
+        messages,
+        codes,
+    })
 }
 
 /// The payload shallow-merged over the stored algorithm; `null` removes a key; `version`,
@@ -180,26 +255,59 @@ fn merge_algorithm(stored: Option<&Algorithm>, payload: Value) -> Result<Algorit
     Ok(spec::parse_algorithm(Value::Object(merged))?)
 }
 
-/// `PUT /store/algorithms` (HKube's form: the name is in the body): merged over the stored one.
-pub async fn replace_algorithm(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {
+/// `PUT /store/algorithms` (HKube's form: the name is in the body): merged over the stored
+/// one. A change makes a version; the stored definition changes only with
+/// `?forceStopAndApplyVersion=true` (HKube's forceUpdate). The answer is the candidate.
+pub async fn replace_algorithm(
+    State(state): State<ApiState>,
+    Query(query): Query<HashMap<String, String>>,
+    JsonBody(body): JsonBody,
+) -> Answer {
     let name = super::required_string(&body, "name")?;
     let stored = state
         .store
         .algorithm(&name)
         .ok_or_else(|| ApiError::NotFound(format!("algorithm {name} Not Found")))?;
     let algorithm = merge_algorithm(Some(&stored), body)?;
-    let answer = to_json(&algorithm)?;
-    state.store.replace_algorithm(algorithm)?;
-    Ok(Json(answer))
+    let force_update = query
+        .get("forceStopAndApplyVersion")
+        .is_some_and(|f| f == "true");
+    let applied = apply_change(&state, Some(stored), algorithm, force_update)?;
+    Ok(Json(to_json(&applied.algorithm)?))
 }
 
 pub async fn replace_named_algorithm(
     state: State<ApiState>,
     Path(name): Path<String>,
+    query: Query<HashMap<String, String>>,
     JsonBody(mut body): JsonBody,
 ) -> Answer {
     name_from_path(&mut body, &name, "algorithm")?;
-    replace_algorithm(state, JsonBody(body)).await
+    replace_algorithm(state, query, JsonBody(body)).await
+}
+
+/// The unfinished jobs whose pipeline runs the algorithm `name`, oldest first.
+pub(super) async fn executions_using(
+    state: &ApiState,
+    name: &str,
+) -> Result<Vec<String>, ApiError> {
+    let unfinished = vec![JobStatus::Pending, JobStatus::Active, JobStatus::Paused];
+    let mut executions = Vec::new();
+    for job in state.engine.jobs(Some(unfinished)).await? {
+        // A job may be forgotten between the two questions; it no longer counts.
+        let Ok(doc) = state.engine.pipeline(&job.job_id).await else {
+            continue;
+        };
+        let used = doc["nodes"].as_array().is_some_and(|nodes| {
+            nodes
+                .iter()
+                .any(|node| node["algorithmName"].as_str() == Some(name))
+        });
+        if used {
+            executions.push(job.job_id);
+        }
+    }
+    Ok(executions)
 }
 
 /// `DELETE /store/algorithms/{name}?force=true`: refused while stored pipelines or
@@ -224,21 +332,7 @@ pub async fn delete_algorithm(
         .filter(|p| uses(&p.nodes))
         .map(|p| p.name)
         .collect();
-    let unfinished = vec![JobStatus::Pending, JobStatus::Active, JobStatus::Paused];
-    let mut executions = Vec::new();
-    for job in state.engine.jobs(Some(unfinished)).await? {
-        let Ok(doc) = state.engine.pipeline(&job.job_id).await else {
-            continue;
-        };
-        let used = doc["nodes"].as_array().is_some_and(|nodes| {
-            nodes
-                .iter()
-                .any(|node| node["algorithmName"].as_str() == Some(name.as_str()))
-        });
-        if used {
-            executions.push(job.job_id);
-        }
-    }
+    let executions = executions_using(&state, &name).await?;
     let force = query.get("force").is_some_and(|f| f == "true");
     if !force && (!pipelines.is_empty() || !executions.is_empty()) {
         return Err(ApiError::BadRequest {
@@ -264,6 +358,9 @@ pub async fn delete_algorithm(
         let _ = state.engine.stop(request).await;
     }
     state.store.delete_algorithm(&name)?;
+    if query.get("keepOldVersions").is_some_and(|k| k == "false") {
+        state.store.delete_algorithm_versions(&name)?;
+    }
     let mut message = format!("algorithm {name} successfully deleted from store");
     if force {
         message.push_str(&format!(
@@ -366,30 +463,10 @@ pub async fn apply_algorithm(State(state): State<ApiState>, request: Request) ->
             "cannot apply algorithm due to missing image url or build data",
         ));
     }
-    let answer = to_json(&algorithm)?;
-    let (message, code) = match stored {
-        None => {
-            state.store.create_algorithm(algorithm)?;
-            (format!("the algorithm {name} has been successfully pushed to hkube"), 1023)
-        }
-        Some(stored) if stored == algorithm => (
-            format!("the algorithm {name} has not changed"),
-            1025,
-        ),
-        Some(_) if force_update => {
-            state.store.replace_algorithm(algorithm)?;
-            (format!("the algorithm {name} has been successfully pushed to hkube"), 1023)
-        }
-        Some(_) => (
-            format!(
-                "algorithm versions are not available yet, so the stored algorithm {name} is unchanged; apply with options {{\"forceUpdate\": true}} to replace it"
-            ),
-            1024,
-        ),
-    };
+    let applied = apply_change(&state, stored, algorithm, force_update)?;
     Ok(Json(json!({
-        "messages": [message],
-        "messagesCode": [code],
-        "algorithm": answer,
+        "messages": applied.messages,
+        "messagesCode": applied.codes,
+        "algorithm": to_json(&applied.algorithm)?,
     })))
 }

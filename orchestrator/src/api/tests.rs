@@ -734,6 +734,33 @@ async fn store_algorithms() {
         )
         .await;
     assert_eq!(updated["mem"], "256Mi");
+    // Without forceStopAndApplyVersion the stored (current) definition stays as it was.
+    let current = api
+        .ok("GET", "/api/v1/store/algorithms/my-alg", None, 200)
+        .await;
+    assert_eq!(current["cpu"], 0.1);
+    assert_eq!(current["version"], created["version"]);
+    let updated = api
+        .ok(
+            "PUT",
+            "/api/v1/store/algorithms/my-alg?forceStopAndApplyVersion=true",
+            Some(json!({"cpu": 2})),
+            200,
+        )
+        .await;
+    let current = api
+        .ok("GET", "/api/v1/store/algorithms/my-alg", None, 200)
+        .await;
+    assert_eq!(current["cpu"], 2.0);
+    assert_eq!(current["version"], updated["version"]);
+    api.check_error(
+        "POST",
+        "/api/v1/store/algorithms",
+        Some(json!({"name": "no-image"})),
+        400,
+        "cannot apply algorithm due to missing image url or build data",
+    )
+    .await;
     api.check_error(
         "PUT",
         "/api/v1/store/algorithms/none",
@@ -821,12 +848,15 @@ async fn apply_algorithms() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body["messages"],
-        json!(["the algorithm m-alg has been successfully pushed to hkube"])
+        json!([
+            "a new version of algorithm m-alg has been created",
+            "the algorithm m-alg has been successfully pushed to hkube"
+        ])
     );
-    assert_eq!(body["messagesCode"], json!([1023]));
+    assert_eq!(body["messagesCode"], json!([1024, 1023]));
     assert_eq!(body["algorithm"]["mem"], "512Mi");
 
-    // An existing algorithm changes only with forceUpdate (no versions yet).
+    // An existing algorithm gets a new version; the current one changes only with forceUpdate.
     let (_, body) = api
         .send(multipart(&[(
             "payload",
@@ -846,12 +876,25 @@ async fn apply_algorithms() {
             ("options", None, r#"{"forceUpdate":true}"#),
         ]))
         .await;
-    assert_eq!(body["messagesCode"], json!([1023]));
+    assert_eq!(body["messagesCode"], json!([1024, 1023]));
     assert_eq!(
         api.ok("GET", "/api/v1/store/algorithms/m-alg", None, 200)
             .await["cpu"],
         3.0
     );
+    // No change: no version, nothing to say.
+    let (_, body) = api
+        .send(multipart(&[(
+            "payload",
+            None,
+            r#"{"name":"m-alg","cpu":3}"#,
+        )]))
+        .await;
+    assert_eq!(body["messagesCode"], json!([]));
+    let versions = api
+        .ok("GET", "/api/v1/versions/algorithms/m-alg", None, 200)
+        .await;
+    assert_eq!(versions.as_array().unwrap().len(), 3);
 
     // A JSON body with the same fields works too (hkubectl sync).
     let body = api
@@ -949,7 +992,9 @@ async fn every_route_in_the_table_is_served_and_documented() {
         let path = route
             .path
             .replace("{jobId}", "nope")
-            .replace("{name}", "nope");
+            .replace("{name}", "nope")
+            .replace("{version}", "nope")
+            .replace("{buildId}", "nope");
         let body = (route.verb != Verb::Get && route.verb != Verb::Delete).then(|| json!({}));
         let method = route.verb.as_str().to_uppercase();
         let (status, answer) = api.call(&method, &path, body).await;
@@ -966,5 +1011,542 @@ async fn every_route_in_the_table_is_served_and_documented() {
             "{method} {} is not documented",
             route.path
         );
+    }
+}
+
+#[tokio::test]
+async fn algorithm_versions_and_rollback() {
+    let api = api();
+    let created = api
+        .ok(
+            "POST",
+            "/api/v1/store/algorithms",
+            Some(json!({"name": "ver-alg", "algorithmImage": "repo/img:1"})),
+            201,
+        )
+        .await;
+    let first = created["version"].as_str().unwrap().to_string();
+    assert_eq!(first.len(), 10);
+    assert!(first
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()));
+    let changed = api
+        .ok(
+            "PUT",
+            "/api/v1/store/algorithms",
+            Some(json!({"name": "ver-alg", "algorithmImage": "repo/img:2"})),
+            200,
+        )
+        .await;
+    let second = changed["version"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
+
+    let versions = api
+        .ok("GET", "/api/v1/versions/algorithms/ver-alg", None, 200)
+        .await;
+    let list = versions.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["version"], second.as_str(), "newest first");
+    assert_eq!(list[0]["semver"], "1.0.1");
+    assert_eq!(list[0]["versionAlias"], "v1.0.1");
+    assert_eq!(list[1]["semver"], "1.0.0");
+    assert_eq!(list[1]["name"], "ver-alg");
+    assert_eq!(list[1]["createdBy"], "defaultUser");
+    assert!(list[1]["created"].as_u64().unwrap() > 0);
+    assert_eq!(list[0]["algorithm"]["algorithmImage"], "repo/img:2");
+    assert_eq!(list[0]["algorithm"]["version"], second.as_str());
+    let one = api
+        .ok(
+            "GET",
+            &format!("/api/v1/versions/algorithms/ver-alg/{first}"),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(one, list[1]);
+    for (path, message) in [
+        (
+            "/api/v1/versions/algorithms/none/x",
+            "algorithm none Not Found",
+        ),
+        (
+            "/api/v1/versions/algorithms/ver-alg/nope",
+            "version nope Not Found",
+        ),
+    ] {
+        api.check_error("GET", path, None, 404, message).await;
+    }
+    api.check_error(
+        "GET",
+        "/api/v1/versions/algorithms/Bad_Name",
+        None,
+        400,
+        "algorithm name must contain only lower-case alphanumeric, dash or dot",
+    )
+    .await;
+
+    // Apply the second version (the current is still the first), then roll back.
+    let applied = api
+        .ok(
+            "POST",
+            "/api/v1/versions/algorithms/apply",
+            Some(json!({"name": "ver-alg", "version": second})),
+            201,
+        )
+        .await;
+    assert_eq!(applied["semver"], "1.0.1");
+    let current = api
+        .ok("GET", "/api/v1/store/algorithms/ver-alg", None, 200)
+        .await;
+    assert_eq!(current["algorithmImage"], "repo/img:2");
+    assert_eq!(current["version"], second.as_str());
+    api.ok(
+        "POST",
+        "/api/v1/versions/algorithms/apply",
+        Some(json!({"name": "ver-alg", "version": first})),
+        201,
+    )
+    .await;
+    let current = api
+        .ok("GET", "/api/v1/store/algorithms/ver-alg", None, 200)
+        .await;
+    assert_eq!(current["algorithmImage"], "repo/img:1");
+    api.check_error(
+        "POST",
+        "/api/v1/versions/algorithms/apply",
+        Some(json!({"name": "ver-alg"})),
+        400,
+        "data should have required property 'version'",
+    )
+    .await;
+    api.check_error(
+        "POST",
+        "/api/v1/versions/algorithms/apply",
+        Some(json!({"name": "ver-alg", "version": "nope"})),
+        404,
+        "version nope Not Found",
+    )
+    .await;
+
+    // Delete: never the current one.
+    api.check_error(
+        "DELETE",
+        &format!("/api/v1/versions/algorithms/ver-alg/{first}"),
+        None,
+        400,
+        "unable to remove the currently used version",
+    )
+    .await;
+    let deleted = api
+        .ok(
+            "DELETE",
+            &format!("/api/v1/versions/algorithms/ver-alg/{second}"),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(deleted, json!({"deleted": 1}));
+    api.check_error(
+        "DELETE",
+        &format!("/api/v1/versions/algorithms/ver-alg/{second}"),
+        None,
+        404,
+        &format!("version {second} Not Found"),
+    )
+    .await;
+    api.check_error(
+        "DELETE",
+        "/api/v1/versions/algorithms/none/x",
+        None,
+        404,
+        "algorithm none Not Found",
+    )
+    .await;
+
+    // Applying is refused while unfinished jobs run the algorithm, unless forced.
+    let sleep_version = api
+        .ok(
+            "PUT",
+            "/api/v1/store/algorithms",
+            Some(json!({"name": "sleep", "cpu": 0.5})),
+            200,
+        )
+        .await["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let apply = json!({"name": "sleep", "version": sleep_version});
+    let one = api.run(sleeper("s1")).await;
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/v1/versions/algorithms/apply",
+            Some(apply.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body["error"]["message"],
+        "there is a running pipeline which depends on \"sleep\" algorithm"
+    );
+    assert_eq!(body["error"]["details"], json!([one]));
+    let two = api.run(sleeper("s2")).await;
+    let (_, body) = api
+        .call(
+            "POST",
+            "/api/v1/versions/algorithms/apply",
+            Some(apply.clone()),
+        )
+        .await;
+    assert_eq!(
+        body["error"]["message"],
+        "there are 2 running pipelines which depend on \"sleep\" algorithm"
+    );
+    assert_eq!(body["error"]["details"], json!([one, two]));
+    let mut forced = apply;
+    forced["force"] = json!(true);
+    api.ok(
+        "POST",
+        "/api/v1/versions/algorithms/apply",
+        Some(forced),
+        201,
+    )
+    .await;
+    api.ok(
+        "POST",
+        "/api/v1/exec/stop",
+        Some(json!({"pipelineName": "s1"})),
+        200,
+    )
+    .await;
+    api.ok(
+        "POST",
+        "/api/v1/exec/stop",
+        Some(json!({"pipelineName": "s2"})),
+        200,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn builds_say_that_none_exist() {
+    let api = api();
+    api.check_error(
+        "GET",
+        "/api/v1/builds/status/alg-abc123",
+        None,
+        404,
+        "build alg-abc123 Not Found",
+    )
+    .await;
+    assert_eq!(
+        api.ok(
+            "GET",
+            "/api/v1/builds/list/sleep?sort=asc&limit=3",
+            None,
+            200
+        )
+        .await,
+        json!([])
+    );
+    for (path, message) in [
+        (
+            "/api/v1/builds/list/sleep?sort=up",
+            "data.sort should be equal to one of the allowed values (asc,desc)",
+        ),
+        (
+            "/api/v1/builds/list/sleep?limit=0",
+            "data.limit should be >= 1",
+        ),
+        (
+            "/api/v1/builds/list/sleep?limit=x",
+            "data.limit should be integer",
+        ),
+    ] {
+        api.check_error("GET", path, None, 400, message).await;
+    }
+    for path in ["/api/v1/builds/stop", "/api/v1/builds/rerun"] {
+        api.check_error(
+            "POST",
+            path,
+            Some(json!({"buildId": "alg-abc123"})),
+            404,
+            "build alg-abc123 Not Found",
+        )
+        .await;
+        api.check_error(
+            "POST",
+            path,
+            Some(json!({})),
+            400,
+            "data should have required property 'buildId'",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn job_search_pipeline_queries_audit_trail_and_flow_input() {
+    let api = api();
+    let mut tagged = chain();
+    tagged["tags"] = json!(["t1", "t2"]);
+    tagged["flowInput"] = json!({"x": [1, 2]});
+    let first = api.run(tagged).await;
+    api.results(&first).await;
+    let second = api.run(chain()).await;
+    api.results(&second).await;
+    let running = api.run(sleeper("long")).await;
+
+    let search = api
+        .ok("GET", "/api/v1/exec/search?pipelineName=cc01", None, 200)
+        .await;
+    let hits = search["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[0]["jobId"], second.as_str(), "newest first");
+    assert_eq!(hits[1]["pipeline"]["name"], "cc01");
+    assert_eq!(hits[1]["pipeline"]["experimentName"], "main");
+    assert_eq!(hits[1]["pipeline"]["types"], json!(["raw"]));
+    assert!(hits[1]["pipeline"]["startTime"].as_u64().unwrap() > 0);
+    assert!(hits[1]["pipeline"].get("flowInput").is_none());
+    assert_eq!(hits[1]["status"]["status"], "completed");
+    assert_eq!(hits[1]["result"]["data"][0]["result"], 10);
+    assert!(search["timeTook"].as_str().unwrap().ends_with("ms"));
+    let cursor = search["cursor"].as_str().unwrap();
+    assert!(cursor.ends_with(&first));
+
+    // A jobId matches too; filters combine.
+    let by_id = api
+        .ok(
+            "GET",
+            &format!("/api/v1/exec/search?pipelineName={first}"),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(by_id["hits"].as_array().unwrap().len(), 1);
+    let cases = [
+        ("tags=t1,t2", vec![first.as_str()]),
+        ("tags=t1,t3", vec![]),
+        (
+            "pipelineStatus=active&algorithmName=sleep",
+            vec![running.as_str()],
+        ),
+        (
+            "algorithmName=double&sort=asc",
+            vec![first.as_str(), second.as_str()],
+        ),
+        ("pipelineType=raw&limit=1", vec![running.as_str()]),
+        ("exists=result:false", vec![running.as_str()]),
+        ("experimentName=other", vec![]),
+        ("from=9999999999999", vec![]),
+        ("to=2000-01-01T00:00:00Z", vec![]),
+        ("from=2000-01-01&pipelineName=long", vec![running.as_str()]),
+    ];
+    for (query, expected) in cases {
+        let answer = api
+            .ok("GET", &format!("/api/v1/exec/search?{query}"), None, 200)
+            .await;
+        let ids: Vec<&str> = answer["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|hit| hit["jobId"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, expected, "{query}");
+    }
+    // Paging by cursor, and projection.
+    let page = api
+        .ok(
+            "GET",
+            "/api/v1/exec/search?pipelineName=cc01&limit=1",
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(page["hits"][0]["jobId"], second.as_str());
+    let next = api
+        .ok(
+            "GET",
+            &format!(
+                "/api/v1/exec/search?pipelineName=cc01&limit=1&cursor={}",
+                page["cursor"].as_str().unwrap()
+            ),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(next["hits"][0]["jobId"], first.as_str());
+    let projected = api
+        .ok(
+            "GET",
+            &format!(
+                "/api/v1/exec/search?pipelineName={first}&fields=jobId:true,status.status:true"
+            ),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(
+        projected["hits"],
+        json!([{"jobId": first, "status": {"status": "completed"}}])
+    );
+    let posted = api
+        .ok(
+            "POST",
+            "/api/v1/exec/search",
+            Some(json!({
+                "query": {"pipelineName": "cc01", "datesRange": {"from": 1}},
+                "sort": "asc", "limit": 5, "fields": {"jobId": true},
+            })),
+            200,
+        )
+        .await;
+    assert_eq!(posted["hits"], json!([{"jobId": first}, {"jobId": second}]));
+    for (query, message) in [
+        ("limit=101", "data.limit should be <= 100"),
+        ("limit=-1", "data.limit should be >= 0"),
+        ("limit=x", "data.limit should be integer"),
+        ("cursor=not-a%20cursor", "please provide a valid cursor"),
+        (
+            "sort=up",
+            "data.sort should be equal to one of the allowed values (asc,desc)",
+        ),
+    ] {
+        api.check_error(
+            "GET",
+            &format!("/api/v1/exec/search?{query}"),
+            None,
+            400,
+            message,
+        )
+        .await;
+    }
+    api.check_error(
+        "POST",
+        "/api/v1/exec/search",
+        Some(json!({"limit": 500})),
+        400,
+        "data.limit should be <= 100",
+    )
+    .await;
+
+    // /pipelines/results and /pipelines/status: newest first, one unless asked (Q13).
+    let results = api
+        .ok("GET", "/api/v1/pipelines/results?name=cc01", None, 200)
+        .await;
+    assert_eq!(results.as_array().unwrap().len(), 1);
+    assert_eq!(results[0]["jobId"], second.as_str());
+    assert_eq!(results[0]["data"][0]["result"], 10);
+    assert_eq!(results[0]["storageModule"], "@hkube/fs-adapter");
+    let results = api
+        .ok(
+            "GET",
+            "/api/v1/pipelines/results?name=cc01&sort=asc&limit=5",
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(results[0]["jobId"], first.as_str());
+    assert_eq!(results.as_array().unwrap().len(), 2);
+    let statuses = api
+        .ok("GET", "/api/v1/pipelines/status?name=long", None, 200)
+        .await;
+    assert_eq!(statuses[0]["jobId"], running.as_str());
+    assert_eq!(statuses[0]["status"], "active");
+    api.check_error(
+        "GET",
+        "/api/v1/pipelines/results?name=long",
+        None,
+        404,
+        "pipeline results long Not Found",
+    )
+    .await;
+    api.check_error(
+        "GET",
+        "/api/v1/pipelines/status?name=cc01&experimentName=other",
+        None,
+        404,
+        "pipeline status cc01 Not Found",
+    )
+    .await;
+    for (query, message) in [
+        ("name=cc01&limit=0", "data.limit should be >= 1"),
+        ("name=cc01&limit=x", "data.limit should be integer"),
+        (
+            "name=cc01&sort=up",
+            "data.sort should be equal to one of the allowed values (asc,desc)",
+        ),
+        ("", "data should have required property 'name'"),
+    ] {
+        api.check_error(
+            "GET",
+            &format!("/api/v1/pipelines/results?{query}"),
+            None,
+            400,
+            message,
+        )
+        .await;
+    }
+
+    // The audit trail, spread into the answer (Q5).
+    let trail = api
+        .ok(
+            "GET",
+            &format!("/api/v1/exec/auditTrail/{first}"),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(trail["jobId"], first.as_str());
+    assert_eq!(trail["0"]["action"], "run");
+    assert_eq!(trail["0"]["user"], "defaultUser");
+    assert_eq!(trail["0"]["timestamp"], hits[1]["pipeline"]["startTime"]);
+    api.ok(
+        "POST",
+        "/api/v1/exec/stop",
+        Some(json!({"jobId": running})),
+        200,
+    )
+    .await;
+    let trail = api
+        .ok(
+            "GET",
+            &format!("/api/v1/exec/auditTrail/{running}"),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(trail["1"]["action"], "stop");
+    api.check_error(
+        "GET",
+        "/api/v1/exec/auditTrail/nope",
+        None,
+        404,
+        "auditTrail nope Not Found",
+    )
+    .await;
+
+    // flowInput: the job's; a download names the file; 404 has no body (Q6).
+    assert_eq!(
+        api.ok("GET", &format!("/api/v1/exec/flowInput/{first}"), None, 200)
+            .await,
+        json!({"x": [1, 2]})
+    );
+    let download = Request::get(format!("/api/v1/exec/flowInput/{first}?download=true"))
+        .body(Body::empty())
+        .unwrap();
+    let response = api.app.clone().oneshot(download).await.unwrap();
+    assert_eq!(
+        response.headers()[header::CONTENT_DISPOSITION],
+        "attachment;filename=\"flowInput.json\""
+    );
+    for job in [second.as_str(), "nope"] {
+        let request = Request::get(format!("/api/v1/exec/flowInput/{job}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = api.app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(bytes.is_empty(), "{job}: {bytes:?}");
     }
 }

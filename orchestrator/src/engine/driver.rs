@@ -501,6 +501,7 @@ impl Engine {
                         }
                     }
                     doc.insert("types".into(), json!(job.types));
+                    doc.insert("startTime".into(), json!(job.start_time));
                     Ok(Value::Object(doc))
                 });
                 let _ = reply.send(result);

@@ -18,6 +18,12 @@ pub fn job_id() -> String {
     chars.iter().map(|&b| b as char).collect()
 }
 
+/// An algorithm or pipeline version id: 10 characters.
+pub fn version_id() -> String {
+    let chars: [u8; 10] = random_chars(&mut rand::rng());
+    chars.iter().map(|&b| b as char).collect()
+}
+
 /// A task id: 8 characters, kept inline (a million tasks must not mean a million allocations).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TaskId([u8; 8]);
@@ -63,6 +69,9 @@ mod tests {
         let id = job_id();
         assert_eq!(id.len(), 12);
         assert!(id.bytes().all(|b| ALPHABET.contains(&b)));
+        let version = version_id();
+        assert_eq!(version.len(), 10);
+        assert!(version.bytes().all(|b| ALPHABET.contains(&b)));
         let task = TaskId::random(&mut rand::rng());
         assert_eq!(task.as_str().len(), 8);
     }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
-use super::{Error, Store};
+use super::{AlgorithmVersion, Error, Store};
 use crate::engine::Catalog;
 use crate::spec::{Algorithm, Pipeline};
 
@@ -11,6 +11,8 @@ use crate::spec::{Algorithm, Pipeline};
 pub struct MemoryStore {
     algorithms: RwLock<BTreeMap<String, Algorithm>>,
     pipelines: RwLock<BTreeMap<String, Pipeline>>,
+    /// Every algorithm's versions, oldest first.
+    versions: RwLock<Vec<AlgorithmVersion>>,
 }
 
 impl MemoryStore {
@@ -141,6 +143,48 @@ impl Store for MemoryStore {
 
     fn delete_pipeline(&self, name: &str) -> Result<(), Error> {
         delete(&self.pipelines, "pipeline", name)
+    }
+
+    fn algorithm_versions(&self, name: &str) -> Result<Vec<AlgorithmVersion>, Error> {
+        let versions = self.versions.read().map_err(poisoned)?;
+        Ok(versions
+            .iter()
+            .rev()
+            .filter(|v| v.name == name)
+            .cloned()
+            .collect())
+    }
+
+    fn add_algorithm_version(&self, version: AlgorithmVersion) -> Result<AlgorithmVersion, Error> {
+        let mut versions = self.versions.write().map_err(poisoned)?;
+        let latest = versions
+            .iter()
+            .rev()
+            .find(|v| v.name == version.name)
+            .map(|v| v.semver.as_str());
+        let version = version.numbered_after(latest);
+        versions.push(version.clone());
+        Ok(version)
+    }
+
+    fn delete_algorithm_version(&self, name: &str, version: &str) -> Result<(), Error> {
+        let mut versions = self.versions.write().map_err(poisoned)?;
+        let before = versions.len();
+        versions.retain(|v| !(v.name == name && v.version == version));
+        if versions.len() == before {
+            return Err(Error::NotFound {
+                kind: "version",
+                name: version.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn delete_algorithm_versions(&self, name: &str) -> Result<usize, Error> {
+        let mut versions = self.versions.write().map_err(poisoned)?;
+        let before = versions.len();
+        versions.retain(|v| v.name != name);
+        Ok(before - versions.len())
     }
 }
 

@@ -9,11 +9,13 @@
 
 mod memory;
 mod sqlite;
+mod versions;
 
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
+pub use versions::{next_semver, AlgorithmVersion, DEFAULT_USER};
 
-use crate::engine::Catalog;
+use crate::engine::{Catalog, JobRecord};
 use crate::spec::{Algorithm, Pipeline};
 
 /// Why a write or a listing failed.
@@ -53,4 +55,50 @@ pub trait Store: Catalog {
     fn job_result(&self, _job_id: &str) -> Option<serde_json::Value> {
         None
     }
+
+    /// Every job that ended and is kept here, oldest first (empty when this store keeps no
+    /// jobs: the engine's memory is then the only record).
+    fn ended_jobs(&self) -> Result<Vec<EndedJob>, Error> {
+        Ok(Vec::new())
+    }
+
+    /// The versions of an algorithm, newest first.
+    fn algorithm_versions(&self, _name: &str) -> Result<Vec<AlgorithmVersion>, Error> {
+        Ok(Vec::new())
+    }
+
+    /// One version of an algorithm.
+    fn algorithm_version(&self, name: &str, version: &str) -> Option<AlgorithmVersion> {
+        self.algorithm_versions(name)
+            .ok()?
+            .into_iter()
+            .find(|v| v.version == version)
+    }
+
+    /// Adds a version, numbered after the newest one of its algorithm in one atomic step
+    /// ([`AlgorithmVersion::numbered_after`]); returns it as stored.
+    fn add_algorithm_version(&self, _version: AlgorithmVersion) -> Result<AlgorithmVersion, Error> {
+        Err(Error::Backend("this store keeps no versions".into()))
+    }
+
+    /// Removes one version; [`Error::NotFound`] (`version <v> Not Found`) when there is none.
+    fn delete_algorithm_version(&self, _name: &str, version: &str) -> Result<(), Error> {
+        Err(Error::NotFound {
+            kind: "version",
+            name: version.to_string(),
+        })
+    }
+
+    /// Removes every version of an algorithm; returns how many there were.
+    fn delete_algorithm_versions(&self, _name: &str) -> Result<usize, Error> {
+        Ok(0)
+    }
+}
+
+/// A job that ended, as the engine's journal recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndedJob {
+    pub record: JobRecord,
+    /// The results document (reference §3.4).
+    pub result: serde_json::Value,
 }

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
-use super::{Error, Store};
+use super::{AlgorithmVersion, EndedJob, Error, Store};
 use crate::engine::{Catalog, JobRecord, Journal, TaskRecord};
 use crate::spec::{Algorithm, Pipeline};
 
@@ -33,6 +33,13 @@ CREATE TABLE IF NOT EXISTS tasks (
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks (job_id, seq);
+CREATE TABLE IF NOT EXISTS versions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL UNIQUE,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS versions_by_name ON versions (name, seq);
 ";
 
 /// Most journal rows per transaction.
@@ -335,6 +342,103 @@ impl Store for SqliteStore {
     fn job_result(&self, job_id: &str) -> Option<Value> {
         self.result(job_id)
     }
+
+    fn ended_jobs(&self) -> Result<Vec<EndedJob>, Error> {
+        self.flush();
+        let rows: Vec<(String, String, String)> = self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT job_id, record, result FROM jobs WHERE result IS NOT NULL ORDER BY started",
+            )?;
+            let rows =
+                statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+            rows.collect()
+        })?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for (job_id, record, result) in rows {
+            match (serde_json::from_str(&record), serde_json::from_str(&result)) {
+                (Ok(record), Ok(result)) => jobs.push(EndedJob { record, result }),
+                _ => eprintln!(
+                    "hkube: the journal's record of job {job_id} cannot be read; it is skipped"
+                ),
+            }
+        }
+        Ok(jobs)
+    }
+
+    fn algorithm_versions(&self, name: &str) -> Result<Vec<AlgorithmVersion>, Error> {
+        let docs: Vec<String> = self.with(|c| {
+            let mut statement =
+                c.prepare("SELECT doc FROM versions WHERE name = ?1 ORDER BY seq DESC")?;
+            let rows = statement.query_map(params![name], |row| row.get(0))?;
+            rows.collect()
+        })?;
+        docs.iter()
+            .map(|doc| serde_json::from_str(doc).map_err(backend))
+            .collect()
+    }
+
+    fn algorithm_version(&self, name: &str, version: &str) -> Option<AlgorithmVersion> {
+        let doc: Option<String> = self
+            .with(|c| {
+                c.query_row(
+                    "SELECT doc FROM versions WHERE name = ?1 AND version = ?2",
+                    params![name, version],
+                    |row| row.get(0),
+                )
+                .optional()
+            })
+            .ok()
+            .flatten();
+        doc.and_then(|doc| serde_json::from_str(&doc).ok())
+    }
+
+    fn add_algorithm_version(&self, version: AlgorithmVersion) -> Result<AlgorithmVersion, Error> {
+        // One lock over the read of the newest semver and the insert: no two versions of an
+        // algorithm get the same number.
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| Error::Backend("the store's lock is poisoned".into()))?;
+        let latest: Option<String> = conn
+            .query_row(
+                "SELECT doc FROM versions WHERE name = ?1 ORDER BY seq DESC LIMIT 1",
+                params![version.name],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(backend)?;
+        let latest: Option<AlgorithmVersion> = latest
+            .map(|doc| serde_json::from_str(&doc))
+            .transpose()
+            .map_err(backend)?;
+        let version = version.numbered_after(latest.as_ref().map(|v| v.semver.as_str()));
+        conn.execute(
+            "INSERT INTO versions (name, version, doc) VALUES (?1, ?2, ?3)",
+            params![version.name, version.version, to_doc(&version)?],
+        )
+        .map_err(backend)?;
+        Ok(version)
+    }
+
+    fn delete_algorithm_version(&self, name: &str, version: &str) -> Result<(), Error> {
+        let deleted = self.with(|c| {
+            c.execute(
+                "DELETE FROM versions WHERE name = ?1 AND version = ?2",
+                params![name, version],
+            )
+        })?;
+        match deleted {
+            0 => Err(Error::NotFound {
+                kind: "version",
+                name: version.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn delete_algorithm_versions(&self, name: &str) -> Result<usize, Error> {
+        self.with(|c| c.execute("DELETE FROM versions WHERE name = ?1", params![name]))
+    }
 }
 
 impl Journal for SqliteStore {
@@ -496,5 +600,76 @@ mod tests {
         assert_eq!(unfinished[0].0, job("j1"));
         assert_eq!(unfinished[0].1, vec![task("j1", 1), task("j1", 2)]);
         assert_eq!(store.result("j2"), Some(json!({"status": "completed"})));
+        let ended = store.ended_jobs().unwrap();
+        assert_eq!(
+            ended,
+            vec![EndedJob {
+                record: job("j2"),
+                result: json!({"status": "completed"})
+            }]
+        );
+    }
+
+    #[test]
+    fn versions_are_numbered_listed_newest_first_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let version = |id: &str, name: &str| AlgorithmVersion::new(id.into(), algorithm(name), 1);
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            let first = store
+                .add_algorithm_version(version("v000000001", "alpha"))
+                .unwrap();
+            assert_eq!(
+                (first.semver.as_str(), first.version_alias.as_str()),
+                ("1.0.0", "v1.0.0")
+            );
+            assert_eq!(first.algorithm.extra["version"], "v000000001");
+            store
+                .add_algorithm_version(version("v000000002", "alpha"))
+                .unwrap();
+            store
+                .add_algorithm_version(version("v000000003", "beta"))
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let listed: Vec<(String, String)> = store
+            .algorithm_versions("alpha")
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.version, v.semver))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("v000000002".to_string(), "1.0.1".to_string()),
+                ("v000000001".to_string(), "1.0.0".to_string())
+            ]
+        );
+        assert_eq!(
+            store
+                .algorithm_version("beta", "v000000003")
+                .unwrap()
+                .semver,
+            "1.0.0"
+        );
+        assert!(store.algorithm_version("alpha", "v000000003").is_none());
+        store
+            .delete_algorithm_version("alpha", "v000000001")
+            .unwrap();
+        assert_eq!(
+            store
+                .delete_algorithm_version("alpha", "v000000001")
+                .unwrap_err()
+                .to_string(),
+            "version v000000001 Not Found"
+        );
+        // Numbering follows the newest remaining version.
+        let next = store
+            .add_algorithm_version(version("v000000004", "alpha"))
+            .unwrap();
+        assert_eq!(next.semver, "1.0.2");
+        assert_eq!(store.delete_algorithm_versions("alpha").unwrap(), 2);
+        assert!(store.algorithm_versions("alpha").unwrap().is_empty());
     }
 }

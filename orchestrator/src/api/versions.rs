@@ -1,0 +1,106 @@
+//! `/api/v1/versions/algorithms/...`: an algorithm's versions, and applying one as the
+//! current definition (a rollback) (reference §4.2, §5.5).
+//!
+//! Versions are made by the store routes ([`super::store`]) on every effective change; here
+//! they are only read, applied and deleted.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::store::executions_using;
+use super::{no_extra_keys, required_string, ApiError, ApiState, JsonBody};
+use crate::spec;
+use crate::store::AlgorithmVersion;
+
+type Answer = Result<Json<Value>, ApiError>;
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(value).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// HKube's name check (the algorithm schema's first rule), for routes with only a name.
+fn check_name(name: &str) -> Result<(), ApiError> {
+    spec::parse_algorithm(json!({ "name": name }))?;
+    Ok(())
+}
+
+/// The version, after HKube's two 404s: `algorithm <n> Not Found`, `version <v> Not Found`.
+fn find(state: &ApiState, name: &str, version: &str) -> Result<AlgorithmVersion, ApiError> {
+    if state.store.algorithm(name).is_none() {
+        return Err(ApiError::NotFound(format!("algorithm {name} Not Found")));
+    }
+    state
+        .store
+        .algorithm_version(name, version)
+        .ok_or_else(|| ApiError::NotFound(format!("version {version} Not Found")))
+}
+
+/// `GET /versions/algorithms/{name}`: newest first.
+pub async fn list(State(state): State<ApiState>, Path(name): Path<String>) -> Answer {
+    check_name(&name)?;
+    Ok(Json(to_json(&state.store.algorithm_versions(&name)?)?))
+}
+
+/// `GET /versions/algorithms/{name}/{version}`.
+pub async fn get(
+    State(state): State<ApiState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Answer {
+    Ok(Json(to_json(&find(&state, &name, &version)?)?))
+}
+
+/// `POST /versions/algorithms/apply {name, version, force?}`: the stored algorithm becomes
+/// the version's snapshot; 201 and the version. Refused while unfinished jobs run the
+/// algorithm, unless forced (they keep the definition they started with).
+pub async fn apply(
+    State(state): State<ApiState>,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    no_extra_keys(&body, &["name", "version", "force", "graceful"])?;
+    let name = required_string(&body, "name")?;
+    let version = required_string(&body, "version")?;
+    let force = match body.get("force") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(force)) => *force,
+        Some(_) => return Err(ApiError::bad_request("data.force should be boolean")),
+    };
+    let found = find(&state, &name, &version)?;
+    if !force {
+        let running = executions_using(&state, &name).await?;
+        if !running.is_empty() {
+            let message = match running.len() {
+                1 => format!("there is a running pipeline which depends on \"{name}\" algorithm"),
+                n => {
+                    format!("there are {n} running pipelines which depend on \"{name}\" algorithm")
+                }
+            };
+            return Err(ApiError::BadRequest {
+                message,
+                details: Some(json!(running)),
+            });
+        }
+    }
+    state.store.replace_algorithm(found.algorithm.clone())?;
+    Ok((StatusCode::CREATED, Json(to_json(&found)?)))
+}
+
+/// `DELETE /versions/algorithms/{name}/{version}`: `{deleted: 1}`; the current version
+/// cannot be removed.
+pub async fn delete(
+    State(state): State<ApiState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Answer {
+    let algorithm = state
+        .store
+        .algorithm(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("algorithm {name} Not Found")))?;
+    if algorithm.extra.get("version").and_then(Value::as_str) == Some(version.as_str()) {
+        return Err(ApiError::bad_request(
+            "unable to remove the currently used version",
+        ));
+    }
+    state.store.delete_algorithm_version(&name, &version)?;
+    Ok(Json(json!({"deleted": 1})))
+}
