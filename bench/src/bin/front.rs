@@ -167,7 +167,7 @@ fn main() {
             .filter(|r| r["status"] == "completed" && r["data"][0]["result"] == 30)
             .count();
         let took = start.elapsed();
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_secs(3));
         (took, completed, rss_kib(server.id()))
     };
     let (burst, completed, rss_after) = burst_of_100();
