@@ -1,6 +1,10 @@
 //! The build service: turns an uploaded archive or a git repository into a runnable algorithm
 //! (a container image, or a prepared local environment when no container engine is used).
 //!
-//! Not implemented yet: this crate is laid down so the workspace has its final shape. The work is
-//! tracked by the container-tier issue. It must never depend on `orchestrator` (dependencies flow
-//! CLI → orchestrator → builder).
+//! What exists so far: `unpack`, the safe unpacking of uploaded code. Images, git sources,
+//! templates and local environments are tracked by the container-tier issue. This crate must
+//! never depend on `orchestrator` (dependencies flow CLI → orchestrator → builder).
+
+pub mod unpack;
+
+pub use unpack::{unpack, Limits, UnpackError, Unpacked};
