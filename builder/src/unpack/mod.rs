@@ -134,12 +134,14 @@ fn read_tar(reader: impl Read, writer: &mut Writer) -> Result<(), UnpackError> {
                     writer.hardlink(&name, &target)?;
                 }
             }
-            other => return Err(refused(
-                &name,
-                format!(
+            other => {
+                return Err(refused(
+                    &name,
+                    format!(
                     "it is a {other:?} entry (device files, fifos and the like are not accepted)"
                 ),
-            )),
+                ))
+            }
         }
     }
     Ok(())
