@@ -10,7 +10,7 @@
 pub mod policy;
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use policy::Budget;
@@ -277,7 +277,6 @@ impl Writer {
         self.budget
             .wrote(copied)
             .map_err(|reason| refused(name, reason))?;
-        out.flush().map_err(|e| entry_error(name, e))?;
         set_mode(&path, executable).map_err(|e| entry_error(name, e))
     }
 

@@ -18,8 +18,9 @@ pub trait Catalog: Send + Sync + 'static {
 /// A catalog held in memory.
 #[derive(Debug, Default)]
 pub struct MemoryCatalog {
-    algorithms: RwLock<BTreeMap<String, Algorithm>>,
-    pipelines: RwLock<BTreeMap<String, Pipeline>>,
+    // The in-memory store keeps its definitions here too and writes these maps itself.
+    pub(crate) algorithms: RwLock<BTreeMap<String, Algorithm>>,
+    pub(crate) pipelines: RwLock<BTreeMap<String, Pipeline>>,
 }
 
 impl MemoryCatalog {

@@ -1,16 +1,16 @@
-//! A [`Store`] held in memory: for tests, and for the server until SQLite arrives.
+//! A [`Store`] held in memory, for tests. Its definitions are a [`MemoryCatalog`], so lookups
+//! behave exactly as the engine's own in-memory catalog.
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
 use super::{AlgorithmVersion, Error, Store};
-use crate::engine::Catalog;
+use crate::engine::{Catalog, MemoryCatalog};
 use crate::spec::{Algorithm, Pipeline};
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    algorithms: RwLock<BTreeMap<String, Algorithm>>,
-    pipelines: RwLock<BTreeMap<String, Pipeline>>,
+    definitions: MemoryCatalog,
     /// Every algorithm's versions, oldest first.
     versions: RwLock<Vec<AlgorithmVersion>>,
 }
@@ -77,33 +77,26 @@ fn list<T: Clone>(map: &RwLock<BTreeMap<String, T>>) -> Result<Vec<T>, Error> {
 
 impl Catalog for MemoryStore {
     fn algorithm(&self, name: &str) -> Option<Algorithm> {
-        self.algorithms.read().ok()?.get(name).cloned()
+        self.definitions.algorithm(name)
     }
 
     fn pipeline(&self, name: &str) -> Option<Pipeline> {
-        self.pipelines.read().ok()?.get(name).cloned()
+        self.definitions.pipeline(name)
     }
 
     fn triggered_by(&self, parent: &str) -> Vec<Pipeline> {
-        let Ok(pipelines) = self.pipelines.read() else {
-            return Vec::new();
-        };
-        pipelines
-            .values()
-            .filter(|p| p.is_triggered_by(parent))
-            .cloned()
-            .collect()
+        self.definitions.triggered_by(parent)
     }
 }
 
 impl Store for MemoryStore {
     fn algorithms(&self) -> Result<Vec<Algorithm>, Error> {
-        list(&self.algorithms)
+        list(&self.definitions.algorithms)
     }
 
     fn create_algorithm(&self, algorithm: Algorithm) -> Result<(), Error> {
         create(
-            &self.algorithms,
+            &self.definitions.algorithms,
             "algorithm",
             algorithm.name.clone(),
             algorithm,
@@ -112,7 +105,7 @@ impl Store for MemoryStore {
 
     fn replace_algorithm(&self, algorithm: Algorithm) -> Result<(), Error> {
         replace(
-            &self.algorithms,
+            &self.definitions.algorithms,
             "algorithm",
             algorithm.name.clone(),
             algorithm,
@@ -120,29 +113,39 @@ impl Store for MemoryStore {
     }
 
     fn put_algorithm(&self, algorithm: Algorithm) -> Result<(), Error> {
-        let mut map = self.algorithms.write().map_err(poisoned)?;
+        let mut map = self.definitions.algorithms.write().map_err(poisoned)?;
         map.insert(algorithm.name.clone(), algorithm);
         Ok(())
     }
 
     fn delete_algorithm(&self, name: &str) -> Result<(), Error> {
-        delete(&self.algorithms, "algorithm", name)
+        delete(&self.definitions.algorithms, "algorithm", name)
     }
 
     fn pipelines(&self) -> Result<Vec<Pipeline>, Error> {
-        list(&self.pipelines)
+        list(&self.definitions.pipelines)
     }
 
     fn create_pipeline(&self, pipeline: Pipeline) -> Result<(), Error> {
-        create(&self.pipelines, "pipeline", pipeline.name.clone(), pipeline)
+        create(
+            &self.definitions.pipelines,
+            "pipeline",
+            pipeline.name.clone(),
+            pipeline,
+        )
     }
 
     fn replace_pipeline(&self, pipeline: Pipeline) -> Result<(), Error> {
-        replace(&self.pipelines, "pipeline", pipeline.name.clone(), pipeline)
+        replace(
+            &self.definitions.pipelines,
+            "pipeline",
+            pipeline.name.clone(),
+            pipeline,
+        )
     }
 
     fn delete_pipeline(&self, name: &str) -> Result<(), Error> {
-        delete(&self.pipelines, "pipeline", name)
+        delete(&self.definitions.pipelines, "pipeline", name)
     }
 
     fn algorithm_versions(&self, name: &str) -> Result<Vec<AlgorithmVersion>, Error> {
