@@ -3,15 +3,17 @@
 
 #![allow(clippy::unwrap_used)] // a test may panic on the unexpected
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+mod common;
 
 /// A running `hkube server`, stopped (SIGTERM) when dropped.
 struct Server {
@@ -43,33 +45,17 @@ impl Server {
 
     /// Starts a server over an existing state folder.
     fn start_in(state_dir: PathBuf, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hkube"))
-            .args(["server", "--listen", "127.0.0.1:0", "--state-dir"])
-            .arg(&state_dir)
-            .args(extra)
-            .env_remove("HKUBE_TOKEN")
-            .env_remove("HKUBE_LISTEN")
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("hkube server starts");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (found, address) = std::sync::mpsc::channel();
-        let kept = log.clone();
-        // Reads stderr to the end, so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("hkube: listening on http://") {
-                    let _ = found.send(rest.split('/').next().unwrap_or_default().to_string());
-                }
-                kept.lock().unwrap().push_str(&format!("{line}\n"));
-            }
+        let common::Started {
+            child,
+            address,
+            log,
+        } = common::start_server(|command| {
+            command
+                .arg("--state-dir")
+                .arg(&state_dir)
+                .args(extra)
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
         });
-        let address = address
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| panic!("the server did not start: {}", log.lock().unwrap()));
         Server {
             child,
             address,

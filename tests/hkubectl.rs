@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used)] // a test may panic on the unexpected
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+mod common;
 
 /// A fresh folder, removed when dropped.
 struct Scratch(PathBuf);
@@ -60,32 +61,17 @@ struct Server {
 impl Server {
     fn start(extra: &[&str]) -> Server {
         let state_dir = fresh_dir();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hkube"))
-            .args(["server", "--listen", "127.0.0.1:0", "--state-dir"])
-            .arg(&*state_dir)
-            .args(["--algorithms", &repo("examples/numbers")])
-            .args(extra)
-            .env_remove("HKUBE_TOKEN")
-            .env_remove("HKUBE_LISTEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("hkube server starts");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (found, address) = std::sync::mpsc::channel();
-        let kept = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("hkube: listening on http://") {
-                    let _ = found.send(rest.split('/').next().unwrap_or_default().to_string());
-                }
-                kept.lock().unwrap().push_str(&format!("{line}\n"));
-            }
+        let common::Started {
+            child,
+            address,
+            log,
+        } = common::start_server(|command| {
+            command
+                .arg("--state-dir")
+                .arg(&*state_dir)
+                .args(["--algorithms", &repo("examples/numbers")])
+                .args(extra);
         });
-        let address = address
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| panic!("the server did not start: {}", log.lock().unwrap()));
         Server {
             child,
             endpoint: format!("http://{address}"),
