@@ -6,8 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+mod docker;
+
 use orchestrator::api::{self, ApiState};
+use orchestrator::build::Deployer;
 use orchestrator::engine::{Catalog, Engine, EngineOptions, Journal};
+use orchestrator::executor::docker::ImageDeployer;
 use orchestrator::executor::local::{LocalExecutor, LocalOptions};
 use orchestrator::project;
 use orchestrator::store::{SqliteStore, Store};
@@ -16,7 +20,7 @@ use orchestrator::store::{SqliteStore, Store};
 enum ExecutorKind {
     /// Algorithms run as processes on this machine.
     Local,
-    /// Containers on this machine's Docker (not available yet).
+    /// Containers on this machine's Docker engine; uploaded code is built into images.
     Docker,
     /// Pods in a Kubernetes cluster (not available yet).
     Kubernetes,
@@ -52,6 +56,19 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     token: Option<String>,
+    /// Docker executor: a build running longer than this many seconds fails.
+    #[arg(
+        long,
+        env = "HKUBE_BUILD_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 1800
+    )]
+    build_timeout: u64,
+    /// Docker executor: a CA bundle trusted while dependencies install in image builds (for a
+    /// TLS-intercepting proxy). Default: /etc/ssl/certs/ca-certificates.crt when it exists;
+    /// "none" trusts only the base image's own CAs.
+    #[arg(long, env = "HKUBE_BUILD_CA_BUNDLE", value_name = "FILE")]
+    build_ca_bundle: Option<String>,
 }
 
 pub fn server(args: ServerArgs) -> anyhow::Result<()> {
@@ -70,16 +87,8 @@ fn default_state_dir() -> anyhow::Result<PathBuf> {
 }
 
 async fn serve(args: ServerArgs) -> anyhow::Result<()> {
-    match args.executor {
-        ExecutorKind::Local => {}
-        ExecutorKind::Docker | ExecutorKind::Kubernetes => bail!(
-            "the {} executor is not available yet; use --executor local",
-            if args.executor == ExecutorKind::Docker {
-                "docker"
-            } else {
-                "kubernetes"
-            }
-        ),
+    if args.executor == ExecutorKind::Kubernetes {
+        bail!("the kubernetes executor is not available yet; use --executor local or docker");
     }
     let token = args.token.filter(|t| !t.is_empty());
     let addresses: Vec<_> = tokio::net::lookup_host(&args.listen)
@@ -104,12 +113,21 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating the state folder {}", state_dir.display()))?;
 
+    let storage_dir = state_dir.join("storage");
+    std::fs::create_dir_all(&storage_dir)
+        .with_context(|| format!("creating {}", storage_dir.display()))?;
+    let docker = match args.executor {
+        ExecutorKind::Docker => Some(docker::connect(&state_dir, &storage_dir).await?),
+        _ => None,
+    };
     let executor = LocalExecutor::start(LocalOptions {
         work_dir: state_dir.join("work"),
-        storage_dir: state_dir.join("storage"),
+        storage_dir,
         log_dir: state_dir.join("logs"),
+        docker: docker.as_ref().map(|d| d.launcher.clone()),
         ..LocalOptions::default()
     });
+    let launcher = docker.as_ref().map(|d| d.launcher.clone());
     // Definitions and jobs live in one database: a restart loses nothing, and jobs that were
     // running resume (finished tasks are not run again).
     let database = state_dir.join("hkube.db");
@@ -138,10 +156,36 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     tokio::spawn(engine.run());
     tokio::spawn(release_freed_memory());
     let engine = engine_handle;
+    let (builds, deployer) = match docker {
+        Some(docker) => {
+            let deployer: Arc<dyn Deployer> = Arc::new(ImageDeployer {
+                executor: executor.clone(),
+            });
+            let ca_bundle = docker::ca_bundle(args.build_ca_bundle.as_deref())?;
+            let builds = docker::build_service(
+                &state_dir,
+                docker.engine,
+                ca_bundle,
+                Duration::from_secs(args.build_timeout),
+                store.clone() as Arc<dyn Store>,
+                engine.clone(),
+                deployer.clone(),
+            )?;
+            // Algorithms stored with an image run again, and interrupted builds resume.
+            for algorithm in store.algorithms()? {
+                deployer.deploy(&algorithm);
+            }
+            builds.resume();
+            (Some(builds), Some(deployer))
+        }
+        None => (None, None),
+    };
     let app = api::router(ApiState {
         engine: engine.clone(),
         store: store.clone() as Arc<dyn Store>,
         auth_token: token,
+        builds,
+        deployer,
     });
 
     let listener = tokio::net::TcpListener::bind(addresses.as_slice())
@@ -163,6 +207,9 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     tokio::time::timeout(Duration::from_secs(15), executor.shutdown())
         .await
         .ok();
+    if let Some(launcher) = &launcher {
+        launcher.remove_leftovers().await;
+    }
     store.close();
     Ok(())
 }

@@ -348,10 +348,10 @@ fn refusals_at_start() {
         stderr.contains("refusing to listen on 0.0.0.0:0 without a token"),
         "{stderr}"
     );
-    let (code, stderr) = run(&["server", "--executor", "docker"]);
+    let (code, stderr) = run(&["server", "--executor", "kubernetes"]);
     assert_eq!(code, Some(1));
     assert!(
-        stderr.contains("the docker executor is not available yet"),
+        stderr.contains("the kubernetes executor is not available yet"),
         "{stderr}"
     );
     let (code, stdout_help) = {

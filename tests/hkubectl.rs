@@ -338,7 +338,7 @@ fn algorithms_and_pipelines_in_the_store() {
     let remote = server.hkube(&["algorithm", "get", "remote", "-j"]).json();
     assert_eq!(remote["algorithmImage"], "repo/remote:2");
 
-    // Code is packed and sent; this server cannot build it yet and says so.
+    // Code is packed and sent; a local-executor server builds no code and says so.
     let code = server.hkube(&[
         "algorithm",
         "apply",
@@ -346,7 +346,7 @@ fn algorithms_and_pipelines_in_the_store() {
         &repo("examples/numbers/range/algorithm.yml"),
     ]);
     let stderr = code.failed();
-    assert!(stderr.contains("needs the build service"), "{code:#?}");
+    assert!(stderr.contains("this server builds no code"), "{code:#?}");
     assert!(stderr.contains("hkube server --algorithms"), "{code:#?}");
 
     let deleted = server.hkube(&["algorithm", "delete", "remote"]);

@@ -5,6 +5,11 @@
 //! templates and local environments are tracked by the container-tier issue. This crate must
 //! never depend on `orchestrator` (dependencies flow CLI → orchestrator → builder).
 
+pub mod context;
+pub mod docker;
+pub mod env;
+pub mod git;
 pub mod unpack;
+pub mod webhook;
 
 pub use unpack::{unpack, Limits, UnpackError, Unpacked};

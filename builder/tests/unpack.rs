@@ -125,6 +125,8 @@ const FILE: EntryType = EntryType::Regular;
 fn a_good_archive_unpacks_whole() {
     let sandbox = Sandbox::new();
     let mut builder = tar::Builder::new(Vec::new());
+    // `tar czf code.tgz -C dir .` begins with the folder itself.
+    raw_entry(&mut builder, "./", EntryType::Directory, "", b"");
     raw_entry(&mut builder, "./app/", EntryType::Directory, "", b"");
     raw_entry(
         &mut builder,
@@ -157,7 +159,7 @@ fn a_good_archive_unpacks_whole() {
     let archive = sandbox.archive("code.tgz", &gzip(&builder.into_inner().expect("tar")));
 
     let unpacked = unpack(&archive, &sandbox.dest(), Limits::default()).expect("unpacks");
-    assert_eq!(unpacked.entries, 6);
+    assert_eq!(unpacked.entries, 7);
     let dest = sandbox.dest();
     assert_eq!(
         fs::read_to_string(dest.join("app/util.py")).expect("through the link"),

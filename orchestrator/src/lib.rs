@@ -9,6 +9,7 @@
 //! - [`api`]: the HKube-compatible REST API (`/api/v1`), an axum router over the engine.
 
 pub mod api;
+pub mod build;
 pub mod dag;
 pub mod engine;
 pub mod executor;

@@ -156,6 +156,7 @@ pub fn read_algorithm(file: &Path) -> Result<ProjectAlgorithm, Error> {
         min_hot_workers: descriptor.min_hot_workers as usize,
         max_workers: descriptor.max_workers.unwrap_or(0) as usize,
         classpath: None,
+        container: None,
     };
     Ok(ProjectAlgorithm {
         file: file.to_path_buf(),

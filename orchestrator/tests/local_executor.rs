@@ -117,6 +117,7 @@ async fn python_algorithm(
             min_hot_workers: 0,
             max_workers: 1,
             classpath: None,
+            container: None,
         })
         .await
         .unwrap();

@@ -233,7 +233,7 @@ fn apply(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<u8> {
             let code = apply.code.as_deref().unwrap_or(Path::new("."));
             eprintln!("hkube: {message}");
             eprintln!(
-                "hkube: the code in {} was packed and sent; until the server builds code, run a folder's algorithms with `hkube server --algorithms DIR`",
+                "hkube: the code in {} was packed and sent; a server without a container engine runs a folder's algorithms with `hkube server --algorithms DIR`",
                 code.display()
             );
             return Ok(1);
@@ -248,7 +248,47 @@ fn apply(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<u8> {
         }
         text
     })?;
-    Ok(0)
+    let build_id = response.json()?["buildId"].as_str().map(str::to_string);
+    match build_id {
+        Some(build_id) if !args.no_wait => wait_for_build(ctx, &build_id),
+        _ => Ok(0),
+    }
+}
+
+/// Follows a build as hkubectl does (its status every half second), on stderr; 0 when it
+/// completed, 1 when it failed or was stopped (with the reason).
+fn wait_for_build(ctx: &Ctx, build_id: &str) -> anyhow::Result<u8> {
+    let mut shown = String::new();
+    loop {
+        let record = ctx
+            .client
+            .get(&format!("builds/status/{build_id}"))?
+            .json()?;
+        let status = record["status"].as_str().unwrap_or_default();
+        let line = format!("build {build_id}: {status} {}%", record["progress"]);
+        if line != shown {
+            eprintln!("hkube: {line}");
+            shown = line;
+        }
+        match status {
+            "completed" => {
+                eprintln!(
+                    "hkube: built {}",
+                    record["algorithmImage"].as_str().unwrap_or_default()
+                );
+                return Ok(0);
+            }
+            "failed" | "stopped" => {
+                eprintln!(
+                    "hkube: build {build_id} {status}: {}",
+                    record["error"].as_str().unwrap_or("stopped by request")
+                );
+                eprintln!("hkube: the whole log: GET /api/v1/builds/logs/{build_id}");
+                return Ok(1);
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(500)),
+        }
+    }
 }
 
 /// The code to upload: a folder packed as tar.gz, or an archive as it is.

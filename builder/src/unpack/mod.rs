@@ -227,6 +227,10 @@ impl Writer {
     }
 
     fn directory(&mut self, name: &str) -> Result<(), UnpackError> {
+        // `tar czf code.tgz -C dir .` starts with `./`: the build folder itself.
+        if name.split('/').all(|part| part.is_empty() || part == ".") && !name.is_empty() {
+            return self.budget.entry().map_err(|reason| refused(name, reason));
+        }
         let path = self.checked(name)?;
         fs::create_dir_all(self.root.join(path)).map_err(|e| entry_error(name, e))
     }

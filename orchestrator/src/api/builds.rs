@@ -1,14 +1,15 @@
-//! `/api/v1/builds/...` (reference §4.3, §5.6). Builds need the build service, which has not
-//! landed: no build exists, and these routes say so in HKube's words (an unknown build is
-//! `build <id> Not Found`; an algorithm's list is empty) instead of pretending.
+//! `/api/v1/builds/...` (reference §4.3, §5.6): the build service's records. Reading works on
+//! any server (records live in the store); stop and rerun need the build service.
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{required_string, ApiError, JsonBody};
+use super::store::build_error;
+use super::{required_string, ApiError, ApiState, JsonBody};
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -16,43 +17,88 @@ fn not_found(build_id: &str) -> ApiError {
     ApiError::NotFound(format!("build {build_id} Not Found"))
 }
 
-/// `GET /builds/status/{buildId}`.
-pub async fn status(Path(build_id): Path<String>) -> Answer {
-    Err(not_found(&build_id))
+fn record(state: &ApiState, build_id: &str) -> Result<Value, ApiError> {
+    state
+        .store
+        .build(build_id)
+        .ok_or_else(|| not_found(build_id))
 }
 
-/// `GET /builds/list/{name}?sort=asc|desc&limit=n`: the algorithm's builds (none yet). The
-/// query is checked as HKube checks it; like HKube, a valid limit does not cut the list
-/// (reference Q13).
+/// `GET /builds/status/{buildId}`.
+pub async fn status(State(state): State<ApiState>, Path(build_id): Path<String>) -> Answer {
+    Ok(Json(record(&state, &build_id)?))
+}
+
+/// `GET /builds/logs/{buildId}`: the log alone, as text.
+pub async fn logs(
+    State(state): State<ApiState>,
+    Path(build_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let record = record(&state, &build_id)?;
+    let text = record["result"]["data"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok(text.into_response())
+}
+
+/// `GET /builds/list/{name}?sort=asc|desc&limit=n`: the algorithm's builds, newest first by
+/// default (HKube's `sort=desc`).
 pub async fn list(
+    State(state): State<ApiState>,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Answer {
     crate::spec::parse_algorithm(json!({ "name": name }))?;
-    if let Some(sort) = query.get("sort") {
-        if sort != "asc" && sort != "desc" {
-            return Err(ApiError::bad_request(
-                "data.sort should be equal to one of the allowed values (asc,desc)",
-            ));
-        }
+    let sort = query.get("sort").map(String::as_str).unwrap_or("desc");
+    if sort != "asc" && sort != "desc" {
+        return Err(ApiError::bad_request(
+            "data.sort should be equal to one of the allowed values (asc,desc)",
+        ));
     }
-    if let Some(limit) = query.get("limit") {
-        let limit: i64 = limit
-            .parse()
-            .map_err(|_| ApiError::bad_request("data.limit should be integer"))?;
-        if limit < 1 {
-            return Err(ApiError::bad_request("data.limit should be >= 1"));
+    let limit = match query.get("limit") {
+        Some(limit) => {
+            let limit: i64 = limit
+                .parse()
+                .map_err(|_| ApiError::bad_request("data.limit should be integer"))?;
+            if limit < 1 {
+                return Err(ApiError::bad_request("data.limit should be >= 1"));
+            }
+            Some(limit as usize)
         }
+        None => None,
+    };
+    let mut builds = state.store.builds(&name)?;
+    if sort == "desc" {
+        builds.reverse();
     }
-    Ok(Json(json!([])))
+    if let Some(limit) = limit {
+        builds.truncate(limit);
+    }
+    Ok(Json(Value::Array(builds)))
+}
+
+fn service(state: &ApiState, build_id: &str) -> Result<crate::build::BuildService, ApiError> {
+    record(state, build_id)?;
+    state.builds.clone().ok_or_else(|| {
+        ApiError::bad_request("this server runs no build service (start it with --executor docker)")
+    })
 }
 
 /// `POST /builds/stop {buildId}`.
-pub async fn stop(JsonBody(body): JsonBody) -> Answer {
-    Err(not_found(&required_string(&body, "buildId")?))
+pub async fn stop(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {
+    let build_id = required_string(&body, "buildId")?;
+    service(&state, &build_id)?
+        .stop(&build_id)
+        .map_err(build_error)?;
+    Ok(Json(json!({"message": "OK"})))
 }
 
 /// `POST /builds/rerun {buildId}`.
-pub async fn rerun(JsonBody(body): JsonBody) -> Answer {
-    Err(not_found(&required_string(&body, "buildId")?))
+pub async fn rerun(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {
+    let build_id = required_string(&body, "buildId")?;
+    service(&state, &build_id)?
+        .rerun(&build_id)
+        .map_err(build_error)?;
+    Ok(Json(json!({"message": "OK"})))
 }

@@ -27,6 +27,7 @@ use serde_json::Value;
 pub use error::ApiError;
 pub use openapi::{routes, ApiRoute, Verb};
 
+use crate::build::{BuildService, Deployer};
 use crate::engine::Handle;
 use crate::store::Store;
 
@@ -37,6 +38,10 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     /// When set, every `/api` request needs `Authorization: Bearer <token>`.
     pub auth_token: Option<String>,
+    /// Builds code uploads into images; none when the server has no container engine.
+    pub builds: Option<BuildService>,
+    /// Makes a stored algorithm with an image runnable (the Docker executor's pools).
+    pub deployer: Option<Arc<dyn Deployer>>,
 }
 
 impl std::fmt::Debug for ApiState {

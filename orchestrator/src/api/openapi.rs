@@ -329,17 +329,21 @@ pub fn routes() -> Vec<ApiRoute> {
             .body(object(&["name", "version"], json!({"name": string(), "version": string(), "force": {"type": "boolean"}})))
             .ok(201, reference("Version"))
             .errors(&[400, 404]),
-        // Builds (§5.6): none exist until the build service lands.
-        route(Get, "/api/v1/builds/status/{buildId}", "a build (none exist yet)", builds::status)
+        // Builds (§5.6): records of the build service, kept whole (log included).
+        route(Get, "/api/v1/builds/status/{buildId}", "a build record: status, progress, result.data (the whole log), error, algorithmImage", builds::status)
+            .ok(200, json!({"type": "object"}))
             .errors(&[404]),
-        route(Get, "/api/v1/builds/list/{name}", "an algorithm's builds (?sort=asc|desc, limit>=1; none yet)", builds::list)
+        route(Get, "/api/v1/builds/list/{name}", "an algorithm's builds (?sort=asc|desc, limit>=1)", builds::list)
             .ok(200, array(json!({"type": "object"})))
             .errors(&[400]),
-        route(Post, "/api/v1/builds/stop", "stop a build", builds::stop)
+        route(Get, "/api/v1/builds/logs/{buildId}", "a build's log as text, whole", builds::logs)
+            .ok(200, string())
+            .errors(&[404]),
+        route(Post, "/api/v1/builds/stop", "stop a pending, creating or active build", builds::stop)
             .body(object(&["buildId"], json!({"buildId": string()})))
             .ok(200, message())
             .errors(&[400, 404]),
-        route(Post, "/api/v1/builds/rerun", "run a build again", builds::rerun)
+        route(Post, "/api/v1/builds/rerun", "run an ended build again from its upload", builds::rerun)
             .body(object(&["buildId"], json!({"buildId": string()})))
             .ok(200, message())
             .errors(&[400, 404]),

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::Json;
@@ -291,23 +292,7 @@ pub(super) async fn executions_using(
     state: &ApiState,
     name: &str,
 ) -> Result<Vec<String>, ApiError> {
-    let unfinished = vec![JobStatus::Pending, JobStatus::Active, JobStatus::Paused];
-    let mut executions = Vec::new();
-    for job in state.engine.jobs(Some(unfinished)).await? {
-        // A job may be forgotten between the two questions; it no longer counts.
-        let Ok(doc) = state.engine.pipeline(&job.job_id).await else {
-            continue;
-        };
-        let used = doc["nodes"].as_array().is_some_and(|nodes| {
-            nodes
-                .iter()
-                .any(|node| node["algorithmName"].as_str() == Some(name))
-        });
-        if used {
-            executions.push(job.job_id);
-        }
-    }
-    Ok(executions)
+    Ok(state.engine.executions_using(name).await?)
 }
 
 /// `DELETE /store/algorithms/{name}?force=true`: refused while stored pipelines or
@@ -377,7 +362,8 @@ pub async fn delete_algorithm(
 struct ApplyRequest {
     payload: Option<String>,
     options: Option<String>,
-    file: bool,
+    /// The uploaded code (an archive), when a non-empty `file` was sent.
+    file: Option<Bytes>,
 }
 
 async fn read_apply(request: Request) -> Result<ApplyRequest, ApiError> {
@@ -416,7 +402,7 @@ async fn read_apply(request: Request) -> Result<ApplyRequest, ApiError> {
         match name.as_str() {
             "payload" => apply.payload = Some(text()),
             "options" => apply.options = Some(text()),
-            "file" => apply.file |= !bytes.is_empty(),
+            "file" if !bytes.is_empty() => apply.file = Some(bytes),
             _ => {}
         }
     }
@@ -424,14 +410,9 @@ async fn read_apply(request: Request) -> Result<ApplyRequest, ApiError> {
 }
 
 /// `POST /store/algorithms/apply`: `payload` (the algorithm as a JSON string), `options`
-/// (`{forceUpdate, forceBuild}`), `file` (code: needs the build service, not here yet).
+/// (`{forceUpdate, forceBuild}`), `file` (code, built into an image by the build service).
 pub async fn apply_algorithm(State(state): State<ApiState>, request: Request) -> Answer {
     let apply = read_apply(request).await?;
-    if apply.file {
-        return Err(ApiError::bad_request(
-            "uploading code needs the build service, which is not available yet",
-        ));
-    }
     let payload: Value = match apply.payload.as_deref() {
         None | Some("") => {
             return Err(ApiError::bad_request(
@@ -447,6 +428,7 @@ pub async fn apply_algorithm(State(state): State<ApiState>, request: Request) ->
             .map_err(|e| ApiError::bad_request(format!("options is not valid JSON: {e}")))?,
     };
     let force_update = options["forceUpdate"].as_bool().unwrap_or(false);
+    let force_build = options["forceBuild"].as_bool().unwrap_or(false);
     let Some(name) = payload
         .get("name")
         .and_then(Value::as_str)
@@ -457,16 +439,65 @@ pub async fn apply_algorithm(State(state): State<ApiState>, request: Request) ->
         ));
     };
     let stored = state.store.algorithm(&name);
-    let algorithm = merge_algorithm(stored.as_ref(), payload)?;
+    let mut algorithm = merge_algorithm(stored.as_ref(), payload)?;
+    let stored_code = stored
+        .as_ref()
+        .is_some_and(|s| s.extra.contains_key("fileInfo"));
+    if apply.file.is_some() || (stored_code && state.builds.is_some()) {
+        let Some(builds) = &state.builds else {
+            return Err(ApiError::bad_request(
+                "this server builds no code: start it with --executor docker (a container engine builds the image), or give algorithmImage",
+            ));
+        };
+        let planned = builds
+            .apply(
+                stored.clone(),
+                algorithm,
+                apply.file.as_deref(),
+                force_build,
+            )
+            .map_err(build_error)?;
+        if planned.build_id.is_some() || apply.file.is_some() {
+            let mut answer = json!({
+                "messages": planned.messages,
+                "messagesCode": planned.codes,
+                "algorithm": to_json(&planned.algorithm)?,
+            });
+            if let Some(id) = planned.build_id {
+                answer["buildId"] = json!(id);
+            }
+            return Ok(Json(answer));
+        }
+        // No file and nothing that rebuilds: an ordinary change of the built algorithm.
+        algorithm = planned.algorithm;
+    }
     if algorithm.algorithm_image.is_none() {
         return Err(ApiError::bad_request(
             "cannot apply algorithm due to missing image url or build data",
         ));
     }
     let applied = apply_change(&state, stored, algorithm, force_update)?;
+    if applied.codes.contains(&1023) {
+        if let (Some(deployer), Some(current)) = (&state.deployer, state.store.algorithm(&name)) {
+            deployer.deploy(&current);
+        }
+    }
     Ok(Json(json!({
         "messages": applied.messages,
         "messagesCode": applied.codes,
         "algorithm": to_json(&applied.algorithm)?,
     })))
+}
+
+/// The build service's refusals in the API's words.
+pub(super) fn build_error(error: crate::build::Error) -> ApiError {
+    use crate::build::Error;
+    match error {
+        Error::NotFound(_) => ApiError::NotFound(error.to_string()),
+        Error::BadUpload(_) | Error::NotStoppable(_) | Error::NotRerunnable(_) => {
+            ApiError::bad_request(error.to_string())
+        }
+        Error::Store(store) => store.into(),
+        Error::Io { .. } => ApiError::Internal(error.to_string()),
+    }
 }

@@ -41,6 +41,8 @@ fn api_with(auth_token: Option<&str>) -> Api {
             engine,
             store,
             auth_token: auth_token.map(str::to_string),
+            builds: None,
+            deployer: None,
         }),
     }
 }
@@ -937,7 +939,7 @@ async fn apply_algorithms() {
                 ("payload", None, r#"{"name":"m3"}"#),
                 ("file", Some("code.zip"), "PK\u{3}\u{4}"),
             ],
-            "uploading code needs the build service, which is not available yet",
+            "this server builds no code: start it with --executor docker (a container engine builds the image), or give algorithmImage",
         ),
         (
             &[("options", None, "{}")],

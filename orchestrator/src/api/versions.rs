@@ -82,7 +82,13 @@ pub async fn apply(
             });
         }
     }
-    state.store.replace_algorithm(found.algorithm.clone())?;
+    let mut current = found.algorithm.clone();
+    // The version is applied by hand: HKube's 901 ("a newer version waits") no longer holds.
+    current.extra.remove("errors");
+    state.store.replace_algorithm(current.clone())?;
+    if let Some(deployer) = &state.deployer {
+        deployer.deploy(&current);
+    }
     Ok((StatusCode::CREATED, Json(to_json(&found)?)))
 }
 

@@ -170,6 +170,27 @@ impl Handle {
 
     /// The jobs whose status is one of `statuses` (all jobs when `None`), oldest first. A
     /// `resumed` job counts as `active`, as stop's filter has it.
+    /// The unfinished jobs whose pipeline runs the algorithm `name`, oldest first.
+    pub async fn executions_using(&self, name: &str) -> Result<Vec<String>, Error> {
+        let unfinished = vec![JobStatus::Pending, JobStatus::Active, JobStatus::Paused];
+        let mut executions = Vec::new();
+        for job in self.jobs(Some(unfinished)).await? {
+            // A job may be forgotten between the two questions; it no longer counts.
+            let Ok(doc) = self.pipeline(&job.job_id).await else {
+                continue;
+            };
+            let used = doc["nodes"].as_array().is_some_and(|nodes| {
+                nodes
+                    .iter()
+                    .any(|node| node["algorithmName"].as_str() == Some(name))
+            });
+            if used {
+                executions.push(job.job_id);
+            }
+        }
+        Ok(executions)
+    }
+
     pub async fn jobs(&self, statuses: Option<Vec<JobStatus>>) -> Result<Vec<JobSummary>, Error> {
         let (reply, answer) = oneshot::channel();
         self.tx

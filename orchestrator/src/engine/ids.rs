@@ -24,6 +24,13 @@ pub fn version_id() -> String {
     chars.iter().map(|&b| b as char).collect()
 }
 
+/// A build id: HKube's `<algorithmName>-<6 characters>`.
+pub fn build_id(algorithm: &str) -> String {
+    let chars: [u8; 6] = random_chars(&mut rand::rng());
+    let suffix: String = chars.iter().map(|&b| b as char).collect();
+    format!("{algorithm}-{suffix}")
+}
+
 /// A task id: 8 characters, kept inline (a million tasks must not mean a million allocations).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TaskId([u8; 8]);

@@ -23,7 +23,7 @@ pub use catalog::{Catalog, MemoryCatalog};
 pub use driver::{now_ms, Engine, EngineOptions, ExecRequest, Handle, JobSummary, StopRequest};
 pub use error::Error;
 pub use executor::{Executor, SubPipeline, TaskKey, TaskOutcome, TaskReporter, TaskSpec};
-pub use ids::{job_id, version_id, TaskId};
+pub use ids::{build_id, job_id, version_id, TaskId};
 pub use in_process::{Algorithm, InProcessExecutor, Run};
 pub use job::{Action, Job, JobPlan, TaskRun, Timer, MAX_TASKS_PER_NODE};
 pub use journal::{JobRecord, Journal, MemoryJournal, RecordedOutcome, TaskRecord};

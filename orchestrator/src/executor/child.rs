@@ -147,6 +147,16 @@ pub struct Supervised {
     exit: watch::Receiver<Option<Exit>>,
 }
 
+/// The supervisor's side of [`Supervised::external`].
+#[derive(Debug)]
+pub struct ExternalControls {
+    pub log: Arc<Mutex<Log>>,
+    /// Becomes `true` when the worker is asked to stop.
+    pub stop: watch::Receiver<bool>,
+    /// Send the end once, when the worker has ended.
+    pub exit: watch::Sender<Option<Exit>>,
+}
+
 /// Stops a child from anywhere (a clone of [`Supervised::stop`]).
 #[derive(Debug, Clone)]
 pub struct StopHandle(Arc<watch::Sender<bool>>);
@@ -199,6 +209,26 @@ impl Supervised {
             stop: Arc::new(stop_tx),
             exit: exit_rx,
         })
+    }
+
+    /// A handle for a worker that is not a child process (a container pair): its supervisor
+    /// watches `stop` and reports the end through `exit`, and fills `log`.
+    pub fn external(log_limit: usize) -> (Supervised, ExternalControls) {
+        let log = Arc::new(Mutex::new(Log::new(log_limit)));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let supervised = Supervised {
+            pid: 0,
+            log: log.clone(),
+            stop: Arc::new(stop_tx),
+            exit: exit_rx,
+        };
+        let controls = ExternalControls {
+            log,
+            stop: stop_rx,
+            exit: exit_tx,
+        };
+        (supervised, controls)
     }
 
     /// Asks the child to stop: SIGTERM, then SIGKILL after the grace period.

@@ -1,10 +1,13 @@
 //! Executors' building blocks that touch the operating system.
 //!
 //! - [`child`]: one supervised child process (the local executor's workers).
-//! - [`local`]: the local executor, the embedded default.
+//! - [`local`]: the local executor, the embedded default; its pools also run the Docker
+//!   executor's workers.
+//! - [`docker`]: workers as container pairs (algorithm + sidecar) through bollard.
 //!
-//! The `Executor` trait itself and the in-process executor live in [`crate::engine`]; the Docker
-//! and Kubernetes executors will live here too, one folder each.
+//! The `Executor` trait itself and the in-process executor live in [`crate::engine`]; the Kubernetes
+//! executor will live here too, in a folder of its own.
 
 pub mod child;
+pub mod docker;
 pub mod local;

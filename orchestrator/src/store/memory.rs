@@ -13,6 +13,8 @@ pub struct MemoryStore {
     definitions: MemoryCatalog,
     /// Every algorithm's versions, oldest first.
     versions: RwLock<Vec<AlgorithmVersion>>,
+    /// Build records, oldest first.
+    builds: RwLock<Vec<serde_json::Value>>,
 }
 
 impl MemoryStore {
@@ -188,6 +190,29 @@ impl Store for MemoryStore {
         let before = versions.len();
         versions.retain(|v| v.name != name);
         Ok(before - versions.len())
+    }
+
+    fn put_build(&self, build: &serde_json::Value) -> Result<(), Error> {
+        let mut builds = self.builds.write().map_err(poisoned)?;
+        match builds.iter_mut().find(|b| b["buildId"] == build["buildId"]) {
+            Some(stored) => *stored = build.clone(),
+            None => builds.push(build.clone()),
+        }
+        Ok(())
+    }
+
+    fn build(&self, build_id: &str) -> Option<serde_json::Value> {
+        let builds = self.builds.read().ok()?;
+        builds.iter().find(|b| b["buildId"] == build_id).cloned()
+    }
+
+    fn builds(&self, algorithm: &str) -> Result<Vec<serde_json::Value>, Error> {
+        let builds = self.builds.read().map_err(poisoned)?;
+        Ok(builds
+            .iter()
+            .filter(|b| b["algorithmName"] == algorithm)
+            .cloned()
+            .collect())
     }
 }
 

@@ -93,6 +93,21 @@ pub trait Store: Catalog {
     fn delete_algorithm_versions(&self, _name: &str) -> Result<usize, Error> {
         Ok(0)
     }
+
+    /// Adds or replaces a build record (HKube's build document, keyed by `buildId`).
+    fn put_build(&self, _build: &serde_json::Value) -> Result<(), Error> {
+        Err(Error::Backend("this store keeps no builds".into()))
+    }
+
+    /// One build record.
+    fn build(&self, _build_id: &str) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// An algorithm's builds, oldest first.
+    fn builds(&self, _algorithm: &str) -> Result<Vec<serde_json::Value>, Error> {
+        Ok(Vec::new())
+    }
 }
 
 /// A job that ended, as the engine's journal recorded it.

@@ -40,6 +40,13 @@ CREATE TABLE IF NOT EXISTS versions (
     doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS versions_by_name ON versions (name, seq);
+CREATE TABLE IF NOT EXISTS builds (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    build_id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS builds_by_name ON builds (name, seq);
 ";
 
 /// Most journal rows per transaction.
@@ -438,6 +445,50 @@ impl Store for SqliteStore {
 
     fn delete_algorithm_versions(&self, name: &str) -> Result<usize, Error> {
         self.with(|c| c.execute("DELETE FROM versions WHERE name = ?1", params![name]))
+    }
+
+    fn put_build(&self, build: &serde_json::Value) -> Result<(), Error> {
+        let id = build["buildId"].as_str().unwrap_or_default().to_string();
+        let name = build["algorithmName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let doc = serde_json::to_string(build).map_err(|e| Error::Backend(e.to_string()))?;
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO builds (build_id, name, doc) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(build_id) DO UPDATE SET doc = excluded.doc",
+                params![id, name, doc],
+            )
+        })
+        .map(|_| ())
+    }
+
+    fn build(&self, build_id: &str) -> Option<serde_json::Value> {
+        let doc: Option<String> = self
+            .with(|c| {
+                c.query_row(
+                    "SELECT doc FROM builds WHERE build_id = ?1",
+                    params![build_id],
+                    |row| row.get(0),
+                )
+                .optional()
+            })
+            .ok()
+            .flatten();
+        doc.and_then(|doc| serde_json::from_str(&doc).ok())
+    }
+
+    fn builds(&self, algorithm: &str) -> Result<Vec<serde_json::Value>, Error> {
+        let docs: Vec<String> = self.with(|c| {
+            let mut statement = c.prepare("SELECT doc FROM builds WHERE name = ?1 ORDER BY seq")?;
+            let rows = statement.query_map(params![algorithm], |row| row.get(0))?;
+            rows.collect()
+        })?;
+        Ok(docs
+            .iter()
+            .filter_map(|doc| serde_json::from_str(doc).ok())
+            .collect())
     }
 }
 

@@ -30,6 +30,7 @@ pub use worker::{crash_report, Language, LocalAlgorithm, Runtimes};
 
 use crate::engine::{Executor, SubPipeline, TaskKey, TaskOutcome, TaskReporter, TaskSpec};
 use crate::executor::child::{Exit, Supervised};
+use crate::executor::docker::DockerLauncher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -58,6 +59,8 @@ pub struct LocalOptions {
     pub cluster: String,
     /// Each task's output (what its user code printed) goes to `<log_dir>/<jobId>/<taskId>.log`.
     pub log_dir: PathBuf,
+    /// Starts the workers of algorithms that have an image (the Docker executor).
+    pub docker: Option<DockerLauncher>,
 }
 
 impl Default for LocalOptions {
@@ -75,6 +78,7 @@ impl Default for LocalOptions {
             storage_dir: std::env::temp_dir().join("hkube-local").join("storage"),
             cluster: "local".into(),
             log_dir: std::env::temp_dir().join("hkube-local").join("logs"),
+            docker: None,
         }
     }
 }
@@ -151,7 +155,7 @@ impl LocalExecutor {
 
     /// Makes an algorithm runnable: Java sources are compiled first.
     pub async fn register(&self, mut algorithm: LocalAlgorithm) -> Result<(), Error> {
-        if algorithm.language == Language::Java {
+        if algorithm.language == Language::Java && algorithm.container.is_none() {
             algorithm = prepare_java(algorithm, &self.options).await?;
         }
         let _ = self.tx.send(Cmd::Register(algorithm));
@@ -259,6 +263,8 @@ struct Worker {
     gone: Option<String>,
     exited: Option<Exit>,
     idle_since: Instant,
+    /// Its algorithm changed: it exits once its tasks end.
+    retired: bool,
 }
 
 struct Service {
@@ -305,11 +311,36 @@ impl Service {
     fn register(&mut self, algorithm: LocalAlgorithm) {
         let name = algorithm.name.clone();
         let hot = algorithm.min_hot_workers;
+        let changed = self.algorithms.get(&name).is_some_and(|known| {
+            known.container != algorithm.container || known.code_dir != algorithm.code_dir
+        });
         self.algorithms.insert(name.clone(), algorithm);
+        if changed {
+            self.retire_workers(&name);
+        }
         let pool = self.pools.entry(name.clone()).or_default();
         let missing = hot.saturating_sub(pool.workers.len());
         for _ in 0..missing {
             self.spawn_worker(&name);
+        }
+    }
+
+    /// The algorithm has new code or a new image: its workers take no more tasks, idle ones
+    /// exit now and busy ones when their tasks end (running work is never killed for it).
+    fn retire_workers(&mut self, name: &str) {
+        let Some(pool) = self.pools.get(name) else {
+            return;
+        };
+        for id in &pool.workers {
+            if let Some(worker) = self.workers.get_mut(id) {
+                worker.retired = true;
+                if worker.running.is_empty() && worker.state != State::Exiting {
+                    worker.state = State::Exiting;
+                    if let Some(to_sidecar) = &worker.to_sidecar {
+                        let _ = to_sidecar.send(ToSidecar::Exit { exit_code: 0 });
+                    }
+                }
+            }
         }
     }
 
@@ -397,7 +428,9 @@ impl Service {
                 .workers
                 .iter()
                 .filter_map(|id| self.workers.get(id).map(|w| (*id, w)))
-                .filter(|(_, w)| w.state == State::Ready && w.running.len() < per_worker)
+                .filter(|(_, w)| {
+                    w.state == State::Ready && !w.retired && w.running.len() < per_worker
+                })
                 .min_by_key(|(_, w)| w.running.len())
                 .map(|(id, _)| id);
             let Some(id) = target else {
@@ -456,6 +489,7 @@ impl Service {
                 gone: None,
                 exited: None,
                 idle_since: Instant::now(),
+                retired: false,
             },
         );
         self.pools
@@ -466,13 +500,15 @@ impl Service {
         let tx = self.tx.clone();
         let runtimes = self.options.runtimes.clone();
         let sidecar = self.options.sidecar.clone();
+        let docker = self.options.docker.clone();
         let settings = worker::Settings {
             log_limit: self.options.log_limit,
             storage_dir: self.options.storage_dir.clone(),
             cluster: self.options.cluster.clone(),
         };
         tokio::spawn(async move {
-            let started = worker::start(&runtimes, &algorithm, sidecar, &settings).await;
+            let started =
+                worker::start(&runtimes, &algorithm, sidecar, &settings, docker.as_ref()).await;
             let _ = tx.send(Cmd::WorkerStarted(id, started));
         });
     }
@@ -573,6 +609,12 @@ impl Service {
                 };
                 if worker.running.is_empty() {
                     worker.idle_since = Instant::now();
+                    if worker.retired && worker.state != State::Exiting {
+                        worker.state = State::Exiting;
+                        if let Some(to_sidecar) = &worker.to_sidecar {
+                            let _ = to_sidecar.send(ToSidecar::Exit { exit_code: 0 });
+                        }
+                    }
                 }
                 match outcome {
                     Outcome::Output { output } => {
@@ -775,7 +817,11 @@ async fn write_log(file: PathBuf, text: String) {
 /// Workers of a pool that are not on their way out.
 fn live_workers(workers: &HashMap<WorkerId, Worker>, pool: &[WorkerId]) -> usize {
     pool.iter()
-        .filter(|id| workers.get(id).is_some_and(|w| w.state != State::Exiting))
+        .filter(|id| {
+            workers
+                .get(id)
+                .is_some_and(|w| w.state != State::Exiting && !w.retired)
+        })
         .count()
 }
 

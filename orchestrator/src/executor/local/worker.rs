@@ -10,6 +10,7 @@ use wrapper::sidecar::{link_pair, Sidecar, SidecarOptions};
 
 use super::Error;
 use crate::executor::child::{ChildSpec, Exit, Supervised};
+use crate::executor::docker::{ContainerSpec, DockerLauncher};
 
 /// The languages the local executor runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +40,7 @@ impl Language {
 }
 
 /// An algorithm the local executor can run: its code on disk and how to start it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LocalAlgorithm {
     pub name: String,
     pub language: Language,
@@ -52,6 +53,8 @@ pub struct LocalAlgorithm {
     pub max_workers: usize,
     /// Java: where the compiled classes are (filled by the executor's javac step).
     pub classpath: Option<PathBuf>,
+    /// Run in containers from this image (the Docker executor) instead of a local process.
+    pub container: Option<ContainerSpec>,
 }
 
 /// Where the language runtimes and interpreters are.
@@ -176,8 +179,42 @@ pub struct Started {
     pub child: Supervised,
 }
 
-/// Binds a sidecar on a free loopback port and starts the runtime against it.
+/// Starts a worker: a container pair when the algorithm has an image, else a local process.
 pub async fn start(
+    runtimes: &Runtimes,
+    algorithm: &LocalAlgorithm,
+    options: SidecarOptions,
+    settings: &Settings,
+    docker: Option<&DockerLauncher>,
+) -> Result<Started, Error> {
+    match (&algorithm.container, docker) {
+        (Some(spec), Some(docker)) => {
+            let (ends, child) = docker
+                .start_worker(
+                    &algorithm.name,
+                    &algorithm.entry_point,
+                    spec,
+                    options.connect_timeout,
+                    settings.log_limit,
+                )
+                .await
+                .map_err(Error::Worker)?;
+            Ok(Started {
+                to_sidecar: ends.to_sidecar,
+                from_sidecar: ends.from_sidecar,
+                child,
+            })
+        }
+        (Some(spec), None) => Err(Error::Worker(format!(
+            "algorithm {} runs in image {}, and this server has no container engine: start it with --executor docker",
+            algorithm.name, spec.image
+        ))),
+        (None, _) => start_process(runtimes, algorithm, options, settings).await,
+    }
+}
+
+/// Binds a sidecar on a free loopback port and starts the runtime against it.
+async fn start_process(
     runtimes: &Runtimes,
     algorithm: &LocalAlgorithm,
     options: SidecarOptions,

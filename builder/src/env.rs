@@ -1,0 +1,293 @@
+//! Which language an upload is and where its entry point is, decided from the descriptor and
+//! the list of files (pure: no IO; the caller lists the files).
+//!
+//! HKube requires `env` and never checks the entry point: a typo builds an image whose every
+//! task fails. Here `env` is detected when absent (python from `requirements.txt` or `*.py`,
+//! nodejs from `package.json` or `*.js`, java from `pom.xml` or `*.java`), and a missing entry
+//! point fails the build with the candidates that do exist.
+
+use std::fmt;
+
+/// The languages a build can target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Env {
+    Python,
+    Nodejs,
+    Java,
+}
+
+impl Env {
+    pub const ALL: [Env; 3] = [Env::Python, Env::Nodejs, Env::Java];
+
+    pub fn parse(text: &str) -> Option<Env> {
+        match text {
+            "python" => Some(Env::Python),
+            "nodejs" => Some(Env::Nodejs),
+            "java" => Some(Env::Java),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Env::Python => "python",
+            Env::Nodejs => "nodejs",
+            Env::Java => "java",
+        }
+    }
+
+    /// HKube's default entry point (Java has none: it names a class).
+    pub fn default_entry_point(self) -> Option<&'static str> {
+        match self {
+            Env::Python => Some("main.py"),
+            Env::Nodejs => Some("index.js"),
+            Env::Java => None,
+        }
+    }
+
+    /// The dependency manifests a standard install reads.
+    pub fn manifests(self) -> &'static [&'static str] {
+        match self {
+            Env::Python => &["requirements.txt"],
+            Env::Nodejs => &["package.json", "package-lock.json"],
+            Env::Java => &["pom.xml"],
+        }
+    }
+}
+
+impl fmt::Display for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("env {0:?} is not supported: use python, nodejs or java")]
+    Unsupported(String),
+    #[error("cannot tell the algorithm's language: the code has no requirements.txt, package.json, pom.xml, *.py, *.js or *.java file; set env to python, nodejs or java")]
+    Undetected,
+    #[error("cannot tell the algorithm's language: the code has {0}; set env to one of them")]
+    Ambiguous(String),
+    #[error("entry point {entry} not found in the code; {candidates}")]
+    MissingEntryPoint { entry: String, candidates: String },
+    #[error("a java algorithm needs an entry point: the fully qualified name of the class implementing the algorithm; {candidates}")]
+    NoJavaEntryPoint { candidates: String },
+}
+
+/// The descriptor's `env`, or the one the files show. Manifests decide before source files:
+/// a Python project with a small `build.js` helper is still Python.
+pub fn detect(declared: Option<&str>, files: &[String]) -> Result<Env, Error> {
+    if let Some(declared) = declared.filter(|d| !d.is_empty()) {
+        return Env::parse(declared).ok_or_else(|| Error::Unsupported(declared.to_string()));
+    }
+    let top_level = |name: &str| files.iter().any(|f| f == name);
+    let by_manifest: Vec<Env> = Env::ALL
+        .into_iter()
+        .filter(|env| top_level(env.manifests()[0]))
+        .collect();
+    let found = if by_manifest.is_empty() {
+        Env::ALL
+            .into_iter()
+            .filter(|env| files.iter().any(|f| f.ends_with(source_suffix(*env))))
+            .collect()
+    } else {
+        by_manifest
+    };
+    match found.as_slice() {
+        [] => Err(Error::Undetected),
+        [one] => Ok(*one),
+        many => Err(Error::Ambiguous(
+            many.iter()
+                .map(|env| format!("{env} files"))
+                .collect::<Vec<_>>()
+                .join(" and "),
+        )),
+    }
+}
+
+fn source_suffix(env: Env) -> &'static str {
+    match env {
+        Env::Python => ".py",
+        Env::Nodejs => ".js",
+        Env::Java => ".java",
+    }
+}
+
+/// Checks the entry point against the files and returns it as the runtime wants it: a file
+/// path for python and nodejs (`main` means `main.py`), a class name for java. `files` are
+/// relative paths with `/` separators.
+pub fn entry_point(env: Env, given: Option<&str>, files: &[String]) -> Result<String, Error> {
+    let given = given.map(str::trim).filter(|g| !g.is_empty());
+    match env {
+        Env::Java => java_entry_point(given, files),
+        Env::Python | Env::Nodejs => {
+            let suffix = source_suffix(env);
+            let entry = given
+                .or(env.default_entry_point())
+                .unwrap_or_default()
+                .trim_start_matches("./")
+                .to_string();
+            let with_suffix = if entry.ends_with(suffix) {
+                entry.clone()
+            } else {
+                format!("{entry}{suffix}")
+            };
+            for candidate in [&entry, &with_suffix] {
+                if files.iter().any(|f| f == candidate) {
+                    return Ok(candidate.clone());
+                }
+            }
+            Err(Error::MissingEntryPoint {
+                entry,
+                candidates: candidates_text(files, suffix),
+            })
+        }
+    }
+}
+
+fn java_entry_point(given: Option<&str>, files: &[String]) -> Result<String, Error> {
+    let has_pom = files.iter().any(|f| f == "pom.xml");
+    let Some(class) = given else {
+        return Err(Error::NoJavaEntryPoint {
+            candidates: java_candidates(files),
+        });
+    };
+    // With a pom the sources may live anywhere Maven is told; without one they are compiled
+    // from the tree, so `a.b.C` must be some `…a/b/C.java`.
+    let path = format!("{}.java", class.replace('.', "/"));
+    let found = files
+        .iter()
+        .any(|f| f == &path || f.ends_with(&format!("/{path}")));
+    if found || has_pom {
+        Ok(class.to_string())
+    } else {
+        Err(Error::MissingEntryPoint {
+            entry: class.to_string(),
+            candidates: java_candidates(files),
+        })
+    }
+}
+
+fn java_candidates(files: &[String]) -> String {
+    let classes: Vec<String> = files
+        .iter()
+        .filter_map(|f| f.strip_suffix(".java"))
+        .map(|f| {
+            let f = f
+                .strip_prefix("src/main/java/")
+                .unwrap_or(f)
+                .trim_start_matches('/');
+            f.replace('/', ".")
+        })
+        .collect();
+    if classes.is_empty() {
+        "the code has no .java file".to_string()
+    } else {
+        format!("classes in the code: {}", shortlist(&classes))
+    }
+}
+
+fn candidates_text(files: &[String], suffix: &str) -> String {
+    let matching: Vec<String> = files
+        .iter()
+        .filter(|f| f.ends_with(suffix))
+        .cloned()
+        .collect();
+    if matching.is_empty() {
+        format!("the code has no {suffix} file")
+    } else {
+        format!("{suffix} files in the code: {}", shortlist(&matching))
+    }
+}
+
+/// At most ten names, shortest paths first (top-level files are the likely entry points).
+fn shortlist(names: &[String]) -> String {
+    let mut names = names.to_vec();
+    names.sort_by_key(|n| (n.matches('/').count(), n.clone()));
+    let more = names.len().saturating_sub(10);
+    names.truncate(10);
+    let mut text = names.join(", ");
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
+}
+
+/// Where the code is inside the unpacked folder: archives made of one top-level folder (what
+/// `tar czf alg.tgz alg/` or GitHub's zip download give) are entered, so the entry point is
+/// found without the folder's name. Returns the folder's name, if any.
+pub fn single_top_folder(files: &[String]) -> Option<String> {
+    let mut tops = files
+        .iter()
+        .map(|f| f.split('/').next().unwrap_or_default());
+    let first = tops.next()?;
+    let nested = files.iter().all(|f| f.contains('/'));
+    (nested && tops.all(|t| t == first)).then(|| first.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn detects_by_manifest_then_by_source() {
+        let check = |list: &[&str], expected: Result<Env, Error>| {
+            assert_eq!(detect(None, &files(list)), expected, "{list:?}");
+        };
+        check(&["main.py", "requirements.txt"], Ok(Env::Python));
+        check(&["index.js", "package.json", "tools/x.py"], Ok(Env::Nodejs));
+        check(&["pom.xml", "src/main/java/a/B.java"], Ok(Env::Java));
+        check(&["a/b.py"], Ok(Env::Python));
+        check(&["README.md"], Err(Error::Undetected));
+        assert!(matches!(
+            detect(None, &files(&["a.py", "b.js"])),
+            Err(Error::Ambiguous(_))
+        ));
+        assert_eq!(detect(Some("java"), &files(&["a.py"])), Ok(Env::Java));
+        assert_eq!(
+            detect(Some("go"), &[]),
+            Err(Error::Unsupported("go".into()))
+        );
+    }
+
+    #[test]
+    fn entry_points_are_checked_and_completed() {
+        let code = files(&["main.py", "lib/util.py", "requirements.txt"]);
+        assert_eq!(entry_point(Env::Python, None, &code).unwrap(), "main.py");
+        assert_eq!(
+            entry_point(Env::Python, Some("main"), &code).unwrap(),
+            "main.py"
+        );
+        let error = entry_point(Env::Python, Some("app.py"), &code).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "entry point app.py not found in the code; .py files in the code: main.py, lib/util.py"
+        );
+        let java = files(&["example/Multiply.java"]);
+        assert_eq!(
+            entry_point(Env::Java, Some("example.Multiply"), &java).unwrap(),
+            "example.Multiply"
+        );
+        assert_eq!(
+            entry_point(Env::Java, Some("example.Add"), &java)
+                .unwrap_err()
+                .to_string(),
+            "entry point example.Add not found in the code; classes in the code: example.Multiply"
+        );
+    }
+
+    #[test]
+    fn a_single_top_folder_is_entered() {
+        assert_eq!(
+            single_top_folder(&files(&["alg/main.py", "alg/x/y.py"])),
+            Some("alg".into())
+        );
+        assert_eq!(single_top_folder(&files(&["alg/main.py", "b.py"])), None);
+        assert_eq!(single_top_folder(&[]), None);
+    }
+}

@@ -1,0 +1,83 @@
+//! Makes stored algorithms that have an image runnable by the Docker executor: each becomes a
+//! pool of container pairs (see [`super`]) with the algorithm's resources and variables.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use super::ContainerSpec;
+use crate::build::Deployer;
+use crate::executor::local::{Language, LocalAlgorithm, LocalExecutor};
+use crate::spec::{parse_memory_mi, Algorithm};
+
+/// Registers algorithms with images into the executor's pools.
+#[derive(Debug, Clone)]
+pub struct ImageDeployer {
+    pub executor: LocalExecutor,
+}
+
+/// The pool definition of an algorithm that runs from its image; `None` without an image
+/// (a code algorithm whose first build has not completed).
+pub fn container_algorithm(algorithm: &Algorithm) -> Option<LocalAlgorithm> {
+    let image = algorithm.algorithm_image.clone()?;
+    let env_name = algorithm
+        .env
+        .as_ref()
+        .and_then(|e| serde_json::to_value(e).ok())
+        .and_then(|v| v.as_str().map(str::to_string));
+    let language = env_name
+        .as_deref()
+        .and_then(Language::parse)
+        .unwrap_or(Language::Python);
+    // HKube's memory: `mem` plus the reserved memory (20 % of it unless given).
+    let mem_mi = parse_memory_mi(&algorithm.mem).ok();
+    let reserved_mi = algorithm
+        .reserved_memory
+        .as_deref()
+        .and_then(|r| parse_memory_mi(r).ok())
+        .or_else(|| mem_mi.map(|m| (m * 0.2).ceil()));
+    let memory = mem_mi.map(|m| ((m + reserved_mi.unwrap_or(0.0)) * 1024.0 * 1024.0) as i64);
+    let env = algorithm
+        .algorithm_env
+        .iter()
+        .flatten()
+        .map(|(key, value)| {
+            let text = match value {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            (key.clone(), text)
+        })
+        .collect();
+    Some(LocalAlgorithm {
+        name: algorithm.name.clone(),
+        language,
+        code_dir: PathBuf::from("/hkube/algorithm"),
+        entry_point: algorithm
+            .entry_point
+            .clone()
+            .or_else(|| language.default_entry_point().to_string().into())
+            .unwrap_or_default(),
+        min_hot_workers: algorithm.min_hot_workers as usize,
+        max_workers: algorithm.max_workers.unwrap_or(0) as usize,
+        classpath: None,
+        container: Some(ContainerSpec {
+            image,
+            cpu: algorithm.cpu,
+            memory,
+            gpu: algorithm.gpu.unwrap_or(0.0),
+            env,
+        }),
+    })
+}
+
+impl Deployer for ImageDeployer {
+    fn deploy(&self, algorithm: &Algorithm) {
+        if let Some(local) = container_algorithm(algorithm) {
+            let executor = self.executor.clone();
+            tokio::spawn(async move {
+                let _ = executor.register(local).await;
+            });
+        }
+    }
+}

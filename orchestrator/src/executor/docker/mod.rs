@@ -1,0 +1,427 @@
+//! The Docker executor's workers: a pod-like pair of containers per worker, started through
+//! bollard. The sidecar container (`/hkube/hkube-wrapper` from the algorithm's own image) owns
+//! the network namespace and dials the orchestrator's [`LinkServer`]; the algorithm container
+//! joins that namespace and connects to the sidecar on 127.0.0.1:3000, exactly as HKube's
+//! worker and algorunner containers share a pod.
+//!
+//! The pools, queues and crash handling are the local executor's (`executor::local`): this
+//! module only starts a worker, supervises it (exit, stop, logs) and removes its containers.
+//! Every container carries this orchestrator's label, so a crashed server's leftovers are
+//! removed at the next start.
+
+pub mod deploy;
+pub mod link_server;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+
+pub use deploy::{container_algorithm, ImageDeployer};
+pub use link_server::{LinkEnds, LinkServer};
+
+use crate::executor::child::{Exit, ExternalControls, Supervised};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot reach the Docker engine: {0}")]
+    Connect(String),
+    #[error("cannot open the sidecars' link port on {address}: {source}")]
+    Link {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the Docker engine refused {what}: {reason}")]
+    Engine { what: String, reason: String },
+}
+
+/// What a worker's containers run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSpec {
+    pub image: String,
+    /// Cores the algorithm may use (HKube's `cpu`; the limit is twice the request, as HKube's).
+    pub cpu: f64,
+    /// Memory limit in bytes (HKube's `mem` plus its reserved memory), if any.
+    pub memory: Option<i64>,
+    /// GPUs requested from the engine's NVIDIA runtime (rounded up).
+    pub gpu: f64,
+    /// The algorithm's own variables (`algorithmEnv`).
+    pub env: Vec<(String, String)>,
+}
+
+/// Settings shared by every worker.
+#[derive(Debug, Clone)]
+pub struct DockerOptions {
+    /// Where the filesystem storage is; mounted at the same path in both containers.
+    pub storage_dir: PathBuf,
+    pub cluster: String,
+    /// Labels every container, so leftovers of this orchestrator can be found.
+    pub instance: String,
+    /// Seconds between `docker stop`'s SIGTERM and SIGKILL.
+    pub stop_grace: i32,
+}
+
+/// Starts worker pairs; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DockerLauncher {
+    docker: Docker,
+    link: LinkServer,
+    options: DockerOptions,
+}
+
+/// The port the sidecar listens on inside the pair (HKube's `WORKER_SOCKET_PORT`).
+const SIDECAR_PORT: u16 = 3000;
+
+impl DockerLauncher {
+    /// Connects to the engine, removes this instance's leftover containers, and opens the link
+    /// port on the default bridge's gateway (reachable from containers, not from other hosts).
+    pub async fn start(options: DockerOptions) -> Result<DockerLauncher, Error> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| Error::Connect(e.to_string()))?
+            .negotiate_version()
+            .await
+            .map_err(|e| Error::Connect(e.to_string()))?;
+        let gateway = bridge_gateway(&docker).await?;
+        let address = SocketAddr::new(gateway, 0);
+        let link = LinkServer::bind(address)
+            .await
+            .map_err(|source| Error::Link { address, source })?;
+        let launcher = DockerLauncher {
+            docker,
+            link,
+            options,
+        };
+        launcher.remove_leftovers().await;
+        Ok(launcher)
+    }
+
+    /// Removes every container labelled with this instance (a previous run's, or this one's
+    /// at shutdown).
+    pub async fn remove_leftovers(&self) {
+        let label = format!("io.hkube.instance={}", self.options.instance);
+        let filters = HashMap::from([("label".to_string(), vec![label])]);
+        let list = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let Ok(containers) = self.docker.list_containers(Some(list)).await else {
+            return;
+        };
+        for container in containers {
+            if let Some(id) = container.id {
+                remove(&self.docker, &id).await;
+            }
+        }
+    }
+
+    /// Starts a pair for `algorithm` and returns once its sidecar is linked.
+    pub async fn start_worker(
+        &self,
+        algorithm: &str,
+        entry_point: &str,
+        spec: &ContainerSpec,
+        connect_timeout: Duration,
+        log_limit: usize,
+    ) -> Result<(LinkEnds, Supervised), String> {
+        let worker = worker_token();
+        let linked = self.link.expect(&worker);
+        let pair = match self
+            .create_pair(algorithm, entry_point, spec, &worker)
+            .await
+        {
+            Ok(pair) => pair,
+            Err(error) => {
+                self.link.forget(&worker);
+                return Err(error);
+            }
+        };
+        let (supervised, controls) = Supervised::external(log_limit);
+        let exit = supervised.exit_watch();
+        tokio::pin!(exit);
+        tokio::spawn(supervise(
+            self.docker.clone(),
+            pair.clone(),
+            controls,
+            self.options.stop_grace,
+        ));
+        tokio::select! {
+            ends = linked => match ends {
+                Ok(ends) => Ok((ends, supervised)),
+                Err(_) => Err("the sidecar's link was dropped".to_string()),
+            },
+            ended = &mut exit => {
+                self.link.forget(&worker);
+                Err(format!("the algorithm's container {ended} before its sidecar connected"))
+            }
+            () = tokio::time::sleep(connect_timeout) => {
+                self.link.forget(&worker);
+                supervised.stop();
+                Err(format!(
+                    "the sidecar did not connect to {} within {} s",
+                    self.link.url(),
+                    connect_timeout.as_secs()
+                ))
+            }
+        }
+    }
+
+    async fn create_pair(
+        &self,
+        algorithm: &str,
+        entry_point: &str,
+        spec: &ContainerSpec,
+        worker: &str,
+    ) -> Result<Pair, String> {
+        let storage = self.options.storage_dir.display().to_string();
+        let storage_env = vec![
+            "DEFAULT_STORAGE=fs".to_string(),
+            format!("BASE_FS_ADAPTER_DIRECTORY={storage}"),
+            format!("CLUSTER_NAME={}", self.options.cluster),
+            "STORAGE_ENCODING=msgpack".to_string(),
+        ];
+        let labels = HashMap::from([
+            (
+                "io.hkube.instance".to_string(),
+                self.options.instance.clone(),
+            ),
+            ("io.hkube.algorithm".to_string(), algorithm.to_string()),
+        ]);
+        let binds = Some(vec![format!("{storage}:{storage}")]);
+        let suffix = &worker[..10];
+        let mut sidecar_env = storage_env.clone();
+        sidecar_env.extend([
+            format!("HKUBE_ORCHESTRATOR_URL={}", self.link.url()),
+            format!("HKUBE_WORKER_NAME={worker}"),
+            format!("HKUBE_WRAPPER_LISTEN=127.0.0.1:{SIDECAR_PORT}"),
+        ]);
+        let sidecar_body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: Some(vec!["/hkube/hkube-wrapper".to_string()]),
+            cmd: Some(Vec::new()),
+            env: Some(sidecar_env),
+            labels: Some(labels.clone()),
+            host_config: Some(HostConfig {
+                binds: binds.clone(),
+                ..HostConfig::default()
+            }),
+            ..ContainerCreateBody::default()
+        };
+        let sidecar_name = format!("hkube-{algorithm}-{suffix}-sidecar");
+        let sidecar = self.create(&sidecar_name, sidecar_body).await?;
+        let mut pair = Pair {
+            sidecar: sidecar.clone(),
+            algorithm: None,
+        };
+        if let Err(error) = self.start_container(&sidecar).await {
+            remove(&self.docker, &sidecar).await;
+            return Err(error);
+        }
+        let mut env = storage_env;
+        env.extend([
+            "WORKER_SOCKET_HOST=127.0.0.1".to_string(),
+            format!("WORKER_SOCKET_PORT={SIDECAR_PORT}"),
+            format!("ALGORITHM_ENTRY_POINT={entry_point}"),
+            format!("ALGORITHM_NAME={algorithm}"),
+            "HKUBE_FAST_PATH=1".to_string(),
+        ]);
+        env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let gpus = spec.gpu.ceil() as i64;
+        let host_config = HostConfig {
+            binds,
+            network_mode: Some(format!("container:{sidecar}")),
+            nano_cpus: (spec.cpu > 0.0).then_some((spec.cpu * 2.0 * 1e9) as i64),
+            memory: spec.memory,
+            device_requests: (gpus > 0).then(|| {
+                vec![DeviceRequest {
+                    driver: Some("nvidia".to_string()),
+                    count: Some(gpus),
+                    capabilities: Some(vec![vec!["gpu".to_string()]]),
+                    ..DeviceRequest::default()
+                }]
+            }),
+            ..HostConfig::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            env: Some(env),
+            labels: Some(labels),
+            host_config: Some(host_config),
+            ..ContainerCreateBody::default()
+        };
+        let name = format!("hkube-{algorithm}-{suffix}");
+        let created = self.create(&name, body).await;
+        let id = match created {
+            Ok(id) => id,
+            Err(error) => {
+                remove(&self.docker, &sidecar).await;
+                return Err(error);
+            }
+        };
+        pair.algorithm = Some(id.clone());
+        if let Err(error) = self.start_container(&id).await {
+            remove(&self.docker, &id).await;
+            remove(&self.docker, &sidecar).await;
+            return Err(error);
+        }
+        Ok(pair)
+    }
+
+    async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<String, String> {
+        let options = CreateContainerOptionsBuilder::new().name(name).build();
+        self.docker
+            .create_container(Some(options), body)
+            .await
+            .map(|created| created.id)
+            .map_err(|e| format!("cannot create container {name}: {}", engine_text(&e)))
+    }
+
+    async fn start_container(&self, id: &str) -> Result<(), String> {
+        self.docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(|e| format!("cannot start container {id}: {}", engine_text(&e)))
+    }
+}
+
+/// The engine's message without bollard's wrapping.
+fn engine_text(error: &bollard::errors::Error) -> String {
+    match error {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Pair {
+    sidecar: String,
+    algorithm: Option<String>,
+}
+
+/// Watches the algorithm container: its output goes to the log; its end, or a stop request,
+/// ends the pair; both containers are removed before the exit is reported.
+async fn supervise(docker: Docker, pair: Pair, mut controls: ExternalControls, grace: i32) {
+    let Some(algorithm) = pair.algorithm.clone() else {
+        return;
+    };
+    let logs_docker = docker.clone();
+    let log = controls.log.clone();
+    let logs_id = algorithm.clone();
+    let logs = tokio::spawn(async move {
+        let options = LogsOptionsBuilder::new()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut stream = logs_docker.logs(&logs_id, Some(options));
+        let mut partial = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            partial.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+            while let Some(end) = partial.find('\n') {
+                let line: String = partial.drain(..=end).collect();
+                if let Ok(mut log) = log.lock() {
+                    log.push(line.trim_end().to_string());
+                }
+            }
+        }
+    });
+    let mut wait = docker.wait_container(
+        &algorithm,
+        None::<bollard::query_parameters::WaitContainerOptions>,
+    );
+    let exit = tokio::select! {
+        waited = wait.next() => exit_of(waited),
+        _ = stop_requested(&mut controls.stop) => {
+            let options = StopContainerOptionsBuilder::new().t(grace).build();
+            let _ = docker.stop_container(&algorithm, Some(options)).await;
+            Exit::Stopped { killed: false }
+        }
+    };
+    // The log stream ends with the container; give it a moment to deliver the last lines.
+    let _ = tokio::time::timeout(Duration::from_millis(500), logs).await;
+    remove(&docker, &algorithm).await;
+    remove(&docker, &pair.sidecar).await;
+    let _ = controls.exit.send(Some(exit));
+}
+
+async fn stop_requested(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            // Nobody can ask any more: never resolves, the container's own end decides.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn exit_of(
+    waited: Option<Result<bollard::models::ContainerWaitResponse, bollard::errors::Error>>,
+) -> Exit {
+    match waited {
+        Some(Ok(response)) => Exit::Code(response.status_code as i32),
+        // bollard reports a non-zero exit as an error carrying the code.
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
+            Exit::Code(code as i32)
+        }
+        _ => Exit::Stopped { killed: true },
+    }
+}
+
+async fn remove(docker: &Docker, id: &str) {
+    let options = RemoveContainerOptionsBuilder::new()
+        .force(true)
+        .v(true)
+        .build();
+    let _ = docker.remove_container(id, Some(options)).await;
+}
+
+/// The default bridge network's gateway: the host's address as containers see it.
+async fn bridge_gateway(docker: &Docker) -> Result<IpAddr, Error> {
+    let network = docker
+        .inspect_network(
+            "bridge",
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .map_err(|e| Error::Engine {
+            what: "inspecting the bridge network".into(),
+            reason: engine_text(&e),
+        })?;
+    let configs = network
+        .ipam
+        .and_then(|ipam| ipam.config)
+        .unwrap_or_default();
+    let ipv4 = |text: &str| text.parse::<std::net::Ipv4Addr>().ok();
+    // The default bridge often lists only its subnet (Debian's 20.10): its gateway is then
+    // the subnet's first address.
+    configs
+        .iter()
+        .find_map(|config| config.gateway.as_deref().and_then(ipv4))
+        .or_else(|| {
+            configs.iter().find_map(|config| {
+                let (network, _) = config.subnet.as_deref()?.split_once('/')?;
+                let network = u32::from(ipv4(network)?);
+                Some(std::net::Ipv4Addr::from(network + 1))
+            })
+        })
+        .map(IpAddr::V4)
+        .ok_or_else(|| Error::Engine {
+            what: "the bridge network".into(),
+            reason: "it has no IPv4 gateway or subnet".into(),
+        })
+}
+
+/// 32 hex digits from the OS's randomness: the worker's name and its credential on the link.
+fn worker_token() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..16)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
+}

@@ -1,0 +1,107 @@
+//! `hkube server --executor docker`: the container engine, the worker launcher and the build
+//! service, wired from the server's options.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use builder::context::Toolkit;
+use builder::docker::DockerEngine;
+use orchestrator::build::{BuildOptions, BuildService, Deployer};
+use orchestrator::engine::Handle;
+use orchestrator::executor::docker::{DockerLauncher, DockerOptions};
+use orchestrator::executor::local::Runtimes;
+use orchestrator::store::Store;
+
+/// The engine for builds and the launcher for workers.
+pub struct Docker {
+    pub engine: DockerEngine,
+    pub launcher: DockerLauncher,
+}
+
+pub async fn connect(state_dir: &Path, storage_dir: &Path) -> anyhow::Result<Docker> {
+    let engine = DockerEngine::connect().await.context(
+        "--executor docker needs a running Docker engine (is dockerd started, and is DOCKER_HOST right?)",
+    )?;
+    // One label per state folder: a restarted server removes what its previous run left.
+    let canonical = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    let instance = builder::context::hex(&sha2_digest(canonical.display().to_string().as_bytes()))
+        [..12]
+        .to_string();
+    let launcher = DockerLauncher::start(DockerOptions {
+        storage_dir: storage_dir.to_path_buf(),
+        cluster: "local".into(),
+        instance,
+        stop_grace: 3,
+    })
+    .await?;
+    Ok(Docker { engine, launcher })
+}
+
+fn sha2_digest(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).to_vec()
+}
+
+/// The CA bundle for builds: the named file, none for "none", else the system's when present.
+pub fn ca_bundle(given: Option<&str>) -> anyhow::Result<Option<PathBuf>> {
+    match given {
+        Some("none") => Ok(None),
+        Some(path) => {
+            let path = PathBuf::from(path);
+            if !path.is_file() {
+                bail!("--build-ca-bundle {}: no such file", path.display());
+            }
+            Ok(Some(path))
+        }
+        None => {
+            let system = PathBuf::from("/etc/ssl/certs/ca-certificates.crt");
+            Ok(system.is_file().then_some(system))
+        }
+    }
+}
+
+/// Where the templates are: `HKUBE_TEMPLATES_DIR`, else the repository's `templates/`.
+fn templates_dir() -> PathBuf {
+    std::env::var_os("HKUBE_TEMPLATES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"))
+}
+
+/// The sidecar binary that goes into images: `HKUBE_SIDECAR_BINARY`, else `hkube-wrapper`
+/// beside this program (cargo builds both into the same folder).
+fn sidecar_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("HKUBE_SIDECAR_BINARY") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().context("finding this program's folder")?;
+    let beside = exe.with_file_name("hkube-wrapper");
+    if !beside.is_file() {
+        bail!(
+            "the sidecar binary {} is missing: build it (cargo build -p wrapper) or set HKUBE_SIDECAR_BINARY",
+            beside.display()
+        );
+    }
+    Ok(beside)
+}
+
+pub fn build_service(
+    state_dir: &Path,
+    engine: DockerEngine,
+    ca_bundle: Option<PathBuf>,
+    timeout: Duration,
+    store: Arc<dyn Store>,
+    handle: Handle,
+    deployer: Arc<dyn Deployer>,
+) -> anyhow::Result<BuildService> {
+    let toolkit = Toolkit {
+        templates_dir: templates_dir(),
+        runtimes_dir: Runtimes::default().dir,
+        sidecar_binary: sidecar_binary()?,
+        ca_bundle,
+    };
+    let mut options = BuildOptions::new(state_dir.join("builds"), toolkit);
+    options.timeout = timeout;
+    Ok(BuildService::new(options, engine, store, handle, deployer))
+}
