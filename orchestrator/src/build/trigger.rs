@@ -141,7 +141,7 @@ mod tests {
     #[test]
     fn only_the_trigger_set_rebuilds() {
         let mut stored = algorithm(
-            json!({"name": "a", "env": "python", "algorithmImage": "x:1",
+            json!({"name": "alg", "env": "python", "algorithmImage": "x:1",
             "fileInfo": {"checksum": "c1"}}),
         );
         let same = stored.clone();
