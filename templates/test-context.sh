@@ -45,7 +45,7 @@ mkdir -p "$ctx/hkube/template" "$ctx/hkube/runtime" "$ctx/hkube/deps" "$ctx/algo
 
 # Dockerfile and the template's other files.
 cp "$template/Dockerfile" "$ctx/Dockerfile"
-for f in "$template"/*; do
+for f in "$repo/templates/common"/* "$template"/*; do
     [[ "$(basename "$f")" == Dockerfile ]] || cp -r "$f" "$ctx/hkube/template/"
 done
 

@@ -89,7 +89,14 @@ impl Context {
             return Err(Error::NoTemplate(env, dockerfile));
         }
         let mut entries = vec![file_entry("Dockerfile", &dockerfile)?];
-        for (relative, path) in walk(&template)? {
+        // The env's own files and the ones every template shares (templates/common/).
+        let common = toolkit.templates_dir.join("common");
+        let shared = if common.is_dir() {
+            walk(&common)?
+        } else {
+            Vec::new()
+        };
+        for (relative, path) in shared.into_iter().chain(walk(&template)?) {
             if relative != "Dockerfile" {
                 entries.push(file_entry(&format!("hkube/template/{relative}"), &path)?);
             }

@@ -226,6 +226,51 @@ pub fn single_top_folder(files: &[String]) -> Option<String> {
     (nested && tops.all(|t| t == first)).then(|| first.to_string())
 }
 
+/// Where the code is and how it runs: decided at the archive's root, or inside its one
+/// top-level folder when the root does not hold the entry point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    /// The folder inside the archive the code is in (`None`: the root).
+    pub folder: Option<String>,
+    pub env: Env,
+    pub entry_point: String,
+}
+
+pub fn locate(
+    declared: Option<&str>,
+    entry: Option<&str>,
+    files: &[String],
+) -> Result<Located, Error> {
+    let decide = |files: &[String]| {
+        let env = detect(declared, files)?;
+        Ok::<_, Error>((env, entry_point(env, entry, files)?))
+    };
+    let root_error = match decide(files) {
+        Ok((env, entry_point)) => {
+            return Ok(Located {
+                folder: None,
+                env,
+                entry_point,
+            })
+        }
+        Err(error) => error,
+    };
+    let Some(top) = single_top_folder(files) else {
+        return Err(root_error);
+    };
+    let prefix = format!("{top}/");
+    let inside: Vec<String> = files
+        .iter()
+        .filter_map(|f| f.strip_prefix(&prefix).map(str::to_string))
+        .collect();
+    let (env, entry_point) = decide(&inside)?;
+    Ok(Located {
+        folder: Some(top),
+        env,
+        entry_point,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +324,16 @@ mod tests {
                 .to_string(),
             "entry point example.Add not found in the code; classes in the code: example.Multiply"
         );
+    }
+
+    #[test]
+    fn code_in_one_top_folder_is_found() {
+        let located = locate(Some("python"), None, &files(&["alg/main.py"])).unwrap();
+        assert_eq!(located.folder.as_deref(), Some("alg"));
+        assert_eq!(located.entry_point, "main.py");
+        let at_root = locate(None, None, &files(&["main.py", "requirements.txt"])).unwrap();
+        assert_eq!(at_root.folder, None);
+        assert_eq!(at_root.env, Env::Python);
     }
 
     #[test]

@@ -16,12 +16,7 @@ mkdir -p /hkube/classes /hkube/lib
 if [ -f pom.xml ] && [ -z "${DEPENDENCY_INSTALL_CMD:-}" ]; then
     echo "hkube: mvn package (tests skipped) and the runtime dependencies to target/dependency/"
     hkube_trust
-    status=0
-    mvn -B -q -DskipTests package dependency:copy-dependencies -DincludeScope=runtime || status=$?
-    if [ "$status" -ne 0 ]; then
-        echo "hkube: mvn package failed (exit status $status)" >&2
-        exit "$status"
-    fi
+    hkube_run "mvn package" mvn -B -q -DskipTests package dependency:copy-dependencies -DincludeScope=runtime
 fi
 
 link_jars() {
@@ -43,16 +38,10 @@ if [ ! -f pom.xml ]; then
     count=$(wc -l <"$sources")
     if [ "$count" -gt 0 ]; then
         echo "hkube: javac: $count source file(s) into /hkube/classes"
-        status=0
-        javac --release 17 -encoding UTF-8 -d /hkube/classes \
-            -cp "/hkube/runtime/hkube-runtime.jar:/hkube/lib/*" @"$sources" || status=$?
-        rm -f "$sources"
-        if [ "$status" -ne 0 ]; then
-            echo "hkube: compiling the algorithm failed (javac exit status $status)" >&2
-            exit "$status"
-        fi
+        hkube_cleanup="$hkube_cleanup $sources"
+        hkube_run "compiling the algorithm (javac)" javac --release 17 -encoding UTF-8 \
+            -d /hkube/classes -cp "/hkube/runtime/hkube-runtime.jar:/hkube/lib/*" @"$sources"
     else
-        rm -f "$sources"
         echo "hkube: no .java files: the algorithm's classes come from its jars or class files"
     fi
 fi

@@ -31,25 +31,13 @@ if [ -f "$runtime" ] && command -v mvn >/dev/null 2>&1; then
 POM
 fi
 
-cmd="${DEPENDENCY_INSTALL_CMD:-}"
-if [ -n "$cmd" ]; then
-    echo "hkube: running the dependency install command in $PWD: $cmd"
+if [ -n "${DEPENDENCY_INSTALL_CMD:-}" ]; then
     hkube_trust
-    status=0
-    sh -c "$cmd" || status=$?
-    if [ "$status" -ne 0 ]; then
-        echo "hkube: the dependency install command failed (exit status $status)" >&2
-        exit "$status"
-    fi
+    hkube_install_cmd
 elif [ -f pom.xml ]; then
     echo "hkube: mvn dependency:go-offline (downloads the project's dependencies and plugins)"
     hkube_trust
-    status=0
-    mvn -B -q dependency:go-offline || status=$?
-    if [ "$status" -ne 0 ]; then
-        echo "hkube: resolving the dependencies of pom.xml failed (mvn exit status $status)" >&2
-        exit "$status"
-    fi
+    hkube_run "resolving the dependencies of pom.xml (mvn)" mvn -B -q dependency:go-offline
 else
     echo "hkube: no pom.xml found: the sources are compiled with javac after the code is copied"
 fi

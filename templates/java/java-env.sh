@@ -1,4 +1,7 @@
-# hkube java template: sourced by install-deps.sh and compile.sh (build time only).
+# hkube java template: sourced by install-deps.sh and compile.sh (build time only), with the
+# templates' shared build-lib.sh.
+. /hkube/build/build-lib.sh
+
 # hkube_trust: when the build service gave a CA bundle (/hkube/build/ca.crt, may be empty), makes
 # a trust store with the JDK's CA certificates and the bundle's (once; it is reused by the later
 # step) and points Maven (MAVEN_OPTS) and other tools at it, for this build step only.
@@ -11,13 +14,5 @@ hkube_trust() {
     fi
     trust="-Djavax.net.ssl.trustStore=$truststore -Djavax.net.ssl.trustStorePassword=changeit -Djavax.net.ssl.trustStoreType=PKCS12"
     export MAVEN_OPTS="${MAVEN_OPTS:+$MAVEN_OPTS }$trust"
-    bundle=/tmp/hkube-ca-bundle.crt
-    {
-        if [ -f /etc/ssl/certs/ca-certificates.crt ]; then cat /etc/ssl/certs/ca-certificates.crt; fi
-        echo
-        cat "$ca"
-    } >"$bundle"
-    trap 'rm -f "$bundle"' EXIT
-    export SSL_CERT_FILE="$bundle" CURL_CA_BUNDLE="$bundle" GIT_SSL_CAINFO="$bundle"
-    echo "hkube: trusting the image's CA certificates and the build service's bundle"
+    hkube_ca_bundle || true
 }

@@ -287,14 +287,6 @@ pub async fn replace_named_algorithm(
     replace_algorithm(state, query, JsonBody(body)).await
 }
 
-/// The unfinished jobs whose pipeline runs the algorithm `name`, oldest first.
-pub(super) async fn executions_using(
-    state: &ApiState,
-    name: &str,
-) -> Result<Vec<String>, ApiError> {
-    Ok(state.engine.executions_using(name).await?)
-}
-
 /// `DELETE /store/algorithms/{name}?force=true`: refused while stored pipelines or
 /// unfinished jobs use it, unless forced; forcing deletes those pipelines and stops the jobs.
 pub async fn delete_algorithm(
@@ -317,7 +309,7 @@ pub async fn delete_algorithm(
         .filter(|p| uses(&p.nodes))
         .map(|p| p.name)
         .collect();
-    let executions = executions_using(&state, &name).await?;
+    let executions = state.engine.executions_using(&name).await?;
     let force = query.get("force").is_some_and(|f| f == "true");
     if !force && (!pipelines.is_empty() || !executions.is_empty()) {
         return Err(ApiError::BadRequest {

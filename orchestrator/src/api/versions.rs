@@ -9,7 +9,6 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::store::executions_using;
 use super::{no_extra_keys, required_string, ApiError, ApiState, JsonBody};
 use crate::spec;
 use crate::store::AlgorithmVersion;
@@ -68,7 +67,7 @@ pub async fn apply(
     };
     let found = find(&state, &name, &version)?;
     if !force {
-        let running = executions_using(&state, &name).await?;
+        let running = state.engine.executions_using(&name).await?;
         if !running.is_empty() {
             let message = match running.len() {
                 1 => format!("there is a running pipeline which depends on \"{name}\" algorithm"),

@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 pub use trigger::{sniff_extension, Decision};
 
 use crate::engine::{build_id, now_ms, version_id, Handle};
-use crate::spec::{Algorithm, AlgorithmType};
+use crate::spec::{Algorithm, AlgorithmType, CodeEnv};
 use crate::store::{AlgorithmVersion, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,19 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// A build in one of these states has not ended: it may be stopped, not rerun.
+const UNFINISHED: [&str; 3] = ["pending", "creating", "active"];
+
+fn status_of(record: &Value) -> String {
+    record["status"].as_str().unwrap_or_default().to_string()
+}
+
+fn unfinished(record: &Value) -> bool {
+    record["status"]
+        .as_str()
+        .is_some_and(|status| UNFINISHED.contains(&status))
 }
 
 /// Makes an algorithm runnable by the executor once it has an image (or changes it).
@@ -145,11 +158,8 @@ impl BuildService {
         };
         for algorithm in algorithms {
             for record in self.inner.store.builds(&algorithm.name).unwrap_or_default() {
-                let status = record["status"].as_str().unwrap_or_default();
-                if ["pending", "creating", "active"].contains(&status) {
-                    if let Some(id) = record["buildId"].as_str() {
-                        self.spawn(id.to_string());
-                    }
+                if let (true, Some(id)) = (unfinished(&record), record["buildId"].as_str()) {
+                    self.spawn(id.to_string());
                 }
             }
         }
@@ -173,14 +183,14 @@ impl BuildService {
         let decision = trigger::decide(stored.as_ref(), &candidate, force_build);
         let mut messages = vec![decision.message(&name)];
         let mut codes = vec![decision.code()];
-        let Some(_) = decision.build() else {
+        if !decision.builds() {
             return Ok(Planned {
                 build_id: None,
                 messages,
                 codes,
                 algorithm: candidate,
             });
-        };
+        }
         let id = build_id(&name);
         let folder = self.inner.options.dir.join(&id);
         let keep = |path: &Path, source| Error::Io {
@@ -215,7 +225,7 @@ impl BuildService {
         let record = json!({
             "buildId": id,
             "algorithmName": name,
-            "env": candidate.env.as_ref().map(|e| serde_json::to_value(e).unwrap_or(Value::Null)),
+            "env": candidate.env.map(|env| env.as_str()),
             "type": "Code",
             "status": "pending",
             "progress": 0,
@@ -257,9 +267,8 @@ impl BuildService {
     /// `POST /builds/stop`: only a pending, creating or active build stops.
     pub fn stop(&self, build_id: &str) -> Result<(), Error> {
         let mut record = self.status(build_id)?;
-        let status = record["status"].as_str().unwrap_or_default().to_string();
-        if !["pending", "creating", "active"].contains(&status.as_str()) {
-            return Err(Error::NotStoppable(status));
+        if !unfinished(&record) {
+            return Err(Error::NotStoppable(status_of(&record)));
         }
         if let Some(task) = self
             .inner
@@ -280,9 +289,8 @@ impl BuildService {
     /// `POST /builds/rerun`: a build that ended runs again from its upload.
     pub fn rerun(&self, build_id: &str) -> Result<(), Error> {
         let mut record = self.status(build_id)?;
-        let status = record["status"].as_str().unwrap_or_default().to_string();
-        if ["pending", "creating", "active"].contains(&status.as_str()) {
-            return Err(Error::NotRerunnable(status));
+        if unfinished(&record) {
+            return Err(Error::NotRerunnable(status_of(&record)));
         }
         record["status"] = json!("pending");
         record["progress"] = json!(0);
@@ -357,10 +365,7 @@ async fn run(inner: &Inner, build_id: &str) {
     let Some(record) = inner.store.build(build_id) else {
         return;
     };
-    if record["status"] != "pending"
-        && record["status"] != "creating"
-        && record["status"] != "active"
-    {
+    if !unfinished(&record) {
         return;
     }
     let mut progress = Progress {
@@ -408,38 +413,27 @@ async fn build(
         unpacked.entries, unpacked.bytes
     ));
     progress.set("active", 40);
-    let mut files: Vec<String> = builder::context::walk(&code)
+    let files: Vec<String> = builder::context::walk(&code)
         .map_err(|e| e.to_string())?
         .into_iter()
         .map(|(relative, _)| relative)
         .collect();
-    let mut code_dir = code.clone();
-    let declared = algorithm
-        .env
-        .as_ref()
-        .and_then(|e| serde_json::to_value(e).ok())
-        .and_then(|v| v.as_str().map(str::to_string));
-    let entry_given = algorithm.entry_point.clone();
-    let found_at_root = env::detect(declared.as_deref(), &files)
-        .and_then(|env| env::entry_point(env, entry_given.as_deref(), &files));
-    if found_at_root.is_err() {
-        if let Some(top) = env::single_top_folder(&files) {
-            code_dir = code.join(&top);
-            let prefix = format!("{top}/");
-            files = files
-                .iter()
-                .filter_map(|f| f.strip_prefix(&prefix).map(str::to_string))
-                .collect();
+    let declared = algorithm.env.map(|env| env.as_str());
+    let located = env::locate(declared, algorithm.entry_point.as_deref(), &files)
+        .map_err(|e| e.to_string())?;
+    let code_dir = match &located.folder {
+        Some(top) => {
             progress.line(&format!(
                 "the archive holds one folder, {top}/: building from it"
             ));
+            code.join(top)
         }
-    }
-    let env = env::detect(declared.as_deref(), &files).map_err(|e| e.to_string())?;
-    let entry = env::entry_point(env, entry_given.as_deref(), &files).map_err(|e| e.to_string())?;
-    progress.line(&format!("env {env}, entry point {entry}"));
-    algorithm.env = serde_json::from_value(json!(env.as_str())).ok();
-    algorithm.entry_point = Some(entry);
+        None => code.clone(),
+    };
+    let env = located.env;
+    progress.line(&format!("env {env}, entry point {}", located.entry_point));
+    algorithm.env = CodeEnv::parse(env.as_str());
+    algorithm.entry_point = Some(located.entry_point);
     progress.set("active", 60);
     let inputs = ImageInputs {
         algorithm: algorithm.name.clone(),

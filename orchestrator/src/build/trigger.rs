@@ -29,8 +29,8 @@ pub enum Decision {
 }
 
 impl Decision {
-    pub fn build(&self) -> Option<()> {
-        (!matches!(self, Decision::NoTrigger)).then_some(())
+    pub fn builds(&self) -> bool {
+        !matches!(self, Decision::NoTrigger)
     }
 
     pub fn code(&self) -> u16 {
@@ -67,10 +67,7 @@ pub fn file_info(bytes: &[u8]) -> Result<Value, String> {
         "the uploaded file is not a tar.gz, tar or zip archive (file types allowed: gz, tar, zip)"
             .to_string()
     })?;
-    let checksum: String = Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let checksum = builder::context::hex(&Sha256::digest(bytes));
     Ok(json!({"fileExt": ext, "checksum": checksum, "fileSize": bytes.len()}))
 }
 
@@ -94,7 +91,7 @@ fn trigger_values(algorithm: &Algorithm) -> [Value; 5] {
             .get("checksum")
             .cloned()
             .unwrap_or(Value::Null),
-        serde_json::to_value(algorithm.env).unwrap_or(Value::Null),
+        json!(algorithm.env.map(|env| env.as_str())),
         algorithm
             .git_repository
             .as_ref()

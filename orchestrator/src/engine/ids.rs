@@ -12,23 +12,24 @@ fn random_chars<const N: usize>(rng: &mut impl Rng) -> [u8; N] {
     out
 }
 
+fn random_string<const N: usize>() -> String {
+    let chars: [u8; N] = random_chars(&mut rand::rng());
+    chars.iter().map(|&b| b as char).collect()
+}
+
 /// A job id: 12 characters.
 pub fn job_id() -> String {
-    let chars: [u8; 12] = random_chars(&mut rand::rng());
-    chars.iter().map(|&b| b as char).collect()
+    random_string::<12>()
 }
 
 /// An algorithm or pipeline version id: 10 characters.
 pub fn version_id() -> String {
-    let chars: [u8; 10] = random_chars(&mut rand::rng());
-    chars.iter().map(|&b| b as char).collect()
+    random_string::<10>()
 }
 
 /// A build id: HKube's `<algorithmName>-<6 characters>`.
 pub fn build_id(algorithm: &str) -> String {
-    let chars: [u8; 6] = random_chars(&mut rand::rng());
-    let suffix: String = chars.iter().map(|&b| b as char).collect();
-    format!("{algorithm}-{suffix}")
+    format!("{algorithm}-{}", random_string::<6>())
 }
 
 /// A task id: 8 characters, kept inline (a million tasks must not mean a million allocations).

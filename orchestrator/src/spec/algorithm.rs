@@ -90,6 +90,23 @@ pub enum CodeEnv {
     Java,
 }
 
+impl CodeEnv {
+    /// The descriptor's spelling: `python`, `nodejs`, `java`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodeEnv::Python => "python",
+            CodeEnv::Nodejs => "nodejs",
+            CodeEnv::Java => "java",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<CodeEnv> {
+        [CodeEnv::Python, CodeEnv::Nodejs, CodeEnv::Java]
+            .into_iter()
+            .find(|env| env.as_str() == text)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AlgorithmType {
     Image,

@@ -20,14 +20,9 @@ pub struct ImageDeployer {
 /// (a code algorithm whose first build has not completed).
 pub fn container_algorithm(algorithm: &Algorithm) -> Option<LocalAlgorithm> {
     let image = algorithm.algorithm_image.clone()?;
-    let env_name = algorithm
+    let language = algorithm
         .env
-        .as_ref()
-        .and_then(|e| serde_json::to_value(e).ok())
-        .and_then(|v| v.as_str().map(str::to_string));
-    let language = env_name
-        .as_deref()
-        .and_then(Language::parse)
+        .and_then(|env| Language::parse(env.as_str()))
         .unwrap_or(Language::Python);
     // HKube's memory: `mem` plus the reserved memory (20 % of it unless given).
     let mem_mi = parse_memory_mi(&algorithm.mem).ok();

@@ -267,6 +267,19 @@ struct Worker {
     retired: bool,
 }
 
+impl Worker {
+    /// Tells the algorithm to exit (once): it takes no more tasks.
+    fn ask_to_exit(&mut self) {
+        if self.state == State::Exiting {
+            return;
+        }
+        self.state = State::Exiting;
+        if let Some(to_sidecar) = &self.to_sidecar {
+            let _ = to_sidecar.send(ToSidecar::Exit { exit_code: 0 });
+        }
+    }
+}
+
 struct Service {
     options: LocalOptions,
     tx: mpsc::UnboundedSender<Cmd>,
@@ -334,11 +347,8 @@ impl Service {
         for id in &pool.workers {
             if let Some(worker) = self.workers.get_mut(id) {
                 worker.retired = true;
-                if worker.running.is_empty() && worker.state != State::Exiting {
-                    worker.state = State::Exiting;
-                    if let Some(to_sidecar) = &worker.to_sidecar {
-                        let _ = to_sidecar.send(ToSidecar::Exit { exit_code: 0 });
-                    }
+                if worker.running.is_empty() {
+                    worker.ask_to_exit();
                 }
             }
         }
@@ -609,11 +619,8 @@ impl Service {
                 };
                 if worker.running.is_empty() {
                     worker.idle_since = Instant::now();
-                    if worker.retired && worker.state != State::Exiting {
-                        worker.state = State::Exiting;
-                        if let Some(to_sidecar) = &worker.to_sidecar {
-                            let _ = to_sidecar.send(ToSidecar::Exit { exit_code: 0 });
-                        }
+                    if worker.retired {
+                        worker.ask_to_exit();
                     }
                 }
                 match outcome {
@@ -762,10 +769,7 @@ impl Service {
         }
         for id in stopping {
             if let Some(worker) = self.workers.get_mut(&id) {
-                worker.state = State::Exiting;
-                if let Some(to_sidecar) = &worker.to_sidecar {
-                    let _ = to_sidecar.send(ToSidecar::Exit { exit_code: 0 });
-                }
+                worker.ask_to_exit();
             }
         }
     }
