@@ -69,6 +69,15 @@ pub struct ServerArgs {
     /// "none" trusts only the base image's own CAs.
     #[arg(long, env = "HKUBE_BUILD_CA_BUNDLE", value_name = "FILE")]
     build_ca_bundle: Option<String>,
+    /// Docker executor: git push webhooks (/api/v1/builds/webhook/github|gitlab) must be signed
+    /// with this secret (X-Hub-Signature-256, X-Gitlab-Token); they then need no --token.
+    #[arg(
+        long,
+        env = "HKUBE_WEBHOOK_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    webhook_secret: Option<String>,
 }
 
 pub fn server(args: ServerArgs) -> anyhow::Result<()> {
@@ -186,6 +195,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         auth_token: token,
         builds,
         deployer,
+        webhook_secret: args.webhook_secret.filter(|s| !s.is_empty()),
     });
 
     let listener = tokio::net::TcpListener::bind(addresses.as_slice())

@@ -64,6 +64,99 @@ fn hkube(endpoint: &str, dir: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+fn post(endpoint: &str, path: &str, headers: &[String], body: &str) -> (u16, Value) {
+    let mut command = Command::new("curl");
+    command.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"]);
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    let output = command
+        .args(["--data-binary", body, &format!("{endpoint}/api/v1/{path}")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (
+        status.trim().parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+/// Runs one algorithm and returns its result.
+fn run_algorithm(endpoint: &str, name: &str, input: Value) -> Value {
+    let body = serde_json::json!({"name": name, "input": input}).to_string();
+    let (status, started) = post(
+        endpoint,
+        "exec/algorithm",
+        &["content-type: application/json".into()],
+        &body,
+    );
+    assert_eq!(status, 200, "{started}");
+    let job_id = started["jobId"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let results = get(endpoint, &format!("exec/results/{job_id}"));
+        if results["status"] == "completed" {
+            return results["data"][0]["result"].clone();
+        }
+        assert!(results["status"] != "failed", "{results}");
+        assert!(Instant::now() < deadline, "the job did not end: {results}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104), as GitHub signs a webhook body.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut block = [0u8; 64];
+    block[..key.len()].copy_from_slice(key);
+    let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    let outer = Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize();
+    outer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn wait_for_builds(endpoint: &str, name: &str, count: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let builds = get(endpoint, &format!("builds/list/{name}?sort=asc"));
+        let list = builds.as_array().cloned().unwrap_or_default();
+        if list.len() >= count {
+            let last = &list[count - 1];
+            if last["status"] == "completed" {
+                return last.clone();
+            }
+            assert!(last["status"] != "failed", "{last}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no completed build {count} of {name}: {builds}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 fn get(endpoint: &str, path: &str) -> Value {
     let output = Command::new("curl")
         .args(["-sf", &format!("{endpoint}/api/v1/{path}")])
@@ -250,4 +343,153 @@ fn uploaded_code_builds_into_images_and_runs_in_containers() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&left.stdout).trim().is_empty());
+}
+
+#[test]
+fn a_signed_github_push_rebuilds_from_the_pushed_commit() {
+    if !docker_or_skip() {
+        return;
+    }
+    let root_dir = std::env::temp_dir().join(format!("hkube-git-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root_dir);
+    std::fs::create_dir_all(&root_dir).unwrap();
+    let root = Root(root_dir);
+    let state = root.path().join("state");
+    // A bare repository with Range's code, as a git host would hold it.
+    let bare = root.path().join("range.git");
+    let work = root.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(
+        root.path(),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "master",
+            bare.to_str().unwrap(),
+        ],
+    );
+    git(&work, &["init", "-q", "-b", "master"]);
+    std::fs::write(
+        work.join("main.py"),
+        "def start(args, api):\n    return list(range(1, args['input'][0] + 1))\n",
+    )
+    .unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "first"]);
+    git(&work, &["push", "-q", bare.to_str().unwrap(), "master"]);
+    // Served over http as a git host would (git's "dumb" protocol: static files).
+    git(&bare, &["update-server-info"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _host = Killed(
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .current_dir(root.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}/range.git");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the git host did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let secret = "webhook-secret-1";
+    let server = common::start_server(|command| {
+        command
+            .args([
+                "--executor",
+                "docker",
+                "--webhook-secret",
+                secret,
+                "--state-dir",
+            ])
+            .arg(&state);
+    });
+    let endpoint = format!("http://{}", server.address);
+    let _child = Killed(server.child);
+    std::fs::write(
+        work.join("algorithm.yml"),
+        format!("name: range-git\nenv: python\nentryPoint: main.py\ngitRepository:\n  url: {url}\n  branchName: master\n"),
+    )
+    .unwrap();
+    let (status, _, stderr) = hkube(
+        &endpoint,
+        &work,
+        &["algorithm", "apply", "-f", "algorithm.yml"],
+    );
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(
+        run_algorithm(&endpoint, "range-git", serde_json::json!([3])),
+        serde_json::json!([1, 2, 3])
+    );
+
+    // New code is pushed; GitHub announces it.
+    std::fs::write(
+        work.join("main.py"),
+        "def start(args, api):\n    return [10 * i for i in range(1, args['input'][0] + 1)]\n",
+    )
+    .unwrap();
+    git(&work, &["commit", "-q", "-am", "times ten"]);
+    git(&work, &["push", "-q", bare.to_str().unwrap(), "master"]);
+    git(&bare, &["update-server-info"]);
+    let head = git(&work, &["rev-parse", "HEAD"]);
+    let payload = serde_json::json!({
+        "ref": "refs/heads/master",
+        "before": "0000000000000000000000000000000000000001",
+        "after": head,
+        "deleted": false,
+        "repository": {"html_url": url, "clone_url": url},
+        "head_commit": {"id": head, "message": "times ten", "timestamp": "2026-11-29T10:00:00Z"},
+        "commits": [{"id": head, "message": "times ten", "timestamp": "2026-11-29T10:00:00Z"}],
+    })
+    .to_string();
+    let headers = |signature: &str| {
+        vec![
+            "content-type: application/json".to_string(),
+            "x-github-event: push".to_string(),
+            format!("x-hub-signature-256: sha256={signature}"),
+        ]
+    };
+    let (status, body) = post(
+        &endpoint,
+        "builds/webhook/github",
+        &headers(&"0".repeat(64)),
+        &payload,
+    );
+    assert_eq!(status, 401, "a wrong signature is refused: {body}");
+    let signature = hmac_sha256(secret.as_bytes(), payload.as_bytes());
+    let (status, body) = post(
+        &endpoint,
+        "builds/webhook/github",
+        &headers(&signature),
+        &payload,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["builds"][0]["algorithmName"], "range-git", "{body}");
+    let build = wait_for_builds(&endpoint, "range-git", 2);
+    assert_eq!(
+        build["gitRepository"]["commit"]["id"],
+        head.as_str(),
+        "{build}"
+    );
+    // The next run uses the pushed code.
+    assert_eq!(
+        run_algorithm(&endpoint, "range-git", serde_json::json!([3])),
+        serde_json::json!([10, 20, 30])
+    );
 }

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::store::build_error;
 use super::{required_string, ApiError, ApiState, JsonBody};
+use crate::build::redacted;
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -17,10 +18,12 @@ fn not_found(build_id: &str) -> ApiError {
     ApiError::NotFound(format!("build {build_id} Not Found"))
 }
 
+/// A build record as the API shows it: without git tokens.
 fn record(state: &ApiState, build_id: &str) -> Result<Value, ApiError> {
     state
         .store
         .build(build_id)
+        .map(redacted)
         .ok_or_else(|| not_found(build_id))
 }
 
@@ -68,7 +71,12 @@ pub async fn list(
         }
         None => None,
     };
-    let mut builds = state.store.builds(&name)?;
+    let mut builds: Vec<Value> = state
+        .store
+        .builds(&name)?
+        .into_iter()
+        .map(redacted)
+        .collect();
     if sort == "desc" {
         builds.reverse();
     }

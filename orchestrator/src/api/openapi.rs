@@ -9,7 +9,7 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::{builds, exec, jobs, store, versions, ApiState};
+use super::{builds, exec, jobs, store, versions, webhooks, ApiState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
@@ -347,6 +347,14 @@ pub fn routes() -> Vec<ApiRoute> {
             .body(object(&["buildId"], json!({"buildId": string()})))
             .ok(200, message())
             .errors(&[400, 404]),
+        route(Post, "/api/v1/builds/webhook/github", "a GitHub push (JSON or form-encoded; X-Hub-Signature-256 checked when the server has a webhook secret) rebuilds the algorithms following the pushed branch or tag", webhooks::github)
+            .body(json!({"type": "object"}))
+            .ok(200, object(&["builds"], json!({"builds": array(json!({"type": "object"}))})))
+            .errors(&[400, 401, 404]),
+        route(Post, "/api/v1/builds/webhook/gitlab", "a GitLab push (X-Gitlab-Token checked when the server has a webhook secret) rebuilds the algorithms following the pushed branch or tag", webhooks::gitlab)
+            .body(json!({"type": "object"}))
+            .ok(200, object(&["builds"], json!({"builds": array(json!({"type": "object"}))})))
+            .errors(&[400, 401, 404]),
     ]
 }
 

@@ -432,22 +432,33 @@ pub async fn apply_algorithm(State(state): State<ApiState>, request: Request) ->
     };
     let stored = state.store.algorithm(&name);
     let mut algorithm = merge_algorithm(stored.as_ref(), payload)?;
+    // Code to build: an upload, a git repository, or the upload a stored algorithm was built
+    // from (a new base image rebuilds it).
+    let brings_code = apply.file.is_some() || algorithm.git_repository.is_some();
     let stored_code = stored
         .as_ref()
         .is_some_and(|s| s.extra.contains_key("fileInfo"));
-    if apply.file.is_some() || (stored_code && state.builds.is_some()) {
-        let Some(builds) = &state.builds else {
+    let builds = match &state.builds {
+        Some(builds) if brings_code || stored_code => Some(builds),
+        None if apply.file.is_some()
+            || (algorithm.git_repository.is_some() && algorithm.algorithm_image.is_none()) =>
+        {
             return Err(ApiError::bad_request(
                 "this server builds no code: start it with --executor docker (a container engine builds the image), or give algorithmImage",
             ));
-        };
+        }
+        _ => None,
+    };
+    if let Some(builds) = builds {
         let planned = builds
             .apply(
                 stored.clone(),
                 algorithm,
                 apply.file.as_deref(),
+                None,
                 force_build,
             )
+            .await
             .map_err(build_error)?;
         if planned.build_id.is_some() || apply.file.is_some() {
             let mut answer = json!({

@@ -43,6 +43,7 @@ fn api_with(auth_token: Option<&str>) -> Api {
             auth_token: auth_token.map(str::to_string),
             builds: None,
             deployer: None,
+            webhook_secret: None,
         }),
     }
 }

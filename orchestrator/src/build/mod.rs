@@ -8,6 +8,7 @@
 //! why in one line, a build has a timeout, the entry point is checked before any image is
 //! built, and the image's tag is a digest of its inputs: unchanged inputs reuse the image.
 
+mod git;
 mod trigger;
 
 use std::collections::HashMap;
@@ -18,9 +19,11 @@ use std::time::{Duration, Instant};
 use builder::context::{Context, ImageInputs, Toolkit};
 use builder::docker::{BuildEvent, DockerEngine};
 use builder::env::{self, Env};
+use builder::webhook::{Push, PushedCommit};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
+pub use git::redacted;
 pub use trigger::{sniff_extension, Decision};
 
 use crate::engine::{build_id, now_ms, version_id, Handle};
@@ -165,13 +168,15 @@ impl BuildService {
         }
     }
 
-    /// An apply that carries code (an upload, or a stored upload to compare with): decides
-    /// whether to build (HKube's triggers), records the build and starts it.
-    pub fn apply(
+    /// An apply that carries code (an upload, a stored upload to compare with, or a git
+    /// repository, whose commit is resolved now or given by a push): decides whether to build
+    /// (HKube's triggers), records the build and starts it.
+    pub async fn apply(
         &self,
         stored: Option<Algorithm>,
         mut candidate: Algorithm,
         upload: Option<&[u8]>,
+        pushed: Option<&PushedCommit>,
         force_build: bool,
     ) -> Result<Planned, Error> {
         let name = candidate.name.clone();
@@ -179,7 +184,11 @@ impl BuildService {
             let file_info = trigger::file_info(bytes).map_err(Error::BadUpload)?;
             candidate.extra.insert("fileInfo".into(), file_info);
             candidate.algorithm_type = Some(AlgorithmType::Code);
+        } else if let Some(repository) = candidate.git_repository.as_mut() {
+            git::choose_commit(repository, pushed).await?;
+            candidate.algorithm_type = Some(AlgorithmType::Git);
         }
+        let from_git = upload.is_none() && candidate.git_repository.is_some();
         let decision = trigger::decide(stored.as_ref(), &candidate, force_build);
         let mut messages = vec![decision.message(&name)];
         let mut codes = vec![decision.code()];
@@ -203,6 +212,8 @@ impl BuildService {
             Some(bytes) => {
                 std::fs::write(&upload_path, bytes).map_err(|e| keep(&upload_path, e))?
             }
+            // The code comes from git when the build runs.
+            None if from_git => {}
             None => {
                 // The code did not change (a new base image, say): build from the last upload.
                 let previous = self.last_upload(&name).ok_or_else(|| {
@@ -226,7 +237,8 @@ impl BuildService {
             "buildId": id,
             "algorithmName": name,
             "env": candidate.env.map(|env| env.as_str()),
-            "type": "Code",
+            "type": if from_git { "Git" } else { "Code" },
+            "gitRepository": candidate.git_repository,
             "status": "pending",
             "progress": 0,
             "startTime": now_ms(),
@@ -262,6 +274,32 @@ impl BuildService {
             .store
             .build(build_id)
             .ok_or_else(|| Error::NotFound(build_id.to_string()))
+    }
+
+    /// Rebuilds every algorithm that follows the pushed branch or tag, from the pushed head.
+    /// Returns what each apply decided.
+    pub async fn on_push(&self, push: &Push) -> Result<Vec<Planned>, Error> {
+        let mut planned = Vec::new();
+        for stored in self.inner.store.algorithms()? {
+            let Some(repository) = &stored.git_repository else {
+                continue;
+            };
+            if !push.matches(&git::source_of(repository)) {
+                continue;
+            }
+            let candidate = stored.clone();
+            planned.push(
+                self.apply(
+                    Some(stored),
+                    candidate,
+                    None,
+                    push.head_commit.as_ref(),
+                    false,
+                )
+                .await?,
+            );
+        }
+        Ok(planned)
     }
 
     /// `POST /builds/stop`: only a pending, creating or active build stops.
@@ -402,16 +440,41 @@ async fn build(
     let mut algorithm: Algorithm = serde_json::from_value(progress.record["algorithm"].clone())
         .map_err(|e| format!("the build record's algorithm is unreadable: {e}"))?;
     progress.set("active", 20);
-    progress.line("unpacking the code");
-    let (upload, target, limits) = (folder.join("upload"), code.clone(), inner.options.limits);
-    let unpacked = tokio::task::spawn_blocking(move || builder::unpack(&upload, &target, limits))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot unpack the code: {e}"))?;
-    progress.line(&format!(
-        "unpacked {} entries, {} bytes",
-        unpacked.entries, unpacked.bytes
-    ));
+    match algorithm.git_repository.as_mut() {
+        Some(repository) if progress.record["type"] == "Git" => {
+            let (source, commit) =
+                git::source_at(repository).ok_or("the build's gitRepository names no commit")?;
+            progress.line(&format!("checking out {commit} of {}", source.url));
+            let checkout = builder::git::checkout(&source, &commit, &code)
+                .await
+                .map_err(|e| format!("cannot check out the code: {e}"))?;
+            progress.line(&format!(
+                "commit {} ({}): {}",
+                checkout.commit_id,
+                checkout.timestamp,
+                checkout.message.lines().next().unwrap_or_default()
+            ));
+            if let Some(commit) = repository.commit.as_mut() {
+                commit["id"] = json!(checkout.commit_id);
+                commit["message"] = json!(checkout.message);
+                commit["timestamp"] = json!(checkout.timestamp);
+            }
+        }
+        _ => {
+            progress.line("unpacking the code");
+            let (upload, target, limits) =
+                (folder.join("upload"), code.clone(), inner.options.limits);
+            let unpacked =
+                tokio::task::spawn_blocking(move || builder::unpack(&upload, &target, limits))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("cannot unpack the code: {e}"))?;
+            progress.line(&format!(
+                "unpacked {} entries, {} bytes",
+                unpacked.entries, unpacked.bytes
+            ));
+        }
+    }
     progress.set("active", 40);
     let files: Vec<String> = builder::context::walk(&code)
         .map_err(|e| e.to_string())?
