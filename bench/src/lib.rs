@@ -1,5 +1,7 @@
 //! What the benchmarks share.
 
+pub mod server;
+
 /// The value after `name` on the command line, or `default`.
 pub fn arg(name: &str, default: usize) -> usize {
     arg_text(name)

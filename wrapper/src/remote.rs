@@ -36,7 +36,8 @@ pub async fn connect(
     url: &str,
     worker: &str,
 ) -> Result<(Link, tokio::task::JoinHandle<String>), Error> {
-    let (ws, _) = tokio_tungstenite::connect_async(url)
+    // No Nagle: a small result must not wait for the orchestrator's delayed ACK (40 ms).
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
         .await
         .map_err(|e| Error::Connect {
             url: url.to_string(),

@@ -5,90 +5,11 @@
 //! Build the CLI first: `cargo build --release`, then
 //! `cargo run --release -p hkube-bench --bin front`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use hkube_bench::server::{hkube, repo, request, rss_kib, start_server};
 use serde_json::{json, Value};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn hkube() -> PathBuf {
-    let binary = repo().join("target/release/hkube");
-    if !binary.exists() {
-        eprintln!("build the CLI first: cargo build --release");
-        std::process::exit(2);
-    }
-    binary
-}
-
-/// One HTTP/1.1 request over a fresh connection; the body as JSON.
-fn request(address: &str, method: &str, path: &str, body: &str) -> Value {
-    let Ok(mut stream) = TcpStream::connect(address) else {
-        return Value::Null;
-    };
-    let _ = stream.set_nodelay(true);
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    if stream.write_all(head.as_bytes()).is_err() {
-        return Value::Null;
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or("");
-    serde_json::from_str(body).unwrap_or(Value::Null)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn start_server(state: &Path) -> (Child, String) {
-    let mut child = Command::new(hkube())
-        .args([
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--algorithms",
-            "examples/numbers",
-            "--state-dir",
-        ])
-        .arg(state)
-        .current_dir(repo())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("hkube server starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let address = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(rest) = line.strip_prefix("hkube: listening on http://") {
-                    break rest.split('/').next().unwrap_or_default().to_string();
-                }
-            }
-            _ => panic!("the server did not start"),
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, address)
-}
 
 fn numbers(n: u64) -> String {
     let text =
@@ -136,7 +57,7 @@ fn main() {
     // 2. exec raw → results on a warm server.
     let state = std::env::temp_dir().join(format!("hkube-bench-front-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
-    let (mut server, address) = start_server(&state);
+    let (mut server, address) = start_server(&state, &["--algorithms", "examples/numbers"]);
     let pipeline = numbers(5);
     for _ in 0..3 {
         exec(&address, &pipeline);
