@@ -93,7 +93,16 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
         for algorithm in project::find_algorithms(dir)? {
             if used.contains(&algorithm.descriptor.name) {
                 catalog.put_algorithm(algorithm.descriptor.clone());
-                executor.register(algorithm.local.clone()).await?;
+                // Installing dependencies is the one slow step of a first run: show it.
+                let mut local = algorithm.local.clone();
+                local.prepared = executor
+                    .prepare_dependencies(&local, |line| {
+                        if !args.quiet {
+                            eprintln!("hkube: {}: {line}", algorithm.descriptor.name);
+                        }
+                    })
+                    .await?;
+                executor.register(local).await?;
             }
         }
     }

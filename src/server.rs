@@ -9,9 +9,10 @@ use anyhow::{bail, Context};
 mod docker;
 
 use orchestrator::api::{self, ApiState};
-use orchestrator::build::Deployer;
+use orchestrator::build::{Backend, BuildOptions, BuildService, Deployer};
 use orchestrator::engine::{Catalog, Engine, EngineOptions, Journal};
 use orchestrator::executor::docker::ImageDeployer;
+use orchestrator::executor::local::CodeDeployer;
 use orchestrator::executor::local::{LocalExecutor, LocalOptions};
 use orchestrator::project;
 use orchestrator::store::{SqliteStore, Store};
@@ -56,7 +57,7 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     token: Option<String>,
-    /// Docker executor: a build running longer than this many seconds fails.
+    /// A build (an image, or a local environment) running longer than this many seconds fails.
     #[arg(
         long,
         env = "HKUBE_BUILD_TIMEOUT",
@@ -165,30 +166,41 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     tokio::spawn(engine.run());
     tokio::spawn(release_freed_memory());
     let engine = engine_handle;
-    let (builds, deployer) = match docker {
+    // Uploaded code builds into images for the Docker executor, or into a kept folder with a
+    // prepared environment for the local executor.
+    let mut options = BuildOptions::new(&state_dir);
+    options.timeout = Duration::from_secs(args.build_timeout);
+    let (backend, deployer): (Backend, Arc<dyn Deployer>) = match docker {
         Some(docker) => {
-            let deployer: Arc<dyn Deployer> = Arc::new(ImageDeployer {
-                executor: executor.clone(),
-            });
             let ca_bundle = docker::ca_bundle(args.build_ca_bundle.as_deref())?;
-            let builds = docker::build_service(
-                &state_dir,
-                docker.engine,
-                ca_bundle,
-                Duration::from_secs(args.build_timeout),
-                store.clone() as Arc<dyn Store>,
-                engine.clone(),
-                deployer.clone(),
-            )?;
-            // Algorithms stored with an image run again, and interrupted builds resume.
-            for algorithm in store.algorithms()? {
-                deployer.deploy(&algorithm);
-            }
-            builds.resume();
-            (Some(builds), Some(deployer))
+            (
+                Backend::Docker(docker.engine, docker::toolkit(ca_bundle)?),
+                Arc::new(ImageDeployer {
+                    executor: executor.clone(),
+                }),
+            )
         }
-        None => (None, None),
+        None => (
+            Backend::Local,
+            Arc::new(CodeDeployer {
+                executor: executor.clone(),
+                code_root: options.code_root.clone(),
+            }),
+        ),
     };
+    let builds = BuildService::new(
+        options,
+        backend,
+        store.clone() as Arc<dyn Store>,
+        engine.clone(),
+        deployer.clone(),
+    );
+    // Algorithms stored with an image or built code run again; interrupted builds resume.
+    for algorithm in store.algorithms()? {
+        deployer.deploy(&algorithm);
+    }
+    builds.resume();
+    let (builds, deployer) = (Some(builds), Some(deployer));
     let app = api::router(ApiState {
         engine: engine.clone(),
         store: store.clone() as Arc<dyn Store>,

@@ -138,3 +138,75 @@ fn run_explains_a_folder_without_a_pipeline() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("holds no pipeline file"), "{stderr}");
 }
+
+/// A copy of the numbers example whose Range imports a PyPI package and whose Reduce requires
+/// an npm package: `hkube run` installs them into cached environments, with no container
+/// engine, and a second run reuses them.
+#[test]
+fn run_installs_declared_dependencies_once() {
+    if let Some(missing) = tools_for_numbers() {
+        println!("skipped: {missing} is not installed");
+        return;
+    }
+    let root = std::env::temp_dir().join(format!("hkube-cli-deps-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/numbers");
+    for name in ["range", "multiply", "reduce"] {
+        let to = root.join("project").join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        for file in ["algorithm.yml", "main.py", "index.js"] {
+            if example.join(name).join(file).is_file() {
+                std::fs::copy(example.join(name).join(file), to.join(file)).unwrap();
+            }
+        }
+    }
+    let project = root.join("project");
+    std::fs::copy(example.join("numbers.yml"), project.join("numbers.yml")).unwrap();
+    std::fs::write(project.join("range/requirements.txt"), "six==1.16.0\n").unwrap();
+    let main = std::fs::read_to_string(project.join("range/main.py")).unwrap();
+    std::fs::write(project.join("range/main.py"), format!("import six\n{main}")).unwrap();
+    std::fs::write(
+        project.join("reduce/package.json"),
+        r#"{"name": "reduce", "version": "1.0.0", "dependencies": {"is-number": "7.0.0"}}"#,
+    )
+    .unwrap();
+    let index = std::fs::read_to_string(project.join("reduce/index.js")).unwrap();
+    std::fs::write(
+        project.join("reduce/index.js"),
+        format!("const isNumber = require('is-number');\n{index}"),
+    )
+    .unwrap();
+    let state = root.join("state");
+    let run = || {
+        hkube(
+            &[
+                "run",
+                project.to_str().unwrap(),
+                "--state-dir",
+                state.to_str().unwrap(),
+            ],
+            None,
+        )
+    };
+    let first = run();
+    let stderr = String::from_utf8_lossy(&first.stderr).into_owned();
+    assert!(first.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("range: making a Python environment"),
+        "{stderr}"
+    );
+    let result: serde_json::Value = serde_json::from_slice(&first.stdout).expect("JSON on stdout");
+    assert_eq!(result["data"][0]["result"], 30);
+    let second = run();
+    let stderr = String::from_utf8_lossy(&second.stderr).into_owned();
+    assert!(second.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("range: reusing the Python environment"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("reduce: reusing the node_modules"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}

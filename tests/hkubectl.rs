@@ -338,16 +338,29 @@ fn algorithms_and_pipelines_in_the_store() {
     let remote = server.hkube(&["algorithm", "get", "remote", "-j"]).json();
     assert_eq!(remote["algorithmImage"], "repo/remote:2");
 
-    // Code is packed and sent; a local-executor server builds no code and says so.
+    // Code is packed, sent and built: a local-executor server keeps it (no container engine)
+    // and runs the new version.
     let code = server.hkube(&[
         "algorithm",
         "apply",
         "-f",
         &repo("examples/numbers/range/algorithm.yml"),
     ]);
-    let stderr = code.failed();
-    assert!(stderr.contains("this server builds no code"), "{code:#?}");
-    assert!(stderr.contains("hkube server --algorithms"), "{code:#?}");
+    code.ok();
+    assert!(
+        code.stderr.contains("hkube: built hkube-local/range:"),
+        "{code:#?}"
+    );
+    let range = server
+        .hkube(&["algorithm", "get", "range", "--json"])
+        .json();
+    assert!(
+        range["algorithmImage"]
+            .as_str()
+            .unwrap()
+            .starts_with("hkube-local/range:"),
+        "{range}"
+    );
 
     let deleted = server.hkube(&["algorithm", "delete", "remote"]);
     assert!(
@@ -485,4 +498,68 @@ fn a_token_server_wants_the_token() {
         &[("HKUBE_TOKEN", "s3cret")],
     );
     assert_eq!(from_env.json(), json!([]));
+}
+
+/// `hkube server` without a container engine builds uploaded code too: the code is kept with a
+/// prepared environment (here Range needs `six` from PyPI), the numbers pipeline runs on it,
+/// and a restarted server runs it again.
+#[test]
+fn uploaded_code_runs_on_the_local_executor_and_after_a_restart() {
+    let state = fresh_dir();
+    let code = fresh_dir();
+    for name in ["range", "multiply", "reduce"] {
+        let from = PathBuf::from(repo(&format!("examples/numbers/{name}")));
+        std::fs::create_dir_all(code.join(name)).unwrap();
+        for file in ["algorithm.yml", "main.py", "index.js"] {
+            if from.join(file).is_file() {
+                std::fs::copy(from.join(file), code.join(name).join(file)).unwrap();
+            }
+        }
+    }
+    std::fs::write(code.join("range/requirements.txt"), "six==1.16.0\n").unwrap();
+    let main = std::fs::read_to_string(code.join("range/main.py")).unwrap();
+    std::fs::write(code.join("range/main.py"), format!("import six\n{main}")).unwrap();
+    let start = || {
+        let started = common::start_server(|command| {
+            command.arg("--state-dir").arg(&*state);
+        });
+        Server {
+            child: started.child,
+            endpoint: format!("http://{}", started.address),
+            _state_dir: fresh_dir(),
+            log: started.log,
+        }
+    };
+    let numbers = repo("examples/numbers/numbers.yml");
+    {
+        let server = start();
+        for name in ["range", "multiply", "reduce"] {
+            let mut args = vec!["algorithm", "apply", "-f", "algorithm.yml"];
+            let endpoint = server.endpoint.clone();
+            args.extend(["--endpoint", &endpoint]);
+            let applied = hkube(&args, &code.join(name), &[]);
+            applied.ok();
+            assert!(
+                applied.stderr.contains("hkube: built hkube-local/"),
+                "{applied:#?}"
+            );
+        }
+        let result = server
+            .hkube(&["exec", "raw", "-f", &numbers, "--json"])
+            .json();
+        assert_eq!(result["data"][0]["result"], 30, "{result}");
+    }
+    // Started again over the same state: the built algorithms are registered again and run.
+    let server = start();
+    let result = server
+        .hkube(&["exec", "raw", "-f", &numbers, "--json"])
+        .json();
+    assert_eq!(result["data"][0]["result"], 30, "{result}");
+    let builds = server
+        .hkube(&["algorithm", "get", "range", "--json"])
+        .json();
+    assert!(builds["algorithmImage"]
+        .as_str()
+        .unwrap()
+        .starts_with("hkube-local/range:"));
 }

@@ -9,6 +9,7 @@ pub mod context;
 pub mod docker;
 pub mod env;
 pub mod git;
+pub mod local;
 pub mod unpack;
 pub mod webhook;
 

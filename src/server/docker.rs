@@ -1,18 +1,13 @@
-//! `hkube server --executor docker`: the container engine, the worker launcher and the build
-//! service, wired from the server's options.
+//! `hkube server --executor docker`: the container engine, the worker launcher and the image
+//! builds' toolkit, from the server's options.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use builder::context::Toolkit;
 use builder::docker::DockerEngine;
-use orchestrator::build::{BuildOptions, BuildService, Deployer};
-use orchestrator::engine::Handle;
 use orchestrator::executor::docker::{DockerLauncher, DockerOptions};
 use orchestrator::executor::local::Runtimes;
-use orchestrator::store::Store;
 
 /// The engine for builds and the launcher for workers.
 pub struct Docker {
@@ -86,22 +81,12 @@ fn sidecar_binary() -> anyhow::Result<PathBuf> {
     Ok(beside)
 }
 
-pub fn build_service(
-    state_dir: &Path,
-    engine: DockerEngine,
-    ca_bundle: Option<PathBuf>,
-    timeout: Duration,
-    store: Arc<dyn Store>,
-    handle: Handle,
-    deployer: Arc<dyn Deployer>,
-) -> anyhow::Result<BuildService> {
-    let toolkit = Toolkit {
+/// The templates, runtimes and sidecar that go into images.
+pub fn toolkit(ca_bundle: Option<PathBuf>) -> anyhow::Result<Toolkit> {
+    Ok(Toolkit {
         templates_dir: templates_dir(),
         runtimes_dir: Runtimes::default().dir,
         sidecar_binary: sidecar_binary()?,
         ca_bundle,
-    };
-    let mut options = BuildOptions::new(state_dir.join("builds"), toolkit);
-    options.timeout = timeout;
-    Ok(BuildService::new(options, engine, store, handle, deployer))
+    })
 }

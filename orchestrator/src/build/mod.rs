@@ -9,26 +9,30 @@
 //! built, and the image's tag is a digest of its inputs: unchanged inputs reuse the image.
 
 mod git;
+mod image;
+mod local;
+mod run;
 mod trigger;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use builder::context::{Context, ImageInputs, Toolkit};
-use builder::docker::{BuildEvent, DockerEngine};
-use builder::env::{self, Env};
+use builder::context::Toolkit;
+use builder::docker::DockerEngine;
+use builder::env::Env;
 use builder::webhook::{Push, PushedCommit};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 pub use git::redacted;
+pub use local::{code_folder, LOCAL_IMAGE};
 pub use trigger::{sniff_extension, Decision};
 
-use crate::engine::{build_id, now_ms, version_id, Handle};
-use crate::spec::{Algorithm, AlgorithmType, CodeEnv};
-use crate::store::{AlgorithmVersion, Store};
+use crate::engine::{build_id, now_ms, Handle};
+use crate::spec::{Algorithm, AlgorithmType};
+use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -72,7 +76,11 @@ pub trait Deployer: Send + Sync {
 pub struct BuildOptions {
     /// Uploads, unpacked code and build folders: `<dir>/<buildId>/`.
     pub dir: PathBuf,
-    pub toolkit: Toolkit,
+    /// Local backend: where built code lives (`<code_root>/<name>/<digest>/`, the algorithm's
+    /// `algorithmImage` being `hkube-local/<name>:<digest>`).
+    pub code_root: PathBuf,
+    /// Local backend: the shared dependency environments (the local executor's own).
+    pub envs_root: PathBuf,
     /// The base image per env when the algorithm names none.
     pub base_images: HashMap<&'static str, String>,
     /// Images are tagged `<repository>/<algorithm>:<digest>`.
@@ -83,15 +91,18 @@ pub struct BuildOptions {
 }
 
 impl BuildOptions {
-    /// HKube-like defaults under `dir`: the base images `scripts/base-images.sh` makes.
-    pub fn new(dir: PathBuf, toolkit: Toolkit) -> BuildOptions {
+    /// HKube-like defaults for a server's `state_dir`: builds under `builds/`, local code under
+    /// `local/`, environments under `work/envs/` (where the local executor looks), and the base
+    /// images `scripts/base-images.sh` makes.
+    pub fn new(state_dir: &Path) -> BuildOptions {
         let base_images = Env::ALL
             .into_iter()
             .map(|env| (env.as_str(), format!("hkube/{env}:bookworm")))
             .collect();
         BuildOptions {
-            dir,
-            toolkit,
+            dir: state_dir.join("builds"),
+            code_root: state_dir.join("local"),
+            envs_root: state_dir.join("work").join("envs"),
             base_images,
             repository: "hkube/algorithms".into(),
             timeout: Duration::from_secs(30 * 60),
@@ -112,9 +123,20 @@ impl std::fmt::Debug for BuildService {
     }
 }
 
+/// Where builds go.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// Images, built by this Docker engine from the toolkit's templates, runtimes and sidecar
+    /// (the Docker executor runs them).
+    Docker(DockerEngine, Toolkit),
+    /// A folder with the code and a prepared local environment (the local executor runs it):
+    /// no container engine needed.
+    Local,
+}
+
 struct Inner {
     options: BuildOptions,
-    docker: DockerEngine,
+    backend: Backend,
     store: Arc<dyn Store>,
     engine: Handle,
     deployer: Arc<dyn Deployer>,
@@ -136,7 +158,7 @@ pub struct Planned {
 impl BuildService {
     pub fn new(
         options: BuildOptions,
-        docker: DockerEngine,
+        backend: Backend,
         store: Arc<dyn Store>,
         engine: Handle,
         deployer: Arc<dyn Deployer>,
@@ -144,7 +166,7 @@ impl BuildService {
         BuildService {
             inner: Arc::new(Inner {
                 options,
-                docker,
+                backend,
                 store,
                 engine,
                 deployer,
@@ -348,7 +370,7 @@ impl BuildService {
         let id = build_id.clone();
         let task = tokio::spawn(async move {
             let _slot = inner.slots.acquire().await;
-            run(&inner, &id).await;
+            run::run(&inner, &id).await;
             if let Ok(mut running) = inner.running.lock() {
                 running.remove(&id);
             }
@@ -357,259 +379,4 @@ impl BuildService {
             running.insert(build_id, task.abort_handle());
         }
     }
-}
-
-/// The record of a running build, written to the store at most every half second while the
-/// log grows (and at every state change).
-struct Progress<'a> {
-    inner: &'a Inner,
-    record: Value,
-    log: String,
-    flushed: Instant,
-}
-
-impl Progress<'_> {
-    fn set(&mut self, status: &str, progress: u32) {
-        self.record["status"] = json!(status);
-        self.record["progress"] = json!(progress);
-        self.flush();
-    }
-
-    fn line(&mut self, line: &str) {
-        self.log.push_str(line);
-        self.log.push('\n');
-        if self.flushed.elapsed() > Duration::from_millis(500) {
-            self.flush();
-        }
-    }
-
-    fn flush(&mut self) {
-        self.record["result"]["data"] = json!(self.log);
-        self.record["timestamp"] = json!(now_ms());
-        let _ = self.inner.store.put_build(&self.record);
-        self.flushed = Instant::now();
-    }
-
-    fn fail(&mut self, error: &str) {
-        self.line(error);
-        self.record["error"] = json!(error);
-        self.record["result"]["errors"] = json!(error);
-        self.record["endTime"] = json!(now_ms());
-        self.set("failed", 80);
-    }
-}
-
-async fn run(inner: &Inner, build_id: &str) {
-    let Some(record) = inner.store.build(build_id) else {
-        return;
-    };
-    if !unfinished(&record) {
-        return;
-    }
-    let mut progress = Progress {
-        inner,
-        record,
-        log: String::new(),
-        flushed: Instant::now(),
-    };
-    progress.set("creating", 5);
-    let timeout = inner.options.timeout;
-    let outcome = tokio::time::timeout(timeout, build(inner, build_id, &mut progress)).await;
-    match outcome {
-        Ok(Ok((image, algorithm))) => {
-            progress.record["algorithmImage"] = json!(image);
-            progress.record["imageTag"] = json!(image.rsplit(':').next().unwrap_or_default());
-            progress.record["endTime"] = json!(now_ms());
-            progress.set("completed", 100);
-            complete(inner, &mut progress, algorithm, build_id).await;
-        }
-        Ok(Err(error)) => progress.fail(&error),
-        Err(_) => progress.fail(&format!("build timed out after {} s", timeout.as_secs())),
-    }
-}
-
-/// Unpacks, checks, and makes the image; returns its tag and the algorithm to version.
-async fn build(
-    inner: &Inner,
-    build_id: &str,
-    progress: &mut Progress<'_>,
-) -> Result<(String, Algorithm), String> {
-    let folder = inner.options.dir.join(build_id);
-    let code = folder.join("code");
-    let _ = std::fs::remove_dir_all(&code);
-    let mut algorithm: Algorithm = serde_json::from_value(progress.record["algorithm"].clone())
-        .map_err(|e| format!("the build record's algorithm is unreadable: {e}"))?;
-    progress.set("active", 20);
-    match algorithm.git_repository.as_mut() {
-        Some(repository) if progress.record["type"] == "Git" => {
-            let (source, commit) =
-                git::source_at(repository).ok_or("the build's gitRepository names no commit")?;
-            progress.line(&format!("checking out {commit} of {}", source.url));
-            let checkout = builder::git::checkout(&source, &commit, &code)
-                .await
-                .map_err(|e| format!("cannot check out the code: {e}"))?;
-            progress.line(&format!(
-                "commit {} ({}): {}",
-                checkout.commit_id,
-                checkout.timestamp,
-                checkout.message.lines().next().unwrap_or_default()
-            ));
-            if let Some(commit) = repository.commit.as_mut() {
-                commit["id"] = json!(checkout.commit_id);
-                commit["message"] = json!(checkout.message);
-                commit["timestamp"] = json!(checkout.timestamp);
-            }
-        }
-        _ => {
-            progress.line("unpacking the code");
-            let (upload, target, limits) =
-                (folder.join("upload"), code.clone(), inner.options.limits);
-            let unpacked =
-                tokio::task::spawn_blocking(move || builder::unpack(&upload, &target, limits))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("cannot unpack the code: {e}"))?;
-            progress.line(&format!(
-                "unpacked {} entries, {} bytes",
-                unpacked.entries, unpacked.bytes
-            ));
-        }
-    }
-    progress.set("active", 40);
-    let files: Vec<String> = builder::context::walk(&code)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|(relative, _)| relative)
-        .collect();
-    let declared = algorithm.env.map(|env| env.as_str());
-    let located = env::locate(declared, algorithm.entry_point.as_deref(), &files)
-        .map_err(|e| e.to_string())?;
-    let code_dir = match &located.folder {
-        Some(top) => {
-            progress.line(&format!(
-                "the archive holds one folder, {top}/: building from it"
-            ));
-            code.join(top)
-        }
-        None => code.clone(),
-    };
-    let env = located.env;
-    progress.line(&format!("env {env}, entry point {}", located.entry_point));
-    algorithm.env = CodeEnv::parse(env.as_str());
-    algorithm.entry_point = Some(located.entry_point);
-    progress.set("active", 60);
-    let inputs = ImageInputs {
-        algorithm: algorithm.name.clone(),
-        env,
-        code_dir,
-        base_image: algorithm.base_image.clone(),
-        dependency_install_cmd: algorithm.dependency_install_cmd.clone(),
-    };
-    let default_base = inner
-        .options
-        .base_images
-        .get(env.as_str())
-        .cloned()
-        .unwrap_or_default();
-    let context = Context::assemble(&inner.options.toolkit, &inputs, &default_base)
-        .map_err(|e| e.to_string())?;
-    let tag = context.tag(&format!("{}/{}", inner.options.repository, algorithm.name));
-    if inner
-        .docker
-        .image_id(&tag)
-        .await
-        .map_err(|e| e.to_string())?
-        .is_some()
-    {
-        progress.line(&format!(
-            "image {tag} exists: same inputs, nothing to build"
-        ));
-        return Ok((tag, algorithm));
-    }
-    progress.line(&format!(
-        "building image {tag} ({} files in the context)",
-        context.len()
-    ));
-    let labels = vec![
-        ("io.hkube.algorithm".to_string(), algorithm.name.clone()),
-        ("io.hkube.build".to_string(), build_id.to_string()),
-    ];
-    // The engine's output reaches the record while the build runs.
-    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    let running = inner.docker.build(&context, &tag, &labels, move |event| {
-        let _ = tx.send(event);
-    });
-    let mut running = Box::pin(running);
-    let on_event = |progress: &mut Progress<'_>, event| match event {
-        BuildEvent::Line(line) => progress.line(&line),
-        BuildEvent::Step { at, of } => {
-            let percent = 60 + 35 * at / of.max(1);
-            progress.set("active", percent.min(95));
-        }
-    };
-    let result = loop {
-        tokio::select! {
-            result = &mut running => break result,
-            Some(event) = events.recv() => on_event(progress, event),
-        }
-    };
-    while let Ok(event) = events.try_recv() {
-        on_event(progress, event);
-    }
-    drop(running);
-    result.map_err(|e| e.to_string())?;
-    Ok((tag, algorithm))
-}
-
-/// A completed build becomes a version; current when HKube's rule allows.
-async fn complete(
-    inner: &Inner,
-    progress: &mut Progress<'_>,
-    mut algorithm: Algorithm,
-    build_id: &str,
-) {
-    let image = progress.record["algorithmImage"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let name = algorithm.name.clone();
-    algorithm.algorithm_image = Some(image);
-    algorithm.options.pending = false;
-    let id = version_id();
-    let mut version = AlgorithmVersion::new(id.clone(), algorithm.clone(), now_ms());
-    version
-        .algorithm
-        .extra
-        .insert("buildId".into(), json!(build_id));
-    if let Err(error) = inner.store.add_algorithm_version(version) {
-        progress.line(&format!("cannot record the version: {error}"));
-        progress.flush();
-        return;
-    }
-    algorithm.extra.insert("version".into(), json!(id));
-    let first = inner
-        .store
-        .algorithm(&name)
-        .is_none_or(|stored| stored.algorithm_image.is_none());
-    let running = inner
-        .engine
-        .executions_using(&name)
-        .await
-        .unwrap_or_default();
-    if first || running.is_empty() {
-        algorithm.extra.remove("errors");
-        if inner.store.put_algorithm(algorithm.clone()).is_ok() {
-            inner.deployer.deploy(&algorithm);
-            progress.line(&format!("version {id} of {name} is now current"));
-        }
-    } else if let Some(mut stored) = inner.store.algorithm(&name) {
-        // HKube's 901: a newer version exists; applying it is the user's call.
-        stored.extra.insert("errors".into(), json!([901]));
-        let _ = inner.store.put_algorithm(stored);
-        progress.line(&format!(
-            "version {id} of {name} was created but not applied: {} running jobs use the algorithm",
-            running.len()
-        ));
-    }
-    progress.flush();
 }

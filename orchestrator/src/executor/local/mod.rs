@@ -10,6 +10,7 @@
 //!
 //! One task owns all the pools; [`LocalExecutor`] is a cheap handle to it.
 
+mod deploy;
 mod worker;
 
 use std::cmp::{Ordering, Reverse};
@@ -23,9 +24,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use wrapper::link::{Assignment, CodeApiReply, CodeApiRequest, FromSidecar, Outcome, ToSidecar};
 
+use builder::env::Env;
+use builder::local::{LocalEnvs, Prepared};
 use wrapper::sidecar::{SidecarOptions, StorageAccess};
 use wrapper::storage::FsStorage;
 
+pub use deploy::{local_algorithm, CodeDeployer};
 pub use worker::{crash_report, Language, LocalAlgorithm, Runtimes};
 
 use crate::engine::{Executor, SubPipeline, TaskKey, TaskOutcome, TaskReporter, TaskSpec};
@@ -153,13 +157,38 @@ impl LocalExecutor {
         }
     }
 
-    /// Makes an algorithm runnable: Java sources are compiled first.
+    /// Makes an algorithm runnable: its dependencies are installed (a cached virtual
+    /// environment or node_modules, see `builder::local`) and Java sources are compiled.
     pub async fn register(&self, mut algorithm: LocalAlgorithm) -> Result<(), Error> {
+        if algorithm.container.is_none() {
+            algorithm.prepared = self.prepare_dependencies(&algorithm, |_| {}).await?;
+        }
         if algorithm.language == Language::Java && algorithm.container.is_none() {
             algorithm = prepare_java(algorithm, &self.options).await?;
         }
         let _ = self.tx.send(Cmd::Register(algorithm));
         Ok(())
+    }
+
+    /// Installs what the algorithm's code declares (requirements.txt, package.json) into an
+    /// environment shared by all code with the same manifests; `log` gets the installers' lines.
+    pub async fn prepare_dependencies(
+        &self,
+        algorithm: &LocalAlgorithm,
+        log: impl FnMut(&str),
+    ) -> Result<Prepared, Error> {
+        let env = match algorithm.language {
+            Language::Python => Env::Python,
+            Language::Nodejs => Env::Nodejs,
+            Language::Java => Env::Java,
+        };
+        LocalEnvs::new(self.options.work_dir.join("envs"))
+            .prepare(env, &algorithm.code_dir, log)
+            .await
+            .map_err(|e| Error::Prepare {
+                name: algorithm.name.clone(),
+                reason: e.to_string(),
+            })
     }
 
     /// Stops every worker (the algorithms get `exit`) and waits for them, at most a few seconds.

@@ -11,6 +11,7 @@ use wrapper::sidecar::{link_pair, Sidecar, SidecarOptions};
 use super::Error;
 use crate::executor::child::{ChildSpec, Exit, Supervised};
 use crate::executor::docker::{ContainerSpec, DockerLauncher};
+use builder::local::Prepared;
 
 /// The languages the local executor runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +56,8 @@ pub struct LocalAlgorithm {
     pub classpath: Option<PathBuf>,
     /// Run in containers from this image (the Docker executor) instead of a local process.
     pub container: Option<ContainerSpec>,
+    /// The dependencies the executor prepared (a virtual environment, a node_modules).
+    pub prepared: Prepared,
 }
 
 /// Where the language runtimes and interpreters are.
@@ -124,12 +127,18 @@ impl Runtimes {
                     path = format!("{path}:{existing}");
                 }
                 env.push(("PYTHONPATH".into(), path));
-                (
-                    self.python.clone(),
-                    vec!["-m".to_string(), "hkube_runtime".to_string()],
-                )
+                let python = algorithm
+                    .prepared
+                    .python
+                    .as_ref()
+                    .map_or_else(|| self.python.clone(), |p| p.display().to_string());
+                (python, vec!["-m".to_string(), "hkube_runtime".to_string()])
             }
             Language::Nodejs => {
+                if let Some(modules) = &algorithm.prepared.node_modules {
+                    // require() of a package falls back to NODE_PATH.
+                    env.push(("NODE_PATH".into(), modules.display().to_string()));
+                }
                 let bin = self.dir.join("javascript/bin/hkube-runtime-node.js");
                 (self.node.clone(), vec![bin.display().to_string()])
             }

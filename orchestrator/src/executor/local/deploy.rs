@@ -1,0 +1,61 @@
+//! Makes stored algorithms whose code the build service kept for the local executor
+//! (`algorithmImage: hkube-local/<name>:<digest>`) runnable as local processes.
+
+use std::path::PathBuf;
+
+use super::{Language, LocalAlgorithm, LocalExecutor};
+use crate::build::{code_folder, Deployer};
+use crate::spec::Algorithm;
+
+#[derive(Debug, Clone)]
+pub struct CodeDeployer {
+    pub executor: LocalExecutor,
+    /// The build service's `code_root`.
+    pub code_root: PathBuf,
+}
+
+/// The pool definition of a locally built algorithm; `None` for any other.
+pub fn local_algorithm(
+    code_root: &std::path::Path,
+    algorithm: &Algorithm,
+) -> Option<LocalAlgorithm> {
+    let code_dir = code_folder(code_root, algorithm.algorithm_image.as_deref()?)?;
+    let language = Language::parse(algorithm.env?.as_str())?;
+    Some(LocalAlgorithm {
+        name: algorithm.name.clone(),
+        language,
+        entry_point: algorithm
+            .entry_point
+            .clone()
+            .unwrap_or_else(|| language.default_entry_point().to_string()),
+        code_dir,
+        min_hot_workers: algorithm.min_hot_workers as usize,
+        max_workers: algorithm.max_workers.unwrap_or(0) as usize,
+        classpath: None,
+        container: None,
+        prepared: Default::default(),
+    })
+}
+
+impl Deployer for CodeDeployer {
+    fn deploy(&self, algorithm: &Algorithm) {
+        let Some(local) = local_algorithm(&self.code_root, algorithm) else {
+            return;
+        };
+        if !local.code_dir.is_dir() {
+            eprintln!(
+                "hkube: algorithm {}: its built code {} is gone; apply it again",
+                local.name,
+                local.code_dir.display()
+            );
+            return;
+        }
+        let executor = self.executor.clone();
+        tokio::spawn(async move {
+            let name = local.name.clone();
+            if let Err(error) = executor.register(local).await {
+                eprintln!("hkube: algorithm {name}: {error}");
+            }
+        });
+    }
+}
