@@ -563,3 +563,91 @@ fn uploaded_code_runs_on_the_local_executor_and_after_a_restart() {
         .unwrap()
         .starts_with("hkube-local/range:"));
 }
+
+/// No `sleep <seconds>` process is left (the build's installer group was ended).
+fn no_process_runs(pattern: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found = Command::new("pgrep")
+            .args(["-f", pattern])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn curl(method: &str, url: &str, body: &str) -> Value {
+    let output = Command::new("curl")
+        .args(["-s", "-X", method, "-H", "content-type: application/json"])
+        .args(["--data-binary", body, url])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
+}
+
+/// A build that hangs fails at the server's timeout with HKube's missing error (reference
+/// case 14), and a running build can be stopped; either way its processes are ended.
+#[test]
+fn a_hanging_build_times_out_and_a_running_one_stops() {
+    let server = Server::start(&["--build-timeout", "2"]);
+    let code = fresh_dir();
+    let from = PathBuf::from(repo("examples/numbers/range"));
+    std::fs::copy(from.join("main.py"), code.join("main.py")).unwrap();
+    let pid = std::process::id();
+    let write_descriptor = |seconds: u32| {
+        std::fs::write(
+            code.join("algorithm.yml"),
+            format!(
+                "name: slow\nenv: python\ncode:\n  path: .\n  entryPoint: main.py\ndependencyInstallCmd: sleep {seconds}.{pid}\n"
+            ),
+        )
+        .unwrap();
+    };
+    write_descriptor(40);
+    let apply = |extra: &[&str]| {
+        let mut args = vec!["algorithm", "apply", "-f", "algorithm.yml"];
+        args.extend(extra);
+        args.extend(["--endpoint", &server.endpoint]);
+        hkube(&args, &code, &[])
+    };
+    let timed_out = apply(&[]);
+    let stderr = timed_out.failed();
+    assert!(
+        stderr.contains("failed: build timed out after 2 s"),
+        "{timed_out:#?}"
+    );
+    assert!(
+        no_process_runs(&format!("sleep 40.{pid}")),
+        "the timed-out installer still runs"
+    );
+
+    // A new install command rebuilds; this build is stopped while it runs.
+    write_descriptor(41);
+    let started = apply(&["--noWait", "--json"]).json();
+    let build_id = started["buildId"].as_str().unwrap().to_string();
+    let status_url = format!("{}/api/v1/builds/status/{build_id}", server.endpoint);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while curl("GET", &status_url, "")["status"] != "active" {
+        assert!(Instant::now() < deadline, "the build never became active");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stop_url = format!("{}/api/v1/builds/stop", server.endpoint);
+    let body = json!({ "buildId": build_id }).to_string();
+    assert_eq!(curl("POST", &stop_url, &body), json!({"message": "OK"}));
+    assert_eq!(curl("GET", &status_url, "")["status"], "stopped");
+    let again = curl("POST", &stop_url, &body);
+    assert_eq!(
+        again["error"]["message"], "unable to stop build because its in stopped status",
+        "{again}"
+    );
+    assert!(
+        no_process_runs(&format!("sleep 41.{pid}")),
+        "the stopped installer still runs"
+    );
+}

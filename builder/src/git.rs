@@ -28,6 +28,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
+use crate::process::GroupGuard;
+
 /// How long one git command may run before it is stopped.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
@@ -480,10 +482,7 @@ impl Git {
             program: self.program.clone(),
             source: e,
         })?;
-        let group = child
-            .id()
-            .and_then(|id| rustix::process::Pid::from_raw(id as i32));
-        let mut guard = GroupGuard(group);
+        let mut guard = GroupGuard::of(&child);
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let finished = tokio::time::timeout(self.timeout, async {
             let (out, err, status) =
@@ -492,9 +491,9 @@ impl Git {
         })
         .await;
         let Ok((out, err, status)) = finished else {
-            signal_group(group, rustix::process::Signal::TERM);
+            guard.signal(rustix::process::Signal::TERM);
             if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
-                signal_group(group, rustix::process::Signal::KILL);
+                guard.signal(rustix::process::Signal::KILL);
                 let _ = child.wait().await;
             }
             return Err(GitError::Timeout {
@@ -503,7 +502,7 @@ impl Git {
                 after: self.timeout,
             });
         };
-        guard.0 = None;
+        guard.disarm();
         let failed = |why: String| {
             let mut why = without_credentials(why.trim());
             if let Some((token, basic)) = &auth {
@@ -528,22 +527,6 @@ impl Git {
 
 fn args<const N: usize>(list: [&str; N]) -> Vec<OsString> {
     list.iter().map(OsString::from).collect()
-}
-
-/// Kills git's process group when a `run` future is dropped before git ended.
-struct GroupGuard(Option<rustix::process::Pid>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        signal_group(self.0, rustix::process::Signal::KILL);
-    }
-}
-
-fn signal_group(group: Option<rustix::process::Pid>, signal: rustix::process::Signal) {
-    if let Some(group) = group {
-        // ESRCH only means everyone in the group has already gone.
-        let _ = rustix::process::kill_process_group(group, signal);
-    }
 }
 
 /// All of a stream, or None past MAX_STDOUT (still read to the end, so git never blocks).

@@ -15,6 +15,7 @@ use tokio::process::Command;
 
 use crate::context::hex;
 use crate::env::Env;
+use crate::process::GroupGuard;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -141,6 +142,42 @@ impl LocalEnvs {
         }
     }
 
+    /// Runs an algorithm's `dependencyInstallCmd` with `sh -c` in its (kept) code folder, with
+    /// the prepared virtual environment first on PATH; once per folder (a marker file records
+    /// success, so a failed command runs again at the next build).
+    pub async fn run_install_cmd(
+        &self,
+        command: &str,
+        code_dir: &Path,
+        prepared: &Prepared,
+        mut log: impl FnMut(&str),
+    ) -> Result<(), Error> {
+        let done = code_dir.join(".hkube-install-cmd-done");
+        if done.is_file() {
+            log("the dependency install command already ran for this code");
+            return Ok(());
+        }
+        log(&format!(
+            "running the dependency install command in {}: {command}",
+            code_dir.display()
+        ));
+        let mut path = std::env::var("PATH").unwrap_or_default();
+        if let Some(bin) = prepared.python.as_ref().and_then(|p| p.parent()) {
+            path = format!("{}:{path}", bin.display());
+        }
+        let step = Step {
+            program: "sh".into(),
+            args: vec!["-c".into(), command.to_string()],
+            cwd: Some(code_dir.to_path_buf()),
+        };
+        self.run_with(&step, &[("PATH", path.as_str())], &mut log)
+            .await?;
+        std::fs::write(&done, b"").map_err(|source| Error::Io {
+            what: format!("writing {}", done.display()),
+            source,
+        })
+    }
+
     /// Runs the steps `plan` gives for a fresh temporary folder (it may put files there
     /// first), then renames the folder to `dir`.
     async fn make(
@@ -164,8 +201,7 @@ impl LocalEnvs {
         let outcome = async {
             let steps = plan(&tmp).map_err(io(format!("preparing {}", tmp.display())))?;
             for step in steps {
-                self.run(&step.program, &step.args, step.cwd.as_deref(), log)
-                    .await?;
+                self.run_with(&step, &[], log).await?;
             }
             std::fs::write(tmp.join(".ready"), b"")
                 .map_err(io("marking the environment ready".into()))?;
@@ -190,21 +226,22 @@ impl LocalEnvs {
         }
     }
 
-    async fn run(
+    async fn run_with(
         &self,
-        program: &str,
-        args: &[String],
-        cwd: Option<&Path>,
+        step: &Step,
+        env: &[(&str, &str)],
         log: &mut impl FnMut(&str),
     ) -> Result<(), Error> {
+        let Step { program, args, cwd } = step;
         let what = format!("{program} {}", args.join(" "));
         let mut command = Command::new(program);
         command
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
+            .process_group(0)
             .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
@@ -213,6 +250,8 @@ impl LocalEnvs {
             what: format!("starting {program}"),
             source,
         })?;
+        // A stopped build drops this future: the installer and its helpers go with it.
+        let mut guard = GroupGuard::of(&child);
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(Error::Failed {
                 what,
@@ -249,15 +288,17 @@ impl LocalEnvs {
             child.wait().await
         })
         .await;
+        // On a timeout the guard ends the installer's whole group as it drops.
+        let Ok(waited) = waited else {
+            return Err(Error::Timeout {
+                what,
+                after: self.timeout,
+            });
+        };
+        guard.disarm();
         let status = match waited {
-            Err(_) => {
-                return Err(Error::Timeout {
-                    what,
-                    after: self.timeout,
-                })
-            }
-            Ok(Err(source)) => return Err(Error::Io { what, source }),
-            Ok(Ok(status)) => status,
+            Ok(status) => status,
+            Err(source) => return Err(Error::Io { what, source }),
         };
         if status.success() {
             Ok(())

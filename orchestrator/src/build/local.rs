@@ -43,23 +43,44 @@ pub(super) async fn build(
             .map_err(|e| format!("keeping the code in {}: {e}", target.display()))?;
     }
     progress.line(&format!("code kept in {}", target.display()));
-    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
     let envs = LocalEnvs::new(inner.options.envs_root.clone());
-    let preparing = envs.prepare(env, &target, move |line| {
+    let prepared = streamed(progress, |log| envs.prepare(env, &target, log)).await?;
+    if let Some(command) = algorithm
+        .dependency_install_cmd
+        .as_deref()
+        .filter(|c| !c.trim().is_empty())
+    {
+        streamed(progress, |log| {
+            envs.run_install_cmd(command, &target, &prepared, log)
+        })
+        .await?;
+    }
+    Ok(image)
+}
+
+/// Runs an installer step whose output lines reach the build's log while it runs.
+async fn streamed<'a, T, F>(
+    progress: &mut Progress<'_>,
+    step: impl FnOnce(Box<dyn FnMut(&str) + Send + 'a>) -> F,
+) -> Result<T, String>
+where
+    F: std::future::Future<Output = Result<T, builder::local::Error>> + 'a,
+{
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let running = step(Box::new(move |line: &str| {
         let _ = tx.send(line.to_string());
-    });
-    let mut preparing = Box::pin(preparing);
-    let prepared = loop {
+    }));
+    let mut running = Box::pin(running);
+    let outcome = loop {
         tokio::select! {
-            prepared = &mut preparing => break prepared,
+            outcome = &mut running => break outcome,
             Some(line) = lines.recv() => progress.line(&line),
         }
     };
     while let Ok(line) = lines.try_recv() {
         progress.line(&line);
     }
-    prepared.map_err(|e| e.to_string())?;
-    Ok(image)
+    outcome.map_err(|e| e.to_string())
 }
 
 /// 16 hex digits of the code's files and what decides how it runs.
