@@ -1,5 +1,6 @@
 //! The container tier end to end, on a real Docker engine: code applied with `hkube algorithm
-//! apply` is built into images by `hkube server --executor docker`, the numbers pipeline runs
+//! apply` is built into images by `hkube server --executor docker`, the numbers pipeline (with
+//! Multiply in Python, and in Java) runs
 //! in container pairs and gives 30; an unchanged apply builds nothing; a broken requirement
 //! fails its build with pip's words.
 //!
@@ -21,7 +22,11 @@ fn docker_ready() -> Result<(), String> {
     if !info.is_ok_and(|o| o.status.success()) {
         return Err("no Docker engine answers `docker info`".into());
     }
-    for image in ["hkube/python:bookworm", "hkube/nodejs:bookworm"] {
+    for image in [
+        "hkube/python:bookworm",
+        "hkube/nodejs:bookworm",
+        "hkube/java:bookworm",
+    ] {
         let found = Command::new("docker")
             .args(["image", "inspect", image])
             .output()
@@ -172,16 +177,38 @@ fn algorithm_folder(root: &Path, example: &str, extra: &[(&str, &str)]) -> PathB
         .join(example);
     let to = root.join(example);
     std::fs::create_dir_all(&to).unwrap();
-    for entry in std::fs::read_dir(&from).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
-        }
-    }
+    copy_tree(&from, &to);
     for (name, text) in extra {
         std::fs::write(to.join(name), text).unwrap();
     }
     to
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap();
+        if path.is_dir() && name != "__pycache__" {
+            copy_tree(&path, &to.join(name));
+        } else if path.is_file() {
+            std::fs::copy(&path, to.join(name)).unwrap();
+        }
+    }
+}
+
+/// `hkube exec raw -f FILE --json`: waits and returns the results document.
+fn exec_pipeline(endpoint: &str, dir: &Path, file: &str) -> Value {
+    let pipeline = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/numbers")
+        .join(file);
+    let (status, stdout, stderr) = hkube(
+        endpoint,
+        dir,
+        &["exec", "raw", "-f", pipeline.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(status, 0, "{stdout}{stderr}");
+    serde_json::from_str(&stdout).unwrap()
 }
 
 /// The server, killed if the test fails half-way.
@@ -231,7 +258,8 @@ fn uploaded_code_builds_into_images_and_runs_in_containers() {
     let range = algorithm_folder(&code, "range", &[("requirements.txt", "six==1.16.0\n")]);
     let multiply = algorithm_folder(&code, "multiply", &[]);
     let reduce = algorithm_folder(&code, "reduce", &[]);
-    for folder in [&range, &multiply, &reduce] {
+    let multiply_java = algorithm_folder(&code, "multiply-java", &[]);
+    for folder in [&range, &multiply, &reduce, &multiply_java] {
         let (status, _, stderr) = hkube(
             &endpoint,
             folder,
@@ -268,28 +296,10 @@ fn uploaded_code_builds_into_images_and_runs_in_containers() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&imported.stdout).trim(), "1.16.0");
 
-    // The numbers pipeline on the Docker executor.
-    let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/numbers/numbers.yml");
-    let (status, stdout, stderr) = hkube(
-        &endpoint,
-        root.path(),
-        &["exec", "raw", "-f", pipeline.to_str().unwrap()],
-    );
-    assert_eq!(status, 0, "{stdout}{stderr}");
-    let job_id = stdout
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .find(|w| w.len() == 12)
-        .unwrap_or_else(|| panic!("no job id in {stdout}"))
-        .to_string();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let results = loop {
-        let results = get(&endpoint, &format!("exec/results/{job_id}"));
-        if results["status"] == "completed" || results["status"] == "failed" {
-            break results;
-        }
-        assert!(Instant::now() < deadline, "the job did not end: {results}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    // The numbers pipeline on the Docker executor, and its variant with Multiply in Java.
+    let results = exec_pipeline(&endpoint, root.path(), "numbers.yml");
+    assert_eq!(results["data"][0]["result"], 30, "{results}");
+    let results = exec_pipeline(&endpoint, root.path(), "numbers-java.yml");
     assert_eq!(results["data"][0]["result"], 30, "{results}");
 
     // Unchanged code: no build at all.
