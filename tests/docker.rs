@@ -1,8 +1,8 @@
 //! The container tier end to end, on a real Docker engine: code applied with `hkube algorithm
 //! apply` is built into images by `hkube server --executor docker`, the numbers pipeline (with
-//! Multiply in Python, and in Java) runs
-//! in container pairs and gives 30; an unchanged apply builds nothing; a broken requirement
-//! fails its build with pip's words.
+//! Multiply in Python, and in Java) runs in container pairs and gives 30; an unchanged apply
+//! builds nothing; a broken requirement fails its build with pip's words; a signed GitHub push
+//! to a git host rebuilds from the pushed commit and the next run uses it.
 //!
 //! Needs dockerd and the base images of `scripts/base-images.sh`. Without them the test says
 //! so and returns, unless HKUBE_REQUIRE_DOCKER=1 (CI sets it), where their absence fails it.

@@ -651,3 +651,83 @@ fn a_hanging_build_times_out_and_a_running_one_stops() {
         "the stopped installer still runs"
     );
 }
+
+/// HKube's rule for builds that complete while jobs use the algorithm (reference case 18):
+/// the version is made but not applied, the algorithm carries error 901, and applying the
+/// version by hand (force, as jobs still run) makes it current.
+#[test]
+fn a_build_completed_during_a_job_waits_to_be_applied() {
+    let server = Server::start(&[]);
+    let code = fresh_dir();
+    std::fs::write(
+        code.join("algorithm.yml"),
+        "name: sleeper\nenv: python\ncode:\n  path: .\n  entryPoint: main.py\n",
+    )
+    .unwrap();
+    let version = |text: &str| {
+        std::fs::write(
+            code.join("main.py"),
+            format!("import time\ndef start(args, api):\n    time.sleep(args['input'][0])\n    return '{text}'\n"),
+        )
+        .unwrap();
+        let mut args = vec!["algorithm", "apply", "-f", "algorithm.yml"];
+        args.extend(["--endpoint", &server.endpoint]);
+        hkube(&args, &code, &[]).ok().to_string()
+    };
+    version("v1");
+    let first = server
+        .hkube(&["algorithm", "get", "sleeper", "--json"])
+        .json();
+    let api = format!("{}/api/v1", server.endpoint);
+    let job = curl(
+        "POST",
+        &format!("{api}/exec/algorithm"),
+        &json!({"name": "sleeper", "input": [60]}).to_string(),
+    );
+    let job_id = job["jobId"].as_str().unwrap().to_string();
+
+    version("v2");
+    let held = server
+        .hkube(&["algorithm", "get", "sleeper", "--json"])
+        .json();
+    assert_eq!(held["algorithmImage"], first["algorithmImage"], "{held}");
+    assert_eq!(held["errors"], json!([901]), "{held}");
+    let versions = curl("GET", &format!("{api}/versions/algorithms/sleeper"), "");
+    assert_eq!(versions.as_array().unwrap().len(), 2, "{versions}");
+    let newest = versions[0]["version"].as_str().unwrap().to_string();
+    assert_ne!(
+        versions[0]["algorithm"]["algorithmImage"],
+        first["algorithmImage"]
+    );
+
+    let refused = curl(
+        "POST",
+        &format!("{api}/versions/algorithms/apply"),
+        &json!({"name": "sleeper", "version": newest}).to_string(),
+    );
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("running pipeline which depends on \"sleeper\""),
+        "{refused}"
+    );
+    curl(
+        "POST",
+        &format!("{api}/versions/algorithms/apply"),
+        &json!({"name": "sleeper", "version": newest, "force": true}).to_string(),
+    );
+    let applied = server
+        .hkube(&["algorithm", "get", "sleeper", "--json"])
+        .json();
+    assert_eq!(
+        applied["algorithmImage"],
+        versions[0]["algorithm"]["algorithmImage"]
+    );
+    assert!(applied.get("errors").is_none(), "{applied}");
+    curl(
+        "POST",
+        &format!("{api}/exec/stop"),
+        &json!({"jobId": job_id}).to_string(),
+    );
+}

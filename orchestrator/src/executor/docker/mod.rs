@@ -233,22 +233,7 @@ impl DockerLauncher {
             "HKUBE_FAST_PATH=1".to_string(),
         ]);
         env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
-        let gpus = spec.gpu.ceil() as i64;
-        let host_config = HostConfig {
-            binds,
-            network_mode: Some(format!("container:{sidecar}")),
-            nano_cpus: (spec.cpu > 0.0).then_some((spec.cpu * 2.0 * 1e9) as i64),
-            memory: spec.memory,
-            device_requests: (gpus > 0).then(|| {
-                vec![DeviceRequest {
-                    driver: Some("nvidia".to_string()),
-                    count: Some(gpus),
-                    capabilities: Some(vec![vec!["gpu".to_string()]]),
-                    ..DeviceRequest::default()
-                }]
-            }),
-            ..HostConfig::default()
-        };
+        let host_config = algorithm_host_config(spec, &sidecar, binds);
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             env: Some(env),
@@ -288,6 +273,32 @@ impl DockerLauncher {
             .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
             .await
             .map_err(|e| format!("cannot start container {id}: {}", engine_text(&e)))
+    }
+}
+
+/// The algorithm container's limits and namespace (pure): it joins the sidecar's network
+/// namespace; cpu is limited to twice the request (HKube's default), memory to `mem` plus the
+/// reserved memory, and GPUs are NVIDIA device requests rounded up to whole devices.
+fn algorithm_host_config(
+    spec: &ContainerSpec,
+    sidecar: &str,
+    binds: Option<Vec<String>>,
+) -> HostConfig {
+    let gpus = spec.gpu.ceil() as i64;
+    HostConfig {
+        binds,
+        network_mode: Some(format!("container:{sidecar}")),
+        nano_cpus: (spec.cpu > 0.0).then_some((spec.cpu * 2.0 * 1e9) as i64),
+        memory: spec.memory,
+        device_requests: (gpus > 0).then(|| {
+            vec![DeviceRequest {
+                driver: Some("nvidia".to_string()),
+                count: Some(gpus),
+                capabilities: Some(vec![vec!["gpu".to_string()]]),
+                ..DeviceRequest::default()
+            }]
+        }),
+        ..HostConfig::default()
     }
 }
 
@@ -424,4 +435,41 @@ fn worker_token() -> String {
     (0..16)
         .map(|_| format!("{:02x}", rng.random::<u8>()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::spec::parse_algorithm;
+    use serde_json::json;
+
+    #[test]
+    fn resources_become_limits_and_device_requests() {
+        let algorithm = parse_algorithm(json!({
+            "name": "gpu-alg", "algorithmImage": "img:1", "cpu": 0.5, "mem": "1Gi", "gpu": 0.5,
+            "algorithmEnv": {"MODE": "fast", "N": 3}
+        }))
+        .unwrap();
+        let local = container_algorithm(&algorithm).unwrap();
+        let spec = local.container.unwrap();
+        // 1024 Mi plus HKube's 20 % reserved memory.
+        assert_eq!(spec.memory, Some((1024 + 205) * 1024 * 1024));
+        assert_eq!(
+            spec.env,
+            vec![("MODE".into(), "fast".into()), ("N".into(), "3".into())]
+        );
+        let host = algorithm_host_config(&spec, "abc", None);
+        assert_eq!(host.network_mode.as_deref(), Some("container:abc"));
+        assert_eq!(host.nano_cpus, Some(1_000_000_000));
+        let gpu = &host.device_requests.unwrap()[0];
+        assert_eq!(
+            (gpu.driver.as_deref(), gpu.count),
+            (Some("nvidia"), Some(1))
+        );
+        let cpu_only = ContainerSpec { gpu: 0.0, ..spec };
+        assert!(algorithm_host_config(&cpu_only, "abc", None)
+            .device_requests
+            .is_none());
+    }
 }
