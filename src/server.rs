@@ -70,7 +70,12 @@ pub struct ServerArgs {
     /// "none" trusts only the base image's own CAs.
     #[arg(long, env = "HKUBE_BUILD_CA_BUNDLE", value_name = "FILE")]
     build_ca_bundle: Option<String>,
-    /// Docker executor: git push webhooks (/api/v1/builds/webhook/github|gitlab) must be signed
+    /// Docker executor: the image that algorithms of ENV build FROM when they name no
+    /// baseImage (repeatable, e.g. python=registry.local/python:3.11). Default:
+    /// hkube/<env>:bookworm, made by scripts/base-images.sh.
+    #[arg(long = "base-image", value_name = "ENV=IMAGE", value_parser = parse_base_image)]
+    base_images: Vec<(String, String)>,
+    /// Git push webhooks (/api/v1/builds/webhook/github|gitlab) must be signed
     /// with this secret (X-Hub-Signature-256, X-Gitlab-Token); they then need no --token.
     #[arg(
         long,
@@ -79,6 +84,20 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     webhook_secret: Option<String>,
+}
+
+/// `ENV=IMAGE` with ENV one of python, nodejs, java.
+fn parse_base_image(text: &str) -> Result<(String, String), String> {
+    let (env, image) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text}: expected ENV=IMAGE, such as python=my/python:3.11"))?;
+    if !["python", "nodejs", "java"].contains(&env) {
+        return Err(format!("{env}: the env must be python, nodejs or java"));
+    }
+    if image.trim().is_empty() {
+        return Err(format!("{text}: the image is empty"));
+    }
+    Ok((env.to_string(), image.to_string()))
 }
 
 pub fn server(args: ServerArgs) -> anyhow::Result<()> {
@@ -170,6 +189,11 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     // prepared environment for the local executor.
     let mut options = BuildOptions::new(&state_dir);
     options.timeout = Duration::from_secs(args.build_timeout);
+    for (env, image) in &args.base_images {
+        if let Some(slot) = options.base_images.get_mut(env.as_str()) {
+            *slot = image.clone();
+        }
+    }
     let (backend, deployer): (Backend, Arc<dyn Deployer>) = match docker {
         Some(docker) => {
             let ca_bundle = docker::ca_bundle(args.build_ca_bundle.as_deref())?;

@@ -211,11 +211,20 @@ fn exec_pipeline(endpoint: &str, dir: &Path, file: &str) -> Value {
     serde_json::from_str(&stdout).unwrap()
 }
 
-/// The server, killed if the test fails half-way.
+/// A child process ended when the test ends, also half-way: SIGTERM first (a server then
+/// removes its containers), SIGKILL if it has not ended after 30 s.
 struct Killed(std::process::Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.0.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
