@@ -1,5 +1,6 @@
 //! Storage settings (HKube's environment variables `DEFAULT_STORAGE`, `STORAGE_ENCODING`,
-//! `CLUSTER_NAME`, `BASE_FS_ADAPTER_DIRECTORY`) and the one place that picks a backend.
+//! `CLUSTER_NAME`, `BASE_FS_ADAPTER_DIRECTORY`, and for S3 `S3_ENDPOINT_URL`, `AWS_REGION`,
+//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`) and the one place that picks a backend.
 //!
 //! Reads the environment only in [`StorageConfig::from_env`]; callers never name a backend type,
 //! they hold the `Arc<dyn Storage>` that [`build`] returns.
@@ -9,6 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::s3::{S3Settings, S3Storage};
 use super::{Encoding, Error, FsStorage, Result, Storage};
 
 /// The storage backend (`DEFAULT_STORAGE`).
@@ -33,6 +35,15 @@ pub struct StorageConfig {
     pub cluster_name: String,
     /// `BASE_FS_ADAPTER_DIRECTORY`, default `/var/tmp/fs/storage`: the fs adapter's root.
     pub base_fs_adapter_directory: PathBuf,
+    /// `S3_ENDPOINT_URL` (empty: AWS).
+    pub s3_endpoint_url: String,
+    /// `AWS_REGION`, default `us-east-1`.
+    pub aws_region: String,
+    /// `AWS_ACCESS_KEY_ID`.
+    pub aws_access_key_id: String,
+    /// `AWS_SECRET_ACCESS_KEY`; never serialized (configs are logged and sent around).
+    #[serde(skip_serializing)]
+    pub aws_secret_access_key: String,
 }
 
 impl Default for StorageConfig {
@@ -42,6 +53,10 @@ impl Default for StorageConfig {
             storage_encoding: Encoding::Msgpack,
             cluster_name: "local".to_owned(),
             base_fs_adapter_directory: PathBuf::from("/var/tmp/fs/storage"),
+            s3_endpoint_url: String::new(),
+            aws_region: "us-east-1".to_owned(),
+            aws_access_key_id: String::new(),
+            aws_secret_access_key: String::new(),
         }
     }
 }
@@ -80,6 +95,18 @@ impl StorageConfig {
         if let Some(value) = get("BASE_FS_ADAPTER_DIRECTORY") {
             config.base_fs_adapter_directory = PathBuf::from(value);
         }
+        if let Some(value) = get("S3_ENDPOINT_URL") {
+            config.s3_endpoint_url = value.trim().to_owned();
+        }
+        if let Some(value) = get("AWS_REGION") {
+            config.aws_region = value.trim().to_owned();
+        }
+        if let Some(value) = get("AWS_ACCESS_KEY_ID") {
+            config.aws_access_key_id = value.trim().to_owned();
+        }
+        if let Some(value) = get("AWS_SECRET_ACCESS_KEY") {
+            config.aws_secret_access_key = value.trim().to_owned();
+        }
         Ok(config)
     }
 }
@@ -90,7 +117,20 @@ pub fn build(config: &StorageConfig) -> Result<Arc<dyn Storage>> {
         Adapter::Fs => Ok(Arc::new(FsStorage::new(
             config.base_fs_adapter_directory.clone(),
         ))),
-        Adapter::S3 => Err(Error::Unavailable { adapter: "s3" }),
+        Adapter::S3 => {
+            if config.aws_access_key_id.is_empty() || config.aws_secret_access_key.is_empty() {
+                return Err(Error::Config(
+                    "DEFAULT_STORAGE is s3 but AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY is not set"
+                        .to_owned(),
+                ));
+            }
+            Ok(Arc::new(S3Storage::new(&S3Settings {
+                endpoint: config.s3_endpoint_url.clone(),
+                region: config.aws_region.clone(),
+                access_key: config.aws_access_key_id.clone(),
+                secret_key: config.aws_secret_access_key.clone(),
+            })))
+        }
     }
 }
 
@@ -124,12 +164,19 @@ mod tests {
                 ("STORAGE_ENCODING", "bson"),
                 ("CLUSTER_NAME", "prod"),
                 ("BASE_FS_ADAPTER_DIRECTORY", "/data/storage"),
+                ("S3_ENDPOINT_URL", "http://s3.local:9000"),
+                ("AWS_ACCESS_KEY_ID", "ak"),
+                ("AWS_SECRET_ACCESS_KEY", "sk"),
             ],
             Ok(StorageConfig {
                 default_storage: Adapter::S3,
                 storage_encoding: Encoding::Bson,
                 cluster_name: "prod".into(),
                 base_fs_adapter_directory: "/data/storage".into(),
+                s3_endpoint_url: "http://s3.local:9000".into(),
+                aws_region: "us-east-1".into(),
+                aws_access_key_id: "ak".into(),
+                aws_secret_access_key: "sk".into(),
             }),
         );
         check(
@@ -152,7 +199,7 @@ mod tests {
         let text = serde_json::to_string(&StorageConfig::default()).unwrap();
         assert_eq!(
             text,
-            r#"{"defaultStorage":"fs","storageEncoding":"msgpack","clusterName":"local","baseFsAdapterDirectory":"/var/tmp/fs/storage"}"#
+            r#"{"defaultStorage":"fs","storageEncoding":"msgpack","clusterName":"local","baseFsAdapterDirectory":"/var/tmp/fs/storage","s3EndpointUrl":"","awsRegion":"us-east-1","awsAccessKeyId":""}"#
         );
     }
 
@@ -166,7 +213,13 @@ mod tests {
         };
         assert_eq!(
             build(&s3).unwrap_err().to_string(),
-            "the s3 adapter is not available yet"
+            "DEFAULT_STORAGE is s3 but AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY is not set"
         );
+        let s3 = StorageConfig {
+            aws_access_key_id: "ak".into(),
+            aws_secret_access_key: "sk".into(),
+            ..s3
+        };
+        assert_eq!(build(&s3).unwrap().module_name(), "@hkube/s3-adapter");
     }
 }

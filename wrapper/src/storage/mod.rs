@@ -2,8 +2,8 @@
 //! orchestrator and the sidecar.
 //!
 //! An object is an optional 8-byte [`header`] plus a payload, stored under a `/`-separated path
-//! such as `local-hkube/<jobId>/<taskId>`. [`Storage`] is the one seam to a backend (`fs` today,
-//! `s3` later); [`encoding`] turns values into payloads and back; [`key`](task_key) helpers
+//! such as `local-hkube/<jobId>/<taskId>`. [`Storage`] is the one seam to a backend (`fs`,
+//! `s3`); [`encoding`] turns values into payloads and back; [`key`](task_key) helpers
 //! build HKube's paths.
 //!
 //! Architecture Invariant: a large object is never held twice in memory. Writers stream from an
@@ -19,6 +19,7 @@ pub mod encoding;
 pub mod fs;
 pub mod header;
 pub mod reference;
+pub mod s3;
 
 use std::future::Future;
 use std::io;
@@ -30,6 +31,7 @@ pub use config::{build, Adapter, StorageConfig};
 pub use encoding::{Encoding, StoredValue};
 pub use fs::FsStorage;
 pub use header::Header;
+pub use s3::{S3Settings, S3Storage};
 
 /// A boxed future, so that [`Storage`] is object-safe (`Arc<dyn Storage>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -131,9 +133,6 @@ pub enum Error {
     /// A setting (environment variable) has a value this build cannot use.
     #[error("{0}")]
     Config(String),
-    /// The configured adapter exists in HKube but not here yet.
-    #[error("the {adapter} adapter is not available yet")]
-    Unavailable { adapter: &'static str },
 }
 
 impl Error {
