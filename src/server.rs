@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 mod docker;
+mod storage;
 
 use orchestrator::api::{self, ApiState};
 use orchestrator::build::{Backend, BuildOptions, BuildService, Deployer};
@@ -75,6 +76,21 @@ pub struct ServerArgs {
     /// hkube/<env>:bookworm, made by scripts/base-images.sh.
     #[arg(long = "base-image", value_name = "ENV=IMAGE", value_parser = parse_base_image)]
     base_images: Vec<(String, String)>,
+    /// Where jobs' stored objects live: the state folder (fs) or an S3-compatible server (s3,
+    /// credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "HKUBE_STORAGE", value_enum, default_value = "fs")]
+    storage: storage::StorageKind,
+    /// --storage s3: the server's URL, e.g. http://127.0.0.1:9000 (default: AWS).
+    #[arg(long, env = "S3_ENDPOINT_URL", value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// --storage s3: the region signed requests name.
+    #[arg(
+        long,
+        env = "AWS_REGION",
+        value_name = "REGION",
+        default_value = "us-east-1"
+    )]
+    s3_region: String,
     /// Git push webhooks (/api/v1/builds/webhook/github|gitlab) must be signed
     /// with this secret (X-Hub-Signature-256, X-Gitlab-Token); they then need no --token.
     #[arg(
@@ -145,17 +161,31 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let storage_dir = state_dir.join("storage");
     std::fs::create_dir_all(&storage_dir)
         .with_context(|| format!("creating {}", storage_dir.display()))?;
+    let job_storage =
+        storage::open(args.storage, args.s3_endpoint.as_deref(), &args.s3_region).await?;
+    let storage_env = job_storage
+        .as_ref()
+        .map(|s| s.env.clone())
+        .unwrap_or_default();
     let docker = match args.executor {
-        ExecutorKind::Docker => Some(docker::connect(&state_dir, &storage_dir).await?),
+        ExecutorKind::Docker => {
+            Some(docker::connect(&state_dir, &storage_dir, storage_env.clone()).await?)
+        }
         _ => None,
     };
-    let executor = LocalExecutor::start(LocalOptions {
+    let mut local = LocalOptions {
         work_dir: state_dir.join("work"),
         storage_dir,
         log_dir: state_dir.join("logs"),
         docker: docker.as_ref().map(|d| d.launcher.clone()),
+        storage_env,
         ..LocalOptions::default()
-    });
+    };
+    let storage_module = job_storage
+        .as_ref()
+        .map_or("@hkube/fs-adapter", |s| s.access.storage.module_name());
+    local.sidecar.storage = job_storage.map(|s| s.access);
+    let executor = LocalExecutor::start(local);
     let launcher = docker.as_ref().map(|d| d.launcher.clone());
     // Definitions and jobs live in one database: a restart loses nothing, and jobs that were
     // running resume (finished tasks are not run again).
@@ -232,6 +262,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         builds,
         deployer,
         webhook_secret: args.webhook_secret.filter(|s| !s.is_empty()),
+        storage_module,
     });
 
     let listener = tokio::net::TcpListener::bind(addresses.as_slice())

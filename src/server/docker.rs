@@ -15,7 +15,11 @@ pub struct Docker {
     pub launcher: DockerLauncher,
 }
 
-pub async fn connect(state_dir: &Path, storage_dir: &Path) -> anyhow::Result<Docker> {
+pub async fn connect(
+    state_dir: &Path,
+    storage_dir: &Path,
+    storage_env: Vec<(String, String)>,
+) -> anyhow::Result<Docker> {
     let engine = DockerEngine::connect().await.context(
         "--executor docker needs a running Docker engine (is dockerd started, and is DOCKER_HOST right?)",
     )?;
@@ -29,6 +33,7 @@ pub async fn connect(state_dir: &Path, storage_dir: &Path) -> anyhow::Result<Doc
         cluster: "local".into(),
         instance,
         stop_grace: 3,
+        storage_env,
     })
     .await?;
     Ok(Docker { engine, launcher })

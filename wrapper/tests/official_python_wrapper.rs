@@ -129,6 +129,7 @@ async fn start_sidecar(storage_root: &Path) -> (u16, OrchestratorEnd) {
         storage: Arc::new(FsStorage::new(storage_root)),
         cluster: "local".into(),
         encoding: storage::encoding::Encoding::Msgpack,
+        spool: None,
     };
     let options = SidecarOptions {
         storage: Some(access),

@@ -320,6 +320,7 @@ async fn storage_v3_inputs_and_outputs_go_through_storage() {
         storage: store.clone(),
         cluster: "local".into(),
         encoding: storage::encoding::Encoding::Msgpack,
+        spool: None,
     };
     let options = SidecarOptions {
         storage: Some(access),
@@ -612,6 +613,7 @@ async fn stored_inputs_are_loaded_for_hkube_wrappers() {
             storage: store.clone(),
             cluster: "local".into(),
             encoding: storage::encoding::Encoding::Msgpack,
+            spool: None,
         }),
         ..SidecarOptions::default()
     };

@@ -166,9 +166,6 @@ pub(super) fn status_of_ended(result: &Value) -> Value {
     status
 }
 
-/// Where HKube says results come from; ours are held by the engine and the fs storage.
-pub(super) const STORAGE_MODULE: &str = "@hkube/fs-adapter";
-
 pub async fn results(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
     let mut result = match state.engine.result(&id).await {
         Err(EngineError::NotFound(message)) => state
@@ -178,7 +175,7 @@ pub async fn results(State(state): State<ApiState>, Path(id): Path<String>) -> A
         other => other?,
     };
     if let Value::Object(map) = &mut result {
-        map.insert("storageModule".into(), json!(STORAGE_MODULE));
+        map.insert("storageModule".into(), json!(state.storage_module));
     }
     Ok(Json(result))
 }

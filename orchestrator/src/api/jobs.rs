@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::exec::{status_of_ended, STORAGE_MODULE};
+use super::exec::status_of_ended;
 use super::{ApiError, ApiState, JsonBody};
 use crate::engine::JobStatus;
 use crate::store::{EndedJob, DEFAULT_USER};
@@ -599,7 +599,7 @@ pub async fn pipeline_results(
         .map(|mut doc| {
             let mut result = doc["result"].take();
             if let Value::Object(map) = &mut result {
-                map.insert("storageModule".into(), json!(STORAGE_MODULE));
+                map.insert("storageModule".into(), json!(state.storage_module));
             }
             result
         })

@@ -45,6 +45,9 @@ pub struct ApiState {
     pub deployer: Option<Arc<dyn Deployer>>,
     /// Git push webhooks must be signed with this secret; they then need no bearer token.
     pub webhook_secret: Option<String>,
+    /// Where stored results are, as results documents name it (`@hkube/fs-adapter`,
+    /// `@hkube/s3-adapter`).
+    pub storage_module: &'static str,
 }
 
 impl std::fmt::Debug for ApiState {

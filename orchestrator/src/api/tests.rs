@@ -44,6 +44,7 @@ fn api_with(auth_token: Option<&str>) -> Api {
             builds: None,
             deployer: None,
             webhook_secret: None,
+            storage_module: "@hkube/fs-adapter",
         }),
     }
 }

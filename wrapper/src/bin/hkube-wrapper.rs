@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -42,6 +43,11 @@ async fn main() -> ExitCode {
             storage: s,
             cluster: c.cluster_name.clone(),
             encoding: c.storage_encoding,
+            // With S3, hkube's runtimes still keep large values in the fs adapter's folder.
+            spool: (c.default_storage == storage::Adapter::S3).then(|| {
+                Arc::new(storage::FsStorage::new(c.base_fs_adapter_directory.clone()))
+                    as Arc<dyn storage::Storage>
+            }),
         })
     }) {
         Ok(access) => Some(access),

@@ -12,6 +12,7 @@
 //! never connects or never stops; it says why in [`FromSidecar::Gone`].
 
 mod connection;
+mod spool;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -39,6 +40,10 @@ pub struct StorageAccess {
     pub storage: Arc<dyn Storage>,
     pub cluster: String,
     pub encoding: storage::encoding::Encoding,
+    /// When `storage` is not the folder hkube's runtimes write large values to (S3): that
+    /// folder. The sidecar then publishes a runtime's stored result to `storage` and fetches a
+    /// stored input the folder lacks (see [`spool`]).
+    pub spool: Option<Arc<dyn Storage>>,
 }
 
 #[derive(Debug, Clone)]
@@ -341,6 +346,25 @@ impl Run {
         if negotiated.fast {
             let take = self.queue.len().min(self.options.max_batch.max(1));
             self.current = self.queue.drain(..take).collect();
+            if let Some(access) = &self.options.storage {
+                // hkube's runtimes read referenced inputs from their folder: fetch what it lacks.
+                let mut failed = None;
+                for task in &self.current {
+                    if let Err(error) = spool::fetch(access, &task.input).await {
+                        failed = Some(error);
+                        break;
+                    }
+                }
+                if let Some(error) = failed {
+                    let outcome = Outcome::Crashed {
+                        reason: format!("cannot fetch an input from storage: {error}"),
+                    };
+                    for task in std::mem::take(&mut self.current) {
+                        self.report_finished(&task.task_id, outcome.clone());
+                    }
+                    return;
+                }
+            }
             let message = if self.current.len() == 1 {
                 ToAlgorithm::Run(Box::new(job_data(&self.current[0])))
             } else {
@@ -553,9 +577,11 @@ impl Run {
                 if let Some(text) = result.log {
                     self.report_log(&result.task_id, text);
                 }
-                let outcome = Outcome::Output {
-                    output: result.output,
-                };
+                let outcome = self
+                    .published(Outcome::Output {
+                        output: result.output,
+                    })
+                    .await;
                 self.finish_one(&result.task_id, outcome);
                 self.after_batch().await;
             }
@@ -570,7 +596,8 @@ impl Run {
                             if let Some(text) = log {
                                 self.report_log(&task_id, text);
                             }
-                            self.finish_one(&task_id, Outcome::Output { output })
+                            let outcome = self.published(Outcome::Output { output }).await;
+                            self.finish_one(&task_id, outcome)
                         }
                         TaskOutcome::Failed {
                             task_id,
@@ -824,6 +851,20 @@ impl Run {
             task_id: task_id.to_string(),
             outcome,
         });
+    }
+
+    /// A runtime's result kept in its folder goes to the job's storage first (S3); a failure
+    /// to publish crashes the task, so the engine's retry policy decides.
+    async fn published(&self, outcome: Outcome) -> Outcome {
+        let (Some(access), Outcome::Output { output }) = (&self.options.storage, &outcome) else {
+            return outcome;
+        };
+        match spool::publish(access, output).await {
+            Ok(()) => outcome,
+            Err(error) => Outcome::Crashed {
+                reason: format!("cannot publish the result to storage: {error}"),
+            },
+        }
     }
 
     fn finish_one(&mut self, task_id: &str, outcome: Outcome) {

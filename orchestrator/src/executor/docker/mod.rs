@@ -67,6 +67,9 @@ pub struct DockerOptions {
     pub instance: String,
     /// Seconds between `docker stop`'s SIGTERM and SIGKILL.
     pub stop_grace: i32,
+    /// Overrides of HKube's storage variables for both containers (S3 and its credentials;
+    /// the endpoint must be reachable from containers).
+    pub storage_env: Vec<(String, String)>,
 }
 
 /// Starts worker pairs; cheap to clone.
@@ -181,12 +184,18 @@ impl DockerLauncher {
         worker: &str,
     ) -> Result<Pair, String> {
         let storage = self.options.storage_dir.display().to_string();
-        let storage_env = vec![
-            "DEFAULT_STORAGE=fs".to_string(),
-            format!("BASE_FS_ADAPTER_DIRECTORY={storage}"),
-            format!("CLUSTER_NAME={}", self.options.cluster),
-            "STORAGE_ENCODING=msgpack".to_string(),
+        let mut settings = vec![
+            ("DEFAULT_STORAGE".to_string(), "fs".to_string()),
+            ("BASE_FS_ADAPTER_DIRECTORY".to_string(), storage.clone()),
+            ("CLUSTER_NAME".to_string(), self.options.cluster.clone()),
+            ("STORAGE_ENCODING".to_string(), "msgpack".to_string()),
         ];
+        // S3's settings replace the folder's (which hkube's runtimes keep using as their spool).
+        for (key, value) in &self.options.storage_env {
+            settings.retain(|(k, _)| k != key);
+            settings.push((key.clone(), value.clone()));
+        }
+        let storage_env: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let labels = HashMap::from([
             (
                 "io.hkube.instance".to_string(),

@@ -65,6 +65,9 @@ pub struct LocalOptions {
     pub log_dir: PathBuf,
     /// Starts the workers of algorithms that have an image (the Docker executor).
     pub docker: Option<DockerLauncher>,
+    /// HKube's storage variables for the algorithms when the job's storage is not the folder
+    /// (`DEFAULT_STORAGE=s3`, `S3_ENDPOINT_URL`, `AWS_*`): HKube's own wrappers then use it.
+    pub storage_env: Vec<(String, String)>,
 }
 
 impl Default for LocalOptions {
@@ -83,6 +86,7 @@ impl Default for LocalOptions {
             cluster: "local".into(),
             log_dir: std::env::temp_dir().join("hkube-local").join("logs"),
             docker: None,
+            storage_env: Vec::new(),
         }
     }
 }
@@ -120,12 +124,20 @@ impl std::fmt::Debug for Cmd {
 impl LocalExecutor {
     /// Starts the service on the current tokio runtime.
     pub fn start(mut options: LocalOptions) -> LocalExecutor {
-        if options.sidecar.storage.is_none() {
-            options.sidecar.storage = Some(StorageAccess {
-                storage: Arc::new(FsStorage::new(&options.storage_dir)),
-                cluster: options.cluster.clone(),
-                encoding: wrapper::storage::Encoding::Msgpack,
-            });
+        let folder: Arc<dyn wrapper::storage::Storage> =
+            Arc::new(FsStorage::new(&options.storage_dir));
+        match &mut options.sidecar.storage {
+            None => {
+                options.sidecar.storage = Some(StorageAccess {
+                    storage: folder,
+                    cluster: options.cluster.clone(),
+                    encoding: wrapper::storage::Encoding::Msgpack,
+                    spool: None,
+                })
+            }
+            // The job's storage is elsewhere (S3): the runtimes' folder is bridged to it.
+            Some(access) if access.spool.is_none() => access.spool = Some(folder),
+            Some(_) => {}
         }
         // Our runtimes send JSON results inline; allow large ones (bytes go through storage).
         options.sidecar.max_message_bytes = options.sidecar.max_message_bytes.max(512 << 20);
@@ -237,6 +249,25 @@ impl Executor for LocalExecutor {
             return;
         }
         let _ = self.collector.send((job_id.to_string(), keep.to_vec()));
+        // The job's objects in a remote storage (S3) go too, but for those kept.
+        if let Some(access) = self
+            .options
+            .sidecar
+            .storage
+            .clone()
+            .filter(|a| a.spool.is_some())
+        {
+            let prefix = format!("{}-hkube/{job_id}/", access.cluster);
+            let keep = keep.to_vec();
+            tokio::spawn(async move {
+                let Ok(paths) = access.storage.list(&prefix).await else {
+                    return;
+                };
+                for path in paths.iter().filter(|p| !keep.contains(p)) {
+                    let _ = access.storage.delete(path).await;
+                }
+            });
+        }
     }
 }
 
@@ -544,6 +575,7 @@ impl Service {
             log_limit: self.options.log_limit,
             storage_dir: self.options.storage_dir.clone(),
             cluster: self.options.cluster.clone(),
+            storage_env: self.options.storage_env.clone(),
         };
         tokio::spawn(async move {
             let started =

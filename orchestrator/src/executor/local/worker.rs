@@ -120,6 +120,9 @@ impl Runtimes {
             ("HKUBE_FAST_PATH".to_string(), "1".to_string()),
             ("PYTHONUNBUFFERED".to_string(), "1".to_string()),
         ];
+        // Later entries win: with S3, HKube's wrappers use it; hkube's runtimes keep using
+        // BASE_FS_ADAPTER_DIRECTORY, which the sidecar bridges to S3.
+        env.extend(settings.storage_env.iter().cloned());
         let (program, args) = match algorithm.language {
             Language::Python => {
                 let mut path = self.dir.join("python").display().to_string();
@@ -178,6 +181,8 @@ pub struct Settings {
     pub log_limit: usize,
     pub storage_dir: PathBuf,
     pub cluster: String,
+    /// Overrides of HKube's storage variables (S3), after the folder's.
+    pub storage_env: Vec<(String, String)>,
 }
 
 /// A started worker: its link to the sidecar and its process.
