@@ -228,7 +228,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         Some(docker) => {
             let ca_bundle = docker::ca_bundle(args.build_ca_bundle.as_deref())?;
             (
-                Backend::Docker(docker.engine, docker::toolkit(ca_bundle)?),
+                Backend::Docker(docker.engine, docker::toolkit(&state_dir, ca_bundle)?),
                 Arc::new(ImageDeployer {
                     executor: executor.clone(),
                 }),

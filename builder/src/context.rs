@@ -28,6 +28,40 @@ pub struct Toolkit {
     pub ca_bundle: Option<PathBuf>,
 }
 
+/// The sidecar binary as images should carry it: without debug information (a release
+/// build with `debug = 1` is ~140 MB, stripped ~20 MB: every image and every build context
+/// would carry the difference). Kept in `cache_dir`, named by the binary's size and time, and
+/// made with `objcopy --strip-debug`; where that fails the binary is used as it is.
+pub fn stripped_sidecar(binary: &Path, cache_dir: &Path) -> PathBuf {
+    let Ok(meta) = std::fs::metadata(binary) else {
+        return binary.to_path_buf();
+    };
+    let stamp = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let stripped = cache_dir.join(format!("hkube-wrapper-{}-{stamp}", meta.len()));
+    if stripped.is_file() {
+        return stripped;
+    }
+    let tmp = cache_dir.join(format!(".hkube-wrapper-{}.tmp", std::process::id()));
+    let made = std::fs::create_dir_all(cache_dir).is_ok()
+        && std::process::Command::new("objcopy")
+            .arg("--strip-debug")
+            .arg(binary)
+            .arg(&tmp)
+            .status()
+            .is_ok_and(|s| s.success())
+        && std::fs::rename(&tmp, &stripped).is_ok();
+    if made {
+        stripped
+    } else {
+        let _ = std::fs::remove_file(&tmp);
+        binary.to_path_buf()
+    }
+}
+
 /// One image to build.
 #[derive(Debug, Clone)]
 pub struct ImageInputs {
@@ -371,4 +405,29 @@ fn file_digest(path: &Path) -> Result<[u8; 32], Error> {
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_sidecar_is_stripped_once_or_used_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("hkube-wrapper");
+        std::fs::copy(std::env::current_exe().unwrap(), &binary).unwrap();
+        let cache = dir.path().join("cache");
+        let stripped = stripped_sidecar(&binary, &cache);
+        assert_ne!(stripped, binary, "objcopy made a stripped copy");
+        assert!(
+            std::fs::metadata(&stripped).unwrap().len()
+                <= std::fs::metadata(&binary).unwrap().len()
+        );
+        assert_eq!(stripped_sidecar(&binary, &cache), stripped, "made once");
+        // Not an executable objcopy can read: used as it is.
+        let text = dir.path().join("not-elf");
+        std::fs::write(&text, "#!/bin/sh\n").unwrap();
+        assert_eq!(stripped_sidecar(&text, &cache), text);
+    }
 }

@@ -86,12 +86,14 @@ fn sidecar_binary() -> anyhow::Result<PathBuf> {
     Ok(beside)
 }
 
-/// The templates, runtimes and sidecar that go into images.
-pub fn toolkit(ca_bundle: Option<PathBuf>) -> anyhow::Result<Toolkit> {
+/// The templates, runtimes and sidecar that go into images; the sidecar stripped of debug
+/// information once, into the state folder.
+pub fn toolkit(state_dir: &Path, ca_bundle: Option<PathBuf>) -> anyhow::Result<Toolkit> {
+    let sidecar = builder::context::stripped_sidecar(&sidecar_binary()?, &state_dir.join("work"));
     Ok(Toolkit {
         templates_dir: templates_dir(),
         runtimes_dir: Runtimes::default().dir,
-        sidecar_binary: sidecar_binary()?,
+        sidecar_binary: sidecar,
         ca_bundle,
     })
 }
