@@ -582,15 +582,6 @@ fn no_process_runs(pattern: &str) -> bool {
     }
 }
 
-fn curl(method: &str, url: &str, body: &str) -> Value {
-    let output = Command::new("curl")
-        .args(["-s", "-X", method, "-H", "content-type: application/json"])
-        .args(["--data-binary", body, url])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
-}
-
 /// A build that hangs fails at the server's timeout with HKube's missing error (reference
 /// case 14), and a running build can be stopped; either way its processes are ended.
 #[test]
@@ -633,15 +624,21 @@ fn a_hanging_build_times_out_and_a_running_one_stops() {
     let build_id = started["buildId"].as_str().unwrap().to_string();
     let status_url = format!("{}/api/v1/builds/status/{build_id}", server.endpoint);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while curl("GET", &status_url, "")["status"] != "active" {
+    while common::http_json("GET", &status_url, "")["status"] != "active" {
         assert!(Instant::now() < deadline, "the build never became active");
         std::thread::sleep(Duration::from_millis(50));
     }
     let stop_url = format!("{}/api/v1/builds/stop", server.endpoint);
     let body = json!({ "buildId": build_id }).to_string();
-    assert_eq!(curl("POST", &stop_url, &body), json!({"message": "OK"}));
-    assert_eq!(curl("GET", &status_url, "")["status"], "stopped");
-    let again = curl("POST", &stop_url, &body);
+    assert_eq!(
+        common::http_json("POST", &stop_url, &body),
+        json!({"message": "OK"})
+    );
+    assert_eq!(
+        common::http_json("GET", &status_url, "")["status"],
+        "stopped"
+    );
+    let again = common::http_json("POST", &stop_url, &body);
     assert_eq!(
         again["error"]["message"], "unable to stop build because its in stopped status",
         "{again}"
@@ -679,7 +676,7 @@ fn a_build_completed_during_a_job_waits_to_be_applied() {
         .hkube(&["algorithm", "get", "sleeper", "--json"])
         .json();
     let api = format!("{}/api/v1", server.endpoint);
-    let job = curl(
+    let job = common::http_json(
         "POST",
         &format!("{api}/exec/algorithm"),
         &json!({"name": "sleeper", "input": [60]}).to_string(),
@@ -692,7 +689,7 @@ fn a_build_completed_during_a_job_waits_to_be_applied() {
         .json();
     assert_eq!(held["algorithmImage"], first["algorithmImage"], "{held}");
     assert_eq!(held["errors"], json!([901]), "{held}");
-    let versions = curl("GET", &format!("{api}/versions/algorithms/sleeper"), "");
+    let versions = common::http_json("GET", &format!("{api}/versions/algorithms/sleeper"), "");
     assert_eq!(versions.as_array().unwrap().len(), 2, "{versions}");
     let newest = versions[0]["version"].as_str().unwrap().to_string();
     assert_ne!(
@@ -700,7 +697,7 @@ fn a_build_completed_during_a_job_waits_to_be_applied() {
         first["algorithmImage"]
     );
 
-    let refused = curl(
+    let refused = common::http_json(
         "POST",
         &format!("{api}/versions/algorithms/apply"),
         &json!({"name": "sleeper", "version": newest}).to_string(),
@@ -712,7 +709,7 @@ fn a_build_completed_during_a_job_waits_to_be_applied() {
             .contains("running pipeline which depends on \"sleeper\""),
         "{refused}"
     );
-    curl(
+    common::http_json(
         "POST",
         &format!("{api}/versions/algorithms/apply"),
         &json!({"name": "sleeper", "version": newest, "force": true}).to_string(),
@@ -725,7 +722,7 @@ fn a_build_completed_during_a_job_waits_to_be_applied() {
         versions[0]["algorithm"]["algorithmImage"]
     );
     assert!(applied.get("errors").is_none(), "{applied}");
-    curl(
+    common::http_json(
         "POST",
         &format!("{api}/exec/stop"),
         &json!({"jobId": job_id}).to_string(),

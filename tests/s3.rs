@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 const ACCESS: &str = "hkube-e2e";
 const SECRET: &str = "hkube-e2e-secret";
@@ -61,15 +61,6 @@ fn s3_server(root: &Path) -> Option<(Killed, String)> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Some((Killed(child), format!("http://127.0.0.1:{port}")))
-}
-
-fn http(method: &str, url: &str, body: &str) -> Value {
-    let output = Command::new("curl")
-        .args(["-s", "-X", method, "-H", "content-type: application/json"])
-        .args(["--data-binary", body, url])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
 }
 
 #[test]
@@ -134,11 +125,11 @@ fn large_results_go_through_s3() {
             {"nodeName": "Echo", "algorithmName": "echo", "input": ["@Produce"]}
         ]
     });
-    let started = http("POST", &format!("{api}/exec/raw"), &pipeline.to_string());
+    let started = common::http_json("POST", &format!("{api}/exec/raw"), &pipeline.to_string());
     let job_id = started["jobId"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
     let results = loop {
-        let results = http("GET", &format!("{api}/exec/results/{job_id}"), "");
+        let results = common::http_json("GET", &format!("{api}/exec/results/{job_id}"), "");
         if results["status"] == "completed" || results["status"] == "failed" {
             break results;
         }

@@ -17,3 +17,15 @@ pub fn arg_text(name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1))
         .cloned()
 }
+
+/// The first lines of every benchmark's table.
+pub fn print_table_head(title: &str) {
+    println!("{title}");
+    println!(
+        "machine: {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!();
+    println!("| scenario | measured | target | anchor |");
+    println!("|---|---|---|---|");
+}

@@ -80,3 +80,24 @@ pub fn start_server(state: &Path, extra: &[&str]) -> (Child, String) {
     std::thread::spawn(move || for _ in lines {});
     (child, address)
 }
+
+/// Posts a job (`path`: `/api/v1/exec/raw`, `/api/v1/exec/algorithm`…) and polls its results
+/// every `poll` until it ended; the wall time and the results document. Panics on a failed job.
+pub fn run_job(
+    address: &str,
+    path: &str,
+    body: &str,
+    poll: std::time::Duration,
+) -> (std::time::Duration, Value) {
+    let start = std::time::Instant::now();
+    let started = request(address, "POST", path, body);
+    let job = started["jobId"].as_str().unwrap_or_default().to_string();
+    loop {
+        let results = request(address, "GET", &format!("/api/v1/exec/results/{job}"), "");
+        match results["status"].as_str() {
+            Some("completed") => return (start.elapsed(), results),
+            Some("failed") | Some("stopped") => panic!("job {job}: {results}"),
+            _ => std::thread::sleep(poll),
+        }
+    }
+}

@@ -49,3 +49,13 @@ pub fn start_server(configure: impl FnOnce(&mut Command)) -> Started {
         log,
     }
 }
+
+/// A JSON request with curl (`null` when the answer is not JSON).
+pub fn http_json(method: &str, url: &str, body: &str) -> serde_json::Value {
+    let output = Command::new("curl")
+        .args(["-s", "-X", method, "-H", "content-type: application/json"])
+        .args(["--data-binary", body, url])
+        .output()
+        .expect("curl runs");
+    serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null)
+}

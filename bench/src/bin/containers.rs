@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use hkube_bench::server::{hkube, repo, request, start_server};
+use hkube_bench::server::{hkube, repo, request, run_job, start_server};
 use serde_json::{json, Value};
 
 /// `hkube algorithm apply -f algorithm.yml --noWait` in `folder`; the server's answer.
@@ -65,18 +65,14 @@ fn timed_build(address: &str, folder: &Path) -> (Duration, Value) {
 
 /// Runs `name` once as a one-node job; the wall time to its result.
 fn run_once(address: &str, name: &str, input: Value) -> (Duration, Value) {
-    let start = Instant::now();
     let body = json!({"name": name, "input": input}).to_string();
-    let started = request(address, "POST", "/api/v1/exec/algorithm", &body);
-    let job = started["jobId"].as_str().unwrap_or_default().to_string();
-    loop {
-        let results = request(address, "GET", &format!("/api/v1/exec/results/{job}"), "");
-        match results["status"].as_str() {
-            Some("completed") => return (start.elapsed(), results["data"][0]["result"].clone()),
-            Some("failed") | Some("stopped") => panic!("job {job}: {results}"),
-            _ => std::thread::sleep(Duration::from_micros(500)),
-        }
-    }
+    let (took, results) = run_job(
+        address,
+        "/api/v1/exec/algorithm",
+        &body,
+        Duration::from_micros(500),
+    );
+    (took, results["data"][0]["result"].clone())
 }
 
 fn nonce() -> u128 {
@@ -198,17 +194,13 @@ fn main() {
 
 /// Submits a pipeline and waits for its result.
 fn run_pipeline(address: &str, pipeline: &str) -> (Duration, Value) {
-    let start = Instant::now();
-    let started = request(address, "POST", "/api/v1/exec/raw", pipeline);
-    let job = started["jobId"].as_str().unwrap_or_default().to_string();
-    loop {
-        let results = request(address, "GET", &format!("/api/v1/exec/results/{job}"), "");
-        match results["status"].as_str() {
-            Some("completed") => return (start.elapsed(), results["data"][0]["result"].clone()),
-            Some("failed") | Some("stopped") => panic!("job {job}: {results}"),
-            _ => std::thread::sleep(Duration::from_millis(1)),
-        }
-    }
+    let (took, results) = run_job(
+        address,
+        "/api/v1/exec/raw",
+        pipeline,
+        Duration::from_millis(1),
+    );
+    (took, results["data"][0]["result"].clone())
 }
 
 fn report(
@@ -222,16 +214,9 @@ fn report(
     let cold_median = median(cold.clone());
     let warm_median = median(warm);
 
-    println!(
-        "hkube container-tier benchmark (release build, Docker executor, this machine's dockerd)"
+    hkube_bench::print_table_head(
+        "hkube container-tier benchmark (release build, Docker executor, this machine's dockerd)",
     );
-    println!(
-        "machine: {} cores",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    println!();
-    println!("| scenario | measured | target | anchor |");
-    println!("|---|---|---|---|");
     println!(
         "| first build of a Python algorithm with one requirement, base image present (apply → image) | {:.1} s | ≤ 60 s | a hello-world Python function on Kyma: ~5 min |",
         first.as_secs_f64()

@@ -159,14 +159,9 @@ fn main() {
     assert_eq!(result["status"], "completed", "chain job: {result}");
 
     let per = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n as f64;
-    println!("hkube engine benchmark (in-process no-op executor, one tokio thread)");
-    println!(
-        "machine: {} cores",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+    hkube_bench::print_table_head(
+        "hkube engine benchmark (in-process no-op executor, one tokio thread)",
     );
-    println!();
-    println!("| scenario | measured | target | anchor |");
-    println!("|---|---|---|---|");
     println!(
         "| {items}-item batch + collector: wall time per task | {:.2} µs | ≤ 2 µs | Ray: 1,000,000 tasks queued on one node in 186 s (186 µs/task) |",
         per(batch_run.wall, batch_tasks)

@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hkube_bench::server::{hkube, repo, request, rss_kib, start_server};
+use hkube_bench::server::{hkube, repo, rss_kib, run_job, start_server};
 use serde_json::{json, Value};
 
 fn numbers(n: u64) -> String {
@@ -21,17 +21,12 @@ fn numbers(n: u64) -> String {
 
 /// Submits and waits for the results; returns the elapsed time and the result.
 fn exec(address: &str, pipeline: &str) -> (Duration, Value) {
-    let start = Instant::now();
-    let answer = request(address, "POST", "/api/v1/exec/raw", pipeline);
-    let job = answer["jobId"].as_str().unwrap_or_default().to_string();
-    loop {
-        let status = request(address, "GET", &format!("/api/v1/exec/status/{job}"), "");
-        if ["completed", "failed", "stopped"].contains(&status["status"].as_str().unwrap_or("")) {
-            let result = request(address, "GET", &format!("/api/v1/exec/results/{job}"), "");
-            return (start.elapsed(), result);
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    run_job(
+        address,
+        "/api/v1/exec/raw",
+        pipeline,
+        Duration::from_micros(200),
+    )
 }
 
 fn main() {
@@ -103,14 +98,7 @@ fn main() {
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&state);
 
-    println!("hkube front-door benchmark (release build, local executor)");
-    println!(
-        "machine: {} cores",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    println!();
-    println!("| scenario | measured | target | anchor |");
-    println!("|---|---|---|---|");
+    hkube_bench::print_table_head("hkube front-door benchmark (release build, local executor)");
     println!(
         "| `hkube run examples/numbers`, whole process (median of 10) | {:.0} ms (min {:.0} ms) | ≤ 1,000 ms | Ray needs 4.5 s here just to start |",
         run_median.as_secs_f64() * 1e3,
