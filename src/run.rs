@@ -95,13 +95,15 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
                 catalog.put_algorithm(algorithm.descriptor.clone());
                 // Installing dependencies is the one slow step of a first run: show it.
                 let mut local = algorithm.local.clone();
-                local.prepared = executor
-                    .prepare_dependencies(&local, |line| {
-                        if !args.quiet {
-                            eprintln!("hkube: {}: {line}", algorithm.descriptor.name);
-                        }
-                    })
-                    .await?;
+                local.prepared = Some(
+                    executor
+                        .prepare_dependencies(&local, |line| {
+                            if !args.quiet {
+                                eprintln!("hkube: {}: {line}", algorithm.descriptor.name);
+                            }
+                        })
+                        .await?,
+                );
                 executor.register(local).await?;
             }
         }

@@ -157,7 +157,7 @@ pub fn read_algorithm(file: &Path) -> Result<ProjectAlgorithm, Error> {
         max_workers: descriptor.max_workers.unwrap_or(0) as usize,
         classpath: None,
         container: None,
-        prepared: Default::default(),
+        prepared: None,
     };
     Ok(ProjectAlgorithm {
         file: file.to_path_buf(),

@@ -118,7 +118,7 @@ async fn python_algorithm(
             max_workers: 1,
             classpath: None,
             container: None,
-            prepared: Default::default(),
+            prepared: None,
         })
         .await
         .unwrap();

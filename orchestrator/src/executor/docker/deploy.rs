@@ -63,7 +63,7 @@ pub fn container_algorithm(algorithm: &Algorithm) -> Option<LocalAlgorithm> {
             gpu: algorithm.gpu.unwrap_or(0.0),
             env,
         }),
-        prepared: Default::default(),
+        prepared: None,
     })
 }
 

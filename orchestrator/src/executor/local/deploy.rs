@@ -33,7 +33,7 @@ pub fn local_algorithm(
         max_workers: algorithm.max_workers.unwrap_or(0) as usize,
         classpath: None,
         container: None,
-        prepared: Default::default(),
+        prepared: None,
     })
 }
 

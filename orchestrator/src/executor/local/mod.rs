@@ -172,8 +172,8 @@ impl LocalExecutor {
     /// Makes an algorithm runnable: its dependencies are installed (a cached virtual
     /// environment or node_modules, see `builder::local`) and Java sources are compiled.
     pub async fn register(&self, mut algorithm: LocalAlgorithm) -> Result<(), Error> {
-        if algorithm.container.is_none() {
-            algorithm.prepared = self.prepare_dependencies(&algorithm, |_| {}).await?;
+        if algorithm.container.is_none() && algorithm.prepared.is_none() {
+            algorithm.prepared = Some(self.prepare_dependencies(&algorithm, |_| {}).await?);
         }
         if algorithm.language == Language::Java && algorithm.container.is_none() {
             algorithm = prepare_java(algorithm, &self.options).await?;

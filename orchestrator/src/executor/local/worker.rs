@@ -56,8 +56,9 @@ pub struct LocalAlgorithm {
     pub classpath: Option<PathBuf>,
     /// Run in containers from this image (the Docker executor) instead of a local process.
     pub container: Option<ContainerSpec>,
-    /// The dependencies the executor prepared (a virtual environment, a node_modules).
-    pub prepared: Prepared,
+    /// The dependencies prepared for it (a virtual environment, a node_modules); `None`: not
+    /// yet, `register` prepares them.
+    pub prepared: Option<Prepared>,
 }
 
 /// Where the language runtimes and interpreters are.
@@ -132,13 +133,17 @@ impl Runtimes {
                 env.push(("PYTHONPATH".into(), path));
                 let python = algorithm
                     .prepared
-                    .python
                     .as_ref()
+                    .and_then(|p| p.python.as_ref())
                     .map_or_else(|| self.python.clone(), |p| p.display().to_string());
                 (python, vec!["-m".to_string(), "hkube_runtime".to_string()])
             }
             Language::Nodejs => {
-                if let Some(modules) = &algorithm.prepared.node_modules {
+                if let Some(modules) = algorithm
+                    .prepared
+                    .as_ref()
+                    .and_then(|p| p.node_modules.as_ref())
+                {
                     // require() of a package falls back to NODE_PATH.
                     env.push(("NODE_PATH".into(), modules.display().to_string()));
                 }
