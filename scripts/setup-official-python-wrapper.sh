@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs HKube's official Python wrapper, hkube-python-wrapper 2.4.2 from PyPI, into a Python 3.8
 # virtual environment, so that wrapper/tests/official_python_wrapper.rs can run it against our
-# sidecar. The test skips (and says so) when this venv is missing.
+# sidecar. The test skips (and says so) when this venv is missing, except in CI, which requires it
+# (HKUBE_REQUIRE_ALL=1).
 #
 # Why Python 3.8: 2.4.2 pins native packages (msgpack 1.0.2, pyzmq 22.0.3, wsaccel 0.6.2, ...) that
 # have wheels, or build, only for Python up to 3.8.

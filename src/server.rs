@@ -46,8 +46,9 @@ pub struct ServerArgs {
     #[arg(long, env = "HKUBE_EXECUTOR", value_enum, default_value = "local")]
     executor: ExecutorKind,
     /// A folder whose algorithm.yml files are registered at start (repeatable), as `hkube run`
-    /// finds them. On the local executor only these algorithms can run: one stored through the
-    /// API has no code here.
+    /// finds them. Algorithms also arrive through the API: code uploads and git repositories
+    /// are built (into images with --executor docker, else into a local folder with its
+    /// dependencies installed); one stored with only an image needs --executor docker.
     #[arg(long = "algorithms", value_name = "DIR")]
     algorithms: Vec<PathBuf>,
     /// Every /api request must carry `Authorization: Bearer <TOKEN>`.

@@ -387,7 +387,7 @@ fn a_killed_server_resumes_its_job() {
             .is_ok_and(|o| o.status.success())
     });
     if !tools {
-        println!("skipped: python3 is not installed");
+        testkit::skip(None, "python3 is not installed");
         return;
     }
     // An algorithm that notes each run in a file and takes a moment.

@@ -75,7 +75,7 @@ fn tools_for_numbers() -> Option<&'static str> {
 #[test]
 fn run_the_numbers_example() {
     if let Some(missing) = tools_for_numbers() {
-        println!("skipped: {missing} is not installed");
+        testkit::skip(None, &format!("{missing} is not installed"));
         return;
     }
     let output = hkube(&["run", "--quiet", "examples/numbers"], None);
@@ -110,7 +110,7 @@ fn run_the_numbers_example() {
 #[test]
 fn run_reports_a_failed_job_and_exits_1() {
     if let Some(missing) = tools_for_numbers() {
-        println!("skipped: {missing} is not installed");
+        testkit::skip(None, &format!("{missing} is not installed"));
         return;
     }
     // Range fails: it gets "x" instead of a number.
@@ -145,7 +145,7 @@ fn run_explains_a_folder_without_a_pipeline() {
 #[test]
 fn run_installs_declared_dependencies_once() {
     if let Some(missing) = tools_for_numbers() {
-        println!("skipped: {missing} is not installed");
+        testkit::skip(None, &format!("{missing} is not installed"));
         return;
     }
     let root = std::env::temp_dir().join(format!("hkube-cli-deps-{}", std::process::id()));

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -175,7 +175,7 @@ fn missing_tools() -> Option<&'static str> {
 #[test]
 fn the_numbers_example_through_exec() {
     if let Some(missing) = missing_tools() {
-        println!("skipped: {missing} is not installed");
+        testkit::skip(None, &format!("{missing} is not installed"));
         return;
     }
     let server = Server::start(&[]);
@@ -564,22 +564,44 @@ fn uploaded_code_runs_on_the_local_executor_and_after_a_restart() {
         .starts_with("hkube-local/range:"));
 }
 
-/// No `sleep <seconds>` process is left (the build's installer group was ended).
+/// Whether a process whose command line matches `pattern` runs now. pgrep exits 1 when none
+/// matches; any other failure (pgrep missing, a bad pattern) fails the test rather than
+/// passing for "none".
+fn process_runs(pattern: &str) -> bool {
+    let output = Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .expect("pgrep runs (procps is installed)");
+    match output.status.code() {
+        Some(0) => true,
+        Some(1) => false,
+        _ => panic!("pgrep -f {pattern}: {output:?}"),
+    }
+}
+
+/// No process matching `pattern` is left within 5 s (the build's installer group was ended).
 fn no_process_runs(pattern: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let found = Command::new("pgrep")
-            .args(["-f", pattern])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            return true;
-        }
+    while process_runs(pattern) {
         if Instant::now() > deadline {
             return false;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    true
+}
+
+/// Watches for a process matching `pattern` until `done` is set; true when one was seen.
+fn watch_for_process(pattern: String, done: Arc<AtomicBool>) -> std::thread::JoinHandle<bool> {
+    std::thread::spawn(move || {
+        while !done.load(Ordering::Relaxed) {
+            if process_runs(&pattern) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    })
 }
 
 /// A build that hangs fails at the server's timeout with HKube's missing error (reference
@@ -607,7 +629,15 @@ fn a_hanging_build_times_out_and_a_running_one_stops() {
         args.extend(["--endpoint", &server.endpoint]);
         hkube(&args, &code, &[])
     };
+    // The installer must really start, or "it no longer runs" below would prove nothing.
+    let applied = Arc::new(AtomicBool::new(false));
+    let watcher = watch_for_process(format!("sleep 40.{pid}"), applied.clone());
     let timed_out = apply(&[]);
+    applied.store(true, Ordering::Relaxed);
+    assert!(
+        watcher.join().unwrap(),
+        "the install command never ran: {timed_out:#?}"
+    );
     let stderr = timed_out.failed();
     assert!(
         stderr.contains("failed: build timed out after 2 s"),
@@ -627,6 +657,10 @@ fn a_hanging_build_times_out_and_a_running_one_stops() {
     while common::http_json("GET", &status_url, "")["status"] != "active" {
         assert!(Instant::now() < deadline, "the build never became active");
         std::thread::sleep(Duration::from_millis(50));
+    }
+    while !process_runs(&format!("sleep 41.{pid}")) {
+        assert!(Instant::now() < deadline, "the install command never ran");
+        std::thread::sleep(Duration::from_millis(20));
     }
     let stop_url = format!("{}/api/v1/builds/stop", server.endpoint);
     let body = json!({ "buildId": build_id }).to_string();

@@ -20,7 +20,7 @@ fn interpreter_available(program: &str) -> bool {
 /// Runs one runtime's suite in its folder; `passed` is a line its runner prints on success.
 fn run_suite(interpreter: &str, program: &str, args: &[&str], folder: &str, passed: &str) {
     if !interpreter_available(interpreter) {
-        println!("skipped: {interpreter} is not installed");
+        testkit::skip(None, &format!("{interpreter} is not installed"));
         return;
     }
     let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);

@@ -69,7 +69,7 @@ async fn run(handle: &Handle, pipeline: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn numbers_with_python_and_javascript() {
     if let Some(reason) = missing_tools(false) {
-        println!("skipped: {reason}");
+        testkit::skip(None, &reason);
         return;
     }
     let (handle, executor) = numbers_engine().await;
@@ -87,7 +87,7 @@ async fn numbers_with_python_and_javascript() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn numbers_with_the_java_multiply() {
     if let Some(reason) = missing_tools(true) {
-        println!("skipped: {reason}");
+        testkit::skip(None, &reason);
         return;
     }
     let (handle, executor) = numbers_engine().await;
@@ -131,7 +131,7 @@ async fn python_algorithm(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_and_crashes_say_what_happened() {
     if let Some(reason) = missing_tools(false) {
-        println!("skipped: {reason}");
+        testkit::skip(None, &reason);
         return;
     }
     let executor = LocalExecutor::start(LocalOptions::default());
@@ -200,7 +200,7 @@ async fn errors_and_crashes_say_what_happened() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_results_travel_through_storage() {
     if let Some(reason) = missing_tools(false) {
-        println!("skipped: {reason}");
+        testkit::skip(None, &reason);
         return;
     }
     let storage = tempfile::tempdir().unwrap();
@@ -271,7 +271,7 @@ async fn large_results_travel_through_storage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_task_prints_is_its_log() {
     if let Some(reason) = missing_tools(false) {
-        println!("skipped: {reason}");
+        testkit::skip(None, &reason);
         return;
     }
     let logs = tempfile::tempdir().unwrap();

@@ -207,7 +207,10 @@ async fn exits(end: &mut OrchestratorEnd, child: &mut Child, root: &Path) {
 #[tokio::test]
 async fn the_official_python_wrapper_runs_a_user_algorithm() {
     let Some(python) = official_python() else {
-        println!("skipped: the official wrapper is not installed (run scripts/setup-official-python-wrapper.sh)");
+        testkit::skip(
+            None,
+            "the official wrapper is not installed (run scripts/setup-official-python-wrapper.sh)",
+        );
         return;
     };
     let root = tempfile::tempdir().unwrap();
@@ -305,7 +308,10 @@ async fn the_official_python_wrapper_runs_a_user_algorithm() {
 #[tokio::test]
 async fn a_custom_image_that_passes_its_own_start() {
     let Some(python) = official_python() else {
-        println!("skipped: the official wrapper is not installed (run scripts/setup-official-python-wrapper.sh)");
+        testkit::skip(
+            None,
+            "the official wrapper is not installed (run scripts/setup-official-python-wrapper.sh)",
+        );
         return;
     };
     let root = tempfile::tempdir().unwrap();

@@ -104,12 +104,15 @@ def start(args, api):
 
 async fn python_round_trip(fast: bool) {
     if !python_available() {
-        println!("skipped: python3 is not installed");
+        testkit::skip(None, "python3 is not installed");
         return;
     }
     let folder = algorithm_folder(ALGORITHM);
     let (port, mut end, sidecar) = start_sidecar(SidecarOptions::default()).await;
-    let mut child = spawn_python(port, folder.path(), fast);
+    // The runtime reaches the sidecar through a recording proxy, so the test can show which
+    // protocol carried the tasks: the same assertions below hold for both.
+    let (proxy_port, to_runtime) = recording_proxy(port).await;
+    let mut child = spawn_python(proxy_port, folder.path(), fast);
     assert_eq!(next(&mut end).await, FromSidecar::Ready);
 
     // Several tasks at once: the fast path batches them into one message.
@@ -187,6 +190,54 @@ async fn python_round_trip(fast: bool) {
         .unwrap();
     assert!(status.success(), "the runtime exits 0 on exit: {status}");
     assert_eq!(sidecar.await.unwrap(), "exit 0 was requested");
+
+    // The sidecar's frames to the runtime are unmasked JSON text on the wire.
+    let wire = String::from_utf8_lossy(&to_runtime.lock().unwrap()).into_owned();
+    let (fast_commands, exchange_commands) = (
+        wire.contains(r#""command":"runBatch""#),
+        wire.contains(r#""command":"initialize""#) && wire.contains(r#""command":"start""#),
+    );
+    assert_eq!(
+        (fast_commands, exchange_commands),
+        (fast, !fast),
+        "fast path wanted: {fast}; runBatch seen: {fast_commands}, initialize+start seen: {exchange_commands}"
+    );
+}
+
+/// A TCP proxy to `port` on a port of its own; it records every byte sent back from `port`.
+async fn recording_proxy(port: u16) -> (u16, Arc<std::sync::Mutex<Vec<u8>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_port = listener.local_addr().unwrap().port();
+    let recorded = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = recorded.clone();
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        let server = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut server_read, mut server_write) = server.into_split();
+        let upstream = tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+            let _ = server_write.shutdown().await;
+        });
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            match server_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    record.lock().unwrap().extend_from_slice(&buffer[..n]);
+                    if client_write.write_all(&buffer[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = client_write.shutdown().await;
+        let _ = upstream.await;
+    });
+    (proxy_port, recorded)
 }
 
 #[tokio::test]
@@ -202,7 +253,7 @@ async fn python_runtime_hkube_exchange() {
 #[tokio::test]
 async fn a_crashing_algorithm_crashes_its_task() {
     if !python_available() {
-        println!("skipped: python3 is not installed");
+        testkit::skip(None, "python3 is not installed");
         return;
     }
     let folder = algorithm_folder("import os\ndef start(args, api):\n    os._exit(3)\n");

@@ -40,7 +40,7 @@ async fn the_standalone_sidecar_over_a_network_link() {
         .arg("--version")
         .output();
     if !python.is_ok_and(|o| o.status.success()) {
-        println!("skipped: python3 is not installed");
+        testkit::skip(None, "python3 is not installed");
         return;
     }
     let orchestrator = TcpListener::bind("127.0.0.1:0").await.unwrap();
