@@ -11,6 +11,7 @@
 //! One task owns all the pools; [`LocalExecutor`] is a cheap handle to it.
 
 mod deploy;
+pub mod inventory;
 mod worker;
 
 use std::cmp::{Ordering, Reverse};
