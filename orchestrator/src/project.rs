@@ -148,6 +148,7 @@ pub fn read_algorithm(file: &Path) -> Result<ProjectAlgorithm, Error> {
         );
     }
     let descriptor = spec::parse_algorithm(value).map_err(|e| fail(e.to_string()))?;
+    let request = crate::scheduler::Request::for_algorithm(&descriptor).map_err(&fail)?;
     let local = LocalAlgorithm {
         name: descriptor.name.clone(),
         language,
@@ -155,6 +156,7 @@ pub fn read_algorithm(file: &Path) -> Result<ProjectAlgorithm, Error> {
         entry_point,
         min_hot_workers: descriptor.min_hot_workers as usize,
         max_workers: descriptor.max_workers.unwrap_or(0) as usize,
+        request,
         classpath: None,
         container: None,
         prepared: None,

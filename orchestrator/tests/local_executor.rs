@@ -99,12 +99,24 @@ async fn numbers_with_the_java_multiply() {
     executor.shutdown().await;
 }
 
-/// An algorithm folder with one Python file, registered under `name`.
+/// An algorithm folder with one Python file, registered under `name` (one worker at most).
 async fn python_algorithm(
     executor: &LocalExecutor,
     catalog: &MemoryCatalog,
     name: &str,
     code: &str,
+) -> tempfile::TempDir {
+    python_algorithm_with(executor, catalog, name, code, 1).await
+}
+
+/// As [`python_algorithm`], with `max_workers` (0: as many as the machine holds) and HKube's
+/// default resources (cpu 0.1, 256Mi + 20 %).
+async fn python_algorithm_with(
+    executor: &LocalExecutor,
+    catalog: &MemoryCatalog,
+    name: &str,
+    code: &str,
+    max_workers: usize,
 ) -> tempfile::TempDir {
     let folder = tempfile::tempdir().unwrap();
     std::fs::write(folder.path().join("main.py"), code).unwrap();
@@ -115,7 +127,8 @@ async fn python_algorithm(
             code_dir: folder.path().to_path_buf(),
             entry_point: "main.py".into(),
             min_hot_workers: 0,
-            max_workers: 1,
+            max_workers,
+            request: orchestrator::scheduler::Request::new(0.1, 307.0, 0.0).unwrap(),
             classpath: None,
             container: None,
             prepared: None,
@@ -312,4 +325,102 @@ async fn what_a_task_prints_is_its_log() {
     }
     assert_eq!(texts, expected);
     executor.shutdown().await;
+}
+
+/// Runs a batch of six one-second tasks that each return their process id and when they
+/// ran; the distinct process ids, and the most tasks that ran at one moment.
+async fn sleeping_batch(options: LocalOptions, max_workers: usize) -> (usize, usize) {
+    let executor = LocalExecutor::start(options);
+    let catalog = Arc::new(MemoryCatalog::new());
+    let code = "import os, time\ndef start(args, api):\n    began = time.time()\n    time.sleep(1)\n    return [os.getpid(), began, time.time()]\n";
+    let _sleeper = python_algorithm_with(&executor, &catalog, "sleeper", code, max_workers).await;
+    let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
+    let pipeline = json!({"name": "spread", "nodes": [
+        {"nodeName": "A", "algorithmName": "sleeper", "input": ["#[1...6]"]}
+    ]});
+    let result = run(&handle, pipeline).await;
+    assert_eq!(result["status"], "completed", "{result}");
+    let runs: Vec<(u64, f64, f64)> = result["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            let r = &item["result"];
+            (
+                r[0].as_u64().unwrap(),
+                r[1].as_f64().unwrap(),
+                r[2].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(runs.len(), 6);
+    let mut pids: Vec<u64> = runs.iter().map(|r| r.0).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    // The most runs in progress at any run's start.
+    let overlap = runs
+        .iter()
+        .map(|(_, at, _)| runs.iter().filter(|(_, s, e)| s <= at && at < e).count())
+        .max()
+        .unwrap_or(0);
+    executor.shutdown().await;
+    (pids.len(), overlap)
+}
+
+fn inventory(cpus: f64) -> orchestrator::scheduler::Node {
+    orchestrator::executor::local::inventory::local_node(
+        &orchestrator::executor::local::inventory::Overrides {
+            cpus: Some(cpus),
+            memory_mib: Some(8192),
+            gpus: Some(0),
+        },
+    )
+}
+
+/// HKube's promise: batch items run as parallel instances. Six 1 s tasks with default
+/// resources (cpu 0.1) on a 2-core inventory each get a worker of their own, and run at the
+/// same time (serially, before, they took 6 s on one process). How fast is the benchmark's
+/// business (bench --bin parallel); this asserts the behaviour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_long_tasks_spreads_over_workers() {
+    if let Some(reason) = missing_tools(false) {
+        testkit::skip(None, &reason);
+        return;
+    }
+    let options = LocalOptions {
+        inventory: inventory(2.0),
+        ..LocalOptions::default()
+    };
+    let (workers, overlap) = sleeping_batch(options, 0).await;
+    // Six workers start at once; one that is up and done before the last is ready may take
+    // the sixth item, so a loaded machine can show five. One process (the old pool) fails.
+    assert!(workers >= 4, "the items ran on {workers} process(es)");
+    assert!(
+        overlap >= 2,
+        "the items ran side by side (at most {overlap} at once)"
+    );
+}
+
+/// The machine's room bounds the workers: an inventory of 0.2 cores holds two workers of 0.1,
+/// and `maxWorkers` bounds them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_are_bounded_by_the_inventory_and_max_workers() {
+    if let Some(reason) = missing_tools(false) {
+        testkit::skip(None, &reason);
+        return;
+    }
+    let options = LocalOptions {
+        inventory: inventory(0.2),
+        ..LocalOptions::default()
+    };
+    let (workers, overlap) = sleeping_batch(options, 0).await;
+    assert_eq!(workers, 2, "two workers fit 0.2 cores");
+    assert!(overlap <= 2, "{overlap} ran at once");
+    let options = LocalOptions {
+        inventory: inventory(2.0),
+        ..LocalOptions::default()
+    };
+    let (workers, overlap) = sleeping_batch(options, 3).await;
+    assert_eq!(workers, 3, "maxWorkers 3");
+    assert!(overlap <= 3, "{overlap} ran at once");
 }

@@ -55,6 +55,7 @@ pub fn container_algorithm(algorithm: &Algorithm) -> Option<LocalAlgorithm> {
             .unwrap_or_default(),
         min_hot_workers: algorithm.min_hot_workers as usize,
         max_workers: algorithm.max_workers.unwrap_or(0) as usize,
+        request: crate::scheduler::Request::for_algorithm(algorithm).unwrap_or_default(),
         classpath: None,
         container: Some(ContainerSpec {
             image,

@@ -31,6 +31,8 @@ pub fn local_algorithm(
         code_dir,
         min_hot_workers: algorithm.min_hot_workers as usize,
         max_workers: algorithm.max_workers.unwrap_or(0) as usize,
+        // A stored algorithm passed the schema, so its resources read; the defaults otherwise.
+        request: crate::scheduler::Request::for_algorithm(algorithm).unwrap_or_default(),
         classpath: None,
         container: None,
         prepared: None,

@@ -2,8 +2,12 @@
 //! each behind its own in-process sidecar.
 //!
 //! A pool per algorithm keeps warm workers (`minHotWorkers`), starts more while tasks wait (up
-//! to `maxWorkers`, by default one per core), gives each worker several tasks at once (the
-//! sidecar batches them to the runtime), and stops workers that stay idle. A worker that dies
+//! to `maxWorkers`, and while the machine's inventory has room for the algorithm's cpu and
+//! memory request beside every other worker's), and stops workers that stay idle. How many
+//! tasks go to a worker in one message follows the algorithm's measured task time
+//! (`scheduler::dispatch_window`): one at a time while unknown or long, so a batch of real work
+//! spreads over workers; a window of up to 64 for microsecond tasks (the sidecar batches them
+//! to the runtime). Short tasks start no worker that would finish after they are done. A worker that dies
 //! crashes its running task with the exit code or signal and the last lines of its output; the
 //! engine's retry policy decides what happens next. Tasks the worker had not started go back to
 //! the queue.
@@ -53,8 +57,10 @@ pub struct LocalOptions {
     pub idle_timeout: Duration,
     /// Output bytes kept per worker, for crash reports.
     pub log_limit: usize,
-    /// Tasks handed to one worker at once.
+    /// Tasks handed to one worker at once, at most (short tasks; long ones go one by one).
     pub tasks_per_worker: usize,
+    /// The machine as the scheduler sees it: workers start while their requests fit.
+    pub inventory: crate::scheduler::Node,
     /// Where compiled Java classes go.
     pub work_dir: PathBuf,
     /// The filesystem storage shared by sidecars and runtimes: large results (bytes) are
@@ -81,7 +87,8 @@ impl Default for LocalOptions {
             },
             idle_timeout: Duration::from_secs(60),
             log_limit: 64 * 1024,
-            tasks_per_worker: 64,
+            tasks_per_worker: crate::scheduler::MAX_WINDOW,
+            inventory: inventory::local_node(&inventory::Overrides::default()),
             work_dir: std::env::temp_dir().join("hkube-local"),
             storage_dir: std::env::temp_dir().join("hkube-local").join("storage"),
             cluster: "local".into(),
@@ -304,7 +311,13 @@ impl Ord for Pending {
 struct Pool {
     queue: BinaryHeap<Pending>,
     workers: Vec<WorkerId>,
+    /// The recent mean time of one task (µs), measured on its workers; `None` until one ends.
+    mean_task_us: Option<u64>,
 }
+
+/// What starting one more worker costs before it takes a task, for the "short tasks start
+/// no worker" rule (a Python worker's cold start here is about 0.1 s).
+const WORKER_START_COST_MS: u64 = 150;
 
 #[derive(Debug, PartialEq, Eq)]
 enum State {
@@ -324,6 +337,11 @@ struct Worker {
     gone: Option<String>,
     exited: Option<Exit>,
     idle_since: Instant,
+    /// When its current task began: its dispatch to an idle worker, or the previous task's end
+    /// (tasks in one message run one after another).
+    busy_since: Instant,
+    /// What it holds of the machine.
+    request: crate::scheduler::Request,
     /// Its algorithm changed: it exits once its tasks end.
     retired: bool,
 }
@@ -478,16 +496,20 @@ impl Service {
         }
     }
 
-    /// Hands queued tasks of `name` to ready workers, starting workers when all are busy.
+    /// Hands queued tasks of `name` to ready workers, starting workers while tasks wait and the
+    /// machine has room.
     fn pump(&mut self, name: &str) {
-        let per_worker = self.options.tasks_per_worker.max(1);
-        let max_workers = self.algorithms.get(name).map_or(1, |a| {
-            if a.max_workers == 0 {
-                std::thread::available_parallelism().map_or(2, |n| n.get())
-            } else {
-                a.max_workers
-            }
-        });
+        let (max_workers, request) = self.algorithms.get(name).map_or(
+            (usize::MAX, crate::scheduler::Request::default()),
+            |a| {
+                let max = if a.max_workers == 0 {
+                    usize::MAX
+                } else {
+                    a.max_workers
+                };
+                (max, a.request)
+            },
+        );
         loop {
             let Some(pool) = self.pools.get_mut(name) else {
                 return;
@@ -495,6 +517,9 @@ impl Service {
             if pool.queue.is_empty() {
                 return;
             }
+            let per_worker = crate::scheduler::dispatch_window(pool.mean_task_us)
+                .min(self.options.tasks_per_worker.max(1));
+            let mean_task_us = pool.mean_task_us;
             let target = pool
                 .workers
                 .iter()
@@ -515,8 +540,23 @@ impl Service {
                             .is_some_and(|w| w.state == State::Starting)
                     })
                     .count();
-                // Start a worker while tasks wait beyond what starting workers will take.
-                if live < max_workers && pool.queue.len() > starting * per_worker {
+                // Start a worker while tasks wait beyond what starting workers will take, the
+                // machine has room for it, and (for tasks measured short) the queue would keep
+                // the running workers busy longer than a start takes.
+                let waiting = pool.queue.len();
+                let worth_it = match mean_task_us {
+                    None => true,
+                    Some(mean) => {
+                        let per_worker_us =
+                            (waiting as u64).saturating_mul(mean) / (live.max(1) as u64);
+                        live == 0 || per_worker_us > WORKER_START_COST_MS * 1000
+                    }
+                };
+                if live < max_workers
+                    && waiting > starting * per_worker
+                    && worth_it
+                    && self.machine_has_room(&request)
+                {
                     self.spawn_worker(name);
                     continue;
                 }
@@ -526,6 +566,9 @@ impl Service {
                 return;
             };
             let room = per_worker - worker.running.len();
+            if worker.running.is_empty() {
+                worker.busy_since = Instant::now();
+            }
             let mut tasks = Vec::with_capacity(room.min(pool.queue.len()));
             while tasks.len() < room {
                 let Some(pending) = pool.queue.pop() else {
@@ -560,6 +603,8 @@ impl Service {
                 gone: None,
                 exited: None,
                 idle_since: Instant::now(),
+                busy_since: Instant::now(),
+                request: algorithm.request,
                 retired: false,
             },
         );
@@ -679,6 +724,17 @@ impl Service {
                 let Some(pending) = worker.running.remove(&task_id) else {
                     return;
                 };
+                // The task's time on the worker: since its dispatch or the previous task's end.
+                let now = Instant::now();
+                let took_us = now.duration_since(worker.busy_since).as_micros() as u64;
+                worker.busy_since = now;
+                if let Some(pool) = self.pools.get_mut(&worker.algorithm) {
+                    pool.mean_task_us = Some(match pool.mean_task_us {
+                        None => took_us,
+                        // A moving mean: recent tasks weigh most, one outlier does not swing it.
+                        Some(mean) => (mean * 7 + took_us) / 8,
+                    });
+                }
                 if worker.running.is_empty() {
                     worker.idle_since = Instant::now();
                     if worker.retired {
@@ -800,6 +856,24 @@ impl Service {
                 }
             }
         }
+    }
+
+    /// Whether the machine holds one more worker asking `request` beside the live ones (cpu
+    /// and memory; GPUs are granted by the scheduler's placement, not here yet).
+    fn machine_has_room(&self, request: &crate::scheduler::Request) -> bool {
+        let (cpu, mem) = self
+            .workers
+            .values()
+            .filter(|w| w.state != State::Exiting || w.exited.is_none())
+            .fold((0u64, 0u64), |(cpu, mem), w| {
+                (
+                    cpu + u64::from(w.request.cpu_millis),
+                    mem + w.request.mem_mib,
+                )
+            });
+        let inventory = &self.options.inventory;
+        cpu + u64::from(request.cpu_millis) <= u64::from(inventory.cpu_millis)
+            && mem + request.mem_mib <= inventory.mem_mib
     }
 
     fn next_idle_deadline(&self) -> Option<Instant> {

@@ -50,8 +50,11 @@ pub struct LocalAlgorithm {
     /// Python: a file (`main.py`); JavaScript: a file (`index.js`); Java: a class name.
     pub entry_point: String,
     pub min_hot_workers: usize,
-    /// At most this many processes at once; 0 means the number of cores.
+    /// At most this many processes at once; 0: as many as the machine's resources hold.
     pub max_workers: usize,
+    /// What each worker asks of the machine (cpu, memory with its reserve, gpu): workers start
+    /// while the machine has room for it.
+    pub request: crate::scheduler::Request,
     /// Java: where the compiled classes are (filled by the executor's javac step).
     pub classpath: Option<PathBuf>,
     /// Run in containers from this image (the Docker executor) instead of a local process.
