@@ -513,6 +513,30 @@ fn a_signed_github_push_rebuilds_from_the_pushed_commit() {
     );
 }
 
+/// Removes an algorithm's images when the test ends, also half-way.
+struct RemovedImages(String);
+
+impl Drop for RemovedImages {
+    fn drop(&mut self) {
+        let label = format!("label=io.hkube.algorithm={}", self.0);
+        if let Ok(listed) = Command::new("docker")
+            .args(["images", "-q", "--filter", &label])
+            .output()
+        {
+            let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rmi", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
+
 /// The images of old versions go (issue 17, item 9: 30 images and 1.07 GB after one round of
 /// tests): after four builds of one algorithm, the current version's image and the one
 /// before it are left. A build whose base image is missing fails naming the image and the
@@ -526,6 +550,10 @@ fn old_images_are_removed_and_a_missing_base_image_is_named() {
     let _ = std::fs::remove_dir_all(&root_dir);
     std::fs::create_dir_all(&root_dir).unwrap();
     let root = Root(root_dir);
+    // A name of its own: images are found by the algorithm's label. They go at the end, once
+    // the server (declared after, so dropped before) has removed its containers.
+    let name = format!("prune-{}", std::process::id());
+    let _images = RemovedImages(name.clone());
     let state = root.path().join("state");
     let server = common::start_server(|command| {
         command
@@ -534,8 +562,6 @@ fn old_images_are_removed_and_a_missing_base_image_is_named() {
     });
     let endpoint = format!("http://{}", server.address);
     let _child = Killed(server.child);
-    // A name of its own: images are found by the algorithm's label.
-    let name = format!("prune-{}", std::process::id());
     let folder = root.path().join("code");
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::write(
