@@ -128,6 +128,41 @@ fn validate_checks_an_algorithm_file() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `hkube run` prints the same warnings before it runs, so a typo is named even when the
+/// pipeline then fails.
+#[test]
+fn run_warns_about_unknown_fields_before_running() {
+    let dir = std::env::temp_dir().join(format!("hkube-cli-run-warn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("pipeline.yml");
+    std::fs::write(
+        &file,
+        "name: typo\nnodes:\n  - nodeName: A\n    algorithm: missing\n    input: [1]\n",
+    )
+    .expect("pipeline written");
+    let state = dir.join("state");
+    let output = hkube(
+        &[
+            "run",
+            file.to_str().expect("utf-8 path"),
+            "--quiet",
+            "--state-dir",
+            state.to_str().expect("utf-8 path"),
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: unknown field `algorithm` in node A; did you mean `algorithmName`?"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("please provide algorithm name"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 fn tools_for_numbers() -> Option<&'static str> {
     for (program, flag) in [("python3", "--version"), ("node", "--version")] {
         let found = Command::new(program)

@@ -592,11 +592,6 @@ impl Engine {
 
     /// Validates and starts a job.
     fn exec(&mut self, request: ExecRequest) -> Result<u64, Error> {
-        // Unknown keys are accepted, as HKube does, and logged with the job they went with.
-        let warnings = match &request {
-            ExecRequest::Raw(body) | ExecRequest::Stored(body) => spec::pipeline_warnings(body),
-            _ => Vec::new(),
-        };
         let catalog = self.catalog.clone();
         let running = |experiment: &str, name: &str| self.running_count(experiment, name);
         let (plan, admission) = match request {
@@ -637,11 +632,7 @@ impl Engine {
                 (plan, Admission::Run)
             }
         };
-        let key = self.start_job(plan, admission);
-        for warning in warnings {
-            eprintln!("hkube: job {}: {warning}", self.jobs[&key].id);
-        }
-        Ok(key)
+        Ok(self.start_job(plan, admission))
     }
 
     fn start_job(&mut self, plan: JobPlan, admission: Admission) -> u64 {
