@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use orchestrator::dag::{FlowInputCheck, Graph};
+use orchestrator::dag::FlowInputCheck;
 use orchestrator::spec;
 
 #[derive(Debug, Parser)]
@@ -44,8 +44,10 @@ enum Command {
     /// result, get.
     Exec(hkubectl::ExecArgs),
     /// Check pipeline descriptors (JSON or YAML) the way `POST /exec/raw` does: HKube's schema,
-    /// defaults, node rules and graph (references, cycles, flowInput paths). Prints the
-    /// pipeline with its defaults filled in.
+    /// defaults, node rules and graph (references, cycles, flowInput paths), hkube's limits and
+    /// the features hkube does not implement. Prints the pipeline with its defaults filled in;
+    /// unknown fields are warned about on stderr. A file named algorithm.yml (.yaml, .json) is
+    /// checked as an algorithm, as `hkube run` reads it.
     Validate {
         /// Descriptor files; `-` reads standard input.
         #[arg(required = true)]
@@ -87,7 +89,10 @@ fn main() -> ExitCode {
             let mut failed = false;
             for file in &files {
                 match validate(file, stored) {
-                    Ok(summary) => {
+                    Ok((summary, warnings)) => {
+                        for warning in warnings {
+                            eprintln!("{}: warning: {warning}", file.display());
+                        }
                         if !quiet {
                             println!("{summary}");
                         }
@@ -107,19 +112,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn validate(file: &PathBuf, stored: bool) -> anyhow::Result<String> {
+/// The checked descriptor with its defaults, and the warnings about its unknown fields.
+fn validate(file: &PathBuf, stored: bool) -> anyhow::Result<(String, Vec<String>)> {
+    let is_algorithm = file
+        .file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| orchestrator::project::FILE_NAMES.contains(&name));
+    if is_algorithm {
+        let algorithm = orchestrator::project::read_algorithm(file)?;
+        let json = serde_json::to_string_pretty(&algorithm.descriptor)?;
+        return Ok((json, algorithm.warnings));
+    }
     let text = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).context("reading standard input")?
     } else {
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
     };
     let value = spec::read_document(&text)?;
-    let pipeline = spec::parse_pipeline(value)?;
+    let warnings = spec::pipeline_warnings(&value);
     let check = if stored {
         FlowInputCheck::Skipped
     } else {
         FlowInputCheck::Required
     };
-    Graph::build(&pipeline, check)?;
-    Ok(serde_json::to_string_pretty(&pipeline)?)
+    let pipeline = orchestrator::engine::submit::validate_offline(value, check)?;
+    Ok((serde_json::to_string_pretty(&pipeline)?, warnings))
 }

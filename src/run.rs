@@ -64,6 +64,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
         .with_context(|| format!("reading {}", pipeline_file.display()))?;
     let mut pipeline = spec::read_document(&text)
         .with_context(|| format!("reading {}", pipeline_file.display()))?;
+    for warning in spec::pipeline_warnings(&pipeline) {
+        eprintln!("hkube: {}: warning: {warning}", pipeline_file.display());
+    }
     if let Some(overrides) = &args.flow_input {
         let overrides: Value =
             serde_json::from_str(overrides).context("--flow-input must be a JSON object")?;
@@ -92,6 +95,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
     for dir in &searched {
         for algorithm in project::find_algorithms(dir)? {
             if used.contains(&algorithm.descriptor.name) {
+                for warning in &algorithm.warnings {
+                    eprintln!("hkube: {}: warning: {warning}", algorithm.file.display());
+                }
                 catalog.put_algorithm(algorithm.descriptor.clone());
                 // Installing dependencies is the one slow step of a first run: show it.
                 let mut local = algorithm.local.clone();

@@ -59,6 +59,110 @@ fn validate_reports_a_missing_file() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("reading no/such/file.yml"));
 }
 
+/// Unknown fields pass HKube's schema, so they are accepted, but `validate` says which ones
+/// nothing reads and what was probably meant (issue 17, item 8).
+#[test]
+fn validate_warns_about_unknown_fields() {
+    let descriptor = r#"
+name: typo
+nodes:
+  - nodeName: A
+    algorithmName: echo
+    inputs: [1]
+    retyr: {limit: 2}
+"#;
+    let output = hkube(&["validate", "-"], Some(descriptor));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            "-: warning: unknown field `inputs` in node A; did you mean `input`?",
+            "-: warning: unknown field `retyr` in node A; did you mean `retry`?",
+        ]
+    );
+}
+
+/// A feature hkube does not implement is refused by `validate`, as by the server.
+#[test]
+fn validate_refuses_an_enabled_cron_trigger() {
+    let descriptor = r#"{"name":"c","triggers":{"cron":{"pattern":"0 * * * *","enabled":true}},
+        "nodes":[{"nodeName":"A","algorithmName":"echo"}]}"#;
+    let output = hkube(&["validate", "-"], Some(descriptor));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cron triggers are not supported by hkube yet"),
+        "{stderr}"
+    );
+}
+
+/// An `algorithm.yml` is validated as an algorithm, with the same warnings.
+#[test]
+fn validate_checks_an_algorithm_file() {
+    let dir = std::env::temp_dir().join(format!("hkube-cli-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(
+        dir.join("main.py"),
+        "def start(args, hkubeapi):\n    return 1\n",
+    )
+    .expect("code written");
+    let file = dir.join("algorithm.yml");
+    std::fs::write(
+        &file,
+        "name: one\nenv: python\nminHotWorker: 1\ncode:\n  entryPoint: main.py\n",
+    )
+    .expect("algorithm written");
+    let output = hkube(&["validate", file.to_str().expect("utf-8 path")], None);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: unknown field `minHotWorker` in algorithm one; did you mean `minHotWorkers`?"
+        ),
+        "{stderr}"
+    );
+    let algorithm: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert_eq!(algorithm["name"], "one");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `hkube run` prints the same warnings before it runs, so a typo is named even when the
+/// pipeline then fails.
+#[test]
+fn run_warns_about_unknown_fields_before_running() {
+    let dir = std::env::temp_dir().join(format!("hkube-cli-run-warn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("pipeline.yml");
+    std::fs::write(
+        &file,
+        "name: typo\nnodes:\n  - nodeName: A\n    algorithm: missing\n    input: [1]\n",
+    )
+    .expect("pipeline written");
+    let state = dir.join("state");
+    let output = hkube(
+        &[
+            "run",
+            file.to_str().expect("utf-8 path"),
+            "--quiet",
+            "--state-dir",
+            state.to_str().expect("utf-8 path"),
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: unknown field `algorithm` in node A; did you mean `algorithmName`?"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("please provide algorithm name"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 fn tools_for_numbers() -> Option<&'static str> {
     for (program, flag) in [("python3", "--version"), ("node", "--version")] {
         let found = Command::new(program)

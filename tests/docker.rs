@@ -560,3 +560,149 @@ fn a_signed_github_push_rebuilds_from_the_pushed_commit() {
         serde_json::json!([10, 20, 30])
     );
 }
+
+/// Removes an algorithm's images when the test ends, also half-way.
+struct RemovedImages(String);
+
+impl Drop for RemovedImages {
+    fn drop(&mut self) {
+        let label = format!("label=io.hkube.algorithm={}", self.0);
+        if let Ok(listed) = Command::new("docker")
+            .args(["images", "-q", "--filter", &label])
+            .output()
+        {
+            let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rmi", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
+
+/// The images of old versions go (issue 17, item 9: 30 images and 1.07 GB after one round of
+/// tests): after four builds of one algorithm, the current version's image and the one
+/// before it are left. A build whose base image is missing fails naming the image and the
+/// script that makes it, not with the registry's DNS error.
+#[test]
+fn old_images_are_removed_and_a_missing_base_image_is_named() {
+    if !docker_or_skip() {
+        return;
+    }
+    let root_dir = std::env::temp_dir().join(format!("hkube-docker-prune-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root_dir);
+    std::fs::create_dir_all(&root_dir).unwrap();
+    let root = Root(root_dir);
+    // A name of its own: images are found by the algorithm's label. They go at the end, once
+    // the server (declared after, so dropped before) has removed its containers.
+    let name = format!("prune-{}", std::process::id());
+    let _images = RemovedImages(name.clone());
+    let state = root.path().join("state");
+    let server = common::start_server(|command| {
+        command
+            .args(["--executor", "docker", "--state-dir"])
+            .arg(&state);
+    });
+    let endpoint = format!("http://{}", server.address);
+    let _child = Killed(server.child);
+    let folder = root.path().join("code");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join("algorithm.yml"),
+        format!("name: {name}\nenv: python\ncode:\n  path: .\n  entryPoint: main.py\n"),
+    )
+    .unwrap();
+    let images = || {
+        let listed = Command::new("docker")
+            .args([
+                "images",
+                "-q",
+                "--no-trunc",
+                "--filter",
+                &format!("label=io.hkube.algorithm={name}"),
+            ])
+            .output()
+            .unwrap();
+        let mut ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    let image_of = |tag: &str| {
+        let inspected = Command::new("docker")
+            .args(["image", "inspect", "-f", "{{.Id}}", tag])
+            .output()
+            .unwrap();
+        inspected.status.success().then(|| {
+            String::from_utf8_lossy(&inspected.stdout)
+                .trim()
+                .to_string()
+        })
+    };
+    let mut tags = Vec::new();
+    for version in 1..=4 {
+        std::fs::write(
+            folder.join("main.py"),
+            format!("def start(args, hkubeapi):\n    return {version}\n"),
+        )
+        .unwrap();
+        let (status, _, stderr) = hkube(
+            &endpoint,
+            &folder,
+            &["algorithm", "apply", "-f", "algorithm.yml"],
+        );
+        assert_eq!(status, 0, "apply {version}: {stderr}");
+        let image = get(&endpoint, &format!("store/algorithms/{name}"))["algorithmImage"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        tags.push(image);
+    }
+    assert_eq!(
+        tags.iter().collect::<std::collections::HashSet<_>>().len(),
+        4,
+        "{tags:?}"
+    );
+    // The current (4th) and the previous (3rd) versions keep their images; the others went.
+    let mut kept: Vec<String> = [&tags[3], &tags[2]]
+        .iter()
+        .map(|tag| image_of(tag).unwrap_or_else(|| panic!("{tag} was removed")))
+        .collect();
+    kept.sort();
+    assert_eq!(images(), kept);
+    assert_eq!(image_of(&tags[0]), None, "{} is still there", tags[0]);
+    assert_eq!(image_of(&tags[1]), None, "{} is still there", tags[1]);
+    // The current version still runs.
+    assert_eq!(run_algorithm(&endpoint, &name, serde_json::json!([])), 4);
+
+    // A base image the engine does not have and cannot pull.
+    std::fs::write(
+        folder.join("algorithm.yml"),
+        format!(
+            "name: {name}\nenv: python\nbaseImage: hkube/no-such-base:none\ncode:\n  path: .\n  entryPoint: main.py\n"
+        ),
+    )
+    .unwrap();
+    let (status, stdout, stderr) = hkube(
+        &endpoint,
+        &folder,
+        &["algorithm", "apply", "-f", "algorithm.yml"],
+    );
+    assert_eq!(status, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("the base image hkube/no-such-base:none is not in the Docker engine"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("scripts/base-images.sh --only python"),
+        "{stderr}"
+    );
+}

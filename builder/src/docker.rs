@@ -5,7 +5,10 @@
 //! Cancelling the future that runs [`DockerEngine::build`] closes the connection, which makes
 //! the engine abandon the build; that is how a stop or a timeout ends a build.
 
-use bollard::query_parameters::BuildImageOptionsBuilder;
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    ListImagesOptionsBuilder, RemoveImageOptionsBuilder,
+};
 use bollard::Docker;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -22,6 +25,8 @@ pub enum Error {
     Failed(String),
     #[error("the Docker engine answered: {0}")]
     Engine(String),
+    #[error("the image {image} is not in the Docker engine, and pulling it failed: {reason}")]
+    MissingImage { image: String, reason: String },
 }
 
 /// What a build reports while it runs.
@@ -31,6 +36,14 @@ pub enum BuildEvent {
     Line(String),
     /// The engine started step `at` of `of`.
     Step { at: u32, of: u32 },
+}
+
+/// An image found by label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelledImage {
+    pub id: String,
+    pub tags: Vec<String>,
+    pub labels: std::collections::HashMap<String, String>,
 }
 
 /// A connection to the Docker engine.
@@ -69,6 +82,86 @@ impl DockerEngine {
             }) => Ok(None),
             Err(error) => Err(Error::Engine(error.to_string())),
         }
+    }
+
+    /// Makes sure the engine has `image`: present, or pulled now. Checked before a build whose
+    /// `FROM` it is, so that a missing base image is reported as such, not as the registry
+    /// error the engine's own pull would end with half-way through the build.
+    pub async fn ensure_image(&self, image: &str) -> Result<(), Error> {
+        if self.image_id(image).await?.is_some() {
+            return Ok(());
+        }
+        let missing = |reason: String| Error::MissingImage {
+            image: image.to_string(),
+            reason: shorten(reason.trim(), 200),
+        };
+        let options = CreateImageOptionsBuilder::new().from_image(image).build();
+        let mut pull = self.docker.create_image(Some(options), None, None);
+        while let Some(item) = pull.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(error) = info
+                        .error
+                        .or_else(|| info.error_detail.and_then(|d| d.message))
+                    {
+                        return Err(missing(error));
+                    }
+                }
+                Err(error) => return Err(missing(error.to_string())),
+            }
+        }
+        match self.image_id(image).await? {
+            Some(_) => Ok(()),
+            None => Err(missing("the pull ended without the image".into())),
+        }
+    }
+
+    /// The images carrying the label `key=value`: their ids and tags.
+    pub async fn labelled_images(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<LabelledImage>, Error> {
+        let filters = std::collections::HashMap::from([(
+            "label".to_string(),
+            vec![format!("{key}={value}")],
+        )]);
+        let options = ListImagesOptionsBuilder::new().filters(&filters).build();
+        let images = self
+            .docker
+            .list_images(Some(options))
+            .await
+            .map_err(|e| Error::Engine(e.to_string()))?;
+        Ok(images
+            .into_iter()
+            .map(|image| LabelledImage {
+                id: image.id,
+                tags: image.repo_tags,
+                labels: image.labels,
+            })
+            .collect())
+    }
+
+    /// The ids of the images that containers (running or stopped) were made from.
+    pub async fn images_in_use(&self) -> Result<std::collections::HashSet<String>, Error> {
+        let options = ListContainersOptionsBuilder::new().all(true).build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| Error::Engine(e.to_string()))?;
+        Ok(containers.into_iter().filter_map(|c| c.image_id).collect())
+    }
+
+    /// Removes the tag `tag`; the image goes with its last tag. Never forced: the engine keeps
+    /// an image a container uses.
+    pub async fn remove_tag(&self, tag: &str) -> Result<(), Error> {
+        let options = RemoveImageOptionsBuilder::new().force(false).build();
+        self.docker
+            .remove_image(tag, Some(options), None)
+            .await
+            .map(drop)
+            .map_err(|e| Error::Engine(e.to_string()))
     }
 
     /// Builds `context` as `tag`; returns the image id.

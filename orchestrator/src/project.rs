@@ -36,9 +36,13 @@ pub struct ProjectAlgorithm {
     pub file: PathBuf,
     pub descriptor: Algorithm,
     pub local: LocalAlgorithm,
+    /// Fields of the file that nothing reads (typos, most often): see
+    /// [`spec::algorithm_warnings`].
+    pub warnings: Vec<String>,
 }
 
-const FILE_NAMES: [&str; 3] = ["algorithm.yml", "algorithm.yaml", "algorithm.json"];
+/// The names an algorithm file may have.
+pub const FILE_NAMES: [&str; 3] = ["algorithm.yml", "algorithm.yaml", "algorithm.json"];
 
 /// Finds every algorithm under `dir`, sorted by name. Hidden folders, `node_modules` and
 /// `target` are not searched.
@@ -98,6 +102,7 @@ pub fn read_algorithm(file: &Path) -> Result<ProjectAlgorithm, Error> {
         source,
     })?;
     let mut value = spec::read_document(&text).map_err(|e| fail(e.to_string()))?;
+    let warnings = spec::algorithm_warnings(&value);
     let Some(map) = value.as_object_mut() else {
         return Err(fail(
             "an algorithm file must hold an object with name, env and code".into(),
@@ -165,6 +170,7 @@ pub fn read_algorithm(file: &Path) -> Result<ProjectAlgorithm, Error> {
         file: file.to_path_buf(),
         descriptor,
         local,
+        warnings,
     })
 }
 

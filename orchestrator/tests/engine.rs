@@ -457,3 +457,50 @@ async fn ended_jobs_beyond_the_limit_leave_memory() {
         "every job's end is in the journal"
     );
 }
+
+/// A trigger cycle that got into the catalog (stored before the store refused cycles) runs a
+/// bounded chain of jobs, not jobs without end (issue 15, item 3: 12,600 jobs in 5 s).
+#[tokio::test]
+async fn a_trigger_cycle_stops_after_the_longest_chain() {
+    use orchestrator::engine::{ExecRequest, MAX_TRIGGER_DEPTH};
+    let catalog = catalog(&["first"]);
+    for (name, parent) in [("ping", "pong"), ("pong", "ping")] {
+        catalog.put_pipeline(
+            spec::parse_pipeline(json!({
+                "name": name,
+                "triggers": {"pipelines": [parent]},
+                "nodes": [{"nodeName": "A", "algorithmName": "first", "input": [1]}]
+            }))
+            .unwrap(),
+        );
+    }
+    let executor = InProcessExecutor::with_test_algorithms();
+    let handle = Engine::spawn(Arc::new(executor), catalog);
+    handle
+        .exec(ExecRequest::Stored(json!({"name": "ping"})))
+        .await
+        .unwrap();
+    // The chain is done when the count stops growing and nothing is left running.
+    let mut seen = 0;
+    let mut quiet_rounds = 0;
+    while quiet_rounds < 20 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let jobs = handle.jobs(None).await.unwrap();
+        let running = jobs.iter().any(|job| !job.status.is_final());
+        if jobs.len() == seen && !running {
+            quiet_rounds += 1;
+        } else {
+            quiet_rounds = 0;
+        }
+        seen = jobs.len();
+        assert!(
+            seen <= MAX_TRIGGER_DEPTH as usize + 1,
+            "{seen} jobs: the chain did not stop"
+        );
+    }
+    let jobs = handle.jobs(None).await.unwrap();
+    assert_eq!(jobs.len(), MAX_TRIGGER_DEPTH as usize + 1);
+    assert!(jobs.iter().all(|job| job.status == JobStatus::Completed));
+    assert_eq!(jobs[1].types, ["internal", "stored", "trigger"]);
+    handle.shutdown().await;
+}

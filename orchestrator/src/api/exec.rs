@@ -16,11 +16,29 @@ fn job_id(job_id: String) -> Answer {
 }
 
 pub async fn raw(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {
-    job_id(state.engine.exec(ExecRequest::Raw(body)).await?)
+    let warnings = crate::spec::pipeline_warnings(&body);
+    let started = state.engine.exec(ExecRequest::Raw(body)).await;
+    log_warnings(&started, &warnings);
+    job_id(started?)
 }
 
 pub async fn stored(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {
-    job_id(state.engine.exec(ExecRequest::Stored(body)).await?)
+    let warnings = crate::spec::pipeline_warnings(&body);
+    let started = state.engine.exec(ExecRequest::Stored(body)).await;
+    log_warnings(&started, &warnings);
+    job_id(started?)
+}
+
+/// Unknown fields are accepted, as HKube does, and logged with the job they came with (the
+/// answer keeps HKube's shape); a refused request's warnings may explain its error.
+fn log_warnings<E>(started: &Result<String, E>, warnings: &[String]) {
+    let subject = match started {
+        Ok(job) => format!("job {job}"),
+        Err(_) => "refused pipeline".to_string(),
+    };
+    for warning in warnings {
+        eprintln!("hkube: {subject}: {warning}");
+    }
 }
 
 pub async fn algorithm(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {

@@ -39,7 +39,17 @@ pub async fn get_pipeline(State(state): State<ApiState>, Path(name): Path<String
 
 fn validate_pipeline(state: &ApiState, body: Value) -> Result<Pipeline, ApiError> {
     let catalog: &dyn crate::engine::Catalog = &*state.store;
-    Ok(submit::validate_for_store(body, catalog)?)
+    // Unknown keys are stored, as HKube does; the server's log says which look like typos.
+    let warnings = spec::pipeline_warnings(&body);
+    let pipeline = submit::validate_for_store(body, catalog)?;
+    log_warnings("pipeline", &pipeline.name, &warnings);
+    Ok(pipeline)
+}
+
+fn log_warnings(kind: &str, name: &str, warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("hkube: {kind} {name}: {warning}");
+    }
 }
 
 /// `POST /store/pipelines`: 201 and the pipeline with its defaults; 409 when it exists.
@@ -150,7 +160,9 @@ pub async fn create_algorithm(
             "storing an array of algorithms is not available yet: send one algorithm per request",
         ));
     }
+    let warnings = spec::algorithm_warnings(&body);
     let algorithm = spec::parse_algorithm(body)?;
+    log_warnings("algorithm", &algorithm.name, &warnings);
     if algorithm.algorithm_image.is_none() {
         return Err(ApiError::bad_request(
             "cannot apply algorithm due to missing image url or build data",
@@ -233,6 +245,7 @@ fn apply_change(
 /// The payload shallow-merged over the stored algorithm; `null` removes a key; `version`,
 /// `created` and `modified` are the server's (reference §4.2).
 fn merge_algorithm(stored: Option<&Algorithm>, payload: Value) -> Result<Algorithm, ApiError> {
+    let warnings = spec::algorithm_warnings(&payload);
     let Value::Object(payload) = payload else {
         return Err(ApiError::bad_request("data should be object"));
     };
@@ -253,7 +266,9 @@ fn merge_algorithm(stored: Option<&Algorithm>, payload: Value) -> Result<Algorit
             merged.insert(key, value);
         }
     }
-    Ok(spec::parse_algorithm(Value::Object(merged))?)
+    let algorithm = spec::parse_algorithm(Value::Object(merged))?;
+    log_warnings("algorithm", &algorithm.name, &warnings);
+    Ok(algorithm)
 }
 
 /// `PUT /store/algorithms` (HKube's form: the name is in the body): merged over the stored

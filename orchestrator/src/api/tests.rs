@@ -1554,3 +1554,191 @@ async fn job_search_pipeline_queries_audit_trail_and_flow_input() {
         assert!(bytes.is_empty(), "{job}: {bytes:?}");
     }
 }
+
+/// Trigger cycles are refused when a pipeline is stored or replaced, naming the cycle in the
+/// direction jobs would start (issue 15, item 3): before, a ping ↔ pong pair made 12,600 jobs
+/// in 5 s.
+#[tokio::test]
+async fn storing_refuses_a_trigger_cycle_and_names_it() {
+    let api = api();
+    let nodes = json!([{"nodeName": "A", "algorithmName": "echo", "input": [1]}]);
+    let stored = |name: &str, triggers: Value| json!({"name": name, "nodes": nodes.clone(), "triggers": {"pipelines": triggers}});
+    let store = "/api/v1/store/pipelines";
+    let cycle = |path: &str| {
+        format!(
+            "pipeline triggers form a cycle: {path}; each job would start the next without end. \
+             Remove one of these pipelines from the triggers.pipelines of the next"
+        )
+    };
+    api.ok("POST", store, Some(stored("ping", json!(["pong"]))), 201)
+        .await;
+    api.check_error(
+        "POST",
+        store,
+        Some(stored("pong", json!(["ping"]))),
+        400,
+        &cycle("pong → ping → pong"),
+    )
+    .await;
+    api.check_error(
+        "GET",
+        "/api/v1/store/pipelines/pong",
+        None,
+        404,
+        "pipeline pong Not Found",
+    )
+    .await;
+    api.check_error(
+        "POST",
+        store,
+        Some(stored("self", json!(["self"]))),
+        400,
+        &cycle("self → self"),
+    )
+    .await;
+    // A longer cycle: x runs after ping, and pong after x, closes pong → ping → x → pong.
+    api.ok("POST", store, Some(stored("x", json!(["ping"]))), 201)
+        .await;
+    api.check_error(
+        "POST",
+        store,
+        Some(stored("pong", json!(["x"]))),
+        400,
+        &cycle("pong → ping → x → pong"),
+    )
+    .await;
+    // Without the cycle, the same chain is stored.
+    api.ok("POST", store, Some(stored("pong", json!([]))), 201)
+        .await;
+}
+
+/// A chain without a cycle is stored; a replacement that would close one is refused and the
+/// stored pipeline stays as it was.
+#[tokio::test]
+async fn replacing_a_pipeline_cannot_close_a_trigger_cycle() {
+    let api = api();
+    let nodes = json!([{"nodeName": "A", "algorithmName": "echo", "input": [1]}]);
+    let store = "/api/v1/store/pipelines";
+    api.ok(
+        "POST",
+        store,
+        Some(json!({"name": "a", "nodes": nodes})),
+        201,
+    )
+    .await;
+    let b = json!({"name": "b", "nodes": nodes, "triggers": {"pipelines": ["a"]}});
+    api.ok("POST", store, Some(b), 201).await;
+    let c = json!({"name": "c", "nodes": nodes, "triggers": {"pipelines": ["b"]}});
+    api.ok("POST", store, Some(c), 201).await;
+    let closing = json!({"name": "a", "nodes": nodes, "triggers": {"pipelines": ["c"]}});
+    let (status, answer) = api.call("PUT", store, Some(closing.clone())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("pipeline triggers form a cycle: a → b → c → a;"),
+        "{answer}"
+    );
+    let (status, _) = api
+        .call("PUT", "/api/v1/store/pipelines/a", Some(closing))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, kept) = api.get("/api/v1/store/pipelines/a").await;
+    assert!(kept.get("triggers").is_none(), "{kept}");
+}
+
+/// What HKube's schema accepts but hkube does not do is refused when stored and when run,
+/// never accepted and ignored (issue 17, item 8); a disabled cron trigger may be stored.
+#[tokio::test]
+async fn features_hkube_does_not_implement_are_refused() {
+    let api = api();
+    let with = |patch: Value| {
+        let mut pipeline = json!({"name": "p", "nodes": [{"nodeName": "A", "algorithmName": "echo", "input": [1]}]});
+        for (key, value) in patch.as_object().unwrap() {
+            pipeline[key] = value.clone();
+        }
+        pipeline
+    };
+    let cron =
+        "cron triggers are not supported by hkube yet: triggers.cron (pattern \"0 * * * *\") \
+                would never fire. Set triggers.cron.enabled to false (a disabled one is kept) or \
+                remove it, and start the pipeline from your own scheduler with POST \
+                /api/v1/exec/stored";
+    let webhooks = "webhooks are not supported by hkube yet: webhooks.progress and \
+                    webhooks.result would never be called. Remove webhooks, and follow the job \
+                    with GET /api/v1/exec/status/{jobId} and GET /api/v1/exec/results/{jobId}";
+    let tensorboard = "node \"A\": metrics.tensorboard is not supported by hkube yet (no metrics \
+                       would be collected); remove metrics or set tensorboard to false";
+    let cases = [
+        (
+            json!({"triggers": {"cron": {"pattern": "0 * * * *", "enabled": true}}}),
+            cron,
+        ),
+        (
+            json!({"webhooks": {"progress": "http://localhost:9/p", "result": "http://localhost:9/r"}}),
+            webhooks,
+        ),
+        (
+            json!({"nodes": [{"nodeName": "A", "algorithmName": "echo", "metrics": {"tensorboard": true}}]}),
+            tensorboard,
+        ),
+    ];
+    for (patch, message) in cases {
+        for path in ["/api/v1/store/pipelines", "/api/v1/exec/raw"] {
+            api.check_error("POST", path, Some(with(patch.clone())), 400, message)
+                .await;
+        }
+    }
+    let disabled = with(json!({"triggers": {"cron": {"pattern": "0 * * * *"}}}));
+    let stored = api
+        .ok("POST", "/api/v1/store/pipelines", Some(disabled), 201)
+        .await;
+    assert_eq!(stored["triggers"]["cron"]["enabled"], false);
+}
+
+/// hkube's limits are checked when a pipeline is submitted or stored, with a 400 that names
+/// the limit (issue 15, item 9), not when the job already runs.
+#[tokio::test]
+async fn limits_are_checked_at_submission() {
+    let api = api();
+    let ten_thousand: Vec<u32> = (0..10_000).collect();
+    let cartesian = json!({
+        "name": "big",
+        "flowInput": {"x": ten_thousand, "y": ten_thousand},
+        "nodes": [{"nodeName": "A", "algorithmName": "echo", "batchOperation": "cartesian",
+                   "input": ["#@flowInput.x", "#@flowInput.y"]}]
+    });
+    api.check_error(
+        "POST",
+        "/api/v1/exec/raw",
+        Some(cartesian),
+        400,
+        "node \"A\" would run 100000000 tasks (the cartesian product of 10000 × 10000), more \
+         than the limit of 50000000; use batchOperation \"indexed\" or smaller batch inputs",
+    )
+    .await;
+    let name = "p".repeat(10 << 20);
+    let long_name = json!({"name": name, "nodes": [{"nodeName": "A", "algorithmName": "echo"}]});
+    for path in ["/api/v1/store/pipelines", "/api/v1/exec/raw"] {
+        api.check_error(
+            "POST",
+            path,
+            Some(long_name.clone()),
+            400,
+            "data.name should NOT be longer than 128 characters",
+        )
+        .await;
+    }
+    // A batch that fits is accepted and runs.
+    let small = json!({
+        "name": "small",
+        "flowInput": {"x": [1, 2, 3], "y": [4, 5]},
+        "nodes": [{"nodeName": "A", "algorithmName": "echo", "batchOperation": "cartesian",
+                   "input": ["#@flowInput.x", "#@flowInput.y"]}]
+    });
+    let job = api.run(small).await;
+    let results = api.results(&job).await;
+    assert_eq!(results["status"], "completed", "{results}");
+    assert_eq!(results["data"].as_array().map(Vec::len), Some(6));
+}

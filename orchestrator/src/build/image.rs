@@ -57,6 +57,15 @@ pub(super) async fn build(
         ));
         return Ok(tag);
     }
+    let base = context
+        .build_args
+        .iter()
+        .find(|(key, _)| key == "BASE_IMAGE")
+        .map(|(_, image)| image.clone())
+        .unwrap_or_default();
+    if let Err(error) = docker.ensure_image(&base).await {
+        return Err(missing_base_image(&base, env, &error));
+    }
     progress.line(&format!(
         "building image {tag} ({} files in the context)",
         context.len()
@@ -90,4 +99,89 @@ pub(super) async fn build(
     drop(running);
     result.map_err(|e| e.to_string())?;
     Ok(tag)
+}
+
+/// The build's failure when its base image is neither in the engine nor pullable: which image,
+/// and how to make hkube's own (no registry needed) or name another.
+fn missing_base_image(base: &str, env: Env, error: &builder::docker::Error) -> String {
+    let reason = match error {
+        builder::docker::Error::MissingImage { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    };
+    format!(
+        "the base image {base} is not in the Docker engine and could not be pulled ({reason}). \
+         hkube's base images are made on this machine, without a registry, by \
+         scripts/base-images.sh in hkube's repository: run `scripts/base-images.sh --only {env}`; \
+         or set the algorithm's baseImage (or `hkube server --base-image {env}=IMAGE`) to an \
+         image the engine has",
+        env = env.as_str()
+    )
+}
+
+/// How many of an algorithm's newest versions keep their images, the current version's
+/// aside: the newest and the one before it, to go back to.
+const KEPT_VERSIONS: usize = 2;
+
+/// Removes the images this server built for `name` that no longer matter: every one except
+/// the current version's and the [`KEPT_VERSIONS`] newest versions', and never one a container
+/// uses (a running worker). Only images whose `io.hkube.build` label is one of this server's
+/// builds of the algorithm are candidates, so another server on the same engine keeps its own.
+/// Returns the tags removed; a failure to list or remove leaves the images (logged).
+pub(super) async fn prune(inner: &Inner, docker: &DockerEngine, name: &str) -> Vec<String> {
+    let mut keep: std::collections::HashSet<String> = inner
+        .store
+        .algorithm_versions(name)
+        .unwrap_or_default()
+        .into_iter()
+        .take(KEPT_VERSIONS)
+        .filter_map(|version| version.algorithm.algorithm_image)
+        .collect();
+    if let Some(current) = inner
+        .store
+        .algorithm(name)
+        .and_then(|algorithm| algorithm.algorithm_image)
+    {
+        keep.insert(current);
+    }
+    let ours: std::collections::HashSet<String> = inner
+        .store
+        .builds(name)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|record| record["buildId"].as_str().map(str::to_string))
+        .collect();
+    let (images, in_use) = match (
+        docker.labelled_images("io.hkube.algorithm", name).await,
+        docker.images_in_use().await,
+    ) {
+        (Ok(images), Ok(in_use)) => (images, in_use),
+        (Err(error), _) | (_, Err(error)) => {
+            eprintln!("hkube: cannot list the images of {name} to remove old ones: {error}");
+            return Vec::new();
+        }
+    };
+    let mut removed = Vec::new();
+    for image in images {
+        let built_here = image
+            .labels
+            .get("io.hkube.build")
+            .is_some_and(|build| ours.contains(build));
+        let kept = image.tags.iter().any(|tag| keep.contains(tag));
+        if !built_here || kept || in_use.contains(&image.id) {
+            continue;
+        }
+        // An image without tags is removed by its id.
+        let names = if image.tags.is_empty() {
+            vec![image.id.clone()]
+        } else {
+            image.tags.clone()
+        };
+        for tag in &names {
+            match docker.remove_tag(tag).await {
+                Ok(()) => removed.push(tag.clone()),
+                Err(error) => eprintln!("hkube: cannot remove the old image {tag}: {error}"),
+            }
+        }
+    }
+    removed
 }

@@ -215,5 +215,12 @@ async fn complete(
             running.len()
         ));
     }
+    // Images of versions nobody can go back to any more (issue 17: 30 images after a round of
+    // tests) go once the new version is recorded.
+    if let Backend::Docker(docker, _) = &inner.backend {
+        for tag in image::prune(inner, docker, &name).await {
+            progress.line(&format!("removed the old image {tag}"));
+        }
+    }
     progress.flush();
 }

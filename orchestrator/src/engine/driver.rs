@@ -239,6 +239,10 @@ impl Default for EngineOptions {
     }
 }
 
+/// The longest chain of jobs started by triggers, one after the other. The store refuses
+/// trigger cycles; this bounds a chain that got past it. A restart starts counting again.
+pub const MAX_TRIGGER_DEPTH: u32 = 32;
+
 /// The engine loop and everything it owns.
 pub struct Engine {
     max_in_flight: usize,
@@ -266,6 +270,8 @@ pub struct Engine {
     algorithm_parents: HashMap<(u64, u32, u32), (u64, u32, u32)>,
     /// Jobs started by triggers, by parent job.
     triggered: HashMap<u64, Vec<u64>>,
+    /// How many triggers led to each unfinished triggered job (its parent's depth + 1).
+    trigger_depth: HashMap<u64, u32>,
     /// Jobs held by `concurrentPipelines` (`rejectOnFailure: false`).
     held: Vec<u64>,
     /// Unfinished jobs per (experimentName, name).
@@ -311,6 +317,7 @@ impl Engine {
             algorithm_waiters: HashMap::new(),
             algorithm_parents: HashMap::new(),
             triggered: HashMap::new(),
+            trigger_depth: HashMap::new(),
             held: Vec::new(),
             unfinished: HashMap::new(),
         }
@@ -873,6 +880,7 @@ impl Engine {
         let completed = job.status() == JobStatus::Completed;
         let name = job.name().to_string();
         let tags = job.pipeline.tags.clone();
+        let depth = self.trigger_depth.remove(&key).unwrap_or(0);
         if let Some(journal) = &self.journal {
             journal.job_finished(&job.id, &result);
         }
@@ -907,7 +915,7 @@ impl Engine {
         self.evict_finished();
         self.release_held();
         if completed {
-            self.fire_triggers(key, &name, &tags, &result);
+            self.fire_triggers(key, depth, &name, &tags, &result);
         }
     }
 
@@ -972,13 +980,33 @@ impl Engine {
     }
 
     /// Stored pipelines that list this one in `triggers.pipelines` run now, with the parent's
-    /// results as `flowInput.parent` (reference §1.5).
-    fn fire_triggers(&mut self, parent: u64, name: &str, tags: &[String], result: &Value) {
+    /// results as `flowInput.parent` (reference §1.5). `depth` is how many triggers led to the
+    /// parent: beyond [`MAX_TRIGGER_DEPTH`] nothing starts, so a trigger cycle the store did
+    /// not refuse (stored before that check, or built in a catalog) cannot run without end.
+    fn fire_triggers(
+        &mut self,
+        parent: u64,
+        depth: u32,
+        name: &str,
+        tags: &[String],
+        result: &Value,
+    ) {
+        let triggered = self.catalog.triggered_by(name);
+        if depth >= MAX_TRIGGER_DEPTH && !triggered.is_empty() {
+            let names: Vec<&str> = triggered.iter().map(|p| p.name.as_str()).collect();
+            eprintln!(
+                "hkube: pipeline {name} completed at the end of a chain of {depth} triggered \
+                 jobs; not starting {} (at most {MAX_TRIGGER_DEPTH} triggers in a row, a cycle \
+                 in triggers.pipelines?)",
+                names.join(", ")
+            );
+            return;
+        }
         let data = result
             .get("data")
             .cloned()
             .unwrap_or(Value::Array(Vec::new()));
-        for stored in self.catalog.triggered_by(name) {
+        for stored in triggered {
             let mut flow_input = stored.flow_input.clone().unwrap_or_else(|| json!({}));
             submit::deep_merge(&mut flow_input, json!({ "parent": data.clone() }));
             let mut pipeline = stored;
@@ -997,6 +1025,7 @@ impl Engine {
                 Ok((plan, admission)) => {
                     let child = self.start_job(plan, admission);
                     self.triggered.entry(parent).or_default().push(child);
+                    self.trigger_depth.insert(child, depth + 1);
                 }
                 Err(error) => {
                     eprintln!("hkube: trigger of pipeline {name} could not start: {error}");

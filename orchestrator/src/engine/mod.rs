@@ -20,7 +20,9 @@ mod status;
 pub mod submit;
 
 pub use catalog::{Catalog, MemoryCatalog};
-pub use driver::{now_ms, Engine, EngineOptions, ExecRequest, Handle, JobSummary, StopRequest};
+pub use driver::{
+    now_ms, Engine, EngineOptions, ExecRequest, Handle, JobSummary, StopRequest, MAX_TRIGGER_DEPTH,
+};
 pub use error::Error;
 pub use executor::{Executor, SubPipeline, TaskKey, TaskOutcome, TaskReporter, TaskSpec};
 pub use ids::{build_id, job_id, version_id, TaskId};

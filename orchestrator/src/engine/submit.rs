@@ -135,7 +135,8 @@ pub fn prepare(
     check_stream(&pipeline, catalog)?;
     // Step 7: the graph, with the flowInput check.
     let graph = Graph::build(&pipeline, FlowInputCheck::Required)?;
-    check_supported(&pipeline)?;
+    check_implemented(&pipeline)?;
+    check_expanded_limits(&pipeline, &graph)?;
     let root_job_id = pipeline.root_job_id.clone();
     Ok((
         JobPlan {
@@ -152,11 +153,93 @@ pub fn prepare(
 
 /// `POST /store/pipelines`: the schema with defaults, the node-list rules and the graph, but
 /// not the flowInput check (reference Q9), then the algorithms.
+///
+/// hkube adds two refusals HKube does not have: a feature hkube does not implement
+/// ([`check_implemented`]), and triggers that would make the pipeline start itself without
+/// end ([`check_trigger_cycle`]).
 pub fn validate_for_store(body: Value, catalog: &dyn Catalog) -> Result<Pipeline, Error> {
     let pipeline = spec::parse_pipeline(body)?;
     Graph::build(&pipeline, FlowInputCheck::Skipped)?;
     check_algorithms(&pipeline, catalog)?;
+    check_implemented(&pipeline)?;
+    check_trigger_cycle(&pipeline, catalog)?;
     Ok(pipeline)
+}
+
+/// What `hkube validate` checks without a store: the schema and defaults, the stream rules,
+/// the graph, what hkube does not implement, and the batch sizes that the descriptor alone
+/// decides. Stored algorithms, stored pipelines and concurrency are the server's to check.
+pub fn validate_offline(body: Value, flow_input: FlowInputCheck) -> Result<Pipeline, Error> {
+    let pipeline = spec::parse_pipeline(body)?;
+    check_stream(&pipeline, &super::MemoryCatalog::new())?;
+    let graph = Graph::build(&pipeline, flow_input)?;
+    check_implemented(&pipeline)?;
+    if flow_input == FlowInputCheck::Required {
+        check_expanded_limits(&pipeline, &graph)?;
+    }
+    Ok(pipeline)
+}
+
+/// Triggers that lead back to the pipeline being stored would start jobs without end (a
+/// pipeline triggering itself made 25,956 jobs in 10 s): refused, naming the cycle in the
+/// direction jobs would start, `ping → pong → ping`.
+///
+/// An edge `X → Y` means Y runs when X completes (Y lists X in `triggers.pipelines`). The
+/// search starts at the pipeline, over the stored pipelines with this one's new definition in
+/// place of its stored one.
+fn check_trigger_cycle(pipeline: &Pipeline, catalog: &dyn Catalog) -> Result<(), Error> {
+    if pipeline
+        .triggers
+        .as_ref()
+        .is_none_or(|t| t.pipelines.is_empty())
+    {
+        return Ok(());
+    }
+    let me = pipeline.name.as_str();
+    let children = |parent: &str| -> Vec<String> {
+        let mut names: Vec<String> = catalog
+            .triggered_by(parent)
+            .into_iter()
+            .map(|p| p.name)
+            .filter(|name| name != me)
+            .collect();
+        if pipeline.is_triggered_by(parent) {
+            names.push(me.to_string());
+        }
+        names
+    };
+    // Breadth first, so the cycle named is a shortest one.
+    let mut reached_from: std::collections::HashMap<String, String> = Default::default();
+    let mut queue = std::collections::VecDeque::from([me.to_string()]);
+    while let Some(name) = queue.pop_front() {
+        for child in children(&name) {
+            if child == me {
+                let mut path = vec![me.to_string(), name.clone()];
+                let mut at = name;
+                while let Some(previous) = reached_from.get(&at) {
+                    path.push(previous.clone());
+                    at = previous.clone();
+                }
+                path.reverse();
+                // `path` now starts and ends with `me` when `name` is `me` itself (a
+                // self-trigger) doubled once: keep one.
+                path.dedup();
+                if path.len() == 1 {
+                    path.push(me.to_string());
+                }
+                return Err(Error::Invalid(format!(
+                    "pipeline triggers form a cycle: {}; each job would start the next without \
+                     end. Remove one of these pipelines from the triggers.pipelines of the next",
+                    path.join(" → ")
+                )));
+            }
+            if !reached_from.contains_key(&child) {
+                reached_from.insert(child.clone(), name.clone());
+                queue.push_back(child);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_algorithms(pipeline: &Pipeline, catalog: &dyn Catalog) -> Result<(), Error> {
@@ -183,8 +266,40 @@ fn check_algorithms(pipeline: &Pipeline, catalog: &dyn Catalog) -> Result<(), Er
     Ok(())
 }
 
-/// Node kinds the engine cannot run yet are refused up front rather than left to hang.
-fn check_supported(pipeline: &Pipeline) -> Result<(), Error> {
+/// What HKube's schema accepts but hkube does not do is refused, naming the field and what to
+/// do instead, rather than accepted and silently ignored: a cron trigger that never fires,
+/// webhooks never called, TensorBoard metrics never collected, and node kinds hkube cannot
+/// run (which would hang). docs/semantics.md lists them.
+pub fn check_implemented(pipeline: &Pipeline) -> Result<(), Error> {
+    if let Some(cron) = pipeline.triggers.as_ref().and_then(|t| t.cron.as_ref()) {
+        if cron.enabled {
+            return Err(Error::Invalid(format!(
+                "cron triggers are not supported by hkube yet: triggers.cron (pattern \"{}\") \
+                 would never fire. Set triggers.cron.enabled to false (a disabled one is kept) or \
+                 remove it, and start the pipeline from your own scheduler with POST \
+                 /api/v1/exec/stored",
+                cron.pattern
+            )));
+        }
+    }
+    if let Some(webhooks) = &pipeline.webhooks {
+        let given: Vec<&str> = [
+            ("progress", &webhooks.progress),
+            ("result", &webhooks.result),
+        ]
+        .into_iter()
+        .filter(|(_, url)| url.is_some())
+        .map(|(key, _)| key)
+        .collect();
+        if !given.is_empty() {
+            return Err(Error::Invalid(format!(
+                "webhooks are not supported by hkube yet: webhooks.{} would never be called. \
+                 Remove webhooks, and follow the job with GET /api/v1/exec/status/{{jobId}} and \
+                 GET /api/v1/exec/results/{{jobId}}",
+                given.join(" and webhooks.")
+            )));
+        }
+    }
     for node in &pipeline.nodes {
         let unsupported = match node.kind {
             NodeKind::DataSource => Some("dataSource"),
@@ -198,6 +313,18 @@ fn check_supported(pipeline: &Pipeline) -> Result<(), Error> {
                 node.node_name
             )));
         }
+        let tensorboard = node
+            .metrics
+            .as_ref()
+            .and_then(|m| m.get("tensorboard"))
+            .and_then(Value::as_bool);
+        if tensorboard == Some(true) {
+            return Err(Error::Invalid(format!(
+                "node \"{}\": metrics.tensorboard is not supported by hkube yet (no metrics \
+                 would be collected); remove metrics or set tensorboard to false",
+                node.node_name
+            )));
+        }
         let mut uses_data_source = false;
         for item in &node.input {
             if let Ok(expr) = InputExpr::parse(item, &node.node_name, 0) {
@@ -208,6 +335,68 @@ fn check_supported(pipeline: &Pipeline) -> Result<(), Error> {
             return Err(Error::Invalid(format!(
                 "node \"{}\" references \"@dataSource\", which hkube cannot resolve yet",
                 node.node_name
+            )));
+        }
+    }
+    if pipeline.kind == PipelineKind::Stream {
+        return Err(Error::Invalid(STREAM_NOT_SUPPORTED.into()));
+    }
+    Ok(())
+}
+
+const STREAM_NOT_SUPPORTED: &str =
+    "stream pipelines are not supported by hkube yet; run this pipeline with kind \"batch\"";
+
+/// Limits that need the expanded pipeline and its graph: the node count once pipeline nodes
+/// are inlined, and the number of tasks of every batch node whose lists the descriptor alone
+/// decides (raw batches `#[…]` and `#@flowInput…`), so that a 10k × 10k cartesian product is
+/// refused at submission rather than failing the running job.
+fn check_expanded_limits(pipeline: &Pipeline, graph: &Graph) -> Result<(), Error> {
+    spec::check_node_count(pipeline.nodes.len())?;
+    for (id, node) in graph.nodes.iter().enumerate() {
+        if !node.is_batch || node.wait_any {
+            continue;
+        }
+        let mut lens = Vec::with_capacity(node.batch_tokens);
+        let mut known = true;
+        for input in &node.inputs {
+            input.visit(&mut |leaf| {
+                if !crate::dag::is_batch_leaf(leaf) {
+                    return;
+                }
+                match leaf {
+                    InputExpr::RawBatch(values) => lens.push(values.len()),
+                    InputExpr::Ref(reference) if reference.source == Source::FlowInput => lens
+                        .push(
+                            pipeline
+                                .flow_input
+                                .as_ref()
+                                .and_then(|root| crate::dag::lookup(root, &reference.path))
+                                .and_then(Value::as_array)
+                                .map_or(0, Vec::len),
+                        ),
+                    _ => known = false,
+                }
+            });
+        }
+        if !known {
+            continue;
+        }
+        let operation = pipeline.nodes[id].batch_operation();
+        let count = crate::dag::combine(lens.clone(), operation).count();
+        if count > super::MAX_TASKS_PER_NODE {
+            let sizes: Vec<String> = lens.iter().map(usize::to_string).collect();
+            let how = match operation {
+                spec::BatchOperation::Cartesian => {
+                    format!("the cartesian product of {}", sizes.join(" × "))
+                }
+                spec::BatchOperation::Indexed => format!("batch lists of {}", sizes.join(", ")),
+            };
+            return Err(Error::Invalid(format!(
+                "node \"{}\" would run {count} tasks ({how}), more than the limit of {}; use \
+                 batchOperation \"indexed\" or smaller batch inputs",
+                node.name,
+                super::MAX_TASKS_PER_NODE
             )));
         }
     }
@@ -319,10 +508,7 @@ fn check_stream(pipeline: &Pipeline, catalog: &dyn Catalog) -> Result<(), Error>
             }
         }
     }
-    Err(Error::Invalid(
-        "stream pipelines are not supported by hkube yet; run this pipeline with kind \"batch\""
-            .into(),
-    ))
+    Err(Error::Invalid(STREAM_NOT_SUPPORTED.into()))
 }
 
 fn state_type(node: &Node, catalog: &dyn Catalog) -> spec::StateType {

@@ -8,8 +8,10 @@
 mod algorithm;
 mod error;
 mod input;
+mod limits;
 mod pipeline;
 mod schema;
+mod warnings;
 
 pub use algorithm::{
     parse_algorithm, parse_memory_mi, Algorithm, AlgorithmOptions, AlgorithmType, CodeEnv,
@@ -17,18 +19,23 @@ pub use algorithm::{
 };
 pub use error::Error;
 pub use input::{InputExpr, Reference, Sign, Source, MAX_RANGE_ITEMS};
+pub use limits::{check_node_count, MAX_DESCRIPTOR_BYTES, MAX_NAME_LENGTH, MAX_NODES};
 pub use pipeline::{
     BatchOperation, ConcurrentPipelines, Cron, Edge, Level, Node, NodeKind, Options, Pipeline,
     PipelineKind, Retry, RetryPolicy, StateType, Streaming, Triggers, Webhooks,
 };
+pub use warnings::{algorithm_warnings, pipeline_warnings};
 
 use serde_json::Value;
 
 /// Checks a pipeline descriptor the way HKube's `POST /exec/raw` does before it looks at the
 /// graph: the schema (first error wins, ajv's texts), type coercion (`"3"` → 3), the defaults of
 /// §1.8, then the node-list rules (at least one node, at most one output node, debugOverride,
-/// stream stateless counts).
+/// stream stateless counts). hkube's own limits (docs/semantics.md) come first: the size of the
+/// descriptor without its flowInput, then within the schema the name lengths, and the node
+/// count with the node-list rules.
 pub fn parse_pipeline(value: Value) -> Result<Pipeline, Error> {
+    limits::check_descriptor_size(&value)?;
     let mut value = schema::check_pipeline(value)?;
     // The flowInput can be the bulk of a descriptor (a million batch items): it is moved into
     // the typed pipeline as is, not copied through serde's buffering of flattened structs.

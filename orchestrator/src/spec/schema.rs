@@ -20,6 +20,7 @@
 
 use serde_json::{Map, Value};
 
+use super::limits::{check_node_count, MAX_NAME_LENGTH};
 use super::{Error, NodeKind, Pipeline, PipelineKind, StateType};
 
 pub(super) const PIPELINE_NAME_FORMAT: &str =
@@ -61,7 +62,8 @@ pub(super) fn check_pipeline(mut value: Value) -> Result<Value, Error> {
     require(root, "data", "name")?;
     property(root, "data", "name", |v, p| {
         let name = string(v, p)?;
-        length(name, p, Some(1), None)?;
+        // HKube has no maximum (reference Q12); hkube's is documented in docs/semantics.md.
+        length(name, p, Some(1), Some(MAX_NAME_LENGTH))?;
         format(is_pipeline_name(name), PIPELINE_NAME_FORMAT)
     })?;
     property(root, "data", "kind", |v, p| one_of(v, p, PIPELINE_KINDS))?;
@@ -108,7 +110,7 @@ fn check_node(value: &mut Value, path: &str) -> Result<(), Error> {
     let node = object(value, path)?;
     require(node, path, "nodeName")?;
     property(node, path, "nodeName", |v, p| {
-        length(string(v, p)?, p, Some(1), None)
+        length(string(v, p)?, p, Some(1), Some(MAX_NAME_LENGTH))
     })?;
     property(node, path, "algorithmName", check_algorithm_name)?;
     property(node, path, "input", |v, p| array(v, p).map(drop))?;
@@ -320,6 +322,7 @@ pub(super) fn check_node_list(pipeline: &Pipeline) -> Result<(), Error> {
     if pipeline.nodes.is_empty() {
         return Err(Error::new("pipeline must have at least one node"));
     }
+    check_node_count(pipeline.nodes.len())?;
     let outputs = pipeline
         .nodes
         .iter()
@@ -884,7 +887,8 @@ mod tests {
             (pipeline(json!({"name": "exec/raw"})), PIPELINE_NAME_FORMAT),
             (pipeline(json!({"name": "a b"})), PIPELINE_NAME_FORMAT),
             (pipeline(json!({"name": "ok:name-1_2.3"})), "ok"),
-            (pipeline(json!({"name": "x".repeat(300)})), "ok"),
+            // HKube has no maximum (Q12); hkube's is 128 (docs/semantics.md, Limits).
+            (pipeline(json!({"name": "x".repeat(128)})), "ok"),
             (
                 pipeline(json!({"kind": "nope"})),
                 "data.kind should be equal to one of the allowed values (batch,stream)",
@@ -1070,6 +1074,45 @@ mod tests {
         ];
         for (input, expected) in cases {
             check(input, expected);
+        }
+    }
+
+    #[test]
+    fn hkube_limits_on_names_and_node_count() {
+        let at_limit = "a".repeat(128);
+        let over = "a".repeat(129);
+        let ten_megabytes = "a".repeat(10 << 20);
+        let nodes = |count: usize| {
+            (0..count)
+                .map(|i| json!({"nodeName": format!("n{i}"), "algorithmName": "echo"}))
+                .collect::<Vec<_>>()
+        };
+        let cases = [
+            (pipeline(json!({ "name": at_limit })), "ok".to_string()),
+            (
+                pipeline(json!({ "name": over })),
+                "data.name should NOT be longer than 128 characters".to_string(),
+            ),
+            (
+                pipeline(json!({ "name": ten_megabytes })),
+                "data.name should NOT be longer than 128 characters".to_string(),
+            ),
+            (with_node(json!({ "nodeName": at_limit })), "ok".to_string()),
+            (
+                with_node(json!({ "nodeName": over })),
+                "data.nodes[0].nodeName should NOT be longer than 128 characters".to_string(),
+            ),
+            (pipeline(json!({ "nodes": nodes(1000) })), "ok".to_string()),
+            (
+                pipeline(json!({ "nodes": nodes(1001) })),
+                "a pipeline may have at most 1000 nodes, this one has 1001; split it into \
+                 pipelines that start one another (triggers or kind \"pipeline\" nodes), or \
+                 pass the varying part as a batch"
+                    .to_string(),
+            ),
+        ];
+        for (input, expected) in cases {
+            check(input, &expected);
         }
     }
 
