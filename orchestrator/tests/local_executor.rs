@@ -424,3 +424,51 @@ async fn workers_are_bounded_by_the_inventory_and_max_workers() {
     assert_eq!(workers, 3, "maxWorkers 3");
     assert!(overlap <= 3, "{overlap} ran at once");
 }
+
+/// A request the machine could never hold fails at once and names the resource (the seed's
+/// `gpu: 1` ran on a machine without GPUs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_machine_cannot_hold_is_refused_with_the_resource_named() {
+    let executor = LocalExecutor::start(LocalOptions {
+        inventory: inventory(2.0),
+        ..LocalOptions::default()
+    });
+    let catalog = Arc::new(MemoryCatalog::new());
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(
+        folder.path().join("main.py"),
+        "def start(args, api):\n    return 1\n",
+    )
+    .unwrap();
+    executor
+        .register(LocalAlgorithm {
+            name: "range".into(),
+            language: Language::Python,
+            code_dir: folder.path().to_path_buf(),
+            entry_point: "main.py".into(),
+            min_hot_workers: 0,
+            max_workers: 0,
+            request: orchestrator::scheduler::Request::new(0.1, 307.0, 1.0).unwrap(),
+            classpath: None,
+            container: None,
+            prepared: None,
+        })
+        .await
+        .unwrap();
+    catalog.put_algorithm(
+        spec::parse_algorithm(json!({"name": "range", "algorithmImage": "local", "gpu": 1}))
+            .unwrap(),
+    );
+    let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
+    let result = run(
+        &handle,
+        json!({"name": "gpu", "nodes": [{"nodeName": "A", "algorithmName": "range", "input": []}]}),
+    )
+    .await;
+    assert_eq!(result["status"], "failed", "{result}");
+    assert_eq!(
+        result["error"],
+        "algorithm range requests 1 gpu; the largest node has 0 (declare GPUs with --gpus)"
+    );
+    executor.shutdown().await;
+}

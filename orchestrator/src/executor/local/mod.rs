@@ -435,10 +435,19 @@ impl Service {
 
     fn submit(&mut self, task: TaskSpec) {
         let name = task.algorithm_name.to_string();
-        if !self.algorithms.contains_key(&name) {
+        let Some(algorithm) = self.algorithms.get(&name) else {
             task.reporter.finish(TaskOutcome::Failed(format!(
                 "algorithm {name} has no local code: the local executor runs algorithms registered with a code folder"
             )));
+            return;
+        };
+        // A request this machine could never hold fails at once, naming the resource, instead
+        // of waiting forever (or, as before, running as if it had been granted).
+        let inventory = std::slice::from_ref(&self.options.inventory);
+        if let Some(why) =
+            crate::scheduler::resources::never_fits(&name, &algorithm.request, inventory)
+        {
+            task.reporter.finish(TaskOutcome::Failed(why));
             return;
         }
         self.next_seq += 1;
