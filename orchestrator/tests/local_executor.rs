@@ -467,6 +467,47 @@ async fn a_stopped_javascript_batch_does_not_hold_back_the_next_job() {
     a_stopped_batch_does_not_hold_back_the_next_job(Language::Nodejs, code).await;
 }
 
+/// Two jobs of one algorithm share a worker's batch; stopping one stops the whole batch (`stop`
+/// names no task), and the other job's tasks come back and still complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_one_job_does_not_lose_the_tasks_of_another_in_the_same_batch() {
+    if let Some(reason) = missing_tools(false) {
+        println!("skipped: {reason}");
+        return;
+    }
+    let code = "import time\ndef start(args, api):\n    with open('started', 'a') as f:\n        f.write('x\\n')\n    time.sleep(args['input'][0])\n    return args['input'][0]\n";
+    let executor = LocalExecutor::start(LocalOptions::default());
+    let catalog = Arc::new(MemoryCatalog::new());
+    let folder = one_file_algorithm(&executor, &catalog, "shared", Language::Python, code).await;
+    let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
+    // Both jobs are queued before the one worker connects, so one runBatch carries them all.
+    let doomed = handle
+        .exec_raw(json!({"name": "doomed", "flowInput": {"items": [0.5, 0.5, 0.5]},
+            "nodes": [{"nodeName": "A", "algorithmName": "shared", "input": ["#@flowInput.items"]}]}))
+        .await
+        .unwrap();
+    let kept = handle
+        .exec_raw(json!({"name": "kept", "flowInput": {"items": [0.1, 0.2, 0.3]},
+            "nodes": [{"nodeName": "A", "algorithmName": "shared", "input": ["#@flowInput.items"]}]}))
+        .await
+        .unwrap();
+    wait_for_started(folder.path(), 1).await;
+    stop(&handle, &doomed).await;
+    let result = tokio::time::timeout(Duration::from_secs(60), handle.wait(&kept))
+        .await
+        .expect("the other job ends within 60 s")
+        .unwrap();
+    assert_eq!(result["status"], "completed", "{result}");
+    let outputs: Vec<&Value> = result["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| &item["result"])
+        .collect();
+    assert_eq!(outputs, [&json!(0.1), &json!(0.2), &json!(0.3)], "{result}");
+    executor.shutdown().await;
+}
+
 fn process_alive(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
