@@ -133,7 +133,11 @@ pub fn read_algorithm(file: &Path) -> Result<ProjectAlgorithm, Error> {
     if entry_point.is_empty() {
         return Err(fail("code.entryPoint is missing: for java, name the class implementing io.hkube.rs.Algorithm".into()));
     }
-    if language != Language::Java && !code_dir.join(&entry_point).is_file() {
+    // An algorithm with its own command (x-hkube.command) finds its entry point its own way.
+    let own_command = map
+        .get(spec::HKUBE_EXTENSION)
+        .is_some_and(|extension| extension.get("command").is_some());
+    if language != Language::Java && !own_command && !code_dir.join(&entry_point).is_file() {
         return Err(fail(format!(
             "code.entryPoint {entry_point} is not a file in {}",
             code_dir.display()
@@ -154,6 +158,12 @@ pub fn read_algorithm(file: &Path) -> Result<ProjectAlgorithm, Error> {
     }
     let descriptor = spec::parse_algorithm(value).map_err(|e| fail(e.to_string()))?;
     let request = crate::scheduler::Request::for_algorithm(&descriptor).map_err(&fail)?;
+    let (env, not_plain) = descriptor.plain_env();
+    if let Some(name) = not_plain.first() {
+        return Err(fail(format!(
+            "algorithmEnv.{name}: only plain values (strings, numbers, booleans) can be set for a local process; valueFrom (secrets, config maps) needs Kubernetes"
+        )));
+    }
     let local = LocalAlgorithm {
         name: descriptor.name.clone(),
         language,
@@ -165,6 +175,8 @@ pub fn read_algorithm(file: &Path) -> Result<ProjectAlgorithm, Error> {
         classpath: None,
         container: None,
         prepared: None,
+        command: descriptor.local_command(),
+        env,
     };
     Ok(ProjectAlgorithm {
         file: file.to_path_buf(),

@@ -69,7 +69,7 @@ async fn run(handle: &Handle, pipeline: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn numbers_with_python_and_javascript() {
     if let Some(reason) = missing_tools(false) {
-        testkit::skip(None, &reason);
+        println!("skipped: {reason}");
         return;
     }
     let (handle, executor) = numbers_engine().await;
@@ -87,7 +87,7 @@ async fn numbers_with_python_and_javascript() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn numbers_with_the_java_multiply() {
     if let Some(reason) = missing_tools(true) {
-        testkit::skip(None, &reason);
+        println!("skipped: {reason}");
         return;
     }
     let (handle, executor) = numbers_engine().await;
@@ -132,6 +132,8 @@ async fn python_algorithm_with(
             classpath: None,
             container: None,
             prepared: None,
+            command: None,
+            env: Vec::new(),
         })
         .await
         .unwrap();
@@ -144,7 +146,7 @@ async fn python_algorithm_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_and_crashes_say_what_happened() {
     if let Some(reason) = missing_tools(false) {
-        testkit::skip(None, &reason);
+        println!("skipped: {reason}");
         return;
     }
     let executor = LocalExecutor::start(LocalOptions::default());
@@ -213,7 +215,7 @@ async fn errors_and_crashes_say_what_happened() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_results_travel_through_storage() {
     if let Some(reason) = missing_tools(false) {
-        testkit::skip(None, &reason);
+        println!("skipped: {reason}");
         return;
     }
     let storage = tempfile::tempdir().unwrap();
@@ -284,7 +286,7 @@ async fn large_results_travel_through_storage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_task_prints_is_its_log() {
     if let Some(reason) = missing_tools(false) {
-        testkit::skip(None, &reason);
+        println!("skipped: {reason}");
         return;
     }
     let logs = tempfile::tempdir().unwrap();
@@ -324,6 +326,380 @@ async fn what_a_task_prints_is_its_log() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(texts, expected);
+    executor.shutdown().await;
+}
+
+// ----- stops: the next job never waits behind a stopped one ------------------------------------
+
+/// Registers a one-file algorithm of `language` under `name` (at most one worker, so that a
+/// stopped worker would hold the next task back if the pool let it).
+async fn one_file_algorithm(
+    executor: &LocalExecutor,
+    catalog: &MemoryCatalog,
+    name: &str,
+    language: Language,
+    code: &str,
+) -> tempfile::TempDir {
+    let folder = tempfile::tempdir().unwrap();
+    let entry_point = match language {
+        Language::Nodejs => "index.js",
+        _ => "main.py",
+    };
+    std::fs::write(folder.path().join(entry_point), code).unwrap();
+    executor
+        .register(LocalAlgorithm {
+            name: name.into(),
+            language,
+            code_dir: folder.path().to_path_buf(),
+            entry_point: entry_point.into(),
+            min_hot_workers: 0,
+            max_workers: 1,
+            request: orchestrator::scheduler::Request::new(0.1, 307.0, 0.0).unwrap(),
+            classpath: None,
+            container: None,
+            prepared: None,
+            command: None,
+            env: Vec::new(),
+        })
+        .await
+        .unwrap();
+    catalog.put_algorithm(
+        spec::parse_algorithm(json!({"name": name, "algorithmImage": "local"})).unwrap(),
+    );
+    folder
+}
+
+/// Waits until `job` has at least `count` succeeded tasks.
+async fn wait_for_succeeded(handle: &Handle, job: &str, count: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = handle.status(job).await.unwrap();
+        if status["data"]["states"]["succeed"].as_u64().unwrap_or(0) >= count {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{count} tasks did not succeed within 60 s: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn stop(handle: &Handle, job: &str) {
+    handle
+        .stop(orchestrator::engine::StopRequest {
+            job_id: Some(job.to_string()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+/// Runs a one-node batch job of `algorithm` over `items` and returns its result and how long
+/// it took from submission.
+async fn timed_batch(handle: &Handle, algorithm: &str, items: Value) -> (Value, Duration) {
+    let began = std::time::Instant::now();
+    let job = handle
+        .exec_raw(json!({"name": "next", "flowInput": {"items": items},
+            "nodes": [{"nodeName": "A", "algorithmName": algorithm, "input": ["#@flowInput.items"]}]}))
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(60), handle.wait(&job))
+        .await
+        .expect("the job after the stop ends within 60 s")
+        .unwrap();
+    (result, began.elapsed())
+}
+
+/// Waits until the algorithm in `folder` has begun `count` tasks (it appends a line to
+/// `started` in its working directory as each begins).
+async fn wait_for_started(folder: &Path, count: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(folder.join("started"))
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < count
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{count} tasks did not begin within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 15.1: a batch of 1 s tasks stopped mid-way, then a job of the same algorithm: it
+/// completes at once, with the right results, on hkube's runtime in the fast path (`runBatch`).
+async fn a_stopped_batch_does_not_hold_back_the_next_job(language: Language, code: &str) {
+    let executor = LocalExecutor::start(LocalOptions::default());
+    let catalog = Arc::new(MemoryCatalog::new());
+    let folder = one_file_algorithm(&executor, &catalog, "sleeper", language, code).await;
+    let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
+
+    let job = handle
+        .exec_raw(json!({"name": "stopped", "flowInput": {"items": [1, 1, 1, 1, 1, 1]},
+            "nodes": [{"nodeName": "A", "algorithmName": "sleeper", "input": ["#@flowInput.items"]}]}))
+        .await
+        .unwrap();
+    // Two tasks done, the third half done, three to go: stop there.
+    wait_for_started(folder.path(), 3).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop(&handle, &job).await;
+    assert_eq!(handle.wait(&job).await.unwrap()["status"], "stopped");
+
+    let (result, took) = timed_batch(&handle, "sleeper", json!([0, 0.01, 0.02])).await;
+    assert_eq!(result["status"], "completed", "{result}");
+    let outputs: Vec<&Value> = result["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| &item["result"])
+        .collect();
+    assert_eq!(outputs, [&json!(0), &json!(0.01), &json!(0.02)], "{result}");
+    assert!(took < Duration::from_secs(5), "the next job took {took:?}");
+    executor.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_python_batch_does_not_hold_back_the_next_job() {
+    if let Some(reason) = missing_tools(false) {
+        println!("skipped: {reason}");
+        return;
+    }
+    let code = "import time\ndef start(args, api):\n    with open('started', 'a') as f:\n        f.write('x\\n')\n    time.sleep(args['input'][0])\n    return args['input'][0]\n";
+    a_stopped_batch_does_not_hold_back_the_next_job(Language::Python, code).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_javascript_batch_does_not_hold_back_the_next_job() {
+    if let Some(reason) = missing_tools(false) {
+        println!("skipped: {reason}");
+        return;
+    }
+    let code = "const fs = require('fs');\nmodule.exports.start = async (args) => {\n  fs.appendFileSync('started', 'x\\n');\n  await new Promise((r) => setTimeout(r, args.input[0] * 1000));\n  return args.input[0];\n};\n";
+    a_stopped_batch_does_not_hold_back_the_next_job(Language::Nodejs, code).await;
+}
+
+/// Two jobs of one algorithm share a worker's batch; stopping one stops the whole batch (`stop`
+/// names no task), and the other job's tasks come back and still complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_one_job_does_not_lose_the_tasks_of_another_in_the_same_batch() {
+    if let Some(reason) = missing_tools(false) {
+        println!("skipped: {reason}");
+        return;
+    }
+    let code = "import time\ndef start(args, api):\n    with open('started', 'a') as f:\n        f.write('x\\n')\n    time.sleep(args['input'][0])\n    return args['input'][0]\n";
+    let executor = LocalExecutor::start(LocalOptions::default());
+    let catalog = Arc::new(MemoryCatalog::new());
+    let folder = one_file_algorithm(&executor, &catalog, "shared", Language::Python, code).await;
+    let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
+    // Both jobs are queued before the one worker connects, so one runBatch carries them all.
+    let doomed = handle
+        .exec_raw(json!({"name": "doomed", "flowInput": {"items": [0.5, 0.5, 0.5]},
+            "nodes": [{"nodeName": "A", "algorithmName": "shared", "input": ["#@flowInput.items"]}]}))
+        .await
+        .unwrap();
+    let kept = handle
+        .exec_raw(json!({"name": "kept", "flowInput": {"items": [0.1, 0.2, 0.3]},
+            "nodes": [{"nodeName": "A", "algorithmName": "shared", "input": ["#@flowInput.items"]}]}))
+        .await
+        .unwrap();
+    wait_for_started(folder.path(), 1).await;
+    stop(&handle, &doomed).await;
+    let result = tokio::time::timeout(Duration::from_secs(60), handle.wait(&kept))
+        .await
+        .expect("the other job ends within 60 s")
+        .unwrap();
+    assert_eq!(result["status"], "completed", "{result}");
+    let outputs: Vec<&Value> = result["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| &item["result"])
+        .collect();
+    assert_eq!(outputs, [&json!(0.1), &json!(0.2), &json!(0.3)], "{result}");
+    executor.shutdown().await;
+}
+
+fn process_alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// Issue 15.1: an algorithm stuck in a busy loop is stopped: its process is gone within the
+/// stop timeout plus the SIGTERM grace, and the next job gets a new worker at once.
+async fn a_looping_algorithm_is_gone_after_a_stop(language: Language, code: &str) {
+    let options = LocalOptions::default();
+    let stop_timeout = options.sidecar.stop_timeout;
+    let executor = LocalExecutor::start(options);
+    let catalog = Arc::new(MemoryCatalog::new());
+    let folder = one_file_algorithm(&executor, &catalog, "spinner", language, code).await;
+    let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
+    let pid_file = folder.path().join("pid");
+
+    let job = handle
+        .exec_raw(json!({"name": "loops", "flowInput": {"items": ["spin"]},
+            "nodes": [{"nodeName": "A", "algorithmName": "spinner", "input": ["#@flowInput.items"]}]}))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let pid: i32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "the loop never began");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let stopped_at = std::time::Instant::now();
+    stop(&handle, &job).await;
+
+    // The next job does not wait for the stuck worker: a replacement runs it.
+    let (result, took) = timed_batch(&handle, "spinner", json!(["ok"])).await;
+    assert_eq!(result["status"], "completed", "{result}");
+    assert_eq!(result["data"][0]["result"], "ok", "{result}");
+    assert!(took < Duration::from_secs(5), "the next job took {took:?}");
+
+    // SIGTERM when the stop times out; the child supervisor's grace before SIGKILL is 3 s.
+    let bound = stop_timeout + Duration::from_secs(3) + Duration::from_secs(1);
+    while process_alive(pid) {
+        assert!(
+            stopped_at.elapsed() < bound,
+            "the looping process {pid} still runs {:?} after the stop",
+            stopped_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    executor.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_python_algorithm_is_gone_after_a_stop() {
+    if let Some(reason) = missing_tools(false) {
+        println!("skipped: {reason}");
+        return;
+    }
+    let code = "import os\ndef start(args, api):\n    if args['input'][0] == 'spin':\n        with open('pid', 'w') as f:\n            f.write(str(os.getpid()))\n        while True:\n            pass\n    return 'ok'\n";
+    a_looping_algorithm_is_gone_after_a_stop(Language::Python, code).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_javascript_algorithm_is_gone_after_a_stop() {
+    if let Some(reason) = missing_tools(false) {
+        println!("skipped: {reason}");
+        return;
+    }
+    let code = "const fs = require('fs');\nmodule.exports.start = (args) => {\n  if (args.input[0] === 'spin') {\n    fs.writeFileSync('pid', String(process.pid));\n    for (;;) {}\n  }\n  return 'ok';\n};\n";
+    a_looping_algorithm_is_gone_after_a_stop(Language::Nodejs, code).await;
+}
+
+// ----- bringing one's own wrapper: HKube's official Python wrapper via x-hkube.command --------
+
+/// The interpreter of the venv that `scripts/setup-official-python-wrapper.sh` makes, if the
+/// official wrapper is installed there.
+fn official_python() -> Option<PathBuf> {
+    let venv = match std::env::var_os("HKUBE_COMPAT_VENV") {
+        Some(venv) => PathBuf::from(venv),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/hkube/py38-official-wrapper"),
+    };
+    let python = venv.join("bin/python");
+    let imports = std::process::Command::new(&python)
+        .args(["-c", "import hkube_python_wrapper"])
+        .output();
+    imports.is_ok_and(|o| o.status.success()).then_some(python)
+}
+
+/// A folder laid out as HKube's builder lays out an image (app.py beside the algorithm's
+/// package), with an algorithm.yml that runs it through `x-hkube.command`.
+fn official_wrapper_project(python: &Path, name: &str, main_py: &str) -> tempfile::TempDir {
+    let folder = tempfile::tempdir().unwrap();
+    let package = folder.path().join("algorithm_unique_folder");
+    std::fs::create_dir_all(&package).unwrap();
+    std::fs::write(package.join("__init__.py"), "").unwrap();
+    std::fs::write(package.join("main.py"), main_py).unwrap();
+    std::fs::write(
+        folder.path().join("app.py"),
+        "from hkube_python_wrapper import Algorunner\n\nif __name__ == '__main__':\n    Algorunner.Run()\n",
+    )
+    .unwrap();
+    let yml = format!(
+        "name: {name}\nenv: python\nentryPoint: main.py\nmaxWorkers: 1\nalgorithmEnv:\n  ALGORITHM_PATH: algorithm_unique_folder\nx-hkube:\n  command: [{}, -u, app.py]\n",
+        serde_json::to_string(&python.display().to_string()).unwrap()
+    );
+    std::fs::write(folder.path().join("algorithm.yml"), yml).unwrap();
+    folder
+}
+
+async fn register_project(executor: &LocalExecutor, catalog: &MemoryCatalog, folder: &Path) {
+    let algorithm = project::read_algorithm(&folder.join("algorithm.yml")).unwrap();
+    assert!(algorithm.local.command.is_some());
+    catalog.put_algorithm(algorithm.descriptor.clone());
+    executor.register(algorithm.local).await.unwrap();
+}
+
+const OFFICIAL_MAIN_PY: &str = "import time\n\ndef start(args, hkubeApi):\n    x = args['input'][0]\n    if isinstance(x, (int, float)):\n        with open('started', 'a') as f:\n            f.write('x\\n')\n        time.sleep(x)\n        return x\n    return {'input': x, 'task': args['taskId']}\n";
+
+/// Issue 17.5: HKube's official Python wrapper, unmodified, runs an algorithm's tasks on the
+/// local executor through the algorithm's own command; storage v3 and BSON on the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_wrapper_runs_through_the_algorithms_own_command() {
+    let Some(python) = official_python() else {
+        println!("skipped: the official wrapper is not installed (run scripts/setup-official-python-wrapper.sh)");
+        return;
+    };
+    let executor = LocalExecutor::start(LocalOptions::default());
+    let catalog = Arc::new(MemoryCatalog::new());
+    let folder = official_wrapper_project(&python, "official", OFFICIAL_MAIN_PY);
+    register_project(&executor, &catalog, folder.path()).await;
+    let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
+
+    let (result, _) = timed_batch(&handle, "official", json!([{"k": [1, 2]}, "two"])).await;
+    assert_eq!(result["status"], "completed", "{result}");
+    assert_eq!(
+        result["data"][0]["result"]["input"],
+        json!({"k": [1, 2]}),
+        "{result}"
+    );
+    assert_eq!(result["data"][1]["result"]["input"], "two", "{result}");
+    executor.shutdown().await;
+}
+
+/// Issue 15.1 through HKube's exchange (`initialize` … `done`): a batch of the official wrapper
+/// stopped mid-way, then a job of the same algorithm completes promptly (the stopped wrapper is
+/// replaced: `done` names no task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_batch_of_the_official_wrapper_does_not_hold_back_the_next_job() {
+    let Some(python) = official_python() else {
+        println!("skipped: the official wrapper is not installed (run scripts/setup-official-python-wrapper.sh)");
+        return;
+    };
+    let executor = LocalExecutor::start(LocalOptions::default());
+    let catalog = Arc::new(MemoryCatalog::new());
+    let folder = official_wrapper_project(&python, "official-sleeper", OFFICIAL_MAIN_PY);
+    register_project(&executor, &catalog, folder.path()).await;
+    let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
+
+    let job = handle
+        .exec_raw(json!({"name": "stopped", "flowInput": {"items": [1, 1, 1, 1, 1, 1]},
+            "nodes": [{"nodeName": "A", "algorithmName": "official-sleeper", "input": ["#@flowInput.items"]}]}))
+        .await
+        .unwrap();
+    wait_for_succeeded(&handle, &job, 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop(&handle, &job).await;
+
+    let (result, took) = timed_batch(&handle, "official-sleeper", json!([0, 0.01, 0.02])).await;
+    assert_eq!(result["status"], "completed", "{result}");
+    let outputs: Vec<&Value> = result["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| &item["result"])
+        .collect();
+    assert_eq!(outputs, [&json!(0), &json!(0.01), &json!(0.02)], "{result}");
+    assert!(took < Duration::from_secs(5), "the next job took {took:?}");
     executor.shutdown().await;
 }
 
@@ -452,6 +828,8 @@ async fn a_request_the_machine_cannot_hold_is_refused_with_the_resource_named() 
             classpath: None,
             container: None,
             prepared: None,
+            command: None,
+            env: Vec::new(),
         })
         .await
         .unwrap();

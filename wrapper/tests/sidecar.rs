@@ -601,12 +601,42 @@ async fn stop_and_a_stop_that_times_out() {
         receive(&mut client, Encoding::Json).await,
         json!({"command": "stop", "data": {"forceStop": true}})
     );
+    // A `done` that raced the stop is no outcome; only `stopped` ends the stop.
+    send(
+        &mut client,
+        Encoding::Json,
+        json!({"command": "done", "data": 1}),
+    )
+    .await;
     send(&mut client, Encoding::Json, json!({"command": "stopped"})).await;
     assert_eq!(
         next_outcome(&mut end).await,
         finished("t1", Outcome::Stopped)
     );
+    // HKube's exchange cannot tell a late `done` from the next task's: the wrapper is replaced.
+    assert_eq!(
+        receive(&mut client, Encoding::Json).await,
+        json!({"command": "exit", "data": {"exitCode": 0}})
+    );
+    assert_eq!(
+        next_outcome(&mut end).await,
+        FromSidecar::Gone {
+            reason: wrapper::sidecar::REPLACED_AFTER_STOP.to_string()
+        }
+    );
+    assert_eq!(
+        sidecar.await.unwrap(),
+        wrapper::sidecar::REPLACED_AFTER_STOP
+    );
+
     // One that never answers: stopped after the timeout, and the sidecar gives up the worker.
+    let options = SidecarOptions {
+        stop_timeout: Duration::from_millis(300),
+        ..SidecarOptions::default()
+    };
+    let (port, mut end, sidecar) = start_sidecar(options).await;
+    let mut client = connect(port, "?storage=v1&encoding=json").await;
+    assert_eq!(next(&mut end).await, FromSidecar::Ready);
     end.to_sidecar
         .send(ToSidecar::Run {
             tasks: vec![task("t3", vec![])],
@@ -641,7 +671,62 @@ async fn stop_and_a_stop_that_times_out() {
             reason: reason.clone()
         }
     );
+    assert!(wrapper::sidecar::process_is_stuck(&reason));
     assert_eq!(sidecar.await.unwrap(), reason);
+}
+
+/// Issue 15.1: a fast-path batch is stopped while the runtime still answers for it. Its late
+/// `results` change nothing; `stopped` reports the whole batch stopped; the next task is
+/// answered by its own result even when a stale one comes first.
+#[tokio::test]
+async fn a_stopped_fast_batch_cannot_poison_the_next_task() {
+    let (port, mut end, _sidecar) = start_sidecar(SidecarOptions::default()).await;
+    let mut client = connect(port, "?storage=v1&encoding=json&fast=1").await;
+    assert_eq!(next(&mut end).await, FromSidecar::Ready);
+    let tasks = vec![task("a", vec![]), task("b", vec![]), task("c", vec![])];
+    end.to_sidecar.send(ToSidecar::Run { tasks }).unwrap();
+    assert_eq!(
+        receive(&mut client, Encoding::Json).await["command"],
+        "runBatch"
+    );
+    end.to_sidecar
+        .send(ToSidecar::Stop {
+            task_id: "b".into(),
+            force: true,
+        })
+        .unwrap();
+    assert_eq!(
+        receive(&mut client, Encoding::Json).await,
+        json!({"command": "stop", "data": {"forceStop": true}})
+    );
+    // Late answers of the stopped batch: no outcome, and the session stays stopping.
+    let late = json!({"command": "results", "data": {"results": [{"taskId": "a", "output": 1}]}});
+    send(&mut client, Encoding::Json, late).await;
+    send(
+        &mut client,
+        Encoding::Json,
+        json!({"command": "errorMessage", "error": {"code": "Failed", "message": "late"}, "data": {"taskId": "b"}}),
+    )
+    .await;
+    send(&mut client, Encoding::Json, json!({"command": "stopped"})).await;
+    for id in ["a", "b", "c"] {
+        assert_eq!(next_outcome(&mut end).await, finished(id, Outcome::Stopped));
+    }
+    // The same connection takes the next task; a stale `result` for `c` does not end it.
+    end.to_sidecar
+        .send(ToSidecar::Run {
+            tasks: vec![task("next", vec![])],
+        })
+        .unwrap();
+    assert_eq!(receive(&mut client, Encoding::Json).await["command"], "run");
+    let stale = json!({"command": "result", "data": {"taskId": "c", "output": "stale"}});
+    send(&mut client, Encoding::Json, stale).await;
+    let own = json!({"command": "result", "data": {"taskId": "next", "output": "mine"}});
+    send(&mut client, Encoding::Json, own).await;
+    assert_eq!(
+        next_outcome(&mut end).await,
+        finished("next", output(json!("mine")))
+    );
 }
 
 #[tokio::test]

@@ -248,8 +248,64 @@ pub fn parse_algorithm(mut value: Value) -> Result<Algorithm, Error> {
         property(root, "data", key, |v, p| string_or_null(v, p).map(drop))?;
     }
     property(root, "data", "gitRepository", check_git_repository)?;
+    property(root, "data", HKUBE_EXTENSION, check_hkube_extension)?;
     add_algorithm_defaults(root);
     serde_json::from_value(value).map_err(|e| Error::new(format!("invalid algorithm: {e}")))
+}
+
+/// hkube's own algorithm fields, kept apart from HKube's (which ignores them): `x-hkube`.
+pub const HKUBE_EXTENSION: &str = "x-hkube";
+
+/// `x-hkube: {command: [program, args...]}`: on the local executor the algorithm's process is
+/// this command (run in its code folder) instead of hkube's runtime, as a custom image's
+/// entrypoint would be: how an algorithm brings its own wrapper (docs/custom-images.md).
+fn check_hkube_extension(value: &mut Value, path: &str) -> Result<(), Error> {
+    let extension = object(value, path)?;
+    property(extension, path, "command", |v, p| {
+        let valid = v.as_array().is_some_and(|items| {
+            !items.is_empty()
+                && items
+                    .iter()
+                    .all(|item| item.as_str().is_some_and(|text| !text.is_empty()))
+        });
+        if valid {
+            Ok(())
+        } else {
+            Err(Error::new(format!(
+                "{p} should be a non-empty list of non-empty strings, the program and its arguments, e.g. [\"node\", \"app.js\"]; got {v}"
+            )))
+        }
+    })
+}
+
+impl Algorithm {
+    /// The algorithm's own command (`x-hkube.command`), checked by [`parse_algorithm`].
+    pub fn local_command(&self) -> Option<Vec<String>> {
+        let items = self
+            .extra
+            .get(HKUBE_EXTENSION)?
+            .get("command")?
+            .as_array()?;
+        items
+            .iter()
+            .map(|item| item.as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// `algorithmEnv`'s plain values (strings, numbers, booleans) as variables; the `valueFrom`
+    /// kinds (secrets, config maps) have no meaning on this machine and are returned apart.
+    pub fn plain_env(&self) -> (Vec<(String, String)>, Vec<String>) {
+        let mut plain = Vec::new();
+        let mut other = Vec::new();
+        for (name, value) in self.algorithm_env.iter().flatten() {
+            match value {
+                Value::String(text) => plain.push((name.clone(), text.clone())),
+                Value::Number(_) | Value::Bool(_) => plain.push((name.clone(), value.to_string())),
+                _ => other.push(name.clone()),
+            }
+        }
+        (plain, other)
+    }
 }
 
 fn check_git_repository(value: &mut Value, path: &str) -> Result<(), Error> {
@@ -451,6 +507,16 @@ mod tests {
              "data.gitRepository.gitKind should be equal to one of the allowed values (github,gitlab)"),
             (algorithm(json!({"gitRepository": {"url": "https://github.com/x/y"}})), "ok"),
             (algorithm(json!({"nodeSelector": {"disktype": "ssd"}, "mounts": [], "anything": 1})), "ok"),
+            // hkube's own command for the local executor (issue 17.5).
+            (algorithm(json!({"x-hkube": {"command": ["node", "app.js"]}})), "ok"),
+            (algorithm(json!({"x-hkube": {}})), "ok"),
+            (algorithm(json!({"x-hkube": ["node"]})), "data['x-hkube'] should be object"),
+            (algorithm(json!({"x-hkube": {"command": []}})),
+             "data['x-hkube'].command should be a non-empty list of non-empty strings, the program and its arguments, e.g. [\"node\", \"app.js\"]; got []"),
+            (algorithm(json!({"x-hkube": {"command": "node app.js"}})),
+             "data['x-hkube'].command should be a non-empty list of non-empty strings, the program and its arguments, e.g. [\"node\", \"app.js\"]; got \"node app.js\""),
+            (algorithm(json!({"x-hkube": {"command": ["node", ""]}})),
+             "data['x-hkube'].command should be a non-empty list of non-empty strings, the program and its arguments, e.g. [\"node\", \"app.js\"]; got [\"node\",\"\"]"),
             // First error wins, in table order: name before mem.
             (algorithm(json!({"name": "Bad", "mem": "1"})), name_format),
         ];

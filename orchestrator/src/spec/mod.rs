@@ -15,7 +15,7 @@ mod warnings;
 
 pub use algorithm::{
     parse_algorithm, parse_memory_mi, Algorithm, AlgorithmOptions, AlgorithmType, CodeEnv,
-    GitRepository,
+    GitRepository, HKUBE_EXTENSION,
 };
 pub use error::Error;
 pub use input::{InputExpr, Reference, Sign, Source, MAX_RANGE_ITEMS};

@@ -83,6 +83,8 @@ const EDGE_KEYS: &[&str] = &["source", "target", "types"];
 /// `algorithm.yml` block (`path`, `entryPoint`) that hkubectl's apply file has.
 const ALGORITHM_KEYS: &[&str] = &[
     "name",
+    // hkube's own extension (the algorithm's own command on the local executor).
+    "x-hkube",
     "env",
     "algorithmImage",
     "type",

@@ -10,6 +10,13 @@
  * - hkube's fast path (`fast=1` in the query): `run` → `result`, one message each way. Fast tasks
  *   run one at a time, in the order they arrive; code-API replies are handled meanwhile.
  *
+ * Stop (both ways): the user's `stop` is called, the tasks of a batch not begun yet are dropped, and
+ * the task in hand is left to settle; its result is discarded, and `stopped` follows once it has
+ * settled and the user's `stop` has returned. After `stopped` nothing of the stopped work is ever
+ * sent, so the sidecar may hand out the next task (HKube's Node wrapper answers `stopped` at once
+ * instead, and may send the stopped task's `done` later). A task that never settles (a busy loop
+ * blocks the event loop) is the sidecar's to end: it kills the process after its stop timeout.
+ *
  * Errors thrown by user code become `errorMessage` with the message and the stack. A module that
  * fails to load is reported on the first task, not by crashing, so the error reaches the user's job.
  *
@@ -54,7 +61,10 @@ class Runner {
     this.conn = null;
     this.args = null;
     this.taskRunning = false;
+    this.fastRunning = false;
     this.stopRequested = false;
+    // Settles when the user's stop() has returned; `stopped` waits for it.
+    this._userStop = Promise.resolve();
     this.exitCode = null;
     this._nextId = 0;
     this._waiting = new Map();
@@ -151,13 +161,13 @@ class Runner {
     } catch (err) {
       const log = logs.end();
       this.taskRunning = false;
-      if (this.stopRequested) return this.send({ command: 'stopped' });
+      if (this.stopRequested) return this._answerStopped();
       this._sendLog(args.taskId, log);
       return this.send({ command: 'errorMessage', error: errorPayload(err) });
     }
     const log = logs.end();
     this.taskRunning = false;
-    if (this.stopRequested) return this.send({ command: 'stopped' });
+    if (this.stopRequested) return this._answerStopped();
     let text;
     try {
       text = JSON.stringify({ command: 'done', data: output === undefined ? null : output });
@@ -180,17 +190,37 @@ class Runner {
 
   async _onStop(data) {
     this.stopRequested = true;
-    // A running start replies `stopped` itself once it settles.
-    const running = this.taskRunning;
-    if (this.stopFn) {
-      try {
-        // What stop prints is not the running task's.
-        await logs.quietly(() => this.stopFn(data));
-      } catch (err) {
-        logs.note(`hkube runtime: the algorithm's stop failed: ${err && err.stack}\n`);
-      }
+    // A running task (start, or a fast-path run or batch) replies `stopped` itself once it settles.
+    const running = this.taskRunning || this.fastRunning;
+    let stopReturned;
+    this._userStop = new Promise((resolve) => (stopReturned = resolve));
+    try {
+      // What stop prints is not the running task's.
+      if (this.stopFn) await logs.quietly(() => this.stopFn(data));
+    } catch (err) {
+      logs.note(`hkube runtime: the algorithm's stop failed: ${err && err.stack}\n`);
+    } finally {
+      stopReturned();
     }
     if (!running) this.send({ command: 'stopped' });
+  }
+
+  /** The stopped work is over: `stopped`, once the user's stop() has returned too. */
+  async _answerStopped() {
+    await this._userStop;
+    this.send({ command: 'stopped' });
+  }
+
+  /** A fast-path run or batch begins (the sidecar sends the next only once this is answered). */
+  _fastBegins() {
+    this.stopRequested = false;
+    this.fastRunning = true;
+  }
+
+  /** It has ended; true when a stop came meanwhile (its answers are then dropped). */
+  _fastEnds() {
+    this.fastRunning = false;
+    return this.stopRequested;
   }
 
   async _onExit(data) {
@@ -225,7 +255,9 @@ class Runner {
   }
 
   async _onRun(data) {
+    this._fastBegins();
     const outcome = await this._runFast(data);
+    if (this._fastEnds()) return this._answerStopped();
     const taskData = { taskId: outcome.taskId };
     if (outcome.log !== undefined) taskData.log = outcome.log;
     if ('error' in outcome) return this.send({ command: 'errorMessage', error: outcome.error, data: taskData });
@@ -238,8 +270,13 @@ class Runner {
   }
 
   async _onRunBatch(data) {
+    this._fastBegins();
     const results = [];
-    for (const task of data.tasks || []) results.push(await this._runFast(task));
+    for (const task of data.tasks || []) {
+      if (this.stopRequested) break; // the rest of a stopped batch never runs
+      results.push(await this._runFast(task));
+    }
+    if (this._fastEnds()) return this._answerStopped();
     try {
       this.send({ command: 'results', data: { results } });
     } catch (err) {

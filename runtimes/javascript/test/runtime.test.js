@@ -535,15 +535,49 @@ test('logs: output while a task waits for the code API is not the task\'s', asyn
     console.log('after', value);
     return value;
   };
-  const { sidecar, served } = await serve(new Runner({ start, stop: () => console.log('in stop') }));
+  const { sidecar, served } = await serve(new Runner({ start }));
   sidecar.send('run', { taskId: 't', input: [] });
   const request = await sidecar.recv();
-  sidecar.send('stop', { forceStop: false });
-  assert.deepStrictEqual(await sidecar.recv(), { command: 'stopped' });
   sidecar.send('this is not json');
   sidecar.conn.sendText('{not json');
   sidecar.send('algorithmExecutionDone', { execId: request.data.execId, response: 2 });
   assert.strictEqual((await sidecar.recv()).data.log, 'before\nafter 2\n');
+  await finish(sidecar, served);
+});
+
+test('fast path: a stopped batch runs no further and sends nothing after stopped', async () => {
+  const ran = [];
+  const calls = [];
+  const start = async (args) => {
+    ran.push(args.taskId);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    return args.taskId;
+  };
+  const { sidecar, served } = await serve(new Runner({ start, stop: () => calls.push('stop') }));
+  const tasks = [0, 1, 2, 3, 4, 5].map((i) => ({ taskId: `t${i}`, input: [] }));
+  sidecar.send('runBatch', { tasks });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  sidecar.send('stop', { forceStop: true });
+  // t1 was in hand: it settles, its result is dropped; t2.. never run.
+  assert.deepStrictEqual(await sidecar.recv(), { command: 'stopped' });
+  assert.deepStrictEqual(ran, ['t0', 't1']);
+  assert.deepStrictEqual(calls, ['stop']);
+  // The runtime is clean: the next task's answer is the next message.
+  sidecar.send('run', { taskId: 'next', input: [] });
+  assert.deepStrictEqual(await sidecar.recv(), { command: 'result', data: { taskId: 'next', output: 'next' } });
+  await finish(sidecar, served);
+});
+
+test('fast path: a stop while a task waits for the code API ends with stopped only', async () => {
+  const start = async (args, api) => api.startAlgorithm('double', [1]);
+  const { sidecar, served } = await serve(new Runner({ start }));
+  sidecar.send('run', { taskId: 't', input: [] });
+  const request = await sidecar.recv();
+  sidecar.send('stop', { forceStop: true });
+  sidecar.send('algorithmExecutionDone', { execId: request.data.execId, response: 2 });
+  assert.deepStrictEqual(await sidecar.recv(), { command: 'stopped' });
+  sidecar.send('run', { taskId: 'next', input: [] });
+  assert.strictEqual((await sidecar.recv()).command, 'startAlgorithmExecution');
   await finish(sidecar, served);
 });
 

@@ -3,11 +3,18 @@
 Two ways to run a task, chosen by the sidecar at connect time:
 
 * HKube's exchange (what HKube's own wrappers speak): ``initialize`` → ``initialized`` →
-  ``start`` → ``started`` → ``done`` (storage v1: the result travels in ``done``). The task runs
-  on its own thread so that ``stop`` and code-API replies are handled while it runs.
-* hkube's fast path (``fast=1`` in the query): ``run`` → ``result``, one message each way. The
-  task runs on the socket's thread; a code-API call made by the task reads the socket itself
-  until its reply arrives, so nothing deadlocks and no thread hand-off slows the common case.
+  ``start`` → ``started`` → ``done`` (storage v1: the result travels in ``done``).
+* hkube's fast path (``fast=1`` in the query): ``run`` → ``result``, one message each way, or
+  ``runBatch`` → ``results``.
+
+Either way user ``start`` runs on one task thread, so that the socket thread keeps handling
+``stop`` and code-API replies while it runs.
+
+Stop (both ways): the user's ``stop`` is called, the tasks of a batch not begun yet are dropped,
+and the task in hand is left to return; its result is discarded, and ``stopped`` follows once it
+has returned (HKube's Python wrapper does the same). After ``stopped`` nothing of the stopped work
+is ever sent, so the sidecar may hand out the next task. A task that never returns is the
+sidecar's to end: it kills the process after its stop timeout.
 
 Errors raised by user code become ``errorMessage`` with the message and the traceback. A module
 that fails to import is reported on the first task, not by crashing, so the error reaches the
@@ -22,6 +29,7 @@ import importlib
 import inspect
 import json
 import os
+import queue
 import sys
 import threading
 import time
@@ -87,8 +95,14 @@ class Runner:
         self.conn = None
         self.api = Api(self)
         self.args = None
-        self.task_thread = None
         self.stop_requested = False
+        # Guards stop_requested and _busy: the answer to the work in hand (a result, `done`) and
+        # `stopped` are decided under it, so exactly one of them ends that work.
+        self._lock = threading.Lock()
+        self._busy = False  # a task thread has work in hand (a fast-path run or batch, or start)
+        self._user_stop_done = threading.Event()
+        self._user_stop_done.set()
+        self._work = queue.SimpleQueue()
         self.exit_code = None
         self._next_id = 0
         self._waiting = {}
@@ -113,8 +127,8 @@ class Runner:
         payload[id_field] = request_id
         self.send({"command": command, "data": payload})
         if threading.current_thread() is self._socket_thread:
-            # Fast path: nobody else reads the socket, so read it here until the reply is in. What
-            # is printed meanwhile (a user stop, the runtime) is not the task's.
+            # User code on the socket thread (init): nobody else reads the socket, so read it here
+            # until the reply is in. What is printed meanwhile is not the task's.
             previous = logs.quiet(threading.get_ident())
             try:
                 while not reply.done:
@@ -148,12 +162,59 @@ class Runner:
         logs.install()
         # The socket thread's own output is never a task's, except while it runs init or start.
         logs.quiet(threading.get_ident())
+        worker = threading.Thread(target=self._task_loop, name="hkube-task", daemon=True)
+        worker.start()
         try:
             while self.exit_code is None:
                 self._dispatch(self._receive())
         except ws.ConnectionClosed:
             pass
+        self._work.put(None)
         return self.exit_code
+
+    # -- the task thread ----------------------------------------------------------------
+
+    def _task_loop(self):
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            work, data = item
+            try:
+                work(data)
+            except ws.ConnectionClosed:
+                return
+            except Exception:  # the runtime's own failure: say so, keep serving
+                traceback.print_exc()
+
+    def _hand_over(self, work, data):
+        """Gives work to the task thread (the sidecar sends the next only once this one is answered)."""
+        with self._lock:
+            self.stop_requested = False
+            self._busy = True
+        self._work.put((work, data))
+
+    def _send_unless_stopped(self, messages, last=False):
+        """Sends answers of the work in hand unless a stop came first; ``last`` ends that work.
+
+        Returns False when stopped: the answers are dropped and, if ``last``, ``stopped`` is sent.
+        """
+        with self._lock:
+            stopped = self.stop_requested
+            if last:
+                self._busy = False
+            if not stopped:
+                for message in messages:
+                    if isinstance(message, str):
+                        self.conn.send_text(message)
+                    else:
+                        self.send(message)
+        if stopped and last:
+            # Once the user's stop has returned, whichever thread gets there first.
+            self._user_stop_done.wait()
+            self.send({"command": "stopped"})
+        return not stopped
+
 
     def _dispatch(self, message):
         command = message.get("command")
@@ -185,35 +246,33 @@ class Runner:
     def _on_start(self, _data):
         self.send({"command": "started"})
         args = self.args or {}
-        self.task_thread = threading.Thread(target=self._run_task, args=(args,), daemon=True)
-        self.task_thread.start()
+        with self._lock:
+            self._busy = True
+        self._work.put((self._run_task, args))
 
     def _run_task(self, args):
+        task_id = args.get("taskId")
         try:
             output = self._call_start(args)
-            output = storage.prepare_output(output, args.get("jobId"), args.get("taskId"))
+            output = storage.prepare_output(output, args.get("jobId"), task_id)
         except Exception as exc:
             log = logs.end()
-            if not self.stop_requested:
-                self._send_log(args.get("taskId"), log)
-                self.send({"command": "errorMessage", "error": _error_payload(exc)})
-            else:
-                self.send({"command": "stopped"})
+            error = {"command": "errorMessage", "error": _error_payload(exc)}
+            self._send_unless_stopped(self._with_log(task_id, log, [error]), last=True)
             return
         log = logs.end()
-        if self.stop_requested:
-            self.send({"command": "stopped"})
-        else:
-            self._send_done(output, args.get("taskId"), log)
-
-    def _send_done(self, output, task_id, log):
         try:
             text = json.dumps({"command": "done", "data": output}, separators=(",", ":"))
         except (TypeError, ValueError) as exc:
             error = {"code": "Failed", "message": "the result cannot be sent as JSON: {}".format(exc)}
             text = json.dumps({"command": "errorMessage", "error": error}, separators=(",", ":"))
-        self._send_log(task_id, log)
-        self.conn.send_text(text)
+        self._send_unless_stopped(self._with_log(task_id, log, [text]), last=True)
+
+    @staticmethod
+    def _with_log(task_id, log, messages):
+        if log is None:
+            return messages
+        return [{"command": "taskLog", "data": {"taskId": task_id, "log": log}}] + messages
 
     def _send_log(self, task_id, log):
         if log is not None:
@@ -229,15 +288,20 @@ class Runner:
         return self.start_fn(args)
 
     def _on_stop(self, data):
-        self.stop_requested = True
-        if self.stop_fn is not None:
-            try:
+        with self._lock:
+            self.stop_requested = True
+            busy = self._busy
+            self._user_stop_done.clear()
+        try:
+            if self.stop_fn is not None:
                 self.stop_fn(data)
-            except Exception:
-                traceback.print_exc()
-        running = self.task_thread is not None and self.task_thread.is_alive()
-        if not running:
+        except Exception:
+            traceback.print_exc()
+        finally:
+            self._user_stop_done.set()
+        if not busy:
             self.send({"command": "stopped"})
+        # Otherwise the task thread sends `stopped` once the task in hand has returned.
 
     def _on_exit(self, data):
         if self.exit_fn is not None:
@@ -254,7 +318,8 @@ class Runner:
         task_id = data.get("taskId")
         if self.load_error is not None:
             return {"taskId": task_id, "error": self.load_error}
-        previous = logs.begin()
+        # Runs on the task thread; the socket thread stays quiet (a user stop is not the task's).
+        logs.quiet(logs.begin())
         try:
             if self.init_fn is not None:
                 self.init_fn(data)
@@ -263,26 +328,30 @@ class Runner:
         except Exception as exc:
             outcome = {"taskId": task_id, "error": _error_payload(exc)}
         except BaseException:
-            logs.end(previous)
+            logs.end()
             raise
-        log = logs.end(previous)
+        log = logs.end()
         if log is not None:
             outcome["log"] = log
         return outcome
 
     def _on_run(self, data):
+        self._hand_over(self._run_one, data)
+
+    def _run_one(self, data):
         outcome = self._run_fast(data)
         task_data = {"taskId": outcome["taskId"]}
         if "log" in outcome:
             task_data["log"] = outcome["log"]
         if "error" in outcome:
-            self.send({"command": "errorMessage", "error": outcome["error"], "data": task_data})
-            return
-        try:
-            self.send({"command": "result", "data": outcome})
-        except (TypeError, ValueError) as exc:
-            error = {"code": "Failed", "message": "the result cannot be sent as JSON: {}".format(exc)}
-            self.send({"command": "errorMessage", "error": error, "data": task_data})
+            message = {"command": "errorMessage", "error": outcome["error"], "data": task_data}
+        else:
+            try:
+                message = json.dumps({"command": "result", "data": outcome}, separators=(",", ":"))
+            except (TypeError, ValueError) as exc:
+                error = {"code": "Failed", "message": "the result cannot be sent as JSON: {}".format(exc)}
+                message = {"command": "errorMessage", "error": error, "data": task_data}
+        self._send_unless_stopped([message], last=True)
 
     # A batch's results go out in parts: once the results not yet sent took this long to
     # produce, they are sent. Short tasks still share one message; a long task's result leaves
@@ -290,21 +359,27 @@ class Runner:
     FLUSH_SECONDS = 0.02
 
     def _on_run_batch(self, data):
+        self._hand_over(self._run_batch, data)
+
+    def _run_batch(self, data):
         pending = []
         since = None
         for task in data.get("tasks", []):
+            if self.stop_requested:
+                break  # the rest of a stopped batch never runs
             if since is None:
                 since = time.monotonic()
             pending.append(self._run_fast(task))
             if time.monotonic() - since >= self.FLUSH_SECONDS:
-                self._send_results(pending)
+                if not self._send_unless_stopped([self._results_text(pending)]):
+                    break
                 pending, since = [], None
-        if pending:
-            self._send_results(pending)
+        self._send_unless_stopped([self._results_text(pending)] if pending else [], last=True)
 
-    def _send_results(self, results):
+    @staticmethod
+    def _results_text(results):
         try:
-            self.send({"command": "results", "data": {"results": results}})
+            return json.dumps({"command": "results", "data": {"results": results}}, separators=(",", ":"))
         except (TypeError, ValueError) as exc:
             error = {"code": "Failed", "message": "a result cannot be sent as JSON: {}".format(exc)}
             failed = []
@@ -313,7 +388,7 @@ class Runner:
                 if "log" in r:
                     entry["log"] = r["log"]
                 failed.append(entry)
-            self.send({"command": "results", "data": {"results": failed}})
+            return json.dumps({"command": "results", "data": {"results": failed}}, separators=(",", ":"))
 
     # -- code-API replies ---------------------------------------------------------------
 

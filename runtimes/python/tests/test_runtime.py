@@ -137,6 +137,42 @@ class FastPath(unittest.TestCase):
         thread.join(5)
         sidecar.close()
 
+    def test_a_stopped_batch_runs_no_further_and_sends_nothing_after_stopped(self):
+        import time as clock
+        ran = []
+
+        def start(args, api):
+            ran.append(args["taskId"])
+            clock.sleep(0.3)
+            return args["taskId"]
+
+        stops = []
+        sidecar, thread, _ = serve(Runner(start=start, stop=lambda data: stops.append(data)))
+        tasks = [{"taskId": "t%d" % i, "input": []} for i in range(6)]
+        sidecar.send("runBatch", {"tasks": tasks})
+        self.assertEqual(sidecar.recv()["data"]["results"], [{"taskId": "t0", "output": "t0"}])
+        sidecar.send("stop", {"forceStop": True})
+        # t1 was in hand: it returns, its result is dropped; t2.. never run.
+        self.assertEqual(sidecar.recv(), {"command": "stopped"})
+        self.assertEqual(ran, ["t0", "t1"])
+        self.assertEqual(stops, [{"forceStop": True}])
+        # The runtime is clean: the next task's answer is the next message.
+        sidecar.send("run", {"taskId": "next", "input": []})
+        self.assertEqual(sidecar.recv(), {"command": "result", "data": {"taskId": "next", "output": "next"}})
+        sidecar.send("exit", {"exitCode": 0})
+        thread.join(5)
+        sidecar.close()
+
+    def test_a_stop_between_tasks_is_answered_at_once(self):
+        sidecar, thread, _ = serve(Runner(start=lambda args, api: 1))
+        sidecar.send("run", {"taskId": "t", "input": []})
+        sidecar.recv()
+        sidecar.send("stop", {"forceStop": True})
+        self.assertEqual(sidecar.recv(), {"command": "stopped"})
+        sidecar.send("exit", {"exitCode": 0})
+        thread.join(5)
+        sidecar.close()
+
     def test_a_code_api_call_inside_a_fast_task(self):
         def start(args, api):
             return api.start_algorithm("double", [args["input"][0]]) + 1
@@ -314,25 +350,41 @@ class TaskLogs(unittest.TestCase):
         self.assertEqual(reply["command"], "errorMessage")
         self.assertEqual(reply["data"], {"taskId": "t", "log": "about to fail\n"})
 
-    def test_output_while_waiting_for_the_code_api_is_not_the_tasks(self):
+    def test_output_around_a_code_api_call_is_the_tasks(self):
         def start(args, api):
             print("before")
             value = api.start_algorithm("double", [1])
             print("after", value)
             return value
 
-        with real_streams() as (out, _):
-            sidecar, thread, _ = serve(Runner(start=start, stop=lambda data: print("in stop")))
+        with real_streams():
+            sidecar, thread, _ = serve(Runner(start=start))
             sidecar.send("run", {"taskId": "t", "input": []})
             request = sidecar.recv()
-            sidecar.send("stop", {"forceStop": False})
-            self.assertEqual(sidecar.recv(), {"command": "stopped"})
             sidecar.send("algorithmExecutionDone", {"execId": request["data"]["execId"], "response": 2})
             reply = sidecar.recv()
             sidecar.send("exit", {"exitCode": 0})
             thread.join(5)
             sidecar.close()
         self.assertEqual(reply["data"]["log"], "before\nafter 2\n")
+
+    def test_a_stop_while_waiting_for_the_code_api_ends_with_stopped_only(self):
+        def start(args, api):
+            return api.start_algorithm("double", [1])
+
+        with real_streams() as (out, _):
+            sidecar, thread, _ = serve(Runner(start=start, stop=lambda data: print("in stop")))
+            sidecar.send("run", {"taskId": "t", "input": []})
+            request = sidecar.recv()
+            sidecar.send("stop", {"forceStop": True})
+            sidecar.send("algorithmExecutionDone", {"execId": request["data"]["execId"], "response": 2})
+            # The task returned after the stop: its result is dropped, `stopped` ends it.
+            self.assertEqual(sidecar.recv(), {"command": "stopped"})
+            sidecar.send("run", {"taskId": "next", "input": []})
+            self.assertEqual(sidecar.recv()["command"], "startAlgorithmExecution")
+            sidecar.send("exit", {"exitCode": 0})
+            thread.join(5)
+            sidecar.close()
         self.assertIn("in stop", out.getvalue())
 
     def test_hkube_exchange_sends_task_log_before_done(self):

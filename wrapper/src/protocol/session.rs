@@ -5,6 +5,8 @@
 //! ready --send initialize--> initializing --initialized--> initialized --send start--> working
 //! working --storing--> storing --done--> ready          working --done--> ready
 //! any task state --errorMessage--> ready               any state --send stop--> stopping --stopped--> ready
+//! stopping --storing|done|result|results|errorMessage|stopping--> stopping  (the stopped work's late
+//!                                                     answers: only `stopped` ends a stop)
 //! any state --send exit--> exiting --exited--> exited
 //! ready --send run--> running --result|errorMessage--> ready                      (hkube fast path)
 //! ready --send runBatch--> running-batch --results|errorMessage--> ready          (hkube fast path)
@@ -127,9 +129,13 @@ pub fn expected(state: State, message: &FromAlgorithm) -> Result<State, Error> {
         (S::Initializing, M::Initialized) => Some(S::Initialized),
         (S::Working | S::Stopping, M::Started) => Some(state),
         (S::Working, M::Storing(_)) => Some(S::Storing),
-        // A result that races a stop is recorded by nobody; accept it so the stop can finish.
-        (S::Stopping, M::Storing(_)) => Some(S::Stopping),
-        (S::Working | S::Storing | S::Stopping, M::Done(_)) => Some(S::Ready),
+        // A result that races a stop is recorded by nobody. Only `stopped` ends a stop: the
+        // wrapper sends it once the stopped work is over, so nothing of it can reach the next
+        // task (every wrapper answers a stop with `stopped`, also after a `done` it raced).
+        (S::Stopping, M::Storing(_) | M::Done(_) | M::Result(_) | M::Results(_)) => {
+            Some(S::Stopping)
+        }
+        (S::Working | S::Storing, M::Done(_)) => Some(S::Ready),
         (S::Stopping, M::Stopping) => Some(S::Stopping),
         (S::Stopping, M::Stopped) => Some(S::Ready),
         // A failure while stopping does not end the stop: `stopped` still follows.
@@ -315,7 +321,9 @@ mod tests {
             (Stopping, M::Stopping, Ok(Stopping)),
             (Stopping, M::Started, Ok(Stopping)),
             (Stopping, storing(), Ok(Stopping)),
-            (Stopping, M::Done(None), Ok(Ready)),
+            (Stopping, M::Done(None), Ok(Stopping)),
+            (Stopping, result(), Ok(Stopping)),
+            (Stopping, M::Results(Default::default()), Ok(Stopping)),
             (Stopping, error(), Ok(Stopping)),
             (Stopping, M::Stopped, Ok(Ready)),
             (Working, M::Stopped, Err("algorithm sent `stopped` while the session is working; expected `started`, `storing`, `done`, `errorMessage` or a code-API request")),

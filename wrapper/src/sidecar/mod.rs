@@ -10,6 +10,16 @@
 //! out of order is logged and fails the task it concerns, naming what was wrong. It ends when
 //! the algorithm disconnects or exits, when the orchestrator goes away, or when the algorithm
 //! never connects or never stops; it says why in [`FromSidecar::Gone`].
+//!
+//! Stops. A stop of a task the algorithm has (the one task, or any task of a fast-path batch)
+//! sends `stop` and stops the whole of that work; from then on the sidecar hands out nothing
+//! and takes nothing the algorithm sends as an outcome until the wrapper answers `stopped`:
+//! a late `done`/`result`/`results` of the stopped work is dropped, and so is a fast-path answer
+//! naming a task the algorithm no longer has, whenever it comes. On `stopped` every task of the
+//! stopped work is reported [`Outcome::Stopped`] (the orchestrator runs again those it did not
+//! ask to stop); a fast-path runtime then takes the next tasks, while a wrapper speaking HKube's
+//! exchange gets `exit` and the sidecar ends ([`REPLACED_AFTER_STOP`]). Without `stopped`
+//! within `stop_timeout` the sidecar ends too, and the orchestrator kills the process.
 
 mod connection;
 mod spool;
@@ -33,6 +43,22 @@ use crate::protocol::messages::{
 use crate::protocol::{self, FromAlgorithm, Session, StorageMode, ToAlgorithm};
 use crate::storage::{self, Storage};
 use connection::Connection;
+
+/// Why a sidecar ends after a wrapper speaking HKube's exchange answered a stop.
+pub const REPLACED_AFTER_STOP: &str =
+    "the wrapper was stopped and is replaced: HKube's exchange cannot tell a late `done` of stopped work from the next task's";
+
+/// How the reason starts when the algorithm did not answer a stop in time.
+const STOP_TIMED_OUT: &str = "the algorithm did not stop within";
+/// How the reason starts when a wrapper that sent `alive` went silent.
+const ALIVE_TIMED_OUT: &str = "no response from the algorithm's wrapper for";
+
+/// Whether the sidecar ended (with this reason) because the algorithm stopped answering: a stop
+/// it ignored, or `alive` that stopped coming. Its process will not leave on its own; whoever
+/// started it kills it at once.
+pub fn process_is_stuck(reason: &str) -> bool {
+    reason.starts_with(STOP_TIMED_OUT) || reason.starts_with(ALIVE_TIMED_OUT)
+}
 
 /// Where v3 wrappers read inputs from and write outputs to.
 #[derive(Debug, Clone)]
@@ -231,7 +257,7 @@ impl Run {
                 }
                 () = sleep_until_some(alive_deadline), if alive_deadline.is_some() => {
                     let reason = format!(
-                        "no response from the algorithm's wrapper for {} s (it stopped sending alive)",
+                        "{ALIVE_TIMED_OUT} {} s (it stopped sending alive)",
                         self.options.alive_timeout.as_secs_f64()
                     );
                     self.crash_current(&reason);
@@ -240,7 +266,7 @@ impl Run {
                 }
                 () = sleep_until_some(stop_deadline), if stop_deadline.is_some() => {
                     let reason = format!(
-                        "the algorithm did not stop within {} s",
+                        "{STOP_TIMED_OUT} {} s",
                         self.options.stop_timeout.as_secs_f64()
                     );
                     for task in std::mem::take(&mut self.current) {
@@ -512,21 +538,119 @@ impl Run {
             Err(error) => {
                 let text = format!("the algorithm sent a message the sidecar cannot read: {error}");
                 eprintln!("hkube sidecar: {text}");
-                self.fail_current(&text);
+                // While stopping, the tasks' outcome is already decided: wait for `stopped`.
+                if self.stop.is_none() {
+                    self.fail_current(&text);
+                }
                 return None;
             }
         };
+        if let Some(stale) = self.stale_answer(&message) {
+            eprintln!("hkube sidecar: {stale}");
+            return None;
+        }
         if let Err(error) = self.session.received(&message) {
             let text = format!("the algorithm sent a message out of order: {error}");
             eprintln!("hkube sidecar: {text}");
-            self.fail_current(&text);
+            if self.stop.is_none() {
+                self.fail_current(&text);
+            }
             return None;
         }
-        self.handle(message).await;
+        self.handle(message).await
+    }
+
+    /// A fast-path answer that names only tasks the algorithm no longer has (the late result of
+    /// a stopped batch): it must change neither the session nor the outcome of a newer task.
+    fn stale_answer(&self, message: &FromAlgorithm) -> Option<String> {
+        let ids: Vec<&str> = match message {
+            FromAlgorithm::Result(result) => vec![result.task_id.as_str()],
+            FromAlgorithm::Results(batch) => {
+                batch.results.iter().map(TaskOutcome::task_id).collect()
+            }
+            FromAlgorithm::ErrorMessage {
+                task_id: Some(id), ..
+            } => vec![id.as_str()],
+            _ => return None,
+        };
+        let known = |id: &&str| self.current.iter().any(|task| task.task_id == *id);
+        if ids.is_empty() || ids.iter().any(known) {
+            return None;
+        }
+        Some(format!(
+            "dropped `{}` for task {}, which the algorithm no longer runs (a late answer of stopped work)",
+            message.command(),
+            ids.join(", ")
+        ))
+    }
+
+    /// The wrapper answered a stop: its stopped work is over. The tasks it had are reported
+    /// stopped. A fast-path runtime (hkube's) promises that nothing of that work follows, so it
+    /// takes the next tasks. A wrapper speaking HKube's exchange is replaced instead (`exit`, and
+    /// the sidecar ends): `done` carries no task id, and HKube's Node wrapper answers `stopped`
+    /// before the stopped `start` returns, so its late `done` could complete the next task.
+    async fn stop_answered(&mut self) -> Option<String> {
+        let fast = self.conn.as_ref().is_some_and(|c| c.negotiated.fast);
+        if fast {
+            self.finish_current(Outcome::Stopped).await;
+            return None;
+        }
+        for task in std::mem::take(&mut self.current) {
+            self.report_finished(&task.task_id, Outcome::Stopped);
+        }
+        self.stop = None;
+        self.send(&ToAlgorithm::Exit(ExitPayload::default())).await;
+        self.close().await;
+        Some(REPLACED_AFTER_STOP.to_string())
+    }
+
+    /// Handles a message the session accepted; `Some(reason)` ends the sidecar.
+    async fn handle(&mut self, message: FromAlgorithm) -> Option<String> {
+        // While a stop is in progress, the stopped work's answers are not outcomes: its tasks
+        // are reported stopped when `stopped` arrives. What they printed still goes to their logs.
+        if self.stop.is_some() {
+            match message {
+                FromAlgorithm::Stopped => return self.stop_answered().await,
+                FromAlgorithm::Done(_) | FromAlgorithm::Storing(_) => return None,
+                FromAlgorithm::Result(result) => {
+                    if let Some(text) = result.log {
+                        self.report_log(&result.task_id, text);
+                    }
+                    return None;
+                }
+                FromAlgorithm::Results(batch) => {
+                    for result in batch.results {
+                        if let TaskOutcome::Succeeded {
+                            task_id,
+                            log: Some(text),
+                            ..
+                        }
+                        | TaskOutcome::Failed {
+                            task_id,
+                            log: Some(text),
+                            ..
+                        } = result
+                        {
+                            self.report_log(&task_id, text);
+                        }
+                    }
+                    return None;
+                }
+                FromAlgorithm::ErrorMessage { task_id, log, .. } => {
+                    let task = task_id.or_else(|| self.current.first().map(|t| t.task_id.clone()));
+                    if let (Some(task_id), Some(text)) = (task, log) {
+                        self.report_log(&task_id, text);
+                    }
+                    return None;
+                }
+                _ => {}
+            }
+        }
+        self.handle_task_message(message).await;
         None
     }
 
-    async fn handle(&mut self, message: FromAlgorithm) {
+    async fn handle_task_message(&mut self, message: FromAlgorithm) {
         match message {
             FromAlgorithm::Initialized => {
                 self.send(&ToAlgorithm::Start(StartPayload::default()))
@@ -562,7 +686,8 @@ impl Run {
                 self.finish_current(outcome).await;
             }
             FromAlgorithm::TaskLog(entry) => self.report_log(&entry.task_id, entry.log),
-            FromAlgorithm::Stopped => self.finish_current(Outcome::Stopped).await,
+            // Only valid while stopping, which `handle` deals with.
+            FromAlgorithm::Stopped => {}
             FromAlgorithm::Alive if !self.current.is_empty() && self.stop.is_none() => {
                 self.alive = Some(Instant::now() + self.options.alive_timeout);
             }

@@ -65,6 +65,9 @@ pub fn container_algorithm(algorithm: &Algorithm) -> Option<LocalAlgorithm> {
             env,
         }),
         prepared: None,
+        // The image's entrypoint is the algorithm's own command there.
+        command: None,
+        env: Vec::new(),
     })
 }
 

@@ -21,6 +21,14 @@ pub fn local_algorithm(
 ) -> Option<LocalAlgorithm> {
     let code_dir = code_folder(code_root, algorithm.algorithm_image.as_deref()?)?;
     let language = Language::parse(algorithm.env?.as_str())?;
+    let (env, not_plain) = algorithm.plain_env();
+    if !not_plain.is_empty() {
+        eprintln!(
+            "hkube: algorithm {}: algorithmEnv {} not set: only plain values can be set for a local process (valueFrom needs Kubernetes)",
+            algorithm.name,
+            not_plain.join(", ")
+        );
+    }
     Some(LocalAlgorithm {
         name: algorithm.name.clone(),
         language,
@@ -36,6 +44,8 @@ pub fn local_algorithm(
         classpath: None,
         container: None,
         prepared: None,
+        command: algorithm.local_command(),
+        env,
     })
 }
 

@@ -12,6 +12,23 @@
 //! engine's retry policy decides what happens next. Tasks the worker had not started go back to
 //! the queue.
 //!
+//! A worker's life, as the pool sees it ([`State`] plus the tasks it holds):
+//!
+//! ```text
+//! starting --its algorithm connected--> ready --exit asked (idle, retired, shutdown)--> exiting
+//! ready: idle, or busy with up to `tasks_per_worker` tasks
+//! ready + a held task was cancelled = stopping: no new task until its sidecar reports every
+//!     cancelled task ended (the wrapper answered `stopped`); it does not count toward
+//!     `maxWorkers`, so a waiting task gets a replacement worker at once
+//! stopping --the wrapper never answered--> its sidecar ends, the process is killed at once
+//!     (SIGTERM, then SIGKILL after the grace): a stuck algorithm is gone within
+//!     `stop_timeout` plus the grace
+//! any --the sidecar ended (Gone) and the process exited--> removed
+//! ```
+//!
+//! A stop ends all the work the algorithm has (a fast-path batch as a whole): the tasks of it that
+//! were not cancelled come back `Stopped` and go back to the queue.
+//!
 //! One task owns all the pools; [`LocalExecutor`] is a cheap handle to it.
 
 mod deploy;
@@ -83,6 +100,9 @@ impl Default for LocalOptions {
             runtimes: Runtimes::default(),
             sidecar: SidecarOptions {
                 connect_timeout: Duration::from_secs(30),
+                // HKube gives a pod 10 s; a local process that has not answered a stop within 3 s
+                // is killed and replaced (docs/semantics.md).
+                stop_timeout: Duration::from_secs(3),
                 ..SidecarOptions::default()
             },
             idle_timeout: Duration::from_secs(60),
@@ -183,7 +203,11 @@ impl LocalExecutor {
         if algorithm.container.is_none() && algorithm.prepared.is_none() {
             algorithm.prepared = Some(self.prepare_dependencies(&algorithm, |_| {}).await?);
         }
-        if algorithm.language == Language::Java && algorithm.container.is_none() {
+        // An algorithm with its own command brings its own (compiled) wrapper.
+        if algorithm.language == Language::Java
+            && algorithm.container.is_none()
+            && algorithm.command.is_none()
+        {
             algorithm = prepare_java(algorithm, &self.options).await?;
         }
         let _ = self.tx.send(Cmd::Register(algorithm));
@@ -286,6 +310,8 @@ struct Pending {
     key: TaskKey,
     reporter: TaskReporter,
     assignment: Assignment,
+    /// The engine cancelled it while a worker held it: a stop was sent for it.
+    cancelled: bool,
 }
 
 impl PartialEq for Pending {
@@ -347,6 +373,20 @@ struct Worker {
 }
 
 impl Worker {
+    /// A stop is in progress: it holds a task the engine cancelled, which its sidecar has not
+    /// reported ended yet. Such a worker gets no new task (see the module doc).
+    fn stopping(&self) -> bool {
+        self.running.values().any(|p| p.cancelled)
+    }
+
+    /// It can take tasks now.
+    fn available(&self, per_worker: usize) -> bool {
+        self.state == State::Ready
+            && !self.retired
+            && !self.stopping()
+            && self.running.len() < per_worker
+    }
+
     /// Tells the algorithm to exit (once): it takes no more tasks.
     fn ask_to_exit(&mut self) {
         if self.state == State::Exiting {
@@ -468,6 +508,7 @@ impl Service {
                 parent_node_name: None,
             },
             reporter: task.reporter,
+            cancelled: false,
         };
         self.pools
             .entry(name.clone())
@@ -488,18 +529,22 @@ impl Service {
                 return;
             }
         }
-        for worker in self.workers.values() {
-            if let Some((task_id, _)) = worker
+        for worker in self.workers.values_mut() {
+            if let Some((task_id, pending)) = worker
                 .running
-                .iter()
+                .iter_mut()
                 .find(|(_, p)| p.key.slot() == key.slot())
             {
+                // The worker now counts as stopping: the waiting tasks go elsewhere.
+                pending.cancelled = true;
                 if let Some(to_sidecar) = &worker.to_sidecar {
                     let _ = to_sidecar.send(ToSidecar::Stop {
                         task_id: task_id.clone(),
                         force: true,
                     });
                 }
+                let name = worker.algorithm.clone();
+                self.pump(&name);
                 return;
             }
         }
@@ -524,6 +569,7 @@ impl Service {
                 return;
             };
             if pool.queue.is_empty() {
+                self.trim(name, max_workers);
                 return;
             }
             let per_worker = crate::scheduler::dispatch_window(pool.mean_task_us)
@@ -533,9 +579,7 @@ impl Service {
                 .workers
                 .iter()
                 .filter_map(|id| self.workers.get(id).map(|w| (*id, w)))
-                .filter(|(_, w)| {
-                    w.state == State::Ready && !w.retired && w.running.len() < per_worker
-                })
+                .filter(|(_, w)| w.available(per_worker))
                 .min_by_key(|(_, w)| w.running.len())
                 .map(|(id, _)| id);
             let Some(id) = target else {
@@ -590,6 +634,36 @@ impl Service {
             }
             if let Some(to_sidecar) = &worker.to_sidecar {
                 let _ = to_sidecar.send(ToSidecar::Run { tasks });
+            }
+        }
+    }
+
+    /// Replacements started while workers were stopping may leave more than `maxWorkers` once
+    /// the stops end: idle ones beyond it (and beyond `minHotWorkers`) exit.
+    fn trim(&mut self, name: &str, max_workers: usize) {
+        let Some(pool) = self.pools.get(name) else {
+            return;
+        };
+        let hot = self.algorithms.get(name).map_or(0, |a| a.min_hot_workers);
+        let max_workers = max_workers.max(hot);
+        let mut live = live_workers(&self.workers, &pool.workers);
+        let mut extra = Vec::new();
+        for id in &pool.workers {
+            if live <= max_workers {
+                break;
+            }
+            if self
+                .workers
+                .get(id)
+                .is_some_and(|w| w.state == State::Ready && w.running.is_empty() && !w.retired)
+            {
+                extra.push(*id);
+                live -= 1;
+            }
+        }
+        for id in extra {
+            if let Some(worker) = self.workers.get_mut(&id) {
+                worker.ask_to_exit();
             }
         }
     }
@@ -758,7 +832,14 @@ impl Service {
                         pending.reporter.finish(TaskOutcome::Failed(message))
                     }
                     // The engine asked for the stop and already recorded it.
-                    Outcome::Stopped => {}
+                    Outcome::Stopped if pending.cancelled => {}
+                    // Stopped with the rest of its batch, for another task: it runs again.
+                    Outcome::Stopped => {
+                        let name = worker.algorithm.clone();
+                        if let Some(pool) = self.pools.get_mut(&name) {
+                            pool.queue.push(pending);
+                        }
+                    }
                     Outcome::Crashed { reason } => worker.crashed.push((pending, reason)),
                 }
                 let name = worker.algorithm.clone();
@@ -787,12 +868,22 @@ impl Service {
             FromSidecar::Gone { reason } => {
                 worker.gone = Some(reason);
                 worker.state = State::Exiting;
-                // Tasks it had not started go back to the queue for another worker.
-                let unstarted: Vec<Pending> = worker.running.drain().map(|(_, p)| p).collect();
+                // Tasks it had not started go back to the queue for another worker (but for
+                // those the engine cancelled meanwhile).
+                let unstarted: Vec<Pending> = worker
+                    .running
+                    .drain()
+                    .map(|(_, p)| p)
+                    .filter(|p| !p.cancelled)
+                    .collect();
                 if let Some(child) = &worker.child {
+                    let (exit, stopper) = (child.exit_watch(), child.stop_handle());
+                    if wrapper::sidecar::process_is_stuck(worker.gone.as_deref().unwrap_or("")) {
+                        // It ignored a stop (or went silent): it will not leave on its own.
+                        stopper.stop();
+                    }
                     // A process that lost its sidecar is on its way out; give it a moment to
                     // exit on its own (its exit code explains the crash), then stop it.
-                    let (exit, stopper) = (child.exit_watch(), child.stop_handle());
                     tokio::spawn(async move {
                         if tokio::time::timeout(Duration::from_secs(2), exit)
                             .await
@@ -963,13 +1054,14 @@ async fn write_log(file: PathBuf, text: String) {
     }
 }
 
-/// Workers of a pool that are not on their way out.
+/// Workers of a pool that are not on their way out (a stopping worker is: it is done or gone
+/// within the stop timeout, and must not hold back its replacement).
 fn live_workers(workers: &HashMap<WorkerId, Worker>, pool: &[WorkerId]) -> usize {
     pool.iter()
         .filter(|id| {
             workers
                 .get(id)
-                .is_some_and(|w| w.state != State::Exiting && !w.retired)
+                .is_some_and(|w| w.state != State::Exiting && !w.retired && !w.stopping())
         })
         .count()
 }

@@ -62,6 +62,12 @@ pub struct LocalAlgorithm {
     /// The dependencies prepared for it (a virtual environment, a node_modules); `None`: not
     /// yet, `register` prepares them.
     pub prepared: Option<Prepared>,
+    /// Its own command (`x-hkube.command`): run in `code_dir` instead of hkube's runtime, as a
+    /// custom image's entrypoint would be; it brings its own wrapper (HKube's official ones).
+    pub command: Option<Vec<String>>,
+    /// `algorithmEnv`'s plain values, set for its process; the sidecar's address and the
+    /// storage variables hkube sets win over them.
+    pub env: Vec<(String, String)>,
 }
 
 /// Where the language runtimes and interpreters are.
@@ -100,7 +106,14 @@ impl Runtimes {
         port: u16,
         settings: &Settings,
     ) -> ChildSpec {
-        let mut env = vec![
+        let mut env = Vec::new();
+        if algorithm.command.is_some() {
+            // HKube's wrappers start a peer data server on fixed ports (9020, 9021) that hkube
+            // never uses: two workers on one machine would collide. algorithmEnv may turn it on.
+            env.push(("DISCOVERY_ENABLE".to_string(), "false".to_string()));
+        }
+        env.extend(algorithm.env.iter().cloned());
+        env.extend([
             // HKube's storage variables: our runtimes put large results there, and HKube's
             // own wrappers (storage v3) read and write every object there.
             ("DEFAULT_STORAGE".to_string(), "fs".to_string()),
@@ -113,20 +126,27 @@ impl Runtimes {
             ("WORKER_SOCKET_HOST".to_string(), "127.0.0.1".to_string()),
             ("WORKER_SOCKET_PORT".to_string(), port.to_string()),
             (
-                "ALGORITHM_PATH".to_string(),
-                algorithm.code_dir.display().to_string(),
-            ),
-            (
                 "ALGORITHM_ENTRY_POINT".to_string(),
                 algorithm.entry_point.clone(),
             ),
             ("ALGORITHM_NAME".to_string(), algorithm.name.clone()),
-            ("HKUBE_FAST_PATH".to_string(), "1".to_string()),
             ("PYTHONUNBUFFERED".to_string(), "1".to_string()),
-        ];
+        ]);
+        if algorithm.command.is_none() {
+            // hkube's runtimes take a folder; HKube's wrappers take a path relative to their
+            // working directory, which is the algorithm's to set (algorithmEnv).
+            env.push((
+                "ALGORITHM_PATH".to_string(),
+                algorithm.code_dir.display().to_string(),
+            ));
+            env.push(("HKUBE_FAST_PATH".to_string(), "1".to_string()));
+        }
         // Later entries win: with S3, HKube's wrappers use it; hkube's runtimes keep using
         // BASE_FS_ADAPTER_DIRECTORY, which the sidecar bridges to S3.
         env.extend(settings.storage_env.iter().cloned());
+        if let Some(command) = &algorithm.command {
+            return self.own_command(algorithm, command, env, settings);
+        }
         let (program, args) = match algorithm.language {
             Language::Python => {
                 let mut path = self.dir.join("python").display().to_string();
@@ -174,6 +194,49 @@ impl Runtimes {
         };
         ChildSpec {
             program: program.into(),
+            args,
+            cwd: algorithm.code_dir.clone(),
+            env,
+            log_limit: settings.log_limit,
+            grace: Duration::from_secs(3),
+        }
+    }
+}
+
+impl Runtimes {
+    /// The algorithm's own command, run in its code folder with what it needs of what
+    /// `register` prepared: a Python virtual environment's `bin` first on PATH, node_modules
+    /// on NODE_PATH.
+    fn own_command(
+        &self,
+        algorithm: &LocalAlgorithm,
+        command: &[String],
+        mut env: Vec<(String, String)>,
+        settings: &Settings,
+    ) -> ChildSpec {
+        let prepared = algorithm.prepared.as_ref();
+        if let Some(bin) = prepared
+            .and_then(|p| p.python.as_ref())
+            .and_then(|python| python.parent())
+        {
+            let path = std::env::var("PATH").unwrap_or_default();
+            env.push(("PATH".into(), format!("{}:{path}", bin.display())));
+        }
+        if let Some(modules) = prepared.and_then(|p| p.node_modules.as_ref()) {
+            env.push(("NODE_PATH".into(), modules.display().to_string()));
+        }
+        let (program, args) = command.split_first().map_or_else(
+            || (String::new(), Vec::new()),
+            |(program, args)| (program.clone(), args.to_vec()),
+        );
+        // `./app.sh` means the one in the code folder, not in the server's working directory.
+        let program = if program.contains('/') && Path::new(&program).is_relative() {
+            algorithm.code_dir.join(&program)
+        } else {
+            PathBuf::from(program)
+        };
+        ChildSpec {
+            program,
             args,
             cwd: algorithm.code_dir.clone(),
             env,

@@ -42,7 +42,16 @@ import java.util.concurrent.atomic.AtomicLong;
  * {@code start} run, one task at a time and in arrival order, on a single dedicated task thread,
  * so a code-API call made by a task simply waits for its reply while the listener keeps receiving
  * (and handling {@code stop}). {@code stop}, {@code exit} and code-API replies are handled on the
- * listener thread. Errors raised by user code become {@code errorMessage} with the exception's
+ * listener thread.
+ *
+ * <p>Stop (both ways): the user's {@code stop()} is called, then the task thread is interrupted (a
+ * task waiting or sleeping ends at once); the tasks of a batch not begun yet are dropped, the
+ * result of the task in hand is discarded, and {@code stopped} follows once it has returned. In
+ * the fast path nothing of the stopped work is sent after {@code stopped}, so the sidecar may hand
+ * out the next task. A task that never returns is the sidecar's to end: it kills the process
+ * after its stop timeout.
+ *
+ * <p>Errors raised by user code become {@code errorMessage} with the exception's
  * text and stack trace; an algorithm that failed to load is reported on the first task.
  *
  * <p>A task's {@code byte[]} result goes to storage and is answered with a reference; references in
@@ -74,11 +83,16 @@ public final class Runner {
     /** Set while the listener thread dispatches: a code-API call there could never get its reply. */
     private static final ThreadLocal<Boolean> ON_LISTENER = ThreadLocal.withInitial(() -> Boolean.FALSE);
 
-    // HKube's exchange; guarded by `this`.
+    // Guarded by `this`. taskRunning: HKube's exchange's start; fastRunning: a fast-path run or
+    // batch. The answer to fast-path work and `stopped` are decided under the lock, so exactly one
+    // of them ends that work.
     private Map<String, Object> args;
     private boolean taskRunning;
+    private boolean fastRunning;
     private boolean stopRequested;
     private CompletableFuture<Void> userStopDone;
+    /** The task thread, interrupted by a stop. */
+    private volatile Thread taskThread;
 
     /** A runner for a loaded algorithm. */
     public Runner(Algorithm algorithm) {
@@ -484,7 +498,12 @@ public final class Runner {
 
     private void onTaskThread(Runnable work) {
         try {
-            tasks.execute(work);
+            tasks.execute(() -> {
+                taskThread = Thread.currentThread();
+                // An interrupt meant for stopped work never reaches the next.
+                Thread.interrupted();
+                work.run();
+            });
         } catch (RejectedExecutionException e) {
             Logs.note("hkube runtime: a task arrived after exit; ignored");
         }
@@ -544,11 +563,7 @@ public final class Runner {
             stopDone = userStopDone;
         }
         if (stopped) {
-            // Answer only once the user's stop() has returned, whichever thread finishes first.
-            if (stopDone != null) {
-                stopDone.join();
-            }
-            send("stopped", null);
+            answerStopped(stopDone);
         } else if (loadError != null) {
             sendError(loadError, null, false);
         } else if (failure != null) {
@@ -576,7 +591,7 @@ public final class Runner {
         CompletableFuture<Void> done = new CompletableFuture<>();
         synchronized (this) {
             stopRequested = true;
-            running = taskRunning;
+            running = taskRunning || fastRunning;
             userStopDone = done;
         }
         try {
@@ -586,12 +601,51 @@ public final class Runner {
         } catch (Throwable t) {
             t.printStackTrace();
         } finally {
+            // Before `done`: the task thread clears its interrupt only after waiting for it.
+            Thread thread = taskThread;
+            if (running && thread != null) {
+                thread.interrupt();
+            }
             done.complete(null);
         }
         if (!running) {
             send("stopped", null);
         }
         // Otherwise the task thread sends `stopped` once start() returns; its result is discarded.
+    }
+
+    /** The stopped work is over: `stopped`, once the user's stop() has returned too. */
+    private void answerStopped(CompletableFuture<Void> stopDone) {
+        if (stopDone != null) {
+            stopDone.join();
+        }
+        // The stop's interrupt is spent; sending must not see it.
+        Thread.interrupted();
+        send("stopped", null);
+    }
+
+    /** A fast-path run or batch begins (the sidecar sends the next only once this is answered). */
+    private synchronized void fastBegins() {
+        stopRequested = false;
+        fastRunning = true;
+    }
+
+    private synchronized boolean stopRequested() {
+        return stopRequested;
+    }
+
+    /** The fast-path work ends: {@code answer} is sent, unless a stop came first; then `stopped` is. */
+    private void fastEnds(Runnable answer) {
+        CompletableFuture<Void> stopDone;
+        synchronized (this) {
+            fastRunning = false;
+            if (!stopRequested) {
+                answer.run();
+                return;
+            }
+            stopDone = userStopDone;
+        }
+        answerStopped(stopDone);
     }
 
     private void onExit(Map<String, Object> data) {
@@ -637,11 +691,12 @@ public final class Runner {
 
     @SuppressWarnings("unchecked")
     private void onRun(Map<String, Object> data) {
+        fastBegins();
         Map<String, Object> outcome = runFast(data);
         Object taskId = outcome.get("taskId");
         Object log = outcome.get("log");
         if (outcome.containsKey("error")) {
-            sendError((Map<String, Object>) outcome.get("error"), taskId, true, log);
+            fastEnds(() -> sendError((Map<String, Object>) outcome.get("error"), taskId, true, log));
             return;
         }
         Map<String, Object> message = new LinkedHashMap<>();
@@ -651,17 +706,21 @@ public final class Runner {
         try {
             text = Json.write(message);
         } catch (Json.JsonException e) {
-            sendError(notJson("the result", e), taskId, true, log);
+            fastEnds(() -> sendError(notJson("the result", e), taskId, true, log));
             return;
         }
-        sendText(text);
+        fastEnds(() -> sendText(text));
     }
 
     private void onRunBatch(Map<String, Object> data) {
+        fastBegins();
         Object listed = data.get("tasks");
         List<?> batch = listed instanceof List ? (List<?>) listed : new ArrayList<>();
         StringBuilder out = new StringBuilder("{\"command\":\"results\",\"data\":{\"results\":[");
         for (int i = 0; i < batch.size(); i++) {
+            if (stopRequested()) {
+                break; // the rest of a stopped batch never runs
+            }
             Object item = batch.get(i);
             @SuppressWarnings("unchecked")
             Map<String, Object> task = item instanceof Map ? (Map<String, Object>) item : new LinkedHashMap<>();
@@ -684,7 +743,8 @@ public final class Runner {
                 Json.write(failed, out);
             }
         }
-        sendText(out.append("]}}").toString());
+        String text = out.append("]}}").toString();
+        fastEnds(() -> sendText(text));
     }
 
     // -- errors --------------------------------------------------------------------------

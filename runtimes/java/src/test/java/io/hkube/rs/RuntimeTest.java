@@ -66,6 +66,7 @@ public final class RuntimeTest {
         check("hkube_code_api_call_inside_start", RuntimeTest::hkubeCodeApi);
         check("hkube_stop_while_running_calls_user_stop_then_stopped", RuntimeTest::hkubeStopWhileRunning);
         check("hkube_stop_when_idle_answers_stopped", RuntimeTest::hkubeStopIdle);
+        check("fast_stop_of_a_batch_interrupts_and_drops_the_rest", RuntimeTest::fastStopOfABatch);
         check("hkube_init_failure_is_reported_and_not_initialized", RuntimeTest::hkubeInitFailure);
         check("hkube_result_that_is_not_json", RuntimeTest::hkubeNotJson);
         // Large values through storage
@@ -672,16 +673,10 @@ public final class RuntimeTest {
                 return value;
             }
 
-            @Override
-            public void stop() {
-                System.out.println("in stop");
-            }
         };
         try (Session s = Session.fast(algorithm)) {
             s.send("run", "{\"taskId\":\"t\",\"input\":[]}");
             Object execId = map(s.recv().get("data")).get("execId");
-            s.send("stop", "{\"forceStop\":false}");
-            assertJson("{\"command\":\"stopped\"}", s.recv());
             s.sidecar.sendText("{not json");
             s.send("algorithmExecutionDone", "{\"execId\":\"" + execId + "\",\"response\":2}");
             assertEquals("before\nafter 2\n", map(s.recv().get("data")).get("log"), "log");
@@ -937,8 +932,12 @@ public final class RuntimeTest {
             @Override
             public Object start(Map<String, Object> args, Api api) throws Exception {
                 calls.add("start");
-                release.await(5, TimeUnit.SECONDS);
-                calls.add("start returned");
+                try {
+                    // The stop interrupts the task thread: released or interrupted, it returns.
+                    release.await(5, TimeUnit.SECONDS);
+                } finally {
+                    calls.add("start returned");
+                }
                 return "late";
             }
 
@@ -965,6 +964,44 @@ public final class RuntimeTest {
             s.send("start", "{}");
             assertJson("{\"command\":\"started\"}", s.recv());
             assertJson("{\"command\":\"done\",\"data\":\"late\"}", s.recv());
+            s.exit(0);
+        }
+    }
+
+    static void fastStopOfABatch() throws Exception {
+        List<String> ran = new CopyOnWriteArrayList<>();
+        List<String> calls = new CopyOnWriteArrayList<>();
+        Algorithm algorithm = new Algorithm() {
+            @Override
+            public Object start(Map<String, Object> args, Api api) throws Exception {
+                ran.add((String) args.get("taskId"));
+                Thread.sleep(10_000);
+                return args.get("taskId");
+            }
+
+            @Override
+            public void stop() {
+                calls.add("stop");
+            }
+        };
+        try (Session s = Session.fast(algorithm)) {
+            StringBuilder tasks = new StringBuilder();
+            for (int i = 0; i < 6; i++) {
+                tasks.append(i == 0 ? "" : ",").append("{\"taskId\":\"t").append(i).append("\",\"input\":[]}");
+            }
+            s.send("runBatch", "{\"tasks\":[" + tasks + "]}");
+            while (ran.isEmpty()) {
+                Thread.sleep(5);
+            }
+            long began = System.nanoTime();
+            s.send("stop", "{\"forceStop\":true}");
+            // The sleeping task is interrupted, the rest never run, and only `stopped` is sent.
+            assertJson("{\"command\":\"stopped\"}", s.recv());
+            assertTrue(System.nanoTime() - began < 5_000_000_000L, "stopped without waiting for the sleep");
+            assertEquals(List.of("t0"), ran, "tasks run");
+            assertEquals(List.of("stop"), calls, "user calls");
+            s.send("stop", "{\"forceStop\":true}");
+            assertJson("{\"command\":\"stopped\"}", s.recv());
             s.exit(0);
         }
     }
