@@ -35,7 +35,19 @@ pub async fn algorithm(State(state): State<ApiState>, JsonBody(body): JsonBody) 
 pub async fn rerun(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {
     no_extra_keys(&body, &["jobId"])?;
     let id = required_string(&body, "jobId")?;
-    job_id(state.engine.exec(ExecRequest::Rerun(id)).await?)
+    match state.engine.exec(ExecRequest::Rerun(id.clone())).await {
+        // An ended job the engine no longer holds: rerun from the store's record.
+        Err(EngineError::NotFound(message)) => match state.store.job_record(&id) {
+            Some(record) => job_id(
+                state
+                    .engine
+                    .exec(ExecRequest::RerunRecord(Box::new(record)))
+                    .await?,
+            ),
+            None => Err(EngineError::NotFound(message).into()),
+        },
+        other => job_id(other?),
+    }
 }
 
 pub async fn caching(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {
@@ -181,11 +193,46 @@ pub async fn results(State(state): State<ApiState>, Path(id): Path<String>) -> A
 }
 
 pub async fn pipeline(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
-    Ok(Json(state.engine.pipeline(&id).await?))
+    match state.engine.pipeline(&id).await {
+        // An ended job the engine no longer holds: the pipeline as the store recorded it, in
+        // the engine's shape.
+        Err(EngineError::NotFound(message)) => {
+            let record = state
+                .store
+                .job_record(&id)
+                .ok_or(EngineError::NotFound(message))?;
+            let mut doc = serde_json::Map::new();
+            doc.insert("jobId".into(), json!(record.job_id));
+            if let Value::Object(fields) = record.pipeline {
+                doc.extend(fields);
+            }
+            doc.insert("types".into(), json!(record.types));
+            doc.insert("startTime".into(), json!(record.start_time));
+            Ok(Json(Value::Object(doc)))
+        }
+        other => Ok(Json(other?)),
+    }
 }
 
+/// `GET /exec/tree/{jobId}`: from the store when it keeps jobs (it knows every job started
+/// and which job's end triggered it, also for jobs the engine no longer holds), else from the
+/// engine.
 pub async fn tree(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
+    if let Some(record) = state.store.job_record(&id) {
+        let name = record.pipeline["name"].as_str().unwrap_or_default();
+        return Ok(Json(stored_tree(&state, &id, name)?));
+    }
     Ok(Json(state.engine.tree(&id).await?))
+}
+
+fn stored_tree(state: &ApiState, job_id: &str, name: &str) -> Result<Value, ApiError> {
+    let children = state
+        .store
+        .triggered_jobs(job_id)?
+        .into_iter()
+        .map(|(child, name)| stored_tree(state, &child, &name))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(json!({"jobId": job_id, "name": name, "children": children}))
 }
 
 /// `GET /exec/jobs?status=a,b&raw=true`: default active and pending.
@@ -206,7 +253,29 @@ pub async fn jobs(
             })
             .collect::<Result<_, _>>()?,
     };
-    let jobs = state.engine.jobs(Some(wanted)).await?;
+    let mut jobs = state.engine.jobs(Some(wanted.clone())).await?;
+    // Ended jobs the engine no longer holds are in the store.
+    if wanted.iter().any(|status| status.is_final()) {
+        let held: std::collections::HashSet<String> =
+            jobs.iter().map(|job| job.job_id.clone()).collect();
+        for ended in state.store.ended_jobs()? {
+            let status = ended.result["status"]
+                .as_str()
+                .and_then(JobStatus::parse)
+                .unwrap_or(JobStatus::Failed);
+            if wanted.contains(&status) && !held.contains(&ended.record.job_id) {
+                jobs.push(crate::engine::JobSummary {
+                    pipeline_name: ended.record.pipeline["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    job_id: ended.record.job_id,
+                    status,
+                    types: Vec::new(),
+                });
+            }
+        }
+    }
     if query.get("raw").is_some_and(|raw| raw == "true") {
         let ids: Vec<&str> = jobs.iter().map(|job| job.job_id.as_str()).collect();
         return Ok(Json(json!(ids)));

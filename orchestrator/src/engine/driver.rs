@@ -74,7 +74,12 @@ pub enum ExecRequest {
     Stored(Value),
     Algorithm(Value),
     Rerun(String),
-    RunFromNode { job_id: String, node_name: String },
+    /// A rerun of an ended job the engine no longer holds, from the journal's record.
+    RerunRecord(Box<JobRecord>),
+    RunFromNode {
+        job_id: String,
+        node_name: String,
+    },
 }
 
 /// `POST /exec/stop`: which unfinished jobs to stop, and why.
@@ -604,6 +609,21 @@ impl Engine {
                     .unwrap_or_else(|| old.pipeline.clone());
                 submit::prepare(pipeline, types, catalog.as_ref(), &running)?
             }
+            ExecRequest::RerunRecord(record) => {
+                let pipeline: spec::Pipeline =
+                    serde_json::from_value(record.pipeline).map_err(|e| {
+                        Error::Invalid(format!(
+                            "the pipeline of job {} cannot be read back: {e}",
+                            record.job_id
+                        ))
+                    })?;
+                let mut types: Vec<&'static str> =
+                    record.types.iter().map(|t| job_type(t)).collect();
+                if !types.contains(&"rerun") {
+                    types.push("rerun");
+                }
+                submit::prepare(pipeline, types, catalog.as_ref(), &running)?
+            }
             ExecRequest::RunFromNode { job_id, node_name } => {
                 let key =
                     self.ids.get(&job_id).copied().ok_or_else(|| {
@@ -625,10 +645,11 @@ impl Engine {
                 (plan, Admission::Run)
             }
         };
-        Ok(self.start_job(plan, admission))
+        Ok(self.start_job(plan, admission, None))
     }
 
-    fn start_job(&mut self, plan: JobPlan, admission: Admission) -> u64 {
+    /// `parent`: the job whose end triggered this one.
+    fn start_job(&mut self, plan: JobPlan, admission: Admission, parent: Option<u64>) -> u64 {
         let key = self.next_key;
         self.next_key += 1;
         let mut id = ids::job_id();
@@ -655,6 +676,9 @@ impl Engine {
                 types: job.types.iter().map(|t| t.to_string()).collect(),
                 root_job_id: (*job.root_job_id != *id).then(|| job.root_job_id.to_string()),
                 start_time: job.start_time,
+                parent_job_id: parent
+                    .and_then(|parent| self.jobs.get(&parent))
+                    .map(|parent| parent.id.to_string()),
             });
         }
         self.ids.insert(id, key);
@@ -720,7 +744,7 @@ impl Engine {
         };
         match prepared {
             Ok((plan, admission)) => {
-                let child = self.start_job(plan, admission);
+                let child = self.start_job(plan, admission, None);
                 self.sub_jobs.entry(parent.slot()).or_default().push(child);
                 match self.jobs[&child].result_doc() {
                     Some(result) => {
@@ -904,11 +928,12 @@ impl Engine {
         }
         self.timer_targets.retain(|_, (job, _)| *job != key);
         self.finished.push_back(key);
-        self.evict_finished();
         self.release_held();
         if completed {
             self.fire_triggers(key, &name, &tags, &result);
         }
+        // Last: the triggered jobs' records name this job as their parent.
+        self.evict_finished();
     }
 
     /// Forgets the oldest ended jobs beyond `keep_finished`: their results stay in the journal's
@@ -995,8 +1020,11 @@ impl Engine {
                 &running,
             ) {
                 Ok((plan, admission)) => {
-                    let child = self.start_job(plan, admission);
-                    self.triggered.entry(parent).or_default().push(child);
+                    let child = self.start_job(plan, admission, Some(parent));
+                    // An ended job the engine no longer holds is answered from the journal.
+                    if self.jobs.contains_key(&parent) {
+                        self.triggered.entry(parent).or_default().push(child);
+                    }
                 }
                 Err(error) => {
                     eprintln!("hkube: trigger of pipeline {name} could not start: {error}");
@@ -1071,12 +1099,22 @@ impl Engine {
         Ok(())
     }
 
+    /// The job and the jobs its end triggered, as far as the engine still holds them (the
+    /// journal's store answers for the rest).
     fn tree(&self, key: u64) -> Value {
-        let job = &self.jobs[&key];
+        let Some(job) = self.jobs.get(&key) else {
+            return Value::Null;
+        };
         let children: Vec<Value> = self
             .triggered
             .get(&key)
-            .map(|children| children.iter().map(|&child| self.tree(child)).collect())
+            .map(|children| {
+                children
+                    .iter()
+                    .filter(|child| self.jobs.contains_key(child))
+                    .map(|&child| self.tree(child))
+                    .collect()
+            })
             .unwrap_or_default();
         json!({"jobId": job.id.as_ref(), "name": job.name(), "children": children})
     }

@@ -679,6 +679,8 @@ impl Job {
             node.any_ready = Vec::new();
         }
         self.ready = VecDeque::new();
+        self.replay = HashMap::new();
+        self.scratch = Vec::new();
     }
 
     // ----- internals --------------------------------------------------------------------

@@ -26,6 +26,9 @@ pub struct JobRecord {
     pub root_job_id: Option<String>,
     /// Submission time, ms since the epoch.
     pub start_time: u64,
+    /// The job whose end started this one through `triggers` (for `GET /exec/tree`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_job_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -57,8 +57,32 @@ pub trait Store: Catalog {
     }
 
     /// Every job that ended and is kept here, oldest first (empty when this store keeps no
-    /// jobs: the engine's memory is then the only record).
+    /// jobs: the engine's memory is then the only record). Their pipelines come without
+    /// their flowInput, which can be large: [`Store::ended_job`] has it.
     fn ended_jobs(&self) -> Result<Vec<EndedJob>, Error> {
+        Ok(Vec::new())
+    }
+
+    /// One ended job, its record whole (with the flowInput).
+    fn ended_job(&self, _job_id: &str) -> Option<EndedJob> {
+        None
+    }
+
+    /// The record of a job this store knows, ended or not.
+    fn job_record(&self, _job_id: &str) -> Option<JobRecord> {
+        None
+    }
+
+    /// The jobs that a job's end triggered, oldest first, as (jobId, pipeline name), ended
+    /// or not (`GET /exec/tree/{jobId}`).
+    fn triggered_jobs(&self, _parent_job_id: &str) -> Result<Vec<(String, String)>, Error> {
+        Ok(Vec::new())
+    }
+
+    /// Retention: forgets the jobs that ended before `ended_before` (ms since the epoch), all
+    /// their rows, and gives the space back to the file system. Returns their ids: their
+    /// stored objects are the caller's to delete.
+    fn delete_jobs_ended_before(&self, _ended_before: u64) -> Result<Vec<String>, Error> {
         Ok(Vec::new())
     }
 
