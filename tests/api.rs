@@ -662,7 +662,8 @@ fn a_killed_server_resumes_the_jobs_of_uploaded_code() {
 
 /// Every job route answers for an ended job, which the server no longer holds in memory, and
 /// still after a restart: status, results, pipelines, tree (with the job its end triggered),
-/// auditTrail, flowInput, search, the job lists, pipelines/results and /status, and rerun.
+/// auditTrail, flowInput, search, the job lists, pipelines/results and /status, rerun, and a
+/// run from one of its nodes (caching).
 #[test]
 fn every_job_route_answers_for_ended_jobs_also_after_a_restart() {
     let mut server = Server::numbers(&[]);
@@ -727,6 +728,13 @@ fn every_job_route_answers_for_ended_jobs_also_after_a_restart() {
         assert!(has_job(&statuses), "{statuses}");
         let rerun = server.job("/api/v1/exec/rerun", &json!({"jobId": job}));
         assert_eq!(server.results(&rerun)["data"][0]["result"], 30);
+        // Reduce again, from Multiply's recorded outputs.
+        let from_node = server.job(
+            "/api/v1/exec/caching",
+            &json!({"jobId": job, "nodeName": "Reduce"}),
+        );
+        let result = server.results(&from_node);
+        assert_eq!(result["data"][0]["result"], 30, "{result}");
     };
     check_routes(&server);
 

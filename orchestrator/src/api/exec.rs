@@ -59,15 +59,30 @@ pub async fn caching(State(state): State<ApiState>, JsonBody(body): JsonBody) ->
             "debug runs need hkubectl's debug tunnel, which is not available yet",
         ));
     }
-    job_id(
-        state
-            .engine
-            .exec(ExecRequest::RunFromNode {
-                job_id: id,
+    let request = ExecRequest::RunFromNode {
+        job_id: id.clone(),
+        node_name: node_name.clone(),
+    };
+    match state.engine.exec(request).await {
+        // An ended job the engine no longer holds: its nodes' outputs from the store.
+        Err(EngineError::Invalid(message))
+            if message == format!("unable to find pipeline {id}") =>
+        {
+            let (Some(record), Ok(tasks)) = (
+                state.store.ended_job(&id).map(|job| job.record),
+                state.store.job_tasks(&id),
+            ) else {
+                return Err(EngineError::Invalid(message).into());
+            };
+            let request = ExecRequest::RunFromRecord {
+                record: Box::new(record),
+                tasks,
                 node_name,
-            })
-            .await?,
-    )
+            };
+            job_id(state.engine.exec(request).await?)
+        }
+        other => job_id(other?),
+    }
 }
 
 const STOPPABLE: &str = "active,pending,paused";

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::catalog::Catalog;
 use super::executor::{Executor, SubPipeline, TaskKey, TaskOutcome};
 use super::ids::TaskId;
-use super::job::{Action, Job, JobPlan, Replay, Timer};
+use super::job::{Action, Job, JobPlan, Replay, TaskRun, Timer};
 use super::journal::{JobRecord, Journal, TaskRecord};
 use super::status::JobStatus;
 use super::submit::{self, Admission};
@@ -78,6 +78,13 @@ pub enum ExecRequest {
     RerunRecord(Box<JobRecord>),
     RunFromNode {
         job_id: String,
+        node_name: String,
+    },
+    /// A run from a node of an ended job the engine no longer holds, from the journal's
+    /// record of the job and of its finished tasks.
+    RunFromRecord {
+        record: Box<JobRecord>,
+        tasks: Vec<TaskRecord>,
         node_name: String,
     },
 }
@@ -641,6 +648,46 @@ impl Engine {
                     } else {
                         Vec::new()
                     }
+                })?;
+                (plan, Admission::Run)
+            }
+            ExecRequest::RunFromRecord {
+                record,
+                tasks,
+                node_name,
+            } => {
+                let pipeline: spec::Pipeline =
+                    serde_json::from_value(record.pipeline).map_err(|e| {
+                        Error::Invalid(format!(
+                            "the pipeline of job {} cannot be read back: {e}",
+                            record.job_id
+                        ))
+                    })?;
+                if pipeline.kind == spec::PipelineKind::Stream {
+                    return Err(Error::Invalid(
+                        "run node is not allowed in stream pipeline".into(),
+                    ));
+                }
+                let graph = Graph::build(&pipeline, FlowInputCheck::Skipped)?;
+                let mut runs: HashMap<usize, Vec<TaskRun>> = HashMap::new();
+                for task in tasks {
+                    let (Some(node), Some(id)) =
+                        (graph.id(&task.node), TaskId::parse(&task.task_id))
+                    else {
+                        continue;
+                    };
+                    runs.entry(node).or_default().push(TaskRun::recorded(
+                        id,
+                        task.group,
+                        task.batch_index,
+                        task.outcome,
+                    ));
+                }
+                for tasks in runs.values_mut() {
+                    tasks.sort_by_key(|task| (task.group, task.batch_index));
+                }
+                let plan = submit::run_from_node(&pipeline, &graph, &node_name, &|id| {
+                    runs.get(&id).cloned().unwrap_or_default()
                 })?;
                 (plan, Admission::Run)
             }

@@ -15,7 +15,7 @@ pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 pub use versions::{next_semver, AlgorithmVersion, DEFAULT_USER};
 
-use crate::engine::{Catalog, JobRecord};
+use crate::engine::{Catalog, JobRecord, TaskRecord};
 use crate::spec::{Algorithm, Pipeline};
 
 /// Why a write or a listing failed.
@@ -71,6 +71,12 @@ pub trait Store: Catalog {
     /// The record of a job this store knows, ended or not.
     fn job_record(&self, _job_id: &str) -> Option<JobRecord> {
         None
+    }
+
+    /// The finished tasks a job's journal recorded, in recording order (kept after the job's
+    /// end, for a run from one of its nodes).
+    fn job_tasks(&self, _job_id: &str) -> Result<Vec<TaskRecord>, Error> {
+        Ok(Vec::new())
     }
 
     /// The jobs that a job's end triggered, oldest first, as (jobId, pipeline name), ended

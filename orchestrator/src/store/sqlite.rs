@@ -308,8 +308,8 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
                             "UPDATE jobs SET result = ?2, ended = ?3 WHERE job_id = ?1",
                             params![job_id, result, now_ms()],
                         )?;
-                        // The job's result says it all now; its task rows are not needed.
-                        tx.execute("DELETE FROM tasks WHERE job_id = ?1", params![job_id])?;
+                        // The task rows stay, for a run from one of the job's nodes; the
+                        // retention deletes them with the job.
                     }
                     Op::Flush(done) => flushes.push(done),
                 }
@@ -458,6 +458,15 @@ impl Store for SqliteStore {
             .ok()
             .flatten();
         serde_json::from_str(&record?).ok()
+    }
+
+    fn job_tasks(&self, job_id: &str) -> Result<Vec<TaskRecord>, Error> {
+        self.flush();
+        Ok(self
+            .task_rows(job_id)
+            .iter()
+            .filter_map(|t| serde_json::from_str(t).ok())
+            .collect())
     }
 
     fn triggered_jobs(&self, parent_job_id: &str) -> Result<Vec<(String, String)>, Error> {
@@ -672,15 +681,8 @@ impl Journal for SqliteStore {
                 );
                 continue;
             };
-            let tasks: Vec<String> = self
-                .with(|c| {
-                    let mut statement =
-                        c.prepare("SELECT record FROM tasks WHERE job_id = ?1 ORDER BY seq")?;
-                    let rows = statement.query_map(params![job_id], |row| row.get(0))?;
-                    rows.collect()
-                })
-                .unwrap_or_default();
-            let tasks = tasks
+            let tasks = self
+                .task_rows(&job_id)
                 .iter()
                 .filter_map(|t| serde_json::from_str(t).ok())
                 .collect();
@@ -692,6 +694,17 @@ impl Journal for SqliteStore {
 
 /// Jobs' results as recorded, newest first (for the API's queries and the CLI).
 impl SqliteStore {
+    /// A job's task records as stored, in recording order.
+    fn task_rows(&self, job_id: &str) -> Vec<String> {
+        self.with(|c| {
+            let mut statement =
+                c.prepare("SELECT record FROM tasks WHERE job_id = ?1 ORDER BY seq")?;
+            let rows = statement.query_map(params![job_id], |row| row.get(0))?;
+            rows.collect()
+        })
+        .unwrap_or_default()
+    }
+
     pub fn result(&self, job_id: &str) -> Option<Value> {
         self.flush();
         let text: Option<String> = self
@@ -833,6 +846,15 @@ mod tests {
         };
         store.job_started(&job("old", None));
         store.job_started(&job("running", Some("old")));
+        let task = TaskRecord {
+            job_id: "old".into(),
+            node: "A".into(),
+            group: 0,
+            batch_index: 0,
+            task_id: "task0001".into(),
+            outcome: RecordedOutcome::Succeeded { output: json!(1) },
+        };
+        store.task_finished(&task);
         store.job_finished("old", &json!({"status": "completed"}));
         store.flush();
         let grown = file_size(&path);
@@ -853,12 +875,15 @@ mod tests {
             Some(3 << 20)
         );
         assert!(store.ended_job("running").is_none());
+        // An ended job's tasks stay, for a run from one of its nodes.
+        assert_eq!(store.job_tasks("old").unwrap(), [task]);
 
         // Nothing ended before a time in the past.
         assert!(store.delete_jobs_ended_before(1).unwrap().is_empty());
         let deleted = store.delete_jobs_ended_before(u64::MAX >> 1).unwrap();
         assert_eq!(deleted, ["old"]);
         assert!(store.job_record("old").is_none());
+        assert!(store.job_tasks("old").unwrap().is_empty());
         assert!(
             store.job_record("running").is_some(),
             "an unfinished job stays"
