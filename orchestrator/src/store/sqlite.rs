@@ -6,6 +6,10 @@
 //! handed to a writer thread that commits them in batches, so the engine never waits on the
 //! disk. A task whose record was still in that queue when the process died runs again after
 //! the restart: at least once, never lost.
+//!
+//! An ended job's rows (its record with the flowInput, its task records, its result) stay until
+//! the retention deletes them ([`Store::delete_jobs_ended_before`]); the file is in incremental
+//! auto-vacuum mode, so the pages they held go back to the file system then.
 
 use std::path::Path;
 use std::sync::{mpsc, Mutex};
