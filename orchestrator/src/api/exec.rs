@@ -65,17 +65,13 @@ pub async fn caching(State(state): State<ApiState>, JsonBody(body): JsonBody) ->
     };
     match state.engine.exec(request).await {
         // An ended job the engine no longer holds: its nodes' outputs from the store.
-        Err(EngineError::Invalid(message))
-            if message == format!("unable to find pipeline {id}") =>
-        {
-            let (Some(record), Ok(tasks)) = (
-                state.store.ended_job(&id).map(|job| job.record),
-                state.store.job_tasks(&id),
-            ) else {
-                return Err(EngineError::Invalid(message).into());
+        Err(error) if state.engine.status(&id).await.is_err() => {
+            let (Some(job), Ok(tasks)) = (state.store.ended_job(&id), state.store.job_tasks(&id))
+            else {
+                return Err(error.into());
             };
             let request = ExecRequest::RunFromRecord {
-                record: Box::new(record),
+                record: Box::new(job.record),
                 tasks,
                 node_name,
             };
@@ -153,22 +149,50 @@ pub async fn stop(State(state): State<ApiState>, JsonBody(body): JsonBody) -> An
 
 pub async fn pause(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {
     let id = required_string(&body, "jobId")?;
-    state.engine.pause(&id).await?;
-    Ok(Json(json!({"message": "OK"})))
+    match state.engine.pause(&id).await {
+        Err(EngineError::NotFound(message)) => Err(ended_refusal(&state, &id, "pause", message)),
+        other => {
+            other?;
+            Ok(Json(json!({"message": "OK"})))
+        }
+    }
 }
 
 pub async fn resume(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {
     let id = required_string(&body, "jobId")?;
-    state.engine.resume(&id).await?;
-    Ok(Json(json!({"message": "OK"})))
+    match state.engine.resume(&id).await {
+        Err(EngineError::NotFound(message)) => Err(ended_refusal(&state, &id, "resume", message)),
+        other => {
+            other?;
+            Ok(Json(json!({"message": "OK"})))
+        }
+    }
+}
+
+/// Pausing or resuming a job the engine no longer holds: HKube's refusal for an ended job
+/// when the store has it, else the engine's not-found.
+fn ended_refusal(state: &ApiState, job_id: &str, verb: &str, not_found: String) -> ApiError {
+    match state.store.ended_job(job_id) {
+        Some(job) => EngineError::not_allowed(format!(
+            "unable to {verb} pipeline {} because its in {} status",
+            job.record.pipeline["name"].as_str().unwrap_or_default(),
+            job.result["status"].as_str().unwrap_or("completed")
+        ))
+        .into(),
+        None => EngineError::NotFound(not_found).into(),
+    }
 }
 
 pub async fn status(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
     match state.engine.status(&id).await {
-        Err(EngineError::NotFound(message)) => match state.store.job_result(&id) {
-            // A job that ended before the server restarted: its status, from its result.
-            Some(result) => Ok(Json(status_of_ended(&result))),
-            None => Err(EngineError::NotFound(message).into()),
+        // An ended job the engine no longer holds: its last status, as recorded (or rebuilt
+        // from its result for a job recorded by an older version).
+        Err(EngineError::NotFound(message)) => match state.store.job_status(&id) {
+            Some(status) => Ok(Json(status)),
+            None => match state.store.job_result(&id) {
+                Some(result) => Ok(Json(status_of_ended(&result))),
+                None => Err(EngineError::NotFound(message).into()),
+            },
         },
         other => Ok(Json(other?)),
     }

@@ -58,7 +58,7 @@ fn stored_document(job: &EndedJob) -> Value {
     json!({
         "jobId": job.record.job_id,
         "pipeline": pipeline,
-        "status": status_of_ended(&job.result),
+        "status": job.status.clone().unwrap_or_else(|| status_of_ended(&job.result)),
         "result": job.result,
     })
 }

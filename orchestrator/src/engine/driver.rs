@@ -945,6 +945,7 @@ impl Engine {
         let name = job.name().to_string();
         let tags = job.pipeline.tags.clone();
         if let Some(journal) = &self.journal {
+            journal.job_status(&job.id, &job.status_doc(now_ms()));
             journal.job_finished(&job.id, &result);
         }
         // Large results of the job's tasks may go, except what its results point at.

@@ -60,6 +60,9 @@ pub trait Journal: Send + Sync + 'static {
     fn job_started(&self, job: &JobRecord);
     fn task_finished(&self, task: &TaskRecord);
     fn job_finished(&self, job_id: &str, result: &Value);
+    /// The job's last status document (reference §3.5), recorded just before its end, so that
+    /// a job no longer in memory is answered as it was last seen.
+    fn job_status(&self, _job_id: &str, _status: &Value) {}
     /// Jobs that started and never ended, with the tasks that finished, in recording order.
     fn unfinished(&self) -> Vec<(JobRecord, Vec<TaskRecord>)>;
 }

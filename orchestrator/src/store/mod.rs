@@ -56,6 +56,11 @@ pub trait Store: Catalog {
         None
     }
 
+    /// The last status document of a job that ended, when this store recorded it.
+    fn job_status(&self, _job_id: &str) -> Option<serde_json::Value> {
+        None
+    }
+
     /// Every job that ended and is kept here, oldest first (empty when this store keeps no
     /// jobs: the engine's memory is then the only record). Their pipelines come without
     /// their flowInput, which can be large: [`Store::ended_job`] has it.
@@ -146,4 +151,6 @@ pub struct EndedJob {
     pub record: JobRecord,
     /// The results document (reference §3.4).
     pub result: serde_json::Value,
+    /// The last status document (reference §3.5), when the journal recorded it.
+    pub status: Option<serde_json::Value>,
 }

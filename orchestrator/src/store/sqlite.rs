@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     result TEXT,
     started INTEGER NOT NULL,
     ended INTEGER,
-    parent TEXT
+    parent TEXT,
+    status TEXT
 );
 CREATE TABLE IF NOT EXISTS tasks (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -68,6 +69,8 @@ enum Op {
     /// Job id, record, start time, parent job id.
     JobStarted(String, String, u64, Option<String>),
     TaskFinished(String, String),
+    /// Job id, its last status document.
+    JobStatus(String, String),
     JobFinished(String, String),
     Flush(mpsc::Sender<()>),
 }
@@ -252,7 +255,7 @@ fn incremental_vacuum_on(conn: &Connection) -> Result<(), Error> {
     Ok(())
 }
 
-/// Adds the columns a database made by an older version lacks (`ended`, `parent`).
+/// Adds the columns a database made by an older version lacks (`ended`, `parent`, `status`).
 fn migrate(conn: &Connection) -> Result<(), Error> {
     let columns: Vec<String> = {
         let mut statement = conn.prepare("PRAGMA table_info(jobs)").map_err(backend)?;
@@ -261,7 +264,7 @@ fn migrate(conn: &Connection) -> Result<(), Error> {
             .map_err(backend)?;
         rows.collect::<rusqlite::Result<_>>().map_err(backend)?
     };
-    for (column, kind) in [("ended", "INTEGER"), ("parent", "TEXT")] {
+    for (column, kind) in [("ended", "INTEGER"), ("parent", "TEXT"), ("status", "TEXT")] {
         if !columns.iter().any(|c| c == column) {
             conn.execute_batch(&format!("ALTER TABLE jobs ADD COLUMN {column} {kind}"))
                 .map_err(backend)?;
@@ -305,6 +308,12 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
                         tx.execute(
                             "INSERT INTO tasks (job_id, record) VALUES (?1, ?2)",
                             params![job_id, record],
+                        )?;
+                    }
+                    Op::JobStatus(job_id, status) => {
+                        tx.execute(
+                            "UPDATE jobs SET status = ?2 WHERE job_id = ?1",
+                            params![job_id, status],
                         )?;
                     }
                     Op::JobFinished(job_id, result) => {
@@ -405,21 +414,44 @@ impl Store for SqliteStore {
         self.result(job_id)
     }
 
+    fn job_status(&self, job_id: &str) -> Option<Value> {
+        self.flush();
+        let text: Option<String> = self
+            .with(|c| {
+                c.query_row(
+                    "SELECT status FROM jobs WHERE job_id = ?1 AND result IS NOT NULL",
+                    params![job_id],
+                    |row| row.get(0),
+                )
+                .optional()
+            })
+            .ok()
+            .flatten()
+            .flatten();
+        text.and_then(|t| serde_json::from_str(&t).ok())
+    }
+
     fn ended_jobs(&self) -> Result<Vec<EndedJob>, Error> {
         self.flush();
-        let rows: Vec<(String, String, String)> = self.with(|c| {
+        type Row = (String, String, String, Option<String>);
+        let rows: Vec<Row> = self.with(|c| {
             let mut statement = c.prepare(
-                "SELECT job_id, json_remove(record, '$.pipeline.flowInput'), result FROM jobs
-                 WHERE result IS NOT NULL ORDER BY started",
+                "SELECT job_id, json_remove(record, '$.pipeline.flowInput'), result, status
+                 FROM jobs WHERE result IS NOT NULL ORDER BY started",
             )?;
-            let rows =
-                statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+            let rows = statement.query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })?;
             rows.collect()
         })?;
         let mut jobs = Vec::with_capacity(rows.len());
-        for (job_id, record, result) in rows {
+        for (job_id, record, result, status) in rows {
             match (serde_json::from_str(&record), serde_json::from_str(&result)) {
-                (Ok(record), Ok(result)) => jobs.push(EndedJob { record, result }),
+                (Ok(record), Ok(result)) => jobs.push(EndedJob {
+                    record,
+                    result,
+                    status: status.and_then(|s| serde_json::from_str(&s).ok()),
+                }),
                 _ => eprintln!(
                     "hkube: the journal's record of job {job_id} cannot be read; it is skipped"
                 ),
@@ -430,21 +462,22 @@ impl Store for SqliteStore {
 
     fn ended_job(&self, job_id: &str) -> Option<EndedJob> {
         self.flush();
-        let row: Option<(String, String)> = self
+        let row: Option<(String, String, Option<String>)> = self
             .with(|c| {
                 c.query_row(
-                    "SELECT record, result FROM jobs WHERE job_id = ?1 AND result IS NOT NULL",
+                    "SELECT record, result, status FROM jobs WHERE job_id = ?1 AND result IS NOT NULL",
                     params![job_id],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                 )
                 .optional()
             })
             .ok()
             .flatten();
-        let (record, result) = row?;
+        let (record, result, status) = row?;
         Some(EndedJob {
             record: serde_json::from_str(&record).ok()?,
             result: serde_json::from_str(&result).ok()?,
+            status: status.and_then(|s| serde_json::from_str(&s).ok()),
         })
     }
 
@@ -494,25 +527,29 @@ impl Store for SqliteStore {
             .map_err(|_| Error::Backend("the store's lock is poisoned".into()))?;
         // A job ended before this version recorded end times counts as ended when it started.
         let ids: Vec<String> = {
-            let mut statement = conn
-                .prepare(
-                    "DELETE FROM jobs WHERE result IS NOT NULL AND coalesce(ended, started) < ?1
-                     RETURNING job_id",
-                )
-                .map_err(backend)?;
-            let rows = statement
-                .query_map(params![ended_before as i64], |row| row.get(0))
-                .map_err(backend)?;
-            rows.collect::<rusqlite::Result<_>>().map_err(backend)?
+            let tx = conn.unchecked_transaction().map_err(backend)?;
+            let ids: Vec<String> = {
+                let mut statement = tx
+                    .prepare(
+                        "DELETE FROM jobs WHERE result IS NOT NULL AND coalesce(ended, started) < ?1
+                         RETURNING job_id",
+                    )
+                    .map_err(backend)?;
+                let rows = statement
+                    .query_map(params![ended_before as i64], |row| row.get(0))
+                    .map_err(backend)?;
+                rows.collect::<rusqlite::Result<_>>().map_err(backend)?
+            };
+            for id in &ids {
+                tx.execute("DELETE FROM tasks WHERE job_id = ?1", params![id])
+                    .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)?;
+            ids
         };
         if ids.is_empty() {
             return Ok(ids);
         }
-        for id in &ids {
-            conn.execute("DELETE FROM tasks WHERE job_id = ?1", params![id])
-                .map_err(backend)?;
-        }
-        // Free pages back to the file system; in WAL mode the file shrinks at the checkpoint.
         // Each step of this pragma frees one page: step it to the end.
         {
             let mut vacuum = conn.prepare("PRAGMA incremental_vacuum").map_err(backend)?;
@@ -660,6 +697,10 @@ impl Journal for SqliteStore {
         if let Ok(record) = serde_json::to_string(task) {
             self.send(Op::TaskFinished(task.job_id.clone(), record));
         }
+    }
+
+    fn job_status(&self, job_id: &str, status: &Value) {
+        self.send(Op::JobStatus(job_id.to_string(), status.to_string()));
     }
 
     fn job_finished(&self, job_id: &str, result: &Value) {
@@ -818,7 +859,8 @@ mod tests {
             ended,
             vec![EndedJob {
                 record: job("j2"),
-                result: json!({"status": "completed"})
+                result: json!({"status": "completed"}),
+                status: None,
             }]
         );
     }
