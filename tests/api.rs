@@ -693,7 +693,10 @@ fn every_job_route_answers_for_ended_jobs_also_after_a_restart() {
         };
         let status = get(format!("/api/v1/exec/status/{job}"));
         assert_eq!(status["status"], "completed");
-        assert_eq!(status["data"]["progress"], 100, "the last status: {status}");
+        assert_eq!(
+            status["data"]["progress"], 100.0,
+            "the last status: {status}"
+        );
         let results = get(format!("/api/v1/exec/results/{job}"));
         assert_eq!(results["data"][0]["result"], 30);
         let pipeline = get(format!("/api/v1/exec/pipelines/{job}"));
