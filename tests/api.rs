@@ -730,6 +730,12 @@ fn every_job_route_answers_for_ended_jobs_also_after_a_restart() {
         assert!(has_job(&statuses), "{statuses}");
         let rerun = server.job("/api/v1/exec/rerun", &json!({"jobId": job}));
         assert_eq!(server.results(&rerun)["data"][0]["result"], 30);
+        let (code, refused) = server.post("/api/v1/exec/pause", &json!({"jobId": job}));
+        assert_eq!(code, 400, "{refused}");
+        assert_eq!(
+            refused["error"]["message"],
+            "unable to pause pipeline numbers because its in completed status"
+        );
         // Reduce again, from Multiply's recorded outputs.
         let from_node = server.job(
             "/api/v1/exec/caching",
