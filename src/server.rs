@@ -101,6 +101,44 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     webhook_secret: Option<String>,
+    /// Ended jobs are deleted this long after their end: their records, results and stored
+    /// objects, and the database gives the space back. A number with s, m, h or d (90s, 12h,
+    /// 14d); "off" keeps every job.
+    #[arg(
+        long,
+        env = "HKUBE_JOB_RETENTION",
+        value_name = "DURATION",
+        default_value = "14d",
+        value_parser = parse_retention
+    )]
+    job_retention: Retention,
+}
+
+/// How long ended jobs are kept; `None`: forever.
+#[derive(Debug, Clone, Copy)]
+struct Retention(Option<Duration>);
+
+fn parse_retention(text: &str) -> Result<Retention, String> {
+    if text == "off" {
+        return Ok(Retention(None));
+    }
+    let invalid = || format!("{text}: expected a number with s, m, h or d (90s, 12h, 14d), or off");
+    let unit = text.chars().last().ok_or_else(invalid)?;
+    let seconds = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(invalid()),
+    };
+    let number: u64 = text[..text.len() - 1].parse().map_err(|_| invalid())?;
+    let total = number.checked_mul(seconds).ok_or_else(invalid)?;
+    if total == 0 {
+        return Err(format!(
+            "{text}: a retention of 0 would delete jobs as they end; give a duration, or off"
+        ));
+    }
+    Ok(Retention(Some(Duration::from_secs(total))))
 }
 
 /// `ENV=IMAGE` with ENV one of python, nodejs, java.
@@ -205,17 +243,18 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     }
     let catalog: Arc<dyn Catalog> = store.clone();
     let journal: Arc<dyn Journal> = store.clone();
-    // The last 100 ended jobs stay in memory; older ones are answered from the database, so
-    // the server's memory does not grow with its history.
+    // Ended jobs leave memory at once and are answered from the database: the server's
+    // memory does not grow with its history, however large the jobs were.
     let options = EngineOptions {
-        keep_finished_jobs: Some(100),
+        keep_finished_jobs: Some(0),
         ..EngineOptions::default()
     };
-    let engine = Engine::new(options, Arc::new(executor.clone()), catalog).with_journal(journal);
-    let engine_handle = engine.handle();
-    tokio::spawn(engine.run());
+    // The loop starts (and resumes unfinished jobs) only once every stored algorithm is
+    // registered, below: a job resumed earlier would fail for want of its algorithm's code.
+    let engine_loop =
+        Engine::new(options, Arc::new(executor.clone()), catalog).with_journal(journal);
+    let engine = engine_loop.handle();
     tokio::spawn(release_freed_memory());
-    let engine = engine_handle;
     // Uploaded code builds into images for the Docker executor, or into a kept folder with a
     // prepared environment for the local executor.
     let mut options = BuildOptions::new(&state_dir);
@@ -250,11 +289,24 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         engine.clone(),
         deployer.clone(),
     );
-    // Algorithms stored with an image or built code run again; interrupted builds resume.
+    // Algorithms stored with an image or built code (uploads, git builds) run again, before
+    // any job resumes; then interrupted builds resume.
     for algorithm in store.algorithms()? {
-        deployer.deploy(&algorithm);
+        if let Err(error) = deployer.register(&algorithm).await {
+            eprintln!("hkube: algorithm {}: {error}", algorithm.name);
+        }
     }
+    tokio::spawn(engine_loop.run());
     builds.resume();
+    if let Retention(Some(retention)) = args.job_retention {
+        let logs = state_dir.join("logs");
+        tokio::spawn(forget_old_jobs(
+            store.clone(),
+            executor.clone(),
+            logs,
+            retention,
+        ));
+    }
     let (builds, deployer) = (Some(builds), Some(deployer));
     let app = api::router(ApiState {
         engine: engine.clone(),
@@ -290,6 +342,41 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     }
     store.close();
     Ok(())
+}
+
+/// Deletes the jobs that ended longer than `retention` ago: their rows (the database gives the
+/// space back), their stored objects and their task logs. Runs every tenth of the retention,
+/// between 1 s and 10 min, so a job goes soon after its time.
+async fn forget_old_jobs(
+    store: Arc<SqliteStore>,
+    executor: LocalExecutor,
+    logs: PathBuf,
+    retention: Duration,
+) {
+    use orchestrator::engine::Executor;
+    let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let before = orchestrator::engine::now_ms()
+            .saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
+        let sweeper = store.clone();
+        match tokio::task::spawn_blocking(move || sweeper.delete_jobs_ended_before(before)).await {
+            Ok(Ok(deleted)) => {
+                for job_id in &deleted {
+                    // Nothing of it is kept now: its results are gone with its row.
+                    executor.job_ended(job_id, &[]);
+                    // Job ids are ours ([0-9a-z]); anything else is not a folder to touch.
+                    if job_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+                        let _ = tokio::fs::remove_dir_all(logs.join(job_id)).await;
+                    }
+                }
+            }
+            Ok(Err(error)) => eprintln!("hkube: deleting old jobs failed: {error}"),
+            Err(_) => {}
+        }
+    }
 }
 
 /// glibc keeps memory freed by a burst of jobs in its per-thread arenas instead of giving it

@@ -539,3 +539,273 @@ fn versions_rollback_and_job_queries_survive_a_restart() {
     let (_, versions) = server.get("/api/v1/versions/algorithms/img-alg");
     assert_eq!(versions.as_array().unwrap().len(), 2);
 }
+
+fn python_missing() -> bool {
+    let found = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        println!("skipped: python3 is not installed");
+    }
+    !found
+}
+
+impl Server {
+    /// `hkube algorithm apply -f algorithm.yml` in `dir`: the folder's code is uploaded and
+    /// built by the server (for the local executor: kept with its environment).
+    fn apply_code(&self, dir: &std::path::Path) {
+        let output = Command::new(env!("CARGO_BIN_EXE_hkube"))
+            .args(["algorithm", "apply", "-f", "algorithm.yml", "--endpoint"])
+            .arg(format!("http://{}", self.address))
+            .current_dir(dir)
+            .env("HOME", dir)
+            .env_remove("HKUBE_TOKEN")
+            .env_remove("HKUBE_ENDPOINT")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "apply in {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Tasks of `jobs` that have succeeded: all of an ended job's, the succeeded ones of others.
+    fn succeeded_tasks(&self, jobs: &[(String, usize)]) -> usize {
+        jobs.iter()
+            .map(|(job, tasks)| {
+                let (_, status) = self.get(&format!("/api/v1/exec/status/{job}"));
+                match status["status"].as_str() {
+                    Some("completed") => *tasks,
+                    _ => status["data"]["states"]["succeed"].as_u64().unwrap_or(0) as usize,
+                }
+            })
+            .sum()
+    }
+}
+
+/// Jobs of an algorithm applied as an upload (its code built by the server) are resumed after a
+/// SIGKILL: the restarted server registers the built code before the engine resumes a job, so
+/// no job fails for want of code, and no batch item is left out (with HKube's batch tolerance a
+/// failed item would let its job complete with a `null` result). 40 one-task jobs and 4 jobs
+/// of a 20-item batch, killed when 40 % of their tasks have succeeded.
+#[test]
+fn a_killed_server_resumes_the_jobs_of_uploaded_code() {
+    if python_missing() {
+        return;
+    }
+    let code = fresh_dir();
+    std::fs::write(
+        code.join("main.py"),
+        "import time\ndef start(args, api):\n    time.sleep(0.05)\n    return args['input'][0] * 10\n",
+    )
+    .unwrap();
+    std::fs::write(
+        code.join("algorithm.yml"),
+        "name: tally\nenv: python\nmaxWorkers: 4\ncode:\n  path: .\n  entryPoint: main.py\n",
+    )
+    .unwrap();
+    let mut first = Server::start(&[]);
+    first.keep_state = true;
+    first.apply_code(&code);
+    // (job, tasks, the input of a one-task job or None for a batch of 1..=20)
+    let mut jobs = Vec::new();
+    for i in 0..44_i64 {
+        let (input, tasks, one) = if i % 11 == 0 {
+            (json!(["#[1...20]"]), 20, None)
+        } else {
+            (json!([i]), 1, Some(i))
+        };
+        let job = first.job(
+            "/api/v1/exec/raw",
+            &json!({"name": "tally", "nodes": [{"nodeName": "A", "algorithmName": "tally", "input": input}]}),
+        );
+        jobs.push((job, tasks, one));
+    }
+    let counted: Vec<(String, usize)> = jobs.iter().map(|(j, t, _)| (j.clone(), *t)).collect();
+    let total: usize = counted.iter().map(|(_, t)| t).sum();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first.succeeded_tasks(&counted) * 10 < total * 4 {
+        assert!(
+            Instant::now() < deadline,
+            "no progress; log:\n{}",
+            first.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill();
+
+    let second = Server::start_in(first.state_dir.clone(), &[]);
+    for (job, _, one) in &jobs {
+        let result = second.results(job);
+        if result["status"] != "completed" {
+            let log = second.log.lock().unwrap().clone();
+            panic!("job {job} did not complete: {result}\nlog:\n{log}");
+        }
+        let outputs: Vec<Value> = result["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| entry["result"].clone())
+            .collect();
+        let expected: Vec<Value> = match one {
+            Some(i) => vec![json!(i * 10)],
+            None => (1..=20).map(|i| json!(i * 10)).collect(),
+        };
+        assert_eq!(outputs, expected, "job {job}: {result}");
+    }
+}
+
+/// Every job route answers for an ended job, which the server no longer holds in memory, and
+/// still after a restart: status, results, pipelines, tree (with the job its end triggered),
+/// auditTrail, flowInput, search, the job lists, pipelines/results and /status, rerun, and a
+/// run from one of its nodes (caching).
+#[test]
+fn every_job_route_answers_for_ended_jobs_also_after_a_restart() {
+    let mut server = Server::numbers(&[]);
+    let (status, answer) = server.post("/api/v1/store/pipelines", &numbers_pipeline());
+    assert_eq!(status, 201, "{answer}");
+    let after = json!({"name": "after", "triggers": {"pipelines": ["numbers"]},
+        "nodes": [{"nodeName": "R", "algorithmName": "range", "input": [2]}]});
+    let (status, answer) = server.post("/api/v1/store/pipelines", &after);
+    assert_eq!(status, 201, "{answer}");
+    let job = server.job("/api/v1/exec/stored", &json!({"name": "numbers"}));
+    assert_eq!(server.results(&job)["data"][0]["result"], 30);
+    // The triggered job starts as the parent ends.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let child = loop {
+        let (_, tree) = server.get(&format!("/api/v1/exec/tree/{job}"));
+        if let Some(child) = tree["children"][0]["jobId"].as_str() {
+            break child.to_string();
+        }
+        assert!(Instant::now() < deadline, "no triggered job: {tree}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(server.results(&child)["data"][0]["result"], json!([1, 2]));
+
+    let check_routes = |server: &Server| {
+        let get = |path: String| {
+            let (status, body) = server.get(&path);
+            assert_eq!(status, 200, "{path}: {body}");
+            body
+        };
+        let status = get(format!("/api/v1/exec/status/{job}"));
+        assert_eq!(status["status"], "completed");
+        assert_eq!(
+            status["data"]["progress"], 100.0,
+            "the last status: {status}"
+        );
+        let results = get(format!("/api/v1/exec/results/{job}"));
+        assert_eq!(results["data"][0]["result"], 30);
+        let pipeline = get(format!("/api/v1/exec/pipelines/{job}"));
+        assert_eq!(pipeline["jobId"], job.as_str());
+        assert_eq!(pipeline["name"], "numbers");
+        assert_eq!(pipeline["nodes"].as_array().unwrap().len(), 3);
+        assert_eq!(pipeline["flowInput"], json!({"N": 5, "k": 2}));
+        let tree = get(format!("/api/v1/exec/tree/{job}"));
+        assert_eq!(tree["jobId"], job.as_str());
+        assert_eq!(tree["name"], "numbers");
+        assert_eq!(tree["children"][0]["jobId"], child.as_str(), "{tree}");
+        assert_eq!(tree["children"][0]["name"], "after");
+        let trail = get(format!("/api/v1/exec/auditTrail/{job}"));
+        assert_eq!(trail["0"]["action"], "run");
+        let flow_input = get(format!("/api/v1/exec/flowInput/{job}"));
+        assert_eq!(flow_input, json!({"N": 5, "k": 2}));
+        // (By the job's id: a rerun of it is newer.)
+        let search = get(format!("/api/v1/exec/search?pipelineName={job}"));
+        assert_eq!(search["hits"][0]["jobId"], job.as_str(), "{search}");
+        let listed = get("/api/v1/exec/jobs?status=completed&raw=true".into());
+        assert!(listed.as_array().unwrap().contains(&json!(job)), "{listed}");
+        let has_job = |list: &Value| {
+            list.as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["jobId"] == job.as_str())
+        };
+        let results = get("/api/v1/pipelines/results?name=numbers&limit=10".into());
+        assert!(has_job(&results), "{results}");
+        let statuses = get("/api/v1/pipelines/status?name=numbers&limit=10".into());
+        assert!(has_job(&statuses), "{statuses}");
+        let rerun = server.job("/api/v1/exec/rerun", &json!({"jobId": job}));
+        assert_eq!(server.results(&rerun)["data"][0]["result"], 30);
+        let (code, refused) = server.post("/api/v1/exec/pause", &json!({"jobId": job}));
+        assert_eq!(code, 400, "{refused}");
+        assert_eq!(
+            refused["error"]["message"],
+            "unable to pause pipeline numbers because its in completed status"
+        );
+        // Reduce again, from Multiply's recorded outputs.
+        let from_node = server.job(
+            "/api/v1/exec/caching",
+            &json!({"jobId": job, "nodeName": "Reduce"}),
+        );
+        let result = server.results(&from_node);
+        assert_eq!(result["data"][0]["result"], 30, "{result}");
+    };
+    check_routes(&server);
+
+    server.keep_state = true;
+    let state_dir = server.state_dir.clone();
+    assert_eq!(server.terminate(), Some(0));
+    drop(server);
+    let server = Server::start_in(state_dir, &["--algorithms", "examples/numbers"]);
+    check_routes(&server);
+}
+
+/// Size of the database and its write-ahead log.
+fn database_size(state_dir: &std::path::Path) -> u64 {
+    ["hkube.db", "hkube.db-wal"]
+        .iter()
+        .filter_map(|name| std::fs::metadata(state_dir.join(name)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// `--job-retention`: an ended job is deleted after it, with its stored objects and its task
+/// logs, and the database file gives the space back.
+#[test]
+fn ended_jobs_are_deleted_after_the_retention_and_the_database_shrinks() {
+    let server = Server::numbers(&["--job-retention", "4s"]);
+    let big = "x".repeat(4 << 20);
+    let mut pipeline = numbers_pipeline();
+    pipeline["flowInput"]["padding"] = json!(big);
+    let job = server.job("/api/v1/exec/raw", &pipeline);
+    assert_eq!(server.results(&job)["data"][0]["result"], 30);
+    let grown = database_size(&server.state_dir);
+    assert!(grown > 4 << 20, "the database holds the flowInput: {grown}");
+    // What a job leaves beside its rows (the numbers' algorithms print nothing and return
+    // small results): an object its results point at, and a task's log.
+    let objects = server.state_dir.join("storage/local-hkube").join(&job);
+    std::fs::create_dir_all(&objects).unwrap();
+    std::fs::write(objects.join("kept-result"), "x").unwrap();
+    let logs = server.state_dir.join("logs").join(&job);
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(logs.join("task.log"), "printed\n").unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = server.get(&format!("/api/v1/exec/status/{job}"));
+        if status == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job is still kept");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, _) = server.get(&format!("/api/v1/exec/results/{job}"));
+    assert_eq!(status, 404);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while objects.exists() || logs.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the job's objects or logs are left"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let shrunk = database_size(&server.state_dir);
+    assert!(
+        shrunk < 1 << 20,
+        "the database gave the space back: {grown} → {shrunk} bytes"
+    );
+}

@@ -706,3 +706,114 @@ fn old_images_are_removed_and_a_missing_base_image_is_named() {
         "{stderr}"
     );
 }
+
+/// The server is killed (SIGKILL) while jobs of an algorithm built into an image run in
+/// containers; started again over the same state folder it registers the image before the
+/// engine resumes the jobs, so every job completes and every batch item runs (none fails for
+/// want of the algorithm, none ends `null` inside the batch tolerance).
+#[test]
+fn a_killed_docker_server_resumes_the_jobs_of_built_images() {
+    if !docker_or_skip() {
+        return;
+    }
+    let root_dir = std::env::temp_dir().join(format!("hkube-docker-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root_dir);
+    std::fs::create_dir_all(&root_dir).unwrap();
+    let root = Root(root_dir);
+    let state = root.path().join("state");
+    let start = || {
+        let server = common::start_server(|command| {
+            command
+                .args(["--executor", "docker", "--state-dir"])
+                .arg(&state);
+        });
+        (format!("http://{}", server.address), Killed(server.child))
+    };
+    let (endpoint, first) = start();
+    let code = root.path().join("tally");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::write(
+        code.join("main.py"),
+        "import time\ndef start(args, api):\n    time.sleep(0.2)\n    return args['input'][0] * 10\n",
+    )
+    .unwrap();
+    std::fs::write(
+        code.join("algorithm.yml"),
+        "name: tally\nenv: python\nmaxWorkers: 2\ncode:\n  path: .\n  entryPoint: main.py\n",
+    )
+    .unwrap();
+    let (status, _, stderr) = hkube(
+        &endpoint,
+        &code,
+        &["algorithm", "apply", "-f", "algorithm.yml"],
+    );
+    assert_eq!(status, 0, "{stderr}");
+    // 8 one-task jobs and 2 jobs of a 10-item batch: 28 tasks. (job, tasks, one-task input)
+    let mut jobs = Vec::new();
+    for i in 0..10_i64 {
+        let (input, tasks, one) = if i % 5 == 0 {
+            (serde_json::json!(["#[1...10]"]), 10, None)
+        } else {
+            (serde_json::json!([i]), 1, Some(i))
+        };
+        let body = serde_json::json!({"name": "tally",
+            "nodes": [{"nodeName": "A", "algorithmName": "tally", "input": input}]});
+        let (status, started) = post(
+            &endpoint,
+            "exec/raw",
+            &["content-type: application/json".into()],
+            &body.to_string(),
+        );
+        assert_eq!(status, 200, "{started}");
+        jobs.push((started["jobId"].as_str().unwrap().to_string(), tasks, one));
+    }
+    let total: usize = jobs.iter().map(|(_, tasks, _)| tasks).sum();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let succeeded: usize = jobs
+            .iter()
+            .map(|(job, tasks, _)| {
+                let status = get(&endpoint, &format!("exec/status/{job}"));
+                match status["status"].as_str() {
+                    Some("completed") => *tasks,
+                    _ => status["data"]["states"]["succeed"].as_u64().unwrap_or(0) as usize,
+                }
+            })
+            .sum();
+        if succeeded * 10 >= total * 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill")
+        .args(["-KILL", &first.0.id().to_string()])
+        .status();
+    drop(first);
+
+    let (endpoint, _second) = start();
+    for (job, _, one) in &jobs {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let result = loop {
+            let result = get(&endpoint, &format!("exec/results/{job}"));
+            if ["completed", "failed", "stopped"].contains(&result["status"].as_str().unwrap_or(""))
+            {
+                break result;
+            }
+            assert!(Instant::now() < deadline, "job {job} did not end");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(result["status"], "completed", "job {job}: {result}");
+        let outputs: Vec<Value> = result["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| entry["result"].clone())
+            .collect();
+        let expected: Vec<Value> = match one {
+            Some(i) => vec![serde_json::json!(i * 10)],
+            None => (1..=10).map(|i| serde_json::json!(i * 10)).collect(),
+        };
+        assert_eq!(outputs, expected, "job {job}: {result}");
+    }
+}

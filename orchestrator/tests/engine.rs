@@ -504,3 +504,43 @@ async fn a_trigger_cycle_stops_after_the_longest_chain() {
     assert_eq!(jobs[1].types, ["internal", "stored", "trigger"]);
     handle.shutdown().await;
 }
+
+/// With a journal and `keep_finished_jobs: Some(0)` (the server's setting), a job leaves the
+/// engine as it ends: a stopped job of 100,000 items (its queued ranges, its batch list)
+/// is no longer held, and its end is in the journal.
+#[tokio::test]
+async fn with_no_ended_job_kept_a_stopped_job_leaves_memory_at_once() {
+    use orchestrator::engine::{Journal, MemoryJournal};
+    let journal = Arc::new(MemoryJournal::new());
+    let options = EngineOptions {
+        keep_finished_jobs: Some(0),
+        max_in_flight_per_job: 16,
+    };
+    let engine = Engine::new(
+        options,
+        Arc::new(InProcessExecutor::with_test_algorithms()),
+        catalog(&["sleep"]),
+    )
+    .with_journal(journal.clone());
+    let handle = engine.handle();
+    tokio::spawn(engine.run());
+    let job = handle
+        .exec_raw(json!({"name": "big",
+            "nodes": [{"nodeName": "A", "algorithmName": "sleep", "input": ["#[1...100000]"]}]}))
+        .await
+        .unwrap();
+    assert_eq!(handle.jobs(None).await.unwrap().len(), 1);
+    handle
+        .stop(orchestrator::engine::StopRequest {
+            job_id: Some(job.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        handle.status(&job).await.is_err(),
+        "the stopped job is gone"
+    );
+    assert!(handle.jobs(None).await.unwrap().is_empty());
+    assert!(journal.unfinished().is_empty(), "its end is in the journal");
+}

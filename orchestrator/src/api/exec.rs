@@ -53,7 +53,19 @@ pub async fn algorithm(State(state): State<ApiState>, JsonBody(body): JsonBody) 
 pub async fn rerun(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {
     no_extra_keys(&body, &["jobId"])?;
     let id = required_string(&body, "jobId")?;
-    job_id(state.engine.exec(ExecRequest::Rerun(id)).await?)
+    match state.engine.exec(ExecRequest::Rerun(id.clone())).await {
+        // An ended job the engine no longer holds: rerun from the store's record.
+        Err(EngineError::NotFound(message)) => match state.store.job_record(&id) {
+            Some(record) => job_id(
+                state
+                    .engine
+                    .exec(ExecRequest::RerunRecord(Box::new(record)))
+                    .await?,
+            ),
+            None => Err(EngineError::NotFound(message).into()),
+        },
+        other => job_id(other?),
+    }
 }
 
 pub async fn caching(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {
@@ -65,15 +77,26 @@ pub async fn caching(State(state): State<ApiState>, JsonBody(body): JsonBody) ->
             "debug runs need hkubectl's debug tunnel, which is not available yet",
         ));
     }
-    job_id(
-        state
-            .engine
-            .exec(ExecRequest::RunFromNode {
-                job_id: id,
+    let request = ExecRequest::RunFromNode {
+        job_id: id.clone(),
+        node_name: node_name.clone(),
+    };
+    match state.engine.exec(request).await {
+        // An ended job the engine no longer holds: its nodes' outputs from the store.
+        Err(error) if state.engine.status(&id).await.is_err() => {
+            let (Some(job), Ok(tasks)) = (state.store.ended_job(&id), state.store.job_tasks(&id))
+            else {
+                return Err(error.into());
+            };
+            let request = ExecRequest::RunFromRecord {
+                record: Box::new(job.record),
+                tasks,
                 node_name,
-            })
-            .await?,
-    )
+            };
+            job_id(state.engine.exec(request).await?)
+        }
+        other => job_id(other?),
+    }
 }
 
 const STOPPABLE: &str = "active,pending,paused";
@@ -144,22 +167,50 @@ pub async fn stop(State(state): State<ApiState>, JsonBody(body): JsonBody) -> An
 
 pub async fn pause(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {
     let id = required_string(&body, "jobId")?;
-    state.engine.pause(&id).await?;
-    Ok(Json(json!({"message": "OK"})))
+    match state.engine.pause(&id).await {
+        Err(EngineError::NotFound(message)) => Err(ended_refusal(&state, &id, "pause", message)),
+        other => {
+            other?;
+            Ok(Json(json!({"message": "OK"})))
+        }
+    }
 }
 
 pub async fn resume(State(state): State<ApiState>, JsonBody(body): JsonBody) -> Answer {
     let id = required_string(&body, "jobId")?;
-    state.engine.resume(&id).await?;
-    Ok(Json(json!({"message": "OK"})))
+    match state.engine.resume(&id).await {
+        Err(EngineError::NotFound(message)) => Err(ended_refusal(&state, &id, "resume", message)),
+        other => {
+            other?;
+            Ok(Json(json!({"message": "OK"})))
+        }
+    }
+}
+
+/// Pausing or resuming a job the engine no longer holds: HKube's refusal for an ended job
+/// when the store has it, else the engine's not-found.
+fn ended_refusal(state: &ApiState, job_id: &str, verb: &str, not_found: String) -> ApiError {
+    match state.store.ended_job(job_id) {
+        Some(job) => EngineError::not_allowed(format!(
+            "unable to {verb} pipeline {} because its in {} status",
+            job.record.pipeline["name"].as_str().unwrap_or_default(),
+            job.result["status"].as_str().unwrap_or("completed")
+        ))
+        .into(),
+        None => EngineError::NotFound(not_found).into(),
+    }
 }
 
 pub async fn status(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
     match state.engine.status(&id).await {
-        Err(EngineError::NotFound(message)) => match state.store.job_result(&id) {
-            // A job that ended before the server restarted: its status, from its result.
-            Some(result) => Ok(Json(status_of_ended(&result))),
-            None => Err(EngineError::NotFound(message).into()),
+        // An ended job the engine no longer holds: its last status, as recorded (or rebuilt
+        // from its result for a job recorded by an older version).
+        Err(EngineError::NotFound(message)) => match state.store.job_status(&id) {
+            Some(status) => Ok(Json(status)),
+            None => match state.store.job_result(&id) {
+                Some(result) => Ok(Json(status_of_ended(&result))),
+                None => Err(EngineError::NotFound(message).into()),
+            },
         },
         other => Ok(Json(other?)),
     }
@@ -199,11 +250,46 @@ pub async fn results(State(state): State<ApiState>, Path(id): Path<String>) -> A
 }
 
 pub async fn pipeline(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
-    Ok(Json(state.engine.pipeline(&id).await?))
+    match state.engine.pipeline(&id).await {
+        // An ended job the engine no longer holds: the pipeline as the store recorded it, in
+        // the engine's shape.
+        Err(EngineError::NotFound(message)) => {
+            let record = state
+                .store
+                .job_record(&id)
+                .ok_or(EngineError::NotFound(message))?;
+            let mut doc = serde_json::Map::new();
+            doc.insert("jobId".into(), json!(record.job_id));
+            if let Value::Object(fields) = record.pipeline {
+                doc.extend(fields);
+            }
+            doc.insert("types".into(), json!(record.types));
+            doc.insert("startTime".into(), json!(record.start_time));
+            Ok(Json(Value::Object(doc)))
+        }
+        other => Ok(Json(other?)),
+    }
 }
 
+/// `GET /exec/tree/{jobId}`: from the store when it keeps jobs (it knows every job started
+/// and which job's end triggered it, also for jobs the engine no longer holds), else from the
+/// engine.
 pub async fn tree(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
+    if let Some(record) = state.store.job_record(&id) {
+        let name = record.pipeline["name"].as_str().unwrap_or_default();
+        return Ok(Json(stored_tree(&state, &id, name)?));
+    }
     Ok(Json(state.engine.tree(&id).await?))
+}
+
+fn stored_tree(state: &ApiState, job_id: &str, name: &str) -> Result<Value, ApiError> {
+    let children = state
+        .store
+        .triggered_jobs(job_id)?
+        .into_iter()
+        .map(|(child, name)| stored_tree(state, &child, &name))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(json!({"jobId": job_id, "name": name, "children": children}))
 }
 
 /// `GET /exec/jobs?status=a,b&raw=true`: default active and pending.
@@ -224,7 +310,29 @@ pub async fn jobs(
             })
             .collect::<Result<_, _>>()?,
     };
-    let jobs = state.engine.jobs(Some(wanted)).await?;
+    let mut jobs = state.engine.jobs(Some(wanted.clone())).await?;
+    // Ended jobs the engine no longer holds are in the store.
+    if wanted.iter().any(|status| status.is_final()) {
+        let held: std::collections::HashSet<String> =
+            jobs.iter().map(|job| job.job_id.clone()).collect();
+        for ended in state.store.ended_jobs()? {
+            let status = ended.result["status"]
+                .as_str()
+                .and_then(JobStatus::parse)
+                .unwrap_or(JobStatus::Failed);
+            if wanted.contains(&status) && !held.contains(&ended.record.job_id) {
+                jobs.push(crate::engine::JobSummary {
+                    pipeline_name: ended.record.pipeline["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    job_id: ended.record.job_id,
+                    status,
+                    types: Vec::new(),
+                });
+            }
+        }
+    }
     if query.get("raw").is_some_and(|raw| raw == "true") {
         let ids: Vec<&str> = jobs.iter().map(|job| job.job_id.as_str()).collect();
         return Ok(Json(json!(ids)));

@@ -58,7 +58,7 @@ fn stored_document(job: &EndedJob) -> Value {
     json!({
         "jobId": job.record.job_id,
         "pipeline": pipeline,
-        "status": status_of_ended(&job.result),
+        "status": job.status.clone().unwrap_or_else(|| status_of_ended(&job.result)),
         "result": job.result,
     })
 }
@@ -99,15 +99,10 @@ async fn document(state: &ApiState, job_id: &str) -> Result<Option<(Value, Value
             return Ok(Some((doc, flow_input)));
         }
     }
-    Ok(state
-        .store
-        .ended_jobs()?
-        .iter()
-        .find(|job| job.record.job_id == job_id)
-        .map(|job| {
-            let flow_input = job.record.pipeline.get("flowInput").cloned();
-            (stored_document(job), flow_input.unwrap_or(Value::Null))
-        }))
+    Ok(state.store.ended_job(job_id).map(|job| {
+        let flow_input = job.record.pipeline.get("flowInput").cloned();
+        (stored_document(&job), flow_input.unwrap_or(Value::Null))
+    }))
 }
 
 fn start_time(doc: &Value) -> u64 {

@@ -497,7 +497,10 @@ pub async fn apply_algorithm(State(state): State<ApiState>, request: Request) ->
     let applied = apply_change(&state, stored, algorithm, force_update)?;
     if applied.codes.contains(&1023) {
         if let (Some(deployer), Some(current)) = (&state.deployer, state.store.algorithm(&name)) {
-            deployer.deploy(&current);
+            // Registered before the answer: a job started on it finds the algorithm's pool.
+            if let Err(error) = deployer.register(&current).await {
+                eprintln!("hkube: algorithm {name}: {error}");
+            }
         }
     }
     Ok(Json(json!({

@@ -86,7 +86,10 @@ pub async fn apply(
     current.extra.remove("errors");
     state.store.replace_algorithm(current.clone())?;
     if let Some(deployer) = &state.deployer {
-        deployer.deploy(&current);
+        // Registered before the answer: a job started on it finds the algorithm's pool.
+        if let Err(error) = deployer.register(&current).await {
+            eprintln!("hkube: algorithm {}: {error}", current.name);
+        }
     }
     Ok((StatusCode::CREATED, Json(to_json(&found)?)))
 }

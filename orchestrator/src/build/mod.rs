@@ -66,9 +66,29 @@ fn unfinished(record: &Value) -> bool {
         .is_some_and(|status| UNFINISHED.contains(&status))
 }
 
+/// A registration under way: resolves once the executor can run the algorithm (a task it is
+/// given afterwards finds its pool), or with why it cannot.
+pub type Deployment =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
 /// Makes an algorithm runnable by the executor once it has an image (or changes it).
 pub trait Deployer: Send + Sync {
-    fn deploy(&self, algorithm: &Algorithm);
+    /// Registers the algorithm with the executor; resolves at once with `Ok` when this
+    /// deployer has nothing to run it from (no image, or code built for another executor).
+    /// A server awaits this for every stored algorithm before the engine resumes jobs: a job
+    /// resumed before its algorithm is registered would fail for want of code.
+    fn register(&self, algorithm: &Algorithm) -> Deployment;
+
+    /// [`Deployer::register`] in the background; a failure is logged.
+    fn deploy(&self, algorithm: &Algorithm) {
+        let name = algorithm.name.clone();
+        let deployment = self.register(algorithm);
+        tokio::spawn(async move {
+            if let Err(error) = deployment.await {
+                eprintln!("hkube: algorithm {name}: {error}");
+            }
+        });
+    }
 }
 
 /// How builds are made.

@@ -203,7 +203,11 @@ async fn complete(
     if first || running.is_empty() {
         algorithm.extra.remove("errors");
         if inner.store.put_algorithm(algorithm.clone()).is_ok() {
-            inner.deployer.deploy(&algorithm);
+            // Registered before the build is reported complete: a job started on the answer
+            // finds the algorithm's pool.
+            if let Err(error) = inner.deployer.register(&algorithm).await {
+                progress.line(&format!("{name} cannot run yet: {error}"));
+            }
             progress.line(&format!("version {id} of {name} is now current"));
         }
     } else if let Some(mut stored) = inner.store.algorithm(&name) {

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::catalog::Catalog;
 use super::executor::{Executor, SubPipeline, TaskKey, TaskOutcome};
 use super::ids::TaskId;
-use super::job::{Action, Job, JobPlan, Replay, Timer};
+use super::job::{Action, Job, JobPlan, Replay, TaskRun, Timer};
 use super::journal::{JobRecord, Journal, TaskRecord};
 use super::status::JobStatus;
 use super::submit::{self, Admission};
@@ -74,7 +74,19 @@ pub enum ExecRequest {
     Stored(Value),
     Algorithm(Value),
     Rerun(String),
-    RunFromNode { job_id: String, node_name: String },
+    /// A rerun of an ended job the engine no longer holds, from the journal's record.
+    RerunRecord(Box<JobRecord>),
+    RunFromNode {
+        job_id: String,
+        node_name: String,
+    },
+    /// A run from a node of an ended job the engine no longer holds, from the journal's
+    /// record of the job and of its finished tasks.
+    RunFromRecord {
+        record: Box<JobRecord>,
+        tasks: Vec<TaskRecord>,
+        node_name: String,
+    },
 }
 
 /// `POST /exec/stop`: which unfinished jobs to stop, and why.
@@ -611,6 +623,21 @@ impl Engine {
                     .unwrap_or_else(|| old.pipeline.clone());
                 submit::prepare(pipeline, types, catalog.as_ref(), &running)?
             }
+            ExecRequest::RerunRecord(record) => {
+                let pipeline: spec::Pipeline =
+                    serde_json::from_value(record.pipeline).map_err(|e| {
+                        Error::Invalid(format!(
+                            "the pipeline of job {} cannot be read back: {e}",
+                            record.job_id
+                        ))
+                    })?;
+                let mut types: Vec<&'static str> =
+                    record.types.iter().map(|t| job_type(t)).collect();
+                if !types.contains(&"rerun") {
+                    types.push("rerun");
+                }
+                submit::prepare(pipeline, types, catalog.as_ref(), &running)?
+            }
             ExecRequest::RunFromNode { job_id, node_name } => {
                 let key =
                     self.ids.get(&job_id).copied().ok_or_else(|| {
@@ -631,11 +658,52 @@ impl Engine {
                 })?;
                 (plan, Admission::Run)
             }
+            ExecRequest::RunFromRecord {
+                record,
+                tasks,
+                node_name,
+            } => {
+                let pipeline: spec::Pipeline =
+                    serde_json::from_value(record.pipeline).map_err(|e| {
+                        Error::Invalid(format!(
+                            "the pipeline of job {} cannot be read back: {e}",
+                            record.job_id
+                        ))
+                    })?;
+                if pipeline.kind == spec::PipelineKind::Stream {
+                    return Err(Error::Invalid(
+                        "run node is not allowed in stream pipeline".into(),
+                    ));
+                }
+                let graph = Graph::build(&pipeline, FlowInputCheck::Skipped)?;
+                let mut runs: HashMap<usize, Vec<TaskRun>> = HashMap::new();
+                for task in tasks {
+                    let (Some(node), Some(id)) =
+                        (graph.id(&task.node), TaskId::parse(&task.task_id))
+                    else {
+                        continue;
+                    };
+                    runs.entry(node).or_default().push(TaskRun::recorded(
+                        id,
+                        task.group,
+                        task.batch_index,
+                        task.outcome,
+                    ));
+                }
+                for tasks in runs.values_mut() {
+                    tasks.sort_by_key(|task| (task.group, task.batch_index));
+                }
+                let plan = submit::run_from_node(&pipeline, &graph, &node_name, &|id| {
+                    runs.get(&id).cloned().unwrap_or_default()
+                })?;
+                (plan, Admission::Run)
+            }
         };
-        Ok(self.start_job(plan, admission))
+        Ok(self.start_job(plan, admission, None))
     }
 
-    fn start_job(&mut self, plan: JobPlan, admission: Admission) -> u64 {
+    /// `parent`: the job whose end triggered this one.
+    fn start_job(&mut self, plan: JobPlan, admission: Admission, parent: Option<u64>) -> u64 {
         let key = self.next_key;
         self.next_key += 1;
         let mut id = ids::job_id();
@@ -662,6 +730,9 @@ impl Engine {
                 types: job.types.iter().map(|t| t.to_string()).collect(),
                 root_job_id: (*job.root_job_id != *id).then(|| job.root_job_id.to_string()),
                 start_time: job.start_time,
+                parent_job_id: parent
+                    .and_then(|parent| self.jobs.get(&parent))
+                    .map(|parent| parent.id.to_string()),
             });
         }
         self.ids.insert(id, key);
@@ -727,7 +798,7 @@ impl Engine {
         };
         match prepared {
             Ok((plan, admission)) => {
-                let child = self.start_job(plan, admission);
+                let child = self.start_job(plan, admission, None);
                 self.sub_jobs.entry(parent.slot()).or_default().push(child);
                 match self.jobs[&child].result_doc() {
                     Some(result) => {
@@ -882,6 +953,7 @@ impl Engine {
         let tags = job.pipeline.tags.clone();
         let depth = self.trigger_depth.remove(&key).unwrap_or(0);
         if let Some(journal) = &self.journal {
+            journal.job_status(&job.id, &job.status_doc(now_ms()));
             journal.job_finished(&job.id, &result);
         }
         // Large results of the job's tasks may go, except what its results point at.
@@ -912,11 +984,12 @@ impl Engine {
         }
         self.timer_targets.retain(|_, (job, _)| *job != key);
         self.finished.push_back(key);
-        self.evict_finished();
         self.release_held();
         if completed {
             self.fire_triggers(key, depth, &name, &tags, &result);
         }
+        // Last: the triggered jobs' records name this job as their parent.
+        self.evict_finished();
     }
 
     /// Forgets the oldest ended jobs beyond `keep_finished`: their results stay in the journal's
@@ -1023,9 +1096,12 @@ impl Engine {
                 &running,
             ) {
                 Ok((plan, admission)) => {
-                    let child = self.start_job(plan, admission);
-                    self.triggered.entry(parent).or_default().push(child);
+                    let child = self.start_job(plan, admission, Some(parent));
                     self.trigger_depth.insert(child, depth + 1);
+                    // An ended job the engine no longer holds is answered from the journal.
+                    if self.jobs.contains_key(&parent) {
+                        self.triggered.entry(parent).or_default().push(child);
+                    }
                 }
                 Err(error) => {
                     eprintln!("hkube: trigger of pipeline {name} could not start: {error}");
@@ -1100,12 +1176,22 @@ impl Engine {
         Ok(())
     }
 
+    /// The job and the jobs its end triggered, as far as the engine still holds them (the
+    /// journal's store answers for the rest).
     fn tree(&self, key: u64) -> Value {
-        let job = &self.jobs[&key];
+        let Some(job) = self.jobs.get(&key) else {
+            return Value::Null;
+        };
         let children: Vec<Value> = self
             .triggered
             .get(&key)
-            .map(|children| children.iter().map(|&child| self.tree(child)).collect())
+            .map(|children| {
+                children
+                    .iter()
+                    .filter(|child| self.jobs.contains_key(child))
+                    .map(|&child| self.tree(child))
+                    .collect()
+            })
             .unwrap_or_default();
         json!({"jobId": job.id.as_ref(), "name": job.name(), "children": children})
     }

@@ -111,6 +111,27 @@ pub struct TaskRun {
     pub error: Option<Box<str>>,
 }
 
+impl TaskRun {
+    /// A task of an ended job as the journal recorded it (for a run from one of its nodes).
+    pub fn recorded(id: TaskId, group: u32, batch_index: u32, outcome: RecordedOutcome) -> Self {
+        let (status, output, error) = match outcome {
+            RecordedOutcome::Succeeded { output } => (TaskStatus::Succeed, Some(output), None),
+            RecordedOutcome::Failed { error } => {
+                (TaskStatus::Failed, None, Some(error.into_boxed_str()))
+            }
+        };
+        TaskRun {
+            id,
+            status,
+            attempts: 1,
+            group,
+            batch_index,
+            output,
+            error,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum BatchList {
     Values(Vec<Value>),
@@ -679,6 +700,8 @@ impl Job {
             node.any_ready = Vec::new();
         }
         self.ready = VecDeque::new();
+        self.replay = HashMap::new();
+        self.scratch = Vec::new();
     }
 
     // ----- internals --------------------------------------------------------------------

@@ -26,6 +26,9 @@ pub struct JobRecord {
     pub root_job_id: Option<String>,
     /// Submission time, ms since the epoch.
     pub start_time: u64,
+    /// The job whose end started this one through `triggers` (for `GET /exec/tree`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_job_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +60,9 @@ pub trait Journal: Send + Sync + 'static {
     fn job_started(&self, job: &JobRecord);
     fn task_finished(&self, task: &TaskRecord);
     fn job_finished(&self, job_id: &str, result: &Value);
+    /// The job's last status document (reference §3.5), recorded just before its end, so that
+    /// a job no longer in memory is answered as it was last seen.
+    fn job_status(&self, _job_id: &str, _status: &Value) {}
     /// Jobs that started and never ended, with the tasks that finished, in recording order.
     fn unfinished(&self) -> Vec<(JobRecord, Vec<TaskRecord>)>;
 }

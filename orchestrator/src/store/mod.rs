@@ -15,7 +15,7 @@ pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 pub use versions::{next_semver, AlgorithmVersion, DEFAULT_USER};
 
-use crate::engine::{Catalog, JobRecord};
+use crate::engine::{Catalog, JobRecord, TaskRecord};
 use crate::spec::{Algorithm, Pipeline};
 
 /// Why a write or a listing failed.
@@ -56,9 +56,44 @@ pub trait Store: Catalog {
         None
     }
 
+    /// The last status document of a job that ended, when this store recorded it.
+    fn job_status(&self, _job_id: &str) -> Option<serde_json::Value> {
+        None
+    }
+
     /// Every job that ended and is kept here, oldest first (empty when this store keeps no
-    /// jobs: the engine's memory is then the only record).
+    /// jobs: the engine's memory is then the only record). Their pipelines come without
+    /// their flowInput, which can be large: [`Store::ended_job`] has it.
     fn ended_jobs(&self) -> Result<Vec<EndedJob>, Error> {
+        Ok(Vec::new())
+    }
+
+    /// One ended job, its record whole (with the flowInput).
+    fn ended_job(&self, _job_id: &str) -> Option<EndedJob> {
+        None
+    }
+
+    /// The record of a job this store knows, ended or not.
+    fn job_record(&self, _job_id: &str) -> Option<JobRecord> {
+        None
+    }
+
+    /// The finished tasks a job's journal recorded, in recording order (kept after the job's
+    /// end, for a run from one of its nodes).
+    fn job_tasks(&self, _job_id: &str) -> Result<Vec<TaskRecord>, Error> {
+        Ok(Vec::new())
+    }
+
+    /// The jobs that a job's end triggered, oldest first, as (jobId, pipeline name), ended
+    /// or not (`GET /exec/tree/{jobId}`).
+    fn triggered_jobs(&self, _parent_job_id: &str) -> Result<Vec<(String, String)>, Error> {
+        Ok(Vec::new())
+    }
+
+    /// Retention: forgets the jobs that ended before `ended_before` (ms since the epoch), all
+    /// their rows, and gives the space back to the file system. Returns their ids: their
+    /// stored objects are the caller's to delete.
+    fn delete_jobs_ended_before(&self, _ended_before: u64) -> Result<Vec<String>, Error> {
         Ok(Vec::new())
     }
 
@@ -116,4 +151,6 @@ pub struct EndedJob {
     pub record: JobRecord,
     /// The results document (reference §3.4).
     pub result: serde_json::Value,
+    /// The last status document (reference §3.5), when the journal recorded it.
+    pub status: Option<serde_json::Value>,
 }

@@ -6,6 +6,10 @@
 //! handed to a writer thread that commits them in batches, so the engine never waits on the
 //! disk. A task whose record was still in that queue when the process died runs again after
 //! the restart: at least once, never lost.
+//!
+//! An ended job's rows (its record with the flowInput, its task records, its result) stay until
+//! the retention deletes them ([`Store::delete_jobs_ended_before`]); the file is in incremental
+//! auto-vacuum mode, so the pages they held go back to the file system then.
 
 use std::path::Path;
 use std::sync::{mpsc, Mutex};
@@ -25,7 +29,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
     record TEXT NOT NULL,
     result TEXT,
-    started INTEGER NOT NULL
+    started INTEGER NOT NULL,
+    ended INTEGER,
+    parent TEXT,
+    status TEXT
 );
 CREATE TABLE IF NOT EXISTS tasks (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -49,12 +56,21 @@ CREATE TABLE IF NOT EXISTS builds (
 CREATE INDEX IF NOT EXISTS builds_by_name ON builds (name, seq);
 ";
 
+/// Indexes over the columns that [`migrate`] may add to a database made by an older version.
+const INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS jobs_by_end ON jobs (ended);
+CREATE INDEX IF NOT EXISTS jobs_by_parent ON jobs (parent);
+";
+
 /// Most journal rows per transaction.
 const BATCH: usize = 4096;
 
 enum Op {
-    JobStarted(String, String, u64),
+    /// Job id, record, start time, parent job id.
+    JobStarted(String, String, u64, Option<String>),
     TaskFinished(String, String),
+    /// Job id, its last status document.
+    JobStatus(String, String),
     JobFinished(String, String),
     Flush(mpsc::Sender<()>),
 }
@@ -96,7 +112,10 @@ impl SqliteStore {
                 .map_err(|e| Error::Backend(format!("cannot create {}: {e}", folder.display())))?;
         }
         let conn = open(path)?;
+        incremental_vacuum_on(&conn)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        migrate(&conn)?;
+        conn.execute_batch(INDEXES).map_err(backend)?;
         let writer_conn = open(path)?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -221,6 +240,45 @@ enum Mode {
     Put,
 }
 
+/// Deleted rows leave free pages inside the file; with `auto_vacuum = INCREMENTAL` the
+/// retention sweep hands them back to the file system (`PRAGMA incremental_vacuum`) without
+/// rewriting the whole database as a `VACUUM` would. The mode can only change through one
+/// `VACUUM`: immediate for a new database, once for one made by an older version.
+fn incremental_vacuum_on(conn: &Connection) -> Result<(), Error> {
+    let mode: i64 = conn
+        .query_row("PRAGMA auto_vacuum", [], |row| row.get(0))
+        .map_err(backend)?;
+    if mode != 2 {
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// Adds the columns a database made by an older version lacks (`ended`, `parent`, `status`).
+fn migrate(conn: &Connection) -> Result<(), Error> {
+    let columns: Vec<String> = {
+        let mut statement = conn.prepare("PRAGMA table_info(jobs)").map_err(backend)?;
+        let rows = statement
+            .query_map([], |row| row.get::<_, String>(1))
+            .map_err(backend)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(backend)?
+    };
+    for (column, kind) in [("ended", "INTEGER"), ("parent", "TEXT"), ("status", "TEXT")] {
+        if !columns.iter().any(|c| c == column) {
+            conn.execute_batch(&format!("ALTER TABLE jobs ADD COLUMN {column} {kind}"))
+                .map_err(backend)?;
+        }
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 fn to_doc<T: serde::Serialize>(value: &T) -> Result<String, Error> {
     serde_json::to_string(value).map_err(backend)
 }
@@ -240,10 +298,10 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
             let tx = conn.transaction()?;
             for op in ops {
                 match op {
-                    Op::JobStarted(job_id, record, started) => {
+                    Op::JobStarted(job_id, record, started, parent) => {
                         tx.execute(
-                            "INSERT OR IGNORE INTO jobs (job_id, record, started) VALUES (?1, ?2, ?3)",
-                            params![job_id, record, started as i64],
+                            "INSERT OR IGNORE INTO jobs (job_id, record, started, parent) VALUES (?1, ?2, ?3, ?4)",
+                            params![job_id, record, started as i64, parent],
                         )?;
                     }
                     Op::TaskFinished(job_id, record) => {
@@ -252,13 +310,19 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
                             params![job_id, record],
                         )?;
                     }
+                    Op::JobStatus(job_id, status) => {
+                        tx.execute(
+                            "UPDATE jobs SET status = ?2 WHERE job_id = ?1",
+                            params![job_id, status],
+                        )?;
+                    }
                     Op::JobFinished(job_id, result) => {
                         tx.execute(
-                            "UPDATE jobs SET result = ?2 WHERE job_id = ?1",
-                            params![job_id, result],
+                            "UPDATE jobs SET result = ?2, ended = ?3 WHERE job_id = ?1",
+                            params![job_id, result, now_ms()],
                         )?;
-                        // The job's result says it all now; its task rows are not needed.
-                        tx.execute("DELETE FROM tasks WHERE job_id = ?1", params![job_id])?;
+                        // The task rows stay, for a run from one of the job's nodes; the
+                        // retention deletes them with the job.
                     }
                     Op::Flush(done) => flushes.push(done),
                 }
@@ -350,26 +414,151 @@ impl Store for SqliteStore {
         self.result(job_id)
     }
 
+    fn job_status(&self, job_id: &str) -> Option<Value> {
+        self.flush();
+        let text: Option<String> = self
+            .with(|c| {
+                c.query_row(
+                    "SELECT status FROM jobs WHERE job_id = ?1 AND result IS NOT NULL",
+                    params![job_id],
+                    |row| row.get(0),
+                )
+                .optional()
+            })
+            .ok()
+            .flatten()
+            .flatten();
+        text.and_then(|t| serde_json::from_str(&t).ok())
+    }
+
     fn ended_jobs(&self) -> Result<Vec<EndedJob>, Error> {
         self.flush();
-        let rows: Vec<(String, String, String)> = self.with(|c| {
+        type Row = (String, String, String, Option<String>);
+        let rows: Vec<Row> = self.with(|c| {
             let mut statement = c.prepare(
-                "SELECT job_id, record, result FROM jobs WHERE result IS NOT NULL ORDER BY started",
+                "SELECT job_id, json_remove(record, '$.pipeline.flowInput'), result, status
+                 FROM jobs WHERE result IS NOT NULL ORDER BY started",
             )?;
-            let rows =
-                statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+            let rows = statement.query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })?;
             rows.collect()
         })?;
         let mut jobs = Vec::with_capacity(rows.len());
-        for (job_id, record, result) in rows {
+        for (job_id, record, result, status) in rows {
             match (serde_json::from_str(&record), serde_json::from_str(&result)) {
-                (Ok(record), Ok(result)) => jobs.push(EndedJob { record, result }),
+                (Ok(record), Ok(result)) => jobs.push(EndedJob {
+                    record,
+                    result,
+                    status: status.and_then(|s| serde_json::from_str(&s).ok()),
+                }),
                 _ => eprintln!(
                     "hkube: the journal's record of job {job_id} cannot be read; it is skipped"
                 ),
             }
         }
         Ok(jobs)
+    }
+
+    fn ended_job(&self, job_id: &str) -> Option<EndedJob> {
+        self.flush();
+        let row: Option<(String, String, Option<String>)> = self
+            .with(|c| {
+                c.query_row(
+                    "SELECT record, result, status FROM jobs WHERE job_id = ?1 AND result IS NOT NULL",
+                    params![job_id],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()
+            })
+            .ok()
+            .flatten();
+        let (record, result, status) = row?;
+        Some(EndedJob {
+            record: serde_json::from_str(&record).ok()?,
+            result: serde_json::from_str(&result).ok()?,
+            status: status.and_then(|s| serde_json::from_str(&s).ok()),
+        })
+    }
+
+    fn job_record(&self, job_id: &str) -> Option<JobRecord> {
+        self.flush();
+        let record: Option<String> = self
+            .with(|c| {
+                c.query_row(
+                    "SELECT record FROM jobs WHERE job_id = ?1",
+                    params![job_id],
+                    |row| row.get(0),
+                )
+                .optional()
+            })
+            .ok()
+            .flatten();
+        serde_json::from_str(&record?).ok()
+    }
+
+    fn job_tasks(&self, job_id: &str) -> Result<Vec<TaskRecord>, Error> {
+        self.flush();
+        Ok(self
+            .task_rows(job_id)
+            .iter()
+            .filter_map(|t| serde_json::from_str(t).ok())
+            .collect())
+    }
+
+    fn triggered_jobs(&self, parent_job_id: &str) -> Result<Vec<(String, String)>, Error> {
+        self.flush();
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT job_id, coalesce(json_extract(record, '$.pipeline.name'), '') FROM jobs
+                 WHERE parent = ?1 ORDER BY started, rowid",
+            )?;
+            let rows = statement
+                .query_map(params![parent_job_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    fn delete_jobs_ended_before(&self, ended_before: u64) -> Result<Vec<String>, Error> {
+        self.flush();
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| Error::Backend("the store's lock is poisoned".into()))?;
+        // A job ended before this version recorded end times counts as ended when it started.
+        let ids: Vec<String> = {
+            let tx = conn.unchecked_transaction().map_err(backend)?;
+            let ids: Vec<String> = {
+                let mut statement = tx
+                    .prepare(
+                        "DELETE FROM jobs WHERE result IS NOT NULL AND coalesce(ended, started) < ?1
+                         RETURNING job_id",
+                    )
+                    .map_err(backend)?;
+                let rows = statement
+                    .query_map(params![ended_before as i64], |row| row.get(0))
+                    .map_err(backend)?;
+                rows.collect::<rusqlite::Result<_>>().map_err(backend)?
+            };
+            for id in &ids {
+                tx.execute("DELETE FROM tasks WHERE job_id = ?1", params![id])
+                    .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)?;
+            ids
+        };
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        // Each step of this pragma frees one page: step it to the end.
+        {
+            let mut vacuum = conn.prepare("PRAGMA incremental_vacuum").map_err(backend)?;
+            let mut steps = vacuum.query([]).map_err(backend)?;
+            while steps.next().map_err(backend)?.is_some() {}
+        }
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(backend)?;
+        Ok(ids)
     }
 
     fn algorithm_versions(&self, name: &str) -> Result<Vec<AlgorithmVersion>, Error> {
@@ -495,7 +684,12 @@ impl Store for SqliteStore {
 impl Journal for SqliteStore {
     fn job_started(&self, job: &JobRecord) {
         if let Ok(record) = serde_json::to_string(job) {
-            self.send(Op::JobStarted(job.job_id.clone(), record, job.start_time));
+            self.send(Op::JobStarted(
+                job.job_id.clone(),
+                record,
+                job.start_time,
+                job.parent_job_id.clone(),
+            ));
         }
     }
 
@@ -503,6 +697,10 @@ impl Journal for SqliteStore {
         if let Ok(record) = serde_json::to_string(task) {
             self.send(Op::TaskFinished(task.job_id.clone(), record));
         }
+    }
+
+    fn job_status(&self, job_id: &str, status: &Value) {
+        self.send(Op::JobStatus(job_id.to_string(), status.to_string()));
     }
 
     fn job_finished(&self, job_id: &str, result: &Value) {
@@ -528,15 +726,8 @@ impl Journal for SqliteStore {
                 );
                 continue;
             };
-            let tasks: Vec<String> = self
-                .with(|c| {
-                    let mut statement =
-                        c.prepare("SELECT record FROM tasks WHERE job_id = ?1 ORDER BY seq")?;
-                    let rows = statement.query_map(params![job_id], |row| row.get(0))?;
-                    rows.collect()
-                })
-                .unwrap_or_default();
-            let tasks = tasks
+            let tasks = self
+                .task_rows(&job_id)
                 .iter()
                 .filter_map(|t| serde_json::from_str(t).ok())
                 .collect();
@@ -548,6 +739,17 @@ impl Journal for SqliteStore {
 
 /// Jobs' results as recorded, newest first (for the API's queries and the CLI).
 impl SqliteStore {
+    /// A job's task records as stored, in recording order.
+    fn task_rows(&self, job_id: &str) -> Vec<String> {
+        self.with(|c| {
+            let mut statement =
+                c.prepare("SELECT record FROM tasks WHERE job_id = ?1 ORDER BY seq")?;
+            let rows = statement.query_map(params![job_id], |row| row.get(0))?;
+            rows.collect()
+        })
+        .unwrap_or_default()
+    }
+
     pub fn result(&self, job_id: &str) -> Option<Value> {
         self.flush();
         let text: Option<String> = self
@@ -625,6 +827,7 @@ mod tests {
             types: vec!["raw".into()],
             root_job_id: None,
             start_time: 1,
+            parent_job_id: None,
         };
         let task = |job: &str, index: u32| TaskRecord {
             job_id: job.into(),
@@ -656,8 +859,86 @@ mod tests {
             ended,
             vec![EndedJob {
                 record: job("j2"),
-                result: json!({"status": "completed"})
+                result: json!({"status": "completed"}),
+                status: None,
             }]
+        );
+    }
+
+    fn file_size(path: &Path) -> u64 {
+        let wal = path.with_extension("db-wal");
+        [path.to_path_buf(), wal]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Retention deletes what ended before its time, the rows of those jobs only, and the
+    /// file gives their space back.
+    #[test]
+    fn retention_deletes_old_jobs_and_the_file_shrinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let big = "x".repeat(3 << 20);
+        let job = |id: &str, parent: Option<&str>| JobRecord {
+            job_id: id.into(),
+            pipeline: json!({"name": id, "flowInput": {"big": big}}),
+            types: vec!["raw".into()],
+            root_job_id: None,
+            start_time: 1,
+            parent_job_id: parent.map(str::to_string),
+        };
+        store.job_started(&job("old", None));
+        store.job_started(&job("running", Some("old")));
+        let task = TaskRecord {
+            job_id: "old".into(),
+            node: "A".into(),
+            group: 0,
+            batch_index: 0,
+            task_id: "task0001".into(),
+            outcome: RecordedOutcome::Succeeded { output: json!(1) },
+        };
+        store.task_finished(&task);
+        store.job_finished("old", &json!({"status": "completed"}));
+        store.flush();
+        let grown = file_size(&path);
+        assert!(grown > 6 << 20, "{grown}");
+        assert_eq!(
+            store.triggered_jobs("old").unwrap(),
+            [("running".to_string(), "running".to_string())]
+        );
+        // Ended jobs come without their flowInput; one job comes whole.
+        assert_eq!(
+            store.ended_jobs().unwrap()[0].record.pipeline,
+            json!({"name": "old"})
+        );
+        assert_eq!(
+            store.ended_job("old").unwrap().record.pipeline["flowInput"]["big"]
+                .as_str()
+                .map(str::len),
+            Some(3 << 20)
+        );
+        assert!(store.ended_job("running").is_none());
+        // An ended job's tasks stay, for a run from one of its nodes.
+        assert_eq!(store.job_tasks("old").unwrap(), [task]);
+
+        // Nothing ended before a time in the past.
+        assert!(store.delete_jobs_ended_before(1).unwrap().is_empty());
+        let deleted = store.delete_jobs_ended_before(u64::MAX >> 1).unwrap();
+        assert_eq!(deleted, ["old"]);
+        assert!(store.job_record("old").is_none());
+        assert!(store.job_tasks("old").unwrap().is_empty());
+        assert!(
+            store.job_record("running").is_some(),
+            "an unfinished job stays"
+        );
+        let shrunk = file_size(&path);
+        // What is left is the unfinished job's 3 MB.
+        assert!(
+            shrunk < 4 << 20,
+            "the file gave the space back: {grown} → {shrunk}"
         );
     }
 

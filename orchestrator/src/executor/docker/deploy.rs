@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::ContainerSpec;
-use crate::build::Deployer;
+use crate::build::{Deployer, Deployment};
 use crate::executor::local::{Language, LocalAlgorithm, LocalExecutor};
 use crate::spec::{parse_memory_mi, Algorithm};
 
@@ -72,12 +72,11 @@ pub fn container_algorithm(algorithm: &Algorithm) -> Option<LocalAlgorithm> {
 }
 
 impl Deployer for ImageDeployer {
-    fn deploy(&self, algorithm: &Algorithm) {
-        if let Some(local) = container_algorithm(algorithm) {
-            let executor = self.executor.clone();
-            tokio::spawn(async move {
-                let _ = executor.register(local).await;
-            });
-        }
+    fn register(&self, algorithm: &Algorithm) -> Deployment {
+        let Some(local) = container_algorithm(algorithm) else {
+            return Box::pin(async { Ok(()) });
+        };
+        let executor = self.executor.clone();
+        Box::pin(async move { executor.register(local).await.map_err(|e| e.to_string()) })
     }
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::{Language, LocalAlgorithm, LocalExecutor};
-use crate::build::{code_folder, Deployer};
+use crate::build::{code_folder, Deployer, Deployment};
 use crate::spec::Algorithm;
 
 #[derive(Debug, Clone)]
@@ -50,24 +50,18 @@ pub fn local_algorithm(
 }
 
 impl Deployer for CodeDeployer {
-    fn deploy(&self, algorithm: &Algorithm) {
+    fn register(&self, algorithm: &Algorithm) -> Deployment {
         let Some(local) = local_algorithm(&self.code_root, algorithm) else {
-            return;
+            return Box::pin(async { Ok(()) });
         };
         if !local.code_dir.is_dir() {
-            eprintln!(
-                "hkube: algorithm {}: its built code {} is gone; apply it again",
-                local.name,
+            let why = format!(
+                "its built code {} is gone; apply it again",
                 local.code_dir.display()
             );
-            return;
+            return Box::pin(async move { Err(why) });
         }
         let executor = self.executor.clone();
-        tokio::spawn(async move {
-            let name = local.name.clone();
-            if let Err(error) = executor.register(local).await {
-                eprintln!("hkube: algorithm {name}: {error}");
-            }
-        });
+        Box::pin(async move { executor.register(local).await.map_err(|e| e.to_string()) })
     }
 }
