@@ -9,7 +9,7 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::{builds, exec, jobs, storage, store, versions, webhooks, ApiState};
+use super::{auth, builds, exec, jobs, storage, store, versions, webhooks, ApiState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
@@ -198,6 +198,11 @@ pub fn routes() -> Vec<ApiRoute> {
         route(Get, "/api/v1/pipelines", "pipelines router", pipelines_root).ok(200, message()),
         route(Get, "/api/v1/store", "store router", store_root).ok(200, message()),
         route(Get, "/api/v1/storage", "storage router", storage_root).ok(200, message()),
+        // HKube's Keycloak login, for hkubectl: the password is the server's token.
+        route(Post, "/api/v1/auth/login", "log in as hkubectl does: {password: <the server's token>} → {data: {access_token, expires_in, …}}; a server without a token gives an empty access_token to any login", auth::login)
+            .body(object(&[], json!({"username": string(), "password": string()})))
+            .ok(200, object(&["data"], json!({"data": object(&["access_token"], json!({"access_token": string(), "expires_in": integer()}))})))
+            .errors(&[401]),
         // Execution (§5.1).
         route(Post, "/api/v1/exec/raw", "run a pipeline descriptor", exec::raw)
             .body(reference("Pipeline"))

@@ -2161,3 +2161,36 @@ async fn a_large_result_downloads_as_a_zip() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn hkubectl_logs_in_before_its_commands() {
+    // `algorithm version`, `exec raw`, `pipeline get`: POST /auth/login {username, password}
+    // (both undefined without a Keycloak), then `res.result.token` and, in `config`,
+    // `res.result.data.access_token`: an answer without `data` makes hkubectl throw.
+    let open = api();
+    let answer = open
+        .ok("POST", "/api/v1/auth/login", Some(json!({})), 200)
+        .await;
+    assert_eq!(answer["data"]["access_token"], "");
+    // With a token, the password is the token; no bearer is needed to log in.
+    let guarded = api_with(Some("s3cret"));
+    let answer = guarded
+        .ok(
+            "POST",
+            "/api/v1/auth/login",
+            Some(json!({"username": "me", "password": "s3cret"})),
+            200,
+        )
+        .await;
+    assert_eq!(answer["data"]["access_token"], "s3cret");
+    assert!(answer["data"]["expires_in"].as_u64().unwrap() > 60);
+    let (status, body) = guarded
+        .call(
+            "POST",
+            "/api/v1/auth/login",
+            Some(json!({"username": "me", "password": "guess"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body, json!({"error": "Unauthorized"}));
+}
