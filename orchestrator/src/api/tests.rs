@@ -1782,6 +1782,20 @@ async fn a_body_announced_too_large_is_refused_with_413() {
 }
 
 #[tokio::test]
+async fn a_chunked_body_is_cut_off_at_the_limit_with_413() {
+    // No Content-Length: the size is known only while reading, so the cap applies there.
+    static CHUNK: [u8; 1 << 20] = [b' '; 1 << 20];
+    let chunks = (0..600).map(|_| Ok::<_, std::io::Error>(axum::body::Bytes::from_static(&CHUNK)));
+    let request = Request::post("/api/v1/exec/raw")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(futures_util::stream::iter(chunks)))
+        .unwrap();
+    let (status, body) = api().send(request).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"]["code"], 413, "{body}");
+}
+
+#[tokio::test]
 async fn hkubectl_import_stores_arrays() {
     let api = api();
     let pipeline = |name: &str, factor: u32| json!({"name": name, "nodes": [{"nodeName": "A", "algorithmName": "double", "input": [factor]}]});
