@@ -2208,3 +2208,37 @@ async fn hkubectl_logs_in_before_its_commands() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body, json!({"error": "Unauthorized"}));
 }
+
+#[test]
+fn the_document_uses_only_openapi_3_0_schema_keywords() {
+    // openapi-spec-validator (in .ci/run) checks the whole document; these are the mistakes
+    // it once found: JSON Schema's `const` and an empty `required` are not OpenAPI 3.0.
+    fn walk(value: &Value, at: &str) {
+        match value {
+            Value::Object(map) => {
+                assert!(!map.contains_key("const"), "`const` at {at}");
+                if let Some(required) = map.get("required").and_then(Value::as_array) {
+                    assert!(!required.is_empty(), "an empty `required` at {at}");
+                }
+                for (key, inner) in map {
+                    walk(inner, &format!("{at}/{key}"));
+                }
+            }
+            Value::Array(items) => {
+                for (index, inner) in items.iter().enumerate() {
+                    walk(inner, &format!("{at}/{index}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    let document = super::openapi::document();
+    walk(&document, "");
+    for path in document["paths"].as_object().unwrap().keys() {
+        assert!(!path.contains('*'), "{path}: axum's catch-all syntax");
+        assert!(
+            path == "/api" || !path.ends_with('/'),
+            "{path}: listed with a trailing slash"
+        );
+    }
+}
