@@ -101,6 +101,10 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     webhook_secret: Option<String>,
+    /// Without --token, requests from browsers must name the server by localhost or an IP
+    /// address (DNS rebinding protection); add a name it is served under (repeatable).
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_hosts: Vec<String>,
     /// Ended jobs are deleted this long after their end: their records, results and stored
     /// objects, and the database gives the space back. A number with s, m, h or d (90s, 12h,
     /// 14d); "off" keeps every job.
@@ -223,6 +227,14 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let storage_module = job_storage
         .as_ref()
         .map_or("@hkube/fs-adapter", |s| s.access.storage.module_name());
+    // The API's /storage routes browse the same storage the sidecars write to.
+    let api_storage = api::JobStorage {
+        backend: match &job_storage {
+            Some(s) => Arc::clone(&s.access.storage),
+            None => Arc::new(wrapper::storage::FsStorage::new(&local.storage_dir)),
+        },
+        cluster: local.cluster.clone(),
+    };
     local.sidecar.storage = job_storage.map(|s| s.access);
     let executor = LocalExecutor::start(local);
     let launcher = docker.as_ref().map(|d| d.launcher.clone());
@@ -316,6 +328,8 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         deployer,
         webhook_secret: args.webhook_secret.filter(|s| !s.is_empty()),
         storage_module,
+        storage: Some(api_storage),
+        allowed_hosts: allowed_hosts(&args.listen, args.allowed_hosts),
     });
 
     let listener = tokio::net::TcpListener::bind(addresses.as_slice())
@@ -377,6 +391,21 @@ async fn forget_old_jobs(
             Err(_) => {}
         }
     }
+}
+
+/// The names a browser may reach a token-less server by, besides localhost and addresses: the
+/// --listen host when it is a name, and each --allowed-host.
+fn allowed_hosts(listen: &str, mut given: Vec<String>) -> Vec<String> {
+    if let Some((host, _port)) = listen.rsplit_once(':') {
+        if !host.is_empty() {
+            given.push(
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+            );
+        }
+    }
+    given
 }
 
 /// glibc keeps memory freed by a burst of jobs in its per-thread arenas instead of giving it

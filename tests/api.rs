@@ -809,3 +809,64 @@ fn ended_jobs_are_deleted_after_the_retention_and_the_database_shrinks() {
         "the database gave the space back: {grown} → {shrunk} bytes"
     );
 }
+
+/// Sends `head` (a request without its body) and reads the answer: status and JSON body.
+fn send_head(address: &str, head: &str) -> (u16, Value) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    // The server answers and closes without waiting for a body it will not read.
+    stream
+        .read_to_end(&mut response)
+        .expect("an answer before the body is sent");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
+}
+
+#[test]
+fn the_front_door_refuses_oversized_and_cross_site_requests() {
+    let server = Server::numbers(&["--allowed-host", "hkube.test"]);
+    // 600 MB announced, nothing sent: the answer comes from the headers alone.
+    let (status, body) = send_head(
+        &server.address,
+        &format!(
+            "POST /api/v1/exec/raw HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 600000000\r\n\r\n",
+            server.address
+        ),
+    );
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], 413, "{body}");
+    // A name the server was not told about (DNS rebinding), and one it was.
+    let port = server.address.rsplit(':').next().unwrap();
+    let get = |host: &str| {
+        send_head(
+            &server.address,
+            &format!("GET /api/v1/exec/jobs HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    assert_eq!(get("rebind.example").0, 403);
+    assert_eq!(get("hkube.test").0, 200);
+    assert_eq!(get("localhost").0, 200);
+    // hkubectl's paths: a trailing slash, and storage/info for `config`.
+    let job = server.job("/api/v1/exec/raw/", &numbers_pipeline());
+    assert_eq!(server.results(&job)["status"], "completed");
+    let (status, info) = server.get("/api/v1/storage/info/");
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["type"], "fs", "{info}");
+}

@@ -425,6 +425,8 @@ async fn run_case(path: &Path) {
         deployer: None,
         webhook_secret: None,
         storage_module: "@hkube/fs-adapter",
+        storage: None,
+        allowed_hosts: Vec::new(),
     });
     let mut run = Run {
         handle,

@@ -2,7 +2,8 @@
 //!
 //! Every handler returns `Result<_, ApiError>`; the engine's and the store's errors convert
 //! into it by class (HKube's classes, reference §5.0): invalid or not allowed → 400, not
-//! found → 404, already exists → 409. The body is HKube's
+//! found → 404, already exists → 409. The request guards of [`super`] answer 403 (cross-site),
+//! 413 (too large) and 415 (not JSON). The body is HKube's
 //! `{"error":{"code":<status>,"message":"…","details"?:…}}`, except 401, which is HKube's
 //! `{"error":"Unauthorized"}`. Internal failures are logged and answered with a generic text:
 //! they are not leaked.
@@ -29,6 +30,13 @@ pub enum ApiError {
     Conflict(String),
     /// 401 `{"error":"Unauthorized"}`.
     Unauthorized,
+    /// 403: a browser request from another site, or to a name that is not the server's, on a
+    /// server without a token (cross-site requests, DNS rebinding).
+    Forbidden(String),
+    /// 413: the body is larger than the server reads.
+    PayloadTooLarge(String),
+    /// 415: a body that is not in a media type the route reads.
+    UnsupportedMediaType(String),
     /// 405 `Method Not Allowed`.
     MethodNotAllowed,
     /// 503: the engine has shut down (the server is stopping).
@@ -51,10 +59,40 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::NotFoundEmpty => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+}
+
+impl ApiError {
+    /// One refused item of a request that stores many (`POST /store/pipelines` with an array):
+    /// HKube's `{error: {code, message, name?}}`, in the answer's array instead of as the
+    /// answer.
+    pub fn into_item(self, name: Option<&Value>) -> Value {
+        let code = self.status().as_u16();
+        let message = match self {
+            ApiError::BadRequest { message, .. }
+            | ApiError::NotFound(message)
+            | ApiError::Conflict(message)
+            | ApiError::Forbidden(message)
+            | ApiError::PayloadTooLarge(message)
+            | ApiError::UnsupportedMediaType(message) => message,
+            ApiError::Internal(reason) => {
+                eprintln!("hkube: internal error: {reason}");
+                "internal error, see the server's log".to_string()
+            }
+            other => format!("{other:?}"),
+        };
+        let mut error = json!({"code": code, "message": message});
+        if let Some(name) = name.filter(|n| n.is_string()) {
+            error["name"] = name.clone();
+        }
+        json!({ "error": error })
     }
 }
 
@@ -102,7 +140,11 @@ impl IntoResponse for ApiError {
             ApiError::NotFoundEmpty => return status.into_response(),
             ApiError::MethodNotAllowed => ("Method Not Allowed".to_string(), None),
             ApiError::BadRequest { message, details } => (message, details),
-            ApiError::NotFound(message) | ApiError::Conflict(message) => (message, None),
+            ApiError::NotFound(message)
+            | ApiError::Conflict(message)
+            | ApiError::Forbidden(message)
+            | ApiError::PayloadTooLarge(message)
+            | ApiError::UnsupportedMediaType(message) => (message, None),
             ApiError::Unavailable => ("the server is shutting down".to_string(), None),
             ApiError::Internal(reason) => {
                 eprintln!("hkube: internal error: {reason}");

@@ -6,11 +6,14 @@
 //! codes are decided in [`error`] only. The API does no job logic of its own: it parses
 //! requests, calls the engine or the store, and shapes the answers as HKube does.
 
+mod auth;
 mod builds;
 mod error;
 mod exec;
+mod guard;
 mod jobs;
 mod openapi;
+mod storage;
 mod store;
 mod versions;
 mod webhooks;
@@ -19,11 +22,12 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::Value;
+use tower::ServiceExt;
 
 pub use error::ApiError;
 pub use openapi::{routes, ApiRoute, Verb};
@@ -48,6 +52,19 @@ pub struct ApiState {
     /// Where stored results are, as results documents name it (`@hkube/fs-adapter`,
     /// `@hkube/s3-adapter`).
     pub storage_module: &'static str,
+    /// The job storage the `/storage` routes browse; none where the server has none.
+    pub storage: Option<JobStorage>,
+    /// Host names a browser may reach this server by when it has no token, besides localhost
+    /// and IP addresses (`hkube server --allowed-host`); see [`guard`].
+    pub allowed_hosts: Vec<String>,
+}
+
+/// The storage jobs' large values live in, and its key prefix (`<cluster>-hkube/...`).
+#[derive(Clone, Debug)]
+pub struct JobStorage {
+    pub backend: Arc<dyn wrapper::storage::Storage>,
+    /// `local` for the local executor.
+    pub cluster: String,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -59,25 +76,34 @@ impl std::fmt::Debug for ApiState {
 }
 
 /// Largest request body accepted (HKube allows 2000 MB; pipelines with large flowInputs are
-/// the reason for a generous limit).
+/// the reason for a generous limit). A larger `Content-Length` is answered 413 before a byte
+/// is read; a chunked body is cut off at this size while it is read.
 const BODY_LIMIT: usize = 512 << 20;
 
 /// The whole API: the routes of [`routes`], JSON 404 for unknown paths (reference Q17), 405
-/// for a known path with another method, and bearer-token auth when configured.
+/// for a known path with another method, the request guards (body size, cross-site requests)
+/// and bearer-token auth when configured. A trailing slash is ignored on every path, as HKube's
+/// Express router does (hkubectl posts to `exec/raw/`).
 pub fn router(state: ApiState) -> Router {
     let mut router: Router<ApiState> = Router::new();
     for route in routes() {
         router = router.route(route.path, route.into_method_router());
     }
-    router
+    let routed = router
         .fallback(unknown_route)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::check_request,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(state)
+        .with_state(state);
+    // Routing happens inside `routed`, so the path is trimmed before it is matched.
+    Router::new().fallback_service(routed.map_request(guard::trim_trailing_slash))
 }
 
 async fn unknown_route(request: Request) -> ApiError {
@@ -91,9 +117,12 @@ async fn unknown_route(request: Request) -> ApiError {
 async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     if let Some(token) = &state.auth_token {
         // A signed webhook proves itself with its signature (checked by its handler).
-        let signed_webhook = state.webhook_secret.is_some()
-            && request.uri().path().starts_with("/api/v1/builds/webhook/");
-        if request.uri().path().starts_with("/api") && !signed_webhook {
+        // The login route checks its password itself: it is how a client learns the token.
+        let login = request.uri().path() == "/api/v1/auth/login";
+        if request.uri().path().starts_with("/api")
+            && !login
+            && !guard::is_signed_webhook(&state, &request)
+        {
             let given = request
                 .headers()
                 .get(header::AUTHORIZATION)
@@ -112,7 +141,21 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A JSON request body; malformed JSON is a 400 that says where it broke.
+/// A body reader's refusal in the API's words: too large is 413, anything else 400.
+fn body_error(status: StatusCode, text: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(format!(
+            "the request body is larger than {} MB",
+            BODY_LIMIT >> 20
+        ))
+    } else {
+        ApiError::bad_request(text)
+    }
+}
+
+/// A JSON request body; malformed JSON is a 400 that says where it broke. A body that is not
+/// `application/json` is a 415: a browser can send a form or `text/plain` to any site without
+/// asking it first, but not JSON.
 #[derive(Debug)]
 pub struct JsonBody(pub Value);
 
@@ -120,9 +163,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+        guard::require_json(&request)?;
+        let RawBody(bytes) = RawBody::from_request(request, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             // Express's body parser reads an empty body as `{}`.
             return Ok(JsonBody(Value::Object(Default::default())));
@@ -132,6 +174,21 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .map_err(|error| {
                 ApiError::bad_request(format!("the request body is not valid JSON: {error}"))
             })
+    }
+}
+
+/// A request body as bytes, whatever its type (webhooks check their own).
+#[derive(Debug)]
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(request, state)
+            .await
+            .map(RawBody)
+            .map_err(|rejection| body_error(rejection.status(), rejection.body_text()))
     }
 }
 

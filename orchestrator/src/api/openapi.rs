@@ -9,7 +9,7 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::{builds, exec, jobs, store, versions, webhooks, ApiState};
+use super::{auth, builds, exec, jobs, storage, store, versions, webhooks, ApiState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
@@ -115,8 +115,13 @@ impl ApiRoute {
 fn string() -> Value {
     json!({"type": "string"})
 }
+/// OpenAPI 3.0 wants `required` absent rather than empty.
 fn object(required: &[&str], properties: Value) -> Value {
-    json!({"type": "object", "required": required, "properties": properties})
+    let mut schema = json!({"type": "object", "properties": properties});
+    if !required.is_empty() {
+        schema["required"] = json!(required);
+    }
+    schema
 }
 fn reference(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
@@ -149,6 +154,22 @@ async fn builds_root() -> Json<Value> {
 async fn pipelines_root() -> Json<Value> {
     Json(json!({"message": "v1 pipelines api"}))
 }
+async fn storage_root() -> Json<Value> {
+    Json(json!({"message": "v1 storage api"}))
+}
+/// One item or an array of them (HKube's store routes take both).
+fn one_or_many(item: Value) -> Value {
+    json!({"oneOf": [item.clone(), array(item)]})
+}
+fn storage_list() -> Value {
+    object(
+        &["path", "total", "keys"],
+        json!({"path": string(), "total": integer(), "keys": {"type": "array"}}),
+    )
+}
+fn bytes() -> Value {
+    json!({"type": "string", "format": "binary"})
+}
 fn integer() -> Value {
     json!({"type": "integer"})
 }
@@ -170,16 +191,18 @@ pub fn routes() -> Vec<ApiRoute> {
     vec![
         route(Get, "/api", "API versions", versions).ok(200, array(string())),
         route(Get, "/api/v1/openapi.json", "this document", openapi_json),
-        route(Get, "/api/v1/exec/", "exec router", exec_root).ok(200, message()),
+        // Every path is also served with a trailing slash (`/api/v1/exec/`), as HKube's are.
         route(Get, "/api/v1/exec", "exec router", exec_root).ok(200, message()),
-        route(Get, "/api/v1/store/", "store router", store_root).ok(200, message()),
-        route(Get, "/api/v1/versions/", "versions router", versions_root).ok(200, message()),
         route(Get, "/api/v1/versions", "versions router", versions_root).ok(200, message()),
-        route(Get, "/api/v1/builds/", "builds router", builds_root).ok(200, message()),
         route(Get, "/api/v1/builds", "builds router", builds_root).ok(200, message()),
-        route(Get, "/api/v1/pipelines/", "pipelines router", pipelines_root).ok(200, message()),
         route(Get, "/api/v1/pipelines", "pipelines router", pipelines_root).ok(200, message()),
         route(Get, "/api/v1/store", "store router", store_root).ok(200, message()),
+        route(Get, "/api/v1/storage", "storage router", storage_root).ok(200, message()),
+        // HKube's Keycloak login, for hkubectl: the password is the server's token.
+        route(Post, "/api/v1/auth/login", "log in as hkubectl does: {password: <the server's token>} → {data: {access_token, expires_in, …}}; a server without a token gives an empty access_token to any login", auth::login)
+            .body(object(&[], json!({"username": string(), "password": string()})))
+            .ok(200, object(&["data"], json!({"data": object(&["access_token"], json!({"access_token": string(), "expires_in": integer()}))})))
+            .errors(&[401]),
         // Execution (§5.1).
         route(Post, "/api/v1/exec/raw", "run a pipeline descriptor", exec::raw)
             .body(reference("Pipeline"))
@@ -265,9 +288,9 @@ pub fn routes() -> Vec<ApiRoute> {
         // Stored pipelines (§5.3).
         route(Get, "/api/v1/store/pipelines", "stored pipelines", store::list_pipelines)
             .ok(200, array(reference("Pipeline"))),
-        route(Post, "/api/v1/store/pipelines", "store a pipeline", store::create_pipeline)
-            .body(reference("Pipeline"))
-            .ok(201, reference("Pipeline"))
+        route(Post, "/api/v1/store/pipelines", "store a pipeline, or an array of them (hkubectl import; ?overwrite=true replaces existing ones): 201 and an array where a refused item is {error: {code, message, name}}", store::create_pipeline)
+            .body(one_or_many(reference("Pipeline")))
+            .ok(201, one_or_many(reference("Pipeline")))
             .errors(&[400, 404, 409]),
         route(Put, "/api/v1/store/pipelines", "replace a stored pipeline (name in the body)", store::replace_pipeline)
             .body(reference("Pipeline"))
@@ -286,19 +309,19 @@ pub fn routes() -> Vec<ApiRoute> {
         // Stored algorithms (§5.4).
         route(Get, "/api/v1/store/algorithms", "stored algorithms", store::list_algorithms)
             .ok(200, array(reference("Algorithm"))),
-        route(Post, "/api/v1/store/algorithms", "store an algorithm", store::create_algorithm)
-            .body(reference("Algorithm"))
-            .ok(201, reference("Algorithm"))
+        route(Post, "/api/v1/store/algorithms", "store an algorithm, or an array of them; also HKube's {payload: <JSON text of one or an array>, options: {allowOverwrite}} form (hkubectl import), answered with an array of {algorithm} or {error: {code, message, name}}", store::create_algorithm)
+            .body(json!({"oneOf": [reference("Algorithm"), array(reference("Algorithm")), object(&["payload"], json!({"payload": string(), "options": string()}))]}))
+            .ok(201, json!({"oneOf": [reference("Algorithm"), {"type": "array"}]}))
             .errors(&[400, 409]),
         route(Put, "/api/v1/store/algorithms", "update a stored algorithm (name in the body; merged over it)", store::replace_algorithm)
             .body(reference("Algorithm"))
             .ok(200, reference("Algorithm"))
             .errors(&[400, 404]),
-        route(Post, "/api/v1/store/algorithms/apply", "create or update an algorithm (multipart: payload, options; no file yet)", store::apply_algorithm)
+        route(Post, "/api/v1/store/algorithms/apply", "create or update an algorithm (multipart: payload, options, file; or JSON with the same fields). Code (a file, or gitRepository) is built: buildId names the build (GET /builds/status/{buildId}), and its version is made when it completes", store::apply_algorithm)
             .multipart(json!({
                 "payload": {"type": "string", "description": "the algorithm, as JSON"},
                 "options": {"type": "string", "description": "{\"forceUpdate\": bool, \"forceBuild\": bool}, as JSON"},
-                "file": {"type": "string", "format": "binary", "description": "code archive: needs the build service (not available yet)"},
+                "file": {"type": "string", "format": "binary", "description": "the code: a zip or tar.gz archive, built into an image (Docker executor) or a prepared folder (local executor)"},
             }))
             .ok(200, object(&["messages", "messagesCode", "algorithm"], json!({
                 "buildId": string(), "messages": array(string()),
@@ -325,8 +348,8 @@ pub fn routes() -> Vec<ApiRoute> {
         route(Delete, "/api/v1/versions/algorithms/{name}/{version}", "delete a version (not the current one)", versions::delete)
             .ok(200, object(&["deleted"], json!({"deleted": integer()})))
             .errors(&[400, 404]),
-        route(Post, "/api/v1/versions/algorithms/apply", "make a version the stored algorithm (refused while unfinished jobs use it, unless force)", versions::apply)
-            .body(object(&["name", "version"], json!({"name": string(), "version": string(), "force": {"type": "boolean"}})))
+        route(Post, "/api/v1/versions/algorithms/apply", "make a version the stored algorithm (refused while unfinished jobs use it, unless force); without version, image names the newest version with that algorithmImage (hkubectl algorithm version --setCurrent)", versions::apply)
+            .body(object(&["name"], json!({"name": string(), "version": {"type": "string", "nullable": true}, "image": string(), "force": {"type": "boolean"}})))
             .ok(201, reference("Version"))
             .errors(&[400, 404]),
         // Builds (§5.6): records of the build service, kept whole (log included).
@@ -355,6 +378,42 @@ pub fn routes() -> Vec<ApiRoute> {
             .body(json!({"type": "object"}))
             .ok(200, object(&["builds"], json!({"builds": array(json!({"type": "object"}))})))
             .errors(&[400, 401, 404]),
+        // Storage (§5.8): the job storage, browsed and downloaded.
+        route(Get, "/api/v1/storage/info", "the job storage: {type: fs|s3, moduleName, clusterName}", storage::info)
+            .ok(200, object(&["type"], json!({"type": string(), "moduleName": string(), "clusterName": string()})))
+            .errors(&[400]),
+        route(Get, "/api/v1/storage/prefix/types", "the storage's top prefixes (<cluster>-hkube, <cluster>-hkube-results, …)", storage::types)
+            .ok(200, array(string())),
+        route(Get, "/api/v1/storage/prefixes", "the names under every top prefix (?order=asc|desc, from, to)", storage::all_prefixes)
+            .ok(200, array(storage_list()))
+            .errors(&[400]),
+        route(Get, "/api/v1/storage/prefixes/{*path}", "the names directly under a path (?order, from, to)", storage::prefixes)
+            .ok(200, storage_list())
+            .errors(&[400, 404]),
+        route(Get, "/api/v1/storage/keys", "the objects under every top prefix, with sizes (?order, from, to)", storage::all_keys)
+            .ok(200, array(storage_list()))
+            .errors(&[400]),
+        route(Get, "/api/v1/storage/keys/{*path}", "the objects under a path: {path, total, keys: [{path, size}]} (?order, from, to)", storage::keys)
+            .ok(200, storage_list())
+            .errors(&[400, 404]),
+        route(Get, "/api/v1/storage/values/{*path}", "an object decoded, as JSON (under 100 KiB; larger ones: stream)", storage::values)
+            .ok(200, json!({}))
+            .errors(&[400, 404]),
+        route(Get, "/api/v1/storage/stream/custom/{*path}", "an object: an encoded value as JSON, raw bytes as they are", storage::stream_custom)
+            .ok(200, bytes())
+            .errors(&[400, 404]),
+        route(Get, "/api/v1/storage/stream/{*path}", "an object's bytes", storage::stream)
+            .ok(200, bytes())
+            .errors(&[400, 404]),
+        route(Get, "/api/v1/storage/download/pipeline/result/{jobId}", "a job's results as a zip: metadata.json (the entries) and each large result as a file", storage::pipeline_result)
+            .ok(200, bytes())
+            .errors(&[404]),
+        route(Get, "/api/v1/storage/download/custom/{*path}", "as stream/custom, as an attachment (?ext= names the file's extension)", storage::download_custom)
+            .ok(200, bytes())
+            .errors(&[400, 404]),
+        route(Get, "/api/v1/storage/download/{*path}", "an object's bytes as an attachment (?ext= names the file's extension)", storage::download)
+            .ok(200, bytes())
+            .errors(&[400, 404]),
     ]
 }
 
@@ -362,16 +421,21 @@ pub fn routes() -> Vec<ApiRoute> {
 pub fn document() -> Value {
     let mut paths = Map::new();
     for route in routes() {
+        let success_type = if route.success.1["format"] == "binary" {
+            "application/octet-stream"
+        } else {
+            "application/json"
+        };
         let mut operation = json!({
             "summary": route.summary,
             "responses": {
                 route.success.0.to_string(): {
                     "description": "success",
-                    "content": {"application/json": {"schema": route.success.1}},
+                    "content": {success_type: {"schema": route.success.1}},
                 },
                 "401": {
                     "description": "a token is configured and the request lacks it",
-                    "content": {"application/json": {"schema": object(&["error"], json!({"error": {"const": "Unauthorized"}}))}},
+                    "content": {"application/json": {"schema": object(&["error"], json!({"error": {"type": "string", "enum": ["Unauthorized"]}}))}},
                 },
             },
         });
@@ -381,8 +445,9 @@ pub fn document() -> Value {
                 "content": {"application/json": {"schema": reference("Error")}},
             });
         }
-        let parameters: Vec<Value> = route
-            .path
+        // axum's catch-all `{*path}` is OpenAPI's `{path}` (a value that may hold slashes).
+        let path = route.path.replace("{*", "{");
+        let parameters: Vec<Value> = path
             .split('/')
             .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": string()}))
@@ -402,9 +467,7 @@ pub fn document() -> Value {
                 }});
             }
         }
-        let entry = paths
-            .entry(route.path.to_string())
-            .or_insert_with(|| json!({}));
+        let entry = paths.entry(path).or_insert_with(|| json!({}));
         entry[route.verb.as_str()] = operation;
     }
     json!({

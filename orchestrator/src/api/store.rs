@@ -52,20 +52,46 @@ fn log_warnings(kind: &str, name: &str, warnings: &[String]) {
     }
 }
 
-/// `POST /store/pipelines`: 201 and the pipeline with its defaults; 409 when it exists.
+/// `?overwrite=true` (HKube's store routes; hkubectl import sends it).
+fn overwrite(query: &HashMap<String, String>) -> bool {
+    query.get("overwrite").is_some_and(|o| o == "true")
+}
+
+/// Stores one pipeline; an existing one is replaced only with `overwrite`.
+fn store_pipeline(state: &ApiState, body: Value, overwrite: bool) -> Result<Value, ApiError> {
+    let pipeline = validate_pipeline(state, body)?;
+    let stored = to_json(&pipeline)?;
+    if overwrite && state.store.pipeline(&pipeline.name).is_some() {
+        state.store.replace_pipeline(pipeline)?;
+    } else {
+        state.store.create_pipeline(pipeline)?;
+    }
+    Ok(stored)
+}
+
+/// `POST /store/pipelines`: 201 and the pipeline with its defaults; 409 when it exists. An
+/// array (hkubectl import) stores each item: 201 and an array where a refused item is its
+/// `{error: {code, message, name}}`.
 pub async fn create_pipeline(
     State(state): State<ApiState>,
+    Query(query): Query<HashMap<String, String>>,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    if body.is_array() {
-        return Err(ApiError::bad_request(
-            "storing an array of pipelines is not available yet: send one pipeline per request",
-        ));
-    }
-    let pipeline = validate_pipeline(&state, body)?;
-    let stored = to_json(&pipeline)?;
-    state.store.create_pipeline(pipeline)?;
-    Ok((StatusCode::CREATED, Json(stored)))
+    let overwrite = overwrite(&query);
+    let answer = match body {
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|item| {
+                    let name = item.get("name").cloned();
+                    store_pipeline(&state, item, overwrite)
+                        .unwrap_or_else(|error| error.into_item(name.as_ref()))
+                })
+                .collect(),
+        ),
+        body => store_pipeline(&state, body, overwrite)?,
+    };
+    Ok((StatusCode::CREATED, Json(answer)))
 }
 
 /// `PUT /store/pipelines` (HKube's form: the name is in the body).
@@ -149,17 +175,9 @@ pub async fn get_algorithm(State(state): State<ApiState>, Path(name): Path<Strin
     Ok(Json(to_json(&algorithm)?))
 }
 
-/// `POST /store/algorithms` (JSON): 201 and the algorithm with its defaults and its first
-/// version. Errors are real 400s, not HKube's 201-with-an-error-body (reference Q4).
-pub async fn create_algorithm(
-    State(state): State<ApiState>,
-    JsonBody(body): JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    if body.is_array() {
-        return Err(ApiError::bad_request(
-            "storing an array of algorithms is not available yet: send one algorithm per request",
-        ));
-    }
+/// Stores one algorithm that has an image; an existing one is replaced (and becomes a new
+/// current version) only with `overwrite`.
+fn store_algorithm(state: &ApiState, body: Value, overwrite: bool) -> Result<Applied, ApiError> {
     let warnings = spec::algorithm_warnings(&body);
     let algorithm = spec::parse_algorithm(body)?;
     log_warnings("algorithm", &algorithm.name, &warnings);
@@ -168,14 +186,86 @@ pub async fn create_algorithm(
             "cannot apply algorithm due to missing image url or build data",
         ));
     }
-    if state.store.algorithm(&algorithm.name).is_some() {
+    let stored = state.store.algorithm(&algorithm.name);
+    if stored.is_some() && !overwrite {
         return Err(ApiError::Conflict(format!(
             "algorithm {} already exists",
             algorithm.name
         )));
     }
-    let applied = apply_change(&state, None, algorithm, false)?;
-    Ok((StatusCode::CREATED, Json(to_json(&applied.algorithm)?)))
+    let name = algorithm.name.clone();
+    let applied = apply_change(state, stored, algorithm, overwrite)?;
+    if applied.codes.contains(&1023) {
+        if let (Some(deployer), Some(current)) = (&state.deployer, state.store.algorithm(&name)) {
+            deployer.deploy(&current);
+        }
+    }
+    Ok(applied)
+}
+
+/// `POST /store/algorithms` (JSON): 201 and the algorithm with its defaults and its first
+/// version. Errors are real 400s, not HKube's 201-with-an-error-body (reference Q4).
+///
+/// Also HKube's batch forms: an array of algorithms (201 and an array of the stored ones), and
+/// `{payload: "<JSON of one algorithm or an array>", options: "{\"allowOverwrite\": bool}"}`
+/// (hkubectl import), answered as applies are (`{messages, messagesCode, algorithm}`, an array
+/// for an array). In both, a refused item is its `{error: {code, message, name}}` and the
+/// others are stored; `?overwrite=true` or `allowOverwrite` replaces existing ones.
+pub async fn create_algorithm(
+    State(state): State<ApiState>,
+    Query(query): Query<HashMap<String, String>>,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let mut overwrite = overwrite(&query);
+    let answer = match body {
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|item| {
+                    let name = item.get("name").cloned();
+                    store_algorithm(&state, item, overwrite)
+                        .and_then(|applied| to_json(&applied.algorithm))
+                        .unwrap_or_else(|error| error.into_item(name.as_ref()))
+                })
+                .collect(),
+        ),
+        Value::Object(map)
+            if map.get("payload").is_some_and(Value::is_string) && !map.contains_key("name") =>
+        {
+            let text = |key: &str| map.get(key).and_then(Value::as_str).unwrap_or_default();
+            let payload: Value = serde_json::from_str(text("payload"))
+                .map_err(|e| ApiError::bad_request(format!("payload is not valid JSON: {e}")))?;
+            if !text("options").is_empty() {
+                let options: Value = serde_json::from_str(text("options")).map_err(|e| {
+                    ApiError::bad_request(format!("options is not valid JSON: {e}"))
+                })?;
+                overwrite |= options["allowOverwrite"].as_bool().unwrap_or(false);
+            }
+            let apply_answer = |applied: Applied| -> Result<Value, ApiError> {
+                Ok(json!({
+                    "messages": applied.messages,
+                    "messagesCode": applied.codes,
+                    "algorithm": to_json(&applied.algorithm)?,
+                }))
+            };
+            match payload {
+                Value::Array(items) => Value::Array(
+                    items
+                        .into_iter()
+                        .map(|item| {
+                            let name = item.get("name").cloned();
+                            store_algorithm(&state, item, overwrite)
+                                .and_then(apply_answer)
+                                .unwrap_or_else(|error| error.into_item(name.as_ref()))
+                        })
+                        .collect(),
+                ),
+                payload => apply_answer(store_algorithm(&state, payload, overwrite)?)?,
+            }
+        }
+        body => to_json(&store_algorithm(&state, body, overwrite)?.algorithm)?,
+    };
+    Ok((StatusCode::CREATED, Json(answer)))
 }
 
 /// What an apply did: the candidate algorithm (with its new `version` when one was made) and
@@ -398,13 +488,13 @@ async fn read_apply(request: Request) -> Result<ApplyRequest, ApiError> {
     while let Some(field) = multipart
         .next_field()
         .await
-        .map_err(|e| ApiError::bad_request(e.body_text()))?
+        .map_err(|e| super::body_error(e.status(), e.body_text()))?
     {
         let name = field.name().unwrap_or_default().to_string();
         let bytes = field
             .bytes()
             .await
-            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+            .map_err(|e| super::body_error(e.status(), e.body_text()))?;
         let text = || String::from_utf8_lossy(&bytes).into_owned();
         match name.as_str() {
             "payload" => apply.payload = Some(text()),

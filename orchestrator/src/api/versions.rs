@@ -19,6 +19,20 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, ApiError> {
     serde_json::to_value(value).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
+/// A version as the API shows it: HKube's current fields, plus `algorithmImage` and `buildId`
+/// at the top, where hkubectl reads them (`algorithm version` lists `algorithmImage`; `apply`
+/// finds the version its build made by `buildId`).
+pub(super) fn version_doc(version: &AlgorithmVersion) -> Result<Value, ApiError> {
+    let mut doc = to_json(version)?;
+    if let Some(image) = &version.algorithm.algorithm_image {
+        doc["algorithmImage"] = json!(image);
+    }
+    if let Some(build_id) = version.algorithm.extra.get("buildId") {
+        doc["buildId"] = build_id.clone();
+    }
+    Ok(doc)
+}
+
 /// HKube's name check (the algorithm schema's first rule), for routes with only a name.
 fn check_name(name: &str) -> Result<(), ApiError> {
     spec::parse_algorithm(json!({ "name": name }))?;
@@ -39,7 +53,9 @@ fn find(state: &ApiState, name: &str, version: &str) -> Result<AlgorithmVersion,
 /// `GET /versions/algorithms/{name}`: newest first.
 pub async fn list(State(state): State<ApiState>, Path(name): Path<String>) -> Answer {
     check_name(&name)?;
-    Ok(Json(to_json(&state.store.algorithm_versions(&name)?)?))
+    let versions = state.store.algorithm_versions(&name)?;
+    let docs = versions.iter().map(version_doc).collect::<Result<_, _>>()?;
+    Ok(Json(Value::Array(docs)))
 }
 
 /// `GET /versions/algorithms/{name}/{version}`.
@@ -47,19 +63,53 @@ pub async fn get(
     State(state): State<ApiState>,
     Path((name, version)): Path<(String, String)>,
 ) -> Answer {
-    Ok(Json(to_json(&find(&state, &name, &version)?)?))
+    Ok(Json(version_doc(&find(&state, &name, &version)?)?))
 }
 
-/// `POST /versions/algorithms/apply {name, version, force?}`: the stored algorithm becomes
-/// the version's snapshot; 201 and the version. Refused while unfinished jobs run the
+/// The version an apply names: `version`, or else the newest one whose image is `image`
+/// (hkubectl's `algorithm version --setCurrent <image>` sends no version, and its `apply
+/// --setCurrent` may send `version: null` with the built image).
+fn named_version(state: &ApiState, body: &Value, name: &str) -> Result<String, ApiError> {
+    let image = match body.get("image") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(image)) => Some(image.as_str()),
+        Some(_) => return Err(ApiError::bad_request("data.image should be string")),
+    };
+    match (body.get("version"), image) {
+        (Some(Value::String(_)), _) | (None | Some(Value::Null), None) => {
+            required_string(body, "version")
+        }
+        (None | Some(Value::Null), Some(image)) => {
+            if state.store.algorithm(name).is_none() {
+                return Err(ApiError::NotFound(format!("algorithm {name} Not Found")));
+            }
+            // Newest first: the latest build of an image wins.
+            state
+                .store
+                .algorithm_versions(name)?
+                .into_iter()
+                .find(|v| v.algorithm.algorithm_image.as_deref() == Some(image))
+                .map(|v| v.version)
+                .ok_or_else(|| {
+                    ApiError::NotFound(format!(
+                        "no version of algorithm {name} has the image {image}"
+                    ))
+                })
+        }
+        (Some(_), _) => Err(ApiError::bad_request("data.version should be string")),
+    }
+}
+
+/// `POST /versions/algorithms/apply {name, version | image, force?}`: the stored algorithm
+/// becomes the version's snapshot; 201 and the version. Refused while unfinished jobs run the
 /// algorithm, unless forced (they keep the definition they started with).
 pub async fn apply(
     State(state): State<ApiState>,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    no_extra_keys(&body, &["name", "version", "force", "graceful"])?;
+    no_extra_keys(&body, &["name", "version", "image", "force", "graceful"])?;
     let name = required_string(&body, "name")?;
-    let version = required_string(&body, "version")?;
+    let version = named_version(&state, &body, &name)?;
     let force = match body.get("force") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(force)) => *force,
@@ -91,7 +141,7 @@ pub async fn apply(
             eprintln!("hkube: algorithm {}: {error}", current.name);
         }
     }
-    Ok((StatusCode::CREATED, Json(to_json(&found)?)))
+    Ok((StatusCode::CREATED, Json(version_doc(&found)?)))
 }
 
 /// `DELETE /versions/algorithms/{name}/{version}`: `{deleted: 1}`; the current version

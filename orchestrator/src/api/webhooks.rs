@@ -6,7 +6,6 @@
 //! GitLab cannot send one). GitHub's JSON and form-encoded bodies are both read; the branch is
 //! the whole name after `refs/heads/`; the head commit is the pushed head, not `commits[0]`.
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
@@ -14,7 +13,7 @@ use builder::webhook::{self, Push, WebhookError};
 use serde_json::{json, Value};
 
 use super::store::build_error;
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, RawBody};
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|value| value.to_str().ok())
@@ -33,7 +32,7 @@ fn refused(error: WebhookError) -> ApiError {
 pub async fn github(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<Value>, ApiError> {
     if let Some(secret) = &state.webhook_secret {
         webhook::verify_github(
@@ -55,7 +54,7 @@ pub async fn github(
 pub async fn gitlab(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<Value>, ApiError> {
     if let Some(secret) = &state.webhook_secret {
         webhook::verify_gitlab(secret.as_bytes(), header(&headers, "x-gitlab-token"))
