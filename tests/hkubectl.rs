@@ -813,3 +813,61 @@ fn secrets_in_the_server_environment_do_not_reach_user_code() {
     .json();
     assert_eq!(result["data"][0]["result"], json!([]), "{result}");
 }
+
+/// A failed task's cause reaches the job's status over the API: the exception's type, its
+/// message and the user's file and line, then the traceback (HKube's wrapper would give only
+/// `'missing-key'`).
+#[test]
+fn a_python_exception_shows_its_type_and_place_in_the_job_status() {
+    if let Some(missing) = missing_tools() {
+        println!("skipped: {missing} is not installed");
+        return;
+    }
+    let server = Server::start(&[]);
+    let code = fresh_dir();
+    std::fs::write(
+        code.join("algorithm.yml"),
+        "name: lookup\nenv: python\ncode:\n  path: .\n  entryPoint: main.py\n",
+    )
+    .unwrap();
+    std::fs::write(
+        code.join("main.py"),
+        "def start(args):\n    raise KeyError('missing-key')\n",
+    )
+    .unwrap();
+    let applied = hkube(
+        &[
+            "algorithm",
+            "apply",
+            "-f",
+            "algorithm.yml",
+            "--endpoint",
+            &server.endpoint,
+        ],
+        &code,
+        &[],
+    );
+    applied.ok();
+    let pipeline = json!({"name": "lookup", "nodes": [{"nodeName": "A", "algorithmName": "lookup", "input": []}]});
+    let started = common::http_json(
+        "POST",
+        &format!("{}/api/v1/exec/raw", server.endpoint),
+        &pipeline.to_string(),
+    );
+    let job = started["jobId"].as_str().unwrap().to_string();
+    let url = format!("{}/api/v1/exec/status/{job}", server.endpoint);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status = common::http_json("GET", &url, "");
+        if status["status"] == "failed" {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the job never failed: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let error = status["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("KeyError: 'missing-key' (at main.py:2)\nTraceback"),
+        "{status}"
+    );
+}
