@@ -122,8 +122,14 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
             bail!("{}: {error}", pipeline_file.display());
         }
     };
-    let result = wait_with_progress(&handle, &job, args.quiet).await?;
+    // Workers run in process groups of their own, so a terminal's Ctrl-C reaches only us: we
+    // end them before leaving.
+    let result = tokio::select! {
+        result = wait_with_progress(&handle, &job, args.quiet) => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: job {job} was not finished")),
+    };
     executor.shutdown().await;
+    let result = result?;
     let mut stdout = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut stdout, &result)?;
     writeln!(stdout)?;

@@ -314,3 +314,188 @@ fn run_installs_declared_dependencies_once() {
     );
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// A failed task names its cause: the exception's type, its message and the user's file and
+/// line, in `hkube run`'s stderr, the job's error (stdout) and the task's log. Python: a
+/// `KeyError` (HKube's wrapper would say only `'missing-key'`); JavaScript: a syntax error
+/// names the file and line; Java: the exception's class and message.
+#[test]
+fn run_shows_an_errors_type_message_and_place() {
+    if let Some(missing) = tools_for_numbers() {
+        println!("skipped: {missing} is not installed");
+        return;
+    }
+    let root = std::env::temp_dir().join(format!("hkube-cli-errors-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let write = |path: &str, text: &str| {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    let algorithm = |name: &str, env: &str, entry: &str| {
+        format!("name: {name}\nenv: {env}\ncode:\n  path: .\n  entryPoint: {entry}\n")
+    };
+    let pipeline = |name: &str| {
+        format!("name: {name}\nnodes:\n  - nodeName: A\n    algorithmName: {name}\n    input: []\n")
+    };
+    write(
+        "py/algorithm.yml",
+        &algorithm("py-fails", "python", "main.py"),
+    );
+    write(
+        "py/main.py",
+        "def lookup(d):\n    return d['missing-key']\n\ndef start(args):\n    return lookup({})\n",
+    );
+    write("py-fails.yml", &pipeline("py-fails"));
+    write(
+        "js/algorithm.yml",
+        &algorithm("js-fails", "nodejs", "index.js"),
+    );
+    write(
+        "js/index.js",
+        "const x = 1;\nmodule.exports.start = () => {\n  return x +;\n};\n",
+    );
+    write("js-fails.yml", &pipeline("js-fails"));
+    write(
+        "java/algorithm.yml",
+        &algorithm("java-fails", "java", "example.Fails"),
+    );
+    write(
+        "java/example/Fails.java",
+        "package example;\n\nimport io.hkube.rs.Algorithm;\nimport io.hkube.rs.Api;\nimport java.util.Map;\n\npublic class Fails implements Algorithm {\n    @Override\n    public Object start(Map<String, Object> args, Api api) {\n        throw new IllegalStateException(\"no input\");\n    }\n}\n",
+    );
+    write("java-fails.yml", &pipeline("java-fails"));
+    let state = root.join("state");
+    let run = |pipeline: &str| {
+        let output = hkube(
+            &[
+                "run",
+                "--quiet",
+                root.join(pipeline).to_str().unwrap(),
+                "--state-dir",
+                state.to_str().unwrap(),
+            ],
+            None,
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        let result: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+        let error = result["error"].as_str().unwrap_or_default().to_string();
+        (
+            stderr,
+            error,
+            result["jobId"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+
+    let (stderr, error, job) = run("py-fails.yml");
+    let first = "KeyError: 'missing-key' (at main.py:2)";
+    assert!(stderr.contains(first), "{stderr}");
+    assert!(error.starts_with(first), "{error}");
+    assert!(error.contains("line 5, in start"), "the traceback: {error}");
+    let log_dir = state.join("logs").join(&job);
+    let logs: String = std::fs::read_dir(&log_dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", log_dir.display()))
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+        .collect();
+    assert!(logs.contains(first), "the task log: {logs}");
+
+    let (stderr, error, _) = run("js-fails.yml");
+    assert!(stderr.contains("SyntaxError: "), "{stderr}");
+    assert!(error.contains("(at index.js:3)"), "{error}");
+
+    let has_javac = Command::new("javac")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_javac {
+        let (stderr, error, _) = run("java-fails.yml");
+        let first = "java.lang.IllegalStateException: no input (at Fails.java:10)";
+        assert!(stderr.contains(first), "{stderr}");
+        assert!(error.starts_with(first), "{error}");
+    } else {
+        println!("the Java case skipped: javac is not installed");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Workers run in process groups of their own, so Ctrl-C (SIGINT to `hkube run`) must end them
+/// through hkube: an algorithm busy in a loop is gone when `hkube run` has exited.
+#[test]
+fn ctrl_c_on_run_ends_a_busy_worker() {
+    if let Some(missing) = tools_for_numbers() {
+        println!("skipped: {missing} is not installed");
+        return;
+    }
+    let root = std::env::temp_dir().join(format!("hkube-cli-ctrl-c-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("busy")).unwrap();
+    let pid_file = root.join("worker.pid");
+    std::fs::write(
+        root.join("busy/algorithm.yml"),
+        "name: busy\nenv: python\ncode:\n  path: .\n  entryPoint: main.py\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("busy/main.py"),
+        format!(
+            "import os\n\ndef start(args):\n    with open({:?}, 'w') as f:\n        f.write(str(os.getpid()))\n    while True:\n        pass\n",
+            pid_file.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("busy.yml"),
+        "name: busy\nnodes:\n  - nodeName: A\n    algorithmName: busy\n    input: []\n",
+    )
+    .unwrap();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_hkube"))
+        .args(["run", "--quiet"])
+        .arg(root.join("busy.yml"))
+        .arg("--state-dir")
+        .arg(root.join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("hkube starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+        {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    Command::new("kill")
+        .args(["-INT", &run.id().to_string()])
+        .status()
+        .unwrap();
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let gone = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit_once(") ")
+                    .map(|(_, rest)| !rest.starts_with('Z'))
+            })
+            .unwrap_or(false)
+    };
+    while alive(pid) && std::time::Instant::now() < gone {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let still = alive(pid);
+    if still {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    assert!(!still, "the busy worker outlived hkube run");
+}

@@ -762,3 +762,146 @@ fn a_build_completed_during_a_job_waits_to_be_applied() {
         &json!({"jobId": job_id}).to_string(),
     );
 }
+
+/// The server's secrets never reach user code: with HKUBE_TOKEN and S3 credentials in the
+/// server's environment, an algorithm's `dependencyInstallCmd` and the algorithm itself see
+/// neither (both run with a cleared environment plus an allow-list).
+#[test]
+fn secrets_in_the_server_environment_do_not_reach_user_code() {
+    if let Some(missing) = missing_tools() {
+        println!("skipped: {missing} is not installed");
+        return;
+    }
+    let state = fresh_dir();
+    let started = common::start_server(|command| {
+        command
+            .arg("--state-dir")
+            .arg(&*state)
+            .env("HKUBE_TOKEN", "token-for-secrets-test")
+            .env("AWS_ACCESS_KEY_ID", "key-for-secrets-test")
+            .env("AWS_SECRET_ACCESS_KEY", "secret-for-secrets-test");
+    });
+    let server = Server {
+        child: started.child,
+        endpoint: format!("http://{}", started.address),
+        _state_dir: fresh_dir(),
+        log: started.log,
+    };
+    let code = fresh_dir();
+    let seen = code.join("install-env.txt");
+    std::fs::write(
+        code.join("algorithm.yml"),
+        format!(
+            "name: secrets\nenv: python\ncode:\n  path: .\n  entryPoint: main.py\ndependencyInstallCmd: env > {}\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        code.join("main.py"),
+        "import os\n\ndef start(args):\n    return sorted(k for k in os.environ if k == 'HKUBE_TOKEN' or k.startswith('AWS_') or 'secrets-test' in os.environ[k])\n",
+    )
+    .unwrap();
+    let token = [("HKUBE_TOKEN", "token-for-secrets-test")];
+    let applied = hkube(
+        &[
+            "algorithm",
+            "apply",
+            "-f",
+            "algorithm.yml",
+            "--endpoint",
+            &server.endpoint,
+        ],
+        &code,
+        &token,
+    );
+    applied.ok();
+    let install_env = std::fs::read_to_string(&seen).unwrap();
+    assert!(install_env.contains("PATH="), "{install_env}");
+    for secret in ["HKUBE_TOKEN", "AWS_", "secrets-test"] {
+        assert!(
+            !install_env.contains(secret),
+            "the install command saw {secret}:\n{install_env}"
+        );
+    }
+
+    let pipeline = code.join("pipeline.json");
+    std::fs::write(
+        &pipeline,
+        r#"{"name":"secrets","nodes":[{"nodeName":"a","algorithmName":"secrets","input":[]}]}"#,
+    )
+    .unwrap();
+    let result = hkube(
+        &[
+            "exec",
+            "raw",
+            "-f",
+            pipeline.to_str().unwrap(),
+            "--json",
+            "--endpoint",
+            &server.endpoint,
+        ],
+        &code,
+        &token,
+    )
+    .json();
+    assert_eq!(result["data"][0]["result"], json!([]), "{result}");
+}
+
+/// A failed task's cause reaches the job's status over the API: the exception's type, its
+/// message and the user's file and line, then the traceback (HKube's wrapper would give only
+/// `'missing-key'`).
+#[test]
+fn a_python_exception_shows_its_type_and_place_in_the_job_status() {
+    if let Some(missing) = missing_tools() {
+        println!("skipped: {missing} is not installed");
+        return;
+    }
+    let server = Server::start(&[]);
+    let code = fresh_dir();
+    std::fs::write(
+        code.join("algorithm.yml"),
+        "name: lookup\nenv: python\ncode:\n  path: .\n  entryPoint: main.py\n",
+    )
+    .unwrap();
+    std::fs::write(
+        code.join("main.py"),
+        "def start(args):\n    raise KeyError('missing-key')\n",
+    )
+    .unwrap();
+    let applied = hkube(
+        &[
+            "algorithm",
+            "apply",
+            "-f",
+            "algorithm.yml",
+            "--endpoint",
+            &server.endpoint,
+        ],
+        &code,
+        &[],
+    );
+    applied.ok();
+    let pipeline = json!({"name": "lookup", "nodes": [{"nodeName": "A", "algorithmName": "lookup", "input": []}]});
+    let started = common::http_json(
+        "POST",
+        &format!("{}/api/v1/exec/raw", server.endpoint),
+        &pipeline.to_string(),
+    );
+    let job = started["jobId"].as_str().unwrap().to_string();
+    let url = format!("{}/api/v1/exec/status/{job}", server.endpoint);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status = common::http_json("GET", &url, "");
+        if status["status"] == "failed" {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the job never failed: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let error = status["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("KeyError: 'missing-key' (at main.py:2)\nTraceback"),
+        "{status}"
+    );
+}

@@ -6,6 +6,7 @@
 //! install command give the same tag, so an unchanged apply costs one image lookup and no build.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -47,12 +48,14 @@ pub fn stripped_sidecar(binary: &Path, cache_dir: &Path) -> PathBuf {
     }
     let tmp = cache_dir.join(format!(".hkube-wrapper-{}.tmp", std::process::id()));
     let made = std::fs::create_dir_all(cache_dir).is_ok()
-        && std::process::Command::new("objcopy")
-            .arg("--strip-debug")
-            .arg(binary)
-            .arg(&tmp)
-            .status()
-            .is_ok_and(|s| s.success())
+        && crate::process::Spec::new("objcopy")
+            .args([
+                OsStr::new("--strip-debug"),
+                binary.as_os_str(),
+                tmp.as_os_str(),
+            ])
+            .run_blocking()
+            .is_ok_and(|exit| exit.success())
         && std::fs::rename(&tmp, &stripped).is_ok();
     if made {
         stripped

@@ -20,15 +20,13 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
 
-use crate::process::GroupGuard;
+use crate::process;
 
 /// How long one git command may run before it is stopped.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -435,26 +433,17 @@ impl Git {
         cwd: &Path,
         args: Vec<OsString>,
     ) -> Result<String, GitError> {
-        let mut command = Command::new(&self.program);
-        command
+        let mut spec = process::Spec::new(&self.program)
             .args(args)
-            .current_dir(cwd)
-            .env_clear()
-            .envs(
-                ENV_ALLOW
-                    .iter()
-                    .filter_map(|k| Some((k, std::env::var_os(k)?))),
-            )
+            .cwd(cwd)
+            .inherit(ENV_ALLOW)
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .process_group(0);
+            .timeout(Some(self.timeout))
+            .grace(GRACE);
         if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
             // An unknown host key or a passphrase would otherwise make ssh ask.
-            command.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+            spec = spec.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
         }
         let auth = source
             .token
@@ -470,7 +459,7 @@ impl Git {
                 (token, basic)
             });
         if let Some((_, basic)) = &auth {
-            command
+            spec = spec
                 .env("GIT_CONFIG_COUNT", "1")
                 .env("GIT_CONFIG_KEY_0", "http.extraHeader")
                 .env(
@@ -478,31 +467,21 @@ impl Git {
                     format!("Authorization: Basic {basic}"),
                 );
         }
-        let mut child = command.spawn().map_err(|e| GitError::Spawn {
+        let mut running = spec.spawn().map_err(|error| GitError::Spawn {
             program: self.program.clone(),
-            source: e,
+            source: match error {
+                process::Error::Spawn { source, .. } => source,
+            },
         })?;
-        let mut guard = GroupGuard::of(&child);
-        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-        let finished = tokio::time::timeout(self.timeout, async {
-            let (out, err, status) =
-                tokio::join!(read_head(stdout), read_tail(stderr), child.wait());
-            (out, err, status)
-        })
-        .await;
-        let Ok((out, err, status)) = finished else {
-            guard.signal(rustix::process::Signal::TERM);
-            if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
-                guard.signal(rustix::process::Signal::KILL);
-                let _ = child.wait().await;
-            }
+        let (stdout, stderr) = (running.take_stdout(), running.take_stderr());
+        let (out, err, exit) = tokio::join!(read_head(stdout), read_tail(stderr), running.wait());
+        if let process::Exit::Stopped { .. } = exit {
             return Err(GitError::Timeout {
                 action,
                 url: source.shown_url(),
                 after: self.timeout,
             });
-        };
-        guard.disarm();
+        }
         let failed = |why: String| {
             let mut why = without_credentials(why.trim());
             if let Some((token, basic)) = &auth {
@@ -516,8 +495,7 @@ impl Git {
                 stderr: why,
             }
         };
-        let status = status.map_err(|e| failed(e.to_string()))?;
-        if !status.success() {
+        if !exit.success() {
             return Err(failed(String::from_utf8_lossy(&err).into_owned()));
         }
         let out = out.ok_or_else(|| failed(format!("more than {MAX_STDOUT} bytes of output")))?;

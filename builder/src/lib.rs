@@ -10,7 +10,7 @@ pub mod docker;
 pub mod env;
 pub mod git;
 pub mod local;
-mod process;
+pub mod process;
 pub mod unpack;
 pub mod webhook;
 

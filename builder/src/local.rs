@@ -6,16 +6,14 @@
 //! a failed or interrupted install leaves nothing behind that a later run would trust.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 use crate::context::hex;
 use crate::env::Env;
-use crate::process::GroupGuard;
+use crate::process;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -226,6 +224,9 @@ impl LocalEnvs {
         }
     }
 
+    /// Runs one step through the process runner: a cleared environment with what installers
+    /// need ([`process::INSTALL_ENV`]) plus `env`, its own process group, this service's
+    /// timeout. A stopped build drops this future: the installer and its helpers go with it.
     async fn run_with(
         &self,
         step: &Step,
@@ -234,36 +235,34 @@ impl LocalEnvs {
     ) -> Result<(), Error> {
         let Step { program, args, cwd } = step;
         let what = format!("{program} {}", args.join(" "));
-        let mut command = Command::new(program);
-        command
+        let mut spec = process::Spec::new(program)
             .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
-        if let Some(cwd) = cwd {
-            command.current_dir(cwd);
+            .inherit(process::RUNTIME_ENV)
+            .inherit(process::INSTALL_ENV)
+            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+            .timeout(Some(self.timeout));
+        for (name, value) in env {
+            spec = spec.env(name, value);
         }
-        let mut child = command.spawn().map_err(|source| Error::Io {
+        if let Some(cwd) = cwd {
+            spec = spec.cwd(cwd);
+        }
+        let mut running = spec.spawn().map_err(|error| Error::Io {
             what: format!("starting {program}"),
-            source,
+            source: match error {
+                process::Error::Spawn { source, .. } => source,
+            },
         })?;
-        // A stopped build drops this future: the installer and its helpers go with it.
-        let mut guard = GroupGuard::of(&child);
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            return Err(Error::Failed {
-                what,
-                status: "no output pipes".into(),
-                last: String::new(),
-            });
-        };
         let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
-        for stream in [
-            Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-            Box::new(stderr),
-        ] {
+        let streams = [
+            running
+                .take_stdout()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            running
+                .take_stderr()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ];
+        for stream in streams.into_iter().flatten() {
             let tx = tx.clone();
             tokio::spawn(async move {
                 let mut reader = BufReader::new(stream).lines();
@@ -281,33 +280,31 @@ impl LocalEnvs {
                 last.remove(0);
             }
         };
-        let waited = tokio::time::timeout(self.timeout, async {
-            while let Some(line) = lines.recv().await {
-                keep(line, log);
+        let exit = running.wait();
+        tokio::pin!(exit);
+        let exit = loop {
+            tokio::select! {
+                Some(line) = lines.recv() => keep(line, log),
+                exit = &mut exit => break exit,
             }
-            child.wait().await
-        })
-        .await;
-        // On a timeout the guard ends the installer's whole group as it drops.
-        let Ok(waited) = waited else {
-            return Err(Error::Timeout {
+        };
+        // The group is gone, so the pipes close: the last lines explain a failure.
+        while let Ok(Some(line)) =
+            tokio::time::timeout(Duration::from_millis(500), lines.recv()).await
+        {
+            keep(line, log);
+        }
+        match exit {
+            process::Exit::Code(0) => Ok(()),
+            process::Exit::Stopped { .. } => Err(Error::Timeout {
                 what,
                 after: self.timeout,
-            });
-        };
-        guard.disarm();
-        let status = match waited {
-            Ok(status) => status,
-            Err(source) => return Err(Error::Io { what, source }),
-        };
-        if status.success() {
-            Ok(())
-        } else {
-            Err(Error::Failed {
+            }),
+            other => Err(Error::Failed {
                 what,
-                status: status.to_string(),
+                status: other.to_string(),
                 last: last.join(" | "),
-            })
+            }),
         }
     }
 }

@@ -180,7 +180,13 @@ async fn errors_and_crashes_say_what_happened() {
     )
     .await;
     assert_eq!(result["status"], "failed");
-    assert_eq!(result["error"], "'missing key'");
+    // HKube's wrapper would say only 'missing key': the type, the place and the traceback
+    // are kept.
+    let error = result["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("KeyError: 'missing key' (at main.py:2)\nTraceback"),
+        "{error}"
+    );
 
     let pipeline = json!({"name": "e2", "nodes": [{"nodeName": "A", "algorithmName": "dies", "input": [],
                           "retry": {"policy": "OnCrash", "limit": 2}}]});

@@ -72,16 +72,70 @@ impl Assignment {
 pub enum Outcome {
     /// The algorithm returned this output.
     Output { output: Value },
-    /// The algorithm raised an error.
+    /// The algorithm raised an error: HKube's `message` and `details` (a traceback or stack
+    /// as text), and what hkube's runtimes add: the exception's type and where in the user's
+    /// code it was raised (`main.py:5`).
     Error {
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         details: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exception: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        location: Option<String>,
     },
     /// The task stopped on request.
     Stopped,
     /// The algorithm's process or connection was lost: why.
     Crashed { reason: String },
+}
+
+impl Outcome {
+    /// An error with only a message (the sidecar's own failures).
+    pub fn error(message: impl Into<String>) -> Outcome {
+        Outcome::Error {
+            message: message.into(),
+            details: None,
+            exception: None,
+            location: None,
+        }
+    }
+
+    /// An error as the user reads it in the task's error, the job's status and the task log:
+    /// a first line with the exception's type, its message and where it was raised
+    /// (`KeyError: 'missing-key' (at main.py:5)`), then the traceback. `None` for other ends.
+    pub fn error_text(&self) -> Option<String> {
+        let Outcome::Error {
+            message,
+            details,
+            exception,
+            location,
+        } = self
+        else {
+            return None;
+        };
+        let mut text = match exception.as_deref().filter(|e| !e.is_empty()) {
+            // Java's `toString()` (HKube's message) and a load error's text already name it.
+            Some(exception) if !message.contains(exception) => {
+                if message.is_empty() {
+                    exception.to_string()
+                } else {
+                    format!("{exception}: {message}")
+                }
+            }
+            _ => message.clone(),
+        };
+        if let Some(location) = location.as_deref().filter(|l| !l.is_empty()) {
+            text.push_str(&format!(" (at {location})"));
+        }
+        if let Some(details) = details.as_deref().map(str::trim_end) {
+            if !details.is_empty() {
+                text.push('\n');
+                text.push_str(details);
+            }
+        }
+        Some(text)
+    }
 }
 
 /// Code-API requests from a running algorithm (reference wrapper-protocol §3).
@@ -194,6 +248,47 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The error text from (message, details, type, location).
+    fn check_error_text(
+        message: &str,
+        details: Option<&str>,
+        exception: Option<&str>,
+        location: Option<&str>,
+        expected: &str,
+    ) {
+        let outcome = Outcome::Error {
+            message: message.into(),
+            details: details.map(Into::into),
+            exception: exception.map(Into::into),
+            location: location.map(Into::into),
+        };
+        assert_eq!(outcome.error_text().as_deref(), Some(expected));
+    }
+
+    #[test]
+    fn error_texts_name_type_message_place_then_traceback() {
+        // hkube's Python runtime: HKube's message is only str(exc).
+        check_error_text(
+            "'missing-key'",
+            Some("Traceback (most recent call last):\n  File \"main.py\", line 2\nKeyError: 'missing-key'\n"),
+            Some("KeyError"),
+            Some("main.py:2"),
+            "KeyError: 'missing-key' (at main.py:2)\nTraceback (most recent call last):\n  File \"main.py\", line 2\nKeyError: 'missing-key'",
+        );
+        // Java's message is the exception's toString(): the type is not repeated.
+        check_error_text(
+            "java.lang.IllegalStateException: no input",
+            None,
+            Some("java.lang.IllegalStateException"),
+            Some("Fails.java:10"),
+            "java.lang.IllegalStateException: no input (at Fails.java:10)",
+        );
+        // HKube's own wrappers send a message only.
+        check_error_text("division by zero", None, None, None, "division by zero");
+        check_error_text("", Some("  "), Some("StopIteration"), None, "StopIteration");
+        assert_eq!(Outcome::Stopped.error_text(), None);
+    }
+
     #[test]
     fn messages_round_trip_as_json() {
         let run = ToSidecar::Run {
@@ -218,10 +313,7 @@ mod tests {
         assert_eq!(serde_json::from_str::<ToSidecar>(&text).unwrap(), run);
         let finished = FromSidecar::Finished {
             task_id: "t".into(),
-            outcome: Outcome::Error {
-                message: "boom".into(),
-                details: None,
-            },
+            outcome: Outcome::error("boom"),
         };
         let text = serde_json::to_string(&finished).unwrap();
         assert_eq!(

@@ -128,7 +128,7 @@ async fn python_round_trip(fast: bool) {
         );
     }
 
-    // A user exception: its message, and its traceback as details.
+    // A user exception: its message, its traceback as details, its type and place.
     end.to_sidecar
         .send(ToSidecar::Run {
             tasks: vec![task("bad", vec![json!("boom")])],
@@ -137,11 +137,19 @@ async fn python_round_trip(fast: bool) {
     match next_outcome(&mut end).await {
         FromSidecar::Finished {
             task_id,
-            outcome: Outcome::Error { message, details },
+            outcome:
+                Outcome::Error {
+                    message,
+                    details,
+                    exception,
+                    location,
+                },
         } => {
             assert_eq!(task_id, "bad");
             assert_eq!(message, "boom!");
             assert!(details.unwrap_or_default().contains("ValueError: boom!"));
+            assert_eq!(exception.as_deref(), Some("ValueError"));
+            assert_eq!(location.as_deref(), Some("main.py:5"));
         }
         other => panic!("expected an error, got {other:?}"),
     }

@@ -1,38 +1,26 @@
 //! One supervised child process: the algorithm runtime of a local worker.
 //!
-//! One `tokio::select!` watches the child's exit, a deadline and a cancel signal; stopping is
-//! SIGTERM, then SIGKILL after a grace period. The child starts with a cleared environment plus
-//! an allow-list and the variables the worker sets, so nothing of the orchestrator's own
-//! environment (tokens, credentials) leaks into user code. Its stdout and stderr are kept in a
-//! bounded log: the last lines explain a crash.
+//! Built on the one process runner, `builder::process`: the child starts with a cleared
+//! environment plus an allow-list ([`INHERITED_ENV`]) and the variables the worker sets, so
+//! nothing of the orchestrator's own environment (tokens, credentials) leaks into user code;
+//! it runs in its own process group, and stopping it is SIGTERM to the group, then SIGKILL
+//! after a grace period. A supervisor task watches the exit, a deadline and a stop. Its stdout
+//! and stderr are kept in a bounded log: the last lines explain a crash.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::sys::signal::{self, Signal};
-use nix::unistd::Pid;
+use builder::process;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
-/// Variables a child inherits from the orchestrator when set; everything else is cleared.
-pub const INHERITED_ENV: &[&str] = &[
-    "PATH",
-    "HOME",
-    "LANG",
-    "LC_ALL",
-    "TZ",
-    "TMPDIR",
-    "PYTHONPATH",
-    "NODE_PATH",
-    "JAVA_HOME",
-    "SSL_CERT_FILE",
-    "REQUESTS_CA_BUNDLE",
-    "NODE_EXTRA_CA_CERTS",
-];
+pub use builder::process::Exit;
+
+/// Lists of variables a runtime inherits from the orchestrator when set; everything else is
+/// cleared.
+pub const INHERITED_ENV: &[&[&str]] = &[process::BASE_ENV, process::RUNTIME_ENV];
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -56,34 +44,6 @@ pub struct ChildSpec {
     pub log_limit: usize,
     /// Time between SIGTERM and SIGKILL.
     pub grace: Duration,
-}
-
-/// How a child ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Exit {
-    Code(i32),
-    Signal(i32),
-    /// Stopped by us (deadline or cancel), after SIGTERM or SIGKILL.
-    Stopped {
-        killed: bool,
-    },
-}
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Exit::Code(code) => write!(f, "exited with code {code}"),
-            Exit::Signal(signal) => {
-                let name = Signal::try_from(*signal)
-                    .map_or_else(|_| format!("signal {signal}"), |s| s.to_string());
-                write!(f, "was killed by {name}")
-            }
-            Exit::Stopped { killed: false } => f.write_str("was stopped (SIGTERM)"),
-            Exit::Stopped { killed: true } => {
-                f.write_str("was stopped (SIGKILL after the grace period)")
-            }
-        }
-    }
 }
 
 /// The newest output lines of a child, bounded in bytes.
@@ -170,39 +130,30 @@ impl StopHandle {
 impl Supervised {
     /// Starts the child and its supervisor; `deadline` stops it when reached.
     pub fn start(spec: &ChildSpec, deadline: Option<Duration>) -> Result<Supervised, Error> {
-        let mut command = Command::new(&spec.program);
-        command
+        let mut runner = process::Spec::new(&spec.program)
             .args(&spec.args)
-            .current_dir(&spec.cwd)
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(false);
-        for name in INHERITED_ENV {
-            if let Ok(value) = std::env::var(name) {
-                command.env(name, value);
-            }
+            .cwd(&spec.cwd)
+            .timeout(deadline)
+            .grace(spec.grace);
+        runner.inherit = INHERITED_ENV.to_vec();
+        for (name, value) in &spec.env {
+            runner = runner.env(name, value);
         }
-        command.envs(spec.env.iter().map(|(k, v)| (k, v)));
-        let mut child = command.spawn().map_err(|source| Error::Spawn {
-            program: spec.program.display().to_string(),
-            source,
+        let mut child = runner.spawn().map_err(|error| match error {
+            process::Error::Spawn { program, source } => Error::Spawn { program, source },
         })?;
         let pid = child.id().unwrap_or(0);
         let log = Arc::new(Mutex::new(Log::new(spec.log_limit)));
         let mut collectors = Vec::new();
-        if let Some(stdout) = child.stdout.take() {
+        if let Some(stdout) = child.take_stdout() {
             collectors.push(tokio::spawn(collect(stdout, log.clone())));
         }
-        if let Some(stderr) = child.stderr.take() {
+        if let Some(stderr) = child.take_stderr() {
             collectors.push(tokio::spawn(collect(stderr, log.clone())));
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         let (exit_tx, exit_rx) = watch::channel(None);
-        tokio::spawn(supervise(
-            child, deadline, spec.grace, stop_rx, exit_tx, collectors,
-        ));
+        tokio::spawn(supervise(child, stop_rx, exit_tx, collectors));
         Ok(Supervised {
             pid,
             log,
@@ -279,68 +230,24 @@ async fn collect(stream: impl AsyncRead + Unpin, log: Arc<Mutex<Log>>) {
 }
 
 async fn supervise(
-    mut child: Child,
-    deadline: Option<Duration>,
-    grace: Duration,
+    child: process::Running,
     mut stop: watch::Receiver<bool>,
     exit: watch::Sender<Option<Exit>>,
     collectors: Vec<tokio::task::JoinHandle<()>>,
 ) {
-    let timer = async {
-        match deadline {
-            Some(after) => tokio::time::sleep(after).await,
-            None => std::future::pending().await,
-        }
-    };
-    let stop_requested = async {
+    let stop_requested = async move {
         while !*stop.borrow() {
             if stop.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }
         }
     };
-    let outcome = tokio::select! {
-        // An exit that already happened wins over a stop asked for at the same moment.
-        biased;
-        status = child.wait() => Some(status),
-        () = timer => None,
-        () = stop_requested => None,
-    };
-    let result = match outcome {
-        Some(Ok(status)) => exit_of(status),
-        Some(Err(_)) => Exit::Stopped { killed: true },
-        None => terminate(&mut child, grace).await,
-    };
+    let result = child.wait_or_stop(stop_requested).await;
     // The last lines explain the exit: let the readers drain the pipes first.
     for collector in collectors {
         let _ = tokio::time::timeout(Duration::from_millis(500), collector).await;
     }
     let _ = exit.send(Some(result));
-}
-
-async fn terminate(child: &mut Child, grace: Duration) -> Exit {
-    if let Ok(Some(status)) = child.try_wait() {
-        return exit_of(status);
-    }
-    if let Some(pid) = child.id() {
-        let _ = signal::kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-    }
-    match tokio::time::timeout(grace, child.wait()).await {
-        Ok(_) => Exit::Stopped { killed: false },
-        Err(_) => {
-            let _ = child.kill().await;
-            Exit::Stopped { killed: true }
-        }
-    }
-}
-
-fn exit_of(status: std::process::ExitStatus) -> Exit {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => Exit::Code(code),
-        (None, Some(signal)) => Exit::Signal(signal),
-        (None, None) => Exit::Code(-1),
-    }
 }
 
 #[cfg(test)]

@@ -33,12 +33,48 @@ const logs = require('./logs');
 const storage = require('./storage');
 const ws = require('./ws');
 
+/**
+ * HKube's `{code, message, details}` (details: the stack) plus hkube's `type`, `file` and `line`
+ * for an Error: its name, and where in the user's code it was raised.
+ */
 function errorPayload(err) {
   const isError = err instanceof Error;
   const message = (err && typeof err.message === 'string' && err.message) || (isError ? err.name : String(err));
   const payload = { code: 'Failed', message };
   if (isError && err.stack) payload.details = err.stack;
+  if (isError) Object.assign(payload, { type: err.name || 'Error' }, whereRaised(err));
   return payload;
+}
+
+/**
+ * `{file, line}` of an error: for a SyntaxError met while loading, the `<file>:<line>` that Node
+ * puts on its stack's first line; otherwise the innermost frame in the algorithm's folder (the
+ * working folder), else the innermost one that is neither Node's nor this runtime's. Paths in
+ * the algorithm's folder are given relative to it.
+ */
+function whereRaised(err) {
+  const stack = typeof err.stack === 'string' ? err.stack : '';
+  let found = null;
+  if (err instanceof SyntaxError) {
+    const first = stack.split('\n', 1)[0].match(/^(.+):(\d+)$/);
+    if (first) found = [first[1], Number(first[2])];
+  }
+  if (!found) {
+    const frames = [];
+    for (const line of stack.split('\n')) {
+      const frame = line.match(/^\s+at (?:.*? \()?(?:file:\/\/)?(.+?):(\d+):\d+\)?$/);
+      if (frame && path.isAbsolute(frame[1])) frames.push([frame[1], Number(frame[2])]);
+    }
+    const mine = `${process.cwd()}${path.sep}`;
+    found =
+      frames.find(([file]) => file.startsWith(mine)) ||
+      frames.find(([file]) => !file.startsWith(`${__dirname}${path.sep}`)) ||
+      null;
+  }
+  if (!found) return {};
+  const [file, line] = found;
+  const inFolder = file.startsWith(`${process.cwd()}${path.sep}`);
+  return { file: inFolder ? path.relative(process.cwd(), file) : file, line };
 }
 
 function notJson(what, err) {
@@ -361,7 +397,8 @@ function loadAlgorithm(entryPoint = 'index.js', algorithmPath) {
     module = require(path.resolve(entryPoint));
   } catch (err) {
     const error = errorPayload(err);
-    error.message = `cannot load the algorithm's entry point '${entryPoint}' from ${process.cwd()}: ${error.message}`;
+    const cause = error.type ? `${error.type}: ${error.message}` : error.message;
+    error.message = `cannot load the algorithm's entry point '${entryPoint}' from ${process.cwd()}: ${cause}`;
     return { functions: {}, error };
   }
   const exported = module || {};

@@ -799,3 +799,30 @@ test('frames: a server with a wrong Sec-WebSocket-Accept is refused', async () =
   await assert.rejects(ws.connect('127.0.0.1', server.address().port, '/'), /bad Sec-WebSocket-Accept/);
   server.close();
 });
+
+test('errors: a syntax error names the file and line, a thrown error its type and place', async () => {
+  const folder = tempFolder({
+    'broken.js': 'const x = 1;\nmodule.exports.start = (args) => {\n  return x +;\n};\n',
+    'lib/lookup.js': "module.exports = (d) => {\n  if (!('missing-key' in d)) throw new TypeError('missing-key');\n};\n",
+    'ok.js': "const lookup = require('./lib/lookup');\nmodule.exports.start = () => lookup({});\n",
+  });
+  const { error: broken } = loadIn('broken.js', folder);
+  assert.strictEqual(broken.type, 'SyntaxError');
+  assert.strictEqual(broken.file, 'broken.js');
+  assert.strictEqual(broken.line, 3);
+
+  const cwd = process.cwd();
+  process.chdir(folder);
+  try {
+    const { functions } = loadAlgorithm('ok.js');
+    const { sidecar, served } = await serve(new Runner(functions));
+    sidecar.send('run', { taskId: 't', input: [] });
+    const { error } = await sidecar.recv();
+    await finish(sidecar, served);
+    assert.strictEqual(error.type, 'TypeError');
+    assert.strictEqual(error.message, 'missing-key');
+    assert.deepStrictEqual([error.file, error.line], [path.join('lib', 'lookup.js'), 2]);
+  } finally {
+    process.chdir(cwd);
+  }
+});

@@ -80,12 +80,53 @@ class Api:
         self._runner.send({"command": "progress", "data": {"progress": percent}})
 
 
+_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
 def _error_payload(exc):
-    return {
+    """HKube's ``{code, message, details}`` plus hkube's ``type``, ``file`` and ``line``.
+
+    ``message`` stays ``str(exc)`` as HKube's wrapper sends it (``'missing-key'`` for a
+    ``KeyError``); ``type`` names the exception, and ``file``/``line`` the innermost frame in
+    the user's folder (a library's frame says less about what to fix). ``details`` is the
+    traceback without this runtime's own frames.
+    """
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not _is_runtime_file(f.filename)]
+    lines = traceback.format_exception_only(type(exc), exc)
+    if frames:
+        lines = ["Traceback (most recent call last):\n"] + traceback.format_list(frames) + lines
+    payload = {
         "code": "Failed",
         "message": str(exc) or type(exc).__name__,
-        "details": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        "details": "".join(lines),
+        "type": type(exc).__name__,
     }
+    where = None
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = (exc.filename, exc.lineno)
+    else:
+        cwd = os.getcwd() + os.sep
+        mine = [f for f in frames if os.path.abspath(f.filename).startswith(cwd)]
+        frame = (mine or frames or [None])[-1]
+        if frame is not None:
+            where = (frame.filename, frame.lineno)
+    if where is not None:
+        file, line = where
+        absolute = os.path.abspath(file)
+        if absolute.startswith(os.getcwd() + os.sep):
+            file = os.path.relpath(absolute)
+        payload["file"] = file
+        if line is not None:
+            payload["line"] = line
+    return payload
+
+
+def _is_runtime_file(filename):
+    # The runtime and the import machinery are not where a user looks for the cause.
+    if filename.startswith("<frozen"):
+        return True
+    folder = os.path.dirname(os.path.abspath(filename))
+    return folder == _RUNTIME_DIR or os.path.basename(folder) == "importlib"
 
 
 class Runner:
@@ -448,8 +489,8 @@ def load_algorithm(entry_point, algorithm_path=None):
         module = importlib.import_module(module_name)
     except Exception as exc:
         error = _error_payload(exc)
-        error["message"] = "cannot load the algorithm's entry point {!r} (module {!r}) from {}: {}".format(
-            entry_point, module_name, os.getcwd(), error["message"]
+        error["message"] = "cannot load the algorithm's entry point {!r} (module {!r}) from {}: {}: {}".format(
+            entry_point, module_name, os.getcwd(), error["type"], error["message"]
         )
         return {}, error
     functions = {name: getattr(module, name, None) for name in ("start", "init", "stop", "exit")}

@@ -503,6 +503,35 @@ class Loading(unittest.TestCase):
             self.assertIn("nowhere_to_be_found", error["message"])
             self.assertIn("cannot load the algorithm's entry point", error["message"])
 
+    def test_a_key_error_names_its_type_file_and_line(self):
+        with tempfile.TemporaryDirectory() as folder:
+            with open(os.path.join(folder, "keyerror_mod.py"), "w") as f:
+                f.write("def lookup(d):\n    return d['missing-key']\n\ndef start(args):\n    return lookup({})\n")
+            functions, error = load_algorithm("keyerror_mod.py", folder)
+            self.assertIsNone(error)
+            sidecar, thread, _ = serve(Runner(start=functions["start"]))
+            sidecar.send("run", {"taskId": "t", "input": []})
+            error = sidecar.recv()["error"]
+            sidecar.send("exit", {"exitCode": 0})
+            thread.join(5)
+            sidecar.close()
+        self.assertEqual(error["message"], "'missing-key'")
+        self.assertEqual(error["type"], "KeyError")
+        self.assertEqual((error["file"], error["line"]), ("keyerror_mod.py", 2))
+        self.assertIn('keyerror_mod.py", line 5, in start', error["details"])
+        self.assertIn("KeyError: 'missing-key'", error["details"])
+        # The runtime's own frames are not the user's concern.
+        self.assertNotIn("hkube_runtime", error["details"])
+
+    def test_a_syntax_error_names_the_file_and_line(self):
+        with tempfile.TemporaryDirectory() as folder:
+            with open(os.path.join(folder, "syntax_mod.py"), "w") as f:
+                f.write("x = 1\ndef start(args:\n    return 1\n")
+            _, error = load_algorithm("syntax_mod.py", folder)
+        self.assertEqual(error["type"], "SyntaxError")
+        self.assertEqual((error["file"], error["line"]), ("syntax_mod.py", 2))
+        self.assertNotIn("importlib", error["details"])
+
     def test_a_module_without_start_is_named(self):
         with tempfile.TemporaryDirectory() as folder:
             with open(os.path.join(folder, "nostart_mod.py"), "w") as f:

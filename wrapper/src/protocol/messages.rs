@@ -486,6 +486,30 @@ impl ErrorInfo {
             ..Self::default()
         }
     }
+
+    /// hkube's runtimes: the exception's type (`type`: `KeyError`, `SyntaxError`,
+    /// `java.lang.IllegalStateException`). HKube's wrappers do not send it.
+    pub fn exception(&self) -> Option<&str> {
+        self.extra
+            .get("type")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+    }
+
+    /// hkube's runtimes: where in the user's code the error was raised, `file:line` (from
+    /// `file` and `line`; a line alone means nothing and is dropped).
+    pub fn location(&self) -> Option<String> {
+        let file = self
+            .extra
+            .get("file")
+            .and_then(Value::as_str)
+            .filter(|f| !f.is_empty())?;
+        Some(match self.extra.get("line") {
+            Some(Value::Number(line)) => format!("{file}:{line}"),
+            Some(Value::String(line)) if !line.is_empty() => format!("{file}:{line}"),
+            _ => file.to_owned(),
+        })
+    }
 }
 
 /// One entry of `streamingStatistics`.

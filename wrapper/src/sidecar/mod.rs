@@ -944,20 +944,14 @@ impl Run {
 
     async fn read_output(&self, path: &str) -> Outcome {
         let Some(access) = &self.options.storage else {
-            return Outcome::Error {
-                message: format!("the wrapper stored its output at {path}, but this sidecar has no storage configured"),
-                details: None,
-            };
+            return Outcome::error(format!("the wrapper stored its output at {path}, but this sidecar has no storage configured"));
         };
         match storage::get_value(access.storage.as_ref(), path, access.encoding).await {
             Ok(storage::encoding::StoredValue::Value(output)) => Outcome::Output { output },
             Ok(storage::encoding::StoredValue::Raw(bytes)) => Outcome::Output {
                 output: protocol::codec::binary(&bytes),
             },
-            Err(error) => Outcome::Error {
-                message: format!("cannot read the algorithm's output: {error}"),
-                details: None,
-            },
+            Err(error) => Outcome::error(format!("cannot read the algorithm's output: {error}")),
         }
     }
 
@@ -1022,13 +1016,7 @@ impl Run {
     /// Fails the current task(s) for a protocol problem; the connection stays.
     fn fail_current(&mut self, message: &str) {
         for task in std::mem::take(&mut self.current) {
-            self.report_finished(
-                &task.task_id,
-                Outcome::Error {
-                    message: message.to_string(),
-                    details: None,
-                },
-            );
+            self.report_finished(&task.task_id, Outcome::error(message.to_string()));
         }
         self.session = Session::new();
         self.stop = None;
@@ -1088,6 +1076,8 @@ fn stored_value(value: Value) -> storage::encoding::StoredValue {
 }
 
 fn error_outcome(error: ErrorInfo) -> Outcome {
+    let exception = error.exception().map(str::to_owned);
+    let location = error.location();
     let details = error.details.map(|d| match d {
         Value::String(text) => text,
         other => other.to_string(),
@@ -1095,6 +1085,8 @@ fn error_outcome(error: ErrorInfo) -> Outcome {
     Outcome::Error {
         message: error.message,
         details,
+        exception,
+        location,
     }
 }
 

@@ -48,6 +48,7 @@ use wrapper::link::{Assignment, CodeApiReply, CodeApiRequest, FromSidecar, Outco
 
 use builder::env::Env;
 use builder::local::{LocalEnvs, Prepared};
+use builder::process;
 use wrapper::sidecar::{SidecarOptions, StorageAccess};
 use wrapper::storage::FsStorage;
 
@@ -828,8 +829,17 @@ impl Service {
                     Outcome::Output { output } => {
                         pending.reporter.finish(TaskOutcome::Succeeded(output))
                     }
-                    Outcome::Error { message, .. } => {
-                        pending.reporter.finish(TaskOutcome::Failed(message))
+                    error @ Outcome::Error { .. } => {
+                        // The type, message, place and traceback: in the task's error (and so
+                        // the job's status and `hkube run`'s stderr) and in its log.
+                        let text = error.error_text().unwrap_or_default();
+                        let file = self
+                            .options
+                            .log_dir
+                            .join(&pending.assignment.job_id)
+                            .join(format!("{task_id}.log"));
+                        tokio::spawn(write_log(file, format!("{text}\n")));
+                        pending.reporter.finish(TaskOutcome::Failed(text))
                     }
                     // The engine asked for the stop and already recorded it.
                     Outcome::Stopped if pending.cancelled => {}
@@ -1172,55 +1182,63 @@ async fn prepare_java(
     mut algorithm: LocalAlgorithm,
     options: &LocalOptions,
 ) -> Result<LocalAlgorithm, Error> {
-    let runtimes = options.runtimes.clone();
+    let runtimes = &options.runtimes;
     let classes = options.work_dir.join(&algorithm.name).join("classes");
-    let code_dir = algorithm.code_dir.clone();
-    let name = algorithm.name.clone();
-    let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let jar = runtimes.java_jar();
-        if !jar.exists() {
-            run_tool(
-                std::process::Command::new("bash").arg(runtimes.dir.join("java/build.sh")),
-                "building the Java runtime",
-            )?;
-        }
-        let mut sources = Vec::new();
-        collect_java_sources(&code_dir, &mut sources)
-            .map_err(|e| format!("reading {}: {e}", code_dir.display()))?;
-        if sources.is_empty() {
-            return Err(format!("no .java files in {}", code_dir.display()));
-        }
-        std::fs::create_dir_all(&classes)
-            .map_err(|e| format!("creating {}: {e}", classes.display()))?;
-        let mut javac = std::process::Command::new("javac");
-        javac
-            .args(["--release", "17", "-cp"])
-            .arg(&jar)
-            .arg("-d")
-            .arg(&classes)
-            .args(&sources);
-        run_tool(&mut javac, "compiling the algorithm")
-    })
-    .await
-    .map_err(|e| Error::Prepare {
-        name: name.clone(),
-        reason: e.to_string(),
-    })?;
-    result.map_err(|reason| Error::Prepare { name, reason })?;
-    algorithm.classpath = Some(options.work_dir.join(&algorithm.name).join("classes"));
+    let failed = |reason: String| Error::Prepare {
+        name: algorithm.name.clone(),
+        reason,
+    };
+    let jar = runtimes.java_jar();
+    if !jar.exists() {
+        let build = process::Spec::new("bash")
+            .args([runtimes.dir.join("java/build.sh")])
+            .inherit(process::RUNTIME_ENV);
+        run_tool(build, "building the Java runtime")
+            .await
+            .map_err(failed)?;
+    }
+    let mut sources = Vec::new();
+    collect_java_sources(&algorithm.code_dir, &mut sources)
+        .map_err(|e| failed(format!("reading {}: {e}", algorithm.code_dir.display())))?;
+    if sources.is_empty() {
+        return Err(failed(format!(
+            "no .java files in {}",
+            algorithm.code_dir.display()
+        )));
+    }
+    std::fs::create_dir_all(&classes)
+        .map_err(|e| failed(format!("creating {}: {e}", classes.display())))?;
+    let javac = process::Spec::new("javac")
+        .args(["--release", "17", "-cp"])
+        .args([jar.as_os_str(), "-d".as_ref(), classes.as_os_str()])
+        .args(sources)
+        .inherit(process::RUNTIME_ENV);
+    run_tool(javac, "compiling the algorithm")
+        .await
+        .map_err(failed)?;
+    algorithm.classpath = Some(classes);
     Ok(algorithm)
 }
 
-fn run_tool(command: &mut std::process::Command, what: &str) -> Result<(), String> {
-    let output = command.output().map_err(|e| format!("{what}: {e}"))?;
-    if output.status.success() {
-        return Ok(());
+/// How long javac (or the Java runtime's build) may take before its group is stopped.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// Runs a build tool through the process runner (cleared environment, own process group,
+/// [`TOOL_TIMEOUT`]); its output explains a failure.
+async fn run_tool(spec: process::Spec, what: &str) -> Result<(), String> {
+    let running = spec
+        .timeout(Some(TOOL_TIMEOUT))
+        .spawn()
+        .map_err(|e| format!("{what}: {e}"))?;
+    let (exit, output) = running.output_tail(16 * 1024).await;
+    match exit {
+        process::Exit::Code(0) => Ok(()),
+        process::Exit::Stopped { .. } => Err(format!(
+            "{what} took longer than {} s and was stopped",
+            TOOL_TIMEOUT.as_secs()
+        )),
+        other => Err(format!("{what} failed ({other}):\n{output}")),
     }
-    Err(format!(
-        "{what} failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr).trim_end()
-    ))
 }
 
 fn collect_java_sources(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

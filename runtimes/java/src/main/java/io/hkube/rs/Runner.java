@@ -756,7 +756,30 @@ public final class Runner {
         // A storage failure's message already says what went wrong and where.
         error.put("message", t instanceof Storage.StorageException ? t.getMessage() : t.toString());
         error.put("details", stackTrace(t));
+        // hkube's additions: the exception's class and where the user's code raised it.
+        error.put("type", t.getClass().getName());
+        StackTraceElement where = userFrame(t);
+        if (where != null && where.getFileName() != null) {
+            error.put("file", where.getFileName());
+            if (where.getLineNumber() > 0) {
+                error.put("line", where.getLineNumber());
+            }
+        }
         return error;
+    }
+
+    /** The innermost frame that is neither this runtime's nor the JDK's (else the innermost). */
+    static StackTraceElement userFrame(Throwable t) {
+        StackTraceElement[] frames = t.getStackTrace();
+        for (StackTraceElement frame : frames) {
+            String name = frame.getClassName();
+            boolean platform = name.startsWith("io.hkube.rs.") || name.startsWith("java.")
+                    || name.startsWith("javax.") || name.startsWith("jdk.") || name.startsWith("sun.");
+            if (!platform) {
+                return frame;
+            }
+        }
+        return frames.length > 0 ? frames[0] : null;
     }
 
     static String stackTrace(Throwable t) {

@@ -738,6 +738,11 @@ public final class RuntimeTest {
             assertEquals("java.lang.IllegalArgumentException: bad value", error.get("message"), "message");
             assertContains(error.get("details"), "java.lang.IllegalArgumentException: bad value", "details");
             assertContains(error.get("details"), "at io.hkube.rs.RuntimeTest$Thrower.start", "details");
+            assertEquals("java.lang.IllegalArgumentException", error.get("type"), "type");
+            assertEquals("RuntimeTest.java", error.get("file"), "file");
+            if (!(error.get("line") instanceof Number) || ((Number) error.get("line")).intValue() <= 0) {
+                throw new AssertionError("line: a positive number expected, got " + error.get("line"));
+            }
             s.exit(0);
         }
     }
