@@ -11,6 +11,7 @@
 //! One task owns all the pools; [`LocalExecutor`] is a cheap handle to it.
 
 mod deploy;
+mod embedded;
 mod worker;
 
 use std::cmp::{Ordering, Reverse};
@@ -42,6 +43,8 @@ pub enum Error {
     Worker(String),
     #[error("cannot prepare algorithm {name}: {reason}")]
     Prepare { name: String, reason: String },
+    #[error("cannot write hkube's language runtimes: {0}")]
+    Runtimes(String),
 }
 
 #[derive(Debug, Clone)]
@@ -1001,13 +1004,7 @@ async fn prepare_java(
     let code_dir = algorithm.code_dir.clone();
     let name = algorithm.name.clone();
     let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let jar = runtimes.java_jar();
-        if !jar.exists() {
-            run_tool(
-                std::process::Command::new("bash").arg(runtimes.dir.join("java/build.sh")),
-                "building the Java runtime",
-            )?;
-        }
+        let jar = runtimes.java_jar_built()?;
         let mut sources = Vec::new();
         collect_java_sources(&code_dir, &mut sources)
             .map_err(|e| format!("reading {}: {e}", code_dir.display()))?;
