@@ -246,7 +246,8 @@ impl Client {
             };
         }
         let mut reason = error.to_string();
-        if matches!(error, ureq::Error::Rustls(_)) && reason.contains("certificate") {
+        // rustls' verdict arrives as ureq's Rustls or Io error, depending on when it came.
+        if reason.contains("certificate") {
             reason.push_str(
                 "; if the server's certificate comes from your own CA, point SSL_CERT_FILE at it, or set \"rejectUnauthorized\": false in .hkuberc",
             );
