@@ -22,7 +22,7 @@ pub struct RunArgs {
     /// JSON merged over the pipeline's flowInput, e.g. '{"N": 500}'.
     #[arg(long = "flow-input", value_name = "JSON")]
     flow_input: Option<String>,
-    /// No progress on stderr.
+    /// No progress and no closing summary on stderr (a failed job is still explained).
     #[arg(long, short)]
     quiet: bool,
     /// Where storage (large results), task logs and compiled code go.
@@ -161,7 +161,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
     Ok(if status == "completed" { 0 } else { 1 })
 }
 
-/// `job numbers:… completed in 1.2 s, 5 tasks (5 succeed), task logs in …/logs/numbers:…`.
+/// `job 706izq7175u3 completed in 1.2 s, 7 tasks (7 succeed), task logs in …/logs/706izq7175u3`.
 fn summary(job: &str, result: &Value, status_doc: Option<&Value>, logs: Option<&Path>) -> String {
     let status = result
         .get("status")
