@@ -233,19 +233,27 @@ impl Client {
         let unreachable = match &error {
             ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => true,
             ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => true,
-            ureq::Error::Io(io) => matches!(
-                io.kind(),
-                ErrorKind::ConnectionRefused | ErrorKind::AddrNotAvailable | ErrorKind::NotFound
-            ),
+            ureq::Error::Io(io) => {
+                matches!(
+                    io.kind(),
+                    ErrorKind::ConnectionRefused
+                        | ErrorKind::AddrNotAvailable
+                        | ErrorKind::NotFound
+                ) || io.to_string().contains("failed to lookup address")
+            }
             _ => false,
+        };
+        // ureq says "io: …" before a system error; the system's words are enough.
+        let mut reason = match &error {
+            ureq::Error::Io(io) => io.to_string(),
+            other => other.to_string(),
         };
         if unreachable {
             return Error::Unreachable {
                 url: self.base_url(),
-                reason: error.to_string(),
+                reason,
             };
         }
-        let mut reason = error.to_string();
         // rustls' verdict arrives as ureq's Rustls or Io error, depending on when it came.
         if reason.contains("certificate") {
             reason.push_str(
