@@ -1,21 +1,23 @@
-//! A small blocking HTTP/1.1 client for HKube's REST API: what the hkubectl-compatible
-//! commands send and receive.
+//! The blocking HTTP client for HKube's REST API: what the hkubectl-compatible commands send
+//! and receive.
 //!
-//! One request per connection (`Connection: close`), plain `http://` only, JSON or multipart
-//! bodies, and HKube's error body (`{"error":{"message":…}}`) turned into [`Error::Api`]. It
-//! knows routes only as paths relative to the API's prefix; it never decides what a command
+//! `ureq` does the HTTP (http and https; rustls with the system's roots, `SSL_CERT_FILE`
+//! honoured, and the proxy variables). This module adds what is HKube's: routes as paths
+//! under the API's prefix, the bearer token, JSON or multipart bodies, and HKube's error body
+//! (`{"error":{"message":…}}`) turned into [`Error::Api`]. It never decides what a command
 //! prints.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+use ureq::http::uri::Authority;
+use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
 /// How long connecting may take before the server counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long one answer may take (a large results document is read in one go).
-const READ_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long an answer may take to start, and then to arrive (a large results document).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -42,8 +44,9 @@ pub enum Error {
 /// Where the API is and how to authenticate.
 #[derive(Debug, Clone)]
 pub struct Client {
-    host: String,
-    port: u16,
+    agent: ureq::Agent,
+    /// `https://host:port`: scheme and authority, no path.
+    origin: String,
     /// `/api/v1` or `/hkube/api-server/api/v1`: no trailing slash.
     prefix: String,
     token: Option<String>,
@@ -82,13 +85,38 @@ pub struct Part {
 }
 
 impl Client {
-    /// `endpoint` is `http://host[:port][/…]`; as in hkubectl, only its scheme, host and port
-    /// count: the path comes from `prefix`.
-    pub fn new(endpoint: &str, prefix: &str, token: Option<String>) -> Result<Client, Error> {
-        let (host, port) = parse_endpoint(endpoint)?;
+    /// `endpoint` is `http[s]://host[:port][/…]`; as in hkubectl, only its scheme, host and
+    /// port count: the path comes from `prefix`. `verify_tls: false` is hkubectl's
+    /// `rejectUnauthorized: false` (a self-signed certificate is accepted).
+    pub fn new(
+        endpoint: &str,
+        prefix: &str,
+        token: Option<String>,
+        verify_tls: bool,
+    ) -> Result<Client, Error> {
+        let origin = parse_endpoint(endpoint)?;
+        let mut tls = TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .disable_verification(!verify_tls);
+        if origin.starts_with("https://") && verify_tls {
+            tls = tls.root_certs(system_roots());
+        }
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls.build())
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_recv_response(Some(ANSWER_TIMEOUT))
+            .timeout_recv_body(Some(ANSWER_TIMEOUT))
+            // Error statuses carry HKube's message in the body: read, not raised.
+            .http_status_as_error(false)
+            .user_agent(format!("hkube/{}", env!("CARGO_PKG_VERSION")))
+            .build()
+            .new_agent();
         Ok(Client {
-            host,
-            port,
+            agent,
+            origin,
             prefix: api_prefix(prefix),
             token: token.filter(|t| !t.is_empty()),
         })
@@ -96,7 +124,7 @@ impl Client {
 
     /// The base URL requests go to, for messages.
     pub fn base_url(&self) -> String {
-        format!("http://{}:{}{}", self.host, self.port, self.prefix)
+        format!("{}{}", self.origin, self.prefix)
     }
 
     pub fn has_token(&self) -> bool {
@@ -152,63 +180,104 @@ impl Client {
         path: &str,
         body: Option<(String, Vec<u8>)>,
     ) -> Result<Response, Error> {
-        let target = format!("{}/{}", self.prefix, path.trim_start_matches('/'));
-        let url = format!("http://{}:{}{target}", self.host, self.port);
-        let transport = |reason: String| Error::Transport {
+        let url = format!(
+            "{}{}/{}",
+            self.origin,
+            self.prefix,
+            path.trim_start_matches('/')
+        );
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("Accept", "application/json");
+        let request = match &self.token {
+            Some(token) => request.header("Authorization", format!("Bearer {token}")),
+            None => request,
+        };
+        let (content_type, body) = body.unwrap_or_default();
+        let request = if content_type.is_empty() {
+            request
+        } else {
+            request.header("Content-Type", content_type)
+        };
+        let request = request.body(body).map_err(|e| Error::Transport {
             method: method.to_string(),
             url: url.clone(),
-            reason,
-        };
-        let mut stream = self.connect()?;
-        stream
-            .set_read_timeout(Some(READ_TIMEOUT))
-            .map_err(|e| transport(e.to_string()))?;
-        let mut head = format!(
-            "{method} {target} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\nAccept: application/json\r\nUser-Agent: hkube/{}\r\n",
-            self.host,
-            self.port,
-            env!("CARGO_PKG_VERSION")
-        );
-        if let Some(token) = &self.token {
-            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-        }
-        let (content_type, body) = body.unwrap_or_default();
-        if !content_type.is_empty() {
-            head.push_str(&format!("Content-Type: {content_type}\r\n"));
-        }
-        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-        stream
-            .write_all(head.as_bytes())
-            .and_then(|()| stream.write_all(&body))
-            .map_err(|e| transport(format!("sending the request: {e}")))?;
-        let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .map_err(|e| transport(format!("reading the answer: {e}")))?;
-        let (status, body) = parse_response(&raw).map_err(transport)?;
+            reason: e.to_string(),
+        })?;
+        let mut response = self
+            .agent
+            .run(request)
+            .map_err(|e| self.failure(method, &url, e))?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .map_err(|e| Error::Transport {
+                method: method.to_string(),
+                url: url.clone(),
+                reason: format!("reading the answer: {e}"),
+            })?;
         if (200..300).contains(&status) {
             return Ok(Response { body });
         }
         Err(api_error(status, &body, &url))
     }
 
-    fn connect(&self) -> Result<TcpStream, Error> {
-        let unreachable = |reason: String| Error::Unreachable {
-            url: self.base_url(),
-            reason,
-        };
-        let addresses = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|e| unreachable(e.to_string()))?;
-        let mut last = String::from("no address");
-        for address in addresses {
-            match TcpStream::connect_timeout(&address, CONNECT_TIMEOUT) {
-                Ok(stream) => return Ok(stream),
-                Err(error) => last = error.to_string(),
+    /// A request that got no answer: unreachable (nothing listens, no such host), or
+    /// broken on the way (TLS, a reset), with a hint for a certificate the roots lack.
+    fn failure(&self, method: &str, url: &str, error: ureq::Error) -> Error {
+        use std::io::ErrorKind;
+        let unreachable = match &error {
+            ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => true,
+            ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => true,
+            ureq::Error::Io(io) => {
+                matches!(
+                    io.kind(),
+                    ErrorKind::ConnectionRefused
+                        | ErrorKind::AddrNotAvailable
+                        | ErrorKind::NotFound
+                ) || io.to_string().contains("failed to lookup address")
             }
+            _ => false,
+        };
+        // ureq says "io: …" before a system error; the system's words are enough.
+        let mut reason = match &error {
+            ureq::Error::Io(io) => io.to_string(),
+            other => other.to_string(),
+        };
+        if unreachable {
+            return Error::Unreachable {
+                url: self.base_url(),
+                reason,
+            };
         }
-        Err(unreachable(last))
+        // rustls' verdict arrives as ureq's Rustls or Io error, depending on when it came.
+        if reason.contains("certificate") {
+            reason.push_str(
+                "; if the server's certificate comes from your own CA, point SSL_CERT_FILE at it, or set \"rejectUnauthorized\": false in .hkuberc",
+            );
+        }
+        Error::Transport {
+            method: method.to_string(),
+            url: url.to_string(),
+            reason,
+        }
     }
+}
+
+/// The system's trusted certificates (or `SSL_CERT_FILE`'s); Mozilla's list is not bundled,
+/// so an in-house CA the machine trusts works as it does for curl.
+fn system_roots() -> RootCerts {
+    let found = rustls_native_certs::load_native_certs();
+    let certs: Vec<Certificate<'static>> = found
+        .certs
+        .iter()
+        .map(|der| Certificate::from_der(der.as_ref()).to_owned())
+        .collect();
+    RootCerts::new_with_certs(&certs)
 }
 
 /// hkubectl's `pathPrefix` is the part before `api/v1/` (`/hkube/api-server/`); ours is the
@@ -225,42 +294,39 @@ pub fn api_prefix(prefix: &str) -> String {
     format!("/{whole}")
 }
 
-/// `http://host[:port][/path]` → host and port (80 when not given).
-fn parse_endpoint(endpoint: &str) -> Result<(String, u16), Error> {
+/// `http[s]://host[:port][/path]` → `http[s]://host:port` (port 80 or 443 when not given; no
+/// scheme means http, as hkubectl's default endpoint has it).
+fn parse_endpoint(endpoint: &str) -> Result<String, Error> {
     let bad = |why: &str| Error::BadEndpoint(format!("endpoint {endpoint}: {why}"));
-    let rest = if let Some(rest) = endpoint.strip_prefix("http://") {
-        rest
-    } else if endpoint.starts_with("https://") {
-        return Err(bad(
-            "https is not supported by this client yet; reach the API over http (for example through `kubectl port-forward`)",
-        ));
-    } else if endpoint.contains("://") {
-        return Err(bad("expected an http:// URL"));
-    } else {
-        endpoint
+    let (scheme, rest) = match endpoint.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => ("http", rest),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => ("https", rest),
+        Some(_) => return Err(bad("expected an http:// or https:// URL")),
+        None => ("http", endpoint),
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let authority = authority.rsplit('@').next().unwrap_or_default();
     if authority.is_empty() {
         return Err(bad("no host"));
     }
-    // `[::1]:3000`, `host:3000`, `host`.
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
-        (host.to_string(), after.strip_prefix(':'))
-    } else {
-        match authority.rsplit_once(':') {
-            Some((host, port)) => (host.to_string(), Some(port)),
-            None => (authority.to_string(), None),
+    let parsed: Authority = authority
+        .parse()
+        .map_err(|_| bad("expected host or host:port"))?;
+    // `http` takes `host:port` with a port that is not a number as no port at all.
+    let after_host = authority.rsplit(']').next().unwrap_or_default();
+    let port = match after_host.split_once(':') {
+        None | Some((_, "")) => {
+            if scheme == "https" {
+                443
+            } else {
+                80
+            }
         }
-    };
-    let port = match port {
-        None | Some("") => 80,
-        Some(port) => port
-            .parse()
+        Some((_, port)) => port
+            .parse::<u16>()
             .map_err(|_| bad(&format!("port {port} is not a number")))?,
     };
-    Ok((host, port))
+    Ok(format!("{scheme}://{}:{port}", parsed.host()))
 }
 
 fn boundary() -> String {
@@ -269,68 +335,6 @@ fn boundary() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     format!("hkube-{:x}-{nanos:x}", std::process::id())
-}
-
-/// Status and body of a whole HTTP/1.1 answer (Content-Length, chunked, or to the end).
-fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("the server closed the connection without an answer")?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let rest = &raw[split + 4..];
-    let mut lines = head.lines();
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("not an HTTP answer: {status_line}"))?;
-    let mut chunked = false;
-    let mut length = None;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let value = value.trim();
-        match name.trim().to_ascii_lowercase().as_str() {
-            "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
-            "content-length" => length = value.parse::<usize>().ok(),
-            _ => {}
-        }
-    }
-    let body = if chunked {
-        dechunk(rest)?
-    } else if let Some(length) = length {
-        rest.get(..length)
-            .ok_or("the answer ended before its Content-Length")?
-            .to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    loop {
-        let end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("a chunked answer ended early")?;
-        let size_text = String::from_utf8_lossy(&rest[..end]);
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
-        rest = &rest[end + 2..];
-        if size == 0 {
-            return Ok(body);
-        }
-        let chunk = rest.get(..size).ok_or("a chunk ended early")?;
-        body.extend_from_slice(chunk);
-        rest = rest.get(size..).unwrap_or_default();
-        rest = rest.strip_prefix(b"\r\n").unwrap_or(rest);
-    }
 }
 
 /// HKube's error body: `{"error":{"code","message","details"}}`, or `{"error":"Unauthorized"}`.
@@ -367,12 +371,12 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        let check = |endpoint: &str, expected: Result<(&str, u16), &str>| {
+        let check = |endpoint: &str, expected: Result<&str, &str>| {
             let got = parse_endpoint(endpoint);
             match expected {
-                Ok((host, port)) => {
-                    let (h, p) = got.unwrap_or_else(|e| panic!("{endpoint}: {e}"));
-                    assert_eq!((h.as_str(), p), (host, port), "{endpoint}");
+                Ok(origin) => {
+                    let got = got.unwrap_or_else(|e| panic!("{endpoint}: {e}"));
+                    assert_eq!(got, origin, "{endpoint}");
                 }
                 Err(text) => {
                     let error = got.err().map(|e| e.to_string()).unwrap_or_default();
@@ -380,14 +384,19 @@ mod tests {
                 }
             }
         };
-        check("http://127.0.0.1:3000", Ok(("127.0.0.1", 3000)));
-        check("http://localhost:3000/api/v1", Ok(("localhost", 3000)));
-        check("http://my.cluster", Ok(("my.cluster", 80)));
-        check("http://[::1]:8080/", Ok(("::1", 8080)));
-        check("127.0.0.1:3000", Ok(("127.0.0.1", 3000)));
-        check("https://my.cluster", Err("https is not supported"));
-        check("ftp://x", Err("expected an http:// URL"));
+        check("http://127.0.0.1:3000", Ok("http://127.0.0.1:3000"));
+        check("http://localhost:3000/api/v1", Ok("http://localhost:3000"));
+        check("http://my.cluster", Ok("http://my.cluster:80"));
+        check("http://[::1]:8080/", Ok("http://[::1]:8080"));
+        check("127.0.0.1:3000", Ok("http://127.0.0.1:3000"));
+        check("https://my.cluster", Ok("https://my.cluster:443"));
+        check(
+            "HTTPS://user@my.cluster:8443/hkube/",
+            Ok("https://my.cluster:8443"),
+        );
+        check("ftp://x", Err("expected an http:// or https:// URL"));
         check("http://host:port", Err("port port is not a number"));
+        check("http:///api", Err("no host"));
     }
 
     #[test]
@@ -398,25 +407,6 @@ mod tests {
         check("/", "/api/v1");
         check("/hkube/api-server/", "/hkube/api-server/api/v1");
         check("/hkube/api-server/api/v1", "/hkube/api-server/api/v1");
-    }
-
-    #[test]
-    fn answers() {
-        let check = |raw: &str, status: u16, body: &str| {
-            let (s, b) = parse_response(raw.as_bytes()).unwrap_or_default();
-            assert_eq!((s, String::from_utf8_lossy(&b).as_ref()), (status, body));
-        };
-        check(
-            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}trailing",
-            200,
-            "{}",
-        );
-        check(
-            "HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
-            404,
-            "abcde",
-        );
-        check("HTTP/1.1 200 OK\r\n\r\nto the end", 200, "to the end");
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod progress;
 mod run;
 mod server;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -67,14 +68,14 @@ fn main() -> ExitCode {
         Command::Run(args) => match run::run(args) {
             Ok(code) => ExitCode::from(code),
             Err(error) => {
-                eprintln!("hkube: {error:#}");
+                eprintln!("hkube: {}", describe(&error));
                 ExitCode::FAILURE
             }
         },
         Command::Server(args) => match server::server(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                eprintln!("hkube: {error:#}");
+                eprintln!("hkube: {}", describe(&error));
                 ExitCode::FAILURE
             }
         },
@@ -87,18 +88,26 @@ fn main() -> ExitCode {
             quiet,
         } => {
             let mut failed = false;
+            let mut stdout = std::io::stdout().lock();
             for file in &files {
                 match validate(file, stored) {
                     Ok((summary, warnings)) => {
                         for warning in warnings {
                             eprintln!("{}: warning: {warning}", file.display());
                         }
-                        if !quiet {
-                            println!("{summary}");
+                        if quiet {
+                            continue;
+                        }
+                        if let Err(error) = writeln!(stdout, "{summary}") {
+                            if error.kind() == std::io::ErrorKind::BrokenPipe {
+                                return ExitCode::SUCCESS;
+                            }
+                            eprintln!("hkube: writing the pipeline: {error}");
+                            return ExitCode::FAILURE;
                         }
                     }
                     Err(error) => {
-                        eprintln!("{}: {error:#}", file.display());
+                        eprintln!("{}: {}", file.display(), describe(&error));
                         failed = true;
                     }
                 }
@@ -110,6 +119,40 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Whether the error is standard output's reader having gone (`hkube … | head`): the
+/// command then ends quietly, as a program killed by SIGPIPE would, with no "Broken pipe".
+pub(crate) fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        let kind = cause
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            .or_else(|| {
+                cause
+                    .downcast_ref::<serde_json::Error>()
+                    .and_then(serde_json::Error::io_error_kind)
+            });
+        kind == Some(std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// An error and its causes as one line, `what: why: why`, leaving out a cause the text before
+/// it already ends with (an error that both prints its source and returns it as its cause
+/// would otherwise say it twice).
+pub(crate) fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if part.is_empty() || text.ends_with(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 /// The checked descriptor with its defaults, and the warnings about its unknown fields.
@@ -137,4 +180,24 @@ fn validate(file: &PathBuf, stored: bool) -> anyhow::Result<(String, Vec<String>
     };
     let pipeline = orchestrator::engine::submit::validate_offline(value, check)?;
     Ok((serde_json::to_string_pretty(&pipeline)?, warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let error = anyhow::Error::new(std::io::Error::other(format!("cannot read x.yml: {io}")))
+            .context("reading the project");
+        assert_eq!(
+            describe(&error),
+            "reading the project: cannot read x.yml: No such file"
+        );
+        let error = anyhow::Error::new(io).context("cannot read x.yml: No such file");
+        assert_eq!(describe(&error), "cannot read x.yml: No such file");
+        let error = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(describe(&error), "outer: inner");
+    }
 }

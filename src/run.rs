@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use orchestrator::engine::{Engine, Handle, MemoryCatalog};
-use orchestrator::executor::local::{LocalExecutor, LocalOptions};
+use orchestrator::executor::local::{LocalExecutor, LocalOptions, Runtimes};
 use orchestrator::{project, spec};
 use serde_json::Value;
 
@@ -22,7 +22,7 @@ pub struct RunArgs {
     /// JSON merged over the pipeline's flowInput, e.g. '{"N": 500}'.
     #[arg(long = "flow-input", value_name = "JSON")]
     flow_input: Option<String>,
-    /// No progress on stderr.
+    /// No progress and no closing summary on stderr (a failed job is still explained).
     #[arg(long, short)]
     quiet: bool,
     /// Where storage (large results), task logs and compiled code go.
@@ -38,14 +38,15 @@ pub fn default_state_dir() -> PathBuf {
     }
 }
 
-/// The local executor's settings for a state dir.
-pub fn local_options(state_dir: &Path) -> LocalOptions {
-    LocalOptions {
+/// The local executor's settings for a state dir (the language runtimes are written there).
+pub fn local_options(state_dir: &Path) -> anyhow::Result<LocalOptions> {
+    Ok(LocalOptions {
+        runtimes: Runtimes::in_state_dir(state_dir)?,
         storage_dir: state_dir.join("storage"),
         log_dir: state_dir.join("logs"),
         work_dir: state_dir.join("work"),
         ..LocalOptions::default()
-    }
+    })
 }
 
 /// Runs the pipeline; returns the process exit code (0 when the job completed).
@@ -74,12 +75,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
     }
 
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
-    let executor = LocalExecutor::start(local_options(&state_dir));
+    let executor = LocalExecutor::start(local_options(&state_dir)?);
     let catalog = Arc::new(MemoryCatalog::new());
-    let folder = pipeline_file
-        .parent()
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
+    let folder = pipeline_folder(&pipeline_file);
     let mut searched = vec![folder];
     searched.extend(args.algorithms.iter().cloned());
     // Only the algorithms the pipeline uses are prepared (a Java one is compiled).
@@ -128,34 +126,88 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
         result = wait_with_progress(&handle, &job, args.quiet) => result,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: job {job} was not finished")),
     };
+    // The final status holds the task counts the results document lacks.
+    let status_doc = handle.status(&job).await.ok();
     executor.shutdown().await;
     let result = result?;
     let mut stdout = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut stdout, &result)?;
-    writeln!(stdout)?;
+    let written = serde_json::to_writer_pretty(&mut stdout, &result)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(stdout));
+    drop(stdout);
+    match written {
+        // `hkube run … | head`: the reader stopped early; the summary still says how it went.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other.context("writing the results")?,
+    }
     let status = result
         .get("status")
         .and_then(Value::as_str)
         .unwrap_or("unknown");
-    if status == "completed" {
-        return Ok(0);
+    if status != "completed" {
+        let why = result
+            .get("error")
+            .or_else(|| result.get("reason"))
+            .and_then(Value::as_str)
+            .unwrap_or("no reason given");
+        let node = result
+            .get("nodeName")
+            .and_then(Value::as_str)
+            .map(|n| format!(" (node {n})"))
+            .unwrap_or_default();
+        eprintln!("hkube: job {job} {status}{node}: {why}");
     }
-    let why = result
-        .get("error")
-        .or_else(|| result.get("reason"))
+    // The last line, as Argo's and Ray's CLIs end: how it went, how long, and where to look.
+    if !args.quiet || status != "completed" {
+        let logs = state_dir.join("logs").join(&job);
+        eprintln!(
+            "hkube: {}",
+            summary(
+                &job,
+                &result,
+                status_doc.as_ref(),
+                logs.is_dir().then_some(&logs)
+            )
+        );
+    }
+    Ok(if status == "completed" { 0 } else { 1 })
+}
+
+/// `job 706izq7175u3 completed in 1.2 s, 7 tasks (7 succeed), task logs in …/logs/706izq7175u3`.
+fn summary(job: &str, result: &Value, status_doc: Option<&Value>, logs: Option<&Path>) -> String {
+    let status = result
+        .get("status")
         .and_then(Value::as_str)
-        .unwrap_or("no reason given");
-    let node = result
-        .get("nodeName")
-        .and_then(Value::as_str)
-        .map(|n| format!(" (node {n})"))
+        .unwrap_or("unknown");
+    let mut text = format!("job {job} {status}");
+    if let Some(seconds) = result.get("timeTook").and_then(Value::as_f64) {
+        text.push_str(&format!(" in {seconds:.1} s"));
+    }
+    let states = status_doc
+        .and_then(|doc| doc["data"]["states"].as_object())
+        .map(|states| {
+            states
+                .iter()
+                .filter_map(|(state, count)| Some((state.as_str(), count.as_u64()?)))
+                .filter(|(_, count)| *count > 0)
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
-    eprintln!("hkube: job {job} {status}{node}: {why}");
-    let logs = state_dir.join("logs").join(&job);
-    if logs.is_dir() {
-        eprintln!("hkube: what its tasks printed is in {}", logs.display());
+    let total: u64 = states.iter().map(|(_, count)| count).sum();
+    let tasks = if total == 1 { "task" } else { "tasks" };
+    text.push_str(&format!(", {total} {tasks}"));
+    if !states.is_empty() {
+        let parts: Vec<String> = states
+            .iter()
+            .map(|(state, count)| format!("{count} {state}"))
+            .collect();
+        text.push_str(&format!(" ({})", parts.join(", ")));
     }
-    Ok(1)
+    match logs {
+        Some(dir) => text.push_str(&format!(", task logs in {}", dir.display())),
+        None => text.push_str(", no task logs"),
+    }
+    text
 }
 
 /// Waits for the job, showing its progress: a bar on a terminal, plain lines otherwise.
@@ -195,6 +247,15 @@ fn merge_flow_input(pipeline: &mut Value, overrides: Value) -> anyhow::Result<()
         target.extend(overrides);
     }
     Ok(())
+}
+
+/// The folder whose algorithms a pipeline file uses: its parent, `.` for a bare file name
+/// (whose parent is the empty path, which names no folder).
+fn pipeline_folder(pipeline_file: &Path) -> PathBuf {
+    match pipeline_file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// The pipeline file: `path` itself, or the one pipeline file at the top of the folder.

@@ -14,7 +14,7 @@ use orchestrator::build::{Backend, BuildOptions, BuildService, Deployer};
 use orchestrator::engine::{Catalog, Engine, EngineOptions, Journal};
 use orchestrator::executor::docker::ImageDeployer;
 use orchestrator::executor::local::CodeDeployer;
-use orchestrator::executor::local::{LocalExecutor, LocalOptions};
+use orchestrator::executor::local::{LocalExecutor, LocalOptions, Runtimes};
 use orchestrator::project;
 use orchestrator::store::{SqliteStore, Store};
 
@@ -217,6 +217,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let mut local = LocalOptions {
+        runtimes: Runtimes::in_state_dir(&state_dir)?,
         work_dir: state_dir.join("work"),
         storage_dir,
         log_dir: state_dir.join("logs"),
@@ -236,6 +237,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         cluster: local.cluster.clone(),
     };
     local.sidecar.storage = job_storage.map(|s| s.access);
+    let local_runtimes = local.runtimes.clone();
     let executor = LocalExecutor::start(local);
     let launcher = docker.as_ref().map(|d| d.launcher.clone());
     // Definitions and jobs live in one database: a restart loses nothing, and jobs that were
@@ -280,7 +282,10 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         Some(docker) => {
             let ca_bundle = docker::ca_bundle(args.build_ca_bundle.as_deref())?;
             (
-                Backend::Docker(docker.engine, docker::toolkit(&state_dir, ca_bundle)?),
+                Backend::Docker(
+                    docker.engine,
+                    docker::toolkit(&state_dir, &local_runtimes, ca_bundle)?,
+                ),
                 Arc::new(ImageDeployer {
                     executor: executor.clone(),
                 }),

@@ -546,7 +546,7 @@ fn python_missing() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        println!("skipped: python3 is not installed");
+        testkit::skip(None, "python3 is not installed");
     }
     !found
 }

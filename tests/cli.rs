@@ -4,9 +4,18 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 fn hkube(args: &[&str], stdin: Option<&str>) -> Output {
+    hkube_in(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
+        args,
+        stdin,
+    )
+}
+
+/// `hkube` run from `dir`.
+fn hkube_in(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hkube"))
         .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -322,7 +331,7 @@ fn run_installs_declared_dependencies_once() {
 #[test]
 fn run_shows_an_errors_type_message_and_place() {
     if let Some(missing) = tools_for_numbers() {
-        println!("skipped: {missing} is not installed");
+        testkit::skip(None, &format!("{missing} is not installed"));
         return;
     }
     let root = std::env::temp_dir().join(format!("hkube-cli-errors-{}", std::process::id()));
@@ -415,7 +424,7 @@ fn run_shows_an_errors_type_message_and_place() {
         assert!(stderr.contains(first), "{stderr}");
         assert!(error.starts_with(first), "{error}");
     } else {
-        println!("the Java case skipped: javac is not installed");
+        testkit::skip(None, "the Java case: javac is not installed");
     }
     let _ = std::fs::remove_dir_all(&root);
 }
@@ -425,7 +434,7 @@ fn run_shows_an_errors_type_message_and_place() {
 #[test]
 fn ctrl_c_on_run_ends_a_busy_worker() {
     if let Some(missing) = tools_for_numbers() {
-        println!("skipped: {missing} is not installed");
+        testkit::skip(None, &format!("{missing} is not installed"));
         return;
     }
     let root = std::env::temp_dir().join(format!("hkube-cli-ctrl-c-{}", std::process::id()));
@@ -498,4 +507,262 @@ fn ctrl_c_on_run_ends_a_busy_worker() {
     }
     let _ = std::fs::remove_dir_all(&root);
     assert!(!still, "the busy worker outlived hkube run");
+}
+
+/// A fresh folder under the temp dir, removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("hkube-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch folder");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `cd examples/numbers && hkube run numbers.yml`: a bare file name's folder is `.`.
+#[test]
+fn run_a_pipeline_file_named_from_its_folder() {
+    if let Some(missing) = tools_for_numbers() {
+        testkit::skip(None, &format!("{missing} is not installed"));
+        return;
+    }
+    let state = Scratch::new("bare-name");
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/numbers");
+    let state_dir = state.0.to_str().expect("utf-8 temp dir");
+    let output = hkube_in(
+        &folder,
+        &["run", "--quiet", "numbers.yml", "--state-dir", state_dir],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert_eq!(result["data"][0]["result"], 30);
+}
+
+/// An error about a file names the file, and says its cause once.
+#[test]
+fn run_names_the_file_it_cannot_read() {
+    let scratch = Scratch::new("unreadable");
+    // A pipeline whose folder holds an algorithm.yml that is not YAML.
+    std::fs::write(
+        scratch.0.join("p.yml"),
+        "name: p\nnodes:\n  - nodeName: A\n    algorithmName: a\n    input: []\n",
+    )
+    .expect("pipeline written");
+    std::fs::create_dir_all(scratch.0.join("a")).expect("algorithm folder");
+    std::fs::write(scratch.0.join("a/algorithm.yml"), "name: [unclosed\n").expect("written");
+    let output = hkube_in(&scratch.0, &["run", "--quiet", "p.yml"], None);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("a/algorithm.yml"), "{stderr}");
+
+    let output = hkube_in(&scratch.0, &["run", "--quiet", "missing.yml"], None);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr,
+        "hkube: missing.yml is neither a pipeline file nor a folder\n"
+    );
+}
+
+/// The run ends with one line on stderr, after the results: status, time, tasks, and where
+/// their logs are. Piped here (not a terminal).
+#[test]
+fn run_ends_with_a_summary_line() {
+    if let Some(missing) = tools_for_numbers() {
+        testkit::skip(None, &format!("{missing} is not installed"));
+        return;
+    }
+    let state = Scratch::new("summary");
+    let state_dir = state.0.to_str().expect("utf-8 temp dir");
+    let output = hkube(&["run", "examples/numbers", "--state-dir", state_dir], None);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    let job = result["jobId"].as_str().expect("a job id");
+    let last = stderr.lines().last().unwrap_or_default();
+    // Range makes 5 numbers: 1 Range + 5 Multiply + 1 Reduce.
+    let expected = format!("hkube: job {job} completed in ");
+    assert!(last.starts_with(&expected), "{stderr}");
+    assert!(last.contains(" s, 7 tasks (7 succeed), "), "{stderr}");
+    // The numbers' algorithms print nothing: no logs folder to point at.
+    assert!(last.ends_with(", no task logs"), "{stderr}");
+
+    // A failed run whose task printed: the reason, then the summary, with the logs' folder.
+    let project = state.0.join("project");
+    copy_tree(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/numbers"),
+        &project,
+    );
+    std::fs::write(
+        project.join("range/main.py"),
+        "def start(args, api):\n    print('range got', args['input'][0])\n    raise ValueError('no range today')\n",
+    )
+    .expect("range rewritten");
+    let output = hkube(
+        &[
+            "run",
+            project.join("numbers.yml").to_str().expect("utf-8"),
+            "--state-dir",
+            state_dir,
+        ],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let [.., reason, summary] = lines[..] else {
+        panic!("{stderr}")
+    };
+    assert!(reason.contains("failed (node Range): "), "{stderr}");
+    assert!(reason.contains("no range today"), "{stderr}");
+    assert!(summary.contains(" failed in "), "{stderr}");
+    assert!(summary.contains(", 1 task (1 failed), "), "{stderr}");
+    let logs = summary
+        .split(", task logs in ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(logs.starts_with(&state.0.join("logs").display().to_string()));
+    let printed: String = std::fs::read_dir(logs)
+        .expect("the logs folder named")
+        .map(|e| std::fs::read_to_string(e.expect("entry").path()).unwrap_or_default())
+        .collect();
+    assert!(printed.contains("range got 5"), "{printed}");
+}
+
+/// On a terminal (a pseudo-terminal made by `script`) the bar is erased and the summary line
+/// comes after the results.
+#[test]
+fn run_on_a_terminal_ends_with_the_summary() {
+    if let Some(missing) = tools_for_numbers() {
+        testkit::skip(None, &format!("{missing} is not installed"));
+        return;
+    }
+    let has_script = Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_script {
+        testkit::skip(
+            None,
+            "util-linux's script (to make a terminal) is not installed",
+        );
+        return;
+    }
+    let state = Scratch::new("terminal");
+    let command = format!(
+        "{} run examples/numbers --state-dir {}",
+        env!("CARGO_BIN_EXE_hkube"),
+        state.0.display()
+    );
+    let output = Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("script runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    let end = text.rfind("\"timeTook\"").expect("the results document");
+    let after = &text[end..];
+    assert!(after.contains("hkube: job "), "{text}");
+    assert!(after.contains(" completed in "), "{text}");
+    assert!(after.trim_end().ends_with("no task logs"), "{text}");
+}
+
+/// `hkube validate … | head -c0`: the reader is gone before hkube writes; hkube ends quietly.
+#[test]
+fn a_closed_stdout_is_no_error() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hkube"))
+        .args(["validate", "examples/numbers/numbers.yml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hkube starts");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("hkube ends");
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+    assert_eq!(output.status.code(), Some(0));
+}
+
+/// A copy of the binary, alone in a folder far from the checkout, run from elsewhere: the
+/// language runtimes come from inside it, written into the state folder, and the Java
+/// runtime is compiled there.
+#[test]
+fn a_copied_binary_runs_every_language() {
+    if let Some(missing) = tools_for_numbers() {
+        testkit::skip(None, &format!("{missing} is not installed"));
+        return;
+    }
+    for tool in ["javac", "java"] {
+        let found = Command::new(tool)
+            .arg("-version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            testkit::skip(None, &format!("{tool} is not installed"));
+            return;
+        }
+    }
+    let scratch = Scratch::new("copied");
+    let bin = scratch.0.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin folder");
+    // A hard link is a copy at another path without its few hundred MB of debug build; a copy
+    // where the temp dir is another filesystem.
+    std::fs::hard_link(env!("CARGO_BIN_EXE_hkube"), bin.join("hkube"))
+        .or_else(|_| std::fs::copy(env!("CARGO_BIN_EXE_hkube"), bin.join("hkube")).map(|_| ()))
+        .expect("binary copied");
+    let project = scratch.0.join("project");
+    copy_tree(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/numbers"),
+        &project,
+    );
+    let state = scratch.0.join("state");
+    let output = Command::new(bin.join("hkube"))
+        .args(["run", "--quiet", "project/numbers-java.yml", "--state-dir"])
+        .arg(&state)
+        .current_dir(&scratch.0)
+        .env_remove("HKUBE_RUNTIMES_DIR")
+        .output()
+        .expect("the copy starts");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert_eq!(result["data"][0]["result"], 30, "{result}");
+    // The runtimes it used are the ones written into the state folder.
+    let runtimes: Vec<_> = std::fs::read_dir(state.join("runtimes"))
+        .expect("runtimes written into the state folder")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(runtimes.len(), 1, "{runtimes:?}");
+    assert!(runtimes[0].join("java/build/hkube-runtime.jar").is_file());
+    assert!(runtimes[0]
+        .join("python/hkube_runtime/__main__.py")
+        .is_file());
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("folder made");
+    for entry in std::fs::read_dir(from).expect("folder read") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name();
+        if name == "__pycache__" {
+            continue;
+        }
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &to.join(&name));
+        } else {
+            std::fs::copy(entry.path(), to.join(&name)).expect("file copied");
+        }
+    }
 }

@@ -769,7 +769,7 @@ fn a_build_completed_during_a_job_waits_to_be_applied() {
 #[test]
 fn secrets_in_the_server_environment_do_not_reach_user_code() {
     if let Some(missing) = missing_tools() {
-        println!("skipped: {missing} is not installed");
+        testkit::skip(None, &format!("{missing} is not installed"));
         return;
     }
     let state = fresh_dir();
@@ -854,7 +854,7 @@ fn secrets_in_the_server_environment_do_not_reach_user_code() {
 #[test]
 fn a_python_exception_shows_its_type_and_place_in_the_job_status() {
     if let Some(missing) = missing_tools() {
-        println!("skipped: {missing} is not installed");
+        testkit::skip(None, &format!("{missing} is not installed"));
         return;
     }
     let server = Server::start(&[]);
@@ -904,4 +904,115 @@ fn a_python_exception_shows_its_type_and_place_in_the_job_status() {
         error.starts_with("KeyError: 'missing-key' (at main.py:2)\nTraceback"),
         "{status}"
     );
+}
+
+/// `hkube exec get JOB | head -c0`: the reader is gone before hkube writes; hkube ends
+/// quietly, with no "Broken pipe".
+#[test]
+fn a_closed_stdout_ends_exec_get_quietly() {
+    if let Some(missing) = missing_tools() {
+        testkit::skip(None, &format!("{missing} is not installed"));
+        return;
+    }
+    let server = Server::start(&[]);
+    let numbers = repo("examples/numbers/numbers.yml");
+    let started = server.hkube(&["exec", "raw", "-f", &numbers, "--noWait"]);
+    let job = started.ok().trim().to_string();
+    let dir = fresh_dir();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hkube"))
+        .args(["exec", "get", &job, "--endpoint", &server.endpoint])
+        .current_dir(&*dir)
+        .env("HOME", &*dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+    assert_eq!(output.status.code(), Some(0));
+}
+
+/// An https endpoint (openssl's test server with a certificate for 127.0.0.1): reached when
+/// the certificate is trusted (SSL_CERT_FILE) or `.hkuberc` says `rejectUnauthorized: false`,
+/// refused with a hint otherwise.
+#[test]
+fn https_endpoints_are_reached_and_their_certificates_checked() {
+    let has_openssl = Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_openssl {
+        testkit::skip(
+            None,
+            "openssl (to make a certificate and serve TLS) is not installed",
+        );
+        return;
+    }
+    let dir = fresh_dir();
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        // A server's own certificate, not a CA's (rustls refuses a CA's as a server's).
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-keyout", "key.pem", "-out", "cert.pem"])
+        .current_dir(&*dir)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // `-www` answers every GET with a page describing the TLS session.
+    let server = Command::new("openssl")
+        .args([
+            "s_server", "-www", "-quiet", "-cert", "cert.pem", "-key", "key.pem",
+        ])
+        .args(["-accept", &format!("127.0.0.1:{port}")])
+        .current_dir(&*dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Stop(Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Stop(server);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "openssl s_server did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let list = ["pipeline", "list", "--json", "--endpoint", &endpoint];
+    let cert = dir.join("cert.pem");
+    let trusted = hkube(&list, &dir, &[("SSL_CERT_FILE", cert.to_str().unwrap())]);
+    assert!(trusted.ok().contains("TLSv1.3"), "{trusted:#?}");
+
+    // Not trusted: an empty bundle of roots.
+    let empty = dir.join("none.pem");
+    std::fs::write(&empty, "").unwrap();
+    let refused = hkube(&list, &dir, &[("SSL_CERT_FILE", empty.to_str().unwrap())]);
+    let stderr = refused.failed();
+    assert!(stderr.contains("certificate"), "{refused:#?}");
+    assert!(stderr.contains("SSL_CERT_FILE"), "{refused:#?}");
+
+    std::fs::write(dir.join(".hkuberc"), r#"{"rejectUnauthorized": false}"#).unwrap();
+    let accepted = hkube(&list, &dir, &[("SSL_CERT_FILE", empty.to_str().unwrap())]);
+    assert!(accepted.ok().contains("TLSv1.3"), "{accepted:#?}");
 }

@@ -69,7 +69,7 @@ async fn run(handle: &Handle, pipeline: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn numbers_with_python_and_javascript() {
     if let Some(reason) = missing_tools(false) {
-        println!("skipped: {reason}");
+        testkit::skip(None, &reason);
         return;
     }
     let (handle, executor) = numbers_engine().await;
@@ -87,7 +87,7 @@ async fn numbers_with_python_and_javascript() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn numbers_with_the_java_multiply() {
     if let Some(reason) = missing_tools(true) {
-        println!("skipped: {reason}");
+        testkit::skip(None, &reason);
         return;
     }
     let (handle, executor) = numbers_engine().await;
@@ -146,7 +146,7 @@ async fn python_algorithm_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_and_crashes_say_what_happened() {
     if let Some(reason) = missing_tools(false) {
-        println!("skipped: {reason}");
+        testkit::skip(None, &reason);
         return;
     }
     let executor = LocalExecutor::start(LocalOptions::default());
@@ -221,7 +221,7 @@ async fn errors_and_crashes_say_what_happened() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_results_travel_through_storage() {
     if let Some(reason) = missing_tools(false) {
-        println!("skipped: {reason}");
+        testkit::skip(None, &reason);
         return;
     }
     let storage = tempfile::tempdir().unwrap();
@@ -292,7 +292,7 @@ async fn large_results_travel_through_storage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_task_prints_is_its_log() {
     if let Some(reason) = missing_tools(false) {
-        println!("skipped: {reason}");
+        testkit::skip(None, &reason);
         return;
     }
     let logs = tempfile::tempdir().unwrap();
@@ -470,7 +470,7 @@ async fn a_stopped_batch_does_not_hold_back_the_next_job(language: Language, cod
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_python_batch_does_not_hold_back_the_next_job() {
     if let Some(reason) = missing_tools(false) {
-        println!("skipped: {reason}");
+        testkit::skip(None, &reason);
         return;
     }
     let code = "import time\ndef start(args, api):\n    with open('started', 'a') as f:\n        f.write('x\\n')\n    time.sleep(args['input'][0])\n    return args['input'][0]\n";
@@ -480,7 +480,7 @@ async fn a_stopped_python_batch_does_not_hold_back_the_next_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_javascript_batch_does_not_hold_back_the_next_job() {
     if let Some(reason) = missing_tools(false) {
-        println!("skipped: {reason}");
+        testkit::skip(None, &reason);
         return;
     }
     let code = "const fs = require('fs');\nmodule.exports.start = async (args) => {\n  fs.appendFileSync('started', 'x\\n');\n  await new Promise((r) => setTimeout(r, args.input[0] * 1000));\n  return args.input[0];\n};\n";
@@ -492,7 +492,7 @@ async fn a_stopped_javascript_batch_does_not_hold_back_the_next_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_one_job_does_not_lose_the_tasks_of_another_in_the_same_batch() {
     if let Some(reason) = missing_tools(false) {
-        println!("skipped: {reason}");
+        testkit::skip(None, &reason);
         return;
     }
     let code = "import time\ndef start(args, api):\n    with open('started', 'a') as f:\n        f.write('x\\n')\n    time.sleep(args['input'][0])\n    return args['input'][0]\n";
@@ -584,7 +584,7 @@ async fn a_looping_algorithm_is_gone_after_a_stop(language: Language, code: &str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_looping_python_algorithm_is_gone_after_a_stop() {
     if let Some(reason) = missing_tools(false) {
-        println!("skipped: {reason}");
+        testkit::skip(None, &reason);
         return;
     }
     let code = "import os\ndef start(args, api):\n    if args['input'][0] == 'spin':\n        with open('pid', 'w') as f:\n            f.write(str(os.getpid()))\n        while True:\n            pass\n    return 'ok'\n";
@@ -594,7 +594,7 @@ async fn a_looping_python_algorithm_is_gone_after_a_stop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_looping_javascript_algorithm_is_gone_after_a_stop() {
     if let Some(reason) = missing_tools(false) {
-        println!("skipped: {reason}");
+        testkit::skip(None, &reason);
         return;
     }
     let code = "const fs = require('fs');\nmodule.exports.start = (args) => {\n  if (args.input[0] === 'spin') {\n    fs.writeFileSync('pid', String(process.pid));\n    for (;;) {}\n  }\n  return 'ok';\n};\n";
@@ -652,7 +652,10 @@ const OFFICIAL_MAIN_PY: &str = "import time\n\ndef start(args, hkubeApi):\n    x
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_python_wrapper_runs_through_the_algorithms_own_command() {
     let Some(python) = official_python() else {
-        println!("skipped: the official wrapper is not installed (run scripts/setup-official-python-wrapper.sh)");
+        testkit::skip(
+            None,
+            "the official wrapper is not installed (run scripts/setup-official-python-wrapper.sh)",
+        );
         return;
     };
     let executor = LocalExecutor::start(LocalOptions::default());
@@ -678,7 +681,10 @@ async fn the_official_python_wrapper_runs_through_the_algorithms_own_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_batch_of_the_official_wrapper_does_not_hold_back_the_next_job() {
     let Some(python) = official_python() else {
-        println!("skipped: the official wrapper is not installed (run scripts/setup-official-python-wrapper.sh)");
+        testkit::skip(
+            None,
+            "the official wrapper is not installed (run scripts/setup-official-python-wrapper.sh)",
+        );
         return;
     };
     let executor = LocalExecutor::start(LocalOptions::default());

@@ -69,6 +69,9 @@ pub struct Settings {
     pub token: Option<String>,
     /// `.hkuberc` names a user: hkubectl's Keycloak login, which this server does not have.
     pub username: Option<String>,
+    /// Check an https server's certificate: `.hkuberc`'s `rejectUnauthorized`, true unless
+    /// it says false (a self-signed certificate).
+    pub verify_tls: bool,
 }
 
 impl Settings {
@@ -95,6 +98,7 @@ impl Settings {
             .unwrap_or_else(|| DEFAULT_PATH_PREFIX.to_string()),
             token: pick(&flags.token, &env.token, rc.and_then(|r| r.token.as_ref())),
             username: rc.and_then(|r| r.username.clone()),
+            verify_tls: rc.and_then(|r| r.reject_unauthorized).unwrap_or(true),
         }
     }
 }

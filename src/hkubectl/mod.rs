@@ -68,13 +68,18 @@ impl Ctx {
             path_prefix: args.path_prefix.clone(),
         };
         let settings = config::Settings::resolve(&flags, &config::from_env(), rc.as_ref());
-        let client = Client::new(&settings.endpoint, &settings.path_prefix, settings.token)
-            .with_context(|| match &rc {
-                Some(rc) if rc.endpoint.as_deref() == Some(settings.endpoint.as_str()) => {
-                    format!("the endpoint comes from {}", rc.file.display())
-                }
-                _ => "give --endpoint http://HOST:PORT".to_string(),
-            })?;
+        let client = Client::new(
+            &settings.endpoint,
+            &settings.path_prefix,
+            settings.token,
+            settings.verify_tls,
+        )
+        .with_context(|| match &rc {
+            Some(rc) if rc.endpoint.as_deref() == Some(settings.endpoint.as_str()) => {
+                format!("the endpoint comes from {}", rc.file.display())
+            }
+            _ => "give --endpoint http[s]://HOST:PORT".to_string(),
+        })?;
         Ok(Ctx {
             client,
             json: args.json,
@@ -140,7 +145,7 @@ impl Ctx {
                     "hkube: start one with `hkube server` (it listens on http://127.0.0.1:3000), or name another with --endpoint, HKUBE_ENDPOINT or .hkuberc"
                 );
             }
-            _ => eprintln!("hkube: {error:#}"),
+            _ => eprintln!("hkube: {}", crate::describe(error)),
         }
         1
     }
@@ -151,12 +156,14 @@ fn dispatch(remote: &RemoteArgs, run: impl FnOnce(&Ctx) -> anyhow::Result<u8>) -
     let ctx = match Ctx::new(remote) {
         Ok(ctx) => ctx,
         Err(error) => {
-            eprintln!("hkube: {error:#}");
+            eprintln!("hkube: {}", crate::describe(&error));
             return 1;
         }
     };
     match run(&ctx) {
         Ok(code) => code,
+        // `hkube exec get X | head`: the reader has all it wanted.
+        Err(error) if crate::is_broken_pipe(&error) => 0,
         Err(error) => ctx.report(&error),
     }
 }

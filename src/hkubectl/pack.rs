@@ -10,138 +10,53 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use flate2::write::GzEncoder;
 use flate2::Compression;
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 /// Always left out: version control and the usual caches, as hkubectl's template ignores them.
 const ALWAYS_IGNORED: &[&str] = &[".git/", "node_modules/", "__pycache__/", "*.pyc"];
 
-/// gitignore-style rules, in order; the last matching rule decides.
-#[derive(Debug, Default)]
-pub struct Ignore {
-    rules: Vec<Rule>,
-}
-
+/// `.hkubeignore`'s rules, matched as git matches `.gitignore` (the `ignore` crate's matcher):
+/// the last matching rule decides, `!` re-includes, a trailing `/` matches folders only, and a
+/// slash before the end anchors a pattern to the folder's top.
 #[derive(Debug)]
-struct Rule {
-    /// Path segments of the pattern (`**` matches any number of segments); a pattern with
-    /// no slash before its end starts with `**`, so it matches at any depth.
-    segments: Vec<String>,
-    directory_only: bool,
-    negated: bool,
+pub struct Ignore {
+    matcher: Gitignore,
 }
 
 impl Ignore {
-    pub fn parse(text: &str) -> Ignore {
-        let mut rules = Vec::new();
-        for line in text.lines() {
-            let line = line.trim_end();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (negated, line) = match line.strip_prefix('!') {
-                Some(rest) => (true, rest),
-                None => (false, line),
-            };
-            let directory_only = line.ends_with('/');
-            let pattern = line.trim_end_matches('/');
-            let anchored =
-                pattern.trim_start_matches('/').contains('/') || pattern.starts_with('/');
-            let pattern = pattern.trim_start_matches('/');
-            if pattern.is_empty() {
-                continue;
-            }
-            let mut segments: Vec<String> = pattern.split('/').map(str::to_string).collect();
-            if !anchored {
-                segments.insert(0, "**".to_string());
-            }
-            rules.push(Rule {
-                segments,
-                directory_only,
-                negated,
-            });
+    /// The rules always applied, then `text`'s; `source` names where `text` comes from.
+    pub fn parse(source: &str, text: &str) -> anyhow::Result<Ignore> {
+        let mut builder = GitignoreBuilder::new("");
+        for rule in ALWAYS_IGNORED {
+            builder.add_line(None, rule)?;
         }
-        Ignore { rules }
+        for (number, line) in text.lines().enumerate() {
+            builder
+                .add_line(None, line)
+                .with_context(|| format!("{source} line {}: {line}", number + 1))?;
+        }
+        let matcher = builder
+            .build()
+            .with_context(|| format!("reading the rules of {source}"))?;
+        Ok(Ignore { matcher })
     }
 
     /// Whether `relative` (slash-separated, from the folder's top) is left out.
     pub fn ignores(&self, relative: &str, is_dir: bool) -> bool {
-        let path: Vec<&str> = relative.split('/').filter(|s| !s.is_empty()).collect();
-        let mut ignored = false;
-        for rule in &self.rules {
-            if rule.directory_only && !is_dir {
-                continue;
-            }
-            if segments_match(&rule.segments, &path) {
-                ignored = !rule.negated;
-            }
-        }
-        ignored
-    }
-}
-
-fn segments_match(pattern: &[String], path: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => path.is_empty(),
-        Some((first, rest)) if first == "**" => {
-            (0..=path.len()).any(|skip| segments_match(rest, &path[skip..]))
-        }
-        Some((first, rest)) => match path.split_first() {
-            Some((segment, path_rest)) => {
-                glob(first.as_bytes(), segment.as_bytes()) && segments_match(rest, path_rest)
-            }
-            None => false,
-        },
-    }
-}
-
-/// `*`, `?` and `[…]` within one path segment.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|skip| glob(rest, &text[skip..])),
-        Some((b'?', rest)) => !text.is_empty() && glob(rest, &text[1..]),
-        Some((b'[', rest)) => {
-            let Some(close) = rest.iter().position(|&c| c == b']') else {
-                return text.first() == Some(&b'[') && glob(rest, &text[1..]);
-            };
-            let Some((&c, text_rest)) = text.split_first() else {
-                return false;
-            };
-            let (negate, class) = match rest[..close].split_first() {
-                Some((b'!' | b'^', class)) => (true, class),
-                _ => (false, &rest[..close]),
-            };
-            let mut found = false;
-            let mut i = 0;
-            while i < class.len() {
-                if i + 2 < class.len() && class[i + 1] == b'-' {
-                    found |= class[i] <= c && c <= class[i + 2];
-                    i += 3;
-                } else {
-                    found |= class[i] == c;
-                    i += 1;
-                }
-            }
-            found != negate && glob(&rest[close + 1..], text_rest)
-        }
-        Some((b'\\', rest)) if !rest.is_empty() => {
-            text.first() == Some(&rest[0]) && glob(&rest[1..], &text[1..])
-        }
-        Some((&c, rest)) => text.first() == Some(&c) && glob(rest, &text[1..]),
+        self.matcher.matched(relative, is_dir).is_ignore()
     }
 }
 
 /// The folder as a tar.gz in memory, and the paths it holds.
 pub fn pack(folder: &Path) -> anyhow::Result<(Vec<u8>, Vec<String>)> {
-    let mut rules = ALWAYS_IGNORED.join("\n");
     let ignore_file = folder.join(".hkubeignore");
-    if ignore_file.is_file() {
-        rules.push('\n');
-        rules.push_str(
-            &std::fs::read_to_string(&ignore_file)
-                .with_context(|| format!("reading {}", ignore_file.display()))?,
-        );
-    }
-    let ignore = Ignore::parse(&rules);
+    let rules = if ignore_file.is_file() {
+        std::fs::read_to_string(&ignore_file)
+            .with_context(|| format!("reading {}", ignore_file.display()))?
+    } else {
+        String::new()
+    };
+    let ignore = Ignore::parse(&ignore_file.display().to_string(), &rules)?;
     let mut files = Vec::new();
     collect(folder, folder, &ignore, &mut files)?;
     files.sort();
@@ -202,7 +117,7 @@ mod tests {
     use std::io::Read;
 
     fn check(rules: &str, cases: &[(&str, bool, bool)]) {
-        let ignore = Ignore::parse(rules);
+        let ignore = Ignore::parse(".hkubeignore", rules).unwrap();
         for &(path, is_dir, expected) in cases {
             assert_eq!(
                 ignore.ignores(path, is_dir),
@@ -220,8 +135,10 @@ mod tests {
                 ("a.log", false, true),
                 ("deep/b.log", false, true),
                 ("a.txt", false, false),
+                ("# comment", false, false),
             ],
         );
+        // A trailing slash: folders only, at any depth.
         check(
             "build/\n",
             &[
@@ -230,29 +147,58 @@ mod tests {
                 ("build", false, false),
             ],
         );
+        // A slash at the start or in the middle anchors to the top.
         check(
             "/data\ndocs/*.md\n",
             &[
                 ("data", true, true),
                 ("x/data", true, false),
                 ("docs/a.md", false, true),
+                ("docs/deeper/a.md", false, false),
                 ("x/docs/a.md", false, false),
             ],
         );
+        // Negation: the last matching rule wins.
         check(
             "*.csv\n!keep.csv\n",
             &[("a.csv", false, true), ("keep.csv", false, false)],
         );
+        check("!keep.csv\n*.csv\n", &[("keep.csv", false, true)]);
         check(
-            "a/**/z\nfile?.[ch]\n",
+            "models/*\n!models/small.bin\n",
+            &[
+                ("models/big.bin", false, true),
+                ("models/small.bin", false, false),
+            ],
+        );
+        check(
+            "a/**/z\nfile?.[ch]\n**/cache\nlogs/**\n",
             &[
                 ("a/z", false, true),
                 ("a/b/c/z", false, true),
                 ("b/z", false, false),
                 ("file1.c", false, true),
                 ("file1.o", false, false),
+                ("deep/down/cache", true, true),
+                ("logs/x/y.txt", false, true),
             ],
         );
+        // An escaped `!` or `#` is a name, trailing spaces are not.
+        check(
+            "\\!important\n\\#hash\nspaced   \n",
+            &[
+                ("!important", false, true),
+                ("#hash", false, true),
+                ("spaced", false, true),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_bad_rule_names_the_file_and_line() {
+        let error = Ignore::parse("/code/.hkubeignore", "ok\n[z-a\n").unwrap_err();
+        let text = format!("{error:#}");
+        assert!(text.contains("/code/.hkubeignore line 2: [z-a"), "{text}");
     }
 
     #[test]

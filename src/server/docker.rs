@@ -88,11 +88,24 @@ fn sidecar_binary() -> anyhow::Result<PathBuf> {
 
 /// The templates, runtimes and sidecar that go into images; the sidecar stripped of debug
 /// information once, into the state folder.
-pub fn toolkit(state_dir: &Path, ca_bundle: Option<PathBuf>) -> anyhow::Result<Toolkit> {
+pub fn toolkit(
+    state_dir: &Path,
+    runtimes: &Runtimes,
+    ca_bundle: Option<PathBuf>,
+) -> anyhow::Result<Toolkit> {
     let sidecar = builder::context::stripped_sidecar(&sidecar_binary()?, &state_dir.join("work"));
+    // Java images take the runtime's jar, which the runtimes' folder is written without. With
+    // no JDK here the jar stays missing and a Java build says so.
+    let has_javac = std::process::Command::new("javac")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_javac {
+        runtimes.java_jar_built().map_err(anyhow::Error::msg)?;
+    }
     Ok(Toolkit {
         templates_dir: templates_dir(),
-        runtimes_dir: Runtimes::default().dir,
+        runtimes_dir: runtimes.dir.clone(),
         sidecar_binary: sidecar,
         ca_bundle,
     })

@@ -32,6 +32,7 @@
 //! One task owns all the pools; [`LocalExecutor`] is a cheap handle to it.
 
 mod deploy;
+mod embedded;
 pub mod inventory;
 mod worker;
 
@@ -65,6 +66,8 @@ pub enum Error {
     Worker(String),
     #[error("cannot prepare algorithm {name}: {reason}")]
     Prepare { name: String, reason: String },
+    #[error("cannot write hkube's language runtimes: {0}")]
+    Runtimes(String),
 }
 
 #[derive(Debug, Clone)]

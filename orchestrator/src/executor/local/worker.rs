@@ -73,18 +73,29 @@ pub struct LocalAlgorithm {
 /// Where the language runtimes and interpreters are.
 #[derive(Debug, Clone)]
 pub struct Runtimes {
-    /// The repository's `runtimes/` folder (or an installed copy).
+    /// The runtimes' folder: the copy compiled into this binary, written under a state
+    /// folder, or `HKUBE_RUNTIMES_DIR` (a checkout's `runtimes/`, to try changes to them).
     pub dir: PathBuf,
     pub python: String,
     pub node: String,
     pub java: String,
 }
 
-impl Default for Runtimes {
-    fn default() -> Self {
-        let dir = std::env::var_os("HKUBE_RUNTIMES_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtimes"));
+impl Runtimes {
+    /// The runtimes for a state folder: `HKUBE_RUNTIMES_DIR` when set, else the copy compiled
+    /// into this binary, written to `<state_dir>/runtimes/<digest>/` on first use. Nothing
+    /// depends on where the binary was built, so a copied or installed `hkube` works.
+    pub fn in_state_dir(state_dir: &Path) -> Result<Runtimes, Error> {
+        let dir = match std::env::var_os("HKUBE_RUNTIMES_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => super::embedded::unpack(state_dir).map_err(Error::Runtimes)?,
+        };
+        Ok(Runtimes::at(dir))
+    }
+
+    /// The runtimes in `dir`, with the interpreters `HKUBE_PYTHON`, `HKUBE_NODE` and
+    /// `HKUBE_JAVA` name (else found on PATH).
+    fn at(dir: PathBuf) -> Runtimes {
         Runtimes {
             dir,
             python: std::env::var("HKUBE_PYTHON").unwrap_or_else(|_| "python3".into()),
@@ -94,9 +105,47 @@ impl Default for Runtimes {
     }
 }
 
+impl Default for Runtimes {
+    /// Written under the temp dir, beside [`super::LocalOptions`]' default folders. Should
+    /// that fail, the folder is named anyway: starting a worker then fails naming it.
+    fn default() -> Self {
+        let state_dir = std::env::temp_dir().join("hkube-local");
+        Runtimes::in_state_dir(&state_dir).unwrap_or_else(|_| {
+            Runtimes::at(
+                state_dir
+                    .join("runtimes")
+                    .join(&super::embedded::DIGEST[..16]),
+            )
+        })
+    }
+}
+
 impl Runtimes {
     pub fn java_jar(&self) -> PathBuf {
         self.dir.join("java/build/hkube-runtime.jar")
+    }
+
+    /// The Java runtime's jar, built from its sources with javac first when missing (the
+    /// runtimes' folder is written without it); the build script locks against a second build.
+    pub fn java_jar_built(&self) -> Result<PathBuf, String> {
+        let jar = self.java_jar();
+        if jar.is_file() {
+            return Ok(jar);
+        }
+        let script = self.dir.join("java/build.sh");
+        let output = std::process::Command::new("bash")
+            .arg(&script)
+            .output()
+            .map_err(|e| format!("building the Java runtime with {}: {e}", script.display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "building the Java runtime with {} failed ({}):\n{}",
+                script.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim_end()
+            ));
+        }
+        Ok(jar)
     }
 
     /// The command that runs `algorithm`'s runtime against a sidecar on `port`.
