@@ -74,6 +74,18 @@ impl Spread {
         }
     }
 
+    /// "1.23 s (1.20–1.31)": the median and its range, each with `decimals` decimals, for a
+    /// figure beside one that says how many runs there were.
+    pub fn brief(&self, decimals: usize, unit: &str) -> String {
+        format!(
+            "{:.d$} {unit} ({:.d$}–{:.d$})",
+            self.median,
+            self.min,
+            self.max,
+            d = decimals
+        )
+    }
+
     /// "1.23 s (1.20–1.31, median of 5)", each figure with `decimals` decimals and `unit`.
     pub fn show(&self, decimals: usize, unit: &str) -> String {
         format!(

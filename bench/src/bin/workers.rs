@@ -222,10 +222,10 @@ impl Big {
     /// The passing as a rate, then its times.
     fn passing_row(&self, bytes: usize) -> String {
         format!(
-            "{} ({}; of which the consumer's read {})",
+            "{}: {}, of which the consumer's read {}",
             self.passing.map(|s| bytes as f64 / s / 1e9).show(2, "GB/s"),
-            self.passing.show(3, "s"),
-            self.reading.show(3, "s"),
+            self.passing.brief(3, "s"),
+            self.reading.brief(3, "s"),
         )
     }
 
@@ -233,7 +233,7 @@ impl Big {
         format!(
             "{}; with 1 byte: {}",
             self.whole.show(3, "s"),
-            self.small_whole.show(3, "s")
+            self.small_whole.brief(3, "s")
         )
     }
 }
