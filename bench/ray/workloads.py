@@ -17,7 +17,8 @@ scenarios mirror hkube's:
 `--scenario parallel` (do workers run side by side):
 - a batch of I tasks that each sleep T s, with Ray's default resources (1 CPU per task) and with
   HKube's default request (0.1 CPU per task), submit → all results, R times;
-- one CPU-bound task of `--spin N` rounds, R times, and a batch of J such tasks, R times.
+- one CPU-bound task of `--spin N` rounds, `--single-repeat` times (the speedup's denominator,
+  so measured more often), and a batch of J such tasks, R times.
 
 Warm figures are measured after a warm-up, as hkube's are. Prints one JSON object, times in
 seconds, on stdout; `{"skipped": "<why>"}` when ray cannot be imported. Ray's own output goes
@@ -25,7 +26,7 @@ to stderr.
 
     python workloads.py [--scenario workers] [--items N] [--chain S] [--bytes B] [--repeat R]
     python workloads.py --scenario parallel --spin N [--sleep-items I] [--sleep-seconds T]
-                        [--spin-items J] [--repeat R]
+                        [--spin-items J] [--repeat R] [--single-repeat R1]
 """
 
 import argparse
@@ -142,7 +143,7 @@ def parallel(ray, args, figures):
         ]
     spin = ray.remote(bench_tasks.spin)
     batch(spin, [0] * args.spin_items)  # warm-up
-    figures["spin_one"] = [batch(spin, [args.spin]) for _ in range(args.repeat)]
+    figures["spin_one"] = [batch(spin, [args.spin]) for _ in range(args.single_repeat)]
     figures["spin_batch"] = [
         batch(spin, [args.spin] * args.spin_items) for _ in range(args.repeat)
     ]
@@ -159,6 +160,7 @@ def main():
     parser.add_argument("--sleep-seconds", type=float, default=1.0)
     parser.add_argument("--spin-items", type=int, default=8)
     parser.add_argument("--spin", type=int, help="rounds of bench_tasks.spin per CPU-bound task")
+    parser.add_argument("--single-repeat", type=int, default=5, help="runs of one CPU-bound task")
     args = parser.parse_args()
     if args.scenario == "parallel" and args.spin is None:
         parser.error("--scenario parallel needs --spin N (the calibrated rounds)")

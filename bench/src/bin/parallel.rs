@@ -10,15 +10,16 @@
 //!   (8) of them; the speedup is items × the one task's time ÷ the batch's time (medians), so
 //!   a batch run serially on one worker shows about 1×.
 //!
-//! Every figure is the median of `--repeat` (3) runs after a warm-up batch of zero-length tasks
+//! Every figure is the median of `--repeat` (3) runs (the one CPU-bound task's, the speedup's
+//! denominator, of `--single-repeat` (5) runs) after a warm-up batch of zero-length tasks
 //! (so workers exist, as in a warm server), min and max shown. Ray runs after hkube's server is
 //! gone, with `ray.init(num_cpus=2)` and the same task bodies (`bench/python/bench_tasks.py`),
 //! the same calibrated loop, the same sizes and repeats: the sleeping batch once with Ray's
 //! default resources (1 CPU a task) and once with HKube's default request (0.1 CPU a task).
 //!
 //! Build the CLI first: `cargo build --release`, then
-//! `cargo run --release -p hkube-bench --bin parallel [-- --repeat N --sleep-items N
-//! --sleep-seconds S --spin-items N --spin-seconds S --ray PYTHON]`.
+//! `cargo run --release -p hkube-bench --bin parallel [-- --repeat N --single-repeat N
+//! --sleep-items N --sleep-seconds S --spin-items N --spin-seconds S --ray PYTHON]`.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -159,6 +160,8 @@ fn main() {
     let sleep_seconds = arg_f64("--sleep-seconds", 1.0);
     let spin_items = arg("--spin-items", 8);
     let spin_seconds = arg_f64("--spin-seconds", 0.5);
+    // The speedup's denominator: short runs, so more of them, for a steadier median.
+    let single_repeat = arg("--single-repeat", 5).max(repeat);
 
     let root = std::env::temp_dir().join(format!("hkube-bench-parallel-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
@@ -176,7 +179,7 @@ fn main() {
         .map(|_| batch(&address, "nap", &naps(sleep_seconds)))
         .collect();
     batch(&address, "spin", &spins(0, spin_items));
-    let one: Vec<BatchRun> = (0..repeat)
+    let one: Vec<BatchRun> = (0..single_repeat)
         .map(|_| batch(&address, "spin", &spins(rounds, 1)))
         .collect();
     let many: Vec<BatchRun> = (0..repeat)
@@ -202,6 +205,8 @@ fn main() {
         sleep_seconds.to_string(),
         "--repeat".into(),
         repeat.to_string(),
+        "--single-repeat".into(),
+        single_repeat.to_string(),
     ];
     let ray = ray::workloads(&ray_args, Duration::from_secs(600));
 
