@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs Ray from PyPI (`pip install ray`) into a virtual environment of its own, so that the
-# worker-tier benchmark (bench/src/bin/workers.rs) can run the same work on Ray in the same run,
-# with bench/ray/workloads.py. Without this venv the benchmark quotes the Ray figures.
+# benchmarks (bench/src/bin/workers.rs, parallel.rs, front.rs) can run the same work on Ray in the
+# same run, with bench/ray/workloads.py. Without this venv their tables say Ray was not measured.
 #
 # Idempotent: a venv that already imports ray is left alone.
 # Environment:

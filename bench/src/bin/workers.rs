@@ -4,24 +4,32 @@
 //!
 //! Ray is measured in the same run, after hkube's measurements and never beside them, when the
 //! venv that `bench/ray/setup.sh` makes exists (or `--ray PYTHON` names a python with ray): it
-//! runs `bench/ray/workloads.py` with the same N, chain length and size. Without it the table
-//! keeps the figures quoted in the issue and says so.
+//! runs `bench/ray/workloads.py` with the same N, chain length, size and repeats, and the same
+//! task bodies for the large result (`bench/python/bench_tasks.py`). Without it the table says
+//! that Ray was not measured, and why.
+//!
+//! The large result is timed over the same intervals on both sides, `--repeat` times each
+//! (median, min and max shown): from the producer's return to the consumer having read every
+//! byte, and the whole 2-task job.
 //!
 //! `cargo run --release -p hkube-bench --bin workers [-- --items N --chain N --rounds N --bytes N
-//! --ray PYTHON]`
+//! --repeat N --ray PYTHON]`
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use hkube_bench::{arg, arg_text};
+use hkube_bench::{arg, ray, Spread};
 use orchestrator::engine::{Engine, Handle, MemoryCatalog};
 use orchestrator::executor::local::{LocalExecutor, LocalOptions};
 use orchestrator::project;
 use orchestrator::spec;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
+
+/// The task bodies both sides run (hkube's algorithms here, Ray's remote functions).
+const BENCH_TASKS: &str = include_str!("../../python/bench_tasks.py");
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -41,22 +49,17 @@ fn noop_folder() -> PathBuf {
         "name: noop\nenv: python\ncode:\n  path: .\n  entryPoint: main.py\n",
     )
     .expect("write algorithm.yml");
-    // A producer of `input[0]` bytes (written, so its pages exist, as real data's would) that
-    // stamps the moment it hands them over, and a consumer that answers how many it got and
-    // how long after the stamp it got them: the time of the passing alone.
-    for (name, code) in [
-        (
-            "make",
-            "import struct, time\ndef start(args, api):\n    data = bytearray(b'\\x01') * args['input'][0]\n    if len(data) >= 8:\n        data[:8] = struct.pack('d', time.time())\n    return data\n",
-        ),
-        (
-            "size",
-            "import struct, time\ndef start(args, api):\n    data = args['input'][0]\n    took = time.time() - struct.unpack('d', bytes(data[:8]))[0] if len(data) >= 8 else 0\n    return [len(data), took]\n",
-        ),
-    ] {
+    // A producer of `input[0]` bytes stamped with the moment it hands them over, and a consumer
+    // that reads every byte: the task bodies of bench/python/bench_tasks.py, which Ray runs too.
+    for (name, function) in [("make", "make"), ("consume", "consume")] {
         let folder = dir.join(name);
         std::fs::create_dir_all(&folder).expect("a folder");
-        std::fs::write(folder.join("main.py"), code).expect("write main.py");
+        std::fs::write(folder.join("bench_tasks.py"), BENCH_TASKS).expect("write bench_tasks.py");
+        std::fs::write(
+            folder.join("main.py"),
+            format!("import bench_tasks\ndef start(args, api):\n    return bench_tasks.{function}(args['input'][0])\n"),
+        )
+        .expect("write main.py");
         std::fs::write(
             folder.join("algorithm.yml"),
             format!("name: {name}\nenv: python\ncode:\n  path: .\n  entryPoint: main.py\n"),
@@ -157,74 +160,96 @@ struct RayFigures {
     numbers: f64,
     numbers_tasks: f64,
     chain: f64,
-    big: f64,
-    big_small: f64,
-    bytes: f64,
+    big: Big,
 }
 
-/// What became of the Ray comparison: measured, or why not (the table then quotes the issue).
-enum Ray {
-    Measured(RayFigures),
-    NotMeasured(String),
-}
-
-/// The python of the venv `bench/ray/setup.sh` makes.
-fn default_ray_python() -> PathBuf {
-    let venv = std::env::var_os("HKUBE_RAY_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/hkube/ray-venv")
-        });
-    venv.join("bin/python")
-}
-
-/// Runs the same work on Ray with `python`, which must have ray installed.
-async fn ray(python: &Path, items: usize, steps: usize, big_bytes: usize) -> Ray {
-    let child = tokio::process::Command::new(python)
-        .arg(repo().join("bench/ray/workloads.py"))
-        .args(["--items", &items.to_string()])
-        .args(["--chain", &steps.to_string()])
-        .args(["--bytes", &big_bytes.to_string()])
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = match tokio::time::timeout(Duration::from_secs(600), child).await {
-        Ok(Ok(output)) => output,
-        Ok(Err(error)) => {
-            return Ray::NotMeasured(format!("{} did not run: {error}", python.display()))
+impl RayFigures {
+    fn from(figures: &Value) -> RayFigures {
+        let number = |key: &str| figures[key].as_f64().unwrap_or(f64::NAN);
+        let runs = |key: &str| -> Vec<[f64; 3]> {
+            figures[key]
+                .as_array()
+                .map(|runs| {
+                    runs.iter()
+                        .map(|run| {
+                            let at = |i: usize| run[i].as_f64().unwrap_or(f64::NAN);
+                            [at(0), at(1), at(2)]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        RayFigures {
+            version: figures["ray"].as_str().unwrap_or("?").to_string(),
+            init: number("init_s"),
+            cold_first_task: number("cold_first_task_s"),
+            numbers: number("numbers_s"),
+            numbers_tasks: number("numbers_tasks"),
+            chain: number("chain_s"),
+            big: Big::of(&runs("big"), &runs("big_small")),
         }
-        Err(_) => return Ray::NotMeasured("workloads.py ran past 600 s".into()),
-    };
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let figures = stdout
-        .lines()
-        .last()
-        .and_then(|line| serde_json::from_str::<Value>(line).ok());
-    let Some(figures) = figures.filter(|_| output.status.success()) else {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
-        return Ray::NotMeasured(format!(
-            "workloads.py failed ({}): {}",
-            output.status,
-            last.unwrap_or("no output")
-        ));
-    };
-    if let Some(why) = figures["skipped"].as_str() {
-        return Ray::NotMeasured(why.to_string());
     }
-    let number = |key: &str| figures[key].as_f64().unwrap_or(f64::NAN);
-    Ray::Measured(RayFigures {
-        version: figures["ray"].as_str().unwrap_or("?").to_string(),
-        init: number("init_s"),
-        cold_first_task: number("cold_first_task_s"),
-        numbers: number("numbers_s"),
-        numbers_tasks: number("numbers_tasks"),
-        chain: number("chain_s"),
-        big: number("big_s"),
-        big_small: number("big_small_s"),
-        bytes: number("bytes"),
-    })
+}
+
+/// The large-result scenario, measured the same way on both sides: `[whole 2-task job, from
+/// the producer's stamp to the consumer's end of reading every byte, the read alone]` per run,
+/// in seconds, for the large size and for 1 byte.
+struct Big {
+    whole: Spread,
+    passing: Spread,
+    reading: Spread,
+    small_whole: Spread,
+}
+
+impl Big {
+    fn of(large: &[[f64; 3]], small: &[[f64; 3]]) -> Big {
+        let column = |runs: &[[f64; 3]], i: usize| -> Spread {
+            let values: Vec<f64> = runs.iter().map(|run| run[i]).collect();
+            if values.is_empty() {
+                Spread::of(&[f64::NAN])
+            } else {
+                Spread::of(&values)
+            }
+        };
+        Big {
+            whole: column(large, 0),
+            passing: column(large, 1),
+            reading: column(large, 2),
+            small_whole: column(small, 0),
+        }
+    }
+
+    /// The passing as a rate, then its times.
+    fn passing_row(&self, bytes: usize) -> String {
+        format!(
+            "{}: {}, of which the consumer's read {}",
+            self.passing.map(|s| bytes as f64 / s / 1e9).show(2, "GB/s"),
+            self.passing.brief(3, "s"),
+            self.reading.brief(3, "s"),
+        )
+    }
+
+    fn whole_row(&self) -> String {
+        format!(
+            "{}; with 1 byte: {}",
+            self.whole.show(3, "s"),
+            self.small_whole.brief(3, "s")
+        )
+    }
+}
+
+/// The CRC-32 that `bench_tasks.consume` answers for `bench_tasks.make(size)`'s bytes: computed
+/// here, independently of Python, so a consumer that skipped bytes cannot pass.
+fn expected_crc(size: usize) -> u32 {
+    let ones = vec![1u8; 1 << 20];
+    let mut left = if size < 8 { size } else { size - 8 };
+    let mut hasher = crc32fast::Hasher::new();
+    while left > 0 {
+        let piece = left.min(ones.len());
+        hasher.update(&ones[..piece]);
+        left -= piece;
+    }
+    hasher.finalize()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -233,8 +258,7 @@ async fn main() {
     let steps = arg("--chain", 40);
     let rounds = arg("--rounds", 20_000);
     let big_bytes = arg("--bytes", 256 << 20);
-    let ray_python = arg_text("--ray").map_or_else(default_ray_python, PathBuf::from);
-    let ray_asked = arg_text("--ray").is_some();
+    let repeat = arg("--repeat", 5).max(1);
     let noop = noop_folder();
     let numbers_dir = repo().join("examples/numbers");
 
@@ -255,36 +279,68 @@ async fn main() {
     run(&handle, chain(steps)).await;
     let (_, chained) = run(&handle, chain(steps)).await;
 
-    // A large result from one step to the next (bytes go through storage by reference).
+    // A large result from one step to the next (bytes go through storage by reference), read
+    // whole by the consumer; as Ray does it in workloads.py: one warm-up with 1 byte, then
+    // `repeat` runs with 1 byte and `repeat` with the large size.
     let big = |size: usize| {
         json!({"name": "big", "nodes": [
             {"nodeName": "A", "algorithmName": "make", "input": [size]},
-            {"nodeName": "B", "algorithmName": "size", "input": ["@A"]},
+            {"nodeName": "B", "algorithmName": "consume", "input": ["@A"]},
         ]})
     };
-    run(&handle, big(1)).await;
-    let (_, small) = run(&handle, big(1)).await;
-    // The median of three: one 256 MiB copy is at the mercy of the machine's page cache.
-    let mut larges = Vec::new();
-    for _ in 0..3 {
-        let (result, took) = run(&handle, big(big_bytes)).await;
-        assert_eq!(result["data"][0]["result"][0], json!(big_bytes));
-        let passing = result["data"][0]["result"][1].as_f64().unwrap_or(f64::NAN);
-        larges.push((Duration::from_secs_f64(passing.max(0.0)), took));
+    let crcs = [(1, expected_crc(1)), (big_bytes, expected_crc(big_bytes))];
+    let big_run = |size: usize| {
+        let handle = handle.clone();
+        let crc = crcs.iter().find(|(s, _)| *s == size).map(|(_, c)| *c);
+        async move {
+            let (result, took) = run(&handle, big(size)).await;
+            let answer = &result["data"][0]["result"];
+            assert_eq!(answer[0], json!(size), "{result}");
+            assert_eq!(
+                answer[2].as_u64(),
+                crc.map(u64::from),
+                "the consumer read other bytes than were made: {result}"
+            );
+            let at = |i: usize| answer[i].as_f64().unwrap_or(f64::NAN);
+            [took.as_secs_f64(), at(1), at(3)]
+        }
+    };
+    big_run(1).await;
+    let mut smalls = Vec::new();
+    for _ in 0..repeat {
+        smalls.push(big_run(1).await);
     }
-    larges.sort();
-    let (passing, large) = larges[1];
+    let mut larges = Vec::new();
+    for _ in 0..repeat {
+        larges.push(big_run(big_bytes).await);
+    }
+    let large = Big::of(&larges, &smalls);
     executor.shutdown().await;
 
     let bare = bare_round_trip(rounds).await;
     let _ = std::fs::remove_dir_all(&noop);
 
     // Ray last, alone: every hkube worker has been shut down above.
-    let ray = if ray_asked || ray_python.exists() {
-        ray(&ray_python, items, steps, big_bytes).await
-    } else {
-        Ray::NotMeasured("Ray not installed: run bench/ray/setup.sh".into())
-    };
+    let ray_args: Vec<String> = [
+        "--scenario",
+        "workers",
+        "--items",
+        &items.to_string(),
+        "--chain",
+        &steps.to_string(),
+        "--bytes",
+        &big_bytes.to_string(),
+        "--repeat",
+        &repeat.to_string(),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let ray =
+        tokio::task::spawn_blocking(move || ray::workloads(&ray_args, Duration::from_secs(600)))
+            .await
+            .expect("the Ray run's thread")
+            .map(|figures| RayFigures::from(&figures));
 
     println!("hkube worker-tier benchmark (local executor, Python runtime, release build)");
     println!(
@@ -300,17 +356,15 @@ async fn main() {
         .trim()
     );
     match &ray {
-        Ray::Measured(r) => println!(
-            "ray: {} via {} (local, num_cpus=2, run after hkube's measurements; ray.init {:.2} s)",
-            r.version,
-            ray_python.display(),
-            r.init
+        Ok(r) => println!(
+            "ray: {} (local, num_cpus=2, run after hkube's measurements; ray.init {:.2} s)",
+            r.version, r.init
         ),
-        Ray::NotMeasured(why) => println!("ray: not measured ({why})"),
+        Err(why) => println!("ray: {why}"),
     }
     println!();
-    let (numbers_anchor, chain_anchor, cold_anchor, big_anchor) = match &ray {
-        Ray::Measured(r) => {
+    let (numbers_anchor, chain_anchor, cold_anchor, passing_anchor, whole_anchor) = match &ray {
+        Ok(r) => {
             let here = format!("Ray {} here, same run:", r.version);
             (
                 format!(
@@ -324,19 +378,16 @@ async fn main() {
                     r.cold_first_task * 1e3,
                     r.init
                 ),
-                format!(
-                    "{here} {:.2} GB/s (2-task job {:.3} s; with 1 byte: {:.3} s)",
-                    r.bytes / r.big / 1e9,
-                    r.big,
-                    r.big_small
-                ),
+                format!("{here} {}", r.big.passing_row(big_bytes)),
+                format!("{here} {}", r.big.whole_row()),
             )
         }
-        Ray::NotMeasured(why) => (
-            format!("Ray 2.60 here: ~790 tasks/s (12.7 s at N=10,000) (quoted; {why})"),
-            format!("Ray here: 120–160 ms (quoted; {why})"),
-            "—".to_string(),
-            "—".to_string(),
+        Err(why) => (
+            format!("Ray: {why}"),
+            format!("Ray: {why}"),
+            format!("Ray: {why}"),
+            format!("Ray: {why}"),
+            format!("Ray: {why}"),
         ),
     };
     println!("| scenario | measured | target | anchor |");
@@ -347,7 +398,7 @@ async fn main() {
         warm.as_secs_f64()
     );
     println!(
-        "| chain of {steps} Python no-op steps, warm | {:.1} ms | ≤ 20 ms | {chain_anchor}; Hatchet 1.2 s, Temporal 3.0 s, Airflow 116 s |",
+        "| chain of {steps} Python no-op steps, warm | {:.1} ms | ≤ 20 ms | {chain_anchor}; Hatchet 1.2 s, Temporal 3.0 s, Airflow 116 s (published) |",
         chained.as_secs_f64() * 1e3
     );
     println!(
@@ -355,12 +406,14 @@ async fn main() {
         cold.as_secs_f64() * 1e3
     );
     println!(
-        "| a {} MiB result passed from one step to the next (bytes, via storage; median of 3) | {:.2} GB/s ({:.3} s from the producer's return to the consumer's start; whole 2-step job {:.3} s; with 1 byte: {:.3} s) | ≥ 1 GB/s | {big_anchor} |",
+        "| a {} MiB result passed from one step to the next: from the producer's return (a stamp in its first bytes) to the consumer having read every byte (CRC-32, checked) | {} | ≥ 1 GB/s | {passing_anchor} |",
         big_bytes >> 20,
-        big_bytes as f64 / passing.as_secs_f64() / 1e9,
-        passing.as_secs_f64(),
-        large.as_secs_f64(),
-        small.as_secs_f64()
+        large.passing_row(big_bytes),
+    );
+    println!(
+        "| the same {} MiB, the whole 2-task job: submit → result, making the bytes and reading them included | {} | — | {whole_anchor} |",
+        big_bytes >> 20,
+        large.whole_row(),
     );
     println!(
         "| bare websocket round trip, Python client ↔ tokio-tungstenite echo | {:.1} µs ({:.0}/s) | the floor | measured for the issue: ~105 µs |",
