@@ -862,3 +862,50 @@ async fn a_request_the_machine_cannot_hold_is_refused_with_the_resource_named() 
     );
     executor.shutdown().await;
 }
+
+/// Room freed by one algorithm's idle workers goes to another's waiting task: a batch fills
+/// the machine (0.2 cores hold two workers of 0.1), then the node after it needs a worker of
+/// another algorithm. Before, it waited forever (the idle workers left after their timeout and
+/// nobody looked at the other queue again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_workers_of_one_algorithm_make_room_for_another() {
+    if let Some(reason) = missing_tools(false) {
+        testkit::skip(None, &reason);
+        return;
+    }
+    let executor = LocalExecutor::start(LocalOptions {
+        inventory: inventory(0.2),
+        idle_timeout: Duration::from_secs(600),
+        ..LocalOptions::default()
+    });
+    let catalog = Arc::new(MemoryCatalog::new());
+    let _double = python_algorithm_with(
+        &executor,
+        &catalog,
+        "double",
+        "def start(args, api):\n    return args['input'][0] * 2\n",
+        0,
+    )
+    .await;
+    let _total = python_algorithm_with(
+        &executor,
+        &catalog,
+        "total",
+        "def start(args, api):\n    return sum(args['input'][0])\n",
+        0,
+    )
+    .await;
+    let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
+    let pipeline = json!({"name": "room", "nodes": [
+        {"nodeName": "A", "algorithmName": "double", "input": ["#[1...4]"]},
+        {"nodeName": "B", "algorithmName": "total", "input": ["@A"]}
+    ]});
+    let job = handle.exec_raw(pipeline).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), handle.wait(&job))
+        .await
+        .expect("B got a worker once A's idle workers made room")
+        .unwrap();
+    assert_eq!(result["status"], "completed", "{result}");
+    assert_eq!(result["data"][0]["result"], 20);
+    executor.shutdown().await;
+}

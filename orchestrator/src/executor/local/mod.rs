@@ -609,13 +609,14 @@ impl Service {
                         live == 0 || per_worker_us > WORKER_START_COST_MS * 1000
                     }
                 };
-                if live < max_workers
-                    && waiting > starting * per_worker
-                    && worth_it
-                    && self.machine_has_room(&request)
-                {
-                    self.spawn_worker(name);
-                    continue;
+                if live < max_workers && waiting > starting * per_worker && worth_it {
+                    if self.machine_has_room(&request) {
+                        self.spawn_worker(name);
+                        continue;
+                    }
+                    // Idle workers of algorithms with nothing queued give their room up; this
+                    // pool is pumped again when they are gone.
+                    self.free_room_for(name, &request);
                 }
                 return;
             };
@@ -956,6 +957,65 @@ impl Service {
         let name = worker.algorithm.clone();
         self.remove_worker(id);
         self.pump(&name);
+        // Its room may be what another algorithm's tasks wait for.
+        self.pump_waiting();
+    }
+
+    /// Pumps every pool with queued tasks: room freed by one algorithm's worker may start
+    /// another's.
+    fn pump_waiting(&mut self) {
+        let waiting: Vec<String> = self
+            .pools
+            .iter()
+            .filter(|(_, pool)| !pool.queue.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in waiting {
+            self.pump(&name);
+        }
+    }
+
+    /// Asks idle workers of other algorithms, whose queues are empty, to exit until their
+    /// requests would make room for `request` (what the scheduler calls freeing room for
+    /// others). Workers already exiting count as room on its way.
+    fn free_room_for(&mut self, name: &str, request: &crate::scheduler::Request) {
+        let inventory = &self.options.inventory;
+        let (mut cpu, mut mem) = (0i64, 0i64);
+        for worker in self.workers.values() {
+            if worker.state != State::Exiting {
+                cpu += i64::from(worker.request.cpu_millis);
+                mem += worker.request.mem_mib as i64;
+            }
+        }
+        let mut short_cpu = cpu + i64::from(request.cpu_millis) - i64::from(inventory.cpu_millis);
+        let mut short_mem = mem + request.mem_mib as i64 - inventory.mem_mib as i64;
+        if short_cpu <= 0 && short_mem <= 0 {
+            return; // exiting workers already make the room
+        }
+        let idle: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| {
+                w.algorithm != name
+                    && w.state == State::Ready
+                    && w.running.is_empty()
+                    && self
+                        .pools
+                        .get(&w.algorithm)
+                        .is_none_or(|p| p.queue.is_empty())
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            if short_cpu <= 0 && short_mem <= 0 {
+                break;
+            }
+            if let Some(worker) = self.workers.get_mut(&id) {
+                short_cpu -= i64::from(worker.request.cpu_millis);
+                short_mem -= worker.request.mem_mib as i64;
+                worker.ask_to_exit();
+            }
+        }
     }
 
     fn remove_worker(&mut self, id: WorkerId) {
