@@ -620,7 +620,7 @@ fn run_ends_with_a_summary_line() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
-    let [before @ .., summary] = lines[..] else {
+    let [before @ .., summary] = &lines[..] else {
         panic!("{stderr}")
     };
     // The reason comes first (its traceback may follow it), the summary last.
