@@ -6,6 +6,7 @@
 
 mod client;
 mod hkubectl;
+mod inventory;
 mod progress;
 mod run;
 mod server;

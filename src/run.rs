@@ -28,6 +28,8 @@ pub struct RunArgs {
     /// Where storage (large results), task logs and compiled code go.
     #[arg(long, env = "HKUBE_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    inventory: crate::inventory::InventoryArgs,
 }
 
 /// `$HKUBE_STATE_DIR`, else `~/.local/state/hkube`, else a folder under the temp dir.
@@ -38,10 +40,15 @@ pub fn default_state_dir() -> PathBuf {
     }
 }
 
-/// The local executor's settings for a state dir (the language runtimes are written there).
-pub fn local_options(state_dir: &Path) -> anyhow::Result<LocalOptions> {
+/// The local executor's settings for a state dir (the language runtimes are written there)
+/// and the machine's inventory.
+pub fn local_options(
+    state_dir: &Path,
+    inventory: &crate::inventory::InventoryArgs,
+) -> anyhow::Result<LocalOptions> {
     Ok(LocalOptions {
         runtimes: Runtimes::in_state_dir(state_dir)?,
+        inventory: inventory.node()?,
         storage_dir: state_dir.join("storage"),
         log_dir: state_dir.join("logs"),
         work_dir: state_dir.join("work"),
@@ -75,7 +82,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
     }
 
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
-    let executor = LocalExecutor::start(local_options(&state_dir)?);
+    let executor = LocalExecutor::start(local_options(&state_dir, &args.inventory)?);
     let catalog = Arc::new(MemoryCatalog::new());
     let folder = pipeline_folder(&pipeline_file);
     let mut searched = vec![folder];

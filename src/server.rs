@@ -101,6 +101,8 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     webhook_secret: Option<String>,
+    #[command(flatten)]
+    inventory: crate::inventory::InventoryArgs,
     /// Without --token, requests from browsers must name the server by localhost or an IP
     /// address (DNS rebinding protection); add a name it is served under (repeatable).
     #[arg(long = "allowed-host", value_name = "NAME")]
@@ -218,6 +220,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     };
     let mut local = LocalOptions {
         runtimes: Runtimes::in_state_dir(&state_dir)?,
+        inventory: args.inventory.node()?,
         work_dir: state_dir.join("work"),
         storage_dir,
         log_dir: state_dir.join("logs"),

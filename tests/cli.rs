@@ -770,3 +770,65 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// `--gpus`, `--cpus` and `--memory` declare what workers may use. An algorithm asking for a
+/// GPU fails at once, naming the resource, where none is declared, and runs once one is
+/// (`CUDA_VISIBLE_DEVICES` grants are the scheduler's next step; here it only fits).
+#[test]
+fn run_fits_algorithms_to_the_declared_inventory() {
+    if let Some(missing) = tools_for_numbers() {
+        testkit::skip(None, &format!("{missing} is not installed"));
+        return;
+    }
+    let scratch = Scratch::new("inventory");
+    let project = scratch.0.join("project");
+    std::fs::create_dir_all(project.join("gpu")).expect("folder");
+    std::fs::write(
+        project.join("gpu/main.py"),
+        "def start(args, api):\n    return 7\n",
+    )
+    .expect("main.py");
+    std::fs::write(
+        project.join("gpu/algorithm.yml"),
+        "name: gpu-user\nenv: python\ngpu: 1\ncode:\n  path: .\n  entryPoint: main.py\n",
+    )
+    .expect("algorithm.yml");
+    std::fs::write(
+        project.join("pipeline.yml"),
+        "name: gpu\nnodes:\n  - nodeName: A\n    algorithmName: gpu-user\n    input: []\n",
+    )
+    .expect("pipeline.yml");
+    let state = scratch.0.join("state");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            project.to_str().expect("utf-8"),
+            "--quiet",
+            "--state-dir",
+            state.to_str().expect("utf-8"),
+        ];
+        args.extend(extra);
+        hkube(&args, None)
+    };
+    let refused = run(&["--gpus", "0"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "algorithm gpu-user requests 1 gpu; the largest node has 0 (declare GPUs with --gpus)"
+        ),
+        "{stderr}"
+    );
+    let ran = run(&["--gpus", "1", "--cpus", "1", "--memory", "2Gi"]);
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert!(ran.status.success(), "{stderr}");
+    let result: serde_json::Value = serde_json::from_slice(&ran.stdout).expect("JSON");
+    assert_eq!(result["data"][0]["result"], 7, "{result}");
+    let bad = run(&["--cpus", "0"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--cpus 0: give a number of cores above 0"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
