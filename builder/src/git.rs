@@ -43,7 +43,7 @@ const MAX_STDERR: usize = 4 << 10;
 
 /// Variables git may see from our environment: the ones that say where things are (PATH,
 /// HOME for the user's git and ssh configuration) and how to reach the network (proxies,
-/// certificates, the ssh agent). Anything else, `GIT_*` included, could change what git does.
+/// certificates, the ssh agent; the proxies are [`process::PROXY_ENV`]). Anything else, `GIT_*` included, could change what git does.
 const ENV_ALLOW: &[&str] = &[
     "PATH",
     "HOME",
@@ -59,14 +59,6 @@ const ENV_ALLOW: &[&str] = &[
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
     "SSH_AUTH_SOCK",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "all_proxy",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "ALL_PROXY",
 ];
 
 /// HKube's `gitRepository`: where an algorithm's code lives and which revision to build.
@@ -437,6 +429,7 @@ impl Git {
             .args(args)
             .cwd(cwd)
             .inherit(ENV_ALLOW)
+            .inherit(process::PROXY_ENV)
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("LC_ALL", "C")
             .timeout(Some(self.timeout))

@@ -225,7 +225,7 @@ impl LocalEnvs {
     }
 
     /// Runs one step through the process runner: a cleared environment with what installers
-    /// need ([`process::INSTALL_ENV`]) plus `env`, its own process group, this service's
+    /// need ([`process::PROXY_ENV`], [`process::INSTALL_ENV`]) plus `env`, its own process group, this service's
     /// timeout. A stopped build drops this future: the installer and its helpers go with it.
     async fn run_with(
         &self,
@@ -238,6 +238,7 @@ impl LocalEnvs {
         let mut spec = process::Spec::new(program)
             .args(args)
             .inherit(process::RUNTIME_ENV)
+            .inherit(process::PROXY_ENV)
             .inherit(process::INSTALL_ENV)
             .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
             .timeout(Some(self.timeout));

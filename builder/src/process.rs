@@ -51,11 +51,8 @@ pub const RUNTIME_ENV: &[&str] = &[
     "NODE_EXTRA_CA_CERTS",
 ];
 
-/// An installer (pip, npm, an algorithm's `dependencyInstallCmd`), on top of [`RUNTIME_ENV`]:
-/// how to reach a package index (proxies, a mirror the operator configured). The index
-/// settings are the operator's choice for installing dependencies, so installs see them; no
-/// credential of hkube's own (token, storage keys) is among them.
-pub const INSTALL_ENV: &[&str] = &[
+/// How to reach the network through the operator's proxy: for installers and git.
+pub const PROXY_ENV: &[&str] = &[
     "http_proxy",
     "https_proxy",
     "no_proxy",
@@ -64,6 +61,13 @@ pub const INSTALL_ENV: &[&str] = &[
     "HTTPS_PROXY",
     "NO_PROXY",
     "ALL_PROXY",
+];
+
+/// An installer (pip, npm, an algorithm's `dependencyInstallCmd`), on top of [`RUNTIME_ENV`]
+/// and [`PROXY_ENV`]: how to reach a package index (a mirror the operator configured). The
+/// index settings are the operator's choice for installing dependencies, so installs see them;
+/// no credential of hkube's own (token, storage keys) is among them.
+pub const INSTALL_ENV: &[&str] = &[
     "PIP_INDEX_URL",
     "PIP_EXTRA_INDEX_URL",
     "PIP_TRUSTED_HOST",

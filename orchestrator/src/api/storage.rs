@@ -151,10 +151,19 @@ pub async fn all_prefixes(
             Err(ApiError::NotFound(_)) => Vec::new(),
             other => other?,
         };
-        let total = names.len();
-        answers.push(json!({"path": path, "total": total, "keys": range(names, &query)?}));
+        answers.push(listing(&path, names, &query)?);
     }
     Ok(Json(Value::Array(answers)))
+}
+
+/// `{path, total, keys}`: the names under `path`, `total` before the query's range is cut.
+fn listing(
+    path: &str,
+    names: Vec<String>,
+    query: &HashMap<String, String>,
+) -> Result<Value, ApiError> {
+    let total = names.len();
+    Ok(json!({"path": path, "total": total, "keys": range(names, query)?}))
 }
 
 /// `GET /storage/prefixes/{path}`: `{path, total, keys}`, the names directly under `path`.
@@ -164,10 +173,7 @@ pub async fn prefixes(
     Query(query): Query<HashMap<String, String>>,
 ) -> Answer {
     let names = prefixes_of(job_storage(&state)?, &path).await?;
-    let total = names.len();
-    Ok(Json(
-        json!({"path": path, "total": total, "keys": range(names, &query)?}),
-    ))
+    Ok(Json(listing(&path, names, &query)?))
 }
 
 /// `{path, total, keys: [{path, size}]}` of the objects under `path`.

@@ -415,20 +415,10 @@ impl Store for SqliteStore {
     }
 
     fn job_status(&self, job_id: &str) -> Option<Value> {
-        self.flush();
-        let text: Option<String> = self
-            .with(|c| {
-                c.query_row(
-                    "SELECT status FROM jobs WHERE job_id = ?1 AND result IS NOT NULL",
-                    params![job_id],
-                    |row| row.get(0),
-                )
-                .optional()
-            })
-            .ok()
-            .flatten()
-            .flatten();
-        text.and_then(|t| serde_json::from_str(&t).ok())
+        self.json_column(
+            "SELECT status FROM jobs WHERE job_id = ?1 AND result IS NOT NULL",
+            job_id,
+        )
     }
 
     fn ended_jobs(&self) -> Result<Vec<EndedJob>, Error> {
@@ -751,15 +741,16 @@ impl SqliteStore {
     }
 
     pub fn result(&self, job_id: &str) -> Option<Value> {
+        self.json_column("SELECT result FROM jobs WHERE job_id = ?1", job_id)
+    }
+
+    /// One job's JSON document that `sql` selects (after the pending writes), if any.
+    fn json_column(&self, sql: &str, job_id: &str) -> Option<Value> {
         self.flush();
         let text: Option<String> = self
             .with(|c| {
-                c.query_row(
-                    "SELECT result FROM jobs WHERE job_id = ?1",
-                    params![job_id],
-                    |row| row.get(0),
-                )
-                .optional()
+                c.query_row(sql, params![job_id], |row| row.get(0))
+                    .optional()
             })
             .ok()
             .flatten()
