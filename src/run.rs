@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use orchestrator::engine::{Engine, Handle, MemoryCatalog};
+use orchestrator::cache::{self, CachingExecutor};
+use orchestrator::engine::{Engine, EngineOptions, Handle};
 use orchestrator::executor::local::{LocalExecutor, LocalOptions, Runtimes};
+use orchestrator::notify::{WebhookOptions, Webhooks};
+use orchestrator::store::{MemoryStore, Store};
 use orchestrator::{project, spec};
 use serde_json::Value;
 
@@ -57,6 +60,10 @@ pub fn local_options(
 }
 
 /// Runs the pipeline; returns the process exit code (0 when the job completed).
+/// How long `hkube run` waits for its last webhook deliveries before it exits (a delivery's
+/// tries and waits take at most about this long).
+const WEBHOOKS_GRACE: std::time::Duration = std::time::Duration::from_secs(40);
+
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -83,7 +90,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
 
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let executor = LocalExecutor::start(local_options(&state_dir, &args.inventory)?);
-    let catalog = Arc::new(MemoryCatalog::new());
+    // A store in memory: the catalog, and the result cache's place.
+    let catalog = Arc::new(MemoryStore::new());
+    let mut code_digests = Vec::new();
     let folder = pipeline_folder(&pipeline_file);
     let mut searched = vec![folder];
     searched.extend(args.algorithms.iter().cloned());
@@ -103,7 +112,10 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
                 for warning in &algorithm.warnings {
                     eprintln!("hkube: {}: warning: {warning}", algorithm.file.display());
                 }
-                catalog.put_algorithm(algorithm.descriptor.clone());
+                catalog.put_algorithm(algorithm.descriptor.clone())?;
+                if let Some(digest) = cache::folder_digest(&algorithm.local.code_dir) {
+                    code_digests.push((algorithm.descriptor.name.clone(), digest));
+                }
                 // Installing dependencies is the one slow step of a first run: show it.
                 let mut local = algorithm.local.clone();
                 local.prepared = Some(
@@ -119,7 +131,20 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
+    // The pipeline's webhooks are called as a server calls them; their records are not kept.
+    let (notifications, deliveries) = Webhooks::start(
+        WebhookOptions::default(),
+        Arc::new(orchestrator::store::MemoryStore::new()),
+    );
+    // `cache: true` nodes share results within the run (a server keeps them across runs).
+    let caching = CachingExecutor::new(Arc::new(executor.clone()), catalog.clone());
+    for (name, digest) in code_digests {
+        caching.set_code_digest(&name, digest);
+    }
+    let engine = Engine::new(EngineOptions::default(), Arc::new(caching), catalog)
+        .with_notifications(notifications);
+    let handle = engine.handle();
+    tokio::spawn(engine.run());
     let job = match handle.exec_raw(pipeline).await {
         Ok(job) => job,
         Err(error) => {
@@ -135,6 +160,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
     };
     // The final status holds the task counts the results document lacks.
     let status_doc = handle.status(&job).await.ok();
+    // The last webhook deliveries (the result's) end before we do, or give up.
+    handle.shutdown().await;
+    let _ = tokio::time::timeout(WEBHOOKS_GRACE, deliveries.finished()).await;
     executor.shutdown().await;
     let result = result?;
     let mut stdout = std::io::stdout().lock();

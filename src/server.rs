@@ -11,12 +11,15 @@ mod storage;
 
 use orchestrator::api::{self, ApiState};
 use orchestrator::build::{Backend, BuildOptions, BuildService, Deployer};
+use orchestrator::cache::{self, CachingExecutor};
 use orchestrator::engine::{Catalog, Engine, EngineOptions, Journal};
 use orchestrator::executor::docker::ImageDeployer;
 use orchestrator::executor::local::CodeDeployer;
 use orchestrator::executor::local::{LocalExecutor, LocalOptions, Runtimes};
+use orchestrator::notify::{WebhookOptions, Webhooks};
 use orchestrator::project;
 use orchestrator::store::{SqliteStore, Store};
+use orchestrator::triggers::CronService;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ExecutorKind {
@@ -249,8 +252,12 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let store = Arc::new(
         SqliteStore::open(&database).with_context(|| format!("opening {}", database.display()))?,
     );
+    let mut code_digests = Vec::new();
     for dir in &args.algorithms {
         for algorithm in project::find_algorithms(dir)? {
+            if let Some(digest) = cache::folder_digest(&algorithm.local.code_dir) {
+                code_digests.push((algorithm.descriptor.name.clone(), digest));
+            }
             executor
                 .register(algorithm.local.clone())
                 .await
@@ -268,8 +275,22 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     };
     // The loop starts (and resumes unfinished jobs) only once every stored algorithm is
     // registered, below: a job resumed earlier would fail for want of its algorithm's code.
-    let engine_loop =
-        Engine::new(options, Arc::new(executor.clone()), catalog).with_journal(journal);
+    // Webhooks are delivered apart from the engine, which only hands them over.
+    let (webhooks, _deliveries) = Webhooks::start(
+        WebhookOptions {
+            storage_module,
+            ..WebhookOptions::default()
+        },
+        store.clone() as Arc<dyn Store>,
+    );
+    // Nodes with `cache: true` are answered from the result cache when they can be.
+    let caching = CachingExecutor::new(Arc::new(executor.clone()), store.clone() as Arc<dyn Store>);
+    for (name, digest) in code_digests {
+        caching.set_code_digest(&name, digest);
+    }
+    let engine_loop = Engine::new(options, Arc::new(caching), catalog)
+        .with_journal(journal)
+        .with_notifications(webhooks);
     let engine = engine_loop.handle();
     tokio::spawn(release_freed_memory());
     // Uploaded code builds into images for the Docker executor, or into a kept folder with a
@@ -318,6 +339,8 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     }
     tokio::spawn(engine_loop.run());
     builds.resume();
+    // Enabled cron triggers of stored pipelines start jobs from now on.
+    let cron = CronService::spawn(store.clone() as Arc<dyn Store>, engine.clone());
     if let Retention(Some(retention)) = args.job_retention {
         let logs = state_dir.join("logs");
         tokio::spawn(forget_old_jobs(
@@ -338,6 +361,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         storage_module,
         storage: Some(api_storage),
         allowed_hosts: allowed_hosts(&args.listen, args.allowed_hosts),
+        cron: Some(cron),
     });
 
     let listener = tokio::net::TcpListener::bind(addresses.as_slice())

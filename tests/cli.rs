@@ -92,16 +92,18 @@ nodes:
     );
 }
 
-/// A feature hkube does not implement is refused by `validate`, as by the server.
+/// A cron pattern the scheduler cannot parse is refused by `validate`, as by the server, with
+/// the parser's reason.
 #[test]
-fn validate_refuses_an_enabled_cron_trigger() {
-    let descriptor = r#"{"name":"c","triggers":{"cron":{"pattern":"0 * * * *","enabled":true}},
+fn validate_refuses_a_cron_pattern_the_parser_rejects() {
+    let descriptor = r#"{"name":"c","triggers":{"cron":{"pattern":"0 25 * * *","enabled":true}},
         "nodes":[{"nodeName":"A","algorithmName":"echo"}]}"#;
     let output = hkube(&["validate", "-"], Some(descriptor));
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("cron triggers are not supported by hkube yet"),
+        stderr.contains("triggers.cron.pattern \"0 25 * * *\" is not a valid cron pattern: ")
+            && stderr.contains("hour"),
         "{stderr}"
     );
 }

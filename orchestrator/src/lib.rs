@@ -11,10 +11,13 @@
 
 pub mod api;
 pub mod build;
+pub mod cache;
 pub mod dag;
 pub mod engine;
 pub mod executor;
+pub mod notify;
 pub mod project;
 pub mod scheduler;
 pub mod spec;
 pub mod store;
+pub mod triggers;

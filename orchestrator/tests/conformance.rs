@@ -427,6 +427,7 @@ async fn run_case(path: &Path) {
         storage_module: "@hkube/fs-adapter",
         storage: None,
         allowed_hosts: Vec::new(),
+        cron: None,
     });
     let mut run = Run {
         handle,

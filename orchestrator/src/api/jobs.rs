@@ -186,7 +186,7 @@ struct Search {
 
 const SEARCH_LIMIT: i64 = 100;
 
-fn parse_sort(sort: Option<&str>) -> Result<bool, ApiError> {
+pub(super) fn parse_sort(sort: Option<&str>) -> Result<bool, ApiError> {
     match sort {
         None | Some("desc") => Ok(false),
         Some("asc") => Ok(true),
@@ -549,6 +549,7 @@ async fn pipeline_jobs(
     state: &ApiState,
     query: &HashMap<String, String>,
     ended_only: bool,
+    only_type: Option<&str>,
 ) -> Result<(String, Vec<Value>), ApiError> {
     let name = query
         .get("name")
@@ -571,6 +572,11 @@ async fn pipeline_jobs(
             doc["pipeline"]["name"].as_str() == Some(name.as_str())
                 && doc["pipeline"]["experimentName"].as_str().unwrap_or("main") == experiment
                 && (!ended_only || doc.get("result").is_some())
+                && only_type.is_none_or(|wanted| {
+                    doc["pipeline"]["types"]
+                        .as_array()
+                        .is_some_and(|types| types.iter().any(|t| t == wanted))
+                })
         })
         .collect();
     sort_by_start(&mut docs, ascending);
@@ -583,11 +589,20 @@ pub async fn pipeline_results(
     State(state): State<ApiState>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Answer {
-    let (name, docs) = pipeline_jobs(&state, &query, true).await?;
+    results_of(&state, &query, None, "pipeline results").await
+}
+
+/// The results of a pipeline's latest jobs, of one type when `only_type` is given; 404
+/// `<what> <name> Not Found` when there are none.
+pub(super) async fn results_of(
+    state: &ApiState,
+    query: &HashMap<String, String>,
+    only_type: Option<&str>,
+    what: &str,
+) -> Answer {
+    let (name, docs) = pipeline_jobs(state, query, true, only_type).await?;
     if docs.is_empty() {
-        return Err(ApiError::NotFound(format!(
-            "pipeline results {name} Not Found"
-        )));
+        return Err(ApiError::NotFound(format!("{what} {name} Not Found")));
     }
     let results = docs
         .into_iter()
@@ -607,11 +622,19 @@ pub async fn pipeline_status(
     State(state): State<ApiState>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Answer {
-    let (name, docs) = pipeline_jobs(&state, &query, false).await?;
+    statuses_of(&state, &query, None, "pipeline status").await
+}
+
+/// The statuses of a pipeline's latest jobs, as [`results_of`].
+pub(super) async fn statuses_of(
+    state: &ApiState,
+    query: &HashMap<String, String>,
+    only_type: Option<&str>,
+    what: &str,
+) -> Answer {
+    let (name, docs) = pipeline_jobs(state, query, false, only_type).await?;
     if docs.is_empty() {
-        return Err(ApiError::NotFound(format!(
-            "pipeline status {name} Not Found"
-        )));
+        return Err(ApiError::NotFound(format!("{what} {name} Not Found")));
     }
     let statuses = docs
         .into_iter()

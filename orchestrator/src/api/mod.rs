@@ -8,14 +8,17 @@
 
 mod auth;
 mod builds;
+mod cron;
 mod error;
 mod exec;
 mod guard;
 mod jobs;
 mod openapi;
+mod result_cache;
 mod storage;
 mod store;
 mod versions;
+mod webhook_records;
 mod webhooks;
 
 use std::sync::Arc;
@@ -35,6 +38,7 @@ pub use openapi::{routes, ApiRoute, Verb};
 use crate::build::{BuildService, Deployer};
 use crate::engine::Handle;
 use crate::store::Store;
+use crate::triggers::CronHandle;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -57,6 +61,9 @@ pub struct ApiState {
     /// Host names a browser may reach this server by when it has no token, besides localhost
     /// and IP addresses (`hkube server --allowed-host`); see [`guard`].
     pub allowed_hosts: Vec<String>,
+    /// The cron service, told to read the stored pipelines again after each write to them;
+    /// none where no cron service runs.
+    pub cron: Option<CronHandle>,
 }
 
 /// The storage jobs' large values live in, and its key prefix (`<cluster>-hkube/...`).
@@ -94,6 +101,10 @@ pub fn router(state: ApiState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            cron::reload_after_writes,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             authorize,
         ))
         .layer(axum::middleware::from_fn_with_state(
@@ -119,7 +130,9 @@ async fn authorize(State(state): State<ApiState>, request: Request, next: Next) 
         // A signed webhook proves itself with its signature (checked by its handler).
         // The login route checks its password itself: it is how a client learns the token.
         let login = request.uri().path() == "/api/v1/auth/login";
-        if request.uri().path().starts_with("/api")
+        // HKube's in-cluster routes (`/internal/v1`) need the token as well.
+        let path = request.uri().path();
+        if (path.starts_with("/api") || path.starts_with("/internal"))
             && !login
             && !guard::is_signed_webhook(&state, &request)
         {

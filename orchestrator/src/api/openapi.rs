@@ -9,7 +9,10 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::{auth, builds, exec, jobs, storage, store, versions, webhooks, ApiState};
+use super::{
+    auth, builds, cron, exec, jobs, result_cache, storage, store, versions, webhook_records,
+    webhooks, ApiState,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
@@ -153,6 +156,23 @@ async fn builds_root() -> Json<Value> {
 }
 async fn pipelines_root() -> Json<Value> {
     Json(json!({"message": "v1 pipelines api"}))
+}
+async fn cron_root() -> Json<Value> {
+    Json(json!({"message": "v1 cron api"}))
+}
+async fn webhooks_root() -> Json<Value> {
+    Json(json!({"message": "v1 webhooks api"}))
+}
+fn webhook_record() -> Value {
+    object(
+        &["jobId", "url", "responseStatus"],
+        json!({
+            "jobId": string(), "url": string(), "pipelineStatus": string(), "status": string(),
+            "responseStatus": {"type": "string", "enum": ["succeed", "failed"]},
+            "httpResponse": object(&[], json!({"statusCode": {}, "statusMessage": string()})),
+            "attempts": integer(), "timestamp": integer(),
+        }),
+    )
 }
 async fn storage_root() -> Json<Value> {
     Json(json!({"message": "v1 storage api"}))
@@ -378,6 +398,46 @@ pub fn routes() -> Vec<ApiRoute> {
             .body(json!({"type": "object"}))
             .ok(200, object(&["builds"], json!({"builds": array(json!({"type": "object"}))})))
             .errors(&[400, 401, 404]),
+        // Cron triggers (§5.7) of stored pipelines.
+        route(Get, "/api/v1/cron", "cron router", cron_root).ok(200, message()),
+        route(Get, "/api/v1/cron/list", "the stored pipelines with a cron trigger: [{name, cron: {pattern, enabled}, nextRun}] (?sort=asc|desc by name, limit)", cron::list)
+            .ok(200, array(object(&["name", "cron"], json!({
+                "name": string(), "cron": object(&["pattern", "enabled"], json!({"pattern": string(), "enabled": {"type": "boolean"}})),
+                "nextRun": integer(),
+            }))))
+            .errors(&[400]),
+        route(Get, "/api/v1/cron/results", "the results of a pipeline's cron-started jobs (?name, experimentName=main, sort=desc, limit=1)", cron::results)
+            .ok(200, array(reference("Result")))
+            .errors(&[400, 404]),
+        route(Get, "/api/v1/cron/status", "the statuses of a pipeline's cron-started jobs (?name, experimentName=main, sort=desc, limit=1)", cron::status)
+            .ok(200, array(reference("Status")))
+            .errors(&[400, 404]),
+        route(Post, "/api/v1/cron/start", "enable a stored pipeline's cron: the given pattern, else the stored one, else 0 * * * *", cron::start)
+            .body(object(&["name"], json!({"name": string(), "pattern": string()})))
+            .ok(200, message())
+            .errors(&[400, 404]),
+        route(Post, "/api/v1/cron/stop", "disable a stored pipeline's cron (its pattern is kept)", cron::stop)
+            .body(object(&["name"], json!({"name": string()})))
+            .ok(200, message())
+            .errors(&[400, 404]),
+        route(Post, "/internal/v1/exec/stored/cron", "run a stored pipeline as its cron does (types stored, internal, cron); needs the token like /api", cron::exec)
+            .body(object(&["name"], json!({"name": string()})))
+            .ok(200, job_id())
+            .errors(&[400, 404]),
+        // hkube's result cache (nodes with `cache: true`).
+        route(Delete, "/api/v1/cache", "empty the result cache of nodes with cache: true: {message, deleted} (retention also deletes old entries)", result_cache::clear)
+            .ok(200, object(&["message", "deleted"], json!({"message": string(), "deleted": integer()}))),
+        // Webhook deliveries (§5.8).
+        route(Get, "/api/v1/webhooks", "webhooks router", webhooks_root).ok(200, message()),
+        route(Get, "/api/v1/webhooks/status/{jobId}", "the latest progress webhook delivery of a job", webhook_records::status)
+            .ok(200, webhook_record())
+            .errors(&[404]),
+        route(Get, "/api/v1/webhooks/results/{jobId}", "the result webhook delivery of a job", webhook_records::results)
+            .ok(200, webhook_record())
+            .errors(&[404]),
+        route(Get, "/api/v1/webhooks/list/{jobId}", "a job's webhook deliveries: {jobId, result, progress} (the latest of each) and deliveries (all, oldest first)", webhook_records::list)
+            .ok(200, object(&["jobId"], json!({"jobId": string(), "result": webhook_record(), "progress": webhook_record(), "deliveries": array(webhook_record())})))
+            .errors(&[404]),
         // Storage (§5.8): the job storage, browsed and downloaded.
         route(Get, "/api/v1/storage/info", "the job storage: {type: fs|s3, moduleName, clusterName}", storage::info)
             .ok(200, object(&["type"], json!({"type": string(), "moduleName": string(), "clusterName": string()})))

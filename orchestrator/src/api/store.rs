@@ -26,7 +26,12 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, ApiError> {
 // ---- pipelines ----
 
 pub async fn list_pipelines(State(state): State<ApiState>) -> Answer {
-    Ok(Json(to_json(&state.store.pipelines()?)?))
+    let pipelines = state.store.pipelines()?;
+    let docs = pipelines
+        .iter()
+        .map(|pipeline| to_json(pipeline).map(super::cron::with_next_run))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(Value::Array(docs)))
 }
 
 pub async fn get_pipeline(State(state): State<ApiState>, Path(name): Path<String>) -> Answer {
@@ -34,7 +39,7 @@ pub async fn get_pipeline(State(state): State<ApiState>, Path(name): Path<String
         .store
         .pipeline(&name)
         .ok_or_else(|| ApiError::NotFound(format!("pipeline {name} Not Found")))?;
-    Ok(Json(to_json(&pipeline)?))
+    Ok(Json(super::cron::with_next_run(to_json(&pipeline)?)))
 }
 
 fn validate_pipeline(state: &ApiState, body: Value) -> Result<Pipeline, ApiError> {

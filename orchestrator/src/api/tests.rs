@@ -52,6 +52,7 @@ fn state_with(auth_token: Option<&str>) -> ApiState {
         storage_module: "@hkube/fs-adapter",
         storage: None,
         allowed_hosts: Vec::new(),
+        cron: None,
     }
 }
 
@@ -1656,7 +1657,8 @@ async fn replacing_a_pipeline_cannot_close_a_trigger_cycle() {
 }
 
 /// What HKube's schema accepts but hkube does not do is refused when stored and when run,
-/// never accepted and ignored (issue 17, item 8); a disabled cron trigger may be stored.
+/// never accepted and ignored (issue 17, item 8); a cron pattern the scheduler's parser
+/// refuses is refused with its reason; a disabled cron trigger may be stored.
 #[tokio::test]
 async fn features_hkube_does_not_implement_are_refused() {
     let api = api();
@@ -1667,24 +1669,16 @@ async fn features_hkube_does_not_implement_are_refused() {
         }
         pipeline
     };
-    let cron =
-        "cron triggers are not supported by hkube yet: triggers.cron (pattern \"0 * * * *\") \
-                would never fire. Set triggers.cron.enabled to false (a disabled one is kept) or \
-                remove it, and start the pipeline from your own scheduler with POST \
-                /api/v1/exec/stored";
-    let webhooks = "webhooks are not supported by hkube yet: webhooks.progress and \
-                    webhooks.result would never be called. Remove webhooks, and follow the job \
-                    with GET /api/v1/exec/status/{jobId} and GET /api/v1/exec/results/{jobId}";
+    let cron = "triggers.cron.pattern \"61 * * * *\" is not a valid cron pattern: the minute \
+                field (61): Component error: Number out of bounds. Use 5 fields (minute hour \
+                day-of-month month day-of-week, as \"*/5 * * * *\") or 6 with seconds first \
+                (as \"30 */5 * * * *\")";
     let tensorboard = "node \"A\": metrics.tensorboard is not supported by hkube yet (no metrics \
                        would be collected); remove metrics or set tensorboard to false";
     let cases = [
         (
-            json!({"triggers": {"cron": {"pattern": "0 * * * *", "enabled": true}}}),
+            json!({"triggers": {"cron": {"pattern": "61 * * * *", "enabled": true}}}),
             cron,
-        ),
-        (
-            json!({"webhooks": {"progress": "http://localhost:9/p", "result": "http://localhost:9/r"}}),
-            webhooks,
         ),
         (
             json!({"nodes": [{"nodeName": "A", "algorithmName": "echo", "metrics": {"tensorboard": true}}]}),

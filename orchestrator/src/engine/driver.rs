@@ -23,6 +23,7 @@ use super::status::JobStatus;
 use super::submit::{self, Admission};
 use super::{ids, Error};
 use crate::dag::{FlowInputCheck, Graph};
+use crate::notify::{self, Notification};
 use crate::spec;
 
 /// Messages into the engine loop.
@@ -30,6 +31,8 @@ use crate::spec;
 pub(crate) enum Msg {
     TaskStarted(TaskKey),
     TaskFinished(TaskKey, TaskOutcome),
+    /// The result cache had the task's output: it succeeded without running.
+    TaskCached(TaskKey, Value),
     StartSubPipeline {
         parent: TaskKey,
         request: SubPipeline,
@@ -72,6 +75,9 @@ pub(crate) enum Command {
 pub enum ExecRequest {
     Raw(Value),
     Stored(Value),
+    /// A stored pipeline started by its cron trigger: `{name}`, types
+    /// `["stored", "internal", "cron"]`.
+    Cron(Value),
     Algorithm(Value),
     Rerun(String),
     /// A rerun of an ended job the engine no longer holds, from the journal's record.
@@ -288,6 +294,12 @@ pub struct Engine {
     held: Vec<u64>,
     /// Unfinished jobs per (experimentName, name).
     unfinished: HashMap<(String, String), usize>,
+    /// Where the webhooks' notifications go (none: webhooks are not called).
+    notifications: Option<mpsc::UnboundedSender<Notification>>,
+    /// The last progress (status, data) notified per job with a progress webhook.
+    progress_sent: HashMap<u64, (Value, Value)>,
+    /// Tasks per job that took their output from the result cache.
+    cached_tasks: HashMap<u64, u64>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -332,7 +344,20 @@ impl Engine {
             trigger_depth: HashMap::new(),
             held: Vec::new(),
             unfinished: HashMap::new(),
+            notifications: None,
+            progress_sent: HashMap::new(),
+            cached_tasks: HashMap::new(),
         }
+    }
+
+    /// Sends a notification here for each progress change and each result of a job whose
+    /// pipeline has webhooks (`notify::Webhooks` delivers them).
+    pub fn with_notifications(
+        mut self,
+        notifications: mpsc::UnboundedSender<Notification>,
+    ) -> Self {
+        self.notifications = Some(notifications);
+        self
     }
 
     /// Records jobs and finished tasks in `journal`; when the loop starts, jobs the journal
@@ -404,6 +429,14 @@ impl Engine {
             Msg::TaskFinished(key, outcome) => self.with_job(key.job, |job, now, out| {
                 job.task_finished(key, outcome, now, out)
             }),
+            Msg::TaskCached(key, output) => {
+                if self.jobs.contains_key(&key.job) {
+                    *self.cached_tasks.entry(key.job).or_default() += 1;
+                }
+                self.with_job(key.job, |job, now, out| {
+                    job.task_finished(key, TaskOutcome::Succeeded(output), now, out)
+                })
+            }
             Msg::StartSubPipeline {
                 parent,
                 request,
@@ -496,9 +529,12 @@ impl Engine {
                 let _ = reply.send(result);
             }
             Command::Status(job_id, reply) => {
-                let result = self
-                    .find(&job_id, "status")
-                    .map(|key| self.jobs[&key].status_doc(now_ms()));
+                let result = self.find(&job_id, "status").map(|key| {
+                    with_cached(
+                        self.jobs[&key].status_doc(now_ms()),
+                        self.cached_tasks.get(&key),
+                    )
+                });
                 let _ = reply.send(result);
             }
             Command::Result(job_id, reply) => {
@@ -609,6 +645,7 @@ impl Engine {
         let (plan, admission) = match request {
             ExecRequest::Raw(body) => submit::raw(body, catalog.as_ref(), &running)?,
             ExecRequest::Stored(body) => submit::stored(body, catalog.as_ref(), &running)?,
+            ExecRequest::Cron(body) => submit::cron(body, catalog.as_ref(), &running)?,
             ExecRequest::Algorithm(body) => submit::algorithm(body, catalog.as_ref(), &running)?,
             ExecRequest::Rerun(job_id) => {
                 let key = self.find(&job_id, "jobId")?;
@@ -873,6 +910,61 @@ impl Engine {
         let mut actions = Vec::new();
         f(job, now_ms(), &mut actions);
         self.apply(key, actions);
+        self.notify_progress(key, false);
+    }
+
+    /// A progress notification when the job's status or progress changed since the last one
+    /// and the pipeline's `progressVerbosityLevel` wants it: a status change at the status
+    /// document's level (`error` for a failure, else `info`), any other change at `debug`.
+    /// The final status is sent by [`Engine::job_finished`] (`at_end`), before the job may be
+    /// forgotten.
+    fn notify_progress(&mut self, key: u64, at_end: bool) {
+        let Some(tx) = &self.notifications else {
+            return;
+        };
+        let Some(job) = self.jobs.get(&key) else {
+            return;
+        };
+        let Some(url) = job
+            .pipeline
+            .webhooks
+            .as_ref()
+            .and_then(|w| w.progress.clone())
+        else {
+            return;
+        };
+        if job.status().is_final() != at_end {
+            return;
+        }
+        let doc = job.status_doc(now_ms());
+        let seen = (doc["status"].clone(), doc["data"].clone());
+        let last = self.progress_sent.get(&key);
+        if last == Some(&seen) {
+            return;
+        }
+        let level = if last.is_none_or(|(status, _)| *status != seen.0) {
+            match doc["level"].as_str() {
+                Some("error") => spec::Level::Error,
+                _ => spec::Level::Info,
+            }
+        } else {
+            spec::Level::Debug
+        };
+        let wanted = notify::progress_wanted(level, job.pipeline.options.progress_verbosity_level);
+        let job_id = job.id.to_string();
+        if at_end {
+            self.progress_sent.remove(&key);
+        } else {
+            self.progress_sent.insert(key, seen);
+        }
+        if wanted {
+            let _ = tx.send(Notification {
+                kind: notify::Kind::Progress,
+                job_id,
+                url,
+                body: doc,
+            });
+        }
     }
 
     fn apply(&mut self, key: u64, actions: Vec<Action>) {
@@ -947,13 +1039,31 @@ impl Engine {
         };
         job.release_plans();
         let result = job.result_doc().unwrap_or(Value::Null);
+        let result_hook = job
+            .pipeline
+            .webhooks
+            .as_ref()
+            .and_then(|w| w.result.clone());
+        if let (Some(tx), Some(url)) = (&self.notifications, result_hook) {
+            let _ = tx.send(Notification {
+                kind: notify::Kind::Result,
+                job_id: job.id.to_string(),
+                url,
+                body: result.clone(),
+            });
+        }
+        self.notify_progress(key, true);
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
         let name_key = (job.pipeline.experiment_name.clone(), job.name().to_string());
         let completed = job.status() == JobStatus::Completed;
         let name = job.name().to_string();
         let tags = job.pipeline.tags.clone();
         let depth = self.trigger_depth.remove(&key).unwrap_or(0);
         if let Some(journal) = &self.journal {
-            journal.job_status(&job.id, &job.status_doc(now_ms()));
+            let status = with_cached(job.status_doc(now_ms()), self.cached_tasks.get(&key));
+            journal.job_status(&job.id, &status);
             journal.job_finished(&job.id, &result);
         }
         // Large results of the job's tasks may go, except what its results point at.
@@ -1014,6 +1124,7 @@ impl Engine {
             self.triggered.remove(&key);
             self.sub_jobs.retain(|(job, _, _), _| *job != key);
             self.algorithm_parents.retain(|(job, _, _), _| *job != key);
+            self.cached_tasks.remove(&key);
         }
     }
 
@@ -1195,6 +1306,15 @@ impl Engine {
             .unwrap_or_default();
         json!({"jobId": job.id.as_ref(), "name": job.name(), "children": children})
     }
+}
+
+/// A status document with `data.cached`: how many of the job's tasks took their output from
+/// the result cache instead of running (absent when none did).
+fn with_cached(mut doc: Value, cached: Option<&u64>) -> Value {
+    if let (Some(&count), Some(Value::Object(data))) = (cached, doc.get_mut("data")) {
+        data.insert("cached".into(), json!(count));
+    }
+    doc
 }
 
 fn task_label(jobs: &HashMap<u64, Job>, key: TaskKey) -> String {

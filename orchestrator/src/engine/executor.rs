@@ -47,6 +47,8 @@ pub struct TaskSpec {
     /// 1 (most urgent) to 5; schedulers pop the lowest first.
     pub priority: u8,
     pub extra_data: Option<Arc<Value>>,
+    /// The node asks for hkube's result cache (`cache: true`).
+    pub cache: bool,
     pub reporter: TaskReporter,
 }
 
@@ -63,10 +65,20 @@ pub enum TaskOutcome {
 
 /// The executor's side of a running task. Cheap to clone; every method may be called from any
 /// thread. Reports after the task's end are ignored.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TaskReporter {
     key: TaskKey,
     engine: mpsc::UnboundedSender<Msg>,
+    /// Sees the outcome before the engine does (the result cache keeps successes).
+    on_finish: Option<Arc<dyn Fn(&TaskOutcome) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for TaskReporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskReporter")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A sub-pipeline request from a running algorithm (the code API).
@@ -83,7 +95,23 @@ pub enum SubPipeline {
 
 impl TaskReporter {
     pub(super) fn new(key: TaskKey, engine: mpsc::UnboundedSender<Msg>) -> Self {
-        TaskReporter { key, engine }
+        TaskReporter {
+            key,
+            engine,
+            on_finish: None,
+        }
+    }
+
+    /// This reporter, with `hook` called with the outcome when the task finishes.
+    pub fn with_finish_hook(mut self, hook: Arc<dyn Fn(&TaskOutcome) + Send + Sync>) -> Self {
+        self.on_finish = Some(hook);
+        self
+    }
+
+    /// The task ends with an output the result cache had: the algorithm did not run, and the
+    /// job's status counts the task as cached.
+    pub fn finish_cached(&self, output: Value) {
+        let _ = self.engine.send(Msg::TaskCached(self.key, output));
     }
 
     pub fn key(&self) -> TaskKey {
@@ -96,6 +124,9 @@ impl TaskReporter {
     }
 
     pub fn finish(&self, outcome: TaskOutcome) {
+        if let Some(hook) = &self.on_finish {
+            hook(&outcome);
+        }
         let _ = self.engine.send(Msg::TaskFinished(self.key, outcome));
     }
 

@@ -1211,6 +1211,8 @@ impl Job {
             batch_index,
             priority: self.pipeline.priority,
             extra_data: self.extra_data.get(node).cloned().flatten(),
+            cache: node < self.graph.len()
+                && self.pipeline.nodes.get(node).and_then(|n| n.cache) == Some(true),
             reporter: TaskReporter::new(key, self.engine.clone()),
         }));
     }

@@ -44,6 +44,22 @@ pub fn stored(
     prepare(pipeline, vec!["stored"], catalog, running)
 }
 
+/// A stored pipeline started by its cron trigger (reference §1.5): as `POST /exec/stored`
+/// with `{name}`, types `["stored", "internal", "cron"]`.
+pub fn cron(
+    body: Value,
+    catalog: &dyn Catalog,
+    running: RunningCount,
+) -> Result<(JobPlan, Admission), Error> {
+    let pipeline = merge_stored(body, catalog)?;
+    prepare(
+        pipeline,
+        vec!["stored", "internal", "cron"],
+        catalog,
+        running,
+    )
+}
+
 pub(super) fn merge_stored(body: Value, catalog: &dyn Catalog) -> Result<Pipeline, Error> {
     let Value::Object(mut overrides) = body else {
         return Err(Error::Invalid("data should be object".into()));
@@ -158,7 +174,9 @@ pub fn prepare(
 /// ([`check_implemented`]), and triggers that would make the pipeline start itself without
 /// end ([`check_trigger_cycle`]).
 pub fn validate_for_store(body: Value, catalog: &dyn Catalog) -> Result<Pipeline, Error> {
-    let pipeline = spec::parse_pipeline(body)?;
+    let mut pipeline = spec::parse_pipeline(body)?;
+    // Computed when shown (`GET /store/pipelines`), never stored.
+    pipeline.extra.remove(crate::triggers::NEXT_RUN_KEY);
     Graph::build(&pipeline, FlowInputCheck::Skipped)?;
     check_algorithms(&pipeline, catalog)?;
     check_implemented(&pipeline)?;
@@ -267,38 +285,15 @@ fn check_algorithms(pipeline: &Pipeline, catalog: &dyn Catalog) -> Result<(), Er
 }
 
 /// What HKube's schema accepts but hkube does not do is refused, naming the field and what to
-/// do instead, rather than accepted and silently ignored: a cron trigger that never fires,
-/// webhooks never called, TensorBoard metrics never collected, and node kinds hkube cannot
-/// run (which would hang). docs/semantics.md lists them.
+/// do instead, rather than accepted and silently ignored: TensorBoard metrics never
+/// collected, and node kinds hkube cannot run (which would hang). docs/semantics.md lists
+/// them. A cron pattern the scheduler cannot parse is refused here too.
 pub fn check_implemented(pipeline: &Pipeline) -> Result<(), Error> {
+    // The schema's syntax check gives HKube's text; the parser, which schedules it, has the
+    // last word and says what is wrong.
     if let Some(cron) = pipeline.triggers.as_ref().and_then(|t| t.cron.as_ref()) {
-        if cron.enabled {
-            return Err(Error::Invalid(format!(
-                "cron triggers are not supported by hkube yet: triggers.cron (pattern \"{}\") \
-                 would never fire. Set triggers.cron.enabled to false (a disabled one is kept) or \
-                 remove it, and start the pipeline from your own scheduler with POST \
-                 /api/v1/exec/stored",
-                cron.pattern
-            )));
-        }
-    }
-    if let Some(webhooks) = &pipeline.webhooks {
-        let given: Vec<&str> = [
-            ("progress", &webhooks.progress),
-            ("result", &webhooks.result),
-        ]
-        .into_iter()
-        .filter(|(_, url)| url.is_some())
-        .map(|(key, _)| key)
-        .collect();
-        if !given.is_empty() {
-            return Err(Error::Invalid(format!(
-                "webhooks are not supported by hkube yet: webhooks.{} would never be called. \
-                 Remove webhooks, and follow the job with GET /api/v1/exec/status/{{jobId}} and \
-                 GET /api/v1/exec/results/{{jobId}}",
-                given.join(" and webhooks.")
-            )));
-        }
+        crate::triggers::cron::Schedule::parse(&cron.pattern)
+            .map_err(|error| Error::Invalid(error.to_string()))?;
     }
     for node in &pipeline.nodes {
         let unsupported = match node.kind {

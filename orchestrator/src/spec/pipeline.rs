@@ -103,6 +103,10 @@ pub struct Node {
     pub max_stateless_count: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Value>,
+    /// hkube's result cache: a task whose algorithm version already ran on the same input
+    /// takes that result instead of running (docs/semantics.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }

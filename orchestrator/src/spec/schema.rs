@@ -148,6 +148,8 @@ fn check_node(value: &mut Value, path: &str) -> Result<(), Error> {
     property(node, path, "includeInResults", |v, p| {
         boolean(v, p).map(drop)
     })?;
+    // hkube's result cache (not HKube's).
+    property(node, path, "cache", |v, p| boolean(v, p).map(drop))?;
     property(node, path, "stateType", |v, p| one_of(v, p, STATE_TYPES))?;
     // `spec` is kind-specific (HKube checks it with an `anyOf` of seven schemas, whose combined
     // error text is not useful); what the engine needs from it is checked in `check_node_list`
@@ -782,7 +784,8 @@ pub(super) fn is_algorithm_name(name: &str) -> bool {
 
 /// A light syntax check standing in for the `cron` package HKube uses: 5 or 6 whitespace-
 /// separated fields, each a comma list of `*`, values or `a-b` ranges with an optional `/step`,
-/// where values are numbers or month/day names. Value ranges per field are not checked.
+/// where values are numbers or month/day names. Value ranges per field are not checked here:
+/// the scheduler's parser (`triggers::cron`) checks them when a pipeline is stored or run.
 fn is_cron(pattern: &str) -> bool {
     let fields: Vec<&str> = pattern.split_whitespace().collect();
     (5..=6).contains(&fields.len()) && fields.iter().all(|f| f.split(',').all(is_cron_item))
@@ -1012,6 +1015,8 @@ mod tests {
             (with_node(json!({"batchOperation": "zip"})), "data.nodes[0].batchOperation should be equal to one of the allowed values (indexed,cartesian)"),
             (with_node(json!({"includeInResult": "yes"})), "data.nodes[0].includeInResult should be boolean"),
             (with_node(json!({"includeInResults": []})), "data.nodes[0].includeInResults should be boolean"),
+            (with_node(json!({"cache": "yes"})), "data.nodes[0].cache should be boolean"),
+            (with_node(json!({"cache": true})), "ok"),
             (with_node(json!({"metrics": {"tensorboard": "x"}})), "data.nodes[0].metrics.tensorboard should be boolean"),
             (with_node(json!({"minStatelessCount": -2})), "data.nodes[0].minStatelessCount should be >= 0"),
             (with_node(json!({"maxStatelessCount": "many"})), "data.nodes[0].maxStatelessCount should be integer"),

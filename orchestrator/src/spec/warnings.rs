@@ -43,6 +43,8 @@ const PIPELINE_KEYS: &[&str] = &[
     "types",
     "maxExceeded",
     "flowInputMetadata",
+    // hkube's: a cron pipeline's next fire time, shown with the stored pipeline.
+    "cronNextRun",
 ];
 
 /// Node keys: HKube's node schema, the keys its engine reads beyond it (`includeInResults`,
@@ -64,6 +66,8 @@ const NODE_KEYS: &[&str] = &[
     "spec",
     "extraData",
     "origName",
+    // hkube's result cache.
+    "cache",
 ];
 
 const OPTION_KEYS: &[&str] = &[

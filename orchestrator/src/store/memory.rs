@@ -15,6 +15,10 @@ pub struct MemoryStore {
     versions: RwLock<Vec<AlgorithmVersion>>,
     /// Build records, oldest first.
     builds: RwLock<Vec<serde_json::Value>>,
+    /// Webhook delivery records, oldest first: (jobId, kind, record).
+    webhooks: RwLock<Vec<(String, String, serde_json::Value)>>,
+    /// The result cache: key → output.
+    results: RwLock<BTreeMap<String, serde_json::Value>>,
 }
 
 impl MemoryStore {
@@ -190,6 +194,50 @@ impl Store for MemoryStore {
         let before = versions.len();
         versions.retain(|v| v.name != name);
         Ok(before - versions.len())
+    }
+
+    fn add_webhook_record(
+        &self,
+        job_id: &str,
+        kind: &str,
+        record: &serde_json::Value,
+    ) -> Result<(), Error> {
+        let mut records = self.webhooks.write().map_err(poisoned)?;
+        records.push((job_id.to_string(), kind.to_string(), record.clone()));
+        Ok(())
+    }
+
+    fn cached_result(&self, key: &str) -> Option<serde_json::Value> {
+        self.results.read().ok()?.get(key).cloned()
+    }
+
+    fn put_cached_result(
+        &self,
+        key: &str,
+        _job_id: &str,
+        output: &serde_json::Value,
+    ) -> Result<(), Error> {
+        let mut results = self.results.write().map_err(poisoned)?;
+        results
+            .entry(key.to_string())
+            .or_insert_with(|| output.clone());
+        Ok(())
+    }
+
+    fn clear_result_cache(&self) -> Result<usize, Error> {
+        let mut results = self.results.write().map_err(poisoned)?;
+        let count = results.len();
+        results.clear();
+        Ok(count)
+    }
+
+    fn webhook_records(&self, job_id: &str) -> Result<Vec<(String, serde_json::Value)>, Error> {
+        let records = self.webhooks.read().map_err(poisoned)?;
+        Ok(records
+            .iter()
+            .filter(|(job, _, _)| job == job_id)
+            .map(|(_, kind, record)| (kind.clone(), record.clone()))
+            .collect())
     }
 
     fn put_build(&self, build: &serde_json::Value) -> Result<(), Error> {

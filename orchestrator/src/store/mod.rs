@@ -97,6 +97,44 @@ pub trait Store: Catalog {
         Ok(Vec::new())
     }
 
+    /// Keeps the record of one webhook delivery of a job (`kind`: `progress` or `result`);
+    /// it goes with the job at retention.
+    fn add_webhook_record(
+        &self,
+        _job_id: &str,
+        _kind: &str,
+        _record: &serde_json::Value,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// A job's webhook delivery records, oldest first, as (kind, record).
+    fn webhook_records(&self, _job_id: &str) -> Result<Vec<(String, serde_json::Value)>, Error> {
+        Ok(Vec::new())
+    }
+
+    /// The result cache: the output kept under `key` (a digest of an algorithm version and
+    /// an input), if any.
+    fn cached_result(&self, _key: &str) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Keeps an output in the result cache (the first one kept for a key stays). It goes at
+    /// retention, as the job that made it.
+    fn put_cached_result(
+        &self,
+        _key: &str,
+        _job_id: &str,
+        _output: &serde_json::Value,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Empties the result cache; returns how many outputs it held.
+    fn clear_result_cache(&self) -> Result<usize, Error> {
+        Ok(0)
+    }
+
     /// The versions of an algorithm, newest first.
     fn algorithm_versions(&self, _name: &str) -> Result<Vec<AlgorithmVersion>, Error> {
         Ok(Vec::new())

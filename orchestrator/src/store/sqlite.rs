@@ -54,6 +54,20 @@ CREATE TABLE IF NOT EXISTS builds (
     doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS builds_by_name ON builds (name, seq);
+CREATE TABLE IF NOT EXISTS webhooks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhooks_by_job ON webhooks (job_id, seq);
+CREATE TABLE IF NOT EXISTS result_cache (
+    key TEXT PRIMARY KEY,
+    output TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    created INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS result_cache_by_age ON result_cache (created);
 ";
 
 /// Indexes over the columns that [`migrate`] may add to a database made by an older version.
@@ -530,8 +544,16 @@ impl Store for SqliteStore {
                     .map_err(backend)?;
                 rows.collect::<rusqlite::Result<_>>().map_err(backend)?
             };
+            // Cached outputs older than the retention go too: the cache obeys it.
+            tx.execute(
+                "DELETE FROM result_cache WHERE created < ?1",
+                params![ended_before as i64],
+            )
+            .map_err(backend)?;
             for id in &ids {
                 tx.execute("DELETE FROM tasks WHERE job_id = ?1", params![id])
+                    .map_err(backend)?;
+                tx.execute("DELETE FROM webhooks WHERE job_id = ?1", params![id])
                     .map_err(backend)?;
             }
             tx.commit().map_err(backend)?;
@@ -624,6 +646,72 @@ impl Store for SqliteStore {
 
     fn delete_algorithm_versions(&self, name: &str) -> Result<usize, Error> {
         self.with(|c| c.execute("DELETE FROM versions WHERE name = ?1", params![name]))
+    }
+
+    fn add_webhook_record(
+        &self,
+        job_id: &str,
+        kind: &str,
+        record: &serde_json::Value,
+    ) -> Result<(), Error> {
+        let record = to_doc(record)?;
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO webhooks (job_id, kind, record) VALUES (?1, ?2, ?3)",
+                params![job_id, kind, record],
+            )
+        })
+        .map(|_| ())
+    }
+
+    fn cached_result(&self, key: &str) -> Option<serde_json::Value> {
+        let output: Option<String> = self
+            .with(|c| {
+                c.query_row(
+                    "SELECT output FROM result_cache WHERE key = ?1",
+                    params![key],
+                    |row| row.get(0),
+                )
+                .optional()
+            })
+            .ok()
+            .flatten();
+        output.and_then(|output| serde_json::from_str(&output).ok())
+    }
+
+    fn put_cached_result(
+        &self,
+        key: &str,
+        job_id: &str,
+        output: &serde_json::Value,
+    ) -> Result<(), Error> {
+        let output = to_doc(output)?;
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO result_cache (key, output, job_id, created)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![key, output, job_id, now_ms()],
+            )
+        })
+        .map(|_| ())
+    }
+
+    fn clear_result_cache(&self) -> Result<usize, Error> {
+        self.with(|c| c.execute("DELETE FROM result_cache", []))
+    }
+
+    fn webhook_records(&self, job_id: &str) -> Result<Vec<(String, serde_json::Value)>, Error> {
+        let rows: Vec<(String, String)> = self.with(|c| {
+            let mut statement =
+                c.prepare("SELECT kind, record FROM webhooks WHERE job_id = ?1 ORDER BY seq")?;
+            let rows =
+                statement.query_map(params![job_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(kind, record)| Some((kind, serde_json::from_str(&record).ok()?)))
+            .collect())
     }
 
     fn put_build(&self, build: &serde_json::Value) -> Result<(), Error> {
