@@ -471,10 +471,15 @@ fn a_local_receiver_gets_the_progress_and_result_webhooks() {
         .iter()
         .all(|p| p["jobId"] == job.as_str() && p["level"] == "info"));
     assert_eq!(
-        progress.last().unwrap()["data"]["progress"],
-        100,
+        progress.last().unwrap()["data"]["progress"].as_f64(),
+        Some(100.0),
         "{progress:?}"
     );
+    let statuses: Vec<&str> = progress
+        .iter()
+        .map(|p| p["status"].as_str().unwrap())
+        .collect();
+    assert!(statuses.contains(&"active"), "{statuses:?}");
     let (_, list) = server.get(&format!("/api/v1/webhooks/list/{job}"));
     assert_eq!(list["jobId"], job.as_str());
     assert_eq!(list["result"]["responseStatus"], "succeed");

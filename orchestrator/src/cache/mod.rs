@@ -51,19 +51,22 @@ impl CachingExecutor {
         }
     }
 
-    /// The task's key, from the stored algorithm and the input; `None` when the algorithm is
-    /// not stored (the task then runs and fails as it would without the cache).
-    fn key_of(&self, task: &TaskSpec) -> Option<String> {
-        let algorithm = self.store.algorithm(&task.algorithm_name)?;
-        let descriptor = serde_json::to_value(&algorithm).ok()?;
-        let code = self
-            .code_digests
-            .read()
-            .ok()
-            .and_then(|d| d.get(task.algorithm_name.as_ref()).cloned());
-        let version = key::algorithm_digest(&descriptor, code.as_deref());
-        Some(key::task_key(&version, &task.input))
+    fn code_digest(&self, algorithm: &str) -> Option<String> {
+        self.code_digests.read().ok()?.get(algorithm).cloned()
     }
+}
+
+/// A task's key, from its stored algorithm and its input; `None` when the algorithm is not
+/// stored (the task then runs, and fails, as it would without the cache).
+fn key_of(
+    store: &dyn Store,
+    algorithm: &str,
+    input: &[serde_json::Value],
+    code_digest: Option<&str>,
+) -> Option<String> {
+    let descriptor = serde_json::to_value(store.algorithm(algorithm)?).ok()?;
+    let version = key::algorithm_digest(&descriptor, code_digest);
+    Some(key::task_key(&version, input))
 }
 
 impl Executor for CachingExecutor {
@@ -71,20 +74,26 @@ impl Executor for CachingExecutor {
         if !task.cache {
             return self.inner.submit(task);
         }
-        let Some(cache_key) = self.key_of(&task) else {
-            return self.inner.submit(task);
-        };
+        let code = self.code_digest(&task.algorithm_name);
         let (store, inner, looking) =
             (self.store.clone(), self.inner.clone(), self.looking.clone());
         if let Ok(mut looking) = looking.lock() {
             looking.insert(task.key);
         }
-        // The lookup reads the database: never on the caller's (the engine loop's) thread.
+        // The algorithm and the cache are read from the database: never on the caller's
+        // thread, which is the engine loop's.
         tokio::spawn(async move {
+            let (algorithm, input) = (task.algorithm_name.clone(), task.input.clone());
             let lookup = {
-                let (store, cache_key) = (store.clone(), cache_key.clone());
-                tokio::task::spawn_blocking(move || store.cached_result(&cache_key)).await
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || {
+                    let cache_key = key_of(store.as_ref(), &algorithm, &input, code.as_deref());
+                    let hit = cache_key.as_deref().and_then(|k| store.cached_result(k));
+                    (cache_key, hit)
+                })
             };
+            // A failed lookup runs the task.
+            let (cache_key, hit) = lookup.await.unwrap_or((None, None));
             let still_wanted = looking
                 .lock()
                 .map(|mut l| l.remove(&task.key))
@@ -92,10 +101,13 @@ impl Executor for CachingExecutor {
             if !still_wanted {
                 return;
             }
-            if let Ok(Some(output)) = lookup {
+            if let Some(output) = hit {
                 task.reporter.finish_cached(output);
                 return;
             }
+            let Some(cache_key) = cache_key else {
+                return inner.submit(task);
+            };
             let job_id = task.job_id.to_string();
             task.reporter = task
                 .reporter

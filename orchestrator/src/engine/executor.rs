@@ -70,8 +70,11 @@ pub struct TaskReporter {
     key: TaskKey,
     engine: mpsc::UnboundedSender<Msg>,
     /// Sees the outcome before the engine does (the result cache keeps successes).
-    on_finish: Option<Arc<dyn Fn(&TaskOutcome) + Send + Sync>>,
+    on_finish: Option<FinishHook>,
 }
+
+/// What sees a task's outcome before the engine does ([`TaskReporter::with_finish_hook`]).
+pub type FinishHook = Arc<dyn Fn(&TaskOutcome) + Send + Sync>;
 
 impl std::fmt::Debug for TaskReporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -103,7 +106,7 @@ impl TaskReporter {
     }
 
     /// This reporter, with `hook` called with the outcome when the task finishes.
-    pub fn with_finish_hook(mut self, hook: Arc<dyn Fn(&TaskOutcome) + Send + Sync>) -> Self {
+    pub fn with_finish_hook(mut self, hook: FinishHook) -> Self {
         self.on_finish = Some(hook);
         self
     }
