@@ -620,3 +620,44 @@ fn a_cached_node_runs_its_algorithm_once_per_input() {
     assert_eq!(runs(), 3, "an emptied cache runs it again");
     let _ = std::fs::remove_dir_all(&folder);
 }
+
+/// `hkube run` calls a pipeline's webhooks as the server does, and delivers the result's
+/// before it exits.
+#[test]
+fn hkube_run_calls_the_webhooks_before_it_exits() {
+    if python_missing() {
+        return;
+    }
+    let receiver = Receiver::start(200);
+    let dir = fresh_dir();
+    let mut pipeline = cron_pipeline("hooked-run", "0 0 1 1 *", false);
+    pipeline["webhooks"] = json!({
+        "progress": receiver.url("/progress"),
+        "result": receiver.url("/result"),
+    });
+    let file = dir.join("pipeline.json");
+    std::fs::write(&file, pipeline.to_string()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_hkube"))
+        .arg("run")
+        .arg(&file)
+        .args(["--quiet", "--algorithms", "examples/numbers", "--state-dir"])
+        .arg(dir.join("state"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let results = receiver.bodies("/result");
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results[0]["jobId"], printed["jobId"]);
+    assert_eq!(results[0]["data"][0]["result"], json!([1, 2, 3]));
+    assert!(receiver
+        .bodies("/progress")
+        .iter()
+        .any(|p| p["status"] == "completed"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
