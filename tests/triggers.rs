@@ -527,9 +527,10 @@ fn a_failing_receiver_never_fails_or_holds_the_job() {
     assert_eq!(record["httpResponse"]["statusCode"], 500);
     assert_eq!(record["attempts"], 3);
     assert_eq!(failing.bodies("/result").len(), 3, "three tries");
+    // A job's progress deliveries go one after the other: each of them retries for 6 s.
     let list = server.wait_for(
         &format!("/api/v1/webhooks/list/{job}"),
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         |list| {
             list["deliveries"]
                 .as_array()

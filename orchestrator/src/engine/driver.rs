@@ -1044,15 +1044,17 @@ impl Engine {
             .webhooks
             .as_ref()
             .and_then(|w| w.result.clone());
+        let job_id = job.id.to_string();
+        // The final status goes out before the result, as a receiver of both would expect.
+        self.notify_progress(key, true);
         if let (Some(tx), Some(url)) = (&self.notifications, result_hook) {
             let _ = tx.send(Notification {
                 kind: notify::Kind::Result,
-                job_id: job.id.to_string(),
+                job_id,
                 url,
                 body: result.clone(),
             });
         }
-        self.notify_progress(key, true);
         let Some(job) = self.jobs.get_mut(&key) else {
             return;
         };

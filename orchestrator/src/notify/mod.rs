@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::spec::Level;
 
 /// Which webhook of a pipeline a notification is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Progress,
     Result,

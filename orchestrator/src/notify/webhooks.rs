@@ -2,10 +2,12 @@
 //! network error or a 5xx answer, and a record of each delivery in the store (HKube's record,
 //! reference §3.10), which `GET /webhooks/status|results|list/{jobId}` show.
 //!
-//! Each delivery is its own task, bounded in number and in time: a receiver that refuses,
+//! Each delivery is its own task, bounded in number and in time; a job's deliveries to one
+//! webhook go one after the other, in the order of its statuses. A receiver that refuses,
 //! fails or hangs costs its deliveries their attempts and nothing else. The engine only ever
 //! sends into an unbounded channel, so it never waits on a receiver.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 
 use super::{Kind, Notification};
 use crate::engine::now_ms;
@@ -69,14 +71,21 @@ impl Webhooks {
         let slots = Arc::new(Semaphore::new(options.concurrent.max(1)));
         let options = Arc::new(options);
         let task = tokio::spawn(async move {
-            let mut running = JoinSet::new();
+            // The last delivery of each job's webhook: the next one waits for it, so a
+            // receiver gets a job's statuses in the order they happened.
+            let mut chains: HashMap<(String, Kind), JoinHandle<()>> = HashMap::new();
             while let Some(notification) = rx.recv().await {
-                while running.try_join_next().is_some() {}
+                chains.retain(|_, delivery| !delivery.is_finished());
                 let Ok(slot) = slots.clone().acquire_owned().await else {
                     break;
                 };
                 let (client, options, store) = (client.clone(), options.clone(), store.clone());
-                running.spawn(async move {
+                let chain = (notification.job_id.clone(), notification.kind);
+                let previous = chains.remove(&chain);
+                let delivery = tokio::spawn(async move {
+                    if let Some(previous) = previous {
+                        let _ = previous.await;
+                    }
                     let record = deliver(&client, &options, &notification).await;
                     let (job_id, kind) = (notification.job_id.clone(), notification.kind);
                     let saved = tokio::task::spawn_blocking(move || {
@@ -92,8 +101,11 @@ impl Webhooks {
                     }
                     drop(slot);
                 });
+                chains.insert(chain, delivery);
             }
-            while running.join_next().await.is_some() {}
+            for (_, delivery) in chains {
+                let _ = delivery.await;
+            }
         });
         (tx, Webhooks { task })
     }
