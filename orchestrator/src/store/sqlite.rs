@@ -955,6 +955,61 @@ mod tests {
 
     /// Retention deletes what ended before its time, the rows of those jobs only, and the
     /// file gives their space back.
+    /// Webhook delivery records and cached results survive a reopen and go at retention:
+    /// the records with their job, the cached results by age.
+    #[test]
+    fn webhook_records_and_cached_results_obey_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store.job_started(&JobRecord {
+            job_id: "j".into(),
+            pipeline: json!({"name": "p"}),
+            types: vec!["raw".into()],
+            root_job_id: None,
+            start_time: 1,
+            parent_job_id: None,
+        });
+        store.job_finished("j", &json!({"status": "completed"}));
+        store.flush();
+        store
+            .add_webhook_record("j", "progress", &json!({"n": 1}))
+            .unwrap();
+        store
+            .add_webhook_record("j", "result", &json!({"n": 2}))
+            .unwrap();
+        store.put_cached_result("k", "j", &json!([1])).unwrap();
+        // The first output kept under a key stays.
+        store.put_cached_result("k", "j", &json!([2])).unwrap();
+        store.close();
+        drop(store);
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            store.webhook_records("j").unwrap(),
+            [
+                ("progress".to_string(), json!({"n": 1})),
+                ("result".to_string(), json!({"n": 2}))
+            ]
+        );
+        assert_eq!(store.cached_result("k"), Some(json!([1])));
+        assert!(store.delete_jobs_ended_before(1).unwrap().is_empty());
+        assert_eq!(
+            store.cached_result("k"),
+            Some(json!([1])),
+            "younger than the cutoff"
+        );
+        assert_eq!(
+            store.delete_jobs_ended_before(u64::MAX >> 1).unwrap(),
+            ["j"]
+        );
+        assert!(store.webhook_records("j").unwrap().is_empty());
+        assert_eq!(store.cached_result("k"), None);
+        store.put_cached_result("k2", "j", &json!(3)).unwrap();
+        assert_eq!(store.clear_result_cache().unwrap(), 1);
+        assert_eq!(store.cached_result("k2"), None);
+    }
+
     #[test]
     fn retention_deletes_old_jobs_and_the_file_shrinks() {
         let dir = tempfile::tempdir().unwrap();
