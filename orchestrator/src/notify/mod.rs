@@ -60,7 +60,105 @@ pub fn progress_wanted(event: Level, verbosity: Level) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+    use tokio::sync::mpsc;
+
     use super::*;
+    use crate::engine::{Engine, EngineOptions, InProcessExecutor, MemoryCatalog};
+
+    /// Runs a pipeline on an engine with notifications; returns what it handed over, in order.
+    async fn notifications(pipeline: serde_json::Value) -> Vec<Notification> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let executor = InProcessExecutor::with_test_algorithms();
+        let catalog = MemoryCatalog::new();
+        for name in ["echo", "fail"] {
+            let algorithm = json!({"name": name, "algorithmImage": format!("hkube/{name}")});
+            catalog.put_algorithm(crate::spec::parse_algorithm(algorithm).unwrap());
+        }
+        let engine = Engine::new(
+            EngineOptions::default(),
+            Arc::new(executor),
+            Arc::new(catalog),
+        )
+        .with_notifications(tx);
+        let handle = engine.handle();
+        tokio::spawn(engine.run());
+        let job = handle.exec_raw(pipeline).await.unwrap();
+        handle.wait(&job).await.unwrap();
+        handle.shutdown().await;
+        let mut seen = Vec::new();
+        while let Some(n) = rx.recv().await {
+            seen.push(n);
+        }
+        seen
+    }
+
+    fn pipeline(algorithm: &str, verbosity: Option<&str>) -> serde_json::Value {
+        let mut pipeline = json!({
+            "name": "p",
+            "flowInput": {"x": [1, 2, 3]},
+            "nodes": [{"nodeName": "A", "algorithmName": algorithm, "input": ["#@flowInput.x"]}],
+            "webhooks": {"progress": "http://127.0.0.1:9/p", "result": "http://127.0.0.1:9/r"},
+        });
+        if let Some(level) = verbosity {
+            pipeline["options"] = json!({"progressVerbosityLevel": level});
+        }
+        pipeline
+    }
+
+    fn statuses(seen: &[Notification]) -> Vec<(&'static str, String)> {
+        seen.iter()
+            .map(|n| {
+                (
+                    n.kind.as_str(),
+                    n.body["status"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_engine_notifies_status_changes_then_the_result() {
+        let seen = notifications(pipeline("echo", None)).await;
+        let expected = [
+            ("progress", "pending"),
+            ("progress", "active"),
+            ("progress", "completed"),
+            ("result", "completed"),
+        ];
+        let expected: Vec<(&str, String)> =
+            expected.iter().map(|(k, s)| (*k, s.to_string())).collect();
+        assert_eq!(statuses(&seen), expected);
+        assert_eq!(seen[3].url, "http://127.0.0.1:9/r");
+        assert_eq!(seen[3].body["data"][0]["result"], json!([1]));
+    }
+
+    #[tokio::test]
+    async fn debug_verbosity_adds_each_progress_change_and_a_failure_is_sent() {
+        let seen = notifications(pipeline("echo", Some("debug"))).await;
+        let progress = seen.iter().filter(|n| n.kind == Kind::Progress).count();
+        assert!(
+            progress > 3,
+            "task progress at debug: {:?}",
+            statuses(&seen)
+        );
+        let seen = notifications(pipeline("fail", None)).await;
+        let last_progress = seen
+            .iter()
+            .rev()
+            .find(|n| n.kind == Kind::Progress)
+            .unwrap();
+        assert_eq!(last_progress.body["status"], "failed");
+        assert_eq!(last_progress.body["level"], "error");
+        let seen = notifications(pipeline("echo", Some("error"))).await;
+        assert_eq!(
+            statuses(&seen),
+            [("result", "completed".to_string())],
+            "nothing below error"
+        );
+    }
 
     #[test]
     fn verbosity_keeps_the_level_and_above() {
