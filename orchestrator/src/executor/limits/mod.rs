@@ -303,6 +303,19 @@ mod tests {
             "cgroups".parse::<Enforcement>().unwrap_err(),
             "memory enforcement \"cgroups\" is not one of auto, cgroup, watchdog, off"
         );
+        // A cgroup asked for where none is usable: each worker start says so, none runs
+        // without its cap.
+        let limits = Limits {
+            memory_limit_bytes: Some(1 << 30),
+            gpu_devices: None,
+        };
+        let unavailable = MemoryGuard::Unavailable("no cgroup hierarchy is mounted".into());
+        assert_eq!(
+            unavailable.arm(&limits).unwrap_err().to_string(),
+            "memory limits by cgroup were asked for, and this machine has none usable: no cgroup hierarchy is mounted"
+        );
+        // Without a limit there is nothing to enforce.
+        assert!(unavailable.arm(&Limits::default()).is_ok());
     }
 
     #[tokio::test]
