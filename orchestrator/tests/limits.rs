@@ -31,6 +31,16 @@ async fn algorithm(
     descriptor: Value,
     code: &str,
 ) -> tempfile::TempDir {
+    hot_algorithm(executor, catalog, descriptor, code, 0).await
+}
+
+async fn hot_algorithm(
+    executor: &LocalExecutor,
+    catalog: &MemoryCatalog,
+    descriptor: Value,
+    code: &str,
+    min_hot_workers: usize,
+) -> tempfile::TempDir {
     let descriptor = spec::parse_algorithm(descriptor).unwrap();
     let folder = tempfile::tempdir().unwrap();
     std::fs::write(folder.path().join("main.py"), code).unwrap();
@@ -40,7 +50,7 @@ async fn algorithm(
             language: Language::Python,
             code_dir: folder.path().to_path_buf(),
             entry_point: "main.py".into(),
-            min_hot_workers: 0,
+            min_hot_workers,
             max_workers: 0,
             request: Request::for_algorithm(&descriptor).unwrap(),
             classpath: None,
@@ -181,6 +191,14 @@ def start(args, api):
 /// (devices, pid, start, end) of each item of a batch of `items` (0: one more than the
 /// inventory's GPUs) of an algorithm asking `gpu`.
 async fn gpu_batch(gpu: f64, items: usize) -> (Node, Vec<(String, u64, f64, f64)>) {
+    gpu_batch_with_hot(gpu, items, 0).await
+}
+
+async fn gpu_batch_with_hot(
+    gpu: f64,
+    items: usize,
+    min_hot_workers: usize,
+) -> (Node, Vec<(String, u64, f64, f64)>) {
     let inventory = gpu_inventory();
     let items = if items == 0 {
         inventory.gpus.len() + 1
@@ -192,11 +210,12 @@ async fn gpu_batch(gpu: f64, items: usize) -> (Node, Vec<(String, u64, f64, f64)
         ..LocalOptions::default()
     });
     let catalog = Arc::new(MemoryCatalog::new());
-    let _code = algorithm(
+    let _code = hot_algorithm(
         &executor,
         &catalog,
         json!({"name": "cuda", "algorithmImage": "local", "gpu": gpu}),
         REPORTS_DEVICES,
+        min_hot_workers,
     )
     .await;
     let result = run(
@@ -280,4 +299,32 @@ async fn gpu_shares_use_one_device_together() {
     assert!(overlapping(&runs[0], &runs[1]), "{runs:?}");
     assert_ne!(runs[0].1, runs[1].1, "two workers: {runs:?}");
     assert_eq!(runs[0].0, runs[1].0, "one device shared: {runs:?}");
+}
+
+/// `minHotWorkers` beyond the free GPUs start no worker that would share a whole one: with 2
+/// GPUs and 4 hot workers of `gpu: 1` asked for, 2 run, each on a device of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_workers_never_share_a_whole_gpu() {
+    if let Some(reason) = python_missing() {
+        testkit::skip(None, &reason);
+        return;
+    }
+    let (inventory, runs) = gpu_batch_with_hot(1.0, 4, 4).await;
+    let mut seen: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+    for run in &runs {
+        let device = seen.entry(run.1).or_insert_with(|| run.0.clone());
+        assert_eq!(*device, run.0, "a worker kept its device: {runs:?}");
+    }
+    assert!(
+        seen.len() <= inventory.gpus.len(),
+        "at most one worker per GPU: {runs:?}"
+    );
+    let mut devices: Vec<&String> = seen.values().collect();
+    devices.sort();
+    devices.dedup();
+    assert_eq!(
+        devices.len(),
+        seen.len(),
+        "each worker its own device: {runs:?}"
+    );
 }
