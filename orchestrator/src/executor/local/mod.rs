@@ -3,7 +3,9 @@
 //!
 //! A pool per algorithm keeps warm workers (`minHotWorkers`), starts more while tasks wait (up
 //! to `maxWorkers`, and while the machine's inventory has room for the algorithm's cpu and
-//! memory request beside every other worker's), and stops workers that stay idle. How many
+//! memory request beside every other worker's, and a free GPU for a GPU request: a worker holds
+//! its devices until its process is gone), and stops workers that stay idle. Each worker starts
+//! within its limits (`executor::limits`: memory cap, `CUDA_VISIBLE_DEVICES`). How many
 //! tasks go to a worker in one message follows the algorithm's measured task time
 //! (`scheduler::dispatch_window`): one at a time while unknown or long, so a batch of real work
 //! spreads over workers; a window of up to 64 for microsecond tasks (the sidecar batches them
