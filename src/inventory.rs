@@ -1,8 +1,10 @@
 //! `--cpus`, `--memory`, `--gpus` (`HKUBE_CPUS`, `HKUBE_MEMORY`, `HKUBE_GPUS`): what workers of
-//! the local executor may use in all, replacing what the machine reports. Shared by
-//! `hkube run` and `hkube server`.
+//! the local executor may use in all, replacing what the machine reports; `--memory-limits`
+//! and `--memory-limit-ratio`: how each worker's memory is capped. Shared by `hkube run` and
+//! `hkube server`.
 
 use anyhow::bail;
+use orchestrator::executor::limits::{Enforcement, LimitOptions};
 use orchestrator::executor::local::inventory::{local_node, Overrides};
 use orchestrator::scheduler::Node;
 
@@ -19,6 +21,24 @@ pub struct InventoryArgs {
     /// without it).
     #[arg(long, env = "HKUBE_GPUS", value_name = "N")]
     gpus: Option<u32>,
+    /// How a worker's memory limit is enforced: auto (a cgroup per worker where this machine
+    /// allows, else a watchdog on its processes' RSS), cgroup, watchdog, or off.
+    #[arg(
+        long,
+        env = "HKUBE_MEMORY_LIMITS",
+        value_name = "HOW",
+        default_value = "auto"
+    )]
+    memory_limits: Enforcement,
+    /// A worker's memory limit as a multiple of its request (mem + reservedMemory): HKube's
+    /// 2, or 1 as with HKube's USE_RESOURCE_LIMITS; 0 sets no limit.
+    #[arg(
+        long,
+        env = "HKUBE_MEMORY_LIMIT_RATIO",
+        value_name = "N",
+        default_value_t = 2
+    )]
+    memory_limit_ratio: u64,
 }
 
 impl InventoryArgs {
@@ -45,5 +65,13 @@ impl InventoryArgs {
             memory_mib,
             gpus: self.gpus,
         }))
+    }
+
+    /// How workers' memory is capped.
+    pub fn limits(&self) -> LimitOptions {
+        LimitOptions {
+            memory_ratio: self.memory_limit_ratio,
+            enforcement: self.memory_limits,
+        }
     }
 }

@@ -52,6 +52,7 @@ pub fn local_options(
     Ok(LocalOptions {
         runtimes: Runtimes::in_state_dir(state_dir)?,
         inventory: inventory.node()?,
+        limits: inventory.limits(),
         storage_dir: state_dir.join("storage"),
         log_dir: state_dir.join("logs"),
         work_dir: state_dir.join("work"),

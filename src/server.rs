@@ -224,6 +224,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let mut local = LocalOptions {
         runtimes: Runtimes::in_state_dir(&state_dir)?,
         inventory: args.inventory.node()?,
+        limits: args.inventory.limits(),
         work_dir: state_dir.join("work"),
         storage_dir,
         log_dir: state_dir.join("logs"),

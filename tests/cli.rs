@@ -774,8 +774,8 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
 }
 
 /// `--gpus`, `--cpus` and `--memory` declare what workers may use. An algorithm asking for a
-/// GPU fails at once, naming the resource, where none is declared, and runs once one is
-/// (`CUDA_VISIBLE_DEVICES` grants are the scheduler's next step; here it only fits).
+/// GPU fails at once, naming the resource, where none is declared, and runs once one is, seeing
+/// the device it was granted in `CUDA_VISIBLE_DEVICES`. `--memory-limits` names its choices.
 #[test]
 fn run_fits_algorithms_to_the_declared_inventory() {
     if let Some(missing) = tools_for_numbers() {
@@ -787,7 +787,7 @@ fn run_fits_algorithms_to_the_declared_inventory() {
     std::fs::create_dir_all(project.join("gpu")).expect("folder");
     std::fs::write(
         project.join("gpu/main.py"),
-        "def start(args, api):\n    return 7\n",
+        "import os\ndef start(args, api):\n    return os.environ.get('CUDA_VISIBLE_DEVICES')\n",
     )
     .expect("main.py");
     std::fs::write(
@@ -825,12 +825,19 @@ fn run_fits_algorithms_to_the_declared_inventory() {
     let stderr = String::from_utf8_lossy(&ran.stderr);
     assert!(ran.status.success(), "{stderr}");
     let result: serde_json::Value = serde_json::from_slice(&ran.stdout).expect("JSON");
-    assert_eq!(result["data"][0]["result"], 7, "{result}");
+    assert_eq!(result["data"][0]["result"], "0", "{result}");
     let bad = run(&["--cpus", "0"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("--cpus 0: give a number of cores above 0"),
         "{}",
         String::from_utf8_lossy(&bad.stderr)
+    );
+    let bad = run(&["--memory-limits", "cgroups"]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("memory enforcement \"cgroups\" is not one of auto, cgroup, watchdog, off"),
+        "{stderr}"
     );
 }

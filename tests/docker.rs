@@ -817,3 +817,70 @@ fn a_killed_docker_server_resumes_the_jobs_of_built_images() {
         assert_eq!(outputs, expected, "job {job}: {result}");
     }
 }
+
+/// A container over its memory limit is killed by the engine (`State.OOMKilled`), and its
+/// task fails naming the limit as on the local executor: `mem: 64Mi` is a request of 77Mi
+/// (HKube's 20 % reserved memory) and a limit of 154Mi. With `retry: Never` on the node the
+/// first kill is the job's error.
+#[test]
+fn a_container_over_its_memory_limit_fails_with_the_limit_named() {
+    if !docker_or_skip() {
+        return;
+    }
+    let root_dir =
+        std::env::temp_dir().join(format!("hkube-docker-oom-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root_dir);
+    std::fs::create_dir_all(&root_dir).unwrap();
+    let root = Root(root_dir);
+    let state = root.path().join("state");
+    let server = common::start_server(|command| {
+        command
+            .args(["--executor", "docker", "--state-dir"])
+            .arg(&state);
+    });
+    let endpoint = format!("http://{}", server.address);
+    let _child = Killed(server.child);
+    let hog = root.path().join("hog");
+    std::fs::create_dir_all(&hog).unwrap();
+    std::fs::write(
+        hog.join("algorithm.yml"),
+        "name: hog\nenv: python\ncode: {path: ., entryPoint: main.py}\nresources: {cpu: 0.5, mem: 64Mi}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        hog.join("main.py"),
+        "import time\ndef start(args, api):\n    chunks = []\n    for _ in range(300):\n        chunks.append(b'\\x01' * (10 << 20))\n        time.sleep(0.01)\n    return len(chunks)\n",
+    )
+    .unwrap();
+    let (status, _, stderr) = hkube(
+        &endpoint,
+        &hog,
+        &["algorithm", "apply", "-f", "algorithm.yml"],
+    );
+    assert_eq!(status, 0, "{stderr}");
+    let pipeline = serde_json::json!({"name": "hog", "nodes": [{"nodeName": "A",
+        "algorithmName": "hog", "input": [], "retry": {"policy": "Never", "limit": 3}}]});
+    let (status, started) = post(
+        &endpoint,
+        "exec/raw",
+        &["content-type: application/json".into()],
+        &pipeline.to_string(),
+    );
+    assert_eq!(status, 200, "{started}");
+    let job_id = started["jobId"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let results = loop {
+        let results = get(&endpoint, &format!("exec/results/{job_id}"));
+        if results["status"] == "failed" || results["status"] == "completed" {
+            break results;
+        }
+        assert!(Instant::now() < deadline, "the job did not end: {results}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(results["status"], "failed", "{results}");
+    let error = results["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("the algorithm's process exceeded its memory limit of 154Mi (OOM)"),
+        "{results}"
+    );
+}

@@ -106,6 +106,10 @@ pub struct Spec {
     pub timeout: Option<Duration>,
     /// From SIGTERM to SIGKILL.
     pub grace: Duration,
+    /// A cgroup folder (v1 or v2) the child joins before its program starts, so that
+    /// everything it ever starts is counted and limited there: joining after the start would
+    /// leave out what it forked meanwhile.
+    pub cgroup: Option<PathBuf>,
 }
 
 impl Spec {
@@ -118,6 +122,7 @@ impl Spec {
             env: Vec::new(),
             timeout: None,
             grace: DEFAULT_GRACE,
+            cgroup: None,
         }
     }
 
@@ -155,6 +160,11 @@ impl Spec {
         self
     }
 
+    pub fn cgroup(mut self, cgroup: Option<PathBuf>) -> Spec {
+        self.cgroup = cgroup;
+        self
+    }
+
     /// The command as the runner starts it: a cleared environment plus the allow-list and
     /// `env`, a process group of its own, an empty stdin.
     fn command(&self) -> std::process::Command {
@@ -172,6 +182,9 @@ impl Spec {
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         if let Some(cwd) = &self.cwd {
             command.current_dir(cwd);
+        }
+        if let Some(cgroup) = &self.cgroup {
+            join_cgroup_before_exec(&mut command, cgroup);
         }
         command
     }
@@ -221,6 +234,36 @@ impl Spec {
     }
 }
 
+/// Makes the child move itself into `cgroup` between fork and exec (writing `0` to
+/// `cgroup.procs` moves the writer, in v1 and v2 alike). Should the write fail, the spawn fails
+/// with that error: a child must never run outside the limits it was given.
+fn join_cgroup_before_exec(command: &mut std::process::Command, cgroup: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let procs = cgroup.join("cgroup.procs");
+    // Built before the fork: between fork and exec nothing may allocate.
+    let procs = std::ffi::CString::new(procs.as_os_str().as_bytes()).unwrap_or_default();
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed; it calls only open(2), write(2) and close(2) on memory prepared
+    // before the fork, and reads errno through std's io::Error (no allocation).
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            let error = std::io::Error::last_os_error();
+            libc::close(fd);
+            if written == 1 {
+                Ok(())
+            } else {
+                Err(error)
+            }
+        });
+    }
+}
+
 /// How a child ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
@@ -229,6 +272,12 @@ pub enum Exit {
     /// Stopped by us (its deadline or a stop), after SIGTERM or SIGKILL.
     Stopped {
         killed: bool,
+    },
+    /// Killed for going over its memory limit (bytes): by the kernel in its cgroup, by
+    /// hkube's watchdog, or by the container engine. The caller that enforces the limit
+    /// decides this; the runner itself only sees a signal.
+    OutOfMemory {
+        limit_bytes: u64,
     },
 }
 
@@ -251,8 +300,33 @@ impl std::fmt::Display for Exit {
             Exit::Stopped { killed: true } => {
                 f.write_str("was stopped (SIGKILL after the grace period)")
             }
+            Exit::OutOfMemory { limit_bytes } => write!(
+                f,
+                "exceeded its memory limit of {} (OOM)",
+                memory_text(*limit_bytes)
+            ),
         }
     }
+}
+
+/// Bytes in HKube's memory units, as a user wrote them: `512Mi`, `2Gi`, `1536Ki`.
+pub fn memory_text(bytes: u64) -> String {
+    const KI: u64 = 1024;
+    for (unit, size) in [
+        ("Ti", KI.pow(4)),
+        ("Gi", KI.pow(3)),
+        ("Mi", KI.pow(2)),
+        ("Ki", KI),
+    ] {
+        if bytes >= size && bytes % size == 0 {
+            return format!("{}{unit}", bytes / size);
+        }
+    }
+    if bytes >= KI.pow(2) {
+        // Not a whole unit: MiB rounded up, so the figure is never below the real limit.
+        return format!("{}Mi", bytes.div_ceil(KI.pow(2)));
+    }
+    format!("{bytes}B")
 }
 
 /// A started child. Dropping it kills its whole process group.
@@ -444,6 +518,41 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(!alive(grandchild), "the grandchild outlived the deadline");
+    }
+
+    /// A child that cannot join its cgroup never runs: the spawn fails naming why.
+    #[tokio::test]
+    async fn a_cgroup_that_cannot_be_joined_fails_the_spawn() {
+        let error = shell("echo ran")
+            .cgroup(Some("/no/such/cgroup".into()))
+            .spawn()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("cannot start /bin/sh") && error.contains("No such file"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn memory_is_written_in_hkube_units() {
+        let cases = [
+            (512 * 1024 * 1024, "512Mi"),
+            (2 << 30, "2Gi"),
+            (1536 * 1024, "1536Ki"),
+            (154 * 1024 * 1024 + 1, "155Mi"),
+            (100, "100B"),
+        ];
+        for (bytes, text) in cases {
+            assert_eq!(memory_text(bytes), text);
+        }
+        assert_eq!(
+            Exit::OutOfMemory {
+                limit_bytes: 512 << 20
+            }
+            .to_string(),
+            "exceeded its memory limit of 512Mi (OOM)"
+        );
     }
 
     #[tokio::test]

@@ -16,6 +16,8 @@ use builder::process;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
 
+use super::limits::{Armed, Limits, MemoryGuard};
+
 pub use builder::process::Exit;
 
 /// Lists of variables a runtime inherits from the orchestrator when set; everything else is
@@ -30,6 +32,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Limits(#[from] super::limits::Error),
 }
 
 /// How to start a child.
@@ -130,19 +134,37 @@ impl StopHandle {
 impl Supervised {
     /// Starts the child and its supervisor; `deadline` stops it when reached.
     pub fn start(spec: &ChildSpec, deadline: Option<Duration>) -> Result<Supervised, Error> {
+        Self::start_limited(spec, deadline, &Limits::default(), &MemoryGuard::Off)
+    }
+
+    /// [`Supervised::start`] within `limits`: it sees only its GPUs, and its memory is capped
+    /// by `guard` (an end the cap caused is reported as `Exit::OutOfMemory`).
+    pub fn start_limited(
+        spec: &ChildSpec,
+        deadline: Option<Duration>,
+        limits: &Limits,
+        guard: &MemoryGuard,
+    ) -> Result<Supervised, Error> {
+        let mut armed = guard.arm(limits)?;
         let mut runner = process::Spec::new(&spec.program)
             .args(&spec.args)
             .cwd(&spec.cwd)
             .timeout(deadline)
-            .grace(spec.grace);
+            .grace(spec.grace)
+            .cgroup(armed.cgroup_path());
         runner.inherit = INHERITED_ENV.to_vec();
         for (name, value) in &spec.env {
             runner = runner.env(name, value);
+        }
+        // After the algorithm's own variables: its grant is not its to widen.
+        if let Some(devices) = limits.cuda_visible_devices() {
+            runner = runner.env("CUDA_VISIBLE_DEVICES", devices);
         }
         let mut child = runner.spawn().map_err(|error| match error {
             process::Error::Spawn { program, source } => Error::Spawn { program, source },
         })?;
         let pid = child.id().unwrap_or(0);
+        armed.started(pid);
         let log = Arc::new(Mutex::new(Log::new(spec.log_limit)));
         let mut collectors = Vec::new();
         if let Some(stdout) = child.take_stdout() {
@@ -153,7 +175,7 @@ impl Supervised {
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         let (exit_tx, exit_rx) = watch::channel(None);
-        tokio::spawn(supervise(child, stop_rx, exit_tx, collectors));
+        tokio::spawn(supervise(child, stop_rx, exit_tx, collectors, armed));
         Ok(Supervised {
             pid,
             log,
@@ -234,6 +256,7 @@ async fn supervise(
     mut stop: watch::Receiver<bool>,
     exit: watch::Sender<Option<Exit>>,
     collectors: Vec<tokio::task::JoinHandle<()>>,
+    armed: Armed,
 ) {
     let stop_requested = async move {
         while !*stop.borrow() {
@@ -242,7 +265,9 @@ async fn supervise(
             }
         }
     };
-    let result = child.wait_or_stop(stop_requested).await;
+    let result = armed
+        .verdict(child.wait_or_stop(stop_requested).await)
+        .await;
     // The last lines explain the exit: let the readers drain the pipes first.
     for collector in collectors {
         let _ = tokio::time::timeout(Duration::from_millis(500), collector).await;

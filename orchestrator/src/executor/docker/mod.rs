@@ -29,6 +29,7 @@ pub use deploy::{container_algorithm, ImageDeployer};
 pub use link_server::{LinkEnds, LinkServer};
 
 use crate::executor::child::{Exit, ExternalControls, Supervised};
+use crate::executor::limits::Limits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -49,9 +50,10 @@ pub struct ContainerSpec {
     pub image: String,
     /// Cores the algorithm may use (HKube's `cpu`; the limit is twice the request, as HKube's).
     pub cpu: f64,
-    /// Memory limit in bytes (HKube's `mem` plus its reserved memory), if any.
+    /// Its memory request in bytes (HKube's `mem` plus its reserved memory), if any. The
+    /// container's limit is the pool's [`Limits`] for the worker (twice this by default).
     pub memory: Option<i64>,
-    /// GPUs requested from the engine's NVIDIA runtime (rounded up).
+    /// GPUs it asks for; the devices it gets are the pool's grant ([`Limits`]).
     pub gpu: f64,
     /// The algorithm's own variables (`algorithmEnv`).
     pub env: Vec<(String, String)>,
@@ -131,13 +133,14 @@ impl DockerLauncher {
         algorithm: &str,
         entry_point: &str,
         spec: &ContainerSpec,
+        limits: &Limits,
         connect_timeout: Duration,
         log_limit: usize,
     ) -> Result<(LinkEnds, Supervised), String> {
         let worker = worker_token();
         let linked = self.link.expect(&worker);
         let pair = match self
-            .create_pair(algorithm, entry_point, spec, &worker)
+            .create_pair(algorithm, entry_point, spec, limits, &worker)
             .await
         {
             Ok(pair) => pair,
@@ -154,6 +157,7 @@ impl DockerLauncher {
             pair.clone(),
             controls,
             self.options.stop_grace,
+            limits.memory_limit_bytes,
         ));
         tokio::select! {
             ends = linked => match ends {
@@ -181,6 +185,7 @@ impl DockerLauncher {
         algorithm: &str,
         entry_point: &str,
         spec: &ContainerSpec,
+        limits: &Limits,
         worker: &str,
     ) -> Result<Pair, String> {
         let storage = self.options.storage_dir.display().to_string();
@@ -242,7 +247,12 @@ impl DockerLauncher {
             "HKUBE_FAST_PATH=1".to_string(),
         ]);
         env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
-        let host_config = algorithm_host_config(spec, &sidecar, binds);
+        if limits.gpu_devices.as_ref().is_some_and(Vec::is_empty) {
+            // A GPU machine whose default runtime is NVIDIA's would give a CUDA image every
+            // device (its NVIDIA_VISIBLE_DEVICES=all): a worker granted none sees none.
+            env.push("NVIDIA_VISIBLE_DEVICES=void".to_string());
+        }
+        let host_config = algorithm_host_config(spec, limits, &sidecar, binds);
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             env: Some(env),
@@ -286,23 +296,29 @@ impl DockerLauncher {
 }
 
 /// The algorithm container's limits and namespace (pure): it joins the sidecar's network
-/// namespace; cpu is limited to twice the request (HKube's default), memory to `mem` plus the
-/// reserved memory, and GPUs are NVIDIA device requests rounded up to whole devices.
-fn algorithm_host_config(
+/// namespace; cpu is limited to twice the request (HKube's default); memory to the worker's
+/// limit, with no swap beyond it (so going over is an OOM kill, as on the local executor);
+/// GPUs are an NVIDIA device request for exactly the devices the pool granted.
+pub fn algorithm_host_config(
     spec: &ContainerSpec,
+    limits: &Limits,
     sidecar: &str,
     binds: Option<Vec<String>>,
 ) -> HostConfig {
-    let gpus = spec.gpu.ceil() as i64;
+    let memory = limits
+        .memory_limit_bytes
+        .map(|bytes| i64::try_from(bytes).unwrap_or(i64::MAX));
+    let devices = limits.gpu_devices.clone().unwrap_or_default();
     HostConfig {
         binds,
         network_mode: Some(format!("container:{sidecar}")),
         nano_cpus: (spec.cpu > 0.0).then_some((spec.cpu * 2.0 * 1e9) as i64),
-        memory: spec.memory,
-        device_requests: (gpus > 0).then(|| {
+        memory,
+        memory_swap: memory,
+        device_requests: (!devices.is_empty()).then(|| {
             vec![DeviceRequest {
                 driver: Some("nvidia".to_string()),
-                count: Some(gpus),
+                device_ids: Some(devices.iter().map(u32::to_string).collect()),
                 capabilities: Some(vec![vec!["gpu".to_string()]]),
                 ..DeviceRequest::default()
             }]
@@ -326,8 +342,15 @@ struct Pair {
 }
 
 /// Watches the algorithm container: its output goes to the log; its end, or a stop request,
-/// ends the pair; both containers are removed before the exit is reported.
-async fn supervise(docker: Docker, pair: Pair, mut controls: ExternalControls, grace: i32) {
+/// ends the pair; both containers are removed before the exit is reported. An end the
+/// container engine's OOM killer caused (`State.OOMKilled`) names the limit.
+async fn supervise(
+    docker: Docker,
+    pair: Pair,
+    mut controls: ExternalControls,
+    grace: i32,
+    memory_limit: Option<u64>,
+) {
     let Some(algorithm) = pair.algorithm.clone() else {
         return;
     };
@@ -366,6 +389,27 @@ async fn supervise(docker: Docker, pair: Pair, mut controls: ExternalControls, g
     };
     // The log stream ends with the container; give it a moment to deliver the last lines.
     let _ = tokio::time::timeout(Duration::from_millis(500), logs).await;
+    let exit = match memory_limit {
+        Some(limit_bytes) if !matches!(exit, Exit::Stopped { .. }) => {
+            let inspected = docker
+                .inspect_container(
+                    &algorithm,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await;
+            let oom = inspected
+                .ok()
+                .and_then(|c| c.state)
+                .and_then(|state| state.oom_killed)
+                .unwrap_or(false);
+            if oom {
+                Exit::OutOfMemory { limit_bytes }
+            } else {
+                exit
+            }
+        }
+        _ => exit,
+    };
     remove(&docker, &algorithm).await;
     remove(&docker, &pair.sidecar).await;
     let _ = controls.exit.send(Some(exit));
@@ -468,17 +512,37 @@ mod tests {
             spec.env,
             vec![("MODE".into(), "fast".into()), ("N".into(), "3".into())]
         );
-        let host = algorithm_host_config(&spec, "abc", None);
+        // The pool's decision for the worker: device 1 of two, twice the request.
+        let node = crate::scheduler::Node {
+            name: "local".into(),
+            cpu_millis: 2000,
+            mem_mib: 8192,
+            gpus: (0..2)
+                .map(|index| crate::scheduler::Gpu { index, mem_mib: 0 })
+                .collect(),
+        };
+        let limits = Limits::for_worker(
+            &local.request,
+            &crate::scheduler::GpuGrant::Share {
+                device: 1,
+                hundredths: 50,
+            },
+            &node,
+            2,
+        );
+        let host = algorithm_host_config(&spec, &limits, "abc", None);
         assert_eq!(host.network_mode.as_deref(), Some("container:abc"));
         assert_eq!(host.nano_cpus, Some(1_000_000_000));
+        assert_eq!(host.memory, Some(2 * 1229 * 1024 * 1024));
+        assert_eq!(host.memory_swap, host.memory, "no swap beyond the limit");
         let gpu = &host.device_requests.unwrap()[0];
         assert_eq!(
-            (gpu.driver.as_deref(), gpu.count),
-            (Some("nvidia"), Some(1))
+            (gpu.driver.as_deref(), gpu.device_ids.clone(), gpu.count),
+            (Some("nvidia"), Some(vec!["1".to_string()]), None)
         );
-        let cpu_only = ContainerSpec { gpu: 0.0, ..spec };
-        assert!(algorithm_host_config(&cpu_only, "abc", None)
-            .device_requests
-            .is_none());
+        let none = Limits::for_worker(&local.request, &crate::scheduler::GpuGrant::None, &node, 0);
+        let cpu_only = algorithm_host_config(&spec, &none, "abc", None);
+        assert!(cpu_only.device_requests.is_none());
+        assert_eq!((cpu_only.memory, cpu_only.memory_swap), (None, None));
     }
 }

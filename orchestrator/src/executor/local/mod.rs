@@ -3,7 +3,9 @@
 //!
 //! A pool per algorithm keeps warm workers (`minHotWorkers`), starts more while tasks wait (up
 //! to `maxWorkers`, and while the machine's inventory has room for the algorithm's cpu and
-//! memory request beside every other worker's), and stops workers that stay idle. How many
+//! memory request beside every other worker's, and a free GPU for a GPU request: a worker holds
+//! its devices until its process is gone), and stops workers that stay idle. Each worker starts
+//! within its limits (`executor::limits`: memory cap, `CUDA_VISIBLE_DEVICES`). How many
 //! tasks go to a worker in one message follows the algorithm's measured task time
 //! (`scheduler::dispatch_window`): one at a time while unknown or long, so a batch of real work
 //! spreads over workers; a window of up to 64 for microsecond tasks (the sidecar batches them
@@ -59,6 +61,8 @@ pub use worker::{crash_report, Language, LocalAlgorithm, Runtimes};
 use crate::engine::{Executor, SubPipeline, TaskKey, TaskOutcome, TaskReporter, TaskSpec};
 use crate::executor::child::{Exit, Supervised};
 use crate::executor::docker::DockerLauncher;
+use crate::executor::limits::{LimitOptions, Limits, MemoryGuard};
+use crate::scheduler::{Free, Placement};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -96,6 +100,8 @@ pub struct LocalOptions {
     /// HKube's storage variables for the algorithms when the job's storage is not the folder
     /// (`DEFAULT_STORAGE=s3`, `S3_ENDPOINT_URL`, `AWS_*`): HKube's own wrappers then use it.
     pub storage_env: Vec<(String, String)>,
+    /// Workers' memory limits (a multiple of the request) and how they are enforced.
+    pub limits: LimitOptions,
 }
 
 impl Default for LocalOptions {
@@ -119,6 +125,7 @@ impl Default for LocalOptions {
             log_dir: std::env::temp_dir().join("hkube-local").join("logs"),
             docker: None,
             storage_env: Vec::new(),
+            limits: LimitOptions::default(),
         }
     }
 }
@@ -175,6 +182,7 @@ impl LocalExecutor {
         options.sidecar.max_message_bytes = options.sidecar.max_message_bytes.max(512 << 20);
         let (tx, rx) = mpsc::unbounded_channel();
         let service = Service {
+            memory_guard: MemoryGuard::choose(options.limits.enforcement),
             options: options.clone(),
             tx: tx.clone(),
             algorithms: HashMap::new(),
@@ -372,6 +380,8 @@ struct Worker {
     busy_since: Instant,
     /// What it holds of the machine.
     request: crate::scheduler::Request,
+    /// Its share of the machine, GPUs included (held until its process is gone).
+    placement: Placement,
     /// Its algorithm changed: it exits once its tasks end.
     retired: bool,
 }
@@ -405,6 +415,8 @@ impl Worker {
 
 struct Service {
     options: LocalOptions,
+    /// How workers' memory limits are enforced, chosen once for this machine.
+    memory_guard: MemoryGuard,
     tx: mpsc::UnboundedSender<Cmd>,
     algorithms: HashMap<String, LocalAlgorithm>,
     pools: HashMap<String, Pool>,
@@ -457,7 +469,12 @@ impl Service {
         let pool = self.pools.entry(name.clone()).or_default();
         let missing = hot.saturating_sub(pool.workers.len());
         for _ in 0..missing {
-            self.spawn_worker(&name);
+            // Hot workers start even beyond the machine's cpu and memory, but never share a
+            // whole GPU: without a free one they start when tasks come and room is made.
+            let Some(placement) = self.hot_placement(&name) else {
+                break;
+            };
+            self.spawn_worker(&name, placement);
         }
     }
 
@@ -610,8 +627,8 @@ impl Service {
                     }
                 };
                 if live < max_workers && waiting > starting * per_worker && worth_it {
-                    if self.machine_has_room(&request) {
-                        self.spawn_worker(name);
+                    if let Some(placement) = self.machine_fit(&request) {
+                        self.spawn_worker(name, placement);
                         continue;
                     }
                     // Idle workers of algorithms with nothing queued give their room up; this
@@ -673,10 +690,16 @@ impl Service {
         }
     }
 
-    fn spawn_worker(&mut self, name: &str) {
+    fn spawn_worker(&mut self, name: &str, placement: Placement) {
         let Some(algorithm) = self.algorithms.get(name).cloned() else {
             return;
         };
+        let limits = Limits::for_worker(
+            &algorithm.request,
+            &placement.gpu,
+            &self.options.inventory,
+            self.options.limits.memory_ratio,
+        );
         let id = self.next_worker;
         self.next_worker += 1;
         self.workers.insert(
@@ -693,6 +716,7 @@ impl Service {
                 idle_since: Instant::now(),
                 busy_since: Instant::now(),
                 request: algorithm.request,
+                placement,
                 retired: false,
             },
         );
@@ -710,10 +734,18 @@ impl Service {
             storage_dir: self.options.storage_dir.clone(),
             cluster: self.options.cluster.clone(),
             storage_env: self.options.storage_env.clone(),
+            memory_guard: self.memory_guard.clone(),
         };
         tokio::spawn(async move {
-            let started =
-                worker::start(&runtimes, &algorithm, sidecar, &settings, docker.as_ref()).await;
+            let started = worker::start(
+                &runtimes,
+                &algorithm,
+                sidecar,
+                &settings,
+                docker.as_ref(),
+                &limits,
+            )
+            .await;
             let _ = tx.send(Cmd::WorkerStarted(id, started));
         });
     }
@@ -1031,22 +1063,35 @@ impl Service {
         }
     }
 
-    /// Whether the machine holds one more worker asking `request` beside the live ones (cpu
-    /// and memory; GPUs are granted by the scheduler's placement, not here yet).
-    fn machine_has_room(&self, request: &crate::scheduler::Request) -> bool {
-        let (cpu, mem) = self
-            .workers
-            .values()
-            .filter(|w| w.state != State::Exiting || w.exited.is_none())
-            .fold((0u64, 0u64), |(cpu, mem), w| {
-                (
-                    cpu + u64::from(w.request.cpu_millis),
-                    mem + w.request.mem_mib,
-                )
-            });
+    /// Where one more worker asking `request` fits beside the others, if it does: cpu and
+    /// memory beside the live ones, and GPUs no other worker holds (a worker holds its
+    /// devices until it is removed, so a whole GPU is never shared, not even with a worker on
+    /// its way out).
+    fn machine_fit(&self, request: &crate::scheduler::Request) -> Option<Placement> {
         let inventory = &self.options.inventory;
-        cpu + u64::from(request.cpu_millis) <= u64::from(inventory.cpu_millis)
-            && mem + request.mem_mib <= inventory.mem_mib
+        let mut free = Free::of(inventory);
+        for worker in self.workers.values() {
+            let mut held = worker.placement.clone();
+            if worker.state == State::Exiting && worker.exited.is_some() {
+                held.cpu_millis = 0;
+                held.mem_mib = 0;
+            }
+            free.take(inventory, &held);
+        }
+        free.fit(inventory, request)
+    }
+
+    /// A hot worker's placement: a fit, else (beyond cpu and memory) its request without
+    /// GPUs when it asks for none.
+    fn hot_placement(&self, name: &str) -> Option<Placement> {
+        let request = self.algorithms.get(name)?.request;
+        self.machine_fit(&request).or_else(|| {
+            (request.gpu_hundredths == 0).then_some(Placement {
+                cpu_millis: request.cpu_millis,
+                mem_mib: request.mem_mib,
+                gpu: crate::scheduler::GpuGrant::None,
+            })
+        })
     }
 
     fn next_idle_deadline(&self) -> Option<Instant> {

@@ -11,6 +11,7 @@ use wrapper::sidecar::{link_pair, Sidecar, SidecarOptions};
 use super::Error;
 use crate::executor::child::{ChildSpec, Exit, Supervised};
 use crate::executor::docker::{ContainerSpec, DockerLauncher};
+use crate::executor::limits::{Limits, MemoryGuard};
 use builder::local::Prepared;
 
 /// The languages the local executor runs.
@@ -303,6 +304,8 @@ pub struct Settings {
     pub cluster: String,
     /// Overrides of HKube's storage variables (S3), after the folder's.
     pub storage_env: Vec<(String, String)>,
+    /// How a process worker's memory limit is enforced on this machine.
+    pub memory_guard: MemoryGuard,
 }
 
 /// A started worker: its link to the sidecar and its process.
@@ -320,6 +323,7 @@ pub async fn start(
     options: SidecarOptions,
     settings: &Settings,
     docker: Option<&DockerLauncher>,
+    limits: &Limits,
 ) -> Result<Started, Error> {
     match (&algorithm.container, docker) {
         (Some(spec), Some(docker)) => {
@@ -328,6 +332,7 @@ pub async fn start(
                     &algorithm.name,
                     &algorithm.entry_point,
                     spec,
+                    limits,
                     options.connect_timeout,
                     settings.log_limit,
                 )
@@ -343,7 +348,7 @@ pub async fn start(
             "algorithm {} runs in image {}, and this server has no container engine: start it with --executor docker",
             algorithm.name, spec.image
         ))),
-        (None, _) => start_process(runtimes, algorithm, options, settings).await,
+        (None, _) => start_process(runtimes, algorithm, options, settings, limits).await,
     }
 }
 
@@ -353,6 +358,7 @@ async fn start_process(
     algorithm: &LocalAlgorithm,
     options: SidecarOptions,
     settings: &Settings,
+    limits: &Limits,
 ) -> Result<Started, Error> {
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let sidecar = Sidecar::bind(loopback, options)
@@ -364,7 +370,8 @@ async fn start_process(
         .port();
     let (link, end) = link_pair();
     let spec = runtimes.child_spec(algorithm, port, settings);
-    let child = Supervised::start(&spec, None).map_err(|e| Error::Worker(e.to_string()))?;
+    let child = Supervised::start_limited(&spec, None, limits, &settings.memory_guard)
+        .map_err(|e| Error::Worker(e.to_string()))?;
     tokio::spawn(sidecar.run(link));
     Ok(Started {
         to_sidecar: end.to_sidecar,
