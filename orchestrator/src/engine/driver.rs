@@ -38,9 +38,9 @@ pub(crate) enum Msg {
 /// The loop's sender is where every task's reporter sends: executors see only
 /// [`ReportSink`], never [`Msg`].
 impl ReportSink for mpsc::UnboundedSender<Msg> {
-    fn report(&self, report: Report) -> Result<(), Report> {
+    fn report(&self, report: Report) -> Result<(), Box<Report>> {
         match self.send(Msg::Report(report)) {
-            Err(mpsc::error::SendError(Msg::Report(report))) => Err(report),
+            Err(mpsc::error::SendError(Msg::Report(report))) => Err(Box::new(report)),
             _ => Ok(()),
         }
     }

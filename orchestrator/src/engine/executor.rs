@@ -156,7 +156,7 @@ pub enum Report {
 
 /// Where reports go: the engine's loop. Gives the report back when the engine has shut down.
 pub trait ReportSink: Send + Sync + 'static {
-    fn report(&self, report: Report) -> Result<(), Report>;
+    fn report(&self, report: Report) -> Result<(), Box<Report>>;
 }
 
 /// A sub-pipeline request from a running algorithm (the code API).
@@ -202,14 +202,14 @@ impl TaskReporter {
         request: SubPipeline,
     ) -> oneshot::Receiver<Result<Value, super::Error>> {
         let (reply, result) = oneshot::channel();
-        if let Err(Report::StartSubPipeline { reply, .. }) =
-            self.sink.report(Report::StartSubPipeline {
-                parent: self.key,
-                request,
-                reply,
-            })
-        {
-            let _ = reply.send(Err(super::Error::Closed));
+        if let Err(report) = self.sink.report(Report::StartSubPipeline {
+            parent: self.key,
+            request,
+            reply,
+        }) {
+            if let Report::StartSubPipeline { reply, .. } = *report {
+                let _ = reply.send(Err(super::Error::Closed));
+            }
         }
         result
     }

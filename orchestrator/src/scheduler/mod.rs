@@ -60,6 +60,12 @@ pub struct AlgorithmPolicy {
     /// What starting a worker costs before it takes a task (milliseconds; measured or a
     /// default).
     pub start_cost_ms: u64,
+    /// While `mean_task_us` is unknown: the longest a task of it has run so far (µs), a lower
+    /// bound of its duration. Until one runs, one worker starts and the rest wait to see.
+    pub running_for_us: Option<u64>,
+    /// Tasks of it queued beyond those in [`Snapshot::queue`] (a pool may pass only the head
+    /// of a long queue): they count toward whether more workers are worth starting.
+    pub queued_beyond: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,6 +308,9 @@ pub fn schedule(snapshot: &Snapshot) -> Decisions {
             round.queued_left += 1;
         }
     }
+    for (round, algorithm) in rounds.iter_mut().zip(algorithms) {
+        round.queued_left += algorithm.queued_beyond;
+    }
 
     // The best (lowest) effective priority each algorithm has queued: an idle worker of an
     // algorithm with work waiting is only taken for a task that outranks that work.
@@ -351,12 +360,20 @@ pub fn schedule(snapshot: &Snapshot) -> Decisions {
             round.unclaimed_starting -= 1;
             continue;
         }
-        // 4. Short tasks already have workers that will finish them before a new one starts.
+        // 4. Short tasks already have workers that will finish them before a new one starts;
+        //    tasks of unknown duration wait until one has run longer than a start.
         if round.workers > 0 && !worth_a_new_worker(algorithm, round) {
-            round.blocked = Some(format!(
-                "waiting for a free worker of {} ({} running; its tasks are short, so no more are started)",
-                algorithm.name, round.workers
-            ));
+            round.blocked = Some(if algorithm.mean_task_us.is_none() {
+                format!(
+                    "waiting for a free worker of {} ({} started; more start once its first task has run longer than a worker's start)",
+                    algorithm.name, round.workers
+                )
+            } else {
+                format!(
+                    "waiting for a free worker of {} ({} running; its tasks are short, so no more are started)",
+                    algorithm.name, round.workers
+                )
+            });
             round.waiting += 1;
             continue;
         }
@@ -464,7 +481,17 @@ pub fn schedule(snapshot: &Snapshot) -> Decisions {
         let still_idle = round.idle.contains(&worker.id);
         let timed_out =
             snapshot.now_ms.saturating_sub(since_ms) >= snapshot.options.idle_timeout_ms;
-        if still_idle && !stopped[worker_ix] && timed_out && round.workers > algorithm.min_hot {
+        // Replacements started while workers were stopping may leave more than maxWorkers
+        // once the stops end: idle ones beyond it go at once.
+        let over_max = algorithm
+            .max_workers
+            .filter(|m| *m > 0)
+            .is_some_and(|max| round.workers > max.max(algorithm.min_hot));
+        if still_idle
+            && !stopped[worker_ix]
+            && (timed_out || over_max)
+            && round.workers > algorithm.min_hot
+        {
             round.workers -= 1;
             round.idle.retain(|id| *id != worker.id);
             decisions.stop.push(Stop {
@@ -486,12 +513,14 @@ pub fn schedule(snapshot: &Snapshot) -> Decisions {
     decisions
 }
 
-/// Whether the tasks of `algorithm` still queued justify one more worker: yes when their
-/// duration is unknown, or when the queue would keep each running worker busy longer than a
-/// start costs.
+/// Whether the tasks of `algorithm` still queued justify one more worker: yes when the queue
+/// would keep each running worker busy longer than a start costs. While their duration is
+/// unknown, the longest a task has run so far stands for it (a lower bound), and before any
+/// has run no second worker starts: a burst of microsecond tasks then starts one worker, and
+/// a batch of long ones spreads as soon as its first task has outlasted a start.
 fn worth_a_new_worker(algorithm: &AlgorithmPolicy, round: &AlgorithmRound) -> bool {
-    let Some(mean_us) = algorithm.mean_task_us else {
-        return true;
+    let Some(mean_us) = algorithm.mean_task_us.or(algorithm.running_for_us) else {
+        return false;
     };
     // This task and those behind it, shared by the running workers.
     let backlog_us = (round.queued_left as u64 + 1).saturating_mul(mean_us);
