@@ -24,6 +24,7 @@ fn snapshot() -> Snapshot {
             mean_task_us: if i % 2 == 0 { Some(500_000) } else { None },
             start_cost_ms: 150,
             running_for_us: if i % 2 == 0 { None } else { Some(400_000) },
+            max_window: 0,
             queued_beyond: 0,
         })
         .collect();

@@ -60,9 +60,13 @@ pub struct AlgorithmPolicy {
     /// What starting a worker costs before it takes a task (milliseconds; measured or a
     /// default).
     pub start_cost_ms: u64,
-    /// While `mean_task_us` is unknown: the longest a task of it has run so far (µs), a lower
-    /// bound of its duration. Until one runs, one worker starts and the rest wait to see.
+    /// The longest a task of it has been running now (µs): a lower bound of its duration,
+    /// which overrides a shorter mean (the tasks changed) and stands in for an unknown one.
+    /// Until a task of unknown duration runs, one worker starts and the rest wait to see.
     pub running_for_us: Option<u64>,
+    /// Tasks in one message, at most (0: no cap beyond [`dispatch_window`]): a pool ramps its
+    /// windows up after a pause, so a changed task time shows before many tasks travel.
+    pub max_window: usize,
     /// Tasks of it queued beyond those in [`Snapshot::queue`] (a pool may pass only the head
     /// of a long queue): they count toward whether more workers are worth starting.
     pub queued_beyond: usize,
@@ -347,7 +351,10 @@ pub fn schedule(snapshot: &Snapshot) -> Decisions {
         }
         // 2. An idle worker.
         if let Some(worker) = round.idle.pop() {
-            let window = dispatch_window(algorithm.mean_task_us);
+            let mut window = dispatch_window(algorithm.mean_task_us);
+            if algorithm.max_window > 0 {
+                window = window.min(algorithm.max_window);
+            }
             decisions.assign.push(Assignment {
                 worker,
                 tasks: vec![task.id],
@@ -519,8 +526,11 @@ pub fn schedule(snapshot: &Snapshot) -> Decisions {
 /// has run no second worker starts: a burst of microsecond tasks then starts one worker, and
 /// a batch of long ones spreads as soon as its first task has outlasted a start.
 fn worth_a_new_worker(algorithm: &AlgorithmPolicy, round: &AlgorithmRound) -> bool {
-    let Some(mean_us) = algorithm.mean_task_us.or(algorithm.running_for_us) else {
-        return false;
+    let mean_us = match (algorithm.mean_task_us, algorithm.running_for_us) {
+        (Some(mean), Some(running)) => mean.max(running),
+        (Some(mean), None) => mean,
+        (None, Some(running)) => running,
+        (None, None) => return false,
     };
     // This task and those behind it, shared by the running workers.
     let backlog_us = (round.queued_left as u64 + 1).saturating_mul(mean_us);

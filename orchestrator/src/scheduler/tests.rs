@@ -29,6 +29,7 @@ fn algorithm(name: &str, cpu: f64, mem_mib: f64, gpu: f64) -> AlgorithmPolicy {
         mean_task_us: None,
         start_cost_ms: 150,
         running_for_us: Some(10_000_000),
+        max_window: 0,
         queued_beyond: 0,
     }
 }
@@ -110,6 +111,7 @@ fn cpu_bounds_how_many_workers_start() {
 fn idle_workers_are_reused_before_any_start_and_short_tasks_share_a_message() {
     let quick = AlgorithmPolicy {
         mean_task_us: Some(20),
+        running_for_us: None,
         ..algorithm("quick", 0.1, 256.0, 0.0)
     };
     let node = machine(2, 24_000, 0);
@@ -700,6 +702,7 @@ fn tasks_of_unknown_duration_start_one_worker_then_spread() {
 fn tasks_beyond_the_snapshot_count_toward_starting_workers() {
     let short = AlgorithmPolicy {
         mean_task_us: Some(1_000),
+        running_for_us: None,
         ..algorithm("short", 0.1, 256.0, 0.0)
     };
     let node = machine(2, 24_000, 0);
@@ -717,4 +720,26 @@ fn tasks_beyond_the_snapshot_count_toward_starting_workers() {
     // One 1 ms task: no second worker; 4,000 more behind it (4 s of work): one more starts.
     assert_eq!(schedule(&with_beyond(0)).start.len(), 0);
     assert_eq!(schedule(&with_beyond(4_000)).start.len(), 1);
+}
+
+#[test]
+fn a_task_running_far_longer_than_its_mean_starts_workers() {
+    // Measured at 100 µs (a warm-up of empty tasks), but the task in hand has run 300 ms: the
+    // tasks changed, and the 15 behind it are worth more workers.
+    let changed = AlgorithmPolicy {
+        mean_task_us: Some(100),
+        running_for_us: Some(300_000),
+        ..algorithm("nap", 0.1, 256.0, 0.0)
+    };
+    let node = machine(2, 24_000, 0);
+    let busy = worker(1, &changed, 0, &node, WorkerState::Busy { priority: 3 });
+    let queue: Vec<QueuedTask> = (2..=16).map(|i| task(i, 0, 3, 0)).collect();
+    let decisions = schedule(&Snapshot {
+        algorithms: vec![changed],
+        queue,
+        workers: vec![busy],
+        nodes: vec![node],
+        ..Snapshot::default()
+    });
+    assert!(decisions.start.len() >= 10, "{:?}", decisions.start.len());
 }

@@ -34,7 +34,10 @@
 //! While an algorithm's task time is unknown, the scheduler starts one worker and waits: the
 //! running task's elapsed time is a lower bound of its duration, so once it has run longer
 //! than a worker's start (measured), more workers start; microsecond tasks never start a
-//! second worker they would finish before. The pool wakes for that moment.
+//! second worker they would finish before. The pool wakes for that moment (at one, two and
+//! four times a start). Windows of several tasks ramp up (1, 2, 4 … 64) after a pause and
+//! fall back to 1 when a task takes far longer than the mean, so that a change in the task
+//! time shows before many tasks are committed to one worker.
 
 mod report;
 mod worker;
@@ -160,6 +163,10 @@ struct Algorithm {
     mean_task_us: Option<u64>,
     /// The recent mean time from launch to ready (ms); `None` until a worker was ready.
     start_cost_ms: Option<u64>,
+    /// Tasks in one message at most, for now: 1 after a pause, doubling with each task that
+    /// took about the mean, back to 1 when one takes far longer (the tasks changed). A batch
+    /// of long tasks after a warm-up of empty ones so travels one by one and spreads.
+    ramp: usize,
     /// The pending reason last reported, and to which task.
     reported: Option<(TaskKey, String)>,
 }
@@ -226,6 +233,7 @@ impl Service {
             Cmd::Worker(id, message) => self.on_worker(id, message),
             Cmd::WorkerStarted(id, started) => self.worker_started(id, started),
             Cmd::ChildExited(id, exit) => self.child_exited(id, exit),
+            // The loop handles a shutdown itself, before it gets here.
             Cmd::Shutdown(done) => {
                 let _ = done.send(());
             }
@@ -242,7 +250,7 @@ impl Service {
 
     fn register(&mut self, def: WorkerAlgorithm) {
         let name = def.name.clone();
-        let ix = match self.by_name.get(&name) {
+        match self.by_name.get(&name) {
             Some(&ix) => {
                 let known = &self.algorithms[ix].def;
                 let changed = known.container != def.container || known.code_dir != def.code_dir;
@@ -250,7 +258,6 @@ impl Service {
                 if changed {
                     self.retire_workers(ix);
                 }
-                ix
             }
             None => {
                 self.algorithms.push(Algorithm {
@@ -259,13 +266,12 @@ impl Service {
                     workers: Vec::new(),
                     mean_task_us: None,
                     start_cost_ms: None,
+                    ramp: 1,
                     reported: None,
                 });
                 self.by_name.insert(name, self.algorithms.len() - 1);
-                self.algorithms.len() - 1
             }
-        };
-        let _ = ix;
+        }
         self.dirty = true;
     }
 
@@ -430,8 +436,17 @@ impl Service {
         let mut heads: Vec<Vec<Task>> = Vec::with_capacity(self.algorithms.len());
         let mut queue = Vec::new();
         let mut policies = Vec::with_capacity(self.algorithms.len());
+        let mut busy = vec![false; self.algorithms.len()];
+        for worker in self.workers.values() {
+            busy[worker.algorithm] |= !worker.running.is_empty();
+        }
         for (a, algorithm) in self.algorithms.iter_mut().enumerate() {
+            if algorithm.queue.is_empty() && !busy[a] {
+                // At rest: the next burst may be different work; its windows ramp up again.
+                algorithm.ramp = 1;
+            }
             let window = scheduler::dispatch_window(algorithm.mean_task_us)
+                .min(algorithm.ramp)
                 .min(self.options.tasks_per_worker.max(1));
             let take =
                 idle_count[a] * window + starting_count[a] + options.max_starts_per_round + 1;
@@ -459,6 +474,7 @@ impl Service {
                 mean_task_us: algorithm.mean_task_us,
                 start_cost_ms: algorithm.start_cost_ms.unwrap_or(DEFAULT_START_COST_MS),
                 running_for_us: running_for[a],
+                max_window: window,
                 queued_beyond: algorithm.queue.len(),
             });
             heads.push(head);
@@ -583,11 +599,16 @@ impl Service {
                 earliest(worker.idle_since + self.options.idle_timeout);
                 continue;
             }
+            // Tasks wait behind a running one: once it has run longer than a start (and twice,
+            // and four times that), the round sees a longer lower bound and may start workers.
             let algorithm = &self.algorithms[worker.algorithm];
-            if algorithm.mean_task_us.is_none() && !algorithm.queue.is_empty() {
+            if !algorithm.queue.is_empty() {
                 let cost = algorithm.start_cost_ms.unwrap_or(DEFAULT_START_COST_MS);
-                let at = worker.busy_since + Duration::from_millis(cost + 1);
-                if at > now {
+                let probe = [1, 2, 4]
+                    .into_iter()
+                    .map(|k| worker.busy_since + Duration::from_millis(cost * k + 1))
+                    .find(|at| *at > now);
+                if let Some(at) = probe {
                     earliest(at);
                 }
             }
@@ -781,11 +802,22 @@ impl Service {
                 let a = worker.algorithm;
                 if !task.preempted && !task.cancelled {
                     let algorithm = &mut self.algorithms[a];
-                    algorithm.mean_task_us = Some(match algorithm.mean_task_us {
-                        None => took_us,
+                    match algorithm.mean_task_us {
+                        // Far longer than the mean: the tasks changed; start over from this one.
+                        Some(mean) if took_us > mean.saturating_mul(4) + 1_000 => {
+                            algorithm.mean_task_us = Some(took_us);
+                            algorithm.ramp = 1;
+                        }
                         // A moving mean: recent tasks weigh most, one outlier does not swing it.
-                        Some(mean) => (mean * 7 + took_us) / 8,
-                    });
+                        Some(mean) => {
+                            algorithm.mean_task_us = Some((mean * 7 + took_us) / 8);
+                            algorithm.ramp = (algorithm.ramp * 2).min(scheduler::MAX_WINDOW);
+                        }
+                        None => {
+                            algorithm.mean_task_us = Some(took_us);
+                            algorithm.ramp = 2;
+                        }
+                    }
                 }
                 if worker.running.is_empty() {
                     worker.idle_since = now;
