@@ -522,14 +522,16 @@ pub fn schedule(snapshot: &Snapshot) -> Decisions {
 
 /// Whether the tasks of `algorithm` still queued justify one more worker: yes when the queue
 /// would keep each running worker busy longer than a start costs. While their duration is
-/// unknown, the longest a task has run so far stands for it (a lower bound), and before any
+/// unknown, twice the longest a task has run so far stands for it, and before any
 /// has run no second worker starts: a burst of microsecond tasks then starts one worker, and
 /// a batch of long ones spreads as soon as its first task has outlasted a start.
 fn worth_a_new_worker(algorithm: &AlgorithmPolicy, round: &AlgorithmRound) -> bool {
+    // A task that has run for r is expected to run about as long again (nothing says it is
+    // near its end): 2r stands for the duration when it exceeds the mean.
     let mean_us = match (algorithm.mean_task_us, algorithm.running_for_us) {
-        (Some(mean), Some(running)) => mean.max(running),
+        (Some(mean), Some(running)) => mean.max(running.saturating_mul(2)),
         (Some(mean), None) => mean,
-        (None, Some(running)) => running,
+        (None, Some(running)) => running.saturating_mul(2),
         (None, None) => return false,
     };
     // This task and those behind it, shared by the running workers.

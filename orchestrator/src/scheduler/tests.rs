@@ -655,8 +655,8 @@ fn tasks_of_unknown_duration_start_one_worker_then_spread() {
         decisions.pending
     );
     let busy = worker(1, &unknown, 0, &node, WorkerState::Busy { priority: 3 });
-    // Its first task has run 50 ms: at least 15 × 50 ms of work is queued, which pays for
-    // three more workers starting (150 ms each), not yet for fifteen.
+    // Its first task has run 50 ms, so it is taken to last 100 ms: 15 × 100 ms of work is
+    // queued, which pays for six more workers starting (150 ms each), not yet for fifteen.
     let early = AlgorithmPolicy {
         running_for_us: Some(50_000),
         ..unknown.clone()
@@ -668,9 +668,9 @@ fn tasks_of_unknown_duration_start_one_worker_then_spread() {
         nodes: vec![node.clone()],
         ..Snapshot::default()
     });
-    assert_eq!(decisions.start.len(), 3);
-    // Run 200 ms: longer than a start, so the rest spread while each worker keeps more than a
-    // start's worth of the queue (9 now; later rounds see longer runs and start more).
+    assert_eq!(decisions.start.len(), 6);
+    // Run 200 ms (taken as 400 ms): the rest spread while each worker keeps more than a
+    // start's worth of the queue (11 now; later rounds see longer runs and start more).
     let long = AlgorithmPolicy {
         running_for_us: Some(200_000),
         ..unknown.clone()
@@ -682,7 +682,7 @@ fn tasks_of_unknown_duration_start_one_worker_then_spread() {
         nodes: vec![node.clone()],
         ..Snapshot::default()
     });
-    assert_eq!(decisions.start.len(), 9);
+    assert_eq!(decisions.start.len(), 11);
     // Measured at 1 ms: 15 tasks are done before a second worker would be ready.
     let short = AlgorithmPolicy {
         mean_task_us: Some(1_000),
