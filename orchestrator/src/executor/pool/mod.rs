@@ -596,7 +596,11 @@ impl Service {
                 continue;
             }
             if worker.running.is_empty() {
-                earliest(worker.idle_since + self.options.idle_timeout);
+                // Past it, the round kept the worker (minHotWorkers): no wake until news.
+                let at = worker.idle_since + self.options.idle_timeout;
+                if at > now {
+                    earliest(at);
+                }
                 continue;
             }
             // Tasks wait behind a running one: once it has run longer than a start (and twice,
