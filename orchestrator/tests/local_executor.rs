@@ -766,8 +766,8 @@ fn inventory(cpus: f64) -> orchestrator::scheduler::Node {
 }
 
 /// HKube's promise: batch items run as parallel instances. Six 1 s tasks with default
-/// resources (cpu 0.1) on a 2-core inventory each get a worker of their own, and run at the
-/// same time (serially, before, they took 6 s on one process). How fast is the benchmark's
+/// resources (cpu 0.1) on a 2-core inventory spread over workers and run at the same time
+/// (serially, before, they took 6 s on one process). How fast is the benchmark's
 /// business (bench --bin parallel); this asserts the behaviour.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_long_tasks_spreads_over_workers() {
@@ -780,9 +780,10 @@ async fn a_batch_of_long_tasks_spreads_over_workers() {
         ..LocalOptions::default()
     };
     let (workers, overlap) = sleeping_batch(options, 0).await;
-    // Six workers start at once; one that is up and done before the last is ready may take
-    // the sixth item, so a loaded machine can show five. One process (the old pool) fails.
-    assert!(workers >= 4, "the items ran on {workers} process(es)");
+    // One worker starts; once its first item has run longer than that start took, more start
+    // (how many depends on the measured start: on a quiet machine five or six, on one loaded
+    // by parallel test suites as few as two). One process (the old pool) fails.
+    assert!(workers >= 2, "the items ran on {workers} process(es)");
     assert!(
         overlap >= 2,
         "the items ran side by side (at most {overlap} at once)"
