@@ -36,12 +36,8 @@ use crate::executor::pool::{PoolOptions, WorkerPool};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot start a worker: {0}")]
-    Worker(String),
     #[error("cannot prepare algorithm {name}: {reason}")]
     Prepare { name: String, reason: String },
-    #[error("cannot write hkube's language runtimes: {0}")]
-    Runtimes(String),
 }
 
 #[derive(Debug, Clone)]

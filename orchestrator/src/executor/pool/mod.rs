@@ -35,9 +35,10 @@
 //! running task's elapsed time is a lower bound of its duration, so once it has run longer
 //! than a worker's start (measured), more workers start; microsecond tasks never start a
 //! second worker they would finish before. The pool wakes for that moment (at one, two and
-//! four times a start). Windows of several tasks ramp up (1, 2, 4 … 64) after a pause and
-//! fall back to 1 when a task takes far longer than the mean, so that a change in the task
-//! time shows before many tasks are committed to one worker.
+//! four times a start). After a pause, the first task of an algorithm travels alone; once it
+//! took about the mean, windows of several tasks follow; a task far longer than the mean
+//! (10× and 20 ms more) sends them back to one at a time: a change in the task time shows
+//! before many tasks are committed to one worker.
 
 mod report;
 mod worker;
@@ -163,7 +164,7 @@ struct Algorithm {
     mean_task_us: Option<u64>,
     /// The recent mean time from launch to ready (ms); `None` until a worker was ready.
     start_cost_ms: Option<u64>,
-    /// Tasks in one message at most, for now: 1 after a pause, doubling with each task that
+    /// Tasks in one message at most, for now: 1 after a pause, the whole window once a task
     /// took about the mean, back to 1 when one takes far longer (the tasks changed). A batch
     /// of long tasks after a warm-up of empty ones so travels one by one and spreads.
     ramp: usize,
@@ -807,19 +808,21 @@ impl Service {
                 if !task.preempted && !task.cancelled {
                     let algorithm = &mut self.algorithms[a];
                     match algorithm.mean_task_us {
-                        // Far longer than the mean: the tasks changed; start over from this one.
-                        Some(mean) if took_us > mean.saturating_mul(4) + 1_000 => {
+                        // Far longer than the mean: the tasks changed; start over from this one,
+                        // one task at a time.
+                        Some(mean) if took_us > mean.saturating_mul(10) + 20_000 => {
                             algorithm.mean_task_us = Some(took_us);
                             algorithm.ramp = 1;
                         }
-                        // A moving mean: recent tasks weigh most, one outlier does not swing it.
+                        // As expected: the whole window again. A moving mean: recent tasks
+                        // weigh most, one outlier does not swing it.
                         Some(mean) => {
                             algorithm.mean_task_us = Some((mean * 7 + took_us) / 8);
-                            algorithm.ramp = (algorithm.ramp * 2).min(scheduler::MAX_WINDOW);
+                            algorithm.ramp = scheduler::MAX_WINDOW;
                         }
                         None => {
                             algorithm.mean_task_us = Some(took_us);
-                            algorithm.ramp = 2;
+                            algorithm.ramp = scheduler::MAX_WINDOW;
                         }
                     }
                 }
