@@ -312,7 +312,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
                     docker::toolkit(&state_dir, &local_runtimes, ca_bundle)?,
                 ),
                 Arc::new(ImageDeployer {
-                    executor: executor.clone(),
+                    pool: executor.pool().clone(),
                 }),
             )
         }

@@ -766,8 +766,8 @@ fn inventory(cpus: f64) -> orchestrator::scheduler::Node {
 }
 
 /// HKube's promise: batch items run as parallel instances. Six 1 s tasks with default
-/// resources (cpu 0.1) on a 2-core inventory each get a worker of their own, and run at the
-/// same time (serially, before, they took 6 s on one process). How fast is the benchmark's
+/// resources (cpu 0.1) on a 2-core inventory spread over workers and run at the same time
+/// (serially, before, they took 6 s on one process). How fast is the benchmark's
 /// business (bench --bin parallel); this asserts the behaviour.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_long_tasks_spreads_over_workers() {
@@ -780,9 +780,10 @@ async fn a_batch_of_long_tasks_spreads_over_workers() {
         ..LocalOptions::default()
     };
     let (workers, overlap) = sleeping_batch(options, 0).await;
-    // Six workers start at once; one that is up and done before the last is ready may take
-    // the sixth item, so a loaded machine can show five. One process (the old pool) fails.
-    assert!(workers >= 4, "the items ran on {workers} process(es)");
+    // One worker starts; once its first item has run longer than that start took, more start
+    // (how many depends on the measured start: on a quiet machine five or six, on one loaded
+    // by parallel test suites as few as two). One process (the old pool) fails.
+    assert!(workers >= 2, "the items ran on {workers} process(es)");
     assert!(
         overlap >= 2,
         "the items ran side by side (at most {overlap} at once)"
@@ -907,5 +908,151 @@ async fn idle_workers_of_one_algorithm_make_room_for_another() {
         .unwrap();
     assert_eq!(result["status"], "completed", "{result}");
     assert_eq!(result["data"][0]["result"], 20);
+    executor.shutdown().await;
+}
+
+/// Waits until `job`'s status shows a pending reason for a node, and returns it.
+async fn wait_for_pending_reason(handle: &Handle, job: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = handle.status(job).await.unwrap();
+        if let Some(pending) = status["data"]["pending"]
+            .as_array()
+            .filter(|p| !p.is_empty())
+        {
+            return pending[0].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no pending reason within 60 s: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A task the scheduler cannot place says why in the job's status, per node: the machine
+/// (0.1 cores) holds one worker of 0.1, busy with a job of the same priority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_waiting_for_room_says_why_in_the_status() {
+    if let Some(reason) = missing_tools(false) {
+        testkit::skip(None, &reason);
+        return;
+    }
+    let executor = LocalExecutor::start(LocalOptions {
+        inventory: inventory(0.1),
+        ..LocalOptions::default()
+    });
+    let catalog = Arc::new(MemoryCatalog::new());
+    let busy = python_algorithm_with(
+        &executor,
+        &catalog,
+        "busy",
+        "import time\ndef start(args, api):\n    open('started', 'a').write('x\\n')\n    time.sleep(30)\n    return 1\n",
+        0,
+    )
+    .await;
+    let _other = python_algorithm_with(
+        &executor,
+        &catalog,
+        "other",
+        "def start(args, api):\n    return 2\n",
+        0,
+    )
+    .await;
+    let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
+    let first = handle
+        .exec_raw(json!({"name": "first", "nodes": [
+            {"nodeName": "A", "algorithmName": "busy", "input": [1]}]}))
+        .await
+        .unwrap();
+    wait_for_started(busy.path(), 1).await;
+    let second = handle
+        .exec_raw(json!({"name": "second", "nodes": [
+            {"nodeName": "B", "algorithmName": "other", "input": [1]}]}))
+        .await
+        .unwrap();
+    let pending = wait_for_pending_reason(&handle, &second).await;
+    assert_eq!(pending["nodeName"], "B", "{pending}");
+    assert_eq!(pending["algorithmName"], "other", "{pending}");
+    let reason = pending["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("cpu") && reason.contains("requested 0.1"),
+        "the reason names the resource: {reason}"
+    );
+    // Once the first job is stopped, the second runs and the reason is gone.
+    stop(&handle, &first).await;
+    let result = tokio::time::timeout(Duration::from_secs(60), handle.wait(&second))
+        .await
+        .expect("the second job runs once the room is free")
+        .unwrap();
+    assert_eq!(result["status"], "completed", "{result}");
+    let status = handle.status(&second).await.unwrap();
+    assert!(status["data"].get("pending").is_none(), "{status}");
+    executor.shutdown().await;
+}
+
+/// Preemption: the machine holds one worker; a priority-1 job's task stops the priority-3
+/// task's worker (a stop, a grace, a kill), runs, and the preempted task goes back to the
+/// queue and runs again: not failed, although its node's retry policy is `Never`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_more_urgent_task_preempts_a_worker_and_the_preempted_task_runs_again() {
+    if let Some(reason) = missing_tools(false) {
+        testkit::skip(None, &reason);
+        return;
+    }
+    let executor = LocalExecutor::start(LocalOptions {
+        inventory: inventory(0.1),
+        preempt_grace: Duration::from_secs(1),
+        ..LocalOptions::default()
+    });
+    let catalog = Arc::new(MemoryCatalog::new());
+    // Its first run sleeps long; a run after it finds the mark and answers at once.
+    let slow = python_algorithm_with(
+        &executor,
+        &catalog,
+        "slow",
+        "import os, time\ndef start(args, api):\n    open('started', 'a').write('x\\n')\n    if os.path.exists('ran'):\n        return 'again'\n    open('ran', 'w').write('1')\n    time.sleep(60)\n    return 'first'\n",
+        0,
+    )
+    .await;
+    let _urgent = python_algorithm_with(
+        &executor,
+        &catalog,
+        "urgent",
+        "def start(args, api):\n    return 'urgent'\n",
+        0,
+    )
+    .await;
+    let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
+    let low = handle
+        .exec_raw(json!({"name": "low", "priority": 3, "nodes": [
+            {"nodeName": "A", "algorithmName": "slow", "input": [1],
+             "retry": {"policy": "Never", "limit": 1}}]}))
+        .await
+        .unwrap();
+    wait_for_started(slow.path(), 1).await;
+    let began = std::time::Instant::now();
+    let high = handle
+        .exec_raw(json!({"name": "high", "priority": 1, "nodes": [
+            {"nodeName": "B", "algorithmName": "urgent", "input": [1]}]}))
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), handle.wait(&high))
+        .await
+        .expect("the urgent job runs after preempting the slow worker")
+        .unwrap();
+    assert_eq!(result["status"], "completed", "{result}");
+    assert_eq!(result["data"][0]["result"], "urgent");
+    assert!(
+        began.elapsed() < Duration::from_secs(20),
+        "it did not wait for the slow task's 60 s: {:?}",
+        began.elapsed()
+    );
+    let result = tokio::time::timeout(Duration::from_secs(60), handle.wait(&low))
+        .await
+        .expect("the preempted task runs again")
+        .unwrap();
+    assert_eq!(result["status"], "completed", "{result}");
+    assert_eq!(result["data"][0]["result"], "again", "{result}");
     executor.shutdown().await;
 }

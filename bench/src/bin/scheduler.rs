@@ -23,6 +23,9 @@ fn snapshot() -> Snapshot {
             max_workers: if i == 2 { Some(50) } else { None },
             mean_task_us: if i % 2 == 0 { Some(500_000) } else { None },
             start_cost_ms: 150,
+            running_for_us: if i % 2 == 0 { None } else { Some(400_000) },
+            max_window: 0,
+            queued_beyond: 0,
         })
         .collect();
     let nodes: Vec<Node> = (0..100)

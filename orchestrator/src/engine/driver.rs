@@ -15,7 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::catalog::Catalog;
-use super::executor::{Executor, SubPipeline, TaskKey, TaskOutcome};
+use super::executor::{
+    Executor, Report, ReportSink, SubPipeline, TaskKey, TaskOutcome, TaskReporter,
+};
 use super::ids::TaskId;
 use super::job::{Action, Job, JobPlan, Replay, TaskRun, Timer};
 use super::journal::{JobRecord, Journal, TaskRecord};
@@ -29,27 +31,20 @@ use crate::spec;
 /// Messages into the engine loop.
 #[derive(Debug)]
 pub(crate) enum Msg {
-    TaskStarted(TaskKey),
-    TaskFinished(TaskKey, TaskOutcome),
-    /// The result cache had the task's output: it succeeded without running.
-    TaskCached(TaskKey, Value),
-    StartSubPipeline {
-        parent: TaskKey,
-        request: SubPipeline,
-        reply: oneshot::Sender<Result<Value, Error>>,
-    },
-    StartAlgorithm {
-        parent: TaskKey,
-        algorithm: String,
-        input: Vec<Value>,
-        reply: oneshot::Sender<TaskOutcome>,
-    },
-    /// Code API: stop the sub-pipelines and algorithm executions a task started.
-    StopChildren {
-        parent: TaskKey,
-        reason: String,
-    },
+    /// From an executor, through a task's reporter.
+    Report(Report),
     Command(Command),
+}
+
+/// The loop's sender is where every task's reporter sends: executors see only
+/// [`ReportSink`], never [`Msg`].
+impl ReportSink for mpsc::UnboundedSender<Msg> {
+    fn report(&self, report: Report) -> Result<(), Box<Report>> {
+        match self.send(Msg::Report(report)) {
+            Err(mpsc::error::SendError(Msg::Report(report))) => Err(Box::new(report)),
+            _ => Ok(()),
+        }
+    }
 }
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
@@ -272,6 +267,8 @@ pub struct Engine {
     catalog: Arc<dyn Catalog>,
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
+    /// Where every task's reporter sends (the loop's own sender).
+    reports: Arc<dyn ReportSink>,
     jobs: HashMap<u64, Job>,
     ids: HashMap<String, u64>,
     next_key: u64,
@@ -327,6 +324,7 @@ impl Engine {
             journal: None,
             executor,
             catalog,
+            reports: Arc::new(tx.clone()),
             tx,
             rx,
             jobs: HashMap::new(),
@@ -423,13 +421,26 @@ impl Engine {
     /// Returns true when the loop must end.
     fn handle_msg(&mut self, msg: Msg) -> bool {
         match msg {
-            Msg::TaskStarted(key) => {
+            Msg::Report(report) => self.handle_report(report),
+            Msg::Command(command) => return self.handle_command(command),
+        }
+        false
+    }
+
+    fn handle_report(&mut self, report: Report) {
+        match report {
+            Report::Started(key) => {
                 self.with_job(key.job, |job, _, out| job.task_started(key, out))
             }
-            Msg::TaskFinished(key, outcome) => self.with_job(key.job, |job, now, out| {
+            Report::Pending(key, reason) => {
+                if let Some(job) = self.jobs.get_mut(&key.job) {
+                    job.task_pending(key, reason);
+                }
+            }
+            Report::Finished(key, outcome) => self.with_job(key.job, |job, now, out| {
                 job.task_finished(key, outcome, now, out)
             }),
-            Msg::TaskCached(key, output) => {
+            Report::Cached(key, output) => {
                 if self.jobs.contains_key(&key.job) {
                     *self.cached_tasks.entry(key.job).or_default() += 1;
                 }
@@ -437,12 +448,12 @@ impl Engine {
                     job.task_finished(key, TaskOutcome::Succeeded(output), now, out)
                 })
             }
-            Msg::StartSubPipeline {
+            Report::StartSubPipeline {
                 parent,
                 request,
                 reply,
             } => self.start_sub_pipeline(parent, request, reply),
-            Msg::StartAlgorithm {
+            Report::StartAlgorithm {
                 parent,
                 algorithm,
                 input,
@@ -464,10 +475,8 @@ impl Engine {
                     }
                 }
             }
-            Msg::StopChildren { parent, reason } => self.stop_children(parent, &reason),
-            Msg::Command(command) => return self.handle_command(command),
+            Report::StopChildren { parent, reason } => self.stop_children(parent, &reason),
         }
-        false
     }
 
     /// Stops what a task started through the code API: its sub-pipelines and its algorithm
@@ -747,14 +756,7 @@ impl Engine {
         while self.ids.contains_key(&id) {
             id = ids::job_id();
         }
-        let mut job = Job::new(
-            key,
-            id.clone(),
-            plan,
-            now_ms(),
-            self.max_in_flight,
-            self.tx.clone(),
-        );
+        let mut job = Job::new(key, id.clone(), plan, now_ms(), self.max_in_flight);
         *self
             .unfinished
             .entry((job.pipeline.experiment_name.clone(), job.name().to_string()))
@@ -970,7 +972,10 @@ impl Engine {
     fn apply(&mut self, key: u64, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::Dispatch(task) => self.executor.submit(task),
+                Action::Dispatch(task) => {
+                    let reporter = TaskReporter::new(task.key, self.reports.clone());
+                    self.executor.submit(task.with_reporter(reporter))
+                }
                 Action::Cancel(task) => self.executor.cancel(task),
                 Action::Timer { after, timer } => {
                     // TTLs have no upper bound (`ttl: 18446744073709551615` passes the
@@ -1259,7 +1264,6 @@ impl Engine {
             plan,
             record.start_time,
             self.max_in_flight,
-            self.tx.clone(),
         );
         job.journal();
         let replays = tasks

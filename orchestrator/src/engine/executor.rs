@@ -4,13 +4,16 @@
 //! The engine hands a [`TaskSpec`] to [`Executor::submit`] and forgets it; the executor reports
 //! back through the task's [`TaskReporter`], from any thread. An executor never blocks the
 //! engine: `submit` and `cancel` must return at once and queue their work.
+//!
+//! Reports travel as [`Report`] values into a [`ReportSink`]: the driver is the sink (it wraps
+//! them into its own loop messages), so this module, and the jobs that build tasks, name
+//! nothing of the driver. A job hands out [`TaskRequest`]s; the driver attaches the reporter.
 
 use std::sync::Arc;
 
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use super::driver::Msg;
 use super::ids::TaskId;
 
 /// Identifies one attempt of one task within the engine. Events carrying an older attempt are
@@ -27,6 +30,59 @@ impl TaskKey {
     /// The task without its attempt number.
     pub fn slot(&self) -> (u64, u32, u32) {
         (self.job, self.node, self.task)
+    }
+}
+
+/// A task as a job hands it out: a [`TaskSpec`] without its reporter, which the driver
+/// attaches ([`TaskRequest::with_reporter`]).
+#[derive(Debug)]
+pub struct TaskRequest {
+    pub key: TaskKey,
+    pub task_id: TaskId,
+    pub job_id: Arc<str>,
+    pub root_job_id: Arc<str>,
+    pub pipeline_name: Arc<str>,
+    pub node_name: Arc<str>,
+    pub algorithm_name: Arc<str>,
+    pub input: Vec<Value>,
+    pub batch_index: Option<u32>,
+    pub priority: u8,
+    pub extra_data: Option<Arc<Value>>,
+    /// The node asks for hkube's result cache (`cache: true`).
+    pub cache: bool,
+}
+
+impl TaskRequest {
+    pub fn with_reporter(self, reporter: TaskReporter) -> TaskSpec {
+        let TaskRequest {
+            key,
+            task_id,
+            job_id,
+            root_job_id,
+            pipeline_name,
+            node_name,
+            algorithm_name,
+            input,
+            batch_index,
+            priority,
+            extra_data,
+            cache,
+        } = self;
+        TaskSpec {
+            key,
+            task_id,
+            job_id,
+            root_job_id,
+            pipeline_name,
+            node_name,
+            algorithm_name,
+            input,
+            batch_index,
+            priority,
+            extra_data,
+            cache,
+            reporter,
+        }
     }
 }
 
@@ -68,7 +124,7 @@ pub enum TaskOutcome {
 #[derive(Clone)]
 pub struct TaskReporter {
     key: TaskKey,
-    engine: mpsc::UnboundedSender<Msg>,
+    sink: Arc<dyn ReportSink>,
     /// Sees the outcome before the engine does (the result cache keeps successes).
     on_finish: Option<FinishHook>,
 }
@@ -84,6 +140,38 @@ impl std::fmt::Debug for TaskReporter {
     }
 }
 
+/// What an executor tells the engine about a task.
+#[derive(Debug)]
+pub enum Report {
+    Started(TaskKey),
+    /// The task waits for a worker, and why (the scheduler's reason); kept until it starts.
+    Pending(TaskKey, String),
+    Finished(TaskKey, TaskOutcome),
+    /// The result cache had the task's output: it succeeded without running.
+    Cached(TaskKey, Value),
+    StartSubPipeline {
+        parent: TaskKey,
+        request: SubPipeline,
+        reply: oneshot::Sender<Result<Value, super::Error>>,
+    },
+    StartAlgorithm {
+        parent: TaskKey,
+        algorithm: String,
+        input: Vec<Value>,
+        reply: oneshot::Sender<TaskOutcome>,
+    },
+    /// Code API: stop the sub-pipelines and algorithm executions a task started.
+    StopChildren {
+        parent: TaskKey,
+        reason: String,
+    },
+}
+
+/// Where reports go: the engine's loop. Gives the report back when the engine has shut down.
+pub trait ReportSink: Send + Sync + 'static {
+    fn report(&self, report: Report) -> Result<(), Box<Report>>;
+}
+
 /// A sub-pipeline request from a running algorithm (the code API).
 #[derive(Debug, Clone, PartialEq)]
 pub enum SubPipeline {
@@ -97,10 +185,10 @@ pub enum SubPipeline {
 }
 
 impl TaskReporter {
-    pub(super) fn new(key: TaskKey, engine: mpsc::UnboundedSender<Msg>) -> Self {
+    pub fn new(key: TaskKey, sink: Arc<dyn ReportSink>) -> Self {
         TaskReporter {
             key,
-            engine,
+            sink,
             on_finish: None,
         }
     }
@@ -114,7 +202,7 @@ impl TaskReporter {
     /// The task ends with an output the result cache had: the algorithm did not run, and the
     /// job's status counts the task as cached.
     pub fn finish_cached(&self, output: Value) {
-        let _ = self.engine.send(Msg::TaskCached(self.key, output));
+        let _ = self.sink.report(Report::Cached(self.key, output));
     }
 
     pub fn key(&self) -> TaskKey {
@@ -123,14 +211,20 @@ impl TaskReporter {
 
     /// The algorithm started running: the task is `active` and its node `ttl` starts now.
     pub fn started(&self) {
-        let _ = self.engine.send(Msg::TaskStarted(self.key));
+        let _ = self.sink.report(Report::Started(self.key));
+    }
+
+    /// The task waits for a worker: `reason` says why (per node, the resource short). The
+    /// engine shows it in the job's status until the task starts.
+    pub fn pending(&self, reason: String) {
+        let _ = self.sink.report(Report::Pending(self.key, reason));
     }
 
     pub fn finish(&self, outcome: TaskOutcome) {
         if let Some(hook) = &self.on_finish {
             hook(&outcome);
         }
-        let _ = self.engine.send(Msg::TaskFinished(self.key, outcome));
+        let _ = self.sink.report(Report::Finished(self.key, outcome));
     }
 
     /// Code API: run a pipeline as a child job of this task's job, and get its result document
@@ -140,14 +234,14 @@ impl TaskReporter {
         request: SubPipeline,
     ) -> oneshot::Receiver<Result<Value, super::Error>> {
         let (reply, result) = oneshot::channel();
-        if let Err(mpsc::error::SendError(Msg::StartSubPipeline { reply, .. })) =
-            self.engine.send(Msg::StartSubPipeline {
-                parent: self.key,
-                request,
-                reply,
-            })
-        {
-            let _ = reply.send(Err(super::Error::Closed));
+        if let Err(report) = self.sink.report(Report::StartSubPipeline {
+            parent: self.key,
+            request,
+            reply,
+        }) {
+            if let Report::StartSubPipeline { reply, .. } = *report {
+                let _ = reply.send(Err(super::Error::Closed));
+            }
         }
         result
     }
@@ -160,7 +254,7 @@ impl TaskReporter {
         input: Vec<Value>,
     ) -> oneshot::Receiver<TaskOutcome> {
         let (reply, result) = oneshot::channel();
-        let _ = self.engine.send(Msg::StartAlgorithm {
+        let _ = self.sink.report(Report::StartAlgorithm {
             parent: self.key,
             algorithm,
             input,
@@ -171,7 +265,7 @@ impl TaskReporter {
 
     /// Code API: stop the sub-pipelines and algorithm executions this task started.
     pub fn stop_children(&self, reason: String) {
-        let _ = self.engine.send(Msg::StopChildren {
+        let _ = self.sink.report(Report::StopChildren {
             parent: self.key,
             reason,
         });

@@ -13,11 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc;
 use wrapper::storage::reference;
 
-use super::driver::Msg;
-use super::executor::{TaskKey, TaskOutcome, TaskReporter, TaskSpec};
+use super::executor::{TaskKey, TaskOutcome, TaskRequest};
 use super::ids::TaskId;
 use super::journal::RecordedOutcome;
 use super::status::{self, JobStatus, StateCounts, TaskStatus};
@@ -31,7 +29,8 @@ pub const MAX_TASKS_PER_NODE: usize = 50_000_000;
 /// Something the driver must do for the job.
 #[derive(Debug)]
 pub enum Action {
-    Dispatch(TaskSpec),
+    /// Hand a task to the executor (the driver attaches its reporter).
+    Dispatch(TaskRequest),
     Cancel(TaskKey),
     Timer {
         after: Duration,
@@ -259,13 +258,15 @@ pub struct Job {
     pub start_time: u64,
     pub active_time: Option<u64>,
     ending: Ending,
-    engine: mpsc::UnboundedSender<Msg>,
     scratch: Vec<Option<usize>>,
     /// Emit [`Action::Record`] for finished tasks.
     journaled: bool,
     /// Outcomes recorded before a restart, by (node, group, batch index): applied instead of
     /// running the task.
     replay: HashMap<(u32, u32, u32), Replay>,
+    /// Why a node's tasks wait for a worker, as the executor last said (node → the task it
+    /// said it for, the reason); gone when that task starts or ends.
+    pending: HashMap<u32, (u32, String)>,
 }
 
 impl Job {
@@ -275,7 +276,6 @@ impl Job {
         plan: JobPlan,
         now_ms: u64,
         max_in_flight: usize,
-        engine: mpsc::UnboundedSender<Msg>,
     ) -> Job {
         let JobPlan {
             pipeline,
@@ -341,10 +341,10 @@ impl Job {
             start_time: now_ms,
             active_time: None,
             ending: Ending::default(),
-            engine,
             scratch: Vec::new(),
             journaled: false,
             replay: HashMap::new(),
+            pending: HashMap::new(),
         }
     }
 
@@ -423,10 +423,30 @@ impl Job {
 
     // ----- events -----------------------------------------------------------------------
 
+    /// The executor cannot place the task yet: `reason` shows in the status until it starts.
+    pub fn task_pending(&mut self, key: TaskKey, reason: String) {
+        if self.status.is_final() || self.live_task(key).is_none() {
+            return;
+        }
+        self.pending.insert(key.node, (key.task, reason));
+    }
+
+    /// A task the executor said was waiting started or ended.
+    fn clear_pending(&mut self, key: TaskKey) {
+        if self
+            .pending
+            .get(&key.node)
+            .is_some_and(|(task, _)| *task == key.task)
+        {
+            self.pending.remove(&key.node);
+        }
+    }
+
     pub fn task_started(&mut self, key: TaskKey, out: &mut Vec<Action>) {
         if self.status.is_final() {
             return;
         }
+        self.clear_pending(key);
         let Some(task) = self.live_task(key) else {
             return;
         };
@@ -459,6 +479,7 @@ impl Job {
             return;
         }
         self.in_flight = self.in_flight.saturating_sub(1);
+        self.clear_pending(key);
         self.apply_outcome(key, outcome, now_ms, out);
         self.pump(now_ms, out);
     }
@@ -637,6 +658,23 @@ impl Job {
                 "details": status::details(progress, &self.counts),
             },
         });
+        if !self.pending.is_empty() && !self.status.is_final() {
+            // hkube's addition: why tasks wait for a worker, per node (docs/semantics.md).
+            let mut waiting: Vec<(&u32, &(u32, String))> = self.pending.iter().collect();
+            waiting.sort_unstable_by_key(|(node, _)| **node);
+            let pending: Vec<Value> = waiting
+                .into_iter()
+                .filter_map(|(node, (_, reason))| {
+                    let run = self.nodes.get(*node as usize)?;
+                    Some(json!({
+                        "nodeName": run.node_name.as_ref(),
+                        "algorithmName": run.algorithm_name.as_ref(),
+                        "reason": reason,
+                    }))
+                })
+                .collect();
+            doc["data"]["pending"] = Value::Array(pending);
+        }
         let map = doc.as_object_mut().expect("a json! object literal");
         self.put_ending(map);
         if let Some(active) = self.active_time {
@@ -1199,7 +1237,7 @@ impl Job {
         let task_id = task.id;
         let (node_name, algorithm_name) = (run.node_name.clone(), run.algorithm_name.clone());
         self.set_status(node, position, TaskStatus::Creating);
-        out.push(Action::Dispatch(TaskSpec {
+        out.push(Action::Dispatch(TaskRequest {
             key,
             task_id,
             job_id: self.id.clone(),
@@ -1213,7 +1251,6 @@ impl Job {
             extra_data: self.extra_data.get(node).cloned().flatten(),
             cache: node < self.graph.len()
                 && self.pipeline.nodes.get(node).and_then(|n| n.cache) == Some(true),
-            reporter: TaskReporter::new(key, self.engine.clone()),
         }));
     }
 

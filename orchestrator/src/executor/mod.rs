@@ -1,15 +1,24 @@
-//! Executors' building blocks that touch the operating system.
+//! Executors that run real workers, and their building blocks.
 //!
-//! - [`child`]: one supervised child process (the local executor's workers).
-//! - [`local`]: the local executor, the embedded default; its pools also run the Docker
-//!   executor's workers.
-//! - [`docker`]: workers as container pairs (algorithm + sidecar) through bollard.
+//! - [`pool`]: the one worker pool, driven by the scheduler's rounds (queue, workers, links,
+//!   crash reports); it starts workers through a [`launcher::Launcher`].
+//! - [`launcher`]: one per backend: [`launcher::process`] (local processes),
+//!   [`launcher::container`] (Docker container pairs). The Kubernetes launcher goes beside them.
+//! - [`algorithm`]: what a pool runs (an algorithm's code or image, resources, pool bounds).
+//! - [`child`]: one supervised child process (the process launcher's workers).
+//! - [`local`]: the local executor, the embedded default: a pool with the process launcher (and
+//!   the container launcher with `--executor docker`), and the local preparation steps.
+//! - [`docker`]: container pairs (algorithm + sidecar) through bollard, and image deployment.
+//! - `code_api`: the relay of an algorithm's code-API requests to the engine.
 //! - [`limits`]: a worker's memory cap (cgroup or watchdog) and GPU grant, applied at its start.
 //!
-//! The `Executor` trait itself and the in-process executor live in [`crate::engine`]; the Kubernetes
-//! executor will live here too, in a folder of its own.
+//! The `Executor` trait itself and the in-process executor live in [`crate::engine`].
 
+pub mod algorithm;
 pub mod child;
+mod code_api;
 pub mod docker;
+pub mod launcher;
 pub mod limits;
 pub mod local;
+pub mod pool;

@@ -60,6 +60,16 @@ pub struct AlgorithmPolicy {
     /// What starting a worker costs before it takes a task (milliseconds; measured or a
     /// default).
     pub start_cost_ms: u64,
+    /// The longest a task of it has been running now (µs): a lower bound of its duration,
+    /// which overrides a shorter mean (the tasks changed) and stands in for an unknown one.
+    /// Until a task of unknown duration runs, one worker starts and the rest wait to see.
+    pub running_for_us: Option<u64>,
+    /// Tasks in one message, at most (0: no cap beyond [`dispatch_window`]): a pool ramps its
+    /// windows up after a pause, so a changed task time shows before many tasks travel.
+    pub max_window: usize,
+    /// Tasks of it queued beyond those in [`Snapshot::queue`] (a pool may pass only the head
+    /// of a long queue): they count toward whether more workers are worth starting.
+    pub queued_beyond: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,6 +312,9 @@ pub fn schedule(snapshot: &Snapshot) -> Decisions {
             round.queued_left += 1;
         }
     }
+    for (round, algorithm) in rounds.iter_mut().zip(algorithms) {
+        round.queued_left += algorithm.queued_beyond;
+    }
 
     // The best (lowest) effective priority each algorithm has queued: an idle worker of an
     // algorithm with work waiting is only taken for a task that outranks that work.
@@ -338,7 +351,10 @@ pub fn schedule(snapshot: &Snapshot) -> Decisions {
         }
         // 2. An idle worker.
         if let Some(worker) = round.idle.pop() {
-            let window = dispatch_window(algorithm.mean_task_us);
+            let mut window = dispatch_window(algorithm.mean_task_us);
+            if algorithm.max_window > 0 {
+                window = window.min(algorithm.max_window);
+            }
             decisions.assign.push(Assignment {
                 worker,
                 tasks: vec![task.id],
@@ -351,12 +367,20 @@ pub fn schedule(snapshot: &Snapshot) -> Decisions {
             round.unclaimed_starting -= 1;
             continue;
         }
-        // 4. Short tasks already have workers that will finish them before a new one starts.
+        // 4. Short tasks already have workers that will finish them before a new one starts;
+        //    tasks of unknown duration wait until one has run longer than a start.
         if round.workers > 0 && !worth_a_new_worker(algorithm, round) {
-            round.blocked = Some(format!(
-                "waiting for a free worker of {} ({} running; its tasks are short, so no more are started)",
-                algorithm.name, round.workers
-            ));
+            round.blocked = Some(if algorithm.mean_task_us.is_none() {
+                format!(
+                    "waiting for a free worker of {} ({} started; more start once its first task has run longer than a worker's start)",
+                    algorithm.name, round.workers
+                )
+            } else {
+                format!(
+                    "waiting for a free worker of {} ({} running; its tasks are short, so no more are started)",
+                    algorithm.name, round.workers
+                )
+            });
             round.waiting += 1;
             continue;
         }
@@ -464,7 +488,17 @@ pub fn schedule(snapshot: &Snapshot) -> Decisions {
         let still_idle = round.idle.contains(&worker.id);
         let timed_out =
             snapshot.now_ms.saturating_sub(since_ms) >= snapshot.options.idle_timeout_ms;
-        if still_idle && !stopped[worker_ix] && timed_out && round.workers > algorithm.min_hot {
+        // Replacements started while workers were stopping may leave more than maxWorkers
+        // once the stops end: idle ones beyond it go at once.
+        let over_max = algorithm
+            .max_workers
+            .filter(|m| *m > 0)
+            .is_some_and(|max| round.workers > max.max(algorithm.min_hot));
+        if still_idle
+            && !stopped[worker_ix]
+            && (timed_out || over_max)
+            && round.workers > algorithm.min_hot
+        {
             round.workers -= 1;
             round.idle.retain(|id| *id != worker.id);
             decisions.stop.push(Stop {
@@ -486,12 +520,19 @@ pub fn schedule(snapshot: &Snapshot) -> Decisions {
     decisions
 }
 
-/// Whether the tasks of `algorithm` still queued justify one more worker: yes when their
-/// duration is unknown, or when the queue would keep each running worker busy longer than a
-/// start costs.
+/// Whether the tasks of `algorithm` still queued justify one more worker: yes when the queue
+/// would keep each running worker busy longer than a start costs. While their duration is
+/// unknown, twice the longest a task has run so far stands for it, and before any
+/// has run no second worker starts: a burst of microsecond tasks then starts one worker, and
+/// a batch of long ones spreads as soon as its first task has outlasted a start.
 fn worth_a_new_worker(algorithm: &AlgorithmPolicy, round: &AlgorithmRound) -> bool {
-    let Some(mean_us) = algorithm.mean_task_us else {
-        return true;
+    // A task that has run for r is expected to run about as long again (nothing says it is
+    // near its end): 2r stands for the duration when it exceeds the mean.
+    let mean_us = match (algorithm.mean_task_us, algorithm.running_for_us) {
+        (Some(mean), Some(running)) => mean.max(running.saturating_mul(2)),
+        (Some(mean), None) => mean,
+        (None, Some(running)) => running.saturating_mul(2),
+        (None, None) => return false,
     };
     // This task and those behind it, shared by the running workers.
     let backlog_us = (round.queued_left as u64 + 1).saturating_mul(mean_us);

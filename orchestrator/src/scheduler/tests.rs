@@ -18,6 +18,8 @@ fn machine(cpus: u32, mem_mib: u64, gpus: u32) -> Node {
     }
 }
 
+/// An algorithm whose tasks are long: none has ended yet, and one has run for 10 s already
+/// (so its workers spread; see `tasks_of_unknown_duration_start_one_worker_then_spread`).
 fn algorithm(name: &str, cpu: f64, mem_mib: f64, gpu: f64) -> AlgorithmPolicy {
     AlgorithmPolicy {
         name: name.into(),
@@ -26,6 +28,9 @@ fn algorithm(name: &str, cpu: f64, mem_mib: f64, gpu: f64) -> AlgorithmPolicy {
         max_workers: None,
         mean_task_us: None,
         start_cost_ms: 150,
+        running_for_us: Some(10_000_000),
+        max_window: 0,
+        queued_beyond: 0,
     }
 }
 
@@ -106,6 +111,7 @@ fn cpu_bounds_how_many_workers_start() {
 fn idle_workers_are_reused_before_any_start_and_short_tasks_share_a_message() {
     let quick = AlgorithmPolicy {
         mean_task_us: Some(20),
+        running_for_us: None,
         ..algorithm("quick", 0.1, 256.0, 0.0)
     };
     let node = machine(2, 24_000, 0);
@@ -622,4 +628,118 @@ fn a_round_over_ten_thousand_tasks_and_a_hundred_nodes_stays_linear() {
     assert_eq!(placed + waiting, 10_000);
     // 100 nodes × 16 cores / 0.5 = 3,200 slots; the GPU algorithms are bounded by 25 × 4 GPUs.
     assert!(placed > 1_000 && placed <= 3_200, "{placed}");
+}
+
+#[test]
+fn tasks_of_unknown_duration_start_one_worker_then_spread() {
+    let unknown = AlgorithmPolicy {
+        running_for_us: None,
+        ..algorithm("probe", 0.1, 256.0, 0.0)
+    };
+    let node = machine(2, 24_000, 0);
+    let queue: Vec<QueuedTask> = (1..=16).map(|i| task(i, 0, 3, 0)).collect();
+    // Nothing has run: one worker starts, the others wait to see how long a task takes.
+    let decisions = schedule(&Snapshot {
+        algorithms: vec![unknown.clone()],
+        queue: queue.clone(),
+        nodes: vec![node.clone()],
+        ..Snapshot::default()
+    });
+    assert_eq!(decisions.start.len(), 1);
+    assert_eq!(decisions.pending.len(), 1);
+    assert!(
+        decisions.pending[0]
+            .reason
+            .contains("first task has run longer"),
+        "{:?}",
+        decisions.pending
+    );
+    let busy = worker(1, &unknown, 0, &node, WorkerState::Busy { priority: 3 });
+    // Its first task has run 50 ms, so it is taken to last 100 ms: 15 × 100 ms of work is
+    // queued, which pays for six more workers starting (150 ms each), not yet for fifteen.
+    let early = AlgorithmPolicy {
+        running_for_us: Some(50_000),
+        ..unknown.clone()
+    };
+    let decisions = schedule(&Snapshot {
+        algorithms: vec![early],
+        queue: queue[1..].to_vec(),
+        workers: vec![busy.clone()],
+        nodes: vec![node.clone()],
+        ..Snapshot::default()
+    });
+    assert_eq!(decisions.start.len(), 6);
+    // Run 200 ms (taken as 400 ms): the rest spread while each worker keeps more than a
+    // start's worth of the queue (11 now; later rounds see longer runs and start more).
+    let long = AlgorithmPolicy {
+        running_for_us: Some(200_000),
+        ..unknown.clone()
+    };
+    let decisions = schedule(&Snapshot {
+        algorithms: vec![long],
+        queue: queue[1..].to_vec(),
+        workers: vec![busy.clone()],
+        nodes: vec![node.clone()],
+        ..Snapshot::default()
+    });
+    assert_eq!(decisions.start.len(), 11);
+    // Measured at 1 ms: 15 tasks are done before a second worker would be ready.
+    let short = AlgorithmPolicy {
+        mean_task_us: Some(1_000),
+        ..unknown
+    };
+    let decisions = schedule(&Snapshot {
+        algorithms: vec![short],
+        queue: queue[1..].to_vec(),
+        workers: vec![busy],
+        nodes: vec![node],
+        ..Snapshot::default()
+    });
+    assert_eq!(decisions.start.len(), 0);
+}
+
+#[test]
+fn tasks_beyond_the_snapshot_count_toward_starting_workers() {
+    let short = AlgorithmPolicy {
+        mean_task_us: Some(1_000),
+        running_for_us: None,
+        ..algorithm("short", 0.1, 256.0, 0.0)
+    };
+    let node = machine(2, 24_000, 0);
+    let busy = worker(1, &short, 0, &node, WorkerState::Busy { priority: 3 });
+    let with_beyond = |queued_beyond| Snapshot {
+        algorithms: vec![AlgorithmPolicy {
+            queued_beyond,
+            ..short.clone()
+        }],
+        queue: vec![task(1, 0, 3, 0)],
+        workers: vec![busy.clone()],
+        nodes: vec![node.clone()],
+        ..Snapshot::default()
+    };
+    // One 1 ms task: no second worker; 4,000 more behind it (4 s of work): one more starts.
+    assert_eq!(schedule(&with_beyond(0)).start.len(), 0);
+    assert_eq!(schedule(&with_beyond(4_000)).start.len(), 1);
+}
+
+#[test]
+fn a_task_running_far_longer_than_its_mean_starts_workers() {
+    // Measured at 100 µs (a warm-up of empty tasks), but the task in hand has run 300 ms: the
+    // tasks changed, and the 15 behind it are worth more workers.
+    let changed = AlgorithmPolicy {
+        mean_task_us: Some(100),
+        running_for_us: Some(300_000),
+        ..algorithm("nap", 0.1, 256.0, 0.0)
+    };
+    let node = machine(2, 24_000, 0);
+    let busy = worker(1, &changed, 0, &node, WorkerState::Busy { priority: 3 });
+    let queue: Vec<QueuedTask> = (2..=16).map(|i| task(i, 0, 3, 0)).collect();
+    let decisions = schedule(&Snapshot {
+        algorithms: vec![changed],
+        queue,
+        workers: vec![busy],
+        nodes: vec![node],
+        ..Snapshot::default()
+    });
+    assert!(decisions.start.len() >= 10, "{:?}", decisions.start.len());
 }

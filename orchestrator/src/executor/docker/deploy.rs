@@ -7,18 +7,19 @@ use serde_json::Value;
 
 use super::ContainerSpec;
 use crate::build::{Deployer, Deployment};
-use crate::executor::local::{Language, LocalAlgorithm, LocalExecutor};
+use crate::executor::algorithm::{Language, WorkerAlgorithm};
+use crate::executor::pool::WorkerPool;
 use crate::spec::{parse_memory_mi, Algorithm};
 
 /// Registers algorithms with images into the executor's pools.
 #[derive(Debug, Clone)]
 pub struct ImageDeployer {
-    pub executor: LocalExecutor,
+    pub pool: WorkerPool,
 }
 
 /// The pool definition of an algorithm that runs from its image; `None` without an image
 /// (a code algorithm whose first build has not completed).
-pub fn container_algorithm(algorithm: &Algorithm) -> Option<LocalAlgorithm> {
+pub fn container_algorithm(algorithm: &Algorithm) -> Option<WorkerAlgorithm> {
     let image = algorithm.algorithm_image.clone()?;
     let language = algorithm
         .env
@@ -44,7 +45,7 @@ pub fn container_algorithm(algorithm: &Algorithm) -> Option<LocalAlgorithm> {
             (key.clone(), text)
         })
         .collect();
-    Some(LocalAlgorithm {
+    Some(WorkerAlgorithm {
         name: algorithm.name.clone(),
         language,
         code_dir: PathBuf::from("/hkube/algorithm"),
@@ -76,7 +77,8 @@ impl Deployer for ImageDeployer {
         let Some(local) = container_algorithm(algorithm) else {
             return Box::pin(async { Ok(()) });
         };
-        let executor = self.executor.clone();
-        Box::pin(async move { executor.register(local).await.map_err(|e| e.to_string()) })
+        // An image needs no local preparation: the pool takes it as it is.
+        self.pool.register(local);
+        Box::pin(async { Ok(()) })
     }
 }

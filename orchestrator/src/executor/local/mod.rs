@@ -1,77 +1,44 @@
 //! The local executor, hkube's embedded default: algorithms run as processes on this machine,
-//! each behind its own in-process sidecar.
+//! each behind its own in-process sidecar, in the one worker pool (`executor::pool`) driven by
+//! the scheduler's rounds. With `--executor docker` the same pool also runs the workers of
+//! algorithms that have an image, through the container launcher.
 //!
-//! A pool per algorithm keeps warm workers (`minHotWorkers`), starts more while tasks wait (up
-//! to `maxWorkers`, and while the machine's inventory has room for the algorithm's cpu and
-//! memory request beside every other worker's, and a free GPU for a GPU request: a worker holds
-//! its devices until its process is gone), and stops workers that stay idle. Each worker starts
-//! within its limits (`executor::limits`: memory cap, `CUDA_VISIBLE_DEVICES`). How many
-//! tasks go to a worker in one message follows the algorithm's measured task time
-//! (`scheduler::dispatch_window`): one at a time while unknown or long, so a batch of real work
-//! spreads over workers; a window of up to 64 for microsecond tasks (the sidecar batches them
-//! to the runtime). Short tasks start no worker that would finish after they are done. A worker that dies
-//! crashes its running task with the exit code or signal and the last lines of its output; the
-//! engine's retry policy decides what happens next. Tasks the worker had not started go back to
-//! the queue.
-//!
-//! A worker's life, as the pool sees it ([`State`] plus the tasks it holds):
-//!
-//! ```text
-//! starting --its algorithm connected--> ready --exit asked (idle, retired, shutdown)--> exiting
-//! ready: idle, or busy with up to `tasks_per_worker` tasks
-//! ready + a held task was cancelled = stopping: no new task until its sidecar reports every
-//!     cancelled task ended (the wrapper answered `stopped`); it does not count toward
-//!     `maxWorkers`, so a waiting task gets a replacement worker at once
-//! stopping --the wrapper never answered--> its sidecar ends, the process is killed at once
-//!     (SIGTERM, then SIGKILL after the grace): a stuck algorithm is gone within
-//!     `stop_timeout` plus the grace
-//! any --the sidecar ended (Gone) and the process exited--> removed
-//! ```
-//!
-//! A stop ends all the work the algorithm has (a fast-path batch as a whole): the tasks of it that
-//! were not cancelled come back `Stopped` and go back to the queue.
-//!
-//! One task owns all the pools; [`LocalExecutor`] is a cheap handle to it.
+//! What is local here: the pool's launchers ([`ProcessLauncher`], and the
+//! [`ContainerLauncher`] when Docker is given), the machine as the scheduler's node
+//! ([`inventory`]), an algorithm's preparation before its first worker (dependencies through
+//! `builder::local`, Java compiled by [`java`]), and the job storage folder's cleanup.
 
 mod deploy;
-mod embedded;
+pub(crate) mod embedded;
 pub mod inventory;
-mod worker;
+mod java;
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use serde_json::Value;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
-use wrapper::link::{Assignment, CodeApiReply, CodeApiRequest, FromSidecar, Outcome, ToSidecar};
+use std::time::Duration;
 
 use builder::env::Env;
 use builder::local::{LocalEnvs, Prepared};
-use builder::process;
 use wrapper::sidecar::{SidecarOptions, StorageAccess};
 use wrapper::storage::FsStorage;
 
+pub use crate::executor::algorithm::{Language, WorkerAlgorithm as LocalAlgorithm};
+pub use crate::executor::launcher::process::{Runtimes, Settings};
+pub use crate::executor::pool::crash_report;
 pub use deploy::{local_algorithm, CodeDeployer};
-pub use worker::{crash_report, Language, LocalAlgorithm, Runtimes};
 
-use crate::engine::{Executor, SubPipeline, TaskKey, TaskOutcome, TaskReporter, TaskSpec};
-use crate::executor::child::{Exit, Supervised};
+use crate::engine::{Executor, TaskKey, TaskSpec};
 use crate::executor::docker::DockerLauncher;
-use crate::executor::limits::{LimitOptions, Limits, MemoryGuard};
-use crate::scheduler::{Free, Placement};
+use crate::executor::launcher::container::ContainerLauncher;
+use crate::executor::launcher::process::ProcessLauncher;
+use crate::executor::launcher::Launcher;
+use crate::executor::limits::{LimitOptions, MemoryGuard};
+use crate::executor::pool::{PoolOptions, WorkerPool};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot start a worker: {0}")]
-    Worker(String),
     #[error("cannot prepare algorithm {name}: {reason}")]
     Prepare { name: String, reason: String },
-    #[error("cannot write hkube's language runtimes: {0}")]
-    Runtimes(String),
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +64,9 @@ pub struct LocalOptions {
     pub log_dir: PathBuf,
     /// Starts the workers of algorithms that have an image (the Docker executor).
     pub docker: Option<DockerLauncher>,
+    /// A worker preempted for a more urgent task has this long to stop it before it is
+    /// killed.
+    pub preempt_grace: Duration,
     /// HKube's storage variables for the algorithms when the job's storage is not the folder
     /// (`DEFAULT_STORAGE=s3`, `S3_ENDPOINT_URL`, `AWS_*`): HKube's own wrappers then use it.
     pub storage_env: Vec<(String, String)>,
@@ -124,40 +94,20 @@ impl Default for LocalOptions {
             cluster: "local".into(),
             log_dir: std::env::temp_dir().join("hkube-local").join("logs"),
             docker: None,
+            preempt_grace: Duration::from_secs(3),
             storage_env: Vec::new(),
             limits: LimitOptions::default(),
         }
     }
 }
 
-/// How many lines of a dead worker's output go into the task's error.
-const CRASH_LINES: usize = 10;
-
-type WorkerId = u64;
-
-enum Cmd {
-    Submit(Box<TaskSpec>),
-    Cancel(TaskKey),
-    Register(LocalAlgorithm),
-    Worker(WorkerId, FromSidecar),
-    WorkerStarted(WorkerId, Result<worker::Started, Error>),
-    ChildExited(WorkerId, Exit),
-    Shutdown(oneshot::Sender<()>),
-}
-
-/// A handle to the local executor's service.
+/// A handle to the local executor: its worker pool and the local preparation steps.
 #[derive(Debug, Clone)]
 pub struct LocalExecutor {
-    tx: mpsc::UnboundedSender<Cmd>,
+    pool: WorkerPool,
     options: LocalOptions,
     /// Ended jobs whose stored objects are to be deleted, handled by one thread of its own.
     collector: std::sync::mpsc::Sender<(String, Vec<String>)>,
-}
-
-impl std::fmt::Debug for Cmd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Cmd")
-    }
 }
 
 impl LocalExecutor {
@@ -180,18 +130,34 @@ impl LocalExecutor {
         }
         // Our runtimes send JSON results inline; allow large ones (bytes go through storage).
         options.sidecar.max_message_bytes = options.sidecar.max_message_bytes.max(512 << 20);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let service = Service {
+        let settings = Settings {
+            log_limit: options.log_limit,
+            storage_dir: options.storage_dir.clone(),
+            cluster: options.cluster.clone(),
+            storage_env: options.storage_env.clone(),
             memory_guard: MemoryGuard::choose(options.limits.enforcement),
-            options: options.clone(),
-            tx: tx.clone(),
-            algorithms: HashMap::new(),
-            pools: HashMap::new(),
-            workers: HashMap::new(),
-            next_worker: 1,
-            next_seq: 0,
         };
-        tokio::spawn(service.run(rx));
+        let mut launchers: Vec<Arc<dyn Launcher>> = Vec::new();
+        if let Some(docker) = &options.docker {
+            launchers.push(Arc::new(ContainerLauncher {
+                docker: docker.clone(),
+                log_limit: options.log_limit,
+            }));
+        }
+        launchers.push(Arc::new(ProcessLauncher {
+            runtimes: options.runtimes.clone(),
+            settings,
+        }));
+        let pool = WorkerPool::start(PoolOptions {
+            sidecar: options.sidecar.clone(),
+            idle_timeout: options.idle_timeout,
+            tasks_per_worker: options.tasks_per_worker,
+            inventory: options.inventory.clone(),
+            log_dir: options.log_dir.clone(),
+            launchers,
+            preempt_grace: options.preempt_grace,
+            memory_ratio: options.limits.memory_ratio,
+        });
         let (collector, ended) = std::sync::mpsc::channel::<(String, Vec<String>)>();
         let (storage, cluster) = (options.storage_dir.clone(), options.cluster.clone());
         // One thread deletes files for every ended job, rather than a blocking task per job.
@@ -203,7 +169,7 @@ impl LocalExecutor {
                 }
             });
         LocalExecutor {
-            tx,
+            pool,
             options,
             collector,
         }
@@ -220,9 +186,9 @@ impl LocalExecutor {
             && algorithm.container.is_none()
             && algorithm.command.is_none()
         {
-            algorithm = prepare_java(algorithm, &self.options).await?;
+            algorithm = java::prepare_java(algorithm, &self.options).await?;
         }
-        let _ = self.tx.send(Cmd::Register(algorithm));
+        self.pool.register(algorithm);
         Ok(())
     }
 
@@ -249,10 +215,12 @@ impl LocalExecutor {
 
     /// Stops every worker (the algorithms get `exit`) and waits for them, at most a few seconds.
     pub async fn shutdown(&self) {
-        let (done, wait) = oneshot::channel();
-        if self.tx.send(Cmd::Shutdown(done)).is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
-        }
+        self.pool.shutdown().await;
+    }
+
+    /// The worker pool, for registering algorithms that need no local preparation (images).
+    pub fn pool(&self) -> &WorkerPool {
+        &self.pool
     }
 }
 
@@ -274,17 +242,11 @@ fn collect_job_storage(storage_dir: &Path, cluster: &str, job_id: &str, keep: &[
 
 impl Executor for LocalExecutor {
     fn submit(&self, task: TaskSpec) {
-        if let Err(mpsc::error::SendError(Cmd::Submit(task))) =
-            self.tx.send(Cmd::Submit(Box::new(task)))
-        {
-            task.reporter.finish(TaskOutcome::Crashed(
-                "the local executor has shut down".into(),
-            ));
-        }
+        self.pool.submit(task);
     }
 
     fn cancel(&self, key: TaskKey) {
-        let _ = self.tx.send(Cmd::Cancel(key));
+        self.pool.cancel(key);
     }
 
     fn job_ended(&self, job_id: &str, keep: &[String]) {
@@ -313,1050 +275,4 @@ impl Executor for LocalExecutor {
             });
         }
     }
-}
-
-/// A task waiting for, or running on, a worker.
-struct Pending {
-    priority: u8,
-    seq: u64,
-    key: TaskKey,
-    reporter: TaskReporter,
-    assignment: Assignment,
-    /// The engine cancelled it while a worker held it: a stop was sent for it.
-    cancelled: bool,
-}
-
-impl PartialEq for Pending {
-    fn eq(&self, other: &Self) -> bool {
-        self.seq == other.seq
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Pending {
-    /// Most urgent first: priority 1 before 5, then oldest first (the heap pops the greatest).
-    fn cmp(&self, other: &Self) -> Ordering {
-        (Reverse(self.priority), Reverse(self.seq))
-            .cmp(&(Reverse(other.priority), Reverse(other.seq)))
-    }
-}
-
-#[derive(Default)]
-struct Pool {
-    queue: BinaryHeap<Pending>,
-    workers: Vec<WorkerId>,
-    /// The recent mean time of one task (µs), measured on its workers; `None` until one ends.
-    mean_task_us: Option<u64>,
-}
-
-/// What starting one more worker costs before it takes a task, for the "short tasks start
-/// no worker" rule (a Python worker's cold start here is about 0.1 s).
-const WORKER_START_COST_MS: u64 = 150;
-
-#[derive(Debug, PartialEq, Eq)]
-enum State {
-    Starting,
-    Ready,
-    Exiting,
-}
-
-struct Worker {
-    algorithm: String,
-    state: State,
-    to_sidecar: Option<mpsc::UnboundedSender<ToSidecar>>,
-    child: Option<Supervised>,
-    running: HashMap<String, Pending>,
-    /// Crashed tasks, reported once the process's exit is known.
-    crashed: Vec<(Pending, String)>,
-    gone: Option<String>,
-    exited: Option<Exit>,
-    idle_since: Instant,
-    /// When its current task began: its dispatch to an idle worker, or the previous task's end
-    /// (tasks in one message run one after another).
-    busy_since: Instant,
-    /// What it holds of the machine.
-    request: crate::scheduler::Request,
-    /// Its share of the machine, GPUs included (held until its process is gone).
-    placement: Placement,
-    /// Its algorithm changed: it exits once its tasks end.
-    retired: bool,
-}
-
-impl Worker {
-    /// A stop is in progress: it holds a task the engine cancelled, which its sidecar has not
-    /// reported ended yet. Such a worker gets no new task (see the module doc).
-    fn stopping(&self) -> bool {
-        self.running.values().any(|p| p.cancelled)
-    }
-
-    /// It can take tasks now.
-    fn available(&self, per_worker: usize) -> bool {
-        self.state == State::Ready
-            && !self.retired
-            && !self.stopping()
-            && self.running.len() < per_worker
-    }
-
-    /// Tells the algorithm to exit (once): it takes no more tasks.
-    fn ask_to_exit(&mut self) {
-        if self.state == State::Exiting {
-            return;
-        }
-        self.state = State::Exiting;
-        if let Some(to_sidecar) = &self.to_sidecar {
-            let _ = to_sidecar.send(ToSidecar::Exit { exit_code: 0 });
-        }
-    }
-}
-
-struct Service {
-    options: LocalOptions,
-    /// How workers' memory limits are enforced, chosen once for this machine.
-    memory_guard: MemoryGuard,
-    tx: mpsc::UnboundedSender<Cmd>,
-    algorithms: HashMap<String, LocalAlgorithm>,
-    pools: HashMap<String, Pool>,
-    workers: HashMap<WorkerId, Worker>,
-    next_worker: WorkerId,
-    next_seq: u64,
-}
-
-impl Service {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
-        loop {
-            let idle_deadline = self.next_idle_deadline();
-            let command = match idle_deadline {
-                Some(at) => tokio::select! {
-                    command = rx.recv() => command,
-                    () = tokio::time::sleep_until(at) => {
-                        self.stop_idle_workers();
-                        continue;
-                    }
-                },
-                None => rx.recv().await,
-            };
-            let Some(command) = command else { return };
-            match command {
-                Cmd::Submit(task) => self.submit(*task),
-                Cmd::Cancel(key) => self.cancel(key),
-                Cmd::Register(algorithm) => self.register(algorithm),
-                Cmd::Worker(id, message) => self.on_worker(id, message),
-                Cmd::WorkerStarted(id, started) => self.worker_started(id, started),
-                Cmd::ChildExited(id, exit) => self.child_exited(id, exit),
-                Cmd::Shutdown(done) => {
-                    self.shutdown().await;
-                    let _ = done.send(());
-                    return;
-                }
-            }
-        }
-    }
-
-    fn register(&mut self, algorithm: LocalAlgorithm) {
-        let name = algorithm.name.clone();
-        let hot = algorithm.min_hot_workers;
-        let changed = self.algorithms.get(&name).is_some_and(|known| {
-            known.container != algorithm.container || known.code_dir != algorithm.code_dir
-        });
-        self.algorithms.insert(name.clone(), algorithm);
-        if changed {
-            self.retire_workers(&name);
-        }
-        let pool = self.pools.entry(name.clone()).or_default();
-        let missing = hot.saturating_sub(pool.workers.len());
-        for _ in 0..missing {
-            // Hot workers start even beyond the machine's cpu and memory, but never share a
-            // whole GPU: without a free one they start when tasks come and room is made.
-            let Some(placement) = self.hot_placement(&name) else {
-                break;
-            };
-            self.spawn_worker(&name, placement);
-        }
-    }
-
-    /// The algorithm has new code or a new image: its workers take no more tasks, idle ones
-    /// exit now and busy ones when their tasks end (running work is never killed for it).
-    fn retire_workers(&mut self, name: &str) {
-        let Some(pool) = self.pools.get(name) else {
-            return;
-        };
-        for id in &pool.workers {
-            if let Some(worker) = self.workers.get_mut(id) {
-                worker.retired = true;
-                if worker.running.is_empty() {
-                    worker.ask_to_exit();
-                }
-            }
-        }
-    }
-
-    fn submit(&mut self, task: TaskSpec) {
-        let name = task.algorithm_name.to_string();
-        let Some(algorithm) = self.algorithms.get(&name) else {
-            task.reporter.finish(TaskOutcome::Failed(format!(
-                "algorithm {name} has no local code: the local executor runs algorithms registered with a code folder"
-            )));
-            return;
-        };
-        // A request this machine could never hold fails at once, naming the resource, instead
-        // of waiting forever (or, as before, running as if it had been granted).
-        let inventory = std::slice::from_ref(&self.options.inventory);
-        if let Some(why) =
-            crate::scheduler::resources::never_fits(&name, &algorithm.request, inventory)
-        {
-            task.reporter.finish(TaskOutcome::Failed(why));
-            return;
-        }
-        self.next_seq += 1;
-        let pending = Pending {
-            priority: task.priority,
-            seq: self.next_seq,
-            key: task.key,
-            assignment: Assignment {
-                job_id: task.job_id.to_string(),
-                task_id: task.task_id.to_string(),
-                node_name: task.node_name.to_string(),
-                algorithm_name: name.clone(),
-                pipeline_name: task.pipeline_name.to_string(),
-                batch_index: task.batch_index,
-                input: task.input,
-                extra_data: task.extra_data.map(|v| (*v).clone()),
-                root_job_id: task.root_job_id.to_string(),
-                parent_node_name: None,
-            },
-            reporter: task.reporter,
-            cancelled: false,
-        };
-        self.pools
-            .entry(name.clone())
-            .or_default()
-            .queue
-            .push(pending);
-        self.pump(&name);
-    }
-
-    fn cancel(&mut self, key: TaskKey) {
-        for pool in self.pools.values_mut() {
-            if pool.queue.iter().any(|p| p.key.slot() == key.slot()) {
-                let queue = std::mem::take(&mut pool.queue);
-                pool.queue = queue
-                    .into_iter()
-                    .filter(|p| p.key.slot() != key.slot())
-                    .collect();
-                return;
-            }
-        }
-        for worker in self.workers.values_mut() {
-            if let Some((task_id, pending)) = worker
-                .running
-                .iter_mut()
-                .find(|(_, p)| p.key.slot() == key.slot())
-            {
-                // The worker now counts as stopping: the waiting tasks go elsewhere.
-                pending.cancelled = true;
-                if let Some(to_sidecar) = &worker.to_sidecar {
-                    let _ = to_sidecar.send(ToSidecar::Stop {
-                        task_id: task_id.clone(),
-                        force: true,
-                    });
-                }
-                let name = worker.algorithm.clone();
-                self.pump(&name);
-                return;
-            }
-        }
-    }
-
-    /// Hands queued tasks of `name` to ready workers, starting workers while tasks wait and the
-    /// machine has room.
-    fn pump(&mut self, name: &str) {
-        let (max_workers, request) = self.algorithms.get(name).map_or(
-            (usize::MAX, crate::scheduler::Request::default()),
-            |a| {
-                let max = if a.max_workers == 0 {
-                    usize::MAX
-                } else {
-                    a.max_workers
-                };
-                (max, a.request)
-            },
-        );
-        loop {
-            let Some(pool) = self.pools.get_mut(name) else {
-                return;
-            };
-            if pool.queue.is_empty() {
-                self.trim(name, max_workers);
-                return;
-            }
-            let per_worker = crate::scheduler::dispatch_window(pool.mean_task_us)
-                .min(self.options.tasks_per_worker.max(1));
-            let mean_task_us = pool.mean_task_us;
-            let target = pool
-                .workers
-                .iter()
-                .filter_map(|id| self.workers.get(id).map(|w| (*id, w)))
-                .filter(|(_, w)| w.available(per_worker))
-                .min_by_key(|(_, w)| w.running.len())
-                .map(|(id, _)| id);
-            let Some(id) = target else {
-                let live = live_workers(&self.workers, &pool.workers);
-                let starting = pool
-                    .workers
-                    .iter()
-                    .filter(|id| {
-                        self.workers
-                            .get(id)
-                            .is_some_and(|w| w.state == State::Starting)
-                    })
-                    .count();
-                // Start a worker while tasks wait beyond what starting workers will take, the
-                // machine has room for it, and (for tasks measured short) the queue would keep
-                // the running workers busy longer than a start takes.
-                let waiting = pool.queue.len();
-                let worth_it = match mean_task_us {
-                    None => true,
-                    Some(mean) => {
-                        let per_worker_us =
-                            (waiting as u64).saturating_mul(mean) / (live.max(1) as u64);
-                        live == 0 || per_worker_us > WORKER_START_COST_MS * 1000
-                    }
-                };
-                if live < max_workers && waiting > starting * per_worker && worth_it {
-                    if let Some(placement) = self.machine_fit(&request) {
-                        self.spawn_worker(name, placement);
-                        continue;
-                    }
-                    // Idle workers of algorithms with nothing queued give their room up; this
-                    // pool is pumped again when they are gone.
-                    self.free_room_for(name, &request);
-                }
-                return;
-            };
-            let Some(worker) = self.workers.get_mut(&id) else {
-                return;
-            };
-            let room = per_worker - worker.running.len();
-            if worker.running.is_empty() {
-                worker.busy_since = Instant::now();
-            }
-            let mut tasks = Vec::with_capacity(room.min(pool.queue.len()));
-            while tasks.len() < room {
-                let Some(pending) = pool.queue.pop() else {
-                    break;
-                };
-                tasks.push(pending.assignment.clone());
-                worker
-                    .running
-                    .insert(pending.assignment.task_id.clone(), pending);
-            }
-            if let Some(to_sidecar) = &worker.to_sidecar {
-                let _ = to_sidecar.send(ToSidecar::Run { tasks });
-            }
-        }
-    }
-
-    /// Replacements started while workers were stopping may leave more than `maxWorkers` once
-    /// the stops end: idle ones beyond it (and beyond `minHotWorkers`) exit.
-    fn trim(&mut self, name: &str, max_workers: usize) {
-        let Some(pool) = self.pools.get(name) else {
-            return;
-        };
-        let hot = self.algorithms.get(name).map_or(0, |a| a.min_hot_workers);
-        let max_workers = max_workers.max(hot);
-        let mut live = live_workers(&self.workers, &pool.workers);
-        let mut extra = Vec::new();
-        for id in &pool.workers {
-            if live <= max_workers {
-                break;
-            }
-            if self
-                .workers
-                .get(id)
-                .is_some_and(|w| w.state == State::Ready && w.running.is_empty() && !w.retired)
-            {
-                extra.push(*id);
-                live -= 1;
-            }
-        }
-        for id in extra {
-            if let Some(worker) = self.workers.get_mut(&id) {
-                worker.ask_to_exit();
-            }
-        }
-    }
-
-    fn spawn_worker(&mut self, name: &str, placement: Placement) {
-        let Some(algorithm) = self.algorithms.get(name).cloned() else {
-            return;
-        };
-        let limits = Limits::for_worker(
-            &algorithm.request,
-            &placement.gpu,
-            &self.options.inventory,
-            self.options.limits.memory_ratio,
-        );
-        let id = self.next_worker;
-        self.next_worker += 1;
-        self.workers.insert(
-            id,
-            Worker {
-                algorithm: name.to_string(),
-                state: State::Starting,
-                to_sidecar: None,
-                child: None,
-                running: HashMap::new(),
-                crashed: Vec::new(),
-                gone: None,
-                exited: None,
-                idle_since: Instant::now(),
-                busy_since: Instant::now(),
-                request: algorithm.request,
-                placement,
-                retired: false,
-            },
-        );
-        self.pools
-            .entry(name.to_string())
-            .or_default()
-            .workers
-            .push(id);
-        let tx = self.tx.clone();
-        let runtimes = self.options.runtimes.clone();
-        let sidecar = self.options.sidecar.clone();
-        let docker = self.options.docker.clone();
-        let settings = worker::Settings {
-            log_limit: self.options.log_limit,
-            storage_dir: self.options.storage_dir.clone(),
-            cluster: self.options.cluster.clone(),
-            storage_env: self.options.storage_env.clone(),
-            memory_guard: self.memory_guard.clone(),
-        };
-        tokio::spawn(async move {
-            let started = worker::start(
-                &runtimes,
-                &algorithm,
-                sidecar,
-                &settings,
-                docker.as_ref(),
-                &limits,
-            )
-            .await;
-            let _ = tx.send(Cmd::WorkerStarted(id, started));
-        });
-    }
-
-    fn worker_started(&mut self, id: WorkerId, started: Result<worker::Started, Error>) {
-        let Some(worker) = self.workers.get_mut(&id) else {
-            return;
-        };
-        match started {
-            Ok(started) => {
-                let worker::Started {
-                    to_sidecar,
-                    mut from_sidecar,
-                    child,
-                } = started;
-                // Forward the sidecar's reports and the child's exit into this loop.
-                let tx = self.tx.clone();
-                tokio::spawn(async move {
-                    while let Some(message) = from_sidecar.recv().await {
-                        if tx.send(Cmd::Worker(id, message)).is_err() {
-                            return;
-                        }
-                    }
-                });
-                let tx = self.tx.clone();
-                let exit = child.exit_watch();
-                tokio::spawn(async move {
-                    let exit = exit.await;
-                    let _ = tx.send(Cmd::ChildExited(id, exit));
-                });
-                worker.to_sidecar = Some(to_sidecar);
-                worker.child = Some(child);
-            }
-            Err(error) => {
-                let algorithm = worker.algorithm.clone();
-                self.remove_worker(id);
-                self.fail_start(&algorithm, &error.to_string());
-            }
-        }
-    }
-
-    /// A worker could not start: the waiting tasks of its algorithm crash (the engine retries
-    /// them by their policy, which bounds the attempts).
-    fn fail_start(&mut self, algorithm: &str, reason: &str) {
-        let Some(pool) = self.pools.get_mut(algorithm) else {
-            return;
-        };
-        let waiting = std::mem::take(&mut pool.queue);
-        let others = pool.workers.iter().any(|id| {
-            self.workers
-                .get(id)
-                .is_some_and(|w| w.state != State::Exiting)
-        });
-        if others {
-            // Another worker may still take them.
-            pool.queue = waiting;
-            return;
-        }
-        for pending in waiting {
-            pending
-                .reporter
-                .finish(TaskOutcome::Crashed(reason.to_string()));
-        }
-    }
-
-    fn on_worker(&mut self, id: WorkerId, message: FromSidecar) {
-        let Some(worker) = self.workers.get_mut(&id) else {
-            return;
-        };
-        match message {
-            FromSidecar::Ready => {
-                if worker.state == State::Starting {
-                    worker.state = State::Ready;
-                    worker.idle_since = Instant::now();
-                }
-                let name = worker.algorithm.clone();
-                self.pump(&name);
-            }
-            FromSidecar::Started { task_id } => {
-                if let Some(pending) = worker.running.get(&task_id) {
-                    pending.reporter.started();
-                }
-            }
-            FromSidecar::Progress { .. } => {}
-            FromSidecar::Log { task_id, text } => {
-                if let Some(pending) = worker.running.get(&task_id) {
-                    let file = self
-                        .options
-                        .log_dir
-                        .join(&pending.assignment.job_id)
-                        .join(format!("{task_id}.log"));
-                    tokio::spawn(write_log(file, text));
-                }
-            }
-            FromSidecar::Finished { task_id, outcome } => {
-                let Some(pending) = worker.running.remove(&task_id) else {
-                    return;
-                };
-                // The task's time on the worker: since its dispatch or the previous task's end.
-                let now = Instant::now();
-                let took_us = now.duration_since(worker.busy_since).as_micros() as u64;
-                worker.busy_since = now;
-                if let Some(pool) = self.pools.get_mut(&worker.algorithm) {
-                    pool.mean_task_us = Some(match pool.mean_task_us {
-                        None => took_us,
-                        // A moving mean: recent tasks weigh most, one outlier does not swing it.
-                        Some(mean) => (mean * 7 + took_us) / 8,
-                    });
-                }
-                if worker.running.is_empty() {
-                    worker.idle_since = Instant::now();
-                    if worker.retired {
-                        worker.ask_to_exit();
-                    }
-                }
-                match outcome {
-                    Outcome::Output { output } => {
-                        pending.reporter.finish(TaskOutcome::Succeeded(output))
-                    }
-                    error @ Outcome::Error { .. } => {
-                        // The type, message, place and traceback: in the task's error (and so
-                        // the job's status and `hkube run`'s stderr) and in its log.
-                        let text = error.error_text().unwrap_or_default();
-                        let file = self
-                            .options
-                            .log_dir
-                            .join(&pending.assignment.job_id)
-                            .join(format!("{task_id}.log"));
-                        tokio::spawn(write_log(file, format!("{text}\n")));
-                        pending.reporter.finish(TaskOutcome::Failed(text))
-                    }
-                    // The engine asked for the stop and already recorded it.
-                    Outcome::Stopped if pending.cancelled => {}
-                    // Stopped with the rest of its batch, for another task: it runs again.
-                    Outcome::Stopped => {
-                        let name = worker.algorithm.clone();
-                        if let Some(pool) = self.pools.get_mut(&name) {
-                            pool.queue.push(pending);
-                        }
-                    }
-                    Outcome::Crashed { reason } => worker.crashed.push((pending, reason)),
-                }
-                let name = worker.algorithm.clone();
-                self.pump(&name);
-            }
-            FromSidecar::CodeApi {
-                task_id,
-                request_id,
-                request,
-            } => {
-                let (Some(pending), Some(to_sidecar)) =
-                    (worker.running.get(&task_id), worker.to_sidecar.clone())
-                else {
-                    return;
-                };
-                let reporter = pending.reporter.clone();
-                if let CodeApiRequest::Stop { reason } = request {
-                    reporter.stop_children(reason);
-                    return;
-                }
-                tokio::spawn(async move {
-                    let reply = code_api(reporter, request).await;
-                    let _ = to_sidecar.send(ToSidecar::CodeApiReply { request_id, reply });
-                });
-            }
-            FromSidecar::Gone { reason } => {
-                worker.gone = Some(reason);
-                worker.state = State::Exiting;
-                // Tasks it had not started go back to the queue for another worker (but for
-                // those the engine cancelled meanwhile).
-                let unstarted: Vec<Pending> = worker
-                    .running
-                    .drain()
-                    .map(|(_, p)| p)
-                    .filter(|p| !p.cancelled)
-                    .collect();
-                if let Some(child) = &worker.child {
-                    let (exit, stopper) = (child.exit_watch(), child.stop_handle());
-                    if wrapper::sidecar::process_is_stuck(worker.gone.as_deref().unwrap_or("")) {
-                        // It ignored a stop (or went silent): it will not leave on its own.
-                        stopper.stop();
-                    }
-                    // A process that lost its sidecar is on its way out; give it a moment to
-                    // exit on its own (its exit code explains the crash), then stop it.
-                    tokio::spawn(async move {
-                        if tokio::time::timeout(Duration::from_secs(2), exit)
-                            .await
-                            .is_err()
-                        {
-                            stopper.stop();
-                        }
-                    });
-                }
-                let name = worker.algorithm.clone();
-                let finished = worker.exited.is_some();
-                if let Some(pool) = self.pools.get_mut(&name) {
-                    pool.queue.extend(unstarted);
-                }
-                if finished {
-                    self.finalize(id);
-                }
-                self.pump(&name);
-            }
-        }
-    }
-
-    fn child_exited(&mut self, id: WorkerId, exit: Exit) {
-        let Some(worker) = self.workers.get_mut(&id) else {
-            return;
-        };
-        worker.exited = Some(exit);
-        if worker.gone.is_some() {
-            self.finalize(id);
-            return;
-        }
-        if worker.state == State::Starting {
-            // It died before connecting: end its sidecar, and say why tasks cannot run.
-            if let Some(to_sidecar) = &worker.to_sidecar {
-                let _ = to_sidecar.send(ToSidecar::Exit { exit_code: 1 });
-            }
-            let report = start_failure_report(worker);
-            let name = worker.algorithm.clone();
-            self.remove_worker(id);
-            self.fail_start(&name, &report);
-            self.pump(&name);
-        }
-        // Otherwise the sidecar reports the disconnect (`Gone`) and finalizes.
-    }
-
-    /// The worker's process has ended and its sidecar is gone: report its crashed tasks with
-    /// the exit and the last output lines, and forget it.
-    fn finalize(&mut self, id: WorkerId) {
-        let Some(worker) = self.workers.get_mut(&id) else {
-            return;
-        };
-        let crashed = std::mem::take(&mut worker.crashed);
-        for (pending, reason) in crashed {
-            let report = report_for(worker, &reason);
-            pending.reporter.finish(TaskOutcome::Crashed(report));
-        }
-        let name = worker.algorithm.clone();
-        self.remove_worker(id);
-        self.pump(&name);
-        // Its room may be what another algorithm's tasks wait for.
-        self.pump_waiting();
-    }
-
-    /// Pumps every pool with queued tasks: room freed by one algorithm's worker may start
-    /// another's.
-    fn pump_waiting(&mut self) {
-        let waiting: Vec<String> = self
-            .pools
-            .iter()
-            .filter(|(_, pool)| !pool.queue.is_empty())
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in waiting {
-            self.pump(&name);
-        }
-    }
-
-    /// Asks idle workers of other algorithms, whose queues are empty, to exit until their
-    /// requests would make room for `request` (what the scheduler calls freeing room for
-    /// others). Workers already exiting count as room on its way.
-    fn free_room_for(&mut self, name: &str, request: &crate::scheduler::Request) {
-        let inventory = &self.options.inventory;
-        let (mut cpu, mut mem) = (0i64, 0i64);
-        for worker in self.workers.values() {
-            if worker.state != State::Exiting {
-                cpu += i64::from(worker.request.cpu_millis);
-                mem += worker.request.mem_mib as i64;
-            }
-        }
-        let mut short_cpu = cpu + i64::from(request.cpu_millis) - i64::from(inventory.cpu_millis);
-        let mut short_mem = mem + request.mem_mib as i64 - inventory.mem_mib as i64;
-        if short_cpu <= 0 && short_mem <= 0 {
-            return; // exiting workers already make the room
-        }
-        let idle: Vec<WorkerId> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| {
-                w.algorithm != name
-                    && w.state == State::Ready
-                    && w.running.is_empty()
-                    && self
-                        .pools
-                        .get(&w.algorithm)
-                        .is_none_or(|p| p.queue.is_empty())
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in idle {
-            if short_cpu <= 0 && short_mem <= 0 {
-                break;
-            }
-            if let Some(worker) = self.workers.get_mut(&id) {
-                short_cpu -= i64::from(worker.request.cpu_millis);
-                short_mem -= worker.request.mem_mib as i64;
-                worker.ask_to_exit();
-            }
-        }
-    }
-
-    fn remove_worker(&mut self, id: WorkerId) {
-        if let Some(worker) = self.workers.remove(&id) {
-            if let Some(pool) = self.pools.get_mut(&worker.algorithm) {
-                pool.workers.retain(|w| *w != id);
-            }
-            if let Some(child) = &worker.child {
-                if worker.exited.is_none() {
-                    child.stop();
-                }
-            }
-        }
-    }
-
-    /// Where one more worker asking `request` fits beside the others, if it does: cpu and
-    /// memory beside the live ones, and GPUs no other worker holds (a worker holds its
-    /// devices until it is removed, so a whole GPU is never shared, not even with a worker on
-    /// its way out).
-    fn machine_fit(&self, request: &crate::scheduler::Request) -> Option<Placement> {
-        let inventory = &self.options.inventory;
-        let mut free = Free::of(inventory);
-        for worker in self.workers.values() {
-            let mut held = worker.placement.clone();
-            if worker.state == State::Exiting && worker.exited.is_some() {
-                held.cpu_millis = 0;
-                held.mem_mib = 0;
-            }
-            free.take(inventory, &held);
-        }
-        free.fit(inventory, request)
-    }
-
-    /// A hot worker's placement: a fit, else (beyond cpu and memory) its request without
-    /// GPUs when it asks for none.
-    fn hot_placement(&self, name: &str) -> Option<Placement> {
-        let request = self.algorithms.get(name)?.request;
-        self.machine_fit(&request).or_else(|| {
-            (request.gpu_hundredths == 0).then_some(Placement {
-                cpu_millis: request.cpu_millis,
-                mem_mib: request.mem_mib,
-                gpu: crate::scheduler::GpuGrant::None,
-            })
-        })
-    }
-
-    fn next_idle_deadline(&self) -> Option<Instant> {
-        self.workers
-            .values()
-            .filter(|w| w.state == State::Ready && w.running.is_empty())
-            .map(|w| w.idle_since + self.options.idle_timeout)
-            .min()
-    }
-
-    fn stop_idle_workers(&mut self) {
-        let now = Instant::now();
-        let mut stopping = Vec::new();
-        for (name, pool) in &self.pools {
-            let hot = self.algorithms.get(name).map_or(0, |a| a.min_hot_workers);
-            let mut live = live_workers(&self.workers, &pool.workers);
-            for id in &pool.workers {
-                let Some(worker) = self.workers.get(id) else {
-                    continue;
-                };
-                let idle = worker.state == State::Ready
-                    && worker.running.is_empty()
-                    && worker.idle_since + self.options.idle_timeout <= now;
-                if idle && live > hot {
-                    stopping.push(*id);
-                    live -= 1;
-                }
-            }
-        }
-        for id in stopping {
-            if let Some(worker) = self.workers.get_mut(&id) {
-                worker.ask_to_exit();
-            }
-        }
-    }
-
-    async fn shutdown(&mut self) {
-        let mut children = Vec::new();
-        for worker in self.workers.values_mut() {
-            if let Some(to_sidecar) = &worker.to_sidecar {
-                let _ = to_sidecar.send(ToSidecar::Exit { exit_code: 0 });
-            }
-            if let Some(child) = worker.child.take() {
-                children.push(child);
-            }
-        }
-        for child in children {
-            if tokio::time::timeout(Duration::from_secs(2), child.wait())
-                .await
-                .is_err()
-            {
-                child.stop();
-                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-            }
-        }
-    }
-}
-
-/// Appends a task's output to its log file.
-async fn write_log(file: PathBuf, text: String) {
-    use tokio::io::AsyncWriteExt;
-    if let Some(folder) = file.parent() {
-        let _ = tokio::fs::create_dir_all(folder).await;
-    }
-    let opened = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&file)
-        .await;
-    match opened {
-        Ok(mut log) => {
-            let _ = log.write_all(text.as_bytes()).await;
-        }
-        Err(error) => eprintln!(
-            "hkube: cannot write the task log {}: {error}",
-            file.display()
-        ),
-    }
-}
-
-/// Workers of a pool that are not on their way out (a stopping worker is: it is done or gone
-/// within the stop timeout, and must not hold back its replacement).
-fn live_workers(workers: &HashMap<WorkerId, Worker>, pool: &[WorkerId]) -> usize {
-    pool.iter()
-        .filter(|id| {
-            workers
-                .get(id)
-                .is_some_and(|w| w.state != State::Exiting && !w.retired && !w.stopping())
-        })
-        .count()
-}
-
-fn last_lines(worker: &Worker) -> Vec<String> {
-    worker
-        .child
-        .as_ref()
-        .and_then(|c| c.log.lock().ok().map(|log| log.tail(CRASH_LINES)))
-        .unwrap_or_default()
-}
-
-fn report_for(worker: &Worker, reason: &str) -> String {
-    crash_report(reason, worker.exited.as_ref(), &last_lines(worker))
-}
-
-fn start_failure_report(worker: &Worker) -> String {
-    let exit = worker
-        .exited
-        .as_ref()
-        .map_or("ended".to_string(), ToString::to_string);
-    let reason = format!("the algorithm's process {exit} before connecting to its sidecar");
-    crash_report(&reason, None, &last_lines(worker))
-}
-
-/// Carries out a code-API request through the engine and turns the answer into a reply.
-async fn code_api(reporter: TaskReporter, request: CodeApiRequest) -> CodeApiReply {
-    match request {
-        CodeApiRequest::StartAlgorithm {
-            algorithm_name,
-            input,
-            include_result,
-        } => match reporter.start_algorithm(algorithm_name, input).await {
-            Ok(TaskOutcome::Succeeded(output)) => CodeApiReply::Done {
-                response: if include_result { output } else { Value::Null },
-            },
-            Ok(TaskOutcome::Failed(error) | TaskOutcome::Crashed(error)) => {
-                CodeApiReply::Error { error }
-            }
-            Err(_) => CodeApiReply::Error {
-                error: "the engine has shut down".into(),
-            },
-        },
-        CodeApiRequest::StartStoredSubPipeline {
-            name,
-            flow_input,
-            include_result,
-        } => {
-            sub_pipeline(
-                reporter,
-                SubPipeline::Stored { name, flow_input },
-                include_result,
-            )
-            .await
-        }
-        CodeApiRequest::StartRawSubPipeline {
-            pipeline,
-            include_result,
-        } => sub_pipeline(reporter, SubPipeline::Raw(pipeline), include_result).await,
-        // Handled before a reply is awaited; nothing to answer.
-        CodeApiRequest::Stop { .. } => CodeApiReply::Error {
-            error: "a stop has no answer".into(),
-        },
-    }
-}
-
-/// Storage v1 semantics: the reply carries the sub-pipeline's results themselves.
-async fn sub_pipeline(
-    reporter: TaskReporter,
-    request: SubPipeline,
-    include_result: bool,
-) -> CodeApiReply {
-    match reporter.start_sub_pipeline(request).await {
-        Ok(Ok(result)) => match result.get("status").and_then(Value::as_str) {
-            Some("completed") => CodeApiReply::Done {
-                response: if include_result {
-                    result.get("data").cloned().unwrap_or(Value::Null)
-                } else {
-                    Value::Null
-                },
-            },
-            Some("stopped") => CodeApiReply::Stopped {
-                reason: result
-                    .get("reason")
-                    .and_then(Value::as_str)
-                    .unwrap_or("stopped")
-                    .to_string(),
-            },
-            _ => CodeApiReply::Error {
-                error: result
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("the sub-pipeline failed")
-                    .to_string(),
-            },
-        },
-        Ok(Err(error)) => CodeApiReply::Error {
-            error: error.to_string(),
-        },
-        Err(_) => CodeApiReply::Error {
-            error: "the engine has shut down".into(),
-        },
-    }
-}
-
-/// Compiles a Java algorithm's sources against the runtime jar (built first when missing).
-async fn prepare_java(
-    mut algorithm: LocalAlgorithm,
-    options: &LocalOptions,
-) -> Result<LocalAlgorithm, Error> {
-    let runtimes = &options.runtimes;
-    let classes = options.work_dir.join(&algorithm.name).join("classes");
-    let failed = |reason: String| Error::Prepare {
-        name: algorithm.name.clone(),
-        reason,
-    };
-    let jar = runtimes.java_jar();
-    if !jar.exists() {
-        let build = process::Spec::new("bash")
-            .args([runtimes.dir.join("java/build.sh")])
-            .inherit(process::RUNTIME_ENV);
-        run_tool(build, "building the Java runtime")
-            .await
-            .map_err(failed)?;
-    }
-    let mut sources = Vec::new();
-    collect_java_sources(&algorithm.code_dir, &mut sources)
-        .map_err(|e| failed(format!("reading {}: {e}", algorithm.code_dir.display())))?;
-    if sources.is_empty() {
-        return Err(failed(format!(
-            "no .java files in {}",
-            algorithm.code_dir.display()
-        )));
-    }
-    std::fs::create_dir_all(&classes)
-        .map_err(|e| failed(format!("creating {}: {e}", classes.display())))?;
-    let javac = process::Spec::new("javac")
-        .args(["--release", "17", "-cp"])
-        .args([jar.as_os_str(), "-d".as_ref(), classes.as_os_str()])
-        .args(sources)
-        .inherit(process::RUNTIME_ENV);
-    run_tool(javac, "compiling the algorithm")
-        .await
-        .map_err(failed)?;
-    algorithm.classpath = Some(classes);
-    Ok(algorithm)
-}
-
-/// How long javac (or the Java runtime's build) may take before its group is stopped.
-const TOOL_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-
-/// Runs a build tool through the process runner (cleared environment, own process group,
-/// [`TOOL_TIMEOUT`]); its output explains a failure.
-async fn run_tool(spec: process::Spec, what: &str) -> Result<(), String> {
-    let running = spec
-        .timeout(Some(TOOL_TIMEOUT))
-        .spawn()
-        .map_err(|e| format!("{what}: {e}"))?;
-    let (exit, output) = running.output_tail(16 * 1024).await;
-    match exit {
-        process::Exit::Code(0) => Ok(()),
-        process::Exit::Stopped { .. } => Err(format!(
-            "{what} took longer than {} s and was stopped",
-            TOOL_TIMEOUT.as_secs()
-        )),
-        other => Err(format!("{what} failed ({other}):\n{output}")),
-    }
-}
-
-fn collect_java_sources(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            collect_java_sources(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "java") {
-            out.push(path);
-        }
-    }
-    Ok(())
 }

@@ -1,74 +1,45 @@
-//! One local worker: a sidecar on a loopback port and the algorithm's runtime as a child
-//! process connected to it. Knows how to launch each language's runtime.
+//! The process launcher (the local executor's): a worker is a sidecar on a loopback port and
+//! the algorithm's runtime as a child process connected to it. Knows how each language's
+//! runtime is started (Python, Node.js, Java, or the algorithm's own command).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use wrapper::link::{FromSidecar, ToSidecar};
+use futures_util::future::BoxFuture;
 use wrapper::sidecar::{link_pair, Sidecar, SidecarOptions};
 
-use super::Error;
-use crate::executor::child::{ChildSpec, Exit, Supervised};
-use crate::executor::docker::{ContainerSpec, DockerLauncher};
+use super::{Error, Launch, Launched, Launcher};
+use crate::executor::algorithm::{Language, WorkerAlgorithm};
+use crate::executor::child::{ChildSpec, Supervised};
 use crate::executor::limits::{Limits, MemoryGuard};
-use builder::local::Prepared;
 
-/// The languages the local executor runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Language {
-    Python,
-    Nodejs,
-    Java,
+/// Starts workers as local processes.
+#[derive(Debug, Clone)]
+pub struct ProcessLauncher {
+    pub runtimes: Runtimes,
+    pub settings: Settings,
 }
 
-impl Language {
-    pub fn parse(env: &str) -> Option<Language> {
-        match env {
-            "python" => Some(Language::Python),
-            "nodejs" => Some(Language::Nodejs),
-            "java" => Some(Language::Java),
-            _ => None,
-        }
+impl Launcher for ProcessLauncher {
+    fn runs(&self, algorithm: &WorkerAlgorithm) -> bool {
+        algorithm.container.is_none()
     }
 
-    pub fn default_entry_point(self) -> &'static str {
-        match self {
-            Language::Python => "main.py",
-            Language::Nodejs => "index.js",
-            Language::Java => "",
-        }
+    fn launch(&self, launch: Launch) -> BoxFuture<'static, Result<Launched, Error>> {
+        let (runtimes, settings) = (self.runtimes.clone(), self.settings.clone());
+        Box::pin(async move {
+            // `launch.limits` (from the grant) caps the process's memory and sets
+            // CUDA_VISIBLE_DEVICES.
+            start_process(
+                &runtimes,
+                &launch.algorithm,
+                launch.sidecar,
+                &settings,
+                &launch.limits,
+            )
+            .await
+        })
     }
-}
-
-/// An algorithm the local executor can run: its code on disk and how to start it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LocalAlgorithm {
-    pub name: String,
-    pub language: Language,
-    /// The folder holding the user's code.
-    pub code_dir: PathBuf,
-    /// Python: a file (`main.py`); JavaScript: a file (`index.js`); Java: a class name.
-    pub entry_point: String,
-    pub min_hot_workers: usize,
-    /// At most this many processes at once; 0: as many as the machine's resources hold.
-    pub max_workers: usize,
-    /// What each worker asks of the machine (cpu, memory with its reserve, gpu): workers start
-    /// while the machine has room for it.
-    pub request: crate::scheduler::Request,
-    /// Java: where the compiled classes are (filled by the executor's javac step).
-    pub classpath: Option<PathBuf>,
-    /// Run in containers from this image (the Docker executor) instead of a local process.
-    pub container: Option<ContainerSpec>,
-    /// The dependencies prepared for it (a virtual environment, a node_modules); `None`: not
-    /// yet, `register` prepares them.
-    pub prepared: Option<Prepared>,
-    /// Its own command (`x-hkube.command`): run in `code_dir` instead of hkube's runtime, as a
-    /// custom image's entrypoint would be; it brings its own wrapper (HKube's official ones).
-    pub command: Option<Vec<String>>,
-    /// `algorithmEnv`'s plain values, set for its process; the sidecar's address and the
-    /// storage variables hkube sets win over them.
-    pub env: Vec<(String, String)>,
 }
 
 /// Where the language runtimes and interpreters are.
@@ -89,7 +60,7 @@ impl Runtimes {
     pub fn in_state_dir(state_dir: &Path) -> Result<Runtimes, Error> {
         let dir = match std::env::var_os("HKUBE_RUNTIMES_DIR") {
             Some(dir) => PathBuf::from(dir),
-            None => super::embedded::unpack(state_dir).map_err(Error::Runtimes)?,
+            None => crate::executor::local::embedded::unpack(state_dir).map_err(Error::Runtimes)?,
         };
         Ok(Runtimes::at(dir))
     }
@@ -107,7 +78,7 @@ impl Runtimes {
 }
 
 impl Default for Runtimes {
-    /// Written under the temp dir, beside [`super::LocalOptions`]' default folders. Should
+    /// Written under the temp dir, beside [`crate::executor::local::LocalOptions`]' default folders. Should
     /// that fail, the folder is named anyway: starting a worker then fails naming it.
     fn default() -> Self {
         let state_dir = std::env::temp_dir().join("hkube-local");
@@ -115,7 +86,7 @@ impl Default for Runtimes {
             Runtimes::at(
                 state_dir
                     .join("runtimes")
-                    .join(&super::embedded::DIGEST[..16]),
+                    .join(&crate::executor::local::embedded::DIGEST[..16]),
             )
         })
     }
@@ -152,7 +123,7 @@ impl Runtimes {
     /// The command that runs `algorithm`'s runtime against a sidecar on `port`.
     pub fn child_spec(
         &self,
-        algorithm: &LocalAlgorithm,
+        algorithm: &WorkerAlgorithm,
         port: u16,
         settings: &Settings,
     ) -> ChildSpec {
@@ -259,7 +230,7 @@ impl Runtimes {
     /// on NODE_PATH.
     fn own_command(
         &self,
-        algorithm: &LocalAlgorithm,
+        algorithm: &WorkerAlgorithm,
         command: &[String],
         mut env: Vec<(String, String)>,
         settings: &Settings,
@@ -308,91 +279,30 @@ pub struct Settings {
     pub memory_guard: MemoryGuard,
 }
 
-/// A started worker: its link to the sidecar and its process.
-#[derive(Debug)]
-pub struct Started {
-    pub to_sidecar: mpsc::UnboundedSender<ToSidecar>,
-    pub from_sidecar: mpsc::UnboundedReceiver<FromSidecar>,
-    pub child: Supervised,
-}
-
-/// Starts a worker: a container pair when the algorithm has an image, else a local process.
-pub async fn start(
-    runtimes: &Runtimes,
-    algorithm: &LocalAlgorithm,
-    options: SidecarOptions,
-    settings: &Settings,
-    docker: Option<&DockerLauncher>,
-    limits: &Limits,
-) -> Result<Started, Error> {
-    match (&algorithm.container, docker) {
-        (Some(spec), Some(docker)) => {
-            let (ends, child) = docker
-                .start_worker(
-                    &algorithm.name,
-                    &algorithm.entry_point,
-                    spec,
-                    limits,
-                    options.connect_timeout,
-                    settings.log_limit,
-                )
-                .await
-                .map_err(Error::Worker)?;
-            Ok(Started {
-                to_sidecar: ends.to_sidecar,
-                from_sidecar: ends.from_sidecar,
-                child,
-            })
-        }
-        (Some(spec), None) => Err(Error::Worker(format!(
-            "algorithm {} runs in image {}, and this server has no container engine: start it with --executor docker",
-            algorithm.name, spec.image
-        ))),
-        (None, _) => start_process(runtimes, algorithm, options, settings, limits).await,
-    }
-}
-
 /// Binds a sidecar on a free loopback port and starts the runtime against it.
 async fn start_process(
     runtimes: &Runtimes,
-    algorithm: &LocalAlgorithm,
+    algorithm: &WorkerAlgorithm,
     options: SidecarOptions,
     settings: &Settings,
     limits: &Limits,
-) -> Result<Started, Error> {
+) -> Result<Launched, Error> {
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let sidecar = Sidecar::bind(loopback, options)
         .await
-        .map_err(|e| Error::Worker(format!("cannot open a sidecar port: {e}")))?;
+        .map_err(|e| Error::Start(format!("cannot open a sidecar port: {e}")))?;
     let port = sidecar
         .local_addr()
-        .map_err(|e| Error::Worker(format!("cannot read the sidecar's port: {e}")))?
+        .map_err(|e| Error::Start(format!("cannot read the sidecar's port: {e}")))?
         .port();
     let (link, end) = link_pair();
     let spec = runtimes.child_spec(algorithm, port, settings);
     let child = Supervised::start_limited(&spec, None, limits, &settings.memory_guard)
-        .map_err(|e| Error::Worker(e.to_string()))?;
+        .map_err(|e| Error::Start(e.to_string()))?;
     tokio::spawn(sidecar.run(link));
-    Ok(Started {
+    Ok(Launched {
         to_sidecar: end.to_sidecar,
         from_sidecar: end.from_sidecar,
-        child,
+        worker: child,
     })
-}
-
-/// Explains a lost worker: how the process ended and its last output lines.
-pub fn crash_report(reason: &str, exit: Option<&Exit>, last_lines: &[String]) -> String {
-    let mut text = match exit {
-        // The exit says it better than "disconnected".
-        Some(exit) if reason.starts_with("the algorithm disconnected") => {
-            format!("the algorithm's process {exit}")
-        }
-        Some(exit) => format!("{reason}; the algorithm's process {exit}"),
-        None => reason.to_string(),
-    };
-    if !last_lines.is_empty() {
-        text.push_str("; last output:\n");
-        text.push_str(&last_lines.join("\n"));
-    }
-    text
 }

@@ -1,0 +1,66 @@
+//! What a worker pool runs: an algorithm's definition as its launchers need it. Shared by
+//! every backend (the local processes, the Docker containers), so that none imports another.
+
+use std::path::PathBuf;
+
+use builder::local::Prepared;
+
+use crate::executor::docker::ContainerSpec;
+
+/// The languages hkube's runtimes speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    Python,
+    Nodejs,
+    Java,
+}
+
+impl Language {
+    pub fn parse(env: &str) -> Option<Language> {
+        match env {
+            "python" => Some(Language::Python),
+            "nodejs" => Some(Language::Nodejs),
+            "java" => Some(Language::Java),
+            _ => None,
+        }
+    }
+
+    pub fn default_entry_point(self) -> &'static str {
+        match self {
+            Language::Python => "main.py",
+            Language::Nodejs => "index.js",
+            Language::Java => "",
+        }
+    }
+}
+
+/// An algorithm as a worker pool runs it: its code (a folder, or an image) and how to start
+/// it, its resources and its pool's bounds. A launcher turns it into a running worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerAlgorithm {
+    pub name: String,
+    pub language: Language,
+    /// The folder holding the user's code.
+    pub code_dir: PathBuf,
+    /// Python: a file (`main.py`); JavaScript: a file (`index.js`); Java: a class name.
+    pub entry_point: String,
+    pub min_hot_workers: usize,
+    /// At most this many processes at once; 0: as many as the machine's resources hold.
+    pub max_workers: usize,
+    /// What each worker asks of the machine (cpu, memory with its reserve, gpu): workers start
+    /// while the machine has room for it.
+    pub request: crate::scheduler::Request,
+    /// Java: where the compiled classes are (filled by the executor's javac step).
+    pub classpath: Option<PathBuf>,
+    /// Run in containers from this image (the Docker executor) instead of a local process.
+    pub container: Option<ContainerSpec>,
+    /// The dependencies prepared for it (a virtual environment, a node_modules); `None`: not
+    /// yet, `register` prepares them.
+    pub prepared: Option<Prepared>,
+    /// Its own command (`x-hkube.command`): run in `code_dir` instead of hkube's runtime, as a
+    /// custom image's entrypoint would be; it brings its own wrapper (HKube's official ones).
+    pub command: Option<Vec<String>>,
+    /// `algorithmEnv`'s plain values, set for its process; the sidecar's address and the
+    /// storage variables hkube sets win over them.
+    pub env: Vec<(String, String)>,
+}

@@ -1,0 +1,1038 @@
+//! One worker pool for every backend, driven by the scheduler's rounds.
+//!
+//! The pool holds the queued tasks, the workers and their links. Whenever something changed (a
+//! task queued, cancelled or ended, a worker ready or gone, a timer), it builds a
+//! [`scheduler::Snapshot`], runs one [`scheduler::schedule`] round and applies the
+//! [`scheduler::Decisions`]: tasks go to workers, workers start through the algorithm's
+//! [`Launcher`] with what the scheduler granted, workers stop (idle, freed for others, or
+//! preempted), and a task that cannot be placed yet hears why (`TaskReporter::pending`). The
+//! pool decides nothing itself; it keeps the mechanism: links, crash reports, the code-API
+//! relay, logs. Commands that arrive together are applied before one round runs.
+//!
+//! A worker's life, as the pool sees it ([`worker::State`] plus the tasks it holds):
+//!
+//! ```text
+//! starting --its algorithm connected--> ready --exit asked (idle, freed, retired, shutdown)--> exiting
+//! ready: idle, or busy with up to `tasks_per_worker` tasks
+//! ready + a held task was cancelled = stopping: no new task until its sidecar reports every
+//!     cancelled task ended (the wrapper answered `stopped`); it does not count toward
+//!     `maxWorkers`, so a waiting task gets a replacement worker at once
+//! ready --preempted--> its tasks get a stop, it exits once they end, and is killed after
+//!     `preempt_grace`; its tasks go back to the queue (not failed, no attempt used)
+//! stopping --the wrapper never answered--> its sidecar ends, the process is killed at once
+//!     (SIGTERM, then SIGKILL after the grace): a stuck algorithm is gone within
+//!     `stop_timeout` plus the grace
+//! any --the sidecar ended (Gone) and the process exited--> removed
+//! ```
+//!
+//! A worker that dies crashes its running task with the exit code or signal and the last lines
+//! of its output; the engine's retry policy decides what happens next. Tasks the worker had not
+//! started go back to the queue. A stop ends all the work the algorithm has (a fast-path batch
+//! as a whole): the tasks of it that were not cancelled come back `Stopped` and are queued
+//! again.
+//!
+//! While an algorithm's task time is unknown, the scheduler starts one worker and waits: the
+//! running task's elapsed time is a lower bound of its duration, so once it has run longer
+//! than a worker's start (measured), more workers start; microsecond tasks never start a
+//! second worker they would finish before. The pool wakes for that moment (at one, two and
+//! four times a start). After a pause, the first task of an algorithm travels alone; once it
+//! took about the mean, windows of several tasks follow; a task far longer than the mean
+//! (10× and 20 ms more) sends them back to one at a time: a change in the task time shows
+//! before many tasks are committed to one worker.
+
+mod report;
+mod worker;
+
+use std::collections::{BinaryHeap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use wrapper::link::{Assignment, FromSidecar, Outcome, ToSidecar};
+use wrapper::sidecar::SidecarOptions;
+
+pub use report::crash_report;
+
+use crate::engine::{TaskKey, TaskOutcome, TaskSpec};
+use crate::executor::algorithm::WorkerAlgorithm;
+use crate::executor::child::Exit;
+use crate::executor::code_api;
+use crate::executor::launcher::{self, Launch, Launched, Launcher};
+use crate::executor::limits::Limits;
+use crate::scheduler::{self, Placement};
+use worker::{State, Task, Worker};
+
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub sidecar: SidecarOptions,
+    /// A worker idle this long is stopped (unless the pool is at `minHotWorkers`).
+    pub idle_timeout: Duration,
+    /// Tasks handed to one worker at once, at most (short tasks; long ones go one by one).
+    pub tasks_per_worker: usize,
+    /// The machine (or node) the workers share, as the scheduler sees it.
+    pub inventory: scheduler::Node,
+    /// Each task's output goes to `<log_dir>/<jobId>/<taskId>.log`.
+    pub log_dir: PathBuf,
+    /// Asked in order: the first that runs an algorithm starts its workers.
+    pub launchers: Vec<Arc<dyn Launcher>>,
+    /// A preempted worker has this long to stop its task before it is killed.
+    pub preempt_grace: Duration,
+    /// A worker's memory limit is this multiple of its request (0: no limit).
+    pub memory_ratio: u64,
+}
+
+/// What starting a worker is taken to cost until one start was measured.
+const DEFAULT_START_COST_MS: u64 = 150;
+
+type WorkerId = u64;
+
+enum Cmd {
+    Submit(Box<TaskSpec>),
+    Cancel(TaskKey),
+    Register(WorkerAlgorithm),
+    Worker(WorkerId, FromSidecar),
+    WorkerStarted(WorkerId, Result<Launched, launcher::Error>),
+    ChildExited(WorkerId, Exit),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A handle to a pool's service: cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WorkerPool {
+    tx: mpsc::UnboundedSender<Cmd>,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cmd")
+    }
+}
+
+impl WorkerPool {
+    /// Starts the pool's service on the current tokio runtime.
+    pub fn start(options: PoolOptions) -> WorkerPool {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let service = Service {
+            options,
+            tx: tx.clone(),
+            epoch: Instant::now(),
+            algorithms: Vec::new(),
+            by_name: HashMap::new(),
+            workers: HashMap::new(),
+            next_worker: 1,
+            next_seq: 0,
+            dirty: false,
+        };
+        tokio::spawn(service.run(rx));
+        WorkerPool { tx }
+    }
+
+    /// Makes an algorithm runnable (or replaces its definition: its workers retire). Its
+    /// `minHotWorkers` start.
+    pub fn register(&self, algorithm: WorkerAlgorithm) {
+        let _ = self.tx.send(Cmd::Register(algorithm));
+    }
+
+    /// Queues a task; reports go through its reporter.
+    pub fn submit(&self, task: TaskSpec) {
+        if let Err(mpsc::error::SendError(Cmd::Submit(task))) =
+            self.tx.send(Cmd::Submit(Box::new(task)))
+        {
+            task.reporter
+                .finish(TaskOutcome::Crashed("the executor has shut down".into()));
+        }
+    }
+
+    pub fn cancel(&self, key: TaskKey) {
+        let _ = self.tx.send(Cmd::Cancel(key));
+    }
+
+    /// Stops every worker (the algorithms get `exit`) and waits for them, at most a few seconds.
+    pub async fn shutdown(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Cmd::Shutdown(done)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
+        }
+    }
+}
+
+/// One algorithm in the pool.
+struct Algorithm {
+    def: WorkerAlgorithm,
+    queue: BinaryHeap<Task>,
+    workers: Vec<WorkerId>,
+    /// The recent mean time of one task (µs), measured on its workers; `None` until one ends.
+    mean_task_us: Option<u64>,
+    /// The recent mean time from launch to ready (ms); `None` until a worker was ready.
+    start_cost_ms: Option<u64>,
+    /// Tasks in one message at most, for now: 1 after a pause, the whole window once a task
+    /// took about the mean, back to 1 when one takes far longer (the tasks changed). A batch
+    /// of long tasks after a warm-up of empty ones so travels one by one and spreads.
+    ramp: usize,
+    /// The pending reason last reported, and to which task.
+    reported: Option<(TaskKey, String)>,
+}
+
+struct Service {
+    options: PoolOptions,
+    tx: mpsc::UnboundedSender<Cmd>,
+    /// The pool's clock starts here (the scheduler's `now_ms`).
+    epoch: Instant,
+    algorithms: Vec<Algorithm>,
+    by_name: HashMap<String, usize>,
+    workers: HashMap<WorkerId, Worker>,
+    next_worker: WorkerId,
+    next_seq: u64,
+    /// Something changed since the last round.
+    dirty: bool,
+}
+
+/// Commands applied before a round runs, at most (a burst of submissions makes one round).
+const COMMANDS_PER_ROUND: usize = 4096;
+
+impl Service {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+        loop {
+            let command = match self.next_wake() {
+                Some(at) => tokio::select! {
+                    command = rx.recv() => command,
+                    () = tokio::time::sleep_until(at) => {
+                        self.round();
+                        continue;
+                    }
+                },
+                None => rx.recv().await,
+            };
+            let Some(mut command) = command else { return };
+            let mut handled = 0;
+            loop {
+                if let Cmd::Shutdown(done) = command {
+                    self.shutdown().await;
+                    let _ = done.send(());
+                    return;
+                }
+                self.handle(command);
+                handled += 1;
+                if handled >= COMMANDS_PER_ROUND {
+                    break;
+                }
+                match rx.try_recv() {
+                    Ok(next) => command = next,
+                    Err(_) => break,
+                }
+            }
+            if self.dirty {
+                self.round();
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Cmd) {
+        match command {
+            Cmd::Submit(task) => self.submit(*task),
+            Cmd::Cancel(key) => self.cancel(key),
+            Cmd::Register(algorithm) => self.register(algorithm),
+            Cmd::Worker(id, message) => self.on_worker(id, message),
+            Cmd::WorkerStarted(id, started) => self.worker_started(id, started),
+            Cmd::ChildExited(id, exit) => self.child_exited(id, exit),
+            // The loop handles a shutdown itself, before it gets here.
+            Cmd::Shutdown(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        Instant::now().duration_since(self.epoch).as_millis() as u64
+    }
+
+    fn ms_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    fn register(&mut self, def: WorkerAlgorithm) {
+        let name = def.name.clone();
+        match self.by_name.get(&name) {
+            Some(&ix) => {
+                let known = &self.algorithms[ix].def;
+                let changed = known.container != def.container || known.code_dir != def.code_dir;
+                self.algorithms[ix].def = def;
+                if changed {
+                    self.retire_workers(ix);
+                }
+            }
+            None => {
+                self.algorithms.push(Algorithm {
+                    def,
+                    queue: BinaryHeap::new(),
+                    workers: Vec::new(),
+                    mean_task_us: None,
+                    start_cost_ms: None,
+                    ramp: 1,
+                    reported: None,
+                });
+                self.by_name.insert(name, self.algorithms.len() - 1);
+            }
+        }
+        self.dirty = true;
+    }
+
+    /// The algorithm has new code or a new image: its workers take no more tasks, idle ones
+    /// exit now and busy ones when their tasks end (running work is never killed for it).
+    fn retire_workers(&mut self, ix: usize) {
+        for id in &self.algorithms[ix].workers {
+            if let Some(worker) = self.workers.get_mut(id) {
+                worker.retired = true;
+                if worker.running.is_empty() {
+                    worker.ask_to_exit();
+                }
+            }
+        }
+    }
+
+    fn submit(&mut self, task: TaskSpec) {
+        let name = task.algorithm_name.to_string();
+        let Some(&ix) = self.by_name.get(&name) else {
+            task.reporter.finish(TaskOutcome::Failed(format!(
+                "algorithm {name} has no local code: the local executor runs algorithms registered with a code folder"
+            )));
+            return;
+        };
+        // A request this machine could never hold fails at once, naming the resource.
+        let algorithm = &self.algorithms[ix];
+        let inventory = std::slice::from_ref(&self.options.inventory);
+        if let Some(why) =
+            scheduler::resources::never_fits(&name, &algorithm.def.request, inventory)
+        {
+            task.reporter.finish(TaskOutcome::Failed(why));
+            return;
+        }
+        self.next_seq += 1;
+        let entered_ms = self.now_ms();
+        let queued = Task {
+            priority: task.priority,
+            seq: self.next_seq,
+            entered_ms,
+            key: task.key,
+            assignment: Assignment {
+                job_id: task.job_id.to_string(),
+                task_id: task.task_id.to_string(),
+                node_name: task.node_name.to_string(),
+                algorithm_name: name,
+                pipeline_name: task.pipeline_name.to_string(),
+                batch_index: task.batch_index,
+                input: task.input,
+                extra_data: task.extra_data.map(|v| (*v).clone()),
+                root_job_id: task.root_job_id.to_string(),
+                parent_node_name: None,
+            },
+            reporter: task.reporter,
+            cancelled: false,
+            preempted: false,
+        };
+        self.algorithms[ix].queue.push(queued);
+        self.dirty = true;
+    }
+
+    fn cancel(&mut self, key: TaskKey) {
+        for algorithm in &mut self.algorithms {
+            if algorithm.queue.iter().any(|t| t.key.slot() == key.slot()) {
+                let queue = std::mem::take(&mut algorithm.queue);
+                algorithm.queue = queue
+                    .into_iter()
+                    .filter(|t| t.key.slot() != key.slot())
+                    .collect();
+                self.dirty = true;
+                return;
+            }
+        }
+        for worker in self.workers.values_mut() {
+            if let Some((task_id, task)) = worker
+                .running
+                .iter_mut()
+                .find(|(_, t)| t.key.slot() == key.slot())
+            {
+                // The worker now counts as stopping: the waiting tasks go elsewhere.
+                task.cancelled = true;
+                if let Some(to_sidecar) = &worker.to_sidecar {
+                    let _ = to_sidecar.send(ToSidecar::Stop {
+                        task_id: task_id.clone(),
+                        force: true,
+                    });
+                }
+                self.dirty = true;
+                return;
+            }
+        }
+    }
+
+    // ----- the round ------------------------------------------------------------------------
+
+    /// How many tasks a worker of `algorithm` takes in one message.
+    fn window(&self, algorithm: &Algorithm) -> usize {
+        scheduler::dispatch_window(algorithm.mean_task_us).min(self.options.tasks_per_worker.max(1))
+    }
+
+    /// One scheduling round over the pool's state, and its decisions applied.
+    fn round(&mut self) {
+        self.dirty = false;
+        let now = Instant::now();
+        let now_ms = self.ms_at(now);
+        let options = scheduler::Options {
+            idle_timeout_ms: self.options.idle_timeout.as_millis() as u64,
+            ..scheduler::Options::default()
+        };
+        let mut workers = Vec::with_capacity(self.workers.len());
+        let mut idle_count = vec![0usize; self.algorithms.len()];
+        let mut starting_count = vec![0usize; self.algorithms.len()];
+        let mut running_for = vec![None::<u64>; self.algorithms.len()];
+        for (&id, worker) in &self.workers {
+            let a = worker.algorithm;
+            let window = self.window(&self.algorithms[a]);
+            let state = if worker.leaving() {
+                scheduler::WorkerState::Stopping
+            } else {
+                match worker.state {
+                    State::Starting => {
+                        starting_count[a] += 1;
+                        scheduler::WorkerState::Starting
+                    }
+                    State::Exiting => scheduler::WorkerState::Stopping,
+                    State::Ready if worker.running.is_empty() => {
+                        idle_count[a] += 1;
+                        scheduler::WorkerState::Idle {
+                            since_ms: self.ms_at(worker.idle_since),
+                        }
+                    }
+                    // A worker of short tasks with room for a window keeps its pipeline full.
+                    State::Ready if window > 1 && worker.running.len() <= window / 2 => {
+                        idle_count[a] += 1;
+                        scheduler::WorkerState::Idle { since_ms: now_ms }
+                    }
+                    State::Ready => {
+                        let took = now.duration_since(worker.busy_since).as_micros() as u64;
+                        running_for[a] = Some(running_for[a].map_or(took, |t: u64| t.max(took)));
+                        scheduler::WorkerState::Busy {
+                            priority: worker
+                                .running
+                                .values()
+                                .map(|t| t.priority)
+                                .min()
+                                .unwrap_or(5),
+                        }
+                    }
+                }
+            };
+            workers.push(scheduler::WorkerView {
+                id: scheduler::WorkerId(id),
+                algorithm: a,
+                node: 0,
+                state,
+                held: worker.held.clone(),
+            });
+        }
+        workers.sort_unstable_by_key(|w| w.id);
+
+        // The head of each queue: as many tasks as this round can place (idle workers' windows,
+        // starting workers, new starts); the rest only count.
+        let mut heads: Vec<Vec<Task>> = Vec::with_capacity(self.algorithms.len());
+        let mut queue = Vec::new();
+        let mut policies = Vec::with_capacity(self.algorithms.len());
+        let mut busy = vec![false; self.algorithms.len()];
+        for worker in self.workers.values() {
+            busy[worker.algorithm] |= !worker.running.is_empty();
+        }
+        for (a, algorithm) in self.algorithms.iter_mut().enumerate() {
+            if algorithm.queue.is_empty() && !busy[a] {
+                // At rest: the next burst may be different work; its windows ramp up again.
+                algorithm.ramp = 1;
+            }
+            let window = scheduler::dispatch_window(algorithm.mean_task_us)
+                .min(algorithm.ramp)
+                .min(self.options.tasks_per_worker.max(1));
+            let take =
+                idle_count[a] * window + starting_count[a] + options.max_starts_per_round + 1;
+            let mut head = Vec::with_capacity(take.min(algorithm.queue.len()));
+            while head.len() < take {
+                let Some(task) = algorithm.queue.pop() else {
+                    break;
+                };
+                queue.push(scheduler::QueuedTask {
+                    id: scheduler::TaskId(task.seq),
+                    algorithm: a,
+                    priority: task.priority,
+                    entered_ms: task.entered_ms,
+                    batch_index: task.assignment.batch_index.unwrap_or(0),
+                    attempts: task.key.attempt,
+                });
+                head.push(task);
+            }
+            let def = &algorithm.def;
+            policies.push(scheduler::AlgorithmPolicy {
+                name: def.name.clone(),
+                request: def.request,
+                min_hot: def.min_hot_workers as u32,
+                max_workers: (def.max_workers > 0).then_some(def.max_workers as u32),
+                mean_task_us: algorithm.mean_task_us,
+                start_cost_ms: algorithm.start_cost_ms.unwrap_or(DEFAULT_START_COST_MS),
+                running_for_us: running_for[a],
+                max_window: window,
+                queued_beyond: algorithm.queue.len(),
+            });
+            heads.push(head);
+        }
+        let snapshot = scheduler::Snapshot {
+            now_ms,
+            algorithms: policies,
+            queue,
+            workers,
+            nodes: vec![self.options.inventory.clone()],
+            options,
+        };
+        let decisions = scheduler::schedule(&snapshot);
+        self.apply(decisions, heads);
+    }
+
+    fn apply(&mut self, decisions: scheduler::Decisions, heads: Vec<Vec<Task>>) {
+        let mut by_seq: HashMap<u64, Task> = HashMap::new();
+        let mut head_order: Vec<Vec<u64>> = Vec::with_capacity(heads.len());
+        for head in heads {
+            head_order.push(head.iter().map(|t| t.seq).collect());
+            by_seq.extend(head.into_iter().map(|t| (t.seq, t)));
+        }
+        // Refused: no node could ever hold the request.
+        for (a, why) in &decisions.refused {
+            for seq in &head_order[*a] {
+                if let Some(task) = by_seq.remove(seq) {
+                    task.reporter.finish(TaskOutcome::Failed(why.clone()));
+                }
+            }
+            for task in std::mem::take(&mut self.algorithms[*a].queue) {
+                task.reporter.finish(TaskOutcome::Failed(why.clone()));
+            }
+        }
+        for stop in decisions.stop {
+            let id = stop.worker.0;
+            match stop.reason {
+                scheduler::StopReason::Preempted => self.preempt(id),
+                scheduler::StopReason::Idle | scheduler::StopReason::FreeForOthers => {
+                    if let Some(worker) = self.workers.get_mut(&id) {
+                        if worker.running.is_empty() {
+                            worker.ask_to_exit();
+                        } else {
+                            // Seen idle with room for a window: it leaves once its tasks end.
+                            worker.retired = true;
+                        }
+                    }
+                }
+            }
+        }
+        for start in decisions.start {
+            self.spawn_worker(start.algorithm, start.placement);
+        }
+        for assignment in decisions.assign {
+            let id = assignment.worker.0;
+            let Some(worker) = self.workers.get_mut(&id) else {
+                continue;
+            };
+            let room = self
+                .options
+                .tasks_per_worker
+                .max(1)
+                .saturating_sub(worker.running.len());
+            if worker.running.is_empty() {
+                worker.busy_since = Instant::now();
+            }
+            let mut tasks = Vec::with_capacity(assignment.tasks.len().min(room));
+            for task_id in assignment.tasks.iter().take(room) {
+                let Some(task) = by_seq.remove(&task_id.0) else {
+                    continue;
+                };
+                tasks.push(task.assignment.clone());
+                worker.running.insert(task.assignment.task_id.clone(), task);
+            }
+            if tasks.is_empty() {
+                continue;
+            }
+            if let Some(to_sidecar) = &worker.to_sidecar {
+                let _ = to_sidecar.send(ToSidecar::Run { tasks });
+            }
+        }
+        // What was not placed goes back to its queue.
+        for (a, order) in head_order.iter().enumerate() {
+            for seq in order {
+                if let Some(task) = by_seq.remove(seq) {
+                    self.algorithms[a].queue.push(task);
+                }
+            }
+        }
+        for pending in decisions.pending {
+            let algorithm = &mut self.algorithms[pending.algorithm];
+            let Some(head) = algorithm.queue.peek() else {
+                continue;
+            };
+            let said = algorithm
+                .reported
+                .as_ref()
+                .is_some_and(|(key, reason)| *key == head.key && *reason == pending.reason);
+            if !said {
+                head.reporter.pending(pending.reason.clone());
+                algorithm.reported = Some((head.key, pending.reason));
+            }
+        }
+    }
+
+    /// When the pool must run a round though nothing arrives: an idle worker's timeout, or
+    /// the moment a task of unknown duration has run longer than a worker's start.
+    fn next_wake(&self) -> Option<Instant> {
+        let mut wake: Option<Instant> = None;
+        let mut earliest = |at: Instant| {
+            wake = Some(wake.map_or(at, |w| w.min(at)));
+        };
+        let now = Instant::now();
+        if self.dirty {
+            earliest(now);
+        }
+        for worker in self.workers.values() {
+            if worker.state != State::Ready || worker.leaving() {
+                continue;
+            }
+            if worker.running.is_empty() {
+                // Past it, the round kept the worker (minHotWorkers): no wake until news.
+                let at = worker.idle_since + self.options.idle_timeout;
+                if at > now {
+                    earliest(at);
+                }
+                continue;
+            }
+            // Tasks wait behind a running one: once it has run longer than a start (and twice,
+            // and four times that), the round sees a longer lower bound and may start workers.
+            let algorithm = &self.algorithms[worker.algorithm];
+            if !algorithm.queue.is_empty() {
+                let cost = algorithm.start_cost_ms.unwrap_or(DEFAULT_START_COST_MS);
+                let probe = [1, 2, 4]
+                    .into_iter()
+                    .map(|k| worker.busy_since + Duration::from_millis(cost * k + 1))
+                    .find(|at| *at > now);
+                if let Some(at) = probe {
+                    earliest(at);
+                }
+            }
+        }
+        wake
+    }
+
+    // ----- applying decisions ---------------------------------------------------------------
+
+    fn spawn_worker(&mut self, a: usize, grant: Placement) {
+        let Some(algorithm) = self.algorithms.get_mut(a) else {
+            return;
+        };
+        let def = algorithm.def.clone();
+        let id = self.next_worker;
+        self.next_worker += 1;
+        let now = Instant::now();
+        self.workers.insert(
+            id,
+            Worker {
+                algorithm: a,
+                state: State::Starting,
+                to_sidecar: None,
+                child: None,
+                running: HashMap::new(),
+                crashed: Vec::new(),
+                gone: None,
+                exited: None,
+                launched_at: now,
+                idle_since: now,
+                busy_since: now,
+                held: grant.clone(),
+                retired: false,
+                preempted: false,
+            },
+        );
+        algorithm.workers.push(id);
+        let tx = self.tx.clone();
+        let launcher = self
+            .options
+            .launchers
+            .iter()
+            .find(|l| l.runs(&def))
+            .cloned();
+        let sidecar = self.options.sidecar.clone();
+        let limits = Limits::for_worker(
+            &def.request,
+            &grant.gpu,
+            &self.options.inventory,
+            self.options.memory_ratio,
+        );
+        tokio::spawn(async move {
+            let started = match launcher {
+                Some(launcher) => {
+                    launcher
+                        .launch(Launch {
+                            worker: id,
+                            algorithm: def,
+                            grant,
+                            limits,
+                            sidecar,
+                        })
+                        .await
+                }
+                None => Err(launcher::Error::Start(launcher::none_runs(&def))),
+            };
+            let _ = tx.send(Cmd::WorkerStarted(id, started));
+        });
+    }
+
+    /// A lower-priority worker gives its room to a more urgent task: its tasks get a stop (and
+    /// go back to the queue when they end), it exits, and it is killed after the grace.
+    fn preempt(&mut self, id: WorkerId) {
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
+        worker.preempted = true;
+        for (task_id, task) in &mut worker.running {
+            task.preempted = true;
+            if let Some(to_sidecar) = &worker.to_sidecar {
+                let _ = to_sidecar.send(ToSidecar::Stop {
+                    task_id: task_id.clone(),
+                    force: false,
+                });
+            }
+        }
+        if worker.running.is_empty() {
+            worker.ask_to_exit();
+        }
+        if let Some(child) = &worker.child {
+            let (exit, stopper) = (child.exit_watch(), child.stop_handle());
+            let grace = self.options.preempt_grace;
+            tokio::spawn(async move {
+                if tokio::time::timeout(grace, exit).await.is_err() {
+                    stopper.stop();
+                }
+            });
+        }
+    }
+
+    fn worker_started(&mut self, id: WorkerId, started: Result<Launched, launcher::Error>) {
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
+        match started {
+            Ok(Launched {
+                to_sidecar,
+                mut from_sidecar,
+                worker: child,
+            }) => {
+                // Forward the sidecar's reports and the worker's exit into this loop.
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    while let Some(message) = from_sidecar.recv().await {
+                        if tx.send(Cmd::Worker(id, message)).is_err() {
+                            return;
+                        }
+                    }
+                });
+                let tx = self.tx.clone();
+                let exit = child.exit_watch();
+                tokio::spawn(async move {
+                    let exit = exit.await;
+                    let _ = tx.send(Cmd::ChildExited(id, exit));
+                });
+                if worker.state == State::Exiting {
+                    // Asked to exit while it was starting (shutdown, a new version).
+                    let _ = to_sidecar.send(ToSidecar::Exit { exit_code: 0 });
+                }
+                worker.to_sidecar = Some(to_sidecar);
+                worker.child = Some(child);
+            }
+            Err(error) => {
+                let algorithm = worker.algorithm;
+                self.remove_worker(id);
+                self.fail_start(algorithm, &error.to_string());
+            }
+        }
+    }
+
+    /// A worker could not start: the waiting tasks of its algorithm crash (the engine retries
+    /// them by their policy, which bounds the attempts), unless another worker may take them.
+    fn fail_start(&mut self, a: usize, reason: &str) {
+        let others = self.algorithms[a].workers.iter().any(|id| {
+            self.workers
+                .get(id)
+                .is_some_and(|w| w.state != State::Exiting)
+        });
+        self.dirty = true;
+        if others {
+            return;
+        }
+        for task in std::mem::take(&mut self.algorithms[a].queue) {
+            task.reporter
+                .finish(TaskOutcome::Crashed(reason.to_string()));
+        }
+    }
+
+    fn on_worker(&mut self, id: WorkerId, message: FromSidecar) {
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
+        match message {
+            FromSidecar::Ready => {
+                if worker.state == State::Starting {
+                    worker.state = State::Ready;
+                    let now = Instant::now();
+                    worker.idle_since = now;
+                    let took = now.duration_since(worker.launched_at).as_millis() as u64;
+                    let algorithm = &mut self.algorithms[worker.algorithm];
+                    algorithm.start_cost_ms = Some(match algorithm.start_cost_ms {
+                        None => took,
+                        Some(mean) => (mean * 3 + took) / 4,
+                    });
+                }
+                self.dirty = true;
+            }
+            FromSidecar::Started { task_id } => {
+                if let Some(task) = worker.running.get(&task_id) {
+                    task.reporter.started();
+                }
+            }
+            FromSidecar::Progress { .. } => {}
+            FromSidecar::Log { task_id, text } => {
+                if let Some(task) = worker.running.get(&task_id) {
+                    let file = log_file(&self.options.log_dir, &task.assignment.job_id, &task_id);
+                    tokio::spawn(write_log(file, text));
+                }
+            }
+            FromSidecar::Finished { task_id, outcome } => {
+                let Some(task) = worker.running.remove(&task_id) else {
+                    return;
+                };
+                // The task's time on the worker: since its dispatch or the previous task's end.
+                let now = Instant::now();
+                let took_us = now.duration_since(worker.busy_since).as_micros() as u64;
+                worker.busy_since = now;
+                let a = worker.algorithm;
+                if !task.preempted && !task.cancelled {
+                    let algorithm = &mut self.algorithms[a];
+                    match algorithm.mean_task_us {
+                        // Far longer than the mean: the tasks changed; start over from this one,
+                        // one task at a time.
+                        Some(mean) if took_us > mean.saturating_mul(10) + 20_000 => {
+                            algorithm.mean_task_us = Some(took_us);
+                            algorithm.ramp = 1;
+                        }
+                        // As expected: the whole window again. A moving mean: recent tasks
+                        // weigh most, one outlier does not swing it.
+                        Some(mean) => {
+                            algorithm.mean_task_us = Some((mean * 7 + took_us) / 8);
+                            algorithm.ramp = scheduler::MAX_WINDOW;
+                        }
+                        None => {
+                            algorithm.mean_task_us = Some(took_us);
+                            algorithm.ramp = scheduler::MAX_WINDOW;
+                        }
+                    }
+                }
+                if worker.running.is_empty() {
+                    worker.idle_since = now;
+                    if worker.retired || worker.preempted {
+                        worker.ask_to_exit();
+                    }
+                }
+                let (held, leaving) = (worker.running.len(), worker.leaving());
+                match outcome {
+                    Outcome::Output { output } => {
+                        task.reporter.finish(TaskOutcome::Succeeded(output))
+                    }
+                    error @ Outcome::Error { .. } => {
+                        // The type, message, place and traceback: in the task's error (and so
+                        // the job's status and `hkube run`'s stderr) and in its log.
+                        let text = error.error_text().unwrap_or_default();
+                        let file =
+                            log_file(&self.options.log_dir, &task.assignment.job_id, &task_id);
+                        tokio::spawn(write_log(file, format!("{text}\n")));
+                        task.reporter.finish(TaskOutcome::Failed(text))
+                    }
+                    // The engine asked for the stop and already recorded it.
+                    Outcome::Stopped if task.cancelled => {}
+                    // Stopped with the rest of its batch, or preempted: it runs again.
+                    Outcome::Stopped => self.requeue(a, task),
+                    Outcome::Crashed { .. } if task.preempted => self.requeue(a, task),
+                    Outcome::Crashed { reason } => worker.crashed.push((task, reason)),
+                }
+                // A round can change something only once the worker has room again.
+                if held <= self.window(&self.algorithms[a]) / 2 || leaving {
+                    self.dirty = true;
+                }
+            }
+            FromSidecar::CodeApi {
+                task_id,
+                request_id,
+                request,
+            } => {
+                let (Some(task), Some(to_sidecar)) =
+                    (worker.running.get(&task_id), worker.to_sidecar.clone())
+                else {
+                    return;
+                };
+                code_api::relay(task.reporter.clone(), request_id, request, to_sidecar);
+            }
+            FromSidecar::Gone { reason } => {
+                worker.gone = Some(reason);
+                worker.state = State::Exiting;
+                // Tasks it had not started go back to the queue for another worker (but for
+                // those the engine cancelled meanwhile).
+                let unstarted: Vec<Task> = worker
+                    .running
+                    .drain()
+                    .map(|(_, t)| t)
+                    .filter(|t| !t.cancelled)
+                    .collect();
+                if let Some(child) = &worker.child {
+                    let (exit, stopper) = (child.exit_watch(), child.stop_handle());
+                    if wrapper::sidecar::process_is_stuck(worker.gone.as_deref().unwrap_or("")) {
+                        // It ignored a stop (or went silent): it will not leave on its own.
+                        stopper.stop();
+                    }
+                    // A process that lost its sidecar is on its way out; give it a moment to
+                    // exit on its own (its exit code explains the crash), then stop it.
+                    tokio::spawn(async move {
+                        if tokio::time::timeout(Duration::from_secs(2), exit)
+                            .await
+                            .is_err()
+                        {
+                            stopper.stop();
+                        }
+                    });
+                }
+                let a = worker.algorithm;
+                let finished = worker.exited.is_some();
+                for task in unstarted {
+                    self.requeue(a, task);
+                }
+                if finished {
+                    self.finalize(id);
+                }
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// A task that did not run to its end goes back to its queue, as it was.
+    fn requeue(&mut self, a: usize, mut task: Task) {
+        task.preempted = false;
+        self.algorithms[a].queue.push(task);
+        self.dirty = true;
+    }
+
+    fn child_exited(&mut self, id: WorkerId, exit: Exit) {
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
+        worker.exited = Some(exit);
+        if worker.gone.is_some() {
+            self.finalize(id);
+            return;
+        }
+        if worker.state == State::Starting {
+            // It died before connecting: end its sidecar, and say why tasks cannot run.
+            if let Some(to_sidecar) = &worker.to_sidecar {
+                let _ = to_sidecar.send(ToSidecar::Exit { exit_code: 1 });
+            }
+            let report = worker.start_failure_report();
+            let a = worker.algorithm;
+            self.remove_worker(id);
+            self.fail_start(a, &report);
+        }
+        // Otherwise the sidecar reports the disconnect (`Gone`) and finalizes.
+    }
+
+    /// The worker's process has ended and its sidecar is gone: report its crashed tasks with
+    /// the exit and the last output lines (a preempted worker's go back to the queue), and
+    /// forget it; its room is free for the next round.
+    fn finalize(&mut self, id: WorkerId) {
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
+        let crashed = std::mem::take(&mut worker.crashed);
+        let a = worker.algorithm;
+        let mut requeued = Vec::new();
+        for (task, reason) in crashed {
+            if task.preempted {
+                requeued.push(task);
+                continue;
+            }
+            let report = worker.report_for(&reason);
+            task.reporter.finish(TaskOutcome::Crashed(report));
+        }
+        for task in requeued {
+            self.requeue(a, task);
+        }
+        self.remove_worker(id);
+        self.dirty = true;
+    }
+
+    fn remove_worker(&mut self, id: WorkerId) {
+        if let Some(worker) = self.workers.remove(&id) {
+            if let Some(algorithm) = self.algorithms.get_mut(worker.algorithm) {
+                algorithm.workers.retain(|w| *w != id);
+            }
+            if let Some(child) = &worker.child {
+                if worker.exited.is_none() {
+                    child.stop();
+                }
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let mut children = Vec::new();
+        for worker in self.workers.values_mut() {
+            if let Some(to_sidecar) = &worker.to_sidecar {
+                let _ = to_sidecar.send(ToSidecar::Exit { exit_code: 0 });
+            }
+            if let Some(child) = worker.child.take() {
+                children.push(child);
+            }
+        }
+        for child in children {
+            if tokio::time::timeout(Duration::from_secs(2), child.wait())
+                .await
+                .is_err()
+            {
+                child.stop();
+                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            }
+        }
+    }
+}
+
+/// Where a task's output goes.
+fn log_file(log_dir: &std::path::Path, job_id: &str, task_id: &str) -> PathBuf {
+    log_dir.join(job_id).join(format!("{task_id}.log"))
+}
+
+/// Appends a task's output to its log file.
+async fn write_log(file: PathBuf, text: String) {
+    use tokio::io::AsyncWriteExt;
+    if let Some(folder) = file.parent() {
+        let _ = tokio::fs::create_dir_all(folder).await;
+    }
+    let opened = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&file)
+        .await;
+    match opened {
+        Ok(mut log) => {
+            let _ = log.write_all(text.as_bytes()).await;
+        }
+        Err(error) => eprintln!(
+            "hkube: cannot write the task log {}: {error}",
+            file.display()
+        ),
+    }
+}

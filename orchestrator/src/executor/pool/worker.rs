@@ -1,0 +1,129 @@
+//! The pool's view of one worker and of one queued task.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::HashMap;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use wrapper::link::{Assignment, ToSidecar};
+
+use crate::engine::{TaskKey, TaskReporter};
+use crate::executor::child::{Exit, Supervised};
+use crate::scheduler::Placement;
+
+/// How many lines of a dead worker's output go into the task's error.
+const CRASH_LINES: usize = 10;
+
+/// A task waiting for, or running on, a worker.
+pub(super) struct Task {
+    pub priority: u8,
+    /// Arrival order in the pool; also the task's id in the scheduler's snapshot.
+    pub seq: u64,
+    /// When it entered the pool (ms on the pool's clock), for the scheduler's aging.
+    pub entered_ms: u64,
+    pub key: TaskKey,
+    pub reporter: TaskReporter,
+    pub assignment: Assignment,
+    /// The engine cancelled it while a worker held it: a stop was sent for it.
+    pub cancelled: bool,
+    /// Its worker was preempted for a more urgent task: whatever it ends with, it goes back
+    /// to the queue (neither failed nor a used attempt).
+    pub preempted: bool,
+}
+
+impl PartialEq for Task {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq
+    }
+}
+impl Eq for Task {}
+impl PartialOrd for Task {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Task {
+    /// Most urgent first: priority 1 before 5, then oldest first (the heap pops the greatest).
+    fn cmp(&self, other: &Self) -> Ordering {
+        (Reverse(self.priority), Reverse(self.seq))
+            .cmp(&(Reverse(other.priority), Reverse(other.seq)))
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub(super) enum State {
+    /// Launched; its algorithm has not connected yet.
+    Starting,
+    Ready,
+    /// Asked to exit (idle, retired, freed for others, shutdown): takes no task.
+    Exiting,
+}
+
+pub(super) struct Worker {
+    /// Index of its algorithm in the pool.
+    pub algorithm: usize,
+    pub state: State,
+    pub to_sidecar: Option<mpsc::UnboundedSender<ToSidecar>>,
+    pub child: Option<Supervised>,
+    pub running: HashMap<String, Task>,
+    /// Crashed tasks, reported once the process's exit is known.
+    pub crashed: Vec<(Task, String)>,
+    pub gone: Option<String>,
+    pub exited: Option<Exit>,
+    pub launched_at: Instant,
+    pub idle_since: Instant,
+    /// When its current task began: its dispatch to an idle worker, or the previous task's end
+    /// (tasks in one message run one after another).
+    pub busy_since: Instant,
+    /// What the scheduler granted it: cpu, memory, GPU devices.
+    pub held: Placement,
+    /// Its algorithm changed: it exits once its tasks end.
+    pub retired: bool,
+    /// Stopped for a more urgent task: it exits once its tasks are stopped.
+    pub preempted: bool,
+}
+
+impl Worker {
+    /// A stop is in progress: it holds a task the engine cancelled, which its sidecar has not
+    /// reported ended yet. Such a worker gets no new task, and counts as on its way out.
+    pub fn stopping(&self) -> bool {
+        self.running.values().any(|t| t.cancelled)
+    }
+
+    /// On its way out: it takes no task and the scheduler sees it as stopping (it holds its
+    /// resources until it is gone, and does not count toward `maxWorkers`).
+    pub fn leaving(&self) -> bool {
+        self.state == State::Exiting || self.retired || self.preempted || self.stopping()
+    }
+
+    /// Tells the algorithm to exit (once): it takes no more tasks.
+    pub fn ask_to_exit(&mut self) {
+        if self.state == State::Exiting {
+            return;
+        }
+        self.state = State::Exiting;
+        if let Some(to_sidecar) = &self.to_sidecar {
+            let _ = to_sidecar.send(ToSidecar::Exit { exit_code: 0 });
+        }
+    }
+
+    pub fn last_lines(&self) -> Vec<String> {
+        self.child
+            .as_ref()
+            .and_then(|c| c.log.lock().ok().map(|log| log.tail(CRASH_LINES)))
+            .unwrap_or_default()
+    }
+
+    pub fn report_for(&self, reason: &str) -> String {
+        super::report::crash_report(reason, self.exited.as_ref(), &self.last_lines())
+    }
+
+    pub fn start_failure_report(&self) -> String {
+        let exit = self
+            .exited
+            .as_ref()
+            .map_or("ended".to_string(), ToString::to_string);
+        let reason = format!("the algorithm's process {exit} before connecting to its sidecar");
+        super::report::crash_report(&reason, None, &self.last_lines())
+    }
+}
