@@ -18,3 +18,4 @@ pub mod project;
 pub mod scheduler;
 pub mod spec;
 pub mod store;
+pub mod telemetry;

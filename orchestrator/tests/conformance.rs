@@ -427,6 +427,9 @@ async fn run_case(path: &Path) {
         storage_module: "@hkube/fs-adapter",
         storage: None,
         allowed_hosts: Vec::new(),
+        telemetry: orchestrator::telemetry::Telemetry::new(
+            std::env::temp_dir().join("hkube-conformance-logs"),
+        ),
     });
     let mut run = Run {
         handle,

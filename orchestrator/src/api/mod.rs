@@ -12,9 +12,12 @@ mod error;
 mod exec;
 mod guard;
 mod jobs;
+mod logs;
+mod observe;
 mod openapi;
 mod storage;
 mod store;
+mod ui;
 mod versions;
 mod webhooks;
 
@@ -57,6 +60,8 @@ pub struct ApiState {
     /// Host names a browser may reach this server by when it has no token, besides localhost
     /// and IP addresses (`hkube server --allowed-host`); see [`guard`].
     pub allowed_hosts: Vec<String>,
+    /// The task board and task logs (`/exec/tasks`, `/exec/logs`, the UI's streams).
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// The storage jobs' large values live in, and its key prefix (`<cluster>-hkube/...`).
@@ -119,7 +124,9 @@ async fn authorize(State(state): State<ApiState>, request: Request, next: Next) 
         // A signed webhook proves itself with its signature (checked by its handler).
         // The login route checks its password itself: it is how a client learns the token.
         let login = request.uri().path() == "/api/v1/auth/login";
-        if request.uri().path().starts_with("/api")
+        // `/metrics` too: Prometheus sends a bearer token as well.
+        let path = request.uri().path();
+        if (path.starts_with("/api") || path == "/metrics")
             && !login
             && !guard::is_signed_webhook(&state, &request)
         {

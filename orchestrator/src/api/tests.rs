@@ -41,7 +41,12 @@ fn state_with(auth_token: Option<&str>) -> ApiState {
             .unwrap();
     }
     let catalog: Arc<dyn Catalog> = store.clone();
-    let engine = Engine::spawn(Arc::new(executor), catalog);
+    // Watched as the server's executor is: the task board and logs answer for these jobs.
+    let telemetry = crate::telemetry::Telemetry::new(
+        std::env::temp_dir().join(format!("hkube-api-tests-{}", std::process::id())),
+    );
+    let observed = crate::telemetry::Observed::new(Arc::new(executor), telemetry.clone());
+    let engine = Engine::spawn(Arc::new(observed), catalog);
     ApiState {
         engine,
         store,
@@ -52,6 +57,7 @@ fn state_with(auth_token: Option<&str>) -> ApiState {
         storage_module: "@hkube/fs-adapter",
         storage: None,
         allowed_hosts: Vec::new(),
+        telemetry,
     }
 }
 

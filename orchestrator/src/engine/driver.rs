@@ -946,6 +946,7 @@ impl Engine {
             return;
         };
         job.release_plans();
+        crate::telemetry::metrics::job_ended(job.status().as_str());
         let result = job.result_doc().unwrap_or(Value::Null);
         let name_key = (job.pipeline.experiment_name.clone(), job.name().to_string());
         let completed = job.status() == JobStatus::Completed;
@@ -1067,8 +1068,8 @@ impl Engine {
         let triggered = self.catalog.triggered_by(name);
         if depth >= MAX_TRIGGER_DEPTH && !triggered.is_empty() {
             let names: Vec<&str> = triggered.iter().map(|p| p.name.as_str()).collect();
-            eprintln!(
-                "hkube: pipeline {name} completed at the end of a chain of {depth} triggered \
+            tracing::warn!(
+                "pipeline {name} completed at the end of a chain of {depth} triggered \
                  jobs; not starting {} (at most {MAX_TRIGGER_DEPTH} triggers in a row, a cycle \
                  in triggers.pipelines?)",
                 names.join(", ")
@@ -1104,7 +1105,7 @@ impl Engine {
                     }
                 }
                 Err(error) => {
-                    eprintln!("hkube: trigger of pipeline {name} could not start: {error}");
+                    tracing::warn!("trigger of pipeline {name} could not start: {error}");
                 }
             }
         }
@@ -1118,7 +1119,7 @@ impl Engine {
         };
         for (record, tasks) in journal.unfinished() {
             if let Err(why) = self.restore_job(&record, tasks) {
-                eprintln!("hkube: cannot resume job {}: {why}", record.job_id);
+                tracing::warn!("cannot resume job {}: {why}", record.job_id);
                 let result = json!({"jobId": record.job_id, "status": "failed",
                                     "error": format!("the job could not be resumed after a restart: {why}")});
                 journal.job_finished(&record.job_id, &result);

@@ -67,6 +67,22 @@ pub enum TaskOutcome {
 pub struct TaskReporter {
     key: TaskKey,
     engine: mpsc::UnboundedSender<Msg>,
+    /// Who observes this task besides the engine (timing, live logs); none in most tests.
+    watch: Option<Arc<dyn TaskWatch>>,
+}
+
+/// Observes one task's life as its executor reports it: when it reached a worker, started,
+/// printed and ended. Implemented by `telemetry`; every method must return at once.
+pub trait TaskWatch: Send + Sync + std::fmt::Debug {
+    /// A worker took the task.
+    fn placed(&self);
+    fn started(&self);
+    /// One line the task printed, as it printed it.
+    fn line(&self, line: &str);
+    /// Everything the task printed, as its runtime captured it exactly: it replaces the lines
+    /// seen so far (which, read from a shared pipe, may miss the last ones).
+    fn whole_output(&self, text: &str);
+    fn finished(&self, outcome: &TaskOutcome);
 }
 
 /// A sub-pipeline request from a running algorithm (the code API).
@@ -83,7 +99,29 @@ pub enum SubPipeline {
 
 impl TaskReporter {
     pub(super) fn new(key: TaskKey, engine: mpsc::UnboundedSender<Msg>) -> Self {
-        TaskReporter { key, engine }
+        TaskReporter {
+            key,
+            engine,
+            watch: None,
+        }
+    }
+
+    /// This reporter, also telling `watch` what happens to the task.
+    pub fn watched(mut self, watch: Arc<dyn TaskWatch>) -> Self {
+        self.watch = Some(watch);
+        self
+    }
+
+    /// The task's watch, when something watches it.
+    pub fn watch(&self) -> Option<&Arc<dyn TaskWatch>> {
+        self.watch.as_ref()
+    }
+
+    /// A worker took the task (no engine event: only watchers care).
+    pub fn placed(&self) {
+        if let Some(watch) = &self.watch {
+            watch.placed();
+        }
     }
 
     pub fn key(&self) -> TaskKey {
@@ -92,10 +130,16 @@ impl TaskReporter {
 
     /// The algorithm started running: the task is `active` and its node `ttl` starts now.
     pub fn started(&self) {
+        if let Some(watch) = &self.watch {
+            watch.started();
+        }
         let _ = self.engine.send(Msg::TaskStarted(self.key));
     }
 
     pub fn finish(&self, outcome: TaskOutcome) {
+        if let Some(watch) = &self.watch {
+            watch.finished(&outcome);
+        }
         let _ = self.engine.send(Msg::TaskFinished(self.key, outcome));
     }
 

@@ -441,6 +441,7 @@ impl Service {
                     return;
                 }
             }
+            publish_pools(&self.pools, &self.workers);
         }
     }
 
@@ -633,10 +634,12 @@ impl Service {
                     break;
                 };
                 tasks.push(pending.assignment.clone());
+                pending.reporter.placed();
                 worker
                     .running
                     .insert(pending.assignment.task_id.clone(), pending);
             }
+            route_output(worker);
             if let Some(to_sidecar) = &worker.to_sidecar {
                 let _ = to_sidecar.send(ToSidecar::Run { tasks });
             }
@@ -800,6 +803,10 @@ impl Service {
             FromSidecar::Progress { .. } => {}
             FromSidecar::Log { task_id, text } => {
                 if let Some(pending) = worker.running.get(&task_id) {
+                    if let Some(watch) = pending.reporter.watch() {
+                        watch.whole_output(&text);
+                        return;
+                    }
                     let file = self
                         .options
                         .log_dir
@@ -837,12 +844,18 @@ impl Service {
                         // The type, message, place and traceback: in the task's error (and so
                         // the job's status and `hkube run`'s stderr) and in its log.
                         let text = error.error_text().unwrap_or_default();
-                        let file = self
-                            .options
-                            .log_dir
-                            .join(&pending.assignment.job_id)
-                            .join(format!("{task_id}.log"));
-                        tokio::spawn(write_log(file, format!("{text}\n")));
+                        if let Some(watch) = pending.reporter.watch() {
+                            for line in text.lines() {
+                                watch.line(line);
+                            }
+                        } else {
+                            let file = self
+                                .options
+                                .log_dir
+                                .join(&pending.assignment.job_id)
+                                .join(format!("{task_id}.log"));
+                            tokio::spawn(write_log(file, format!("{text}\n")));
+                        }
                         pending.reporter.finish(TaskOutcome::Failed(text))
                     }
                     // The engine asked for the stop and already recorded it.
@@ -1105,6 +1118,51 @@ impl Service {
     }
 }
 
+/// A worker running one task sends its output lines to that task's watch as they are read;
+/// one running a window of short tasks cannot tell whose a line is, and its runtime's exact
+/// capture per task comes with each outcome instead.
+fn route_output(worker: &Worker) {
+    let Some(child) = &worker.child else { return };
+    let sink = match worker.running.values().next() {
+        Some(pending) if worker.running.len() == 1 => {
+            pending.reporter.watch().cloned().map(|watch| {
+                crate::executor::child::LineSink(Arc::new(move |line: &str| watch.line(line)))
+            })
+        }
+        _ => None,
+    };
+    if let Ok(mut log) = child.log.lock() {
+        log.sink = sink;
+    }
+}
+
+/// Sets the queue and worker gauges of `/metrics` from the pools.
+fn publish_pools(pools: &HashMap<String, Pool>, workers: &HashMap<WorkerId, Worker>) {
+    let metrics = &crate::telemetry::metrics::METRICS;
+    for (name, pool) in pools {
+        metrics
+            .queue
+            .with_label_values(&[name])
+            .set(pool.queue.len() as i64);
+        let mut counts = [0i64; 4];
+        for worker in pool.workers.iter().filter_map(|id| workers.get(id)) {
+            let at = match worker.state {
+                State::Starting => 0,
+                State::Exiting => 3,
+                State::Ready if worker.running.is_empty() => 1,
+                State::Ready => 2,
+            };
+            counts[at] += 1;
+        }
+        for (state, count) in ["starting", "idle", "busy", "exiting"].iter().zip(counts) {
+            metrics
+                .workers
+                .with_label_values(&[name.as_str(), state])
+                .set(count);
+        }
+    }
+}
+
 /// Appends a task's output to its log file.
 async fn write_log(file: PathBuf, text: String) {
     use tokio::io::AsyncWriteExt;
@@ -1120,10 +1178,7 @@ async fn write_log(file: PathBuf, text: String) {
         Ok(mut log) => {
             let _ = log.write_all(text.as_bytes()).await;
         }
-        Err(error) => eprintln!(
-            "hkube: cannot write the task log {}: {error}",
-            file.display()
-        ),
+        Err(error) => tracing::warn!("cannot write the task log {}: {error}", file.display()),
     }
 }
 
