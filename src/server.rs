@@ -383,6 +383,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         "hkube: listening on http://{local}/api/v1 (state in {})",
         state_dir.display()
     );
+    tracing::info!(address = %local, state_dir = %state_dir.display(), "listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -947,6 +947,7 @@ impl Engine {
         };
         job.release_plans();
         crate::telemetry::metrics::job_ended(job.status().as_str());
+        tracing::info!(job_id = %job.id, pipeline = job.name(), status = job.status().as_str(), "job ended");
         let result = job.result_doc().unwrap_or(Value::Null);
         let name_key = (job.pipeline.experiment_name.clone(), job.name().to_string());
         let completed = job.status() == JobStatus::Completed;
