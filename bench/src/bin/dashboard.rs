@@ -23,7 +23,11 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     let algorithms = dir.join("algorithms");
     for (name, code, extra) in [
-        ("quick", "def start(args, api):\n    return args['input'][0]\n", ""),
+        (
+            "quick",
+            "def start(args, api):\n    return args['input'][0]\n",
+            "",
+        ),
         (
             "idle",
             "import time\ndef start(args, api):\n    time.sleep(600)\n",
@@ -84,7 +88,9 @@ fn main() {
         .iter()
         .map(|path| {
             let mut stream = TcpStream::connect(&address).expect("a connection");
-            let head = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: text/event-stream\r\n\r\n");
+            let head = format!(
+                "GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: text/event-stream\r\n\r\n"
+            );
             stream.write_all(head.as_bytes()).expect("a request");
             std::thread::spawn(move || {
                 let mut sink = [0u8; 4096];
@@ -154,7 +160,12 @@ fn page_load(address: &str, job: &str) -> [Duration; 4] {
         first_event(address, &format!("/api/v1/events/jobs/{job}"));
     });
     let tasks = time(&|| {
-        request(address, "GET", &format!("/api/v1/exec/tasks/{job}?limit=200"), "");
+        request(
+            address,
+            "GET",
+            &format!("/api/v1/exec/tasks/{job}?limit=200"),
+            "",
+        );
     });
     let logs = time(&|| {
         request(address, "GET", &format!("/api/v1/exec/logs/{job}"), "");
@@ -187,7 +198,12 @@ fn cpu_share(pid: u32) -> f64 {
         // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
         let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
         let fields: Vec<&str> = after.split_whitespace().collect();
-        let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         field(11) + field(12)
     };
     let before = ticks();

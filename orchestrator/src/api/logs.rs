@@ -72,8 +72,16 @@ pub async fn logs(
     // twice).
     let mut lines = state.telemetry.logs.follow();
     let mut text = String::new();
+    // Only tasks that printed are read (a 10,000-task batch has few of those).
+    let printed: std::collections::HashSet<TaskId> = state
+        .telemetry
+        .logs
+        .tasks_with_logs(&job_id)
+        .into_iter()
+        .map(|(task, _)| task)
+        .collect();
     for (task, node) in tasks_of(&state, &job_id) {
-        if !filter.keeps(task, node.as_deref()) {
+        if !printed.contains(&task) || !filter.keeps(task, node.as_deref()) {
             continue;
         }
         if let Some(log) = state.telemetry.logs.text(&job_id, task) {
@@ -178,8 +186,9 @@ fn tasks_of(state: &ApiState, job_id: &str) -> Vec<(TaskId, Option<Arc<str>>)> {
             }
         }
     }
+    let known: std::collections::HashSet<TaskId> = tasks.iter().map(|(task, _)| *task).collect();
     for (task, node) in state.telemetry.logs.tasks_with_logs(job_id) {
-        if !tasks.iter().any(|(known, _)| *known == task) {
+        if !known.contains(&task) {
             tasks.push((task, node));
         }
     }

@@ -211,6 +211,8 @@ impl TaskLogs {
                 }
             }
         }
+        let mut seen: std::collections::HashSet<TaskId> =
+            found.iter().map(|(task, _)| *task).collect();
         if let Ok(entries) = std::fs::read_dir(self.dir.join(job_id)) {
             for entry in entries.flatten() {
                 let name = entry.file_name();
@@ -221,7 +223,7 @@ impl TaskLogs {
                 else {
                     continue;
                 };
-                if !found.iter().any(|(task, _)| *task == id) {
+                if seen.insert(id) {
                     found.push((id, None));
                 }
             }
