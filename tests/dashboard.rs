@@ -42,7 +42,8 @@ fn fresh_dir() -> PathBuf {
 }
 
 /// Python algorithms: `talker` prints, waits for the file `<dir>/go` (10 s at most), prints
-/// again; `say` prints and doubles; `blob` returns 200 kB of bytes (a stored object).
+/// again; `say` prints and doubles; `blob` returns 200 kB of bytes (a stored object); `fail`
+/// prints, then raises.
 fn algorithms(dir: &Path) -> PathBuf {
     let root = dir.join("algorithms");
     let go = dir.join("go");
@@ -69,6 +70,11 @@ fn algorithms(dir: &Path) -> PathBuf {
     write(
         "blob",
         "def start(args, api):\n    return b'x' * 200000\n".into(),
+    );
+    write(
+        "fail",
+        "def start(args, api):\n    print('before', flush=True)\n    raise ValueError('boom')\n"
+            .into(),
     );
     root
 }
@@ -285,6 +291,23 @@ fn task_logs_while_the_task_runs_and_after() {
         String::from_utf8_lossy(&missing.stderr).contains("jobId nosuchjob Not Found"),
         "{missing:?}"
     );
+}
+
+/// A failed task's log: what it printed, once (read from the pipe and captured by the runtime),
+/// then its error.
+#[test]
+fn a_failed_tasks_log_ends_with_its_error() {
+    if python_missing() {
+        return;
+    }
+    let server = start(&[]);
+    let job = server.run(json!({"name": "failing", "nodes": [{"nodeName": "F", "algorithmName": "fail", "input": [1]}]}));
+    assert_eq!(server.wait_end(&job), "failed");
+    let text = server.wait_for_text(&format!("/api/v1/exec/logs/{job}"), "boom");
+    assert_eq!(text.matches("] before").count(), 1, "{text}");
+    let before = text.find("] before").unwrap();
+    assert!(text[before..].contains("ValueError"), "{text}");
+    assert!(text.lines().all(|line| line.starts_with("[F ")), "{text}");
 }
 
 fn metric(text: &str, series: &str) -> f64 {

@@ -82,6 +82,8 @@ pub trait TaskWatch: Send + Sync + std::fmt::Debug {
     /// Everything the task printed, as its runtime captured it exactly: it replaces the lines
     /// seen so far (which, read from a shared pipe, may miss the last ones).
     fn whole_output(&self, text: &str);
+    /// The task's error (type, message, traceback): added to its log, after what it printed.
+    fn error(&self, text: &str);
     fn finished(&self, outcome: &TaskOutcome);
 }
 

@@ -12,6 +12,7 @@ pub mod storage;
 pub mod tasks;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::engine::{now_ms, Executor, TaskId, TaskKey, TaskOutcome, TaskSpec, TaskWatch};
@@ -90,6 +91,7 @@ impl Executor for Observed {
             task_id: task.task_id,
             node_name: task.node_name.clone(),
             algorithm_name: task.algorithm_name.clone(),
+            captured: AtomicBool::new(false),
         });
         task.reporter = task.reporter.watched(watch);
         self.inner.submit(task);
@@ -117,6 +119,9 @@ struct Watch {
     task_id: TaskId,
     node_name: Arc<str>,
     algorithm_name: Arc<str>,
+    /// The runtime's exact capture came, or the task ended: lines still read from the pipe
+    /// after that are already in the text (or belong to no task) and are not added.
+    captured: AtomicBool,
 }
 
 impl TaskWatch for Watch {
@@ -133,18 +138,31 @@ impl TaskWatch for Watch {
     }
 
     fn line(&self, line: &str) {
+        if self.captured.load(Ordering::Relaxed) {
+            return;
+        }
         self.telemetry
             .logs
             .line(&self.job_id, self.task_id, &self.node_name, line);
     }
 
     fn whole_output(&self, text: &str) {
+        self.captured.store(true, Ordering::Relaxed);
         self.telemetry
             .logs
             .whole(&self.job_id, self.task_id, &self.node_name, text);
     }
 
+    fn error(&self, text: &str) {
+        for line in text.lines() {
+            self.telemetry
+                .logs
+                .line(&self.job_id, self.task_id, &self.node_name, line);
+        }
+    }
+
     fn finished(&self, outcome: &TaskOutcome) {
+        self.captured.store(true, Ordering::Relaxed);
         let state = match outcome {
             TaskOutcome::Succeeded(_) => TaskState::Succeeded,
             TaskOutcome::Failed(_) => TaskState::Failed,

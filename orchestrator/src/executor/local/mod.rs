@@ -845,9 +845,7 @@ impl Service {
                         // the job's status and `hkube run`'s stderr) and in its log.
                         let text = error.error_text().unwrap_or_default();
                         if let Some(watch) = pending.reporter.watch() {
-                            for line in text.lines() {
-                                watch.line(line);
-                            }
+                            watch.error(&text);
                         } else {
                             let file = self
                                 .options
