@@ -135,6 +135,56 @@ impl Client {
         self.send("GET", path, None)
     }
 
+    /// A GET whose answer is copied to `out` as it arrives, however long it lasts (a followed
+    /// log): no timeout once the answer has begun.
+    pub fn get_streamed(&self, path: &str, out: &mut dyn std::io::Write) -> Result<(), Error> {
+        let url = format!(
+            "{}{}/{}",
+            self.origin,
+            self.prefix,
+            path.trim_start_matches('/')
+        );
+        let transport = |reason: String| Error::Transport {
+            method: "GET".to_string(),
+            url: url.clone(),
+            reason,
+        };
+        let request = ureq::http::Request::builder().method("GET").uri(&url);
+        let request = match &self.token {
+            Some(token) => request.header("Authorization", format!("Bearer {token}")),
+            None => request,
+        };
+        let request = request.body(()).map_err(|e| transport(e.to_string()))?;
+        let request = self
+            .agent
+            .configure_request(request)
+            .timeout_recv_body(None)
+            .build();
+        let mut response = self
+            .agent
+            .run(request)
+            .map_err(|e| self.failure("GET", &url, e))?;
+        let status = response.status().as_u16();
+        let mut reader = response.body_mut().with_config().limit(u64::MAX).reader();
+        if !(200..300).contains(&status) {
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut reader, &mut body)
+                .map_err(|e| transport(format!("reading the answer: {e}")))?;
+            return Err(api_error(status, &body, &url));
+        }
+        let mut chunk = [0u8; 8192];
+        loop {
+            let read = std::io::Read::read(&mut reader, &mut chunk)
+                .map_err(|e| transport(format!("reading the answer: {e}")))?;
+            if read == 0 {
+                return Ok(());
+            }
+            out.write_all(&chunk[..read])
+                .and_then(|()| out.flush())
+                .map_err(|e| transport(format!("writing the answer: {e}")))?;
+        }
+    }
+
     pub fn delete(&self, path: &str) -> Result<Response, Error> {
         self.send("DELETE", path, None)
     }

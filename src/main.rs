@@ -63,16 +63,30 @@ enum Command {
     },
 }
 
+/// The engine's and executor's warnings during `hkube run`, as plain lines on stderr (no
+/// time: a run is short and its output is read by people).
+fn plain_warnings() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .with_max_level(tracing::Level::WARN)
+        .try_init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => match run::run(args) {
-            Ok(code) => ExitCode::from(code),
-            Err(error) => {
-                eprintln!("hkube: {}", describe(&error));
-                ExitCode::FAILURE
+        Command::Run(args) => {
+            plain_warnings();
+            match run::run(args) {
+                Ok(code) => ExitCode::from(code),
+                Err(error) => {
+                    eprintln!("hkube: {}", describe(&error));
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Server(args) => match server::server(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

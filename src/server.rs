@@ -19,6 +19,8 @@ use orchestrator::executor::local::{LocalExecutor, LocalOptions, Runtimes};
 use orchestrator::notify::{WebhookOptions, Webhooks};
 use orchestrator::project;
 use orchestrator::store::{SqliteStore, Store};
+use orchestrator::telemetry::storage::Counted;
+use orchestrator::telemetry::{Observed, Telemetry};
 use orchestrator::triggers::CronService;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -121,6 +123,30 @@ pub struct ServerArgs {
         value_parser = parse_retention
     )]
     job_retention: Retention,
+    /// The server's log on stderr: `text` (a timestamped line per event) or `json` (one JSON
+    /// object per line: timestamp, level, target, message and fields).
+    #[arg(long, env = "HKUBE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The server's log: every `tracing` event at INFO and above, with a UTC timestamp, on stderr.
+fn init_log(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false);
+    let installed = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    // Only a second subscriber fails to install (tests that start servers in one process).
+    drop(installed);
 }
 
 /// How long ended jobs are kept; `None`: forever.
@@ -165,6 +191,7 @@ fn parse_base_image(text: &str) -> Result<(String, String), String> {
 }
 
 pub fn server(args: ServerArgs) -> anyhow::Result<()> {
+    init_log(args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -237,13 +264,19 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         .map_or("@hkube/fs-adapter", |s| s.access.storage.module_name());
     // The API's /storage routes browse the same storage the sidecars write to.
     let api_storage = api::JobStorage {
-        backend: match &job_storage {
+        backend: Counted::wrap(match &job_storage {
             Some(s) => Arc::clone(&s.access.storage),
             None => Arc::new(wrapper::storage::FsStorage::new(&local.storage_dir)),
-        },
+        }),
         cluster: local.cluster.clone(),
     };
-    local.sidecar.storage = job_storage.map(|s| s.access);
+    // The sidecars' reads and writes count in /metrics too.
+    local.sidecar.storage = job_storage.map(|s| {
+        let mut access = s.access;
+        access.storage = Counted::wrap(access.storage);
+        access
+    });
+    let telemetry = Telemetry::new(local.log_dir.clone());
     let local_runtimes = local.runtimes.clone();
     let executor = LocalExecutor::start(local);
     let launcher = docker.as_ref().map(|d| d.launcher.clone());
@@ -289,7 +322,9 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     for (name, digest) in code_digests {
         caching.set_code_digest(&name, digest);
     }
-    let engine_loop = Engine::new(options, Arc::new(caching), catalog)
+    // Every task is watched: its timing on the task board, its output in the task logs.
+    let observed = Observed::new(Arc::new(caching), telemetry.clone());
+    let engine_loop = Engine::new(options, Arc::new(observed), catalog)
         .with_journal(journal)
         .with_notifications(webhooks);
     let engine = engine_loop.handle();
@@ -335,7 +370,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     // any job resumes; then interrupted builds resume.
     for algorithm in store.algorithms()? {
         if let Err(error) = deployer.register(&algorithm).await {
-            eprintln!("hkube: algorithm {}: {error}", algorithm.name);
+            tracing::warn!("algorithm {}: {error}", algorithm.name);
         }
     }
     tokio::spawn(engine_loop.run());
@@ -363,6 +398,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         storage: Some(api_storage),
         allowed_hosts: allowed_hosts(&args.listen, args.allowed_hosts),
         cron: Some(cron),
+        telemetry,
     });
 
     let listener = tokio::net::TcpListener::bind(addresses.as_slice())
@@ -373,13 +409,14 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         "hkube: listening on http://{local}/api/v1 (state in {})",
         state_dir.display()
     );
+    tracing::info!(address = %local, state_dir = %state_dir.display(), "listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving the API")?;
     // Jobs are not stopped: they stay in the journal and resume at the next start. The engine
     // lets go first, so the workers' ends are not taken for task crashes.
-    eprintln!("hkube: stopping: unfinished jobs resume at the next start; workers end");
+    tracing::info!("stopping: unfinished jobs resume at the next start; workers end");
     engine.detach().await;
     tokio::time::timeout(Duration::from_secs(15), executor.shutdown())
         .await
@@ -420,7 +457,7 @@ async fn forget_old_jobs(
                     }
                 }
             }
-            Ok(Err(error)) => eprintln!("hkube: deleting old jobs failed: {error}"),
+            Ok(Err(error)) => tracing::warn!("deleting old jobs failed: {error}"),
             Err(_) => {}
         }
     }

@@ -20,4 +20,5 @@ pub mod project;
 pub mod scheduler;
 pub mod spec;
 pub mod store;
+pub mod telemetry;
 pub mod triggers;

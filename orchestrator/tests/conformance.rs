@@ -428,6 +428,9 @@ async fn run_case(path: &Path) {
         storage: None,
         allowed_hosts: Vec::new(),
         cron: None,
+        telemetry: orchestrator::telemetry::Telemetry::new(
+            std::env::temp_dir().join("hkube-conformance-logs"),
+        ),
     });
     let mut run = Run {
         handle,

@@ -73,6 +73,19 @@ enum ExecCommand {
     Result { job_id: String },
     /// The pipeline as the job runs it.
     Get { job_id: String },
+    /// What a job's tasks printed, each line prefixed `[<node> <taskId>]` (hkube's own).
+    Logs {
+        job_id: String,
+        /// Only this node's tasks.
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+        /// Only this task (GET /exec/tasks/<jobId> lists the ids).
+        #[arg(long = "task", value_name = "TASK_ID")]
+        task: Option<String>,
+        /// Keep printing new lines until the job ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
 }
 
 pub(super) fn run(ctx: &Ctx, args: ExecArgs) -> anyhow::Result<u8> {
@@ -132,6 +145,30 @@ pub(super) fn run(ctx: &Ctx, args: ExecArgs) -> anyhow::Result<u8> {
                 .client
                 .get(&format!("exec/results/{}", segment(&job_id)))?;
             ctx.print_document(&response)?;
+            Ok(0)
+        }
+        ExecCommand::Logs {
+            job_id,
+            node,
+            task,
+            follow,
+        } => {
+            let mut query = Vec::new();
+            if let Some(node) = node {
+                query.push(format!("node={}", segment(&node)));
+            }
+            if let Some(task) = task {
+                query.push(format!("taskId={}", segment(&task)));
+            }
+            if follow {
+                query.push("follow=true".to_string());
+            }
+            let mut path = format!("exec/logs/{}", segment(&job_id));
+            if !query.is_empty() {
+                path = format!("{path}?{}", query.join("&"));
+            }
+            ctx.client
+                .get_streamed(&path, &mut std::io::stdout().lock())?;
             Ok(0)
         }
         ExecCommand::Get { job_id } => {

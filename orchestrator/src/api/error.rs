@@ -83,7 +83,7 @@ impl ApiError {
             | ApiError::PayloadTooLarge(message)
             | ApiError::UnsupportedMediaType(message) => message,
             ApiError::Internal(reason) => {
-                eprintln!("hkube: internal error: {reason}");
+                tracing::error!("internal error: {reason}");
                 "internal error, see the server's log".to_string()
             }
             other => format!("{other:?}"),
@@ -147,7 +147,7 @@ impl IntoResponse for ApiError {
             | ApiError::UnsupportedMediaType(message) => (message, None),
             ApiError::Unavailable => ("the server is shutting down".to_string(), None),
             ApiError::Internal(reason) => {
-                eprintln!("hkube: internal error: {reason}");
+                tracing::error!("internal error: {reason}");
                 ("internal error, see the server's log".to_string(), None)
             }
         };

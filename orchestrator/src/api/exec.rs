@@ -37,7 +37,7 @@ fn log_warnings<E>(started: &Result<String, E>, warnings: &[String]) {
         Err(_) => "refused pipeline".to_string(),
     };
     for warning in warnings {
-        eprintln!("hkube: {subject}: {warning}");
+        tracing::warn!("{subject}: {warning}");
     }
 }
 
@@ -202,18 +202,29 @@ fn ended_refusal(state: &ApiState, job_id: &str, verb: &str, not_found: String) 
 }
 
 pub async fn status(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
-    match state.engine.status(&id).await {
+    status_document(&state, &id).await.map(Json)
+}
+
+/// A job's status document, from the engine or, once it ended, the store; with `nodeTimes`
+/// while the server holds its tasks.
+pub(super) async fn status_document(state: &ApiState, id: &str) -> Result<Value, ApiError> {
+    let mut status = match state.engine.status(id).await {
         // An ended job the engine no longer holds: its last status, as recorded (or rebuilt
         // from its result for a job recorded by an older version).
-        Err(EngineError::NotFound(message)) => match state.store.job_status(&id) {
-            Some(status) => Ok(Json(status)),
-            None => match state.store.job_result(&id) {
-                Some(result) => Ok(Json(status_of_ended(&result))),
-                None => Err(EngineError::NotFound(message).into()),
+        Err(EngineError::NotFound(message)) => match state.store.job_status(id) {
+            Some(status) => status,
+            None => match state.store.job_result(id) {
+                Some(result) => status_of_ended(&result),
+                None => return Err(EngineError::NotFound(message).into()),
             },
         },
-        other => Ok(Json(other?)),
+        other => other?,
+    };
+    // hkube's addition: per node, tasks per state and where their time went.
+    if let Some(times) = super::observe::node_times(state, id) {
+        status["nodeTimes"] = times;
     }
+    Ok(status)
 }
 
 /// The status document of an ended job, rebuilt from its stored result.

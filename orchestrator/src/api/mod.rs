@@ -13,10 +13,13 @@ mod error;
 mod exec;
 mod guard;
 mod jobs;
+mod logs;
+mod observe;
 mod openapi;
 mod result_cache;
 mod storage;
 mod store;
+mod ui;
 mod versions;
 mod webhook_records;
 mod webhooks;
@@ -64,6 +67,8 @@ pub struct ApiState {
     /// The cron service, told to read the stored pipelines again after each write to them;
     /// none where no cron service runs.
     pub cron: Option<CronHandle>,
+    /// The task board and task logs (`/exec/tasks`, `/exec/logs`, the UI's streams).
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// The storage jobs' large values live in, and its key prefix (`<cluster>-hkube/...`).
@@ -130,9 +135,10 @@ async fn authorize(State(state): State<ApiState>, request: Request, next: Next) 
         // A signed webhook proves itself with its signature (checked by its handler).
         // The login route checks its password itself: it is how a client learns the token.
         let login = request.uri().path() == "/api/v1/auth/login";
-        // HKube's in-cluster routes (`/internal/v1`) need the token as well.
+        // HKube's in-cluster routes (`/internal/v1`) need the token as well, and `/metrics`
+        // too: Prometheus sends a bearer token.
         let path = request.uri().path();
-        if (path.starts_with("/api") || path.starts_with("/internal"))
+        if (path.starts_with("/api") || path.starts_with("/internal") || path == "/metrics")
             && !login
             && !guard::is_signed_webhook(&state, &request)
         {

@@ -10,8 +10,8 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::{
-    auth, builds, cron, exec, jobs, result_cache, storage, store, versions, webhook_records,
-    webhooks, ApiState,
+    auth, builds, cron, exec, jobs, logs, observe, result_cache, storage, store, ui, versions,
+    webhook_records, webhooks, ApiState,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,6 +262,29 @@ pub fn routes() -> Vec<ApiRoute> {
         route(Get, "/api/v1/exec/status/{jobId}", "a job's status and progress", exec::status)
             .ok(200, reference("Status"))
             .errors(&[404]),
+        // Observability (hkube's own): tasks with their timing, task logs, event streams.
+        route(Get, "/api/v1/exec/tasks/{jobId}", "a job's tasks in queueing order: {jobId, total, offset, tasks: [{taskId, nodeName, algorithmName, batchIndex, status, attempts, queued, placed, started, done}]} (times in ms since the epoch; ?node, offset, limit ≤ 10000, default 1000)", observe::tasks)
+            .ok(200, object(&["jobId", "total", "tasks"], json!({"jobId": string(), "total": integer(), "offset": integer(), "tasks": array(json!({"type": "object"}))})))
+            .errors(&[400, 404]),
+        route(Get, "/api/v1/exec/logs/{jobId}", "what a job's tasks printed, as text: lines prefixed [<nodeName> <taskId>] (?node, taskId; ?follow=true streams new lines until the job ends)", logs::logs)
+            .ok(200, json!({"type": "string"}))
+            .errors(&[400, 404]),
+        route(Get, "/api/v1/events/jobs", "server-sent events: `jobs` with the unfinished jobs [{jobId, pipeline, status, types, progress}] when they change (at most once a second)", observe::jobs_events)
+            .ok(200, json!({"type": "string"})),
+        route(Get, "/api/v1/events/jobs/{jobId}", "server-sent events: `status` with the job's status document (and nodeTimes) when it changes (at most every 0.4 s); ends after the job ends", observe::job_events)
+            .ok(200, json!({"type": "string"}))
+            .errors(&[404]),
+        route(Get, "/metrics", "Prometheus metrics, text format (names prefixed hkube_)", observe::metrics)
+            .ok(200, json!({"type": "string"})),
+        // The web UI: pages rendered in the browser from this API.
+        route(Get, "/", "the web UI: jobs, algorithms, builds", ui::index)
+            .ok(200, json!({"type": "string"})),
+        route(Get, "/jobs/{jobId}", "the web UI: one job (graph, timing, logs, results)", ui::job)
+            .ok(200, json!({"type": "string"})),
+        route(Get, "/ui/app.js", "the web UI's script", ui::script)
+            .ok(200, json!({"type": "string"})),
+        route(Get, "/ui/app.css", "the web UI's style", ui::style)
+            .ok(200, json!({"type": "string"})),
         route(Get, "/api/v1/exec/results/{jobId}", "a finished job's results", exec::results)
             .ok(200, reference("Result"))
             .errors(&[400, 404]),

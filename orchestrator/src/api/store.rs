@@ -53,7 +53,7 @@ fn validate_pipeline(state: &ApiState, body: Value) -> Result<Pipeline, ApiError
 
 fn log_warnings(kind: &str, name: &str, warnings: &[String]) {
     for warning in warnings {
-        eprintln!("hkube: {kind} {name}: {warning}");
+        tracing::warn!("{kind} {name}: {warning}");
     }
 }
 
@@ -594,7 +594,7 @@ pub async fn apply_algorithm(State(state): State<ApiState>, request: Request) ->
         if let (Some(deployer), Some(current)) = (&state.deployer, state.store.algorithm(&name)) {
             // Registered before the answer: a job started on it finds the algorithm's pool.
             if let Err(error) = deployer.register(&current).await {
-                eprintln!("hkube: algorithm {name}: {error}");
+                tracing::warn!("algorithm {name}: {error}");
             }
         }
     }

@@ -41,7 +41,12 @@ fn state_with(auth_token: Option<&str>) -> ApiState {
             .unwrap();
     }
     let catalog: Arc<dyn Catalog> = store.clone();
-    let engine = Engine::spawn(Arc::new(executor), catalog);
+    // Watched as the server's executor is: the task board and logs answer for these jobs.
+    let telemetry = crate::telemetry::Telemetry::new(
+        std::env::temp_dir().join(format!("hkube-api-tests-{}", std::process::id())),
+    );
+    let observed = crate::telemetry::Observed::new(Arc::new(executor), telemetry.clone());
+    let engine = Engine::spawn(Arc::new(observed), catalog);
     ApiState {
         engine,
         store,
@@ -53,6 +58,7 @@ fn state_with(auth_token: Option<&str>) -> ApiState {
         storage: None,
         allowed_hosts: Vec::new(),
         cron: None,
+        telemetry,
     }
 }
 
@@ -1009,6 +1015,13 @@ async fn every_route_in_the_table_is_served_and_documented() {
             .replace("{buildId}", "nope");
         let body = (route.verb != Verb::Get && route.verb != Verb::Delete).then(|| json!({}));
         let method = route.verb.as_str().to_uppercase();
+        if route.path == "/api/v1/events/jobs" {
+            // An endless event stream: its answer begins, and is not read to an end.
+            let request = Request::get(&path).body(Body::empty()).unwrap();
+            let response = api.app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            continue;
+        }
         let (status, answer) = api.call(&method, &path, body).await;
         let fell_through = status == StatusCode::NOT_FOUND
             && answer["error"]["message"]
@@ -2419,8 +2432,215 @@ fn the_document_uses_only_openapi_3_0_schema_keywords() {
     for path in document["paths"].as_object().unwrap().keys() {
         assert!(!path.contains('*'), "{path}: axum's catch-all syntax");
         assert!(
-            path == "/api" || !path.ends_with('/'),
+            path == "/api" || path == "/" || !path.ends_with('/'),
             "{path}: listed with a trailing slash"
         );
     }
+}
+
+// ---- observability: tasks, timing, logs, metrics, event streams, the UI ----
+
+#[tokio::test]
+async fn tasks_are_named_with_their_timing() {
+    let api = api();
+    let job = api.run(chain()).await;
+    api.results(&job).await;
+    let listed = api
+        .ok("GET", &format!("/api/v1/exec/tasks/{job}"), None, 200)
+        .await;
+    assert_eq!(listed["total"], 2, "{listed}");
+    let tasks = listed["tasks"].as_array().unwrap();
+    assert_eq!(tasks[0]["nodeName"], "A");
+    assert_eq!(tasks[1]["nodeName"], "B");
+    for task in tasks {
+        assert_eq!(task["taskId"].as_str().unwrap().len(), 8, "{task}");
+        assert_eq!(task["status"], "succeeded", "{task}");
+        let (queued, started, done) = (
+            task["queued"].as_u64().unwrap(),
+            task["started"].as_u64().unwrap(),
+            task["done"].as_u64().unwrap(),
+        );
+        assert!(queued <= started && started <= done, "{task}");
+    }
+    let only_b = api
+        .ok(
+            "GET",
+            &format!("/api/v1/exec/tasks/{job}?node=B"),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(only_b["total"], 1);
+    assert_eq!(only_b["tasks"][0]["taskId"], tasks[1]["taskId"]);
+    // The status names each node's tasks and where their time went.
+    let status = api
+        .ok("GET", &format!("/api/v1/exec/status/{job}"), None, 200)
+        .await;
+    let times = status["nodeTimes"].as_array().unwrap();
+    assert_eq!(times[0]["nodeName"], "A", "{status}");
+    assert_eq!(times[0]["states"], json!({"succeeded": 1}));
+    assert_eq!(times[1]["running"]["count"], 1);
+    api.check_error(
+        "GET",
+        &format!("/api/v1/exec/tasks/{job}?limit=20000"),
+        None,
+        400,
+        "limit must be a whole number from 0 to 10000, not \"20000\"",
+    )
+    .await;
+    api.check_error(
+        "GET",
+        "/api/v1/exec/tasks/nosuchjob",
+        None,
+        404,
+        "jobId nosuchjob Not Found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_logs_route_refuses_what_it_cannot_answer() {
+    let api = api();
+    let job = api.run(chain()).await;
+    api.results(&job).await;
+    // The test algorithms print nothing: an empty text, not an error.
+    let (status, text) = api.get(&format!("/api/v1/exec/logs/{job}?node=A")).await;
+    assert_eq!((status, text), (StatusCode::OK, Value::Null));
+    api.check_error(
+        "GET",
+        &format!("/api/v1/exec/logs/{job}?taskId=NOT-AN-ID"),
+        None,
+        400,
+        &format!("taskId \"NOT-AN-ID\" is not a task id (8 characters of 0-9 and a-z; GET /api/v1/exec/tasks/{job} lists them)"),
+    )
+    .await;
+    api.check_error(
+        "GET",
+        &format!("/api/v1/exec/logs/{job}?follow=maybe"),
+        None,
+        400,
+        "follow must be true or false, not \"maybe\"",
+    )
+    .await;
+    api.check_error(
+        "GET",
+        "/api/v1/exec/logs/nosuchjob",
+        None,
+        404,
+        "jobId nosuchjob Not Found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_job_stream_sends_its_last_status_then_ends() {
+    let api = api();
+    let job = api.run(chain()).await;
+    api.results(&job).await;
+    let (status, body) = api.get(&format!("/api/v1/events/jobs/{job}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = body.as_str().unwrap();
+    let data = text
+        .lines()
+        .find_map(|line| line.strip_prefix("data: "))
+        .unwrap();
+    assert!(text.starts_with("event: status\n"), "{text}");
+    let sent: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(sent["status"], "completed");
+    assert_eq!(sent["nodeTimes"][1]["nodeName"], "B");
+    api.check_error(
+        "GET",
+        "/api/v1/events/jobs/nosuchjob",
+        None,
+        404,
+        "status nosuchjob Not Found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_jobs_stream_lists_running_jobs() {
+    let api = api();
+    let job = api.run(sleeper("stream-me")).await;
+    let request = Request::get("/api/v1/events/jobs")
+        .body(Body::empty())
+        .unwrap();
+    let response = api.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    let mut body = response.into_body();
+    let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+    assert!(text.starts_with("event: jobs\n"), "{text}");
+    assert!(text.contains(&format!("\"jobId\":\"{job}\"")), "{text}");
+    assert!(text.contains("\"pipeline\":\"stream-me\""), "{text}");
+    api.ok(
+        "POST",
+        "/api/v1/exec/stop",
+        Some(json!({"jobId": job})),
+        200,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let api = api();
+    let job = api.run(chain()).await;
+    api.results(&job).await;
+    let request = Request::get("/metrics").body(Body::empty()).unwrap();
+    let response = api.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    // Counters are process-wide: other tests' jobs count too.
+    let completed: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("hkube_jobs_total{status=\"completed\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(completed >= 1.0, "{text}");
+    assert!(
+        text.contains("hkube_tasks_ended_total{algorithm=\"double\",state=\"succeeded\"}"),
+        "{text}"
+    );
+    assert!(text.contains("hkube_task_duration_seconds_count{algorithm=\"double\"}"));
+    assert!(text.contains("hkube_tasks{state=\"succeeded\"}"));
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(line.starts_with("hkube_"), "{line}");
+    }
+}
+
+#[tokio::test]
+async fn the_ui_is_served_and_its_data_needs_the_token() {
+    let api = api_with(Some("s3cret"));
+    let request = Request::get("/").body(Body::empty()).unwrap();
+    let (status, page) = api.send(request).await;
+    assert_eq!(status, StatusCode::OK);
+    let page = page.as_str().unwrap();
+    assert!(page.contains("<script src=\"/ui/app.js\">"), "{page}");
+    assert!(page.contains("data-job=\"\""), "{page}");
+    let (status, page) = api.get("/jobs/a%22b").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.as_str().unwrap().contains("data-job=\"a&quot;b\""));
+    let (status, script) = api.get("/ui/app.js").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(script.as_str().unwrap().contains("sessionStorage"));
+    // The token never travels in a URL: the script sends it as a header only.
+    assert!(!script.as_str().unwrap().contains("?token"));
+    let (status, _) = api.get("/metrics").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = api.get("/api/v1/events/jobs/x").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

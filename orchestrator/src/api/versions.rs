@@ -138,7 +138,7 @@ pub async fn apply(
     if let Some(deployer) = &state.deployer {
         // Registered before the answer: a job started on it finds the algorithm's pool.
         if let Err(error) = deployer.register(&current).await {
-            eprintln!("hkube: algorithm {}: {error}", current.name);
+            tracing::warn!("algorithm {}: {error}", current.name);
         }
     }
     Ok((StatusCode::CREATED, Json(version_doc(&found)?)))

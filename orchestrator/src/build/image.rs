@@ -156,7 +156,7 @@ pub(super) async fn prune(inner: &Inner, docker: &DockerEngine, name: &str) -> V
     ) {
         (Ok(images), Ok(in_use)) => (images, in_use),
         (Err(error), _) | (_, Err(error)) => {
-            eprintln!("hkube: cannot list the images of {name} to remove old ones: {error}");
+            tracing::warn!("cannot list the images of {name} to remove old ones: {error}");
             return Vec::new();
         }
     };
@@ -179,7 +179,7 @@ pub(super) async fn prune(inner: &Inner, docker: &DockerEngine, name: &str) -> V
         for tag in &names {
             match docker.remove_tag(tag).await {
                 Ok(()) => removed.push(tag.clone()),
-                Err(error) => eprintln!("hkube: cannot remove the old image {tag}: {error}"),
+                Err(error) => tracing::warn!("cannot remove the old image {tag}: {error}"),
             }
         }
     }

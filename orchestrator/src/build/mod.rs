@@ -85,7 +85,7 @@ pub trait Deployer: Send + Sync {
         let deployment = self.register(algorithm);
         tokio::spawn(async move {
             if let Err(error) = deployment.await {
-                eprintln!("hkube: algorithm {name}: {error}");
+                tracing::warn!("algorithm {name}: {error}");
             }
         });
     }
@@ -390,7 +390,13 @@ impl BuildService {
         let id = build_id.clone();
         let task = tokio::spawn(async move {
             let _slot = inner.slots.acquire().await;
+            let began = std::time::Instant::now();
             run::run(&inner, &id).await;
+            let ended = inner
+                .store
+                .build(&id)
+                .map_or_else(|| "unknown".to_string(), |record| status_of(&record));
+            crate::telemetry::metrics::build_ended(&ended, began.elapsed().as_secs_f64());
             if let Ok(mut running) = inner.running.lock() {
                 running.remove(&id);
             }

@@ -1043,6 +1043,8 @@ impl Engine {
             return;
         };
         job.release_plans();
+        crate::telemetry::metrics::job_ended(job.status().as_str());
+        tracing::info!(job_id = %job.id, pipeline = job.name(), status = job.status().as_str(), "job ended");
         let result = job.result_doc().unwrap_or(Value::Null);
         let result_hook = job
             .pipeline
@@ -1185,8 +1187,8 @@ impl Engine {
         let triggered = self.catalog.triggered_by(name);
         if depth >= MAX_TRIGGER_DEPTH && !triggered.is_empty() {
             let names: Vec<&str> = triggered.iter().map(|p| p.name.as_str()).collect();
-            eprintln!(
-                "hkube: pipeline {name} completed at the end of a chain of {depth} triggered \
+            tracing::warn!(
+                "pipeline {name} completed at the end of a chain of {depth} triggered \
                  jobs; not starting {} (at most {MAX_TRIGGER_DEPTH} triggers in a row, a cycle \
                  in triggers.pipelines?)",
                 names.join(", ")
@@ -1222,7 +1224,7 @@ impl Engine {
                     }
                 }
                 Err(error) => {
-                    eprintln!("hkube: trigger of pipeline {name} could not start: {error}");
+                    tracing::warn!("trigger of pipeline {name} could not start: {error}");
                 }
             }
         }
@@ -1236,7 +1238,7 @@ impl Engine {
         };
         for (record, tasks) in journal.unfinished() {
             if let Err(why) = self.restore_job(&record, tasks) {
-                eprintln!("hkube: cannot resume job {}: {why}", record.job_id);
+                tracing::warn!("cannot resume job {}: {why}", record.job_id);
                 let result = json!({"jobId": record.job_id, "status": "failed",
                                     "error": format!("the job could not be resumed after a restart: {why}")});
                 journal.job_finished(&record.job_id, &result);

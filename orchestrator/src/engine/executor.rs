@@ -127,6 +127,8 @@ pub struct TaskReporter {
     sink: Arc<dyn ReportSink>,
     /// Sees the outcome before the engine does (the result cache keeps successes).
     on_finish: Option<FinishHook>,
+    /// Who observes this task besides the engine (timing, live logs); none in most tests.
+    watch: Option<Arc<dyn TaskWatch>>,
 }
 
 /// What sees a task's outcome before the engine does ([`TaskReporter::with_finish_hook`]).
@@ -172,6 +174,22 @@ pub trait ReportSink: Send + Sync + 'static {
     fn report(&self, report: Report) -> Result<(), Box<Report>>;
 }
 
+/// Observes one task's life as its executor reports it: when it reached a worker, started,
+/// printed and ended. Implemented by `telemetry`; every method must return at once.
+pub trait TaskWatch: Send + Sync + std::fmt::Debug {
+    /// A worker took the task.
+    fn placed(&self);
+    fn started(&self);
+    /// One line the task printed, as it printed it.
+    fn line(&self, line: &str);
+    /// Everything the task printed, as its runtime captured it exactly: it replaces the lines
+    /// seen so far (which, read from a shared pipe, may miss the last ones).
+    fn whole_output(&self, text: &str);
+    /// The task's error (type, message, traceback): added to its log, after what it printed.
+    fn error(&self, text: &str);
+    fn finished(&self, outcome: &TaskOutcome);
+}
+
 /// A sub-pipeline request from a running algorithm (the code API).
 #[derive(Debug, Clone, PartialEq)]
 pub enum SubPipeline {
@@ -190,6 +208,7 @@ impl TaskReporter {
             key,
             sink,
             on_finish: None,
+            watch: None,
         }
     }
 
@@ -202,7 +221,28 @@ impl TaskReporter {
     /// The task ends with an output the result cache had: the algorithm did not run, and the
     /// job's status counts the task as cached.
     pub fn finish_cached(&self, output: Value) {
+        if let Some(watch) = &self.watch {
+            watch.finished(&TaskOutcome::Succeeded(output.clone()));
+        }
         let _ = self.sink.report(Report::Cached(self.key, output));
+    }
+
+    /// This reporter, also telling `watch` what happens to the task.
+    pub fn watched(mut self, watch: Arc<dyn TaskWatch>) -> Self {
+        self.watch = Some(watch);
+        self
+    }
+
+    /// The task's watch, when something watches it.
+    pub fn watch(&self) -> Option<&Arc<dyn TaskWatch>> {
+        self.watch.as_ref()
+    }
+
+    /// A worker took the task (no engine event: only watchers care).
+    pub fn placed(&self) {
+        if let Some(watch) = &self.watch {
+            watch.placed();
+        }
     }
 
     pub fn key(&self) -> TaskKey {
@@ -211,6 +251,9 @@ impl TaskReporter {
 
     /// The algorithm started running: the task is `active` and its node `ttl` starts now.
     pub fn started(&self) {
+        if let Some(watch) = &self.watch {
+            watch.started();
+        }
         let _ = self.sink.report(Report::Started(self.key));
     }
 
@@ -221,6 +264,9 @@ impl TaskReporter {
     }
 
     pub fn finish(&self, outcome: TaskOutcome) {
+        if let Some(watch) = &self.watch {
+            watch.finished(&outcome);
+        }
         if let Some(hook) = &self.on_finish {
             hook(&outcome);
         }

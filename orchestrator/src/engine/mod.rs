@@ -24,7 +24,9 @@ pub use driver::{
     now_ms, Engine, EngineOptions, ExecRequest, Handle, JobSummary, StopRequest, MAX_TRIGGER_DEPTH,
 };
 pub use error::Error;
-pub use executor::{Executor, SubPipeline, TaskKey, TaskOutcome, TaskReporter, TaskSpec};
+pub use executor::{
+    Executor, SubPipeline, TaskKey, TaskOutcome, TaskReporter, TaskSpec, TaskWatch,
+};
 pub use ids::{build_id, job_id, version_id, TaskId};
 pub use in_process::{Algorithm, InProcessExecutor, Run};
 pub use job::{Action, Job, JobPlan, TaskRun, Timer, MAX_TASKS_PER_NODE};

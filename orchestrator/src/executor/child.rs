@@ -58,6 +58,18 @@ pub struct Log {
     limit: usize,
     /// Lines dropped to stay within the limit.
     pub dropped: u64,
+    /// Also gets each line as it comes: the task the worker runs now (task logs).
+    pub sink: Option<LineSink>,
+}
+
+/// Where a child's lines go as they are read, besides its log.
+#[derive(Clone)]
+pub struct LineSink(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for LineSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LineSink")
+    }
 }
 
 impl Log {
@@ -69,6 +81,9 @@ impl Log {
     }
 
     pub fn push(&mut self, line: String) {
+        if let Some(sink) = &self.sink {
+            (sink.0)(&line);
+        }
         self.bytes += line.len() + 1;
         self.lines.push_back(line);
         while self.bytes > self.limit && self.lines.len() > 1 {

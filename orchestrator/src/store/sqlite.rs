@@ -344,7 +344,7 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
             tx.commit()
         })();
         if let Err(error) = outcome {
-            eprintln!("hkube: the journal could not be written: {error}");
+            tracing::warn!("the journal could not be written: {error}");
         }
         for done in flushes {
             let _ = done.send(());
@@ -456,8 +456,8 @@ impl Store for SqliteStore {
                     result,
                     status: status.and_then(|s| serde_json::from_str(&s).ok()),
                 }),
-                _ => eprintln!(
-                    "hkube: the journal's record of job {job_id} cannot be read; it is skipped"
+                _ => tracing::warn!(
+                    "the journal's record of job {job_id} cannot be read; it is skipped"
                 ),
             }
         }
@@ -799,8 +799,8 @@ impl Journal for SqliteStore {
         let mut found = Vec::new();
         for (job_id, record) in jobs {
             let Ok(job) = serde_json::from_str::<JobRecord>(&record) else {
-                eprintln!(
-                    "hkube: the journal's record of job {job_id} cannot be read; it is skipped"
+                tracing::warn!(
+                    "the journal's record of job {job_id} cannot be read; it is skipped"
                 );
                 continue;
             };

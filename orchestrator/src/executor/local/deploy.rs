@@ -23,8 +23,8 @@ pub fn local_algorithm(
     let language = Language::parse(algorithm.env?.as_str())?;
     let (env, not_plain) = algorithm.plain_env();
     if !not_plain.is_empty() {
-        eprintln!(
-            "hkube: algorithm {}: algorithmEnv {} not set: only plain values can be set for a local process (valueFrom needs Kubernetes)",
+        tracing::warn!(
+            "algorithm {}: algorithmEnv {} not set: only plain values can be set for a local process (valueFrom needs Kubernetes)",
             algorithm.name,
             not_plain.join(", ")
         );

@@ -226,6 +226,7 @@ impl Service {
             if self.dirty {
                 self.round();
             }
+            self.publish_gauges();
         }
     }
 
@@ -240,6 +241,35 @@ impl Service {
             // The loop handles a shutdown itself, before it gets here.
             Cmd::Shutdown(done) => {
                 let _ = done.send(());
+            }
+        }
+    }
+
+    /// Sets the queue and worker gauges of `/metrics` from the pool.
+    fn publish_gauges(&self) {
+        let metrics = &crate::telemetry::metrics::METRICS;
+        for algorithm in &self.algorithms {
+            let name = algorithm.def.name.as_str();
+            metrics
+                .queue
+                .with_label_values(&[name])
+                .set(algorithm.queue.len() as i64);
+            let mut counts = [0i64; 4];
+            for worker in algorithm
+                .workers
+                .iter()
+                .filter_map(|id| self.workers.get(id))
+            {
+                let at = match worker.state {
+                    State::Starting => 0,
+                    State::Exiting => 3,
+                    State::Ready if worker.running.is_empty() => 1,
+                    State::Ready => 2,
+                };
+                counts[at] += 1;
+            }
+            for (state, count) in ["starting", "idle", "busy", "exiting"].iter().zip(counts) {
+                metrics.workers.with_label_values(&[name, state]).set(count);
             }
         }
     }
@@ -551,6 +581,7 @@ impl Service {
                     continue;
                 };
                 tasks.push(task.assignment.clone());
+                task.reporter.placed();
                 worker.running.insert(task.assignment.task_id.clone(), task);
             }
             if tasks.is_empty() {
@@ -559,6 +590,7 @@ impl Service {
             if let Some(to_sidecar) = &worker.to_sidecar {
                 let _ = to_sidecar.send(ToSidecar::Run { tasks });
             }
+            route_output(worker);
         }
         // What was not placed goes back to its queue.
         for (a, order) in head_order.iter().enumerate() {
@@ -802,6 +834,12 @@ impl Service {
             FromSidecar::Progress { .. } => {}
             FromSidecar::Log { task_id, text } => {
                 if let Some(task) = worker.running.get(&task_id) {
+                    // Watched: the runtime's exact capture replaces the piped lines, and the
+                    // task board writes the file when the task ends.
+                    if let Some(watch) = task.reporter.watch() {
+                        watch.whole_output(&text);
+                        return;
+                    }
                     let file = log_file(&self.options.log_dir, &task.assignment.job_id, &task_id);
                     tokio::spawn(write_log(file, text));
                 }
@@ -851,9 +889,13 @@ impl Service {
                         // The type, message, place and traceback: in the task's error (and so
                         // the job's status and `hkube run`'s stderr) and in its log.
                         let text = error.error_text().unwrap_or_default();
-                        let file =
-                            log_file(&self.options.log_dir, &task.assignment.job_id, &task_id);
-                        tokio::spawn(write_log(file, format!("{text}\n")));
+                        if let Some(watch) = task.reporter.watch() {
+                            watch.error(&text);
+                        } else {
+                            let file =
+                                log_file(&self.options.log_dir, &task.assignment.job_id, &task_id);
+                            tokio::spawn(write_log(file, format!("{text}\n")));
+                        }
                         task.reporter.finish(TaskOutcome::Failed(text))
                     }
                     // The engine asked for the stop and already recorded it.
@@ -1011,6 +1053,22 @@ impl Service {
 }
 
 /// Where a task's output goes.
+/// A worker running one task sends its output lines to that task's watch as they are read;
+/// one running a window of short tasks cannot tell whose a line is, and its runtime's exact
+/// capture per task comes with each outcome instead.
+fn route_output(worker: &Worker) {
+    let Some(child) = &worker.child else { return };
+    let sink = match worker.running.values().next() {
+        Some(task) if worker.running.len() == 1 => task.reporter.watch().cloned().map(|watch| {
+            crate::executor::child::LineSink(Arc::new(move |line: &str| watch.line(line)))
+        }),
+        _ => None,
+    };
+    if let Ok(mut log) = child.log.lock() {
+        log.sink = sink;
+    }
+}
+
 fn log_file(log_dir: &std::path::Path, job_id: &str, task_id: &str) -> PathBuf {
     log_dir.join(job_id).join(format!("{task_id}.log"))
 }
