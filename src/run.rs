@@ -7,6 +7,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use orchestrator::engine::{Engine, Handle, MemoryCatalog};
 use orchestrator::executor::local::{LocalExecutor, LocalOptions, Runtimes};
+use orchestrator::executor::wasm::{route::Routed, WasmExecutor, WasmOptions};
+use orchestrator::project::Runner;
 use orchestrator::{project, spec};
 use serde_json::Value;
 
@@ -56,6 +58,16 @@ pub fn local_options(
     })
 }
 
+/// The WASM executor's settings for a state dir: compiled modules are kept in
+/// `<state>/wasm-cache`, task logs beside the other tasks'.
+pub fn wasm_options(state_dir: &Path) -> WasmOptions {
+    WasmOptions {
+        cache_dir: Some(state_dir.join("wasm-cache")),
+        log_dir: state_dir.join("logs"),
+        threads: 0,
+    }
+}
+
 /// Runs the pipeline; returns the process exit code (0 when the job completed).
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -83,6 +95,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
 
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let executor = LocalExecutor::start(local_options(&state_dir, &args.inventory)?);
+    let wasm = WasmExecutor::start(wasm_options(&state_dir))?;
     let catalog = Arc::new(MemoryCatalog::new());
     let folder = pipeline_folder(&pipeline_file);
     let mut searched = vec![folder];
@@ -104,8 +117,14 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
                     eprintln!("hkube: {}: warning: {warning}", algorithm.file.display());
                 }
                 catalog.put_algorithm(algorithm.descriptor.clone());
+                let mut local = match &algorithm.runner {
+                    Runner::Local(local) => local.clone(),
+                    Runner::Wasm(module) => {
+                        wasm.register(module.clone()).await?;
+                        continue;
+                    }
+                };
                 // Installing dependencies is the one slow step of a first run: show it.
-                let mut local = algorithm.local.clone();
                 local.prepared = Some(
                     executor
                         .prepare_dependencies(&local, |line| {
@@ -119,7 +138,11 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
+    let routed = Routed {
+        wasm,
+        other: Arc::new(executor.clone()),
+    };
+    let handle = Engine::spawn(Arc::new(routed), catalog);
     let job = match handle.exec_raw(pipeline).await {
         Ok(job) => job,
         Err(error) => {

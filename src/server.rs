@@ -15,7 +15,9 @@ use orchestrator::engine::{Catalog, Engine, EngineOptions, Journal};
 use orchestrator::executor::docker::ImageDeployer;
 use orchestrator::executor::local::CodeDeployer;
 use orchestrator::executor::local::{LocalExecutor, LocalOptions, Runtimes};
+use orchestrator::executor::wasm::{route::Routed, WasmDeployer, WasmExecutor};
 use orchestrator::project;
+use orchestrator::project::Runner;
 use orchestrator::store::{SqliteStore, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -242,6 +244,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     local.sidecar.storage = job_storage.map(|s| s.access);
     let local_runtimes = local.runtimes.clone();
     let executor = LocalExecutor::start(local);
+    let wasm = WasmExecutor::start(crate::run::wasm_options(&state_dir))?;
     let launcher = docker.as_ref().map(|d| d.launcher.clone());
     // Definitions and jobs live in one database: a restart loses nothing, and jobs that were
     // running resume (finished tasks are not run again).
@@ -251,10 +254,28 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     );
     for dir in &args.algorithms {
         for algorithm in project::find_algorithms(dir)? {
-            executor
-                .register(algorithm.local.clone())
-                .await
-                .with_context(|| format!("registering {}", algorithm.file.display()))?;
+            let registered = match &algorithm.runner {
+                Runner::Local(local) => executor
+                    .register(local.clone())
+                    .await
+                    .map_err(anyhow::Error::from),
+                // A module not built yet (examples/numbers/multiply-wasm before its build.sh)
+                // leaves the folder's other algorithms usable: it is left out, and said so.
+                Runner::Wasm(module) if !module.module.is_file() => {
+                    eprintln!(
+                        "hkube: {}: warning: {} is not built, algorithm {} is left out",
+                        algorithm.file.display(),
+                        module.module.display(),
+                        module.name
+                    );
+                    continue;
+                }
+                Runner::Wasm(module) => wasm
+                    .register(module.clone())
+                    .await
+                    .map_err(anyhow::Error::from),
+            };
+            registered.with_context(|| format!("registering {}", algorithm.file.display()))?;
             store.put_algorithm(algorithm.descriptor.clone())?;
         }
     }
@@ -268,8 +289,12 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     };
     // The loop starts (and resumes unfinished jobs) only once every stored algorithm is
     // registered, below: a job resumed earlier would fail for want of its algorithm's code.
-    let engine_loop =
-        Engine::new(options, Arc::new(executor.clone()), catalog).with_journal(journal);
+    // env: wasm algorithms run in process; every other task goes to the local executor.
+    let routed = Routed {
+        wasm: wasm.clone(),
+        other: Arc::new(executor.clone()),
+    };
+    let engine_loop = Engine::new(options, Arc::new(routed), catalog).with_journal(journal);
     let engine = engine_loop.handle();
     tokio::spawn(release_freed_memory());
     // Uploaded code builds into images for the Docker executor, or into a kept folder with a
@@ -302,6 +327,12 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             }),
         ),
     };
+    // Built env: wasm algorithms (a kept .wasm) go to the WASM executor, on either backend.
+    let deployer: Arc<dyn Deployer> = Arc::new(WasmDeployer {
+        wasm,
+        code_root: options.code_root.clone(),
+        other: deployer,
+    });
     let builds = BuildService::new(
         options,
         backend,

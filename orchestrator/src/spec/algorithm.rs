@@ -20,7 +20,7 @@ const MEMORY_UNITS: &[&str] = &[
 ];
 /// Below this an algorithm container cannot start its wrapper.
 const MIN_MEMORY_MI: f64 = 4.0;
-const CODE_ENVS: &[&str] = &["python", "nodejs", "java"];
+const CODE_ENVS: &[&str] = &["python", "nodejs", "java", "wasm"];
 const ALGORITHM_TYPES: &[&str] = &["Image", "Git", "Code"];
 const GIT_KINDS: &[&str] = &["github", "gitlab"];
 const ALGORITHM_IMAGE_FORMAT: &str =
@@ -88,6 +88,9 @@ pub enum CodeEnv {
     Python,
     Nodejs,
     Java,
+    /// A WebAssembly module (a WASI command), run in process by hkube's WASM executor; not
+    /// one of HKube's envs.
+    Wasm,
 }
 
 impl CodeEnv {
@@ -97,13 +100,19 @@ impl CodeEnv {
             CodeEnv::Python => "python",
             CodeEnv::Nodejs => "nodejs",
             CodeEnv::Java => "java",
+            CodeEnv::Wasm => "wasm",
         }
     }
 
     pub fn parse(text: &str) -> Option<CodeEnv> {
-        [CodeEnv::Python, CodeEnv::Nodejs, CodeEnv::Java]
-            .into_iter()
-            .find(|env| env.as_str() == text)
+        [
+            CodeEnv::Python,
+            CodeEnv::Nodejs,
+            CodeEnv::Java,
+            CodeEnv::Wasm,
+        ]
+        .into_iter()
+        .find(|env| env.as_str() == text)
     }
 }
 
@@ -467,7 +476,7 @@ mod tests {
             (algorithm(json!({"name": "abc-"})), name_format),
             (algorithm(json!({"name": "a.b-c9"})), "ok"),
             (algorithm(json!({"name": {}})), "data.name should be string"),
-            (algorithm(json!({"env": "ruby"})), "data.env should be equal to one of the allowed values (python,nodejs,java)"),
+            (algorithm(json!({"env": "ruby"})), "data.env should be equal to one of the allowed values (python,nodejs,java,wasm)"),
             (algorithm(json!({"env": "java"})), "ok"),
             (algorithm(json!({"algorithmImage": "my image"})), "algorithm image must contain only lower-case alphanumeric, dash or dot"),
             (algorithm(json!({"algorithmImage": "registry:5000/team/img:v1"})), "ok"),
