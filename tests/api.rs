@@ -939,7 +939,8 @@ fn wasm_uploads_are_checked_at_apply_and_run() {
         let job = server.job(
             "/api/v1/exec/raw",
             &json!({"name": "w", "nodes": [
-                {"nodeName": "A", "algorithmName": name, "input": ["#[1, 2, 3]", 5]}]}),
+                {"nodeName": "A", "algorithmName": name, "input": ["#@flowInput.xs", 5]}],
+                "flowInput": {"xs": [1, 2, 3]}}),
         );
         let result = server.results(&job);
         let products: Vec<Value> = result["data"]

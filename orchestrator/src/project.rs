@@ -327,7 +327,7 @@ mod tests {
         let dir = tempfile_dir().join("wasm");
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("algorithm.yml");
-        std::fs::write(&file, "name: w\nenv: wasm\n").unwrap();
+        std::fs::write(&file, "name: wasm-one\nenv: wasm\n").unwrap();
         let error = read_algorithm(&file).unwrap_err().to_string();
         assert!(
             error.contains("code.entryPoint is missing: for wasm, name the module"),
@@ -336,7 +336,7 @@ mod tests {
         // The module need not be built yet: registering it says so.
         std::fs::write(
             &file,
-            "name: w\nenv: wasm\nmem: 32Mi\ncode:\n  entryPoint: w.wasm\n",
+            "name: wasm-one\nenv: wasm\nmem: 32Mi\ncode:\n  entryPoint: w.wasm\n",
         )
         .unwrap();
         let found = read_algorithm(&file).unwrap();

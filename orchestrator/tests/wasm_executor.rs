@@ -472,3 +472,40 @@ async fn a_module_written_in_c_multiplies() {
         "{error}"
     );
 }
+
+/// `x-hkube.dirs` opens a folder of the code to the module, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_directory_is_open_to_the_module() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/secret.txt"), "secret").unwrap();
+    let module = write_module(dir.path(), "opens", OPENS_A_FILE);
+    let descriptor = spec::parse_algorithm(json!({
+        "name": "opens", "env": "wasm", "algorithmImage": "hkube-local/opens",
+        "x-hkube": {"dirs": ["data"]}}))
+    .unwrap();
+    let opens = orchestrator::executor::wasm::wasm_algorithm(&descriptor, &module).unwrap();
+    let wasm = WasmExecutor::start(WasmOptions {
+        cache_dir: None,
+        log_dir: dir.path().join("logs"),
+        threads: 1,
+    })
+    .unwrap();
+    wasm.register(opens).await.unwrap();
+    let catalog = Arc::new(MemoryCatalog::new());
+    catalog.put_algorithm(descriptor.clone());
+    let handle = Engine::spawn(Arc::new(wasm.clone()), catalog);
+    let result = run(&handle, one_node("opens", json!([]))).await;
+    // path_open answered 0: data/secret.txt was found through the preopened folder.
+    assert_eq!(result["status"], "completed", "{result}");
+
+    // A declared folder that does not exist is refused when the algorithm is registered.
+    let missing = spec::parse_algorithm(json!({
+        "name": "opens", "env": "wasm", "algorithmImage": "hkube-local/opens",
+        "x-hkube": {"dirs": ["nowhere"]}}))
+    .unwrap();
+    let missing = orchestrator::executor::wasm::wasm_algorithm(&missing, &module).unwrap();
+    let error = wasm.register(missing).await.unwrap_err().to_string();
+    assert!(error.contains("x-hkube.dirs names"), "{error}");
+    assert!(error.contains("nowhere, which is not a folder"), "{error}");
+}

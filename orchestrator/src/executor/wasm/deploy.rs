@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{WasmAlgorithm, WasmExecutor};
+use std::time::Duration;
+
+use super::{Preopen, WasmAlgorithm, WasmExecutor};
 use crate::build::{code_folder, Deployer, Deployment};
 use crate::spec::{self, Algorithm, CodeEnv};
 
@@ -23,14 +25,24 @@ pub fn wasm_algorithm(algorithm: &Algorithm, module: &Path) -> Result<WasmAlgori
             "x-hkube.command is for process algorithms; a wasm algorithm is its module".into(),
         );
     }
+    let code_dir = module.parent().unwrap_or(Path::new("."));
+    let dirs = algorithm
+        .wasm_dirs()
+        .into_iter()
+        .map(|(folder, writable)| Preopen {
+            host: code_dir.join(&folder),
+            guest: folder,
+            writable,
+        })
+        .collect();
     Ok(WasmAlgorithm {
         name: algorithm.name.clone(),
         module: module.to_path_buf(),
         mem: algorithm.mem.clone(),
         // A module's memory grows by 64 KiB pages: at least one MiB is needed to start.
         mem_mib: (mem_mib.ceil() as u64).max(1),
-        time_limit: None,
-        dirs: Vec::new(),
+        time_limit: algorithm.wasm_ttl().map(Duration::from_secs_f64),
+        dirs,
         env,
     })
 }

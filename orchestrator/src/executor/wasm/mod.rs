@@ -45,6 +45,8 @@ pub enum Error {
         path: PathBuf,
         reason: String,
     },
+    #[error("algorithm {name}: x-hkube.dirs names {path}, which is not a folder: create it in the code folder, or remove it from dirs")]
+    Dir { name: String, path: PathBuf },
     #[error("algorithm {name}: its module {path} does not compile: {reason}")]
     Compile {
         name: String,
@@ -176,6 +178,12 @@ impl WasmExecutor {
     pub async fn register(&self, algorithm: WasmAlgorithm) -> Result<(), Error> {
         let shared = Arc::clone(&self.shared);
         let compile = move || {
+            if let Some(dir) = algorithm.dirs.iter().find(|dir| !dir.host.is_dir()) {
+                return Err(Error::Dir {
+                    name: algorithm.name.clone(),
+                    path: dir.host.clone(),
+                });
+            }
             let bytes = std::fs::read(&algorithm.module).map_err(|e| Error::Read {
                 name: algorithm.name.clone(),
                 path: algorithm.module.clone(),
