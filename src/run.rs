@@ -8,7 +8,9 @@ use anyhow::{bail, Context};
 use orchestrator::cache::{self, CachingExecutor};
 use orchestrator::engine::{Engine, EngineOptions, Handle};
 use orchestrator::executor::local::{LocalExecutor, LocalOptions, Runtimes};
+use orchestrator::executor::wasm::{route::Routed, WasmExecutor, WasmOptions};
 use orchestrator::notify::{WebhookOptions, Webhooks};
+use orchestrator::project::Runner;
 use orchestrator::store::{MemoryStore, Store};
 use orchestrator::{project, spec};
 use serde_json::Value;
@@ -60,6 +62,16 @@ pub fn local_options(
     })
 }
 
+/// The WASM executor's settings for a state dir: compiled modules are kept in
+/// `<state>/wasm-cache`, task logs beside the other tasks'.
+pub fn wasm_options(state_dir: &Path) -> WasmOptions {
+    WasmOptions {
+        cache_dir: Some(state_dir.join("wasm-cache")),
+        log_dir: state_dir.join("logs"),
+        threads: 0,
+    }
+}
+
 /// Runs the pipeline; returns the process exit code (0 when the job completed).
 /// How long `hkube run` waits for its last webhook deliveries before it exits (a delivery's
 /// tries and waits take at most about this long).
@@ -91,6 +103,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
 
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let executor = LocalExecutor::start(local_options(&state_dir, &args.inventory)?);
+    let wasm = WasmExecutor::start(wasm_options(&state_dir))?;
     // A store in memory: the catalog, and the result cache's place.
     let catalog = Arc::new(MemoryStore::new());
     let mut code_digests = Vec::new();
@@ -114,11 +127,20 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
                     eprintln!("hkube: {}: warning: {warning}", algorithm.file.display());
                 }
                 catalog.put_algorithm(algorithm.descriptor.clone())?;
-                if let Some(digest) = cache::folder_digest(&algorithm.local.code_dir) {
+                let mut local = match &algorithm.runner {
+                    Runner::Local(local) => local.clone(),
+                    Runner::Wasm(module) => {
+                        if let Some(digest) = cache::file_digest(&module.module) {
+                            code_digests.push((algorithm.descriptor.name.clone(), digest));
+                        }
+                        wasm.register(module.clone()).await?;
+                        continue;
+                    }
+                };
+                if let Some(digest) = cache::folder_digest(&local.code_dir) {
                     code_digests.push((algorithm.descriptor.name.clone(), digest));
                 }
                 // Installing dependencies is the one slow step of a first run: show it.
-                let mut local = algorithm.local.clone();
                 local.prepared = Some(
                     executor
                         .prepare_dependencies(&local, |line| {
@@ -138,7 +160,12 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
         Arc::new(orchestrator::store::MemoryStore::new()),
     );
     // `cache: true` nodes share results within the run (a server keeps them across runs).
-    let caching = CachingExecutor::new(Arc::new(executor.clone()), catalog.clone());
+    // env: wasm algorithms run in process; every other task goes to the local executor.
+    let routed = Routed {
+        wasm,
+        other: Arc::new(executor.clone()),
+    };
+    let caching = CachingExecutor::new(Arc::new(routed), catalog.clone());
     for (name, digest) in code_digests {
         caching.set_code_digest(&name, digest);
     }

@@ -16,8 +16,10 @@ use orchestrator::engine::{Catalog, Engine, EngineOptions, Journal};
 use orchestrator::executor::docker::ImageDeployer;
 use orchestrator::executor::local::CodeDeployer;
 use orchestrator::executor::local::{LocalExecutor, LocalOptions, Runtimes};
+use orchestrator::executor::wasm::{route::Routed, WasmDeployer, WasmExecutor};
 use orchestrator::notify::{WebhookOptions, Webhooks};
 use orchestrator::project;
+use orchestrator::project::Runner;
 use orchestrator::store::{SqliteStore, Store};
 use orchestrator::telemetry::storage::Counted;
 use orchestrator::telemetry::{Observed, Telemetry};
@@ -279,6 +281,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let telemetry = Telemetry::new(local.log_dir.clone());
     let local_runtimes = local.runtimes.clone();
     let executor = LocalExecutor::start(local);
+    let wasm = WasmExecutor::start(crate::run::wasm_options(&state_dir))?;
     let launcher = docker.as_ref().map(|d| d.launcher.clone());
     // Definitions and jobs live in one database: a restart loses nothing, and jobs that were
     // running resume (finished tasks are not run again).
@@ -289,13 +292,37 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let mut code_digests = Vec::new();
     for dir in &args.algorithms {
         for algorithm in project::find_algorithms(dir)? {
-            if let Some(digest) = cache::folder_digest(&algorithm.local.code_dir) {
-                code_digests.push((algorithm.descriptor.name.clone(), digest));
-            }
-            executor
-                .register(algorithm.local.clone())
-                .await
-                .with_context(|| format!("registering {}", algorithm.file.display()))?;
+            let registered = match &algorithm.runner {
+                Runner::Local(local) => {
+                    if let Some(digest) = cache::folder_digest(&local.code_dir) {
+                        code_digests.push((algorithm.descriptor.name.clone(), digest));
+                    }
+                    executor
+                        .register(local.clone())
+                        .await
+                        .map_err(anyhow::Error::from)
+                }
+                // A module not built yet (examples/numbers/multiply-wasm before its build.sh)
+                // leaves the folder's other algorithms usable: it is left out, and said so.
+                Runner::Wasm(module) if !module.module.is_file() => {
+                    eprintln!(
+                        "hkube: {}: warning: {} is not built, algorithm {} is left out",
+                        algorithm.file.display(),
+                        module.module.display(),
+                        module.name
+                    );
+                    continue;
+                }
+                Runner::Wasm(module) => {
+                    if let Some(digest) = cache::file_digest(&module.module) {
+                        code_digests.push((algorithm.descriptor.name.clone(), digest));
+                    }
+                    wasm.register(module.clone())
+                        .await
+                        .map_err(anyhow::Error::from)
+                }
+            };
+            registered.with_context(|| format!("registering {}", algorithm.file.display()))?;
             store.put_algorithm(algorithm.descriptor.clone())?;
         }
     }
@@ -318,7 +345,12 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         store.clone() as Arc<dyn Store>,
     );
     // Nodes with `cache: true` are answered from the result cache when they can be.
-    let caching = CachingExecutor::new(Arc::new(executor.clone()), store.clone() as Arc<dyn Store>);
+    // env: wasm algorithms run in process; every other task goes to the local executor.
+    let routed = Routed {
+        wasm: wasm.clone(),
+        other: Arc::new(executor.clone()),
+    };
+    let caching = CachingExecutor::new(Arc::new(routed), store.clone() as Arc<dyn Store>);
     for (name, digest) in code_digests {
         caching.set_code_digest(&name, digest);
     }
@@ -359,6 +391,12 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             }),
         ),
     };
+    // Built env: wasm algorithms (a kept .wasm) go to the WASM executor, on either backend.
+    let deployer: Arc<dyn Deployer> = Arc::new(WasmDeployer {
+        wasm,
+        code_root: options.code_root.clone(),
+        other: deployer,
+    });
     let builds = BuildService::new(
         options,
         backend,

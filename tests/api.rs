@@ -870,3 +870,118 @@ fn the_front_door_refuses_oversized_and_cross_site_requests() {
     assert_eq!(status, 200, "{info}");
     assert_eq!(info["type"], "fs", "{info}");
 }
+
+/// A binary module whose `_start` adds with nothing on the stack: wasmtime refuses it.
+const MODULE_THAT_DOES_NOT_COMPILE: &[u8] = &[
+    0, b'a', b's', b'm', 1, 0, 0, 0, // magic, version
+    1, 4, 1, 0x60, 0, 0, // types: () -> ()
+    3, 2, 1, 0, // functions: one of type 0
+    7, 10, 1, 6, b'_', b's', b't', b'a', b'r', b't', 0, 0, // export _start
+    10, 5, 1, 3, 0, 0x6a, 0x0b, // code: i32.add, end
+];
+
+/// `hkube algorithm apply -f algorithm.yml` in `dir`, its exit status and stderr.
+fn apply_in(server: &Server, dir: &std::path::Path) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_hkube"))
+        .args(["algorithm", "apply", "-f", "algorithm.yml", "--endpoint"])
+        .arg(format!("http://{}", server.address))
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env_remove("HKUBE_TOKEN")
+        .env_remove("HKUBE_ENDPOINT")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+/// WebAssembly uploads: a bare `.wasm` and a folder holding one are built and run in the
+/// server's process; a module that does not compile is refused at the apply with wasmtime's
+/// message.
+#[test]
+fn wasm_uploads_are_checked_at_apply_and_run() {
+    let module = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/numbers/multiply-wasm/multiply.wasm");
+    if !module.is_file() {
+        return testkit::skip(
+            None,
+            "examples/numbers/multiply-wasm/multiply.wasm is not built: run examples/numbers/multiply-wasm/build.sh",
+        );
+    }
+    let server = Server::start(&[]);
+
+    let bare = fresh_dir();
+    std::fs::copy(&module, bare.join("multiply.wasm")).unwrap();
+    std::fs::write(
+        bare.join("algorithm.yml"),
+        "name: bare-multiply\nmem: 32Mi\ncode:\n  path: multiply.wasm\n",
+    )
+    .unwrap();
+    let (ok, stderr) = apply_in(&server, &bare);
+    assert!(ok, "{stderr}");
+
+    let folder = fresh_dir();
+    std::fs::copy(&module, folder.join("multiply.wasm")).unwrap();
+    std::fs::write(
+        folder.join("algorithm.yml"),
+        "name: folder-multiply\nenv: wasm\ncode:\n  path: .\n  entryPoint: multiply.wasm\n",
+    )
+    .unwrap();
+    let (ok, stderr) = apply_in(&server, &folder);
+    assert!(ok, "{stderr}");
+
+    for name in ["bare-multiply", "folder-multiply"] {
+        let (status, stored) = server.get(&format!("/api/v1/store/algorithms/{name}"));
+        assert_eq!(status, 200, "{stored}");
+        assert_eq!(stored["env"], "wasm", "{stored}");
+        let job = server.job(
+            "/api/v1/exec/raw",
+            &json!({"name": "w", "nodes": [
+                {"nodeName": "A", "algorithmName": name, "input": ["#@flowInput.xs", 5]}],
+                "flowInput": {"xs": [1, 2, 3]}}),
+        );
+        let result = server.results(&job);
+        let products: Vec<Value> = result["data"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}: {result}"))
+            .iter()
+            .map(|item| item["result"].clone())
+            .collect();
+        assert_eq!(
+            products,
+            [json!(5), json!(10), json!(15)],
+            "{name}: {result}"
+        );
+    }
+
+    let bad = fresh_dir();
+    std::fs::write(bad.join("bad.wasm"), MODULE_THAT_DOES_NOT_COMPILE).unwrap();
+    std::fs::write(
+        bad.join("algorithm.yml"),
+        "name: bad-module\ncode:\n  path: bad.wasm\n",
+    )
+    .unwrap();
+    let (ok, stderr) = apply_in(&server, &bad);
+    assert!(!ok);
+    assert!(
+        stderr.contains("the uploaded WebAssembly module does not compile (wasmtime):"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("type mismatch"), "{stderr}");
+    let (status, _) = server.get("/api/v1/store/algorithms/bad-module");
+    assert_eq!(status, 404, "a refused module is not stored");
+    // A bare module with another env is refused too.
+    std::fs::write(
+        bad.join("algorithm.yml"),
+        "name: bad-env\nenv: python\ncode:\n  path: bad.wasm\n",
+    )
+    .unwrap();
+    let (ok, stderr) = apply_in(&server, &bad);
+    assert!(!ok);
+    assert!(
+        stderr.contains("is a WebAssembly module but env is python"),
+        "{stderr}"
+    );
+}

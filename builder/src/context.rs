@@ -298,6 +298,9 @@ fn runtime_files(runtimes: &Path, env: Env) -> Result<Vec<(String, PathBuf)>, Er
             "hkube-runtime.jar".to_string(),
             runtimes.join("java/build/hkube-runtime.jar"),
         )],
+        // A module runs in hkube's own process: no runtime goes into an image (the build
+        // service keeps wasm code as it does for the local executor).
+        Env::Wasm => Vec::new(),
     })
 }
 

@@ -14,9 +14,13 @@ pub enum Env {
     Python,
     Nodejs,
     Java,
+    /// A WebAssembly module (a WASI command), run in process by hkube; not one of HKube's envs.
+    Wasm,
 }
 
 impl Env {
+    /// The languages that run behind a wrapper, each with a base image and a manifest. A wasm
+    /// module has neither: it is chosen by `env: wasm` or by code holding only `.wasm` files.
     pub const ALL: [Env; 3] = [Env::Python, Env::Nodejs, Env::Java];
 
     pub fn parse(text: &str) -> Option<Env> {
@@ -24,6 +28,7 @@ impl Env {
             "python" => Some(Env::Python),
             "nodejs" => Some(Env::Nodejs),
             "java" => Some(Env::Java),
+            "wasm" => Some(Env::Wasm),
             _ => None,
         }
     }
@@ -33,6 +38,7 @@ impl Env {
             Env::Python => "python",
             Env::Nodejs => "nodejs",
             Env::Java => "java",
+            Env::Wasm => "wasm",
         }
     }
 
@@ -41,7 +47,7 @@ impl Env {
         match self {
             Env::Python => Some("main.py"),
             Env::Nodejs => Some("index.js"),
-            Env::Java => None,
+            Env::Java | Env::Wasm => None,
         }
     }
 
@@ -51,6 +57,7 @@ impl Env {
             Env::Python => &["requirements.txt"],
             Env::Nodejs => &["package.json", "package-lock.json"],
             Env::Java => &["pom.xml"],
+            Env::Wasm => &[],
         }
     }
 }
@@ -63,7 +70,7 @@ impl fmt::Display for Env {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    #[error("env {0:?} is not supported: use python, nodejs or java")]
+    #[error("env {0:?} is not supported: use python, nodejs, java or wasm")]
     Unsupported(String),
     #[error("cannot tell the algorithm's language: the code has no requirements.txt, package.json, pom.xml, *.py, *.js or *.java file; set env to python, nodejs or java")]
     Undetected,
@@ -95,6 +102,7 @@ pub fn detect(declared: Option<&str>, files: &[String]) -> Result<Env, Error> {
         by_manifest
     };
     match found.as_slice() {
+        [] if files.iter().any(|f| f.ends_with(".wasm")) => Ok(Env::Wasm),
         [] => Err(Error::Undetected),
         [one] => Ok(*one),
         many => Err(Error::Ambiguous(
@@ -111,6 +119,7 @@ fn source_suffix(env: Env) -> &'static str {
         Env::Python => ".py",
         Env::Nodejs => ".js",
         Env::Java => ".java",
+        Env::Wasm => ".wasm",
     }
 }
 
@@ -121,6 +130,7 @@ pub fn entry_point(env: Env, given: Option<&str>, files: &[String]) -> Result<St
     let given = given.map(str::trim).filter(|g| !g.is_empty());
     match env {
         Env::Java => java_entry_point(given, files),
+        Env::Wasm => wasm_entry_point(given, files),
         Env::Python | Env::Nodejs => {
             let suffix = source_suffix(env);
             let entry = given
@@ -144,6 +154,37 @@ pub fn entry_point(env: Env, given: Option<&str>, files: &[String]) -> Result<St
             })
         }
     }
+}
+
+/// The module: the one given, or the only `.wasm` file at the top of the code.
+fn wasm_entry_point(given: Option<&str>, files: &[String]) -> Result<String, Error> {
+    let modules: Vec<&String> = files.iter().filter(|f| f.ends_with(".wasm")).collect();
+    let entry = match given {
+        Some(given) => given.trim_start_matches("./").to_string(),
+        None => match modules.as_slice() {
+            [only] if !only.contains('/') => return Ok(only.to_string()),
+            _ => {
+                return Err(Error::MissingEntryPoint {
+                    entry: "(none given)".into(),
+                    candidates: format!(
+                        "name the module in entryPoint; {}",
+                        candidates_text(files, ".wasm")
+                    ),
+                })
+            }
+        },
+    };
+    if files.contains(&entry) {
+        return Ok(entry);
+    }
+    let with_suffix = format!("{entry}.wasm");
+    if files.contains(&with_suffix) {
+        return Ok(with_suffix);
+    }
+    Err(Error::MissingEntryPoint {
+        entry,
+        candidates: candidates_text(files, ".wasm"),
+    })
 }
 
 fn java_entry_point(given: Option<&str>, files: &[String]) -> Result<String, Error> {
@@ -323,6 +364,41 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "entry point example.Add not found in the code; classes in the code: example.Multiply"
+        );
+    }
+
+    #[test]
+    fn wasm_is_declared_or_the_only_kind_of_code() {
+        assert_eq!(detect(None, &files(&["multiply.wasm"])), Ok(Env::Wasm));
+        assert_eq!(
+            detect(None, &files(&["multiply.wasm", "README.md"])),
+            Ok(Env::Wasm)
+        );
+        // A Python project shipping a module as data stays Python.
+        assert_eq!(
+            detect(None, &files(&["main.py", "lib.wasm"])),
+            Ok(Env::Python)
+        );
+        assert_eq!(detect(Some("wasm"), &[]), Ok(Env::Wasm));
+        let code = files(&["multiply.wasm", "src/main.rs"]);
+        assert_eq!(
+            entry_point(Env::Wasm, None, &code).unwrap(),
+            "multiply.wasm"
+        );
+        assert_eq!(
+            entry_point(Env::Wasm, Some("multiply"), &code).unwrap(),
+            "multiply.wasm"
+        );
+        assert_eq!(
+            entry_point(Env::Wasm, Some("add.wasm"), &code)
+                .unwrap_err()
+                .to_string(),
+            "entry point add.wasm not found in the code; .wasm files in the code: multiply.wasm"
+        );
+        let two = files(&["a.wasm", "b.wasm"]);
+        assert_eq!(
+            entry_point(Env::Wasm, None, &two).unwrap_err().to_string(),
+            "entry point (none given) not found in the code; name the module in entryPoint; .wasm files in the code: a.wasm, b.wasm"
         );
     }
 

@@ -136,7 +136,7 @@ impl LocalEnvs {
                     node_modules: Some(dir.join("node_modules")),
                 })
             }
-            Env::Java => Ok(Prepared::default()),
+            Env::Java | Env::Wasm => Ok(Prepared::default()),
         }
     }
 

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::executor::local::{Language, LocalAlgorithm};
+use crate::executor::wasm::WasmAlgorithm;
 use crate::spec::{self, Algorithm};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,10 +36,29 @@ pub enum Error {
 pub struct ProjectAlgorithm {
     pub file: PathBuf,
     pub descriptor: Algorithm,
-    pub local: LocalAlgorithm,
+    pub runner: Runner,
     /// Fields of the file that nothing reads (typos, most often): see
     /// [`spec::algorithm_warnings`].
     pub warnings: Vec<String>,
+}
+
+/// Which executor runs a project's algorithm.
+#[derive(Debug, Clone)]
+pub enum Runner {
+    /// A process (python, nodejs, java) behind a sidecar: the local executor's pools.
+    Local(LocalAlgorithm),
+    /// A WebAssembly module in process: the WASM executor.
+    Wasm(WasmAlgorithm),
+}
+
+impl ProjectAlgorithm {
+    /// The process to run, for an algorithm that is not a wasm module.
+    pub fn local(&self) -> Option<&LocalAlgorithm> {
+        match &self.runner {
+            Runner::Local(local) => Some(local),
+            Runner::Wasm(_) => None,
+        }
+    }
 }
 
 /// The names an algorithm file may have.
@@ -120,10 +140,16 @@ pub fn read_algorithm(file: &Path) -> Result<ProjectAlgorithm, Error> {
     let env = map
         .get("env")
         .and_then(Value::as_str)
-        .ok_or_else(|| fail("env is missing: write env: python, nodejs or java".into()))?
+        .ok_or_else(|| fail("env is missing: write env: python, nodejs, java or wasm".into()))?
         .to_string();
-    let language = Language::parse(&env)
-        .ok_or_else(|| fail(format!("env {env} is not one of python, nodejs, java")))?;
+    if env == "wasm" {
+        return read_wasm_algorithm(file, value, &code, code_dir, warnings);
+    }
+    let language = Language::parse(&env).ok_or_else(|| {
+        fail(format!(
+            "env {env} is not one of python, nodejs, java, wasm"
+        ))
+    })?;
     let entry_point = code
         .get("entryPoint")
         .or_else(|| map.get("entryPoint"))
@@ -181,7 +207,51 @@ pub fn read_algorithm(file: &Path) -> Result<ProjectAlgorithm, Error> {
     Ok(ProjectAlgorithm {
         file: file.to_path_buf(),
         descriptor,
-        local,
+        runner: Runner::Local(local),
+        warnings,
+    })
+}
+
+/// An `env: wasm` algorithm: `code.entryPoint` names its module. The module may not be built
+/// yet: that is found when the algorithm is registered (a pipeline that does not use it runs).
+fn read_wasm_algorithm(
+    file: &Path,
+    mut value: Value,
+    code: &Value,
+    code_dir: PathBuf,
+    warnings: Vec<String>,
+) -> Result<ProjectAlgorithm, Error> {
+    let fail = |reason: String| Error::Algorithm {
+        path: file.to_path_buf(),
+        reason,
+    };
+    let Some(map) = value.as_object_mut() else {
+        return Err(fail("an algorithm file must hold an object".into()));
+    };
+    let entry_point = code
+        .get("entryPoint")
+        .or_else(|| map.get("entryPoint"))
+        .and_then(Value::as_str)
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| {
+            fail("code.entryPoint is missing: for wasm, name the module, e.g. multiply.wasm".into())
+        })?
+        .to_string();
+    map.insert("entryPoint".into(), json!(entry_point));
+    if !map.contains_key("algorithmImage") {
+        let name = map.get("name").and_then(Value::as_str).unwrap_or_default();
+        map.insert(
+            "algorithmImage".into(),
+            json!(format!("hkube-local/{name}")),
+        );
+    }
+    let descriptor = spec::parse_algorithm(value).map_err(|e| fail(e.to_string()))?;
+    let wasm = crate::executor::wasm::wasm_algorithm(&descriptor, &code_dir.join(&entry_point))
+        .map_err(fail)?;
+    Ok(ProjectAlgorithm {
+        file: file.to_path_buf(),
+        descriptor,
+        runner: Runner::Wasm(wasm),
         warnings,
     })
 }
@@ -195,10 +265,24 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/numbers");
         let found = find_algorithms(&dir).unwrap();
         let names: Vec<&str> = found.iter().map(|a| a.descriptor.name.as_str()).collect();
-        assert_eq!(names, ["multiply", "multiply-java", "range", "reduce"]);
-        let reduce = &found[3];
-        assert_eq!(reduce.local.language, Language::Nodejs);
-        assert_eq!(reduce.local.entry_point, "index.js");
+        assert_eq!(
+            names,
+            [
+                "multiply",
+                "multiply-java",
+                "multiply-wasm",
+                "range",
+                "reduce"
+            ]
+        );
+        let reduce = &found[4];
+        let local = reduce.local().unwrap();
+        assert_eq!(local.language, Language::Nodejs);
+        assert_eq!(local.entry_point, "index.js");
+        let Runner::Wasm(multiply) = &found[2].runner else {
+            panic!("multiply-wasm is a wasm algorithm");
+        };
+        assert!(multiply.module.ends_with("multiply-wasm/multiply.wasm"));
         assert_eq!(
             reduce.descriptor.algorithm_image.as_deref(),
             Some("hkube-local/reduce")
@@ -212,7 +296,7 @@ mod tests {
         std::fs::write(&file, "name: bad\nenv: cobol\n").unwrap();
         let error = read_algorithm(&file).unwrap_err().to_string();
         assert!(
-            error.contains("algorithm.yml: env cobol is not one of python, nodejs, java"),
+            error.contains("algorithm.yml: env cobol is not one of python, nodejs, java, wasm"),
             "{error}"
         );
         std::fs::write(
@@ -235,6 +319,33 @@ mod tests {
             error.contains("algorithm name must contain only lower-case alphanumeric"),
             "{error}"
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_wasm_algorithm_names_its_module() {
+        let dir = tempfile_dir().join("wasm");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("algorithm.yml");
+        std::fs::write(&file, "name: wasm-one\nenv: wasm\n").unwrap();
+        let error = read_algorithm(&file).unwrap_err().to_string();
+        assert!(
+            error.contains("code.entryPoint is missing: for wasm, name the module"),
+            "{error}"
+        );
+        // The module need not be built yet: registering it says so.
+        std::fs::write(
+            &file,
+            "name: wasm-one\nenv: wasm\nmem: 32Mi\ncode:\n  entryPoint: w.wasm\n",
+        )
+        .unwrap();
+        let found = read_algorithm(&file).unwrap();
+        let Runner::Wasm(wasm) = &found.runner else {
+            panic!("a wasm algorithm");
+        };
+        assert_eq!(wasm.module, dir.canonicalize().unwrap().join("w.wasm"));
+        assert_eq!((wasm.mem.as_str(), wasm.mem_mib), ("32Mi", 32));
+        assert!(found.local().is_none());
         let _ = std::fs::remove_dir_all(dir);
     }
 

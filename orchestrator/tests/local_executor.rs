@@ -43,9 +43,13 @@ async fn numbers_engine() -> (Handle, LocalExecutor) {
         ..LocalOptions::default()
     });
     let catalog = Arc::new(MemoryCatalog::new());
+    // The process algorithms: the wasm Multiply has its own tests (tests/wasm_executor.rs).
     for algorithm in project::find_algorithms(&examples()).unwrap() {
+        let Some(local) = algorithm.local() else {
+            continue;
+        };
+        executor.register(local.clone()).await.unwrap();
         catalog.put_algorithm(algorithm.descriptor.clone());
-        executor.register(algorithm.local.clone()).await.unwrap();
     }
     let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
     (handle, executor)
@@ -640,9 +644,10 @@ fn official_wrapper_project(python: &Path, name: &str, main_py: &str) -> tempfil
 
 async fn register_project(executor: &LocalExecutor, catalog: &MemoryCatalog, folder: &Path) {
     let algorithm = project::read_algorithm(&folder.join("algorithm.yml")).unwrap();
-    assert!(algorithm.local.command.is_some());
+    let local = algorithm.local().unwrap().clone();
+    assert!(local.command.is_some());
     catalog.put_algorithm(algorithm.descriptor.clone());
-    executor.register(algorithm.local).await.unwrap();
+    executor.register(local).await.unwrap();
 }
 
 const OFFICIAL_MAIN_PY: &str = "import time\n\ndef start(args, hkubeApi):\n    x = args['input'][0]\n    if isinstance(x, (int, float)):\n        with open('started', 'a') as f:\n            f.write('x\\n')\n        time.sleep(x)\n        return x\n    return {'input': x, 'task': args['taskId']}\n";

@@ -291,7 +291,7 @@ fn wait_for_build(ctx: &Ctx, build_id: &str) -> anyhow::Result<u8> {
     }
 }
 
-/// The code to upload: a folder packed as tar.gz, or an archive as it is.
+/// The code to upload: a folder packed as tar.gz, or an archive or a wasm module as it is.
 fn code_archive(path: &Path) -> anyhow::Result<(String, Vec<u8>)> {
     if path.is_dir() {
         let (bytes, names) = pack::pack(path)?;
@@ -304,12 +304,13 @@ fn code_archive(path: &Path) -> anyhow::Result<(String, Vec<u8>)> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    if ![".zip", ".tar.gz", ".tgz"]
+    // A .wasm goes as it is: the server takes a bare module for an env: wasm algorithm.
+    if ![".zip", ".tar.gz", ".tgz", ".wasm"]
         .iter()
         .any(|ext| name.ends_with(ext))
     {
         bail!(
-            "{}: code must be a folder, a .zip or a .tar.gz",
+            "{}: code must be a folder, a .zip, a .tar.gz or a .wasm module",
             path.display()
         );
     }

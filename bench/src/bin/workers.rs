@@ -74,11 +74,12 @@ async fn engine(folders: &[PathBuf]) -> (Handle, LocalExecutor) {
     let catalog = Arc::new(MemoryCatalog::new());
     for folder in folders {
         for algorithm in project::find_algorithms(folder).expect("algorithms") {
+            // The process tier only: the wasm tier has its own benchmark (bin/wasm.rs).
+            let Some(local) = algorithm.local() else {
+                continue;
+            };
             catalog.put_algorithm(algorithm.descriptor.clone());
-            executor
-                .register(algorithm.local.clone())
-                .await
-                .expect("registered");
+            executor.register(local.clone()).await.expect("registered");
         }
     }
     (Engine::spawn(Arc::new(executor.clone()), catalog), executor)

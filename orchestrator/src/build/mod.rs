@@ -31,7 +31,7 @@ pub use local::{code_folder, LOCAL_IMAGE};
 pub use trigger::{sniff_extension, Decision};
 
 use crate::engine::{build_id, now_ms, Handle};
-use crate::spec::{Algorithm, AlgorithmType};
+use crate::spec::{Algorithm, AlgorithmType, CodeEnv};
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,9 @@ pub enum Error {
         source: std::io::Error,
     },
 }
+
+/// The file a bare uploaded module is kept as when the algorithm names no entry point.
+pub const BARE_MODULE: &str = "main.wasm";
 
 /// A build in one of these states has not ended: it may be stopped, not rerun.
 const UNFINISHED: [&str; 3] = ["pending", "creating", "active"];
@@ -108,6 +111,9 @@ pub struct BuildOptions {
     /// A build running longer fails with "build timed out after N s".
     pub timeout: Duration,
     pub limits: builder::Limits,
+    /// wasmtime's cache of compiled modules (the WASM executor's own): a module checked at
+    /// apply is compiled once, and its first task loads it.
+    pub wasm_cache: Option<PathBuf>,
 }
 
 impl BuildOptions {
@@ -127,6 +133,7 @@ impl BuildOptions {
             repository: "hkube/algorithms".into(),
             timeout: Duration::from_secs(30 * 60),
             limits: builder::Limits::default(),
+            wasm_cache: Some(state_dir.join("wasm-cache")),
         }
     }
 }
@@ -224,6 +231,9 @@ impl BuildService {
         let name = candidate.name.clone();
         if let Some(bytes) = upload {
             let file_info = trigger::file_info(bytes).map_err(Error::BadUpload)?;
+            if file_info["fileExt"] == "wasm" {
+                self.check_module(&mut candidate, bytes).await?;
+            }
             candidate.extra.insert("fileInfo".into(), file_info);
             candidate.algorithm_type = Some(AlgorithmType::Code);
         } else if let Some(repository) = candidate.git_repository.as_mut() {
@@ -298,6 +308,36 @@ impl BuildService {
             messages,
             codes,
             algorithm: candidate,
+        })
+    }
+
+    /// A bare WebAssembly module is an `env: wasm` algorithm whose module must compile: one
+    /// that does not is refused here, with wasmtime's message, before any build is recorded.
+    async fn check_module(&self, candidate: &mut Algorithm, bytes: &[u8]) -> Result<(), Error> {
+        match candidate.env {
+            None => candidate.env = Some(CodeEnv::Wasm),
+            Some(CodeEnv::Wasm) => {}
+            Some(other) => {
+                return Err(Error::BadUpload(format!(
+                    "the uploaded file is a WebAssembly module but env is {}: set env to wasm, or send the {} code as an archive",
+                    other.as_str(),
+                    other.as_str()
+                )))
+            }
+        }
+        if candidate.entry_point.as_deref().is_none_or(str::is_empty) {
+            candidate.entry_point = Some(BARE_MODULE.into());
+        }
+        let (module, cache) = (bytes.to_vec(), self.inner.options.wasm_cache.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::executor::wasm::validate(&module, cache.as_deref())
+        })
+        .await
+        .map_err(|e| Error::BadUpload(format!("checking the module failed: {e}")))?
+        .map_err(|e| {
+            Error::BadUpload(format!(
+                "the uploaded WebAssembly module does not compile (wasmtime): {e}"
+            ))
         })
     }
 

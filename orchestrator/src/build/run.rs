@@ -115,17 +115,34 @@ async fn build(
         }
         _ => {
             progress.line("unpacking the code");
-            let (upload, target, limits) =
-                (folder.join("upload"), code.clone(), inner.options.limits);
-            let unpacked =
-                tokio::task::spawn_blocking(move || builder::unpack(&upload, &target, limits))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("cannot unpack the code: {e}"))?;
-            progress.line(&format!(
-                "unpacked {} entries, {} bytes",
-                unpacked.entries, unpacked.bytes
-            ));
+            let upload = folder.join("upload");
+            if is_module(&upload) {
+                // A bare module: the code is that one file, named by the entry point.
+                let entry = algorithm
+                    .entry_point
+                    .clone()
+                    .unwrap_or_else(|| super::BARE_MODULE.into());
+                let entry = builder::unpack::policy::entry_path(&entry)
+                    .map_err(|e| format!("entryPoint {entry}: {e}"))?;
+                let target = code.join(&entry);
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                }
+                std::fs::copy(&upload, &target)
+                    .map_err(|e| format!("keeping the module as {}: {e}", target.display()))?;
+            } else {
+                let (upload, target, limits) =
+                    (folder.join("upload"), code.clone(), inner.options.limits);
+                let unpacked =
+                    tokio::task::spawn_blocking(move || builder::unpack(&upload, &target, limits))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| format!("cannot unpack the code: {e}"))?;
+                progress.line(&format!(
+                    "unpacked {} entries, {} bytes",
+                    unpacked.entries, unpacked.bytes
+                ));
+            }
         }
     }
     progress.set("active", 40);
@@ -151,18 +168,49 @@ async fn build(
     algorithm.env = CodeEnv::parse(env.as_str());
     algorithm.entry_point = Some(located.entry_point);
     progress.set("active", 60);
-    let image = match &inner.backend {
-        Backend::Docker(docker, toolkit) => {
-            let step = image::Step {
-                docker,
-                toolkit,
-                build_id,
-            };
-            image::build(inner, step, &algorithm, env, code_dir, progress).await?
+    let image = if env == env::Env::Wasm {
+        // A module runs in hkube's process on either backend: its code is kept as the local
+        // backend keeps code, once it is known to compile.
+        let module = code_dir.join(algorithm.entry_point.as_deref().unwrap_or_default());
+        progress.line(&format!("compiling {} with wasmtime", module.display()));
+        check_module(inner, module).await?;
+        local::build(inner, &algorithm, env, &code_dir, progress).await?
+    } else {
+        match &inner.backend {
+            Backend::Docker(docker, toolkit) => {
+                let step = image::Step {
+                    docker,
+                    toolkit,
+                    build_id,
+                };
+                image::build(inner, step, &algorithm, env, code_dir, progress).await?
+            }
+            Backend::Local => local::build(inner, &algorithm, env, &code_dir, progress).await?,
         }
-        Backend::Local => local::build(inner, &algorithm, env, &code_dir, progress).await?,
     };
     Ok((image, algorithm))
+}
+
+fn is_module(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut file| file.read_exact(&mut magic))
+        .is_ok()
+        && magic == super::trigger::WASM_MAGIC
+}
+
+/// The module compiles (wasmtime's message otherwise), and its code is now in the cache.
+async fn check_module(inner: &Inner, module: std::path::PathBuf) -> Result<(), String> {
+    let cache = inner.options.wasm_cache.clone();
+    tokio::task::spawn_blocking(move || {
+        let bytes =
+            std::fs::read(&module).map_err(|e| format!("reading {}: {e}", module.display()))?;
+        crate::executor::wasm::validate(&bytes, cache.as_deref())
+            .map_err(|e| format!("the module does not compile (wasmtime): {e}"))
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// A completed build becomes a version; current when HKube's rule allows.

@@ -60,20 +60,25 @@ impl Decision {
     }
 }
 
+/// The first bytes of a binary WebAssembly module.
+pub const WASM_MAGIC: &[u8] = b"\0asm";
+
 /// HKube's `fileInfo` for an upload: its kind from its first bytes (not its name), SHA-256,
-/// and size. Only archives the unpacker reads are accepted.
+/// and size. Only archives the unpacker reads, and bare WebAssembly modules, are accepted.
 pub fn file_info(bytes: &[u8]) -> Result<Value, String> {
     let ext = sniff_extension(bytes).ok_or_else(|| {
-        "the uploaded file is not a tar.gz, tar or zip archive (file types allowed: gz, tar, zip)"
+        "the uploaded file is not a tar.gz, tar or zip archive, nor a WebAssembly module (file types allowed: gz, tar, zip, wasm)"
             .to_string()
     })?;
     let checksum = builder::context::hex(&Sha256::digest(bytes));
     Ok(json!({"fileExt": ext, "checksum": checksum, "fileSize": bytes.len()}))
 }
 
-/// `gz`, `zip` or `tar` from the magic numbers.
+/// `gz`, `zip`, `tar` or `wasm` from the magic numbers.
 pub fn sniff_extension(bytes: &[u8]) -> Option<&'static str> {
-    if bytes.starts_with(&[0x1f, 0x8b]) {
+    if bytes.starts_with(WASM_MAGIC) {
+        Some("wasm")
+    } else if bytes.starts_with(&[0x1f, 0x8b]) {
         Some("gz")
     } else if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
         Some("zip")

@@ -154,6 +154,17 @@ impl Executor for CachingExecutor {
     }
 }
 
+/// The digest of one code file (a wasm module): its bytes. `None` when it cannot be read.
+pub fn file_digest(file: &Path) -> Option<String> {
+    let bytes = std::fs::read(file).ok()?;
+    Some(
+        Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
+}
+
 /// The digest of a code folder: every file's path and bytes, in path order (links are not
 /// followed). `None` when the folder cannot be read.
 pub fn folder_digest(folder: &Path) -> Option<String> {

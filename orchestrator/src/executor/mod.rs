@@ -11,6 +11,8 @@
 //! - [`docker`]: container pairs (algorithm + sidecar) through bollard, and image deployment.
 //! - `code_api`: the relay of an algorithm's code-API requests to the engine.
 //! - [`limits`]: a worker's memory cap (cgroup or watchdog) and GPU grant, applied at its start.
+//! - [`wasm`]: `env: wasm` algorithms, WebAssembly modules run in process by wasmtime, and
+//!   the routing executor that puts them beside the others.
 //!
 //! The `Executor` trait itself and the in-process executor live in [`crate::engine`].
 
@@ -22,3 +24,4 @@ pub mod launcher;
 pub mod limits;
 pub mod local;
 pub mod pool;
+pub mod wasm;

@@ -20,7 +20,7 @@ const MEMORY_UNITS: &[&str] = &[
 ];
 /// Below this an algorithm container cannot start its wrapper.
 const MIN_MEMORY_MI: f64 = 4.0;
-const CODE_ENVS: &[&str] = &["python", "nodejs", "java"];
+const CODE_ENVS: &[&str] = &["python", "nodejs", "java", "wasm"];
 const ALGORITHM_TYPES: &[&str] = &["Image", "Git", "Code"];
 const GIT_KINDS: &[&str] = &["github", "gitlab"];
 const ALGORITHM_IMAGE_FORMAT: &str =
@@ -88,6 +88,9 @@ pub enum CodeEnv {
     Python,
     Nodejs,
     Java,
+    /// A WebAssembly module (a WASI command), run in process by hkube's WASM executor; not
+    /// one of HKube's envs.
+    Wasm,
 }
 
 impl CodeEnv {
@@ -97,13 +100,19 @@ impl CodeEnv {
             CodeEnv::Python => "python",
             CodeEnv::Nodejs => "nodejs",
             CodeEnv::Java => "java",
+            CodeEnv::Wasm => "wasm",
         }
     }
 
     pub fn parse(text: &str) -> Option<CodeEnv> {
-        [CodeEnv::Python, CodeEnv::Nodejs, CodeEnv::Java]
-            .into_iter()
-            .find(|env| env.as_str() == text)
+        [
+            CodeEnv::Python,
+            CodeEnv::Nodejs,
+            CodeEnv::Java,
+            CodeEnv::Wasm,
+        ]
+        .into_iter()
+        .find(|env| env.as_str() == text)
     }
 }
 
@@ -261,6 +270,31 @@ pub const HKUBE_EXTENSION: &str = "x-hkube";
 /// entrypoint would be: how an algorithm brings its own wrapper (docs/custom-images.md).
 fn check_hkube_extension(value: &mut Value, path: &str) -> Result<(), Error> {
     let extension = object(value, path)?;
+    // env: wasm only (docs/wasm.md): the folders a module may open, and its time limit.
+    property(extension, path, "dirs", |v, p| {
+        let valid = v.as_array().is_some_and(|items| {
+            items
+                .iter()
+                .all(|item| item.as_str().is_some_and(|d| wasm_dir(d).is_some()))
+        });
+        if valid {
+            Ok(())
+        } else {
+            Err(Error::new(format!(
+                "{p} should be a list of folders inside the code folder, each \"name\" (read-only) or \"name:rw\", e.g. [\"data\", \"out:rw\"]; got {v}"
+            )))
+        }
+    })?;
+    property(extension, path, "ttl", |v, p| {
+        let seconds = super::schema::number(v, p)?;
+        if seconds > 0.0 && seconds.is_finite() {
+            Ok(())
+        } else {
+            Err(Error::new(format!(
+                "{p} should be a number of seconds above 0, e.g. 5; got {v}"
+            )))
+        }
+    })?;
     property(extension, path, "command", |v, p| {
         let valid = v.as_array().is_some_and(|items| {
             !items.is_empty()
@@ -278,7 +312,44 @@ fn check_hkube_extension(value: &mut Value, path: &str) -> Result<(), Error> {
     })
 }
 
+/// `data` or `data:rw` as (folder, writable): a relative path that stays inside the code
+/// folder; `None` for anything else.
+fn wasm_dir(text: &str) -> Option<(&str, bool)> {
+    let (folder, writable) = match text.strip_suffix(":rw") {
+        Some(folder) => (folder, true),
+        None => (text, false),
+    };
+    let inside = !folder.is_empty()
+        && !folder.starts_with('/')
+        && !folder.contains('\0')
+        && folder.split('/').all(|part| part != "..");
+    inside.then_some((folder, writable))
+}
+
 impl Algorithm {
+    /// `x-hkube.dirs`: the folders (relative to the code folder) a wasm module may open, and
+    /// whether it may write there. Checked by [`parse_algorithm`].
+    pub fn wasm_dirs(&self) -> Vec<(String, bool)> {
+        self.extra
+            .get(HKUBE_EXTENSION)
+            .and_then(|extension| extension.get("dirs"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|item| wasm_dir(item.as_str()?))
+            .map(|(folder, writable)| (folder.to_string(), writable))
+            .collect()
+    }
+
+    /// `x-hkube.ttl`: the longest one task of a wasm module may run, in seconds.
+    pub fn wasm_ttl(&self) -> Option<f64> {
+        self.extra
+            .get(HKUBE_EXTENSION)?
+            .get("ttl")?
+            .as_f64()
+            .filter(|seconds| *seconds > 0.0)
+    }
+
     /// The algorithm's own command (`x-hkube.command`), checked by [`parse_algorithm`].
     pub fn local_command(&self) -> Option<Vec<String>> {
         let items = self
@@ -467,7 +538,7 @@ mod tests {
             (algorithm(json!({"name": "abc-"})), name_format),
             (algorithm(json!({"name": "a.b-c9"})), "ok"),
             (algorithm(json!({"name": {}})), "data.name should be string"),
-            (algorithm(json!({"env": "ruby"})), "data.env should be equal to one of the allowed values (python,nodejs,java)"),
+            (algorithm(json!({"env": "ruby"})), "data.env should be equal to one of the allowed values (python,nodejs,java,wasm)"),
             (algorithm(json!({"env": "java"})), "ok"),
             (algorithm(json!({"algorithmImage": "my image"})), "algorithm image must contain only lower-case alphanumeric, dash or dot"),
             (algorithm(json!({"algorithmImage": "registry:5000/team/img:v1"})), "ok"),
@@ -515,6 +586,13 @@ mod tests {
              "data['x-hkube'].command should be a non-empty list of non-empty strings, the program and its arguments, e.g. [\"node\", \"app.js\"]; got []"),
             (algorithm(json!({"x-hkube": {"command": "node app.js"}})),
              "data['x-hkube'].command should be a non-empty list of non-empty strings, the program and its arguments, e.g. [\"node\", \"app.js\"]; got \"node app.js\""),
+            (algorithm(json!({"x-hkube": {"dirs": ["data", "out:rw", "a/b"], "ttl": 2.5}})), "ok"),
+            (algorithm(json!({"x-hkube": {"dirs": ["../etc"]}})),
+             "data['x-hkube'].dirs should be a list of folders inside the code folder, each \"name\" (read-only) or \"name:rw\", e.g. [\"data\", \"out:rw\"]; got [\"../etc\"]"),
+            (algorithm(json!({"x-hkube": {"dirs": "/data"}})),
+             "data['x-hkube'].dirs should be a list of folders inside the code folder, each \"name\" (read-only) or \"name:rw\", e.g. [\"data\", \"out:rw\"]; got \"/data\""),
+            (algorithm(json!({"x-hkube": {"ttl": 0}})),
+             "data['x-hkube'].ttl should be a number of seconds above 0, e.g. 5; got 0"),
             (algorithm(json!({"x-hkube": {"command": ["node", ""]}})),
              "data['x-hkube'].command should be a non-empty list of non-empty strings, the program and its arguments, e.g. [\"node\", \"app.js\"]; got [\"node\",\"\"]"),
             // First error wins, in table order: name before mem.

@@ -1,0 +1,194 @@
+//! The WASM tier end to end: the numbers pipeline with the wasm Multiply (Python Range, wasm
+//! Multiply, JavaScript Reduce) under one engine, and the first task of a module, compiled
+//! and from wasmtime's cache. Prints this machine's figures beside the WASM issue's targets.
+//!
+//! Ray runs the same numbers work (`bench/ray/workloads.py`: one task makes the list, one task
+//! per item multiplies, one sums) in the same run, after hkube's measurements, when its venv
+//! exists (`bench/ray/setup.sh`); both sides time a warm second run of the whole job.
+//!
+//! Needs `examples/numbers/multiply-wasm/build.sh` first (the module), python3 and node.
+//!
+//! `cargo run --release -p hkube-bench --bin wasm [-- --items N --ray-items N --repeat N]`
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hkube_bench::{arg, print_table_head, ray, Spread};
+use orchestrator::engine::{Engine, Handle, MemoryCatalog};
+use orchestrator::executor::local::{LocalExecutor, LocalOptions};
+use orchestrator::executor::wasm::{route::Routed, WasmExecutor, WasmOptions};
+use orchestrator::project::{self, Runner};
+use orchestrator::spec;
+use serde_json::{json, Value};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hkube-bench-wasm-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch folder");
+    dir
+}
+
+fn wasm_executor(cache: &Path) -> WasmExecutor {
+    WasmExecutor::start(WasmOptions {
+        cache_dir: Some(cache.to_path_buf()),
+        log_dir: cache.join("logs"),
+        threads: 0,
+    })
+    .expect("the wasm executor")
+}
+
+/// The numbers example's range, multiply-wasm and reduce under one engine.
+async fn numbers_engine(cache: &Path) -> (Handle, LocalExecutor) {
+    let local = LocalExecutor::start(LocalOptions::default());
+    let wasm = wasm_executor(cache);
+    let catalog = Arc::new(MemoryCatalog::new());
+    for algorithm in project::find_algorithms(&repo().join("examples/numbers")).expect("found") {
+        match &algorithm.runner {
+            Runner::Wasm(module) => wasm.register(module.clone()).await.expect("compiled"),
+            Runner::Local(process) if ["range", "reduce"].contains(&process.name.as_str()) => {
+                local.register(process.clone()).await.expect("registered")
+            }
+            Runner::Local(_) => continue,
+        }
+        catalog.put_algorithm(algorithm.descriptor.clone());
+    }
+    let routed = Routed {
+        wasm,
+        other: Arc::new(local.clone()),
+    };
+    (Engine::spawn(Arc::new(routed), catalog), local)
+}
+
+async fn run(handle: &Handle, pipeline: Value) -> (Value, Duration) {
+    let start = Instant::now();
+    let job = handle.exec_raw(pipeline).await.expect("accepted");
+    let result = handle.wait(&job).await.expect("ended");
+    let took = start.elapsed();
+    assert_eq!(result["status"], "completed", "{result}");
+    (result, took)
+}
+
+fn numbers_wasm(n: usize) -> Value {
+    let file = repo().join("examples/numbers/numbers-wasm.yml");
+    let text = std::fs::read_to_string(file).expect("numbers-wasm.yml");
+    let mut pipeline = spec::read_document(&text).expect("a pipeline");
+    pipeline["flowInput"] = json!({"N": n, "k": 2});
+    pipeline
+}
+
+/// The first task of the module on a new executor over `cache`: (register, register + the
+/// one-task job) in seconds. With an empty cache the register compiles.
+async fn first_task(module: &Path, cache: &Path) -> (f64, f64) {
+    let wasm = wasm_executor(cache);
+    let catalog = Arc::new(MemoryCatalog::new());
+    let descriptor =
+        spec::parse_algorithm(json!({"name": "multiply-wasm", "env": "wasm", "mem": "64Mi"}))
+            .expect("a descriptor");
+    let algorithm = orchestrator::executor::wasm::wasm_algorithm(&descriptor, module)
+        .expect("a wasm algorithm");
+    catalog.put_algorithm(descriptor);
+    let handle = Engine::spawn(Arc::new(wasm.clone()), catalog);
+    let pipeline = json!({"name": "first", "nodes": [
+        {"nodeName": "Multiply", "algorithmName": "multiply-wasm", "input": [3, 5]}]});
+    let start = Instant::now();
+    wasm.register(algorithm).await.expect("compiled");
+    let registered = start.elapsed().as_secs_f64();
+    let (result, _) = run(&handle, pipeline).await;
+    let whole = start.elapsed().as_secs_f64();
+    assert_eq!(result["data"][0]["result"], json!(15), "{result}");
+    (registered, whole)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let items = arg("--items", 200_000);
+    let ray_items = arg("--ray-items", items);
+    let repeat = arg("--repeat", 5).max(1);
+    let module = repo().join("examples/numbers/multiply-wasm/multiply.wasm");
+    assert!(
+        module.is_file(),
+        "{} is missing: run examples/numbers/multiply-wasm/build.sh",
+        module.display()
+    );
+
+    // numbers: a first run starts the Python and JavaScript workers; the next ones are timed.
+    let cache = scratch("numbers");
+    let (handle, local) = numbers_engine(&cache).await;
+    run(&handle, numbers_wasm(items)).await;
+    let mut rates = Vec::new();
+    for _ in 0..repeat {
+        let (result, took) = run(&handle, numbers_wasm(items)).await;
+        let expected = (items as u64) * (items as u64 + 1); // 2 × (1 + … + N)
+        assert_eq!(result["data"][0]["result"], json!(expected), "{result}");
+        rates.push((items + 2) as f64 / took.as_secs_f64());
+    }
+    local.shutdown().await;
+    let numbers = Spread::of(&rates);
+
+    // The first task of a new module version: an empty cache, so registering compiles.
+    let (mut compiled, mut compiled_whole) = (Vec::new(), Vec::new());
+    let (mut cached, mut cached_whole) = (Vec::new(), Vec::new());
+    for round in 0..repeat {
+        let cache = scratch(&format!("first-{round}"));
+        let (register, whole) = first_task(&module, &cache).await;
+        compiled.push(register * 1e3);
+        compiled_whole.push(whole * 1e3);
+        // The same module on a new executor: wasmtime's cache has its code.
+        let (register, whole) = first_task(&module, &cache).await;
+        cached.push(register * 1e3);
+        cached_whole.push(whole * 1e3);
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+    let _ = std::fs::remove_dir_all(&cache);
+
+    let ray_args: Vec<String> = [
+        "--scenario",
+        "workers",
+        "--items",
+        &ray_items.to_string(),
+        "--chain",
+        "2",
+        "--bytes",
+        "1",
+        "--repeat",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let ray_numbers = match ray::workloads(&ray_args, Duration::from_secs(1800)) {
+        Ok(figures) => {
+            let seconds = figures["numbers_s"].as_f64().unwrap_or(f64::NAN);
+            let tasks = figures["numbers_tasks"].as_f64().unwrap_or(f64::NAN);
+            format!(
+                "Ray {} here, same run: {:.0} tasks/s (N={ray_items})",
+                figures["ray"].as_str().unwrap_or("?"),
+                tasks / seconds
+            )
+        }
+        Err(why) => format!("Ray: {why}"),
+    };
+
+    print_table_head("hkube WASM tier");
+    let module_size = std::fs::metadata(&module).map_or(0, |m| m.len());
+    println!(
+        "| numbers N={items}, wasm Multiply (Python Range, JS Reduce), warm, whole job | {} | ≥ 100,000 tasks/s | {ray_numbers} |",
+        numbers.show(0, "tasks/s")
+    );
+    println!(
+        "| first task of a new module version ({} KB), compile included | {} (compile {}) | ≤ 50 ms | |",
+        module_size / 1024,
+        Spread::of(&compiled_whole).show(1, "ms"),
+        Spread::of(&compiled).brief(1, "ms"),
+    );
+    println!(
+        "| first task of a cached module, loaded from wasmtime's cache included | {} (load {}) | ≤ 1 ms | |",
+        Spread::of(&cached_whole).show(2, "ms"),
+        Spread::of(&cached).brief(2, "ms"),
+    );
+}

@@ -1,0 +1,346 @@
+//! The WASM executor: `env: wasm` algorithms, WebAssembly modules run in process by wasmtime.
+//!
+//! No process starts per task and no module compiles per task. Registering an algorithm
+//! compiles its module once (wasmtime's cache keeps the code on disk, see [`module`]) and
+//! resolves its imports into an `InstancePre`; each task then gets a fresh instance with its
+//! own store (its memory, its WASI context, its limits) on one of a few threads sized to the
+//! machine's cores, so the engine's loop never waits on wasm code. The ABI is a WASI command
+//! ([`task`]): the args object on stdin, the result on stdout, the log on stderr.
+//!
+//! Limits per task: the memory `mem` allows (a module asking for more traps, saying so), the
+//! algorithm's time limit, and a stop (the node's ttl, a stopped job) that ends the instance
+//! at the next epoch tick. No directory is open to a module but those its algorithm declares;
+//! a module has no sockets. A module that traps, loops or runs out of memory fails its own
+//! task and nothing else: the thread goes on with the next task.
+//!
+//! [`route::Routed`] is the seam: the engine's one executor, sending the tasks of registered
+//! wasm algorithms here and every other task to the process (or container) executor.
+
+mod deploy;
+pub mod module;
+pub mod route;
+mod task;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use wasmtime::InstancePre;
+
+use crate::engine::{Executor, TaskKey, TaskOutcome, TaskSpec};
+
+pub use deploy::{wasm_algorithm, WasmDeployer};
+pub use module::validate;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot start the wasm executor: {0}")]
+    Start(String),
+    #[error("algorithm {name}: cannot read its module {path}: {reason}")]
+    Read {
+        name: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("algorithm {name}: x-hkube.dirs names {path}, which is not a folder: create it in the code folder, or remove it from dirs")]
+    Dir { name: String, path: PathBuf },
+    #[error("algorithm {name}: its module {path} does not compile: {reason}")]
+    Compile {
+        name: String,
+        path: PathBuf,
+        reason: String,
+    },
+}
+
+/// A directory an algorithm declares: open to its module at `guest`, read-only unless
+/// `writable`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preopen {
+    pub host: PathBuf,
+    pub guest: String,
+    pub writable: bool,
+}
+
+/// A wasm algorithm as the executor runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WasmAlgorithm {
+    pub name: String,
+    /// The `.wasm` file (the code folder joined with `entryPoint`).
+    pub module: PathBuf,
+    /// `mem` as written (for messages) and in MiB: the most linear memory an instance may have.
+    pub mem: String,
+    pub mem_mib: u64,
+    /// Longest a task may run; `None`: until it is stopped (the node's ttl stops it).
+    pub time_limit: Option<Duration>,
+    pub dirs: Vec<Preopen>,
+    /// Environment variables the module sees (`algorithmEnv`'s plain values).
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WasmOptions {
+    /// Where wasmtime keeps compiled modules; `None`: compile at each start.
+    pub cache_dir: Option<PathBuf>,
+    /// A task's stderr goes to `<log_dir>/<jobId>/<taskId>.log` (when it wrote any).
+    pub log_dir: PathBuf,
+    /// Threads running tasks; 0: one per core.
+    pub threads: usize,
+}
+
+impl Default for WasmOptions {
+    fn default() -> Self {
+        WasmOptions {
+            cache_dir: None,
+            log_dir: std::env::temp_dir().join("hkube-local").join("logs"),
+            threads: 0,
+        }
+    }
+}
+
+/// A registered algorithm, ready to instantiate.
+struct Loaded {
+    algorithm: WasmAlgorithm,
+    pre: InstancePre<task::State>,
+}
+
+/// One task waiting for a thread.
+struct Job {
+    loaded: Arc<Loaded>,
+    task: TaskSpec,
+    stop: Arc<AtomicBool>,
+}
+
+struct Shared {
+    runtime: module::Runtime,
+    options: WasmOptions,
+    algorithms: RwLock<HashMap<String, Arc<Loaded>>>,
+    /// The stop flag of every task submitted and not yet ended, by (job, node, task).
+    running: Mutex<HashMap<(u64, u32, u32), Arc<AtomicBool>>>,
+}
+
+/// A handle to the WASM executor. Cheap to clone; its threads end when the last clone goes.
+#[derive(Clone)]
+pub struct WasmExecutor {
+    shared: Arc<Shared>,
+    queue: std::sync::mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for WasmExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WasmExecutor")
+    }
+}
+
+impl WasmExecutor {
+    /// Starts the executor's threads. Call it inside a tokio runtime: WASI's host calls run
+    /// on it.
+    pub fn start(options: WasmOptions) -> Result<WasmExecutor, Error> {
+        let runtime = module::Runtime::new(options.cache_dir.as_deref()).map_err(Error::Start)?;
+        let threads = match options.threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let shared = Arc::new(Shared {
+            runtime,
+            options,
+            algorithms: RwLock::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
+        });
+        let (queue, jobs) = std::sync::mpsc::channel::<Job>();
+        let jobs = Arc::new(Mutex::new(jobs));
+        let tokio = tokio::runtime::Handle::try_current().ok();
+        for index in 0..threads {
+            let (jobs, shared, tokio) = (Arc::clone(&jobs), Arc::clone(&shared), tokio.clone());
+            std::thread::Builder::new()
+                .name(format!("hkube-wasm-{index}"))
+                .spawn(move || {
+                    // WASI's host functions are async underneath; they run on this runtime.
+                    let _entered = tokio.as_ref().map(|handle| handle.enter());
+                    loop {
+                        let next = match jobs.lock() {
+                            Ok(jobs) => jobs.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = next else { return };
+                        shared.run(job);
+                    }
+                })
+                .map_err(|e| Error::Start(format!("cannot start a thread: {e}")))?;
+        }
+        Ok(WasmExecutor { shared, queue })
+    }
+
+    /// Compiles the algorithm's module (or loads it from the cache) and makes it runnable;
+    /// a version registered again replaces the previous one for the tasks that start after.
+    pub async fn register(&self, algorithm: WasmAlgorithm) -> Result<(), Error> {
+        let shared = Arc::clone(&self.shared);
+        let compile = move || {
+            if let Some(dir) = algorithm.dirs.iter().find(|dir| !dir.host.is_dir()) {
+                return Err(Error::Dir {
+                    name: algorithm.name.clone(),
+                    path: dir.host.clone(),
+                });
+            }
+            let bytes = std::fs::read(&algorithm.module).map_err(|e| Error::Read {
+                name: algorithm.name.clone(),
+                path: algorithm.module.clone(),
+                reason: e.to_string(),
+            })?;
+            let pre = shared
+                .runtime
+                .prepare(&bytes)
+                .map_err(|reason| Error::Compile {
+                    name: algorithm.name.clone(),
+                    path: algorithm.module.clone(),
+                    reason,
+                })?;
+            let name = algorithm.name.clone();
+            if let Ok(mut algorithms) = shared.algorithms.write() {
+                algorithms.insert(name, Arc::new(Loaded { algorithm, pre }));
+            }
+            Ok(())
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle
+                .spawn_blocking(compile)
+                .await
+                .map_err(|e| Error::Start(format!("the compile thread failed: {e}")))?,
+            Err(_) => compile(),
+        }
+    }
+
+    /// The algorithm is no longer a wasm one (replaced by another kind, or deleted).
+    pub fn forget(&self, name: &str) {
+        if let Ok(mut algorithms) = self.shared.algorithms.write() {
+            algorithms.remove(name);
+        }
+    }
+
+    /// Whether `name` is a registered wasm algorithm.
+    pub fn runs(&self, name: &str) -> bool {
+        self.shared
+            .algorithms
+            .read()
+            .is_ok_and(|algorithms| algorithms.contains_key(name))
+    }
+}
+
+impl Executor for WasmExecutor {
+    fn submit(&self, task: TaskSpec) {
+        let loaded = self
+            .shared
+            .algorithms
+            .read()
+            .ok()
+            .and_then(|algorithms| algorithms.get(&*task.algorithm_name).cloned());
+        let Some(loaded) = loaded else {
+            let why = format!(
+                "algorithm {} is not a registered wasm algorithm",
+                task.algorithm_name
+            );
+            task.reporter.finish(TaskOutcome::Crashed(why));
+            return;
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        if let Ok(mut running) = self.shared.running.lock() {
+            running.insert(task.key.slot(), Arc::clone(&stop));
+        }
+        if let Err(std::sync::mpsc::SendError(job)) = self.queue.send(Job { loaded, task, stop }) {
+            job.task.reporter.finish(TaskOutcome::Crashed(
+                "the wasm executor has shut down".into(),
+            ));
+        }
+    }
+
+    fn cancel(&self, key: TaskKey) {
+        self.cancel_held(key);
+    }
+}
+
+impl WasmExecutor {
+    /// Stops the task if this executor holds it (queued or running); says whether it did.
+    pub fn cancel_held(&self, key: TaskKey) -> bool {
+        let Ok(running) = self.shared.running.lock() else {
+            return false;
+        };
+        match running.get(&key.slot()) {
+            Some(stop) => {
+                stop.store(true, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Shared {
+    fn run(&self, job: Job) {
+        let Job { loaded, task, stop } = job;
+        // A task stopped while it waited is not started: the engine has recorded its end.
+        if !stop.load(Ordering::Relaxed) {
+            task.reporter.started();
+            let args = args_json(&task);
+            let ran = task::run(&loaded.algorithm, &loaded.pre, &args, &stop);
+            if !ran.log.is_empty() {
+                self.write_log(&task, &ran.log);
+            }
+            task.reporter.finish(match ran.result {
+                Ok(value) => TaskOutcome::Succeeded(value),
+                Err(error) => TaskOutcome::Failed(error),
+            });
+        }
+        if let Ok(mut running) = self.running.lock() {
+            // Only this attempt's flag: a retry of the same task may have been submitted.
+            if running
+                .get(&task.key.slot())
+                .is_some_and(|flag| Arc::ptr_eq(flag, &stop))
+            {
+                running.remove(&task.key.slot());
+            }
+        }
+    }
+
+    fn write_log(&self, task: &TaskSpec, log: &[u8]) {
+        // Job ids are ours ([0-9a-z]); anything else is not a folder name to use.
+        if !task.job_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return;
+        }
+        let folder = self.options.log_dir.join(&*task.job_id);
+        let _ = std::fs::create_dir_all(&folder);
+        let _ = std::fs::write(folder.join(format!("{}.log", task.task_id)), log);
+    }
+}
+
+/// The args object a module reads on stdin: what Python's `start(args)` receives.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Args<'a> {
+    input: &'a [Value],
+    job_id: &'a str,
+    task_id: &'a str,
+    node_name: &'a str,
+    algorithm_name: &'a str,
+    pipeline_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_index: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extra_data: Option<&'a Value>,
+}
+
+fn args_json(task: &TaskSpec) -> Vec<u8> {
+    let args = Args {
+        input: &task.input,
+        job_id: &task.job_id,
+        task_id: task.task_id.as_str(),
+        node_name: &task.node_name,
+        algorithm_name: &task.algorithm_name,
+        pipeline_name: &task.pipeline_name,
+        batch_index: task.batch_index,
+        extra_data: task.extra_data.as_deref(),
+    };
+    // Values that came from JSON serialize again; an empty stdin would fail the module.
+    serde_json::to_vec(&args).unwrap_or_default()
+}

@@ -1,0 +1,239 @@
+//! One task in one fresh instance: the WASI command ABI.
+//!
+//! The module's `_start` runs with the task's args object as JSON on stdin and its result is
+//! the JSON it writes on stdout; what it writes on stderr is the task's log. A trap, a
+//! non-zero exit, a stop, the time limit or the memory limit ends the instance, never the
+//! thread or the server: each task has a store of its own, dropped when it ends.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+use wasmtime::{InstancePre, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use super::WasmAlgorithm;
+
+/// The most a module may write on stdout (its result) and on stderr (its log).
+const MAX_STDOUT: usize = 256 << 20;
+const MAX_STDERR: usize = 4 << 20;
+/// Lines of the log that go into a failed task's error.
+const ERROR_LOG_LINES: usize = 10;
+
+/// What a store holds: the module's WASI context and its memory limit.
+pub struct State {
+    pub wasi: WasiP1Ctx,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("wasm::State")
+    }
+}
+
+/// The memory limit from `mem`. A module that asks for more traps with a message saying so,
+/// rather than seeing its allocation fail and aborting with a bare `unreachable`.
+struct Limits {
+    max_bytes: usize,
+    mem: String,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            return Err(wasmtime::Error::new(Stop::Memory {
+                current,
+                desired,
+                mem: self.mem.clone(),
+            }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// Why hkube ended an instance.
+#[derive(Debug, thiserror::Error)]
+enum Stop {
+    #[error("stopped")]
+    Cancelled,
+    #[error("exceeded its time limit of {0:?}")]
+    TimeLimit(std::time::Duration),
+    #[error(
+        "ran out of memory: it asked for {} MiB (it had {} MiB), beyond its limit mem: {mem}; raise mem in the algorithm",
+        desired >> 20,
+        current >> 20
+    )]
+    Memory {
+        current: usize,
+        desired: usize,
+        mem: String,
+    },
+}
+
+/// How a run ended, with what the module wrote on stderr.
+#[derive(Debug)]
+pub struct Ran {
+    pub result: Result<Value, String>,
+    pub log: Vec<u8>,
+}
+
+/// Runs one task: `args` is the JSON object the module reads on stdin; `stop` set from another
+/// thread ends the run at the next epoch tick.
+pub fn run(
+    algorithm: &WasmAlgorithm,
+    pre: &InstancePre<State>,
+    args: &[u8],
+    stop: &Arc<AtomicBool>,
+) -> Ran {
+    let stdout = MemoryOutputPipe::new(MAX_STDOUT);
+    let stderr = MemoryOutputPipe::new(MAX_STDERR);
+    let result = instantiate_and_start(algorithm, pre, args, stop, &stdout, &stderr);
+    let log = stderr.contents().to_vec();
+    let result = match result {
+        Ok(()) => parse_result(&stdout.contents()),
+        Err(error) => Err(with_log(error, &log)),
+    };
+    Ran { result, log }
+}
+
+fn instantiate_and_start(
+    algorithm: &WasmAlgorithm,
+    pre: &InstancePre<State>,
+    args: &[u8],
+    stop: &Arc<AtomicBool>,
+    stdout: &MemoryOutputPipe,
+    stderr: &MemoryOutputPipe,
+) -> Result<(), String> {
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdin(MemoryInputPipe::new(args.to_vec()))
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .args(&[algorithm.name.as_str()])
+        .envs(&algorithm.env);
+    for dir in &algorithm.dirs {
+        let perms = if dir.writable {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
+        wasi.preopened_dir(&dir.host, &dir.guest, perms)
+            .map_err(|e| format!("cannot open {} for the module: {e:#}", dir.host.display()))?;
+    }
+    let state = State {
+        wasi: wasi.build_p1(),
+        limits: Limits {
+            max_bytes: usize::try_from(algorithm.mem_mib.saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX),
+            mem: algorithm.mem.clone(),
+        },
+    };
+    let mut store = Store::new(pre.module().engine(), state);
+    store.limiter(|state| &mut state.limits);
+    let deadline = algorithm
+        .time_limit
+        .map(|limit| (Instant::now() + limit, limit));
+    let flag = Arc::clone(stop);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if flag.load(Ordering::Relaxed) {
+            return Err(wasmtime::Error::new(Stop::Cancelled));
+        }
+        match deadline {
+            Some((at, limit)) if Instant::now() >= at => {
+                Err(wasmtime::Error::new(Stop::TimeLimit(limit)))
+            }
+            _ => Ok(UpdateDeadline::Continue(1)),
+        }
+    });
+    let instance = pre.instantiate(&mut store).map_err(describe)?;
+    let start = instance
+        .get_typed_func::<(), ()>(&mut store, "_start")
+        .map_err(describe)?;
+    match start.call(&mut store, ()) {
+        Ok(()) => Ok(()),
+        Err(error) => match error.downcast_ref::<I32Exit>() {
+            Some(I32Exit(0)) => Ok(()),
+            Some(I32Exit(code)) => Err(format!("the module exited with code {code}")),
+            None => Err(describe(error)),
+        },
+    }
+}
+
+/// A trap or a stop as the task's error: hkube's reason first, else wasmtime's trap message
+/// with the module's backtrace.
+fn describe(error: wasmtime::Error) -> String {
+    if let Some(stop) = error.downcast_ref::<Stop>() {
+        return format!("the module {stop}");
+    }
+    format!("the module failed: {error:?}")
+}
+
+/// The failure, with the last lines the module wrote on stderr (a Rust panic's message is
+/// there, before the trap it causes).
+fn with_log(error: String, log: &[u8]) -> String {
+    let text = String::from_utf8_lossy(log);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return error;
+    }
+    let tail = &lines[lines.len().saturating_sub(ERROR_LOG_LINES)..];
+    format!("{error}\nstderr:\n{}", tail.join("\n"))
+}
+
+/// The module's stdout as its result: JSON, or `null` when it wrote nothing.
+fn parse_result(stdout: &[u8]) -> Result<Value, String> {
+    let text = stdout.trim_ascii();
+    if text.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(text).map_err(|e| {
+        let shown = String::from_utf8_lossy(&text[..text.len().min(200)]).to_string();
+        format!(
+            "the module's stdout is not one JSON value ({e}): it began {shown:?}; write the result as JSON on stdout and logs on stderr"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdout_is_the_result() {
+        assert_eq!(parse_result(b" 6\n"), Ok(serde_json::json!(6)));
+        assert_eq!(parse_result(b""), Ok(Value::Null));
+        let error = parse_result(b"result: 6").unwrap_err();
+        assert!(error.contains("is not one JSON value"), "{error}");
+        assert!(error.contains("\"result: 6\""), "{error}");
+    }
+
+    #[test]
+    fn a_failure_carries_the_last_lines_of_stderr() {
+        let log: String = (1..=12).map(|i| format!("line {i}\n")).collect();
+        let text = with_log("the module failed".into(), log.as_bytes());
+        assert!(
+            text.starts_with("the module failed\nstderr:\nline 3\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("line 12"), "{text}");
+        assert_eq!(with_log("x".into(), b"\n"), "x");
+    }
+}
