@@ -406,7 +406,9 @@ mod tests {
         let value: Value = serde_json::from_str(&text).expect("JSON");
         assert_eq!(value["m"], "storage");
         assert_eq!(value["data"][0]["result"], "}");
-        assert_eq!(with_field("{ }".into(), "m", &module), r#"{"m":"storage"}"#);
+        let empty: Value =
+            serde_json::from_str(&with_field("{ }".into(), "m", &module)).expect("JSON");
+        assert_eq!(empty, json!({"m": "storage"}));
         assert_eq!(with_field("[1]".into(), "m", &module), "[1]");
     }
 }

@@ -519,6 +519,9 @@ impl Engine {
         match command {
             Command::Exec(request, reply) => {
                 let result = self.exec(request);
+                // On the board before anyone knows the job's id: a status call never waits
+                // for a loop busy with the job's first tasks.
+                self.publish();
                 let _ = reply.send(result.map(|key| self.jobs[&key].id.to_string()));
             }
             Command::Stop(request, reply) => {
