@@ -544,3 +544,118 @@ async fn with_no_ended_job_kept_a_stopped_job_leaves_memory_at_once() {
     assert!(handle.jobs(None).await.unwrap().is_empty());
     assert!(journal.unfinished().is_empty(), "its end is in the journal");
 }
+
+/// An executor whose `block` algorithm holds the engine loop (submit runs on it) for a while;
+/// other tasks wait for the test.
+#[derive(Default)]
+struct Blocking {
+    held: Mutex<Vec<TaskSpec>>,
+}
+
+impl Executor for Blocking {
+    fn submit(&self, task: TaskSpec) {
+        task.reporter.started();
+        if task.algorithm_name.as_ref() == "block" {
+            std::thread::sleep(Duration::from_millis(800));
+        }
+        self.held.lock().unwrap().push(task);
+    }
+
+    fn cancel(&self, _key: TaskKey) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_answers_while_the_engine_loop_is_busy() {
+    let executor = Arc::new(Blocking::default());
+    let handle = Engine::spawn(executor.clone(), catalog(&["alg", "block"]));
+    let job = handle
+        .exec_raw(json!({"name": "first", "nodes": [
+            {"nodeName": "A", "algorithmName": "alg", "input": ["#[1...2]"]},
+        ]}))
+        .await
+        .unwrap();
+    let status = handle.status(&job).await.unwrap();
+    assert_eq!(status["data"]["details"], "0% completed, 2 active");
+    // A second job's submission holds the loop for 800 ms.
+    let busy = handle.clone();
+    let second = tokio::spawn(async move {
+        busy.exec_raw(json!({"name": "second", "nodes": [
+            {"nodeName": "B", "algorithmName": "block", "input": [1]},
+        ]}))
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let asked = std::time::Instant::now();
+    let status = handle.status(&job).await.unwrap();
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_millis(300),
+        "status waited {took:?} for the busy loop"
+    );
+    assert!(!second.is_finished(), "the loop was not busy while asked");
+    assert_eq!(status["status"], "active");
+    assert_eq!(status["data"]["details"], "0% completed, 2 active");
+    assert!(status["timestamp"].as_u64().unwrap() >= orchestrator::engine::now_ms() - 1000);
+    second.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_journal_gets_the_same_results_document_as_the_api() {
+    use orchestrator::engine::{MemoryJournal, Run};
+    let mut executor = InProcessExecutor::default();
+    executor.register(
+        "item",
+        Arc::new(|task| match task.input.first() {
+            Some(Value::Number(n)) if n.as_u64() == Some(2) => {
+                Run::Now(TaskOutcome::Failed("two is not welcome".into()))
+            }
+            Some(value) => Run::Now(TaskOutcome::Succeeded(json!({"got": value, "s": "x\"y"}))),
+            None => Run::Now(TaskOutcome::Succeeded(Value::Null)),
+        }),
+    );
+    executor.register(
+        "one",
+        Arc::new(|_| Run::Now(TaskOutcome::Succeeded(json!(1.5)))),
+    );
+    let journal = Arc::new(MemoryJournal::new());
+    let engine = Engine::new(
+        EngineOptions::default(),
+        Arc::new(executor),
+        catalog(&["item", "one"]),
+    )
+    .with_journal(journal.clone());
+    let handle = engine.handle();
+    tokio::spawn(engine.run());
+    let job = handle
+        .exec_raw(
+            json!({"name": "results", "options": {"batchTolerance": 80}, "nodes": [
+                {"nodeName": "A", "algorithmName": "item", "input": ["#[1...4]"]},
+                {"nodeName": "B", "algorithmName": "one", "input": [], "includeInResults": true},
+                {"nodeName": "C", "algorithmName": "one", "input": ["@B"]},
+            ]}),
+        )
+        .await
+        .unwrap();
+    // No one waits on the job: the engine writes the journal's document as text.
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = handle.status(&job).await.unwrap();
+        if status["status"] == "completed" {
+            break;
+        }
+        settle().await;
+    }
+    assert_eq!(status["status"], "completed", "{status}");
+    let from_api = handle.result(&job).await.unwrap();
+    let recorded = journal.result(&job).unwrap();
+    assert_eq!(recorded, from_api);
+    assert_eq!(
+        serde_json::to_string(&recorded).unwrap(),
+        serde_json::to_string(&from_api).unwrap(),
+        "the same keys in the same order"
+    );
+    let entries = from_api["data"].as_array().unwrap();
+    assert_eq!(entries.len(), 6, "{from_api}");
+    assert_eq!(entries[1]["error"], "two is not welcome");
+    assert_eq!(entries[0]["result"], json!({"got": 1, "s": "x\"y"}));
+}

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::board::Board;
 use super::catalog::Catalog;
 use super::executor::{
     Executor, Report, ReportSink, SubPipeline, TaskKey, TaskOutcome, TaskReporter,
@@ -116,7 +117,11 @@ pub struct JobSummary {
 #[derive(Debug, Clone)]
 pub struct Handle {
     tx: mpsc::UnboundedSender<Msg>,
+    board: Arc<Board>,
 }
+
+/// How long a status call waits for the loop before the board answers (see [`Board`]).
+const STATUS_PATIENCE: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl Handle {
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
@@ -150,10 +155,20 @@ impl Handle {
             .await
     }
 
-    /// The status document (reference §3.5).
+    /// The status document (reference §3.5): from the loop, in order with everything sent to
+    /// it before; from the board when the loop is busy for longer than [`STATUS_PATIENCE`].
     pub async fn status(&self, job_id: &str) -> Result<Value, Error> {
-        self.ask(|reply| Command::Status(job_id.to_string(), reply))
-            .await
+        let (reply, mut answer) = oneshot::channel();
+        self.tx
+            .send(Msg::Command(Command::Status(job_id.to_string(), reply)))
+            .map_err(|_| Error::Closed)?;
+        match tokio::time::timeout(STATUS_PATIENCE, &mut answer).await {
+            Ok(result) => result.map_err(|_| Error::Closed)?,
+            Err(_) => match self.board.status(job_id, now_ms()) {
+                Some(doc) => Ok(doc),
+                None => answer.await.map_err(|_| Error::Closed)?,
+            },
+        }
     }
 
     /// The results document; refused while the job runs (reference §3.4).
@@ -270,6 +285,11 @@ pub struct Engine {
     /// Where every task's reporter sends (the loop's own sender).
     reports: Arc<dyn ReportSink>,
     jobs: HashMap<u64, Job>,
+    /// Status documents for when the loop is busy; `dirty`: jobs changed since they were last
+    /// put there, at `published`.
+    board: Arc<Board>,
+    dirty: Vec<u64>,
+    published: Instant,
     ids: HashMap<String, u64>,
     next_key: u64,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -310,6 +330,9 @@ impl std::fmt::Debug for Engine {
 /// How many messages the loop handles before it looks at its timers again.
 const BATCH: usize = 1024;
 
+/// While messages keep coming, how often the board is brought up to date.
+const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_millis(2);
+
 impl Engine {
     pub fn new(
         options: EngineOptions,
@@ -328,6 +351,9 @@ impl Engine {
             tx,
             rx,
             jobs: HashMap::new(),
+            board: Arc::new(Board::default()),
+            dirty: Vec::new(),
+            published: Instant::now(),
             ids: HashMap::new(),
             next_key: 1,
             timers: BinaryHeap::new(),
@@ -368,6 +394,7 @@ impl Engine {
     pub fn handle(&self) -> Handle {
         Handle {
             tx: self.tx.clone(),
+            board: self.board.clone(),
         }
     }
 
@@ -405,6 +432,7 @@ impl Engine {
             if self.handle_msg(msg) {
                 return;
             }
+            let mut drained = false;
             for _ in 0..BATCH {
                 match self.rx.try_recv() {
                     Ok(msg) => {
@@ -412,10 +440,40 @@ impl Engine {
                             return;
                         }
                     }
-                    Err(_) => break,
+                    Err(_) => {
+                        drained = true;
+                        break;
+                    }
                 }
             }
+            // Before waiting, the board is brought up to date; while busy, every few ms.
+            if drained || self.published.elapsed() >= PUBLISH_EVERY {
+                self.publish();
+            }
         }
+    }
+
+    /// Puts the changed jobs' status documents on the board.
+    fn publish(&mut self) {
+        self.published = Instant::now();
+        if self.dirty.is_empty() {
+            return;
+        }
+        self.dirty.sort_unstable();
+        self.dirty.dedup();
+        let now = now_ms();
+        for key in std::mem::take(&mut self.dirty) {
+            if let Some(job) = self.jobs.get(&key) {
+                self.board.publish(
+                    &job.id,
+                    job.status_doc(now),
+                    job.start_time,
+                    job.active_time,
+                    job.status().is_final(),
+                );
+            }
+        }
+        self.board.prune();
     }
 
     /// Returns true when the loop must end.
@@ -503,6 +561,9 @@ impl Engine {
         match command {
             Command::Exec(request, reply) => {
                 let result = self.exec(request);
+                // On the board before anyone knows the job's id: a status call never waits
+                // for a loop busy with the job's first tasks.
+                self.publish();
                 let _ = reply.send(result.map(|key| self.jobs[&key].id.to_string()));
             }
             Command::Stop(request, reply) => {
@@ -510,6 +571,7 @@ impl Engine {
             }
             Command::Pause(job_id, reply) => {
                 let result = self.find(&job_id, "jobId").and_then(|key| {
+                    self.dirty.push(key);
                     let job = self.jobs.get_mut(&key).ok_or(Error::Closed)?;
                     job.pause().map_err(|status| {
                         Error::not_allowed(format!(
@@ -909,6 +971,7 @@ impl Engine {
         let Some(job) = self.jobs.get_mut(&key) else {
             return;
         };
+        self.dirty.push(key);
         let mut actions = Vec::new();
         f(job, now_ms(), &mut actions);
         self.apply(key, actions);
@@ -1045,23 +1108,13 @@ impl Engine {
         job.release_plans();
         crate::telemetry::metrics::job_ended(job.status().as_str());
         tracing::info!(job_id = %job.id, pipeline = job.name(), status = job.status().as_str(), "job ended");
-        let result = job.result_doc().unwrap_or(Value::Null);
         let result_hook = job
             .pipeline
             .webhooks
             .as_ref()
             .and_then(|w| w.result.clone());
-        let job_id = job.id.to_string();
         // The final status goes out before the result, as a receiver of both would expect.
         self.notify_progress(key, true);
-        if let (Some(tx), Some(url)) = (&self.notifications, result_hook) {
-            let _ = tx.send(Notification {
-                kind: notify::Kind::Result,
-                job_id,
-                url,
-                body: result.clone(),
-            });
-        }
         let Some(job) = self.jobs.get_mut(&key) else {
             return;
         };
@@ -1070,26 +1123,49 @@ impl Engine {
         let name = job.name().to_string();
         let tags = job.pipeline.tags.clone();
         let depth = self.trigger_depth.remove(&key).unwrap_or(0);
+        let triggered = if completed {
+            self.catalog.triggered_by(&name)
+        } else {
+            Vec::new()
+        };
+        // The results as a tree only for whoever takes one; the journal takes the text, written
+        // straight from the tasks (a million entries as a tree would take about 500 MB).
+        let wanted = self.waiters.contains_key(&key)
+            || self.sub_waiters.contains_key(&key)
+            || !triggered.is_empty()
+            || result_hook.is_some();
+        let result = if wanted {
+            job.result_doc().unwrap_or(Value::Null)
+        } else {
+            Value::Null
+        };
+        if let (Some(tx), Some(url)) = (&self.notifications, result_hook) {
+            let _ = tx.send(Notification {
+                kind: notify::Kind::Result,
+                job_id: job.id.to_string(),
+                url,
+                body: result.clone(),
+            });
+        }
+        let status = with_cached(job.status_doc(now_ms()), self.cached_tasks.get(&key));
+        // On the board at once: the job may be forgotten below, before the next publishing.
+        self.board.publish(
+            &job.id,
+            status.clone(),
+            job.start_time,
+            job.active_time,
+            true,
+        );
         if let Some(journal) = &self.journal {
-            let status = with_cached(job.status_doc(now_ms()), self.cached_tasks.get(&key));
             journal.job_status(&job.id, &status);
-            journal.job_finished(&job.id, &result);
+            if wanted {
+                journal.job_finished(&job.id, &result);
+            } else if let Some(text) = job.result_json() {
+                journal.job_finished_json(&job.id, text);
+            }
         }
         // Large results of the job's tasks may go, except what its results point at.
-        let keep: Vec<String> = result
-            .get("data")
-            .and_then(Value::as_array)
-            .map(|entries| {
-                entries
-                    .iter()
-                    .filter_map(|e| {
-                        e.pointer("/info/path")
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let keep = job.result_references();
         self.executor.job_ended(&job.id, &keep);
         if let Some(count) = self.unfinished.get_mut(&name_key) {
             *count = count.saturating_sub(1);
@@ -1105,7 +1181,7 @@ impl Engine {
         self.finished.push_back(key);
         self.release_held();
         if completed {
-            self.fire_triggers(key, depth, &name, &tags, &result);
+            self.fire_triggers(key, depth, &name, &tags, triggered, &result);
         }
         // Last: the triggered jobs' records name this job as their parent.
         self.evict_finished();
@@ -1182,9 +1258,9 @@ impl Engine {
         depth: u32,
         name: &str,
         tags: &[String],
+        triggered: Vec<spec::Pipeline>,
         result: &Value,
     ) {
-        let triggered = self.catalog.triggered_by(name);
         if depth >= MAX_TRIGGER_DEPTH && !triggered.is_empty() {
             let names: Vec<&str> = triggered.iter().map(|p| p.name.as_str()).collect();
             tracing::warn!(

@@ -60,6 +60,14 @@ pub trait Journal: Send + Sync + 'static {
     fn job_started(&self, job: &JobRecord);
     fn task_finished(&self, task: &TaskRecord);
     fn job_finished(&self, job_id: &str, result: &Value);
+    /// [`Journal::job_finished`] with the result as JSON text, as the engine writes it for a
+    /// large job without building its tree (a database journal stores the text as it is).
+    fn job_finished_json(&self, job_id: &str, result: String) {
+        match serde_json::from_str::<Value>(&result) {
+            Ok(value) => self.job_finished(job_id, &value),
+            Err(error) => eprintln!("hkube: the result of job {job_id} is not JSON: {error}"),
+        }
+    }
     /// The job's last status document (reference §3.5), recorded just before its end, so that
     /// a job no longer in memory is answered as it was last seen.
     fn job_status(&self, _job_id: &str, _status: &Value) {}
@@ -80,6 +88,14 @@ type Entry = (JobRecord, Vec<TaskRecord>, Option<Value>);
 impl MemoryJournal {
     pub fn new() -> Self {
         MemoryJournal::default()
+    }
+
+    /// The result recorded at a job's end, for tests.
+    pub fn result(&self, job_id: &str) -> Option<Value> {
+        self.jobs
+            .lock()
+            .ok()
+            .and_then(|jobs| jobs.get(job_id).and_then(|(_, _, end)| end.clone()))
     }
 
     /// Finished-task records of a job, for tests.

@@ -8,6 +8,7 @@
 //!
 //! The engine never names a backend: tasks leave through `Arc<dyn Executor>`.
 
+mod board;
 mod catalog;
 mod driver;
 mod error;

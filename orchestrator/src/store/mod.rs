@@ -56,6 +56,12 @@ pub trait Store: Catalog {
         None
     }
 
+    /// [`Store::job_result`] as JSON text (a database gives it as it keeps it: a million-entry
+    /// result is served without building its tree).
+    fn job_result_json(&self, job_id: &str) -> Option<String> {
+        self.job_result(job_id).map(|result| result.to_string())
+    }
+
     /// The last status document of a job that ended, when this store recorded it.
     fn job_status(&self, _job_id: &str) -> Option<serde_json::Value> {
         None

@@ -428,6 +428,10 @@ impl Store for SqliteStore {
         self.result(job_id)
     }
 
+    fn job_result_json(&self, job_id: &str) -> Option<String> {
+        self.result_text(job_id)
+    }
+
     fn job_status(&self, job_id: &str) -> Option<Value> {
         self.json_column(
             "SELECT status FROM jobs WHERE job_id = ?1 AND result IS NOT NULL",
@@ -785,6 +789,10 @@ impl Journal for SqliteStore {
         self.send(Op::JobFinished(job_id.to_string(), result.to_string()));
     }
 
+    fn job_finished_json(&self, job_id: &str, result: String) {
+        self.send(Op::JobFinished(job_id.to_string(), result));
+    }
+
     fn unfinished(&self) -> Vec<(JobRecord, Vec<TaskRecord>)> {
         self.flush();
         let jobs: Vec<(String, String)> = self
@@ -830,6 +838,22 @@ impl SqliteStore {
 
     pub fn result(&self, job_id: &str) -> Option<Value> {
         self.json_column("SELECT result FROM jobs WHERE job_id = ?1", job_id)
+    }
+
+    /// A job's result as the text stored (after the pending writes), if it ended.
+    pub fn result_text(&self, job_id: &str) -> Option<String> {
+        self.flush();
+        self.with(|c| {
+            c.query_row(
+                "SELECT result FROM jobs WHERE job_id = ?1",
+                params![job_id],
+                |row| row.get(0),
+            )
+            .optional()
+        })
+        .ok()
+        .flatten()
+        .flatten()
     }
 
     /// One job's JSON document that `sql` selects (after the pending writes), if any.
