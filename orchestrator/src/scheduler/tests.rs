@@ -656,7 +656,8 @@ fn tasks_of_unknown_duration_start_one_worker_then_spread() {
     );
     let busy = worker(1, &unknown, 0, &node, WorkerState::Busy { priority: 3 });
     // Its first task has run 50 ms, so it is taken to last 100 ms: 15 × 100 ms of work is
-    // queued, which pays for six more workers starting (150 ms each), not yet for fifteen.
+    // queued behind a worker busy for about 100 ms more, which pays for ten more workers
+    // starting (150 ms each), not yet for fifteen.
     let early = AlgorithmPolicy {
         running_for_us: Some(50_000),
         ..unknown.clone()
@@ -668,9 +669,9 @@ fn tasks_of_unknown_duration_start_one_worker_then_spread() {
         nodes: vec![node.clone()],
         ..Snapshot::default()
     });
-    assert_eq!(decisions.start.len(), 6);
-    // Run 200 ms (taken as 400 ms): the rest spread while each worker keeps more than a
-    // start's worth of the queue (11 now; later rounds see longer runs and start more).
+    assert_eq!(decisions.start.len(), 10);
+    // Run 200 ms (taken as 400 ms): each waiting task would wait longer than a start for a
+    // free worker, so all fifteen spread.
     let long = AlgorithmPolicy {
         running_for_us: Some(200_000),
         ..unknown.clone()
@@ -682,7 +683,7 @@ fn tasks_of_unknown_duration_start_one_worker_then_spread() {
         nodes: vec![node.clone()],
         ..Snapshot::default()
     });
-    assert_eq!(decisions.start.len(), 11);
+    assert_eq!(decisions.start.len(), 15);
     // Measured at 1 ms: 15 tasks are done before a second worker would be ready.
     let short = AlgorithmPolicy {
         mean_task_us: Some(1_000),
@@ -742,4 +743,27 @@ fn a_task_running_far_longer_than_its_mean_starts_workers() {
         ..Snapshot::default()
     });
     assert!(decisions.start.len() >= 10, "{:?}", decisions.start.len());
+}
+
+#[test]
+fn one_second_tasks_behind_busy_workers_still_start_workers() {
+    // 12 workers each hold a 1 s task; 4 more wait. Each of them would wait about a second for
+    // a free worker, far longer than a start (150 ms): all four get a worker of their own.
+    let known = AlgorithmPolicy {
+        mean_task_us: Some(1_000_000),
+        ..algorithm("sleep", 0.1, 256.0, 0.0)
+    };
+    let node = machine(2, 24_000, 0);
+    let workers: Vec<_> = (1..=12)
+        .map(|id| worker(id, &known, 0, &node, WorkerState::Busy { priority: 3 }))
+        .collect();
+    let queue: Vec<QueuedTask> = (13..=16).map(|i| task(i, 0, 3, 0)).collect();
+    let decisions = schedule(&Snapshot {
+        algorithms: vec![known],
+        queue,
+        workers,
+        nodes: vec![node],
+        ..Snapshot::default()
+    });
+    assert_eq!(decisions.start.len(), 4, "{:?}", decisions.pending);
 }
