@@ -73,14 +73,29 @@ impl Live {
 pub struct TaskLogs {
     dir: PathBuf,
     live: Mutex<HashMap<(Arc<str>, TaskId), Live>>,
+    /// Tasks whose log was written to its file lately: a line read from the pipe after that
+    /// must not open a new live log (it would shadow the file and never leave memory). A new
+    /// attempt of the task reopens it ([`TaskLogs::reopen`]). Bounded: the oldest are dropped.
+    ended: Mutex<Ended>,
     follow: broadcast::Sender<LogLine>,
 }
+
+/// The recently ended tasks, oldest first (`order` may name a task reopened since).
+#[derive(Debug, Default)]
+struct Ended {
+    keys: std::collections::HashSet<(Arc<str>, TaskId)>,
+    order: VecDeque<(Arc<str>, TaskId)>,
+}
+
+/// How many ended tasks are remembered against late lines.
+const ENDED_KEPT: usize = 65_536;
 
 impl TaskLogs {
     pub fn new(dir: PathBuf) -> TaskLogs {
         TaskLogs {
             dir,
             live: Mutex::new(HashMap::new()),
+            ended: Mutex::new(Ended::default()),
             follow: broadcast::channel(FOLLOW_BUFFER).0,
         }
     }
@@ -99,15 +114,17 @@ impl TaskLogs {
         let Ok(mut live) = self.live.lock() else {
             return;
         };
-        let entry = live
-            .entry((job_id.clone(), task_id))
-            .or_insert_with(|| Live {
-                node_name: node_name.clone(),
-                lines: VecDeque::new(),
-                bytes: 0,
-                dropped: 0,
-                ended: false,
-            });
+        let key = (job_id.clone(), task_id);
+        if !live.contains_key(&key) && self.ended_lately(&key) {
+            return;
+        }
+        let entry = live.entry(key).or_insert_with(|| Live {
+            node_name: node_name.clone(),
+            lines: VecDeque::new(),
+            bytes: 0,
+            dropped: 0,
+            ended: false,
+        });
         if entry.ended {
             return;
         }
@@ -127,15 +144,17 @@ impl TaskLogs {
         let Ok(mut live) = self.live.lock() else {
             return;
         };
-        let entry = live
-            .entry((job_id.clone(), task_id))
-            .or_insert_with(|| Live {
-                node_name: node_name.clone(),
-                lines: VecDeque::new(),
-                bytes: 0,
-                dropped: 0,
-                ended: false,
-            });
+        let key = (job_id.clone(), task_id);
+        if !live.contains_key(&key) && self.ended_lately(&key) {
+            return;
+        }
+        let entry = live.entry(key).or_insert_with(|| Live {
+            node_name: node_name.clone(),
+            lines: VecDeque::new(),
+            bytes: 0,
+            dropped: 0,
+            ended: false,
+        });
         if entry.ended {
             return;
         }
@@ -171,6 +190,17 @@ impl TaskLogs {
             entry.ended = true;
             entry.text()
         };
+        if let Ok(mut ended) = self.ended.lock() {
+            let key = (job_id.clone(), task_id);
+            if ended.keys.insert(key.clone()) {
+                ended.order.push_back(key);
+            }
+            while ended.order.len() > ENDED_KEPT {
+                if let Some(old) = ended.order.pop_front() {
+                    ended.keys.remove(&old);
+                }
+            }
+        }
         let file = self.file(job_id, task_id);
         let logs = self.clone();
         let key = (job_id.clone(), task_id);
@@ -188,6 +218,19 @@ impl TaskLogs {
             }
             Err(_) => write(),
         }
+    }
+
+    /// A new attempt of a task that ended: its lines are taken again.
+    pub fn reopen(&self, job_id: &Arc<str>, task_id: TaskId) {
+        if let Ok(mut ended) = self.ended.lock() {
+            ended.keys.remove(&(job_id.clone(), task_id));
+        }
+    }
+
+    fn ended_lately(&self, key: &(Arc<str>, TaskId)) -> bool {
+        self.ended
+            .lock()
+            .is_ok_and(|ended| ended.keys.contains(key))
     }
 
     /// A task's text so far: in memory while it runs, else its file; `None` when it has none.
@@ -270,7 +313,8 @@ mod tests {
         logs.whole(&job, id("aaaaaaaa"), &node, "one\ntwo\n");
         assert_eq!(&*follower.recv().await.expect("a line").text, "two");
         logs.finish(&job, id("aaaaaaaa"));
-        // A late line of an ended task changes nothing.
+        // A late line of an ended task changes nothing: neither while its file is being
+        // written, nor once it is written and the task has left memory.
         logs.line(&job, id("aaaaaaaa"), &node, "late");
         for _ in 0..100 {
             if dir.path().join("job-a/aaaaaaaa.log").exists()
@@ -280,6 +324,8 @@ mod tests {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        logs.line(&job, id("aaaaaaaa"), &node, "later");
+        assert!(logs.live.lock().expect("lock").is_empty());
         assert_eq!(
             std::fs::read_to_string(dir.path().join("job-a/aaaaaaaa.log")).expect("the file"),
             "one\ntwo\n"

@@ -126,6 +126,8 @@ struct Watch {
 
 impl TaskWatch for Watch {
     fn placed(&self) {
+        // A retry of a task whose earlier attempt's log was written takes lines again.
+        self.telemetry.logs.reopen(&self.job_id, self.task_id);
         self.telemetry
             .board()
             .update(self.key, TaskState::Placed, now_ms());
