@@ -114,20 +114,9 @@ impl TaskLogs {
         let Ok(mut live) = self.live.lock() else {
             return;
         };
-        let key = (job_id.clone(), task_id);
-        if !live.contains_key(&key) && self.ended_lately(&key) {
+        let Some(entry) = self.open_entry(&mut live, job_id, task_id, node_name) else {
             return;
-        }
-        let entry = live.entry(key).or_insert_with(|| Live {
-            node_name: node_name.clone(),
-            lines: VecDeque::new(),
-            bytes: 0,
-            dropped: 0,
-            ended: false,
-        });
-        if entry.ended {
-            return;
-        }
+        };
         entry.push(line.to_string());
         drop(live);
         let _ = self.follow.send(LogLine {
@@ -144,20 +133,9 @@ impl TaskLogs {
         let Ok(mut live) = self.live.lock() else {
             return;
         };
-        let key = (job_id.clone(), task_id);
-        if !live.contains_key(&key) && self.ended_lately(&key) {
+        let Some(entry) = self.open_entry(&mut live, job_id, task_id, node_name) else {
             return;
-        }
-        let entry = live.entry(key).or_insert_with(|| Live {
-            node_name: node_name.clone(),
-            lines: VecDeque::new(),
-            bytes: 0,
-            dropped: 0,
-            ended: false,
-        });
-        if entry.ended {
-            return;
-        }
+        };
         let seen = entry.lines.len() as u64 + entry.dropped;
         let new: Vec<&str> = text.lines().collect();
         entry.lines.clear();
@@ -225,6 +203,29 @@ impl TaskLogs {
         if let Ok(mut ended) = self.ended.lock() {
             ended.keys.remove(&(job_id.clone(), task_id));
         }
+    }
+
+    /// The live log a new line or capture goes to: opened on the task's first output; `None`
+    /// once the task ended (its file has its text).
+    fn open_entry<'a>(
+        &self,
+        live: &'a mut HashMap<(Arc<str>, TaskId), Live>,
+        job_id: &Arc<str>,
+        task_id: TaskId,
+        node_name: &Arc<str>,
+    ) -> Option<&'a mut Live> {
+        let key = (job_id.clone(), task_id);
+        if !live.contains_key(&key) && self.ended_lately(&key) {
+            return None;
+        }
+        let entry = live.entry(key).or_insert_with(|| Live {
+            node_name: node_name.clone(),
+            lines: VecDeque::new(),
+            bytes: 0,
+            dropped: 0,
+            ended: false,
+        });
+        (!entry.ended).then_some(entry)
     }
 
     fn ended_lately(&self, key: &(Arc<str>, TaskId)) -> bool {
