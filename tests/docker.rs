@@ -677,7 +677,12 @@ fn old_images_are_removed_and_a_missing_base_image_is_named() {
         .map(|tag| image_of(tag).unwrap_or_else(|| panic!("{tag} was removed")))
         .collect();
     kept.sort();
-    assert_eq!(images(), kept);
+    assert_eq!(
+        images(),
+        kept,
+        "the images of {name} after four builds; the server said:\n{}",
+        server.log.lock().unwrap()
+    );
     assert_eq!(image_of(&tags[0]), None, "{} is still there", tags[0]);
     assert_eq!(image_of(&tags[1]), None, "{} is still there", tags[1]);
     // The current version still runs.

@@ -73,8 +73,11 @@ pub(super) async fn run(inner: &Inner, build_id: &str) {
             progress.record["algorithmImage"] = json!(image);
             progress.record["imageTag"] = json!(image.rsplit(':').next().unwrap_or_default());
             progress.record["endTime"] = json!(now_ms());
-            progress.set("completed", 100);
+            // "completed" is said once the version is recorded, current and registered and
+            // old images are gone: a client that waits for it (`hkube algorithm apply`) and
+            // then runs the algorithm or lists its images sees the build's whole effect.
             complete(inner, &mut progress, algorithm, build_id).await;
+            progress.set("completed", 100);
         }
         Ok(Err(error)) => progress.fail(&error),
         Err(_) => progress.fail(&format!("build timed out after {} s", timeout.as_secs())),
