@@ -7,13 +7,13 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 mod common;
+use common::{dechunk, python_missing};
 
 /// A running `hkube server`, stopped (SIGTERM) when dropped.
 struct Server {
@@ -26,15 +26,7 @@ struct Server {
 }
 
 fn fresh_dir() -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "hkube-api-test-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch_dir("hkube-api-test")
 }
 
 impl Server {
@@ -175,19 +167,6 @@ impl Drop for Server {
             let _ = std::fs::remove_dir_all(&self.state_dir);
         }
     }
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut body = String::new();
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        body.push_str(&tail[..size]);
-        rest = tail[size..].trim_start_matches("\r\n");
-    }
-    body
 }
 
 fn numbers_pipeline() -> Value {
@@ -538,17 +517,6 @@ fn versions_rollback_and_job_queries_survive_a_restart() {
     check_queries(&server);
     let (_, versions) = server.get("/api/v1/versions/algorithms/img-alg");
     assert_eq!(versions.as_array().unwrap().len(), 2);
-}
-
-fn python_missing() -> bool {
-    let found = Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        testkit::skip(None, "python3 is not installed");
-    }
-    !found
 }
 
 impl Server {

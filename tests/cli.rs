@@ -1,5 +1,8 @@
 //! The `hkube` binary, end to end: what a user types and what they see.
 
+mod common;
+
+use common::copy_tree;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -755,22 +758,6 @@ fn a_copied_binary_runs_every_language() {
     assert!(runtimes[0]
         .join("python/hkube_runtime/__main__.py")
         .is_file());
-}
-
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).expect("folder made");
-    for entry in std::fs::read_dir(from).expect("folder read") {
-        let entry = entry.expect("entry");
-        let name = entry.file_name();
-        if name == "__pycache__" {
-            continue;
-        }
-        if entry.file_type().expect("type").is_dir() {
-            copy_tree(&entry.path(), &to.join(&name));
-        } else {
-            std::fs::copy(entry.path(), to.join(&name)).expect("file copied");
-        }
-    }
 }
 
 /// `--gpus`, `--cpus` and `--memory` declare what workers may use. An algorithm asking for a

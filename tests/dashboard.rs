@@ -6,13 +6,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 mod common;
+use common::python_missing;
 
 struct Server {
     child: Child,
@@ -30,15 +30,7 @@ impl Drop for Server {
 }
 
 fn fresh_dir() -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "hkube-dashboard-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch_dir("hkube-dashboard")
 }
 
 /// Python algorithms: `talker` prints, waits for the file `<dir>/go` (10 s at most), prints
@@ -101,17 +93,6 @@ fn start(extra: &[&str]) -> Server {
         log,
         dir,
     }
-}
-
-fn python_missing() -> bool {
-    let found = Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        testkit::skip(None, "python3 is not installed");
-    }
-    !found
 }
 
 impl Server {

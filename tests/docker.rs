@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::copy_tree;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -179,19 +180,6 @@ fn algorithm_folder(root: &Path, example: &str, extra: &[(&str, &str)]) -> PathB
         std::fs::write(to.join(name), text).unwrap();
     }
     to
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap();
-        if path.is_dir() && name != "__pycache__" {
-            copy_tree(&path, &to.join(name));
-        } else if path.is_file() {
-            std::fs::copy(&path, to.join(name)).unwrap();
-        }
-    }
 }
 
 /// `hkube exec raw -f FILE --json`: waits and returns the results document.

@@ -8,13 +8,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 mod common;
+use common::{dechunk, python_missing};
 
 /// A running `hkube server` over a state folder, stopped (SIGTERM) when dropped.
 struct Server {
@@ -23,26 +23,7 @@ struct Server {
 }
 
 fn fresh_dir() -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "hkube-triggers-test-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn python_missing() -> bool {
-    let found = Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        testkit::skip(None, "python3 is not installed");
-    }
-    !found
+    common::scratch_dir("hkube-triggers-test")
 }
 
 impl Server {
@@ -140,19 +121,6 @@ impl Drop for Server {
         }
         let _ = std::fs::remove_dir_all(&self.state_dir);
     }
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut body = String::new();
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        body.push_str(&tail[..size]);
-        rest = tail[size..].trim_start_matches("\r\n");
-    }
-    body
 }
 
 /// A stored pipeline of one Python node (Range of 3), with a cron trigger.
