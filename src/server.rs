@@ -209,7 +209,11 @@ fn registry_target(args: &ServerArgs) -> anyhow::Result<Option<builder::registry
              into folders, not images, so there is nothing to push"
         );
     }
-    let non_empty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let non_empty = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     let target = builder::registry::Target {
         registry,
         auth: builder::registry::AuthSource::resolve(

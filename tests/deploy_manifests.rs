@@ -40,8 +40,7 @@ fn typed<T: DeserializeOwned + serde::Serialize>(value: &Value, file: &str) -> T
         .unwrap_or_else(|e| panic!("{file}: not a {}: {e}", std::any::type_name::<T>()));
     let back = serde_json::to_value(&object).unwrap();
     assert_eq!(
-        &back,
-        value,
+        &back, value,
         "{file}: {} drops or changes fields (a misspelt or misplaced one?)",
         value["kind"]
     );
@@ -129,9 +128,7 @@ fn render(template: &str, values: &Value, release: &str, namespace: &str) -> Str
                 let path = path.strip_prefix(".Values.").unwrap_or_else(|| {
                     panic!("{{{{ {path} }}}}: the chart's templates use only .Release.Name, .Release.Namespace and .Values (no functions), so that this test renders them")
                 });
-                let found = path
-                    .split('.')
-                    .fold(values, |value, key| &value[key]);
+                let found = path.split('.').fold(values, |value, key| &value[key]);
                 match found {
                     Value::String(text) => text.clone(),
                     Value::Number(number) => number.to_string(),
@@ -243,7 +240,14 @@ fn rbac_grants_exactly_the_verbs_the_server_uses() {
         vec![
             rule(
                 &["pods"],
-                &["create", "get", "list", "watch", "delete", "deletecollection"]
+                &[
+                    "create",
+                    "get",
+                    "list",
+                    "watch",
+                    "delete",
+                    "deletecollection"
+                ]
             ),
             rule(&["pods/log"], &["get"]),
         ]
@@ -282,7 +286,7 @@ fn rbac_grants_exactly_the_verbs_the_server_uses() {
         assert_eq!(subject.name, account);
         assert_eq!(subject.namespace.as_deref(), Some("hkube"));
     }
-    let pod = objects.deployments[0].spec.clone().unwrap().template.spec.unwrap();
+    let pod = objects.deployments[0].spec.clone().template.spec.unwrap();
     assert_eq!(pod.service_account_name.as_deref(), Some(account.as_str()));
 }
 
@@ -299,13 +303,18 @@ fn flags(args: &[String]) -> BTreeMap<String, String> {
 
 /// Flags the Kubernetes launcher brings to `hkube server`. Until it is part of the server they
 /// are all absent from its --help; once it is, each must be there (a renamed one is caught).
-const LAUNCHER_FLAGS: [&str; 4] = ["namespace", "link-listen", "link-address", "image-pull-secret"];
+const LAUNCHER_FLAGS: [&str; 4] = [
+    "namespace",
+    "link-listen",
+    "link-address",
+    "image-pull-secret",
+];
 
 #[test]
 fn the_deployment_service_claim_and_secrets_refer_to_each_other() {
     let objects = plain_objects();
     let deployment = &objects.deployments[0];
-    let pod = deployment.spec.clone().unwrap().template.spec.unwrap();
+    let pod = deployment.spec.clone().template.spec.unwrap();
     let [server] = &pod.containers[..] else {
         panic!("one container")
     };
@@ -357,13 +366,15 @@ fn the_deployment_service_claim_and_secrets_refer_to_each_other() {
     );
     assert_eq!(
         flags["link-address"],
-        format!("{service_name}.$(POD_NAMESPACE).svc:{}", service_ports["link"])
+        format!(
+            "{service_name}.$(POD_NAMESPACE).svc:{}",
+            service_ports["link"]
+        )
     );
     let selector = service.spec.clone().unwrap().selector.unwrap();
     let labels = deployment
         .spec
         .clone()
-        .unwrap()
         .template
         .metadata
         .unwrap()
@@ -397,12 +408,7 @@ fn the_deployment_service_claim_and_secrets_refer_to_each_other() {
         .collect();
     let env = server.env.clone().unwrap();
     let token = env.iter().find(|e| e.name == "HKUBE_TOKEN").unwrap();
-    let token_ref = token
-        .value_from
-        .clone()
-        .unwrap()
-        .secret_key_ref
-        .unwrap();
+    let token_ref = token.value_from.clone().unwrap().secret_key_ref.unwrap();
     assert!(generated.contains(&token_ref.name));
     let s3 = server.env_from.clone().unwrap()[0]
         .secret_ref
@@ -428,7 +434,8 @@ fn the_deployment_service_claim_and_secrets_refer_to_each_other() {
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&help.stdout).into_owned();
-    let known = |flag: &str| help.contains(&format!("--{flag} ")) || help.contains(&format!("--{flag}\n"));
+    let known =
+        |flag: &str| help.contains(&format!("--{flag} ")) || help.contains(&format!("--{flag}\n"));
     let launcher_merged = LAUNCHER_FLAGS.iter().any(|flag| known(flag));
     for flag in flags.keys() {
         if !launcher_merged && LAUNCHER_FLAGS.contains(&flag.as_str()) {

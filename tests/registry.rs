@@ -160,7 +160,14 @@ fn auth_file(path: &Path, host: &str, password: &str) {
 
 fn apply(endpoint: &str, dir: &Path) -> (i32, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_hkube"))
-        .args(["algorithm", "apply", "-f", "algorithm.yml", "--endpoint", endpoint])
+        .args([
+            "algorithm",
+            "apply",
+            "-f",
+            "algorithm.yml",
+            "--endpoint",
+            endpoint,
+        ])
         .current_dir(dir)
         .env_remove("HKUBE_TOKEN")
         .output()
@@ -186,7 +193,9 @@ fn multiply(endpoint: &str) -> Value {
         &format!("{endpoint}/api/v1/exec/algorithm"),
         &json!({"name": "multiply", "input": [6, 7]}).to_string(),
     );
-    let job_id = started["jobId"].as_str().unwrap_or_else(|| panic!("{started}"));
+    let job_id = started["jobId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{started}"));
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let results = get(endpoint, &format!("exec/results/{job_id}"));
@@ -205,7 +214,9 @@ fn built_images_are_pushed_to_the_registry_and_pulled_back() {
         testkit::skip(Some("HKUBE_REQUIRE_DOCKER"), &reason);
         return;
     }
-    let root = common::scratch_dir("hkube-registry-test");
+    let root = std::env::temp_dir().join(format!("hkube-registry-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
     let (_registry, host) = start_registry(&root);
     let credentials = root.join("docker-config.json");
     auth_file(&credentials, &host, "not-the-password");
@@ -235,6 +246,7 @@ fn built_images_are_pushed_to_the_registry_and_pulled_back() {
     assert_eq!(status, 1, "{output}");
     let builds = get(&endpoint, "builds/list/multiply");
     let error = builds[0]["error"].as_str().unwrap_or_default().to_string();
+    eprintln!("the failed push's message: {error}");
     assert!(error.contains("pushing"), "{builds}");
     assert!(
         error.contains("unauthorized") || error.contains("authentication required"),
@@ -264,6 +276,7 @@ fn built_images_are_pushed_to_the_registry_and_pulled_back() {
     let tag = image.strip_prefix(&prefix).unwrap();
     let builds = get(&endpoint, "builds/list/multiply?sort=desc");
     let log = builds[0]["result"]["data"].as_str().unwrap_or_default();
+    eprintln!("the build's log: {log}");
     assert!(
         log.contains(&format!("pushing {image} to {host} as {USER}")) && log.contains("Pushed"),
         "push progress is in the build log: {log}"
@@ -321,7 +334,12 @@ fn a_registry_needs_an_image_building_executor_and_a_readable_auth_file() {
         let output = Command::new(env!("CARGO_BIN_EXE_hkube"))
             .arg("server")
             .args(args)
-            .args(["--listen", "127.0.0.1:0", "--state-dir", "/nonexistent/hkube"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--state-dir",
+                "/nonexistent/hkube",
+            ])
             .env_remove("HKUBE_TOKEN")
             .output()
             .unwrap();
@@ -329,7 +347,10 @@ fn a_registry_needs_an_image_building_executor_and_a_readable_auth_file() {
         String::from_utf8_lossy(&output.stderr).into_owned()
     };
     let local = run(&["--registry", "127.0.0.1:5000/hkube"]);
-    assert!(local.contains("--registry needs --executor docker"), "{local}");
+    assert!(
+        local.contains("--registry needs --executor docker"),
+        "{local}"
+    );
     let missing = run(&[
         "--executor",
         "docker",

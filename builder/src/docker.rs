@@ -165,7 +165,7 @@ impl DockerEngine {
     }
 
     /// Pushes `reference` (`REPOSITORY:TAG`, the repository naming its registry) with
-    /// `credentials`. Changes of state are reported as lines (not the byte counters in
+    /// `credentials`. Each layer's outcome is reported as a line (not the progress in
     /// between: a log of thousands of progress lines says nothing more); a refusal
     /// by the registry ends the push with the registry's own message.
     pub async fn push(
@@ -182,9 +182,11 @@ impl DockerEngine {
         let mut stream = self
             .docker
             .push_image(repository, Some(options.build()), credentials);
-        // bollard's model drops the layer id, so a repeated status (every layer "Preparing",
-        // then "Pushing" once per chunk) is said once per run of it.
-        let mut last = String::new();
+        // bollard's model drops the layer id, so the transient states (every layer
+        // "Preparing", "Waiting", then "Pushing" once per chunk) say nothing that a log reader
+        // could follow; each layer's outcome ("Pushed", "Layer already exists", "Mounted
+        // from …") and the digest line are kept.
+        const TRANSIENT: [&str; 3] = ["Preparing", "Waiting", "Pushing"];
         while let Some(item) = stream.next().await {
             match item {
                 Ok(info) => {
@@ -194,10 +196,9 @@ impl DockerEngine {
                     {
                         return Err(Error::Failed(error.trim().to_string()));
                     }
-                    let Some(status) = info.status else { continue };
-                    if status != last {
-                        report(status.clone());
-                        last = status;
+                    match info.status {
+                        Some(status) if !TRANSIENT.contains(&status.as_str()) => report(status),
+                        _ => {}
                     }
                 }
                 Err(bollard::errors::Error::DockerStreamError { error }) => {

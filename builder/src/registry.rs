@@ -60,7 +60,9 @@ impl Registry {
             )));
         }
         if host.contains(':') && port.parse::<u16>().is_err() {
-            return Err(bad(&format!("{host}: the port must be a number up to 65535")));
+            return Err(bad(&format!(
+                "{host}: the port must be a number up to 65535"
+            )));
         }
         for component in path.split('/').filter(|_| !path.is_empty()) {
             check_component(component).map_err(|reason| bad(&reason))?;
@@ -149,9 +151,7 @@ impl Target {
         };
         let text = match std::fs::read_to_string(&self.auth.path) {
             Ok(text) => text,
-            Err(error)
-                if error.kind() == std::io::ErrorKind::NotFound && !self.auth.explicit =>
-            {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && !self.auth.explicit => {
                 return Ok(None)
             }
             Err(error) => return Err(failed(format!("cannot read it: {error}"))),
@@ -207,9 +207,9 @@ pub fn credentials(text: &str, host: &str) -> Result<Option<DockerCredentials>, 
                 .map_err(|e| format!("auths.\"{host}\".auth is not base64: {e}"))?;
             let decoded = String::from_utf8(decoded)
                 .map_err(|_| format!("auths.\"{host}\".auth is not UTF-8 once decoded"))?;
-            let (user, pass) = decoded.split_once(':').ok_or_else(|| {
-                format!("auths.\"{host}\".auth decodes to no user:password pair")
-            })?;
+            let (user, pass) = decoded
+                .split_once(':')
+                .ok_or_else(|| format!("auths.\"{host}\".auth decodes to no user:password pair"))?;
             (Some(user.to_string()), Some(pass.to_string()))
         }
         None => (text("username"), text("password")),
@@ -225,7 +225,9 @@ pub fn credentials(text: &str, host: &str) -> Result<Option<DockerCredentials>, 
         };
     }
     if username.is_some() && password.is_none() {
-        return Err(format!("auths.\"{host}\" has a username without a password"));
+        return Err(format!(
+            "auths.\"{host}\" has a username without a password"
+        ));
     }
     Ok(Some(DockerCredentials {
         username,

@@ -140,9 +140,7 @@ impl BuildOptions {
             wasm_cache: Some(state_dir.join("wasm-cache")),
         }
     }
-}
 
-impl BuildOptions {
     /// Images are named under the registry (`HOST/PATH/<algorithm>:<digest>`) and pushed there
     /// after each build, so that the algorithm's `algorithmImage` is a reference a cluster can
     /// pull.
