@@ -84,6 +84,17 @@ pub struct ServerArgs {
     /// hkube/<env>:bookworm, made by scripts/base-images.sh.
     #[arg(long = "base-image", value_name = "ENV=IMAGE", value_parser = parse_base_image)]
     base_images: Vec<(String, String)>,
+    /// Docker and Kubernetes executors: built images are named HOST[:PORT]/PATH/<algorithm>:<tag>
+    /// and pushed to this registry after each build, and the algorithm's algorithmImage names
+    /// the pushed image (what a cluster pulls). A failed push fails the build. Empty: none.
+    #[arg(long, env = "HKUBE_REGISTRY", value_name = "HOST[:PORT]/PATH")]
+    registry: Option<String>,
+    /// --registry: a Docker config file whose auths entry for the registry's host holds the
+    /// credentials (base64 user:password in auth, or username and password). Default:
+    /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json (pushing without credentials
+    /// when it is absent). Read at each push.
+    #[arg(long, env = "HKUBE_REGISTRY_AUTH", value_name = "FILE")]
+    registry_auth: Option<PathBuf>,
     /// Where jobs' stored objects live: the state folder (fs) or an S3-compatible server (s3,
     /// credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
     #[arg(long, env = "HKUBE_STORAGE", value_enum, default_value = "fs")]
@@ -178,6 +189,43 @@ fn parse_retention(text: &str) -> Result<Retention, String> {
     Ok(Retention(Some(Duration::from_secs(total))))
 }
 
+/// `--registry` and its credentials, checked before anything starts: a typo in the file is
+/// said now, not at the first build.
+fn registry_target(args: &ServerArgs) -> anyhow::Result<Option<builder::registry::Target>> {
+    // An empty value is no registry, as an empty HKUBE_TOKEN is no token (a chart's default).
+    let Some(reference) = args.registry.as_deref().filter(|r| !r.trim().is_empty()) else {
+        if let Some(file) = &args.registry_auth {
+            bail!(
+                "--registry-auth {} names credentials for no registry: give --registry too",
+                file.display()
+            );
+        }
+        return Ok(None);
+    };
+    let registry = builder::registry::Registry::parse(reference)?;
+    if args.executor == ExecutorKind::Local {
+        bail!(
+            "--registry needs --executor docker (or kubernetes): the local executor builds code \
+             into folders, not images, so there is nothing to push"
+        );
+    }
+    let non_empty = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let target = builder::registry::Target {
+        registry,
+        auth: builder::registry::AuthSource::resolve(
+            args.registry_auth.clone(),
+            non_empty("DOCKER_CONFIG"),
+            non_empty("HOME"),
+        ),
+    };
+    target.credentials()?;
+    Ok(Some(target))
+}
+
 /// `ENV=IMAGE` with ENV one of python, nodejs, java.
 fn parse_base_image(text: &str) -> Result<(String, String), String> {
     let (env, image) = text
@@ -212,6 +260,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     if args.executor == ExecutorKind::Kubernetes {
         bail!("the kubernetes executor is not available yet; use --executor local or docker");
     }
+    let registry = registry_target(&args)?;
     let token = args.token.filter(|t| !t.is_empty());
     let addresses: Vec<_> = tokio::net::lookup_host(&args.listen)
         .await
@@ -369,6 +418,9 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         if let Some(slot) = options.base_images.get_mut(env.as_str()) {
             *slot = image.clone();
         }
+    }
+    if let Some(target) = registry {
+        options.push_to(target);
     }
     let (backend, deployer): (Backend, Arc<dyn Deployer>) = match docker {
         Some(docker) => {

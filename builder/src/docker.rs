@@ -7,7 +7,7 @@
 
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    ListImagesOptionsBuilder, RemoveImageOptionsBuilder,
+    ListImagesOptionsBuilder, PushImageOptionsBuilder, RemoveImageOptionsBuilder,
 };
 use bollard::Docker;
 use bytes::Bytes;
@@ -162,6 +162,52 @@ impl DockerEngine {
             .await
             .map(drop)
             .map_err(|e| Error::Engine(e.to_string()))
+    }
+
+    /// Pushes `reference` (`REPOSITORY:TAG`, the repository naming its registry) with
+    /// `credentials`. Each layer's outcome is reported as a line (not the progress in
+    /// between: a log of thousands of progress lines says nothing more); a refusal
+    /// by the registry ends the push with the registry's own message.
+    pub async fn push(
+        &self,
+        reference: &str,
+        credentials: Option<bollard::auth::DockerCredentials>,
+        mut report: impl FnMut(String),
+    ) -> Result<(), Error> {
+        let (repository, tag) = crate::registry::split_tag(reference);
+        let mut options = PushImageOptionsBuilder::new();
+        if let Some(tag) = tag {
+            options = options.tag(tag);
+        }
+        let mut stream = self
+            .docker
+            .push_image(repository, Some(options.build()), credentials);
+        // bollard's model drops the layer id, so the transient states (every layer
+        // "Preparing", "Waiting", then "Pushing" once per chunk) say nothing that a log reader
+        // could follow; each layer's outcome ("Pushed", "Layer already exists", "Mounted
+        // from …") and the digest line are kept.
+        const TRANSIENT: [&str; 3] = ["Preparing", "Waiting", "Pushing"];
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(error) = info
+                        .error
+                        .or_else(|| info.error_detail.and_then(|d| d.message))
+                    {
+                        return Err(Error::Failed(error.trim().to_string()));
+                    }
+                    match info.status {
+                        Some(status) if !TRANSIENT.contains(&status.as_str()) => report(status),
+                        _ => {}
+                    }
+                }
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    return Err(Error::Failed(error.trim().to_string()))
+                }
+                Err(error) => return Err(Error::Engine(error.to_string())),
+            }
+        }
+        Ok(())
     }
 
     /// Builds `context` as `tag`; returns the image id.

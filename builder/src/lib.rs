@@ -11,6 +11,7 @@ pub mod env;
 pub mod git;
 pub mod local;
 pub mod process;
+pub mod registry;
 pub mod unpack;
 pub mod webhook;
 

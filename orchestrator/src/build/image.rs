@@ -55,6 +55,9 @@ pub(super) async fn build(
         progress.line(&format!(
             "image {tag} exists: same inputs, nothing to build"
         ));
+        // Pushed again all the same: the registry may have lost it (a push of layers it has
+        // costs one check each).
+        push(inner, docker, &tag, progress).await?;
         return Ok(tag);
     }
     let base = context
@@ -98,7 +101,58 @@ pub(super) async fn build(
     }
     drop(running);
     result.map_err(|e| e.to_string())?;
+    push(inner, docker, &tag, progress).await?;
     Ok(tag)
+}
+
+/// Pushes the image to the server's registry, when it has one; the engine's progress goes to
+/// the build's log. A failure fails the build with the registry's words and what to check:
+/// an algorithm whose image the cluster cannot pull must not become current.
+async fn push(
+    inner: &Inner,
+    docker: &DockerEngine,
+    tag: &str,
+    progress: &mut Progress<'_>,
+) -> Result<(), String> {
+    let Some(target) = &inner.options.registry else {
+        return Ok(());
+    };
+    let credentials = target.credentials().map_err(|e| e.to_string())?;
+    progress.line(&format!(
+        "pushing {tag} to {}{}",
+        target.registry.host,
+        match &credentials {
+            Some(found) => format!(
+                " as {}",
+                found.username.as_deref().unwrap_or("(identity token)")
+            ),
+            None => " without credentials".to_string(),
+        }
+    ));
+    // The engine's lines reach the record while the push runs, as the build's do.
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let running = docker.push(tag, credentials, move |line| {
+        let _ = tx.send(line);
+    });
+    let mut running = Box::pin(running);
+    let result = loop {
+        tokio::select! {
+            result = &mut running => break result,
+            Some(line) = lines.recv() => progress.line(&line),
+        }
+    };
+    while let Ok(line) = lines.try_recv() {
+        progress.line(&line);
+    }
+    result.map_err(|error| {
+        format!(
+            "pushing {tag} to {} failed: {error}; {}",
+            target.registry.host,
+            target.advice()
+        )
+    })?;
+    progress.line(&format!("pushed {tag}"));
+    Ok(())
 }
 
 /// The build's failure when its base image is neither in the engine nor pullable: which image,

@@ -108,6 +108,9 @@ pub struct BuildOptions {
     pub base_images: HashMap<&'static str, String>,
     /// Images are tagged `<repository>/<algorithm>:<digest>`.
     pub repository: String,
+    /// Docker backend: the registry images are pushed to once built (their repository being
+    /// the registry's, see [`BuildOptions::push_to`]); `None` keeps them in the engine only.
+    pub registry: Option<builder::registry::Target>,
     /// A build running longer fails with "build timed out after N s".
     pub timeout: Duration,
     pub limits: builder::Limits,
@@ -131,10 +134,19 @@ impl BuildOptions {
             envs_root: state_dir.join("work").join("envs"),
             base_images,
             repository: "hkube/algorithms".into(),
+            registry: None,
             timeout: Duration::from_secs(30 * 60),
             limits: builder::Limits::default(),
             wasm_cache: Some(state_dir.join("wasm-cache")),
         }
+    }
+
+    /// Images are named under the registry (`HOST/PATH/<algorithm>:<digest>`) and pushed there
+    /// after each build, so that the algorithm's `algorithmImage` is a reference a cluster can
+    /// pull.
+    pub fn push_to(&mut self, target: builder::registry::Target) {
+        self.repository = target.registry.repository();
+        self.registry = Some(target);
     }
 }
 
