@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher::{self, Event};
 use serde_json::{json, Value};
@@ -327,6 +327,19 @@ async fn the_kubelet_runs_a_pods_containers_in_one_network_namespace() {
             .as_str()
             .is_some_and(|ip| !ip.is_empty()),
         "{done:#}"
+    );
+    // The kubelet serves the containers' output; fieldRef env was resolved.
+    let params = LogParams {
+        container: Some("client".into()),
+        ..LogParams::default()
+    };
+    assert_eq!(pods.logs("pair", &params).await.unwrap(), "reached pair\n");
+    let no_container = pods.logs("pair", &LogParams::default()).await.unwrap_err();
+    assert!(
+        no_container
+            .to_string()
+            .contains("choose one of: [server client]"),
+        "{no_container}"
     );
     // Two containers, labelled for the guard; the memory limit is the server's.
     let containers = double.containers();

@@ -278,6 +278,7 @@ async fn serve(
                     Some(object) => ok(typed(object, kind)),
                     None => not_found(&resource, &name),
                 },
+                (Method::GET, Some("log")) if resource == "pods" => logs(cluster, &key, query),
                 (Method::PUT, None | Some("status")) => {
                     replace(cluster, &key, kind, body, sub.is_some())
                 }
@@ -550,6 +551,62 @@ fn patch(
         (Some(object), None) => ok(typed(object, kind)),
         (None, None) => not_found(&key.resource, &key.name),
     }
+}
+
+/// `pods/NAME/log`: a container's output, from the engine the kubelet runs it on.
+fn logs(cluster: &Cluster, key: &Key, query: &HashMap<String, String>) -> Response {
+    let Some(pod) = cluster.store.get(key) else {
+        return not_found("pods", &key.name);
+    };
+    let statuses = pod["status"]["containerStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let names: Vec<&str> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let container = match query.get("container") {
+        Some(name) => name.clone(),
+        None if names.len() == 1 => names[0].to_string(),
+        None => {
+            return bad_request(format!(
+                "a container name must be specified for pod {}, choose one of: [{}]",
+                key.name,
+                names.join(" ")
+            ))
+        }
+    };
+    let status = statuses.iter().find(|s| s["name"] == container.as_str());
+    let id = status
+        .and_then(|s| s["containerID"].as_str())
+        .map(|id| id.trim_start_matches("docker://").to_string());
+    let (Some(kubelet), Some(id)) = (&cluster.kubelet, id) else {
+        let reason = status
+            .and_then(|s| s["state"]["waiting"]["reason"].as_str())
+            .unwrap_or("ContainerCreating");
+        return bad_request(format!(
+            "container \"{container}\" in pod \"{}\" is waiting to start: {reason}",
+            key.name
+        ));
+    };
+    if is_true(query.get("previous"))
+        || query.contains_key("sinceSeconds")
+        || query.contains_key("sinceTime")
+    {
+        return bad_request("the Kubernetes double serves a container's current log only (no previous, sinceSeconds, sinceTime)".into());
+    }
+    let stream = kubelet.logs(
+        &id,
+        is_true(query.get("follow")),
+        query.get("tailLines").cloned(),
+    );
+    Response::builder()
+        .header("content-type", "text/plain")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 /// gracePeriodSeconds from the DeleteOptions body or the query.

@@ -13,8 +13,8 @@
 //! - A delete stops the containers (SIGTERM, SIGKILL after the grace period), removes them,
 //!   and only then removes the pod (the DELETED event).
 //!
-//! What it cannot honour (probes, lifecycle hooks, init containers, `envFrom`, secret
-//! references, security contexts, other volume kinds) is refused: the pod shows
+//! What it cannot honour (probes, lifecycle hooks, init containers, `envFrom`, security
+//! contexts, volumes other than hostPath and emptyDir) is refused: the pod shows
 //! `CreateContainerConfigError` saying so, never silently runs without it.
 
 use std::collections::HashMap;
@@ -53,6 +53,8 @@ pub(crate) struct Kubelet {
     /// The pods it runs, each with the channel its delete arrives on (the grace period).
     pods: Arc<Mutex<HashMap<Key, watch::Sender<Option<i64>>>>>,
     scratch: PathBuf,
+    /// The default bridge's gateway: this machine as the containers reach it.
+    pub host_address: Option<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for Kubelet {
@@ -67,7 +69,9 @@ impl Kubelet {
     pub async fn connect(id: &str, image_pull_backoff: Duration) -> Result<Kubelet, String> {
         let docker = Docker::connect_with_local_defaults().map_err(|e| e.to_string())?;
         docker.ping().await.map_err(|e| e.to_string())?;
+        let host_address = bridge_gateway(&docker).await;
         Ok(Kubelet {
+            host_address,
             docker,
             id: id.to_string(),
             image_pull_backoff,
@@ -107,6 +111,28 @@ impl Kubelet {
             .unwrap_or(30);
         let _ = sender.send(Some(grace));
         Some(marked)
+    }
+
+    /// A container's output (stdout and stderr, as the kubelet's log), followed or not.
+    pub fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<String>,
+    ) -> impl futures_util::Stream<Item = Result<axum::body::Bytes, std::io::Error>> + Send + 'static
+    {
+        let mut options = bollard::query_parameters::LogsOptionsBuilder::new()
+            .follow(follow)
+            .stdout(true)
+            .stderr(true);
+        if let Some(tail) = &tail {
+            options = options.tail(tail);
+        }
+        self.docker.logs(id, Some(options.build())).map(|chunk| {
+            chunk
+                .map(|output| output.into_bytes())
+                .map_err(std::io::Error::other)
+        })
     }
 
     /// The containers it started that still exist.
@@ -727,9 +753,35 @@ fn env_of(
                     ))
                 }
             }
+        } else if let Some(reference) = from.get("secretKeyRef") {
+            use base64::Engine;
+            let secret = cluster.store.get(&Key {
+                resource: "secrets".into(),
+                namespace: pod["metadata"]["namespace"].as_str().unwrap_or("").into(),
+                name: reference["name"].as_str().unwrap_or("").into(),
+            });
+            let key = reference["key"].as_str().unwrap_or("");
+            // `data` is base64 as the API stores it; `stringData` as a client wrote it.
+            let value = secret.as_ref().and_then(|s| {
+                s["data"][key]
+                    .as_str()
+                    .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                    .or_else(|| s["stringData"][key].as_str().map(str::to_string))
+            });
+            match value {
+                Some(value) => value,
+                None if reference["optional"] == json!(true) => continue,
+                None => {
+                    return Err(format!(
+                        "secret {} or its key {} not found",
+                        reference["name"], reference["key"]
+                    ))
+                }
+            }
         } else if variable.get("valueFrom").is_some() {
             return Err(format!(
-                "env {name}: the Kubernetes double resolves fieldRef and configMapKeyRef only"
+                "env {name}: the Kubernetes double resolves fieldRef, configMapKeyRef and secretKeyRef only"
             ));
         } else {
             String::new()
@@ -805,6 +857,33 @@ fn binds_of(kubelet: &Kubelet, pod: &Value, container: &Value) -> Result<Vec<Str
         binds.push(format!("{source}:{target}{read_only}"));
     }
     Ok(binds)
+}
+
+/// The default bridge network's gateway (or its subnet's first address, where the engine
+/// lists only the subnet).
+async fn bridge_gateway(docker: &Docker) -> Option<std::net::IpAddr> {
+    let network = docker
+        .inspect_network(
+            "bridge",
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .ok()?;
+    let configs = network
+        .ipam
+        .and_then(|ipam| ipam.config)
+        .unwrap_or_default();
+    let ipv4 = |text: &str| text.parse::<std::net::Ipv4Addr>().ok();
+    configs
+        .iter()
+        .find_map(|config| config.gateway.as_deref().and_then(ipv4))
+        .or_else(|| {
+            configs.iter().find_map(|config| {
+                let (network, _) = config.subnet.as_deref()?.split_once('/')?;
+                Some(std::net::Ipv4Addr::from(u32::from(ipv4(network)?) + 1))
+            })
+        })
+        .map(std::net::IpAddr::V4)
 }
 
 fn engine_text(error: &bollard::errors::Error) -> String {

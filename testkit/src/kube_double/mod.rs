@@ -380,6 +380,12 @@ impl KubeDouble {
         })
     }
 
+    /// This machine's address as the kubelet's containers reach it (the default bridge's
+    /// gateway): where a server under test listens for its pods. `None` without a kubelet.
+    pub fn host_address(&self) -> Option<std::net::IpAddr> {
+        self.cluster.kubelet.as_ref().and_then(|k| k.host_address)
+    }
+
     /// The ids of the Docker containers its kubelet started that still exist (running or
     /// not); empty without a kubelet.
     pub fn containers(&self) -> Vec<String> {

@@ -121,9 +121,12 @@ pub fn place(pod: &Value, nodes: &[FakeNode], placed: &[Value]) -> Result<String
     for node in nodes {
         let object = node.object();
         let labels = &object["metadata"]["labels"];
+        let affinity = &pod["spec"]["affinity"]["nodeAffinity"]
+            ["requiredDuringSchedulingIgnoredDuringExecution"];
         if selector
             .iter()
             .any(|(key, value)| labels.get(key) != Some(value))
+            || !affinity.is_null() && !required_affinity(affinity, &object)
         {
             reasons.push("node(s) didn't match Pod's node affinity/selector".into());
             continue;
@@ -173,6 +176,51 @@ pub fn place(pod: &Value, nodes: &[FakeNode], placed: &[Value]) -> Result<String
     ))
 }
 
+/// Whether a node meets a required node affinity: any of its terms, each term all of its
+/// label expressions and field (name) expressions. (The preferred kind only ranks nodes:
+/// with one node to choose, the double needs none of it.)
+fn required_affinity(required: &Value, node: &Value) -> bool {
+    let labels = &node["metadata"]["labels"];
+    let meets = |expression: &Value, value: Option<&str>| {
+        let values: Vec<&str> = expression["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let number = |text: Option<&str>| text.and_then(|t| t.parse::<i64>().ok());
+        match expression["operator"].as_str() {
+            Some("In") => value.is_some_and(|v| values.contains(&v)),
+            Some("NotIn") => !value.is_some_and(|v| values.contains(&v)),
+            Some("Exists") => value.is_some(),
+            Some("DoesNotExist") => value.is_none(),
+            Some("Gt") => number(value) > number(values.first().copied()),
+            Some("Lt") => number(value)
+                .is_some_and(|v| number(values.first().copied()).is_some_and(|w| v < w)),
+            _ => false,
+        }
+    };
+    required["nodeSelectorTerms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|term| {
+            let by_label = term["matchExpressions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|e| meets(e, e["key"].as_str().and_then(|key| labels[key].as_str())));
+            let by_field = term["matchFields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|e| {
+                    e["key"] == "metadata.name" && meets(e, node["metadata"]["name"].as_str())
+                });
+            by_label && by_field
+        })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -213,5 +261,15 @@ mod tests {
         assert!(place(&selective, &nodes, &[])
             .unwrap_err()
             .contains("node affinity/selector"));
+        let mut affine = pod("1", None);
+        let terms = |operator: &str, value: &str| {
+            json!({"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": operator, "values": [value]}]}
+            ]}})
+        };
+        affine["spec"]["affinity"]["nodeAffinity"] = terms("In", "double-node");
+        assert_eq!(place(&affine, &nodes, &[]), Ok("double-node".into()));
+        affine["spec"]["affinity"]["nodeAffinity"] = terms("NotIn", "double-node");
+        assert!(place(&affine, &nodes, &[]).is_err());
     }
 }
