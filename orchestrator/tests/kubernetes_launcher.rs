@@ -263,3 +263,90 @@ async fn an_image_that_cannot_be_pulled_fails_the_start_with_kubernetes_reason()
     }
     assert_eq!(ours(double.pods()), 0);
 }
+
+/// The pool on a cluster: a request no node holds waits for one (its reason shown), fails
+/// after the pending timeout, and starts a pod on a node that joins meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_no_node_holds_waits_for_one_then_fails() {
+    use orchestrator::engine::{Engine, MemoryCatalog};
+    use orchestrator::executor::local::{LocalExecutor, LocalOptions};
+    use orchestrator::executor::pool::ClusterFeed;
+    use std::sync::Arc;
+
+    let double = KubeDouble::start(Options::default()).unwrap();
+    let client = client_of(&double).await;
+    let cluster = kubernetes::connect_with(client, options(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    // The pool's nodes come from this channel here (the cluster's reflectors feed it in the
+    // server), so a node can join.
+    let one_gpu = Node {
+        name: "small".into(),
+        cpu_millis: 4000,
+        mem_mib: 8192,
+        gpus: vec![Gpu {
+            index: 0,
+            mem_mib: 0,
+        }],
+    };
+    let (nodes, feed) = tokio::sync::watch::channel(vec![one_gpu.clone()]);
+    let executor = LocalExecutor::start(LocalOptions {
+        kubernetes: Some(cluster.launcher.clone()),
+        nodes: Some(ClusterFeed {
+            nodes: feed,
+            pending_timeout: Duration::from_millis(1500),
+        }),
+        work_dir: std::env::temp_dir().join(format!("hkube-k8s-test-{}", std::process::id())),
+        ..LocalOptions::default()
+    });
+    let catalog = Arc::new(MemoryCatalog::new());
+    let descriptor = parse_algorithm(json!({"name": "two-gpus", "algorithmImage": "img:1",
+        "cpu": 0.5, "mem": "256Mi", "gpu": 2}))
+    .unwrap();
+    executor
+        .pool()
+        .register(container_algorithm(&descriptor).unwrap());
+    catalog.put_algorithm(descriptor);
+    let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
+    let pipeline = json!({"name": "p", "nodes": [{"nodeName": "A", "algorithmName": "two-gpus", "input": [1]}]});
+
+    // No node joins: the task fails after the pending timeout, saying what it waited for.
+    let job = handle.exec_raw(pipeline.clone()).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), handle.wait(&job))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(result["status"], "failed", "{result}");
+    let error = result["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        error.contains("gpu")
+            && error.contains("no such node joined within 1 s (--pending-timeout)"),
+        "{error}"
+    );
+    assert!(
+        double.created_pods().is_empty(),
+        "no pod for a request no node holds"
+    );
+
+    // A node with two GPUs joins while the next task waits: its worker's pod is created,
+    // preferring that node.
+    let job = handle.exec_raw(pipeline).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let big = Node {
+        name: "big".into(),
+        gpus: (0..2).map(|index| Gpu { index, mem_mib: 0 }).collect(),
+        ..one_gpu.clone()
+    };
+    nodes.send(vec![one_gpu, big]).unwrap();
+    let created = tokio::task::block_in_place(|| {
+        double.wait_for_pods(Duration::from_secs(10), |pods| {
+            (!pods.is_empty()).then(|| pods.to_vec())
+        })
+    });
+    let created = created.expect("a pod once a node can hold the request");
+    let preferred = &created[0]["spec"]["affinity"]["nodeAffinity"]
+        ["preferredDuringSchedulingIgnoredDuringExecution"][0]["preference"]["matchFields"][0];
+    assert_eq!(preferred["values"], json!(["big"]), "{:#}", created[0]);
+    drop(job);
+    executor.shutdown().await;
+}
