@@ -350,3 +350,40 @@ async fn a_request_no_node_holds_waits_for_one_then_fails() {
     drop(job);
     executor.shutdown().await;
 }
+
+/// From a launch to its pod stored by the API double (the budget: 50 ms from a task
+/// queued to its pod created). The figure is printed; the bound here is loose, for a loaded
+/// debug build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_creates_its_pod_promptly() {
+    let double = std::sync::Arc::new(KubeDouble::start(Options::default()).unwrap());
+    let client = client_of(&double).await;
+    let cluster = kubernetes::connect_with(client, options(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let mut figures = Vec::new();
+    for round in 0..5 {
+        let name = format!("timed{round}");
+        let watcher = double.clone();
+        let label = name.clone();
+        let created = std::thread::spawn(move || {
+            watcher.wait_for_pods(Duration::from_secs(10), |pods| {
+                pods.iter()
+                    .any(|p| p["metadata"]["labels"]["hkube.io/algorithm"] == label.as_str())
+                    .then(std::time::Instant::now)
+            })
+        });
+        let started = std::time::Instant::now();
+        let launcher = cluster.launcher.clone();
+        let algorithm = algorithm(json!({"name": name, "algorithmImage": "img:1", "cpu": 0.1}));
+        // The pod stays Pending (no kubelet): the launch waits on, and is dropped below.
+        let launching = tokio::spawn(async move { launcher.launch(launch(algorithm)).await });
+        let at = tokio::task::block_in_place(|| created.join().unwrap()).expect("a pod");
+        figures.push(at.duration_since(started));
+        launching.abort();
+    }
+    eprintln!("launch to pod created (debug build, API double): {figures:?}");
+    figures.sort();
+    let median = figures[figures.len() / 2];
+    assert!(median < Duration::from_millis(250), "{figures:?}");
+}
