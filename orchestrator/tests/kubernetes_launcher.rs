@@ -202,6 +202,54 @@ async fn orphans_inventory_manifest_and_an_unschedulable_pod() {
         .filter(|p| p["metadata"]["labels"]["hkube.io/instance"] == INSTANCE)
         .collect();
     assert!(left.is_empty(), "{left:?}");
+
+    // Every call made is one docs/kubernetes.md lists for RBAC (resource, scope, verb).
+    let allowed = [
+        ("pods", "namespace", "create"),
+        ("pods", "namespace", "delete"),
+        ("pods", "namespace", "deletecollection"),
+        ("pods", "namespace", "list"),
+        ("pods", "namespace", "watch"),
+        ("pods/log", "namespace", "get"),
+        ("pods", "cluster", "list"),
+        ("pods", "cluster", "watch"),
+        ("nodes", "cluster", "list"),
+        ("nodes", "cluster", "watch"),
+    ];
+    let ours = |r: &testkit::kube_double::Recorded| {
+        // The test's own calls: its pods' creation by name.
+        !(r.method == "POST"
+            && r.body.as_ref().is_some_and(|b| {
+                ["leftover", "other", "late"]
+                    .contains(&b["metadata"]["name"].as_str().unwrap_or(""))
+            }))
+    };
+    for request in double.requests().iter().filter(|r| ours(r)) {
+        let path = request.path.trim_start_matches("/api/v1/");
+        let (scope, rest) = match path.strip_prefix("namespaces/hkube/") {
+            Some(rest) => ("namespace", rest),
+            None => ("cluster", path),
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        let resource = match parts.as_slice() {
+            [kind, _, sub] => format!("{kind}/{sub}"),
+            [kind, ..] => kind.to_string(),
+            [] => String::new(),
+        };
+        let verb = match (request.method.as_str(), parts.len()) {
+            ("GET", 1) if request.param("watch") == Some("true") => "watch",
+            ("GET", 1) => "list",
+            ("GET", _) => "get",
+            ("POST", _) => "create",
+            ("DELETE", 1) => "deletecollection",
+            ("DELETE", _) => "delete",
+            _ => "other",
+        };
+        assert!(
+            allowed.contains(&(resource.as_str(), scope, verb)),
+            "{resource} {scope} {verb} is not in docs/kubernetes.md's RBAC table: {request:?}"
+        );
+    }
 }
 
 async fn docker_or_skip() -> bool {
