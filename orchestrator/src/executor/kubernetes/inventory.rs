@@ -162,9 +162,25 @@ pub async fn watch_inventory(
         .reflect(pods_writer)
         .map(|_| ());
     let mut events = std::pin::pin!(futures_util::stream::select(nodes, pods));
-    if nodes_store.wait_until_ready().await.is_err() || pods_store.wait_until_ready().await.is_err()
-    {
-        return;
+    // The stores fill only while the watches are driven: poll them until both were listed.
+    let ready = async {
+        nodes_store.wait_until_ready().await.is_ok() && pods_store.wait_until_ready().await.is_ok()
+    };
+    let mut ready = std::pin::pin!(ready);
+    loop {
+        tokio::select! {
+            listed = &mut ready => {
+                if !listed {
+                    return;
+                }
+                break;
+            }
+            event = events.next() => {
+                if event.is_none() {
+                    return;
+                }
+            }
+        }
     }
     let mut listed = Some(listed);
     loop {
