@@ -107,6 +107,15 @@ pub fn nodes_of(nodes: &[Arc<KubeNode>], pods: &[Arc<Pod>], instance: &str) -> V
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// Whether a reflector's store has been listed once (without waiting).
+fn listed_once<K>(store: &reflector::Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
+}
+
 /// A Kubernetes quantity as a number (`500m` → 0.5, `1Gi` → 1073741824, `1e3` → 1000); `None`
 /// when it is not one.
 pub fn quantity(quantity: &Quantity) -> Option<f64> {
@@ -162,24 +171,10 @@ pub async fn watch_inventory(
         .reflect(pods_writer)
         .map(|_| ());
     let mut events = std::pin::pin!(futures_util::stream::select(nodes, pods));
-    // The stores fill only while the watches are driven: poll them until both were listed.
-    let ready = async {
-        nodes_store.wait_until_ready().await.is_ok() && pods_store.wait_until_ready().await.is_ok()
-    };
-    let mut ready = std::pin::pin!(ready);
-    loop {
-        tokio::select! {
-            listed = &mut ready => {
-                if !listed {
-                    return;
-                }
-                break;
-            }
-            event = events.next() => {
-                if event.is_none() {
-                    return;
-                }
-            }
+    // The stores fill as the streams are read: until both were listed once, read.
+    while !(listed_once(&nodes_store) && listed_once(&pods_store)) {
+        if events.next().await.is_none() {
+            return;
         }
     }
     let mut listed = Some(listed);

@@ -93,6 +93,11 @@ pub async fn connect(options: KubeOptions) -> Result<Cluster, Error> {
     let client = Client::try_default()
         .await
         .map_err(|e| Error::Connect(e.to_string()))?;
+    connect_with(client, options).await
+}
+
+/// [`connect`] with a client of the caller's.
+pub async fn connect_with(client: Client, options: KubeOptions) -> Result<Cluster, Error> {
     let launcher = PodLauncher::start(client.clone(), options).await?;
     let (sender, nodes) = watch::channel(Vec::new());
     let (ready, listed) = oneshot::channel::<()>();
