@@ -472,3 +472,28 @@ async fn dropping_the_double_removes_its_containers() {
     let left = docker.list_containers(Some(options)).await.unwrap();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_leaving_a_watchs_selection_is_deleted_from_it() {
+    let double = KubeDouble::start(Options::default()).unwrap();
+    let client = client_of(&double).await;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    pods.create(&PostParams::default(), &sleeper("done"))
+        .await
+        .unwrap();
+    // As the launcher's inventory watches: the pods that still hold their node's resources.
+    let live = watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
+    let mut events = watcher::watcher(Api::<Pod>::all(client), live).boxed();
+    assert!(matches!(next_event(&mut events).await, Event::Init));
+    assert!(matches!(next_event(&mut events).await, Event::InitApply(_)));
+    assert!(matches!(next_event(&mut events).await, Event::InitDone));
+    let finished = kube::api::Patch::Merge(json!({"status": {"phase": "Succeeded"}}));
+    pods.patch_status("done", &kube::api::PatchParams::default(), &finished)
+        .await
+        .unwrap();
+    match next_event(&mut events).await {
+        Event::Delete(pod) => assert_eq!(name_of(&pod), "done"),
+        other => panic!("a pod that left the selection is its deletion, got {other:?}"),
+    }
+    assert_eq!(phase(&double.pods()[0]), "Succeeded");
+}

@@ -372,6 +372,19 @@ impl Selection {
     fn keeps(&self, object: &Value) -> bool {
         self.labels.matches(object) && self.fields.matches(object)
     }
+
+    /// What a watch with this selection says of an event, as the real server: a change that
+    /// takes an object out of the selection is its DELETED, one that brings it in its ADDED.
+    fn seen_as(&self, event: &Event) -> Option<&'static str> {
+        let now = self.keeps(&event.object);
+        let before = event.previous.as_ref().map(|p| self.keeps(p));
+        match (event.kind, before, now) {
+            ("MODIFIED", Some(true), false) => Some("DELETED"),
+            ("MODIFIED", Some(false), true) => Some("ADDED"),
+            (kind, _, true) => Some(kind),
+            _ => None,
+        }
+    }
 }
 
 fn list(
@@ -682,8 +695,10 @@ fn watch(
     };
     let mut queue: VecDeque<Bytes> = first
         .into_iter()
-        .filter(|event| selection.keeps(&event.object))
-        .map(|event| line(event.kind, event.object))
+        .filter_map(|event| {
+            let kind = selection.seen_as(&event)?;
+            Some(line(kind, event.object))
+        })
         .collect();
     if bookmarks || initial_events {
         let mut metadata = json!({"resourceVersion": revision.to_string()});
@@ -704,8 +719,8 @@ fn watch(
                 () = tokio::time::sleep_until(deadline) => None,
             };
             let event = event?;
-            if state.2.keeps(&event.object) {
-                let bytes = (state.3)(event.kind, event.object);
+            if let Some(kind) = state.2.seen_as(&event) {
+                let bytes = (state.3)(kind, event.object);
                 state.0.push_back(bytes);
             }
         }

@@ -27,6 +27,9 @@ pub struct Event {
     /// `ADDED`, `MODIFIED` or `DELETED`.
     pub kind: &'static str,
     pub object: Value,
+    /// A MODIFIED event's object before the change: a watch with a selector sees an object
+    /// that stops matching as DELETED, one that starts matching as ADDED.
+    pub previous: Option<Value>,
 }
 
 struct Watcher {
@@ -100,13 +103,21 @@ pub fn uid() -> String {
 }
 
 impl Inner {
-    fn record(&mut self, resource: &str, namespace: &str, kind: &'static str, object: Value) {
+    fn record(
+        &mut self,
+        resource: &str,
+        namespace: &str,
+        kind: &'static str,
+        object: Value,
+        previous: Option<Value>,
+    ) {
         let event = Event {
             revision: self.revision,
             resource: resource.to_string(),
             namespace: namespace.to_string(),
             kind,
             object,
+            previous,
         };
         self.watchers.retain(|watcher| {
             let wanted = watcher.resource == event.resource
@@ -180,7 +191,7 @@ impl Store {
         prepare(&mut object);
         inner.bump(&mut object);
         inner.objects.insert(key, object.clone());
-        inner.record(resource, namespace, "ADDED", object.clone());
+        inner.record(resource, namespace, "ADDED", object.clone(), None);
         drop(inner);
         self.changed.notify_all();
         Ok(object)
@@ -209,13 +220,20 @@ impl Store {
     /// returns false to leave it as it was (no event).
     pub fn update(&self, key: &Key, change: impl FnOnce(&mut Value) -> bool) -> Option<Value> {
         let mut inner = self.lock();
-        let mut object = inner.objects.get(key)?.clone();
+        let previous = inner.objects.get(key)?.clone();
+        let mut object = previous.clone();
         if !change(&mut object) {
             return Some(object);
         }
         inner.bump(&mut object);
         inner.objects.insert(key.clone(), object.clone());
-        inner.record(&key.resource, &key.namespace, "MODIFIED", object.clone());
+        inner.record(
+            &key.resource,
+            &key.namespace,
+            "MODIFIED",
+            object.clone(),
+            Some(previous),
+        );
         drop(inner);
         self.changed.notify_all();
         Some(object)
@@ -224,7 +242,7 @@ impl Store {
     /// Replaces an object (PUT): its resourceVersion, when given, must be the stored one.
     pub fn replace(&self, key: &Key, mut object: Value) -> Result<Value, Refused> {
         let mut inner = self.lock();
-        let stored = inner.objects.get(key).ok_or(Refused::NotFound)?;
+        let stored = inner.objects.get(key).ok_or(Refused::NotFound)?.clone();
         let given = object["metadata"]["resourceVersion"].as_str().unwrap_or("");
         if !given.is_empty() && given != stored["metadata"]["resourceVersion"] {
             return Err(Refused::Conflict);
@@ -235,7 +253,13 @@ impl Store {
         }
         inner.bump(&mut object);
         inner.objects.insert(key.clone(), object.clone());
-        inner.record(&key.resource, &key.namespace, "MODIFIED", object.clone());
+        inner.record(
+            &key.resource,
+            &key.namespace,
+            "MODIFIED",
+            object.clone(),
+            Some(stored),
+        );
         drop(inner);
         self.changed.notify_all();
         Ok(object)
@@ -246,7 +270,13 @@ impl Store {
         let mut inner = self.lock();
         let mut object = inner.objects.remove(key)?;
         inner.bump(&mut object);
-        inner.record(&key.resource, &key.namespace, "DELETED", object.clone());
+        inner.record(
+            &key.resource,
+            &key.namespace,
+            "DELETED",
+            object.clone(),
+            None,
+        );
         drop(inner);
         self.changed.notify_all();
         Some(object)
@@ -280,6 +310,7 @@ impl Store {
                     namespace: key.namespace.clone(),
                     kind: "ADDED",
                     object: object.clone(),
+                    previous: None,
                 })
                 .collect(),
         };
