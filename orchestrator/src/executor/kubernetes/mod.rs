@@ -324,7 +324,8 @@ async fn watch_pods(inner: std::sync::Weak<Inner>, writer: reflector::store::Wri
     let mut events = std::pin::pin!(watcher(pods, watcher::Config::default().labels(&selector))
         .default_backoff()
         .reflect(writer));
-    let mut listed: Vec<String> = Vec::new();
+    // The names a relist sent (a set: a thousand workers relist in one pass).
+    let mut listed: std::collections::HashSet<String> = std::collections::HashSet::new();
     while let Some(event) = events.next().await {
         let Some(inner) = inner.upgrade() else { return };
         let event = match event {
@@ -340,7 +341,7 @@ async fn watch_pods(inner: std::sync::Weak<Inner>, writer: reflector::store::Wri
         match event {
             watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
                 let name = pod.metadata.name.clone().unwrap_or_default();
-                listed.push(name.clone());
+                listed.insert(name.clone());
                 inner.tell(&name, Seen::Pod(Arc::new(pod)));
             }
             watcher::Event::Delete(pod) => {
