@@ -43,7 +43,10 @@ pub fn verdict(pod: &Pod, memory_limit: Option<u64>) -> Verdict {
     if let Some(exit) = named(ALGORITHM_CONTAINER).and_then(|c| terminated(c, memory_limit)) {
         return Verdict::Ended(exit);
     }
-    for container in containers {
+    // The algorithm's container first: an image both containers share names it there.
+    let mut ordered: Vec<&ContainerStatus> = containers.iter().collect();
+    ordered.sort_by_key(|c| c.name != ALGORITHM_CONTAINER);
+    for container in ordered {
         let waiting = container
             .state
             .as_ref()
@@ -151,7 +154,8 @@ mod tests {
                 &pod(json!({"phase": "Pending", "containerStatuses": [
                     container("algorunner", json!({"waiting": {"reason": reason,
                         "message": "Back-off pulling image \"nope:1\""}})),
-                    container("worker", json!({"waiting": {"reason": "ContainerCreating"}}))
+                    container("worker", json!({"waiting": {"reason": reason,
+                        "message": "Back-off pulling image \"nope:1\""}}))
                 ]})),
                 None,
             );

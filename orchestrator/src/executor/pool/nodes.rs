@@ -29,16 +29,27 @@ pub(super) fn remap(old: &[Node], new: &[Node], node: NodeIx) -> NodeIx {
 /// The text a waiting request shows, and the one its tasks fail with after `timeout`.
 pub(super) fn waiting_text(why: &str, timeout: Duration) -> String {
     format!(
-        "{why}; waiting up to {} s for a node that can hold it",
+        "{}; waiting up to {} s for a node that can hold it",
+        cluster_words(why),
         timeout.as_secs()
     )
 }
 
 pub(super) fn gave_up_text(why: &str, timeout: Duration) -> String {
     format!(
-        "{why}; no such node joined within {} s (--pending-timeout)",
+        "{}; no such node joined within {} s (--pending-timeout)",
+        cluster_words(why),
         timeout.as_secs()
     )
+}
+
+/// The scheduler's refusal without its advice for one machine ("declare more with --cpus"):
+/// a cluster's nodes are not declared by flags.
+fn cluster_words(why: &str) -> &str {
+    match why.rfind(" (declare ") {
+        Some(at) if why.ends_with(')') => &why[..at],
+        _ => why,
+    }
 }
 
 #[cfg(test)]
@@ -52,6 +63,19 @@ mod tests {
             mem_mib: 1024,
             gpus: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_clusters_texts_give_no_flag_advice() {
+        let why = "algorithm a requests 2 gpu; the largest node has 1 (declare GPUs with --gpus)";
+        assert_eq!(
+            waiting_text(why, Duration::from_secs(600)),
+            "algorithm a requests 2 gpu; the largest node has 1; waiting up to 600 s for a node that can hold it"
+        );
+        assert_eq!(
+            gave_up_text("no node", Duration::from_secs(5)),
+            "no node; no such node joined within 5 s (--pending-timeout)"
+        );
     }
 
     #[test]
