@@ -7,6 +7,7 @@
 //! the pods of every namespace that are not Succeeded or Failed), never by polling, and sends
 //! each changed inventory on a watch channel the pool reads.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use crate::scheduler::{Gpu, Node};
 /// The scheduler's nodes from the cluster's nodes and pods (pure). Nodes that are cordoned or
 /// not Ready are left out: no pod of ours would start there.
 pub fn nodes_of(nodes: &[Arc<KubeNode>], pods: &[Arc<Pod>], instance: &str) -> Vec<Node> {
+    let requested = requested_per_node(pods, instance);
     let mut out = Vec::with_capacity(nodes.len());
     for node in nodes {
         let Some(name) = node.metadata.name.clone() else {
@@ -52,46 +54,10 @@ pub fn nodes_of(nodes: &[Arc<KubeNode>], pods: &[Arc<Pod>], instance: &str) -> V
                 .and_then(quantity)
                 .unwrap_or(0.0)
         };
-        let (mut cpu, mut mem, mut gpus) = (
-            amount("cpu") * 1000.0,
-            amount("memory") / MIB,
-            amount(GPU_RESOURCE),
-        );
-        for pod in pods {
-            let spec = match &pod.spec {
-                Some(spec) if spec.node_name.as_deref() == Some(name.as_str()) => spec,
-                _ => continue,
-            };
-            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-            let ours = pod
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(INSTANCE))
-                .is_some_and(|i| i == instance);
-            if ours || matches!(phase, Some("Succeeded" | "Failed")) {
-                continue;
-            }
-            for container in &spec.containers {
-                let resources = container.resources.as_ref();
-                let requested = |key: &str| {
-                    resources
-                        .and_then(|r| r.requests.as_ref())
-                        .and_then(|r| r.get(key))
-                        .and_then(quantity)
-                };
-                cpu -= requested("cpu").unwrap_or(0.0) * 1000.0;
-                mem -= requested("memory").unwrap_or(0.0) / MIB;
-                // A GPU's request may be left out: Kubernetes then takes the limit.
-                let gpu = requested(GPU_RESOURCE).or_else(|| {
-                    resources
-                        .and_then(|r| r.limits.as_ref())
-                        .and_then(|l| l.get(GPU_RESOURCE))
-                        .and_then(quantity)
-                });
-                gpus -= gpu.unwrap_or(0.0);
-            }
-        }
+        let used = requested.get(name.as_str()).copied().unwrap_or_default();
+        let cpu = amount("cpu") * 1000.0 - used.cpu_millis;
+        let mem = amount("memory") / MIB - used.mem_mib;
+        let gpus = amount(GPU_RESOURCE) - used.gpus;
         out.push(Node {
             name,
             cpu_millis: cpu.max(0.0) as u32,
@@ -106,6 +72,57 @@ pub fn nodes_of(nodes: &[Arc<KubeNode>], pods: &[Arc<Pod>], instance: &str) -> V
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
+
+/// What the pods on one node request.
+#[derive(Debug, Clone, Copy, Default)]
+struct Used {
+    cpu_millis: f64,
+    mem_mib: f64,
+    gpus: f64,
+}
+
+/// What the non-terminated pods request, per node (one pass over the pods), but for this
+/// server's own workers.
+fn requested_per_node<'a>(pods: &'a [Arc<Pod>], instance: &str) -> HashMap<&'a str, Used> {
+    let mut per_node: HashMap<&str, Used> = HashMap::new();
+    for pod in pods {
+        let Some(spec) = &pod.spec else { continue };
+        let Some(node) = spec.node_name.as_deref() else {
+            continue;
+        };
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        let ours = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(INSTANCE))
+            .is_some_and(|i| i == instance);
+        if ours || matches!(phase, Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        let used = per_node.entry(node).or_default();
+        for container in &spec.containers {
+            let resources = container.resources.as_ref();
+            let requested = |key: &str| {
+                resources
+                    .and_then(|r| r.requests.as_ref())
+                    .and_then(|r| r.get(key))
+                    .and_then(quantity)
+            };
+            used.cpu_millis += requested("cpu").unwrap_or(0.0) * 1000.0;
+            used.mem_mib += requested("memory").unwrap_or(0.0) / MIB;
+            // A GPU's request may be left out: Kubernetes then takes the limit.
+            let gpu = requested(GPU_RESOURCE).or_else(|| {
+                resources
+                    .and_then(|r| r.limits.as_ref())
+                    .and_then(|l| l.get(GPU_RESOURCE))
+                    .and_then(quantity)
+            });
+            used.gpus += gpu.unwrap_or(0.0);
+        }
+    }
+    per_node
+}
 
 /// Whether a reflector's store has been listed once (without waiting).
 fn listed_once<K>(store: &reflector::Store<K>) -> bool
