@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 mod docker;
+mod kubernetes;
 mod storage;
 
 use orchestrator::api::{self, ApiState};
@@ -16,6 +17,7 @@ use orchestrator::engine::{Catalog, Engine, EngineOptions, Journal};
 use orchestrator::executor::docker::ImageDeployer;
 use orchestrator::executor::local::CodeDeployer;
 use orchestrator::executor::local::{LocalExecutor, LocalOptions, Runtimes};
+use orchestrator::executor::pool::ClusterFeed;
 use orchestrator::executor::wasm::{route::Routed, WasmDeployer, WasmExecutor};
 use orchestrator::notify::{WebhookOptions, Webhooks};
 use orchestrator::project;
@@ -31,7 +33,8 @@ enum ExecutorKind {
     Local,
     /// Containers on this machine's Docker engine; uploaded code is built into images.
     Docker,
-    /// Pods in a Kubernetes cluster (not available yet).
+    /// A pod per worker in a Kubernetes cluster (in-cluster config, else KUBECONFIG); images
+    /// build on a Docker engine when one is reachable (docs/kubernetes.md).
     Kubernetes,
 }
 
@@ -121,6 +124,8 @@ pub struct ServerArgs {
     webhook_secret: Option<String>,
     #[command(flatten)]
     inventory: crate::inventory::InventoryArgs,
+    #[command(flatten)]
+    kubernetes: kubernetes::KubernetesArgs,
     /// Without --token, requests from browsers must name the server by localhost or an IP
     /// address (DNS rebinding protection); add a name it is served under (repeatable).
     #[arg(long = "allowed-host", value_name = "NAME")]
@@ -257,9 +262,6 @@ fn default_state_dir() -> anyhow::Result<PathBuf> {
 }
 
 async fn serve(args: ServerArgs) -> anyhow::Result<()> {
-    if args.executor == ExecutorKind::Kubernetes {
-        bail!("the kubernetes executor is not available yet; use --executor local or docker");
-    }
     let registry = registry_target(&args)?;
     let token = args.token.filter(|t| !t.is_empty());
     let addresses: Vec<_> = tokio::net::lookup_host(&args.listen)
@@ -299,6 +301,33 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    // Kubernetes: pods run the workers; a Docker engine here, when there is one, builds images.
+    let (cluster, build_engine) = match args.executor {
+        ExecutorKind::Kubernetes => {
+            let (cluster, pending_timeout) = kubernetes::connect(kubernetes::Settings {
+                args: &args.kubernetes,
+                instance: docker::instance_label(&state_dir),
+                storage_dir: &storage_dir,
+                storage_env: storage_env.clone(),
+                storage_is_s3: job_storage.is_some(),
+                memory_ratio: args.inventory.limits().memory_ratio,
+                log_limit: LocalOptions::default().log_limit,
+            })
+            .await?;
+            let engine = match builder::docker::DockerEngine::connect().await {
+                Ok(engine) => Some(engine),
+                Err(error) => {
+                    tracing::warn!(
+                        "no Docker engine to build images ({error}): algorithms need an algorithmImage"
+                    );
+                    None
+                }
+            };
+            (Some((cluster, pending_timeout)), engine)
+        }
+        _ => (None, None),
+    };
+    let pods = cluster.as_ref().map(|(c, _)| c.launcher.clone());
     let mut local = LocalOptions {
         runtimes: Runtimes::in_state_dir(&state_dir)?,
         inventory: args.inventory.node()?,
@@ -307,6 +336,11 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         storage_dir,
         log_dir: state_dir.join("logs"),
         docker: docker.as_ref().map(|d| d.launcher.clone()),
+        kubernetes: pods.clone(),
+        nodes: cluster.map(|(cluster, pending_timeout)| ClusterFeed {
+            nodes: cluster.nodes,
+            pending_timeout,
+        }),
         storage_env,
         ..LocalOptions::default()
     };
@@ -342,6 +376,13 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     for dir in &args.algorithms {
         for algorithm in project::find_algorithms(dir)? {
             let registered = match &algorithm.runner {
+                Runner::Local(local) if pods.is_some() && local.container.is_none() => {
+                    bail!(
+                        "{}: algorithm {} has local code, and --executor kubernetes runs images only: give it an algorithmImage, or apply its code through the API (a Docker engine builds the image)",
+                        algorithm.file.display(),
+                        local.name
+                    );
+                }
                 Runner::Local(local) => {
                     if let Some(digest) = cache::folder_digest(&local.code_dir) {
                         code_digests.push((algorithm.descriptor.name.clone(), digest));
@@ -422,12 +463,15 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(target) = registry {
         options.push_to(target);
     }
-    let (backend, deployer): (Backend, Arc<dyn Deployer>) = match docker {
-        Some(docker) => {
+    let image_engine = docker.map(|d| d.engine).or(build_engine);
+    // On Kubernetes without a Docker engine nothing builds: the API refuses code, by name.
+    let builds_code = pods.is_none() || image_engine.is_some();
+    let (backend, deployer): (Backend, Arc<dyn Deployer>) = match image_engine {
+        Some(engine) => {
             let ca_bundle = docker::ca_bundle(args.build_ca_bundle.as_deref())?;
             (
                 Backend::Docker(
-                    docker.engine,
+                    engine,
                     docker::toolkit(&state_dir, &local_runtimes, ca_bundle)?,
                 ),
                 Arc::new(ImageDeployer {
@@ -435,6 +479,13 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
                 }),
             )
         }
+        // Pods run images only: with no engine to build them, the API refuses code.
+        None if pods.is_some() => (
+            Backend::Local,
+            Arc::new(ImageDeployer {
+                pool: executor.pool().clone(),
+            }),
+        ),
         None => (
             Backend::Local,
             Arc::new(CodeDeployer {
@@ -476,7 +527,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             retention,
         ));
     }
-    let (builds, deployer) = (Some(builds), Some(deployer));
+    let (builds, deployer) = (builds_code.then_some(builds), Some(deployer));
     let app = api::router(ApiState {
         engine: engine.clone(),
         store: store.clone() as Arc<dyn Store>,
@@ -513,6 +564,12 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         .ok();
     if let Some(launcher) = &launcher {
         launcher.remove_leftovers().await;
+    }
+    // Every pod of this instance is deleted, and the server waits until the watch sees none.
+    if let Some(pods) = &pods {
+        if let Err(error) = pods.remove_leftovers().await {
+            tracing::warn!("{error}");
+        }
     }
     store.close();
     Ok(())

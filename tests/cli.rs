@@ -828,3 +828,48 @@ fn run_fits_algorithms_to_the_declared_inventory() {
         "{stderr}"
     );
 }
+
+/// `--executor kubernetes` says what it lacks: the link address pods dial, then a cluster.
+#[test]
+fn server_on_kubernetes_names_what_it_lacks() {
+    let scratch = Scratch::new("k8s-flags");
+    let state = scratch.0.join("state");
+    let state = state.to_str().unwrap();
+    let output = hkube(
+        &["server", "--executor", "kubernetes", "--state-dir", state],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--executor kubernetes needs --link-address HOST:PORT"),
+        "{stderr}"
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_hkube"))
+        .args(["server", "--executor", "kubernetes", "--state-dir", state])
+        .args(["--link-address", "127.0.0.1:0"])
+        .env("KUBECONFIG", scratch.0.join("no-such-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--link-address 127.0.0.1:0: expected HOST:PORT"),
+        "{stderr}"
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_hkube"))
+        .args(["server", "--executor", "kubernetes", "--state-dir", state])
+        .args(["--link-address", "127.0.0.1:3003"])
+        .env("KUBECONFIG", scratch.0.join("no-such-kubeconfig"))
+        .env("HOME", &scratch.0)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("cannot reach Kubernetes (in-cluster config or KUBECONFIG)"),
+        "{stderr}"
+    );
+}

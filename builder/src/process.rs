@@ -279,6 +279,12 @@ pub enum Exit {
     OutOfMemory {
         limit_bytes: u64,
     },
+    /// Ended by what runs it from outside, which says how in its own words (a Kubernetes pod:
+    /// `was evicted by Kubernetes (Evicted: The node was low on resource: memory)`); shown as
+    /// is after "the algorithm's process".
+    External {
+        reason: String,
+    },
 }
 
 impl Exit {
@@ -305,6 +311,7 @@ impl std::fmt::Display for Exit {
                 "exceeded its memory limit of {} (OOM)",
                 memory_text(*limit_bytes)
             ),
+            Exit::External { reason } => f.write_str(reason),
         }
     }
 }

@@ -23,11 +23,7 @@ pub async fn connect(
     let engine = DockerEngine::connect().await.context(
         "--executor docker needs a running Docker engine (is dockerd started, and is DOCKER_HOST right?)",
     )?;
-    // One label per state folder: a restarted server removes what its previous run left.
-    let canonical = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
-    let instance = builder::context::hex(&sha2_digest(canonical.display().to_string().as_bytes()))
-        [..12]
-        .to_string();
+    let instance = instance_label(state_dir);
     let launcher = DockerLauncher::start(DockerOptions {
         storage_dir: storage_dir.to_path_buf(),
         cluster: "local".into(),
@@ -37,6 +33,14 @@ pub async fn connect(
     })
     .await?;
     Ok(Docker { engine, launcher })
+}
+
+/// One label per state folder: a restarted server removes what its previous run left (its
+/// containers, or its pods).
+pub fn instance_label(state_dir: &Path) -> String {
+    let canonical = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    builder::context::hex(&sha2_digest(canonical.display().to_string().as_bytes()))[..12]
+        .to_string()
 }
 
 fn sha2_digest(bytes: &[u8]) -> Vec<u8> {

@@ -14,6 +14,8 @@
 
 use std::io::Write;
 
+pub mod kube_double;
+
 /// The flag that makes every prerequisite required.
 pub const REQUIRE_ALL: &str = "HKUBE_REQUIRE_ALL";
 

@@ -64,3 +64,33 @@ pub struct WorkerAlgorithm {
     /// storage variables hkube sets win over them.
     pub env: Vec<(String, String)>,
 }
+
+/// What only a pod uses of an algorithm's descriptor (the Kubernetes launcher): its memory split
+/// between the two containers and the descriptor's Kubernetes fields, kept as written. The
+/// pod's manifest (`executor::kubernetes::manifest`) reads them into Kubernetes' types, and
+/// says which field is malformed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PodSettings {
+    /// `mem` in MiB: the algorithm container's memory request.
+    pub mem_mib: f64,
+    /// The reserved memory in MiB (`reservedMemory`, else 20 % of `mem`): the sidecar's, which
+    /// holds the data cache.
+    pub reserved_mib: f64,
+    /// `algorithmEnv` as written: plain values and `{secretKeyRef: ...}`-style sources.
+    pub algorithm_env: serde_json::Map<String, serde_json::Value>,
+    /// `workerEnv` as written: the sidecar's variables.
+    pub worker_env: serde_json::Map<String, serde_json::Value>,
+    /// `nodeSelector`: a label and its value, or a list of values (any of them).
+    pub node_selector: serde_json::Map<String, serde_json::Value>,
+    /// `tolerations`, `volumes`, `volumeMounts` and `imagePullSecrets`: Kubernetes' shapes.
+    pub tolerations: Option<serde_json::Value>,
+    pub volumes: Option<serde_json::Value>,
+    pub volume_mounts: Option<serde_json::Value>,
+    pub image_pull_secrets: Option<serde_json::Value>,
+    /// `labels` and `annotations`: added to the pod's (hkube's own labels win).
+    pub labels: serde_json::Map<String, serde_json::Value>,
+    pub annotations: serde_json::Map<String, serde_json::Value>,
+    /// Descriptor fields set that a pod of hkube's does not carry out (`sideCars`, `mounts`,
+    /// ...): its start is refused, naming them.
+    pub unsupported: Vec<String>,
+}

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::ContainerSpec;
 use crate::build::{Deployer, Deployment};
-use crate::executor::algorithm::{Language, WorkerAlgorithm};
+use crate::executor::algorithm::{Language, PodSettings, WorkerAlgorithm};
 use crate::executor::pool::WorkerPool;
 use crate::spec::{parse_memory_mi, Algorithm};
 
@@ -64,12 +64,56 @@ pub fn container_algorithm(algorithm: &Algorithm) -> Option<WorkerAlgorithm> {
             memory,
             gpu: algorithm.gpu.unwrap_or(0.0),
             env,
+            pod: Box::new(pod_settings(algorithm, mem_mi, reserved_mi)),
         }),
         prepared: None,
         // The image's entrypoint is the algorithm's own command there.
         command: None,
         env: Vec::new(),
     })
+}
+
+/// HKube's pod fields hkube's pods do not carry out: a worker of an algorithm that sets one is
+/// refused rather than started without it.
+const UNSUPPORTED_IN_PODS: &[&str] = &[
+    "sideCars",
+    "mounts",
+    "workerCustomResources",
+    "kaiObject",
+    "securityContext",
+];
+
+/// The descriptor's fields a pod needs (see [`PodSettings`]).
+fn pod_settings(
+    algorithm: &Algorithm,
+    mem_mi: Option<f64>,
+    reserved_mi: Option<f64>,
+) -> PodSettings {
+    let object =
+        |value: Option<&serde_json::Map<String, Value>>| value.cloned().unwrap_or_default();
+    let extra = |key: &str| algorithm.extra.get(key).cloned();
+    let object_of = |key: &str| match algorithm.extra.get(key) {
+        Some(Value::Object(map)) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    PodSettings {
+        labels: object_of("labels"),
+        annotations: object_of("annotations"),
+        unsupported: UNSUPPORTED_IN_PODS
+            .iter()
+            .filter(|key| algorithm.extra.get(**key).is_some_and(|v| !v.is_null()))
+            .map(|key| key.to_string())
+            .collect(),
+        mem_mib: mem_mi.unwrap_or(0.0),
+        reserved_mib: reserved_mi.unwrap_or(0.0),
+        algorithm_env: object(algorithm.algorithm_env.as_ref()),
+        worker_env: object(algorithm.worker_env.as_ref()),
+        node_selector: object_of("nodeSelector"),
+        tolerations: extra("tolerations"),
+        volumes: extra("volumes"),
+        volume_mounts: extra("volumeMounts"),
+        image_pull_secrets: extra("imagePullSecrets"),
+    }
 }
 
 impl Deployer for ImageDeployer {

@@ -57,6 +57,8 @@ pub struct ContainerSpec {
     pub gpu: f64,
     /// The algorithm's own variables (`algorithmEnv`).
     pub env: Vec<(String, String)>,
+    /// What a pod of it needs beyond this (the Kubernetes launcher; Docker ignores it).
+    pub pod: Box<crate::executor::algorithm::PodSettings>,
 }
 
 /// Settings shared by every worker.

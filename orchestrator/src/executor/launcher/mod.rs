@@ -7,8 +7,9 @@
 //! - [`process::ProcessLauncher`]: a local process behind an in-process sidecar.
 //! - [`container::ContainerLauncher`]: a container pair through Docker.
 //!
-//! The trait names no process and no container: a Kubernetes launcher (a pod per worker) is a
-//! third implementation.
+//! - [`crate::executor::kubernetes::PodLauncher`]: a pod per worker in a cluster.
+//!
+//! The trait names no process, container or pod.
 
 pub mod container;
 pub mod process;
@@ -35,7 +36,7 @@ pub enum Error {
 pub fn none_runs(algorithm: &WorkerAlgorithm) -> String {
     match &algorithm.container {
         Some(spec) => format!(
-            "algorithm {} runs in image {}, and this server has no container engine: start it with --executor docker",
+            "algorithm {} runs in image {}, and this server has no container engine: start it with --executor docker or kubernetes",
             algorithm.name, spec.image
         ),
         None => format!(
@@ -53,6 +54,9 @@ pub struct Launch {
     pub algorithm: WorkerAlgorithm,
     /// What the worker may use: cpu, memory and its GPU devices (`grant.gpu.devices()`).
     pub grant: Placement,
+    /// The node the scheduler placed it on, by name (a cluster's node; the local machine's
+    /// name otherwise). The pod launcher prefers it; the others run on this machine.
+    pub node: Option<String>,
     /// How the grant is enforced: the memory cap and the visible GPU devices.
     pub limits: Limits,
     pub sidecar: SidecarOptions,

@@ -29,11 +29,12 @@ pub use deploy::{local_algorithm, CodeDeployer};
 
 use crate::engine::{Executor, TaskKey, TaskSpec};
 use crate::executor::docker::DockerLauncher;
+use crate::executor::kubernetes::PodLauncher;
 use crate::executor::launcher::container::ContainerLauncher;
 use crate::executor::launcher::process::ProcessLauncher;
 use crate::executor::launcher::Launcher;
 use crate::executor::limits::{LimitOptions, MemoryGuard};
-use crate::executor::pool::{PoolOptions, WorkerPool};
+use crate::executor::pool::{ClusterFeed, PoolOptions, WorkerPool};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -64,6 +65,11 @@ pub struct LocalOptions {
     pub log_dir: PathBuf,
     /// Starts the workers of algorithms that have an image (the Docker executor).
     pub docker: Option<DockerLauncher>,
+    /// Starts every worker as a pod (the Kubernetes executor): no worker runs on this
+    /// machine then, and `cluster` gives the nodes.
+    pub kubernetes: Option<PodLauncher>,
+    /// The cluster's nodes, replacing `inventory` (the Kubernetes executor).
+    pub nodes: Option<ClusterFeed>,
     /// A worker preempted for a more urgent task has this long to stop it before it is
     /// killed.
     pub preempt_grace: Duration,
@@ -94,6 +100,8 @@ impl Default for LocalOptions {
             cluster: "local".into(),
             log_dir: std::env::temp_dir().join("hkube-local").join("logs"),
             docker: None,
+            kubernetes: None,
+            nodes: None,
             preempt_grace: Duration::from_secs(3),
             storage_env: Vec::new(),
             limits: LimitOptions::default(),
@@ -144,15 +152,20 @@ impl LocalExecutor {
                 log_limit: options.log_limit,
             }));
         }
-        launchers.push(Arc::new(ProcessLauncher {
-            runtimes: options.runtimes.clone(),
-            settings,
-        }));
+        match &options.kubernetes {
+            // The scheduler's nodes are the cluster's: a local process would run elsewhere.
+            Some(pods) => launchers.push(Arc::new(pods.clone())),
+            None => launchers.push(Arc::new(ProcessLauncher {
+                runtimes: options.runtimes.clone(),
+                settings,
+            })),
+        }
         let pool = WorkerPool::start(PoolOptions {
             sidecar: options.sidecar.clone(),
             idle_timeout: options.idle_timeout,
             tasks_per_worker: options.tasks_per_worker,
             inventory: options.inventory.clone(),
+            cluster: options.nodes.clone(),
             log_dir: options.log_dir.clone(),
             launchers,
             preempt_grace: options.preempt_grace,

@@ -40,6 +40,7 @@
 //! (10× and 20 ms more) sends them back to one at a time: a change in the task time shows
 //! before many tasks are committed to one worker.
 
+mod nodes;
 mod report;
 mod worker;
 
@@ -53,6 +54,7 @@ use tokio::time::Instant;
 use wrapper::link::{Assignment, FromSidecar, Outcome, ToSidecar};
 use wrapper::sidecar::SidecarOptions;
 
+pub use nodes::ClusterFeed;
 pub use report::crash_report;
 
 use crate::engine::{TaskKey, TaskOutcome, TaskSpec};
@@ -73,6 +75,8 @@ pub struct PoolOptions {
     pub tasks_per_worker: usize,
     /// The machine (or node) the workers share, as the scheduler sees it.
     pub inventory: scheduler::Node,
+    /// A cluster's nodes instead, as they change (see [`ClusterFeed`]).
+    pub cluster: Option<ClusterFeed>,
     /// Each task's output goes to `<log_dir>/<jobId>/<taskId>.log`.
     pub log_dir: PathBuf,
     /// Asked in order: the first that runs an algorithm starts its workers.
@@ -95,6 +99,7 @@ enum Cmd {
     Worker(WorkerId, FromSidecar),
     WorkerStarted(WorkerId, Result<Launched, launcher::Error>),
     ChildExited(WorkerId, Exit),
+    Nodes(Vec<scheduler::Node>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -114,7 +119,24 @@ impl WorkerPool {
     /// Starts the pool's service on the current tokio runtime.
     pub fn start(options: PoolOptions) -> WorkerPool {
         let (tx, rx) = mpsc::unbounded_channel();
+        let nodes = match &options.cluster {
+            Some(cluster) => {
+                // Each new inventory is a command: it is applied between rounds.
+                let (mut feed, forward) = (cluster.nodes.clone(), tx.clone());
+                tokio::spawn(async move {
+                    while feed.changed().await.is_ok() {
+                        let nodes = feed.borrow_and_update().clone();
+                        if forward.send(Cmd::Nodes(nodes)).is_err() {
+                            return;
+                        }
+                    }
+                });
+                cluster.nodes.borrow().clone()
+            }
+            None => vec![options.inventory.clone()],
+        };
         let service = Service {
+            nodes,
             options,
             tx: tx.clone(),
             epoch: Instant::now(),
@@ -173,10 +195,15 @@ struct Algorithm {
     ramp: usize,
     /// The pending reason last reported, and to which task.
     reported: Option<(TaskKey, String)>,
+    /// The last round found no node that could ever hold its request (a cluster's pool:
+    /// its tasks wait for the pending timeout).
+    refused: bool,
 }
 
 struct Service {
     options: PoolOptions,
+    /// The nodes the scheduler places workers on: this machine, or a cluster's.
+    nodes: Vec<scheduler::Node>,
     tx: mpsc::UnboundedSender<Cmd>,
     /// The pool's clock starts here (the scheduler's `now_ms`).
     epoch: Instant,
@@ -238,6 +265,13 @@ impl Service {
             Cmd::Worker(id, message) => self.on_worker(id, message),
             Cmd::WorkerStarted(id, started) => self.worker_started(id, started),
             Cmd::ChildExited(id, exit) => self.child_exited(id, exit),
+            Cmd::Nodes(nodes) => {
+                for worker in self.workers.values_mut() {
+                    worker.node = nodes::remap(&self.nodes, &nodes, worker.node);
+                }
+                self.nodes = nodes;
+                self.dirty = true;
+            }
             // The loop handles a shutdown itself, before it gets here.
             Cmd::Shutdown(done) => {
                 let _ = done.send(());
@@ -302,6 +336,7 @@ impl Service {
                     start_cost_ms: None,
                     ramp: 1,
                     reported: None,
+                    refused: false,
                 });
                 self.by_name.insert(name, self.algorithms.len() - 1);
             }
@@ -330,14 +365,16 @@ impl Service {
             )));
             return;
         };
-        // A request this machine could never hold fails at once, naming the resource.
+        // A request this machine could never hold fails at once, naming the resource (a
+        // cluster's waits for a node: see `apply`).
         let algorithm = &self.algorithms[ix];
-        let inventory = std::slice::from_ref(&self.options.inventory);
-        if let Some(why) =
-            scheduler::resources::never_fits(&name, &algorithm.def.request, inventory)
-        {
-            task.reporter.finish(TaskOutcome::Failed(why));
-            return;
+        if self.options.cluster.is_none() {
+            if let Some(why) =
+                scheduler::resources::never_fits(&name, &algorithm.def.request, &self.nodes)
+            {
+                task.reporter.finish(TaskOutcome::Failed(why));
+                return;
+            }
         }
         self.next_seq += 1;
         let entered_ms = self.now_ms();
@@ -458,7 +495,7 @@ impl Service {
             workers.push(scheduler::WorkerView {
                 id: scheduler::WorkerId(id),
                 algorithm: a,
-                node: 0,
+                node: worker.node,
                 state,
                 held: worker.held.clone(),
             });
@@ -518,7 +555,7 @@ impl Service {
             algorithms: policies,
             queue,
             workers,
-            nodes: vec![self.options.inventory.clone()],
+            nodes: self.nodes.clone(),
             options,
         };
         let decisions = scheduler::schedule(&snapshot);
@@ -533,7 +570,19 @@ impl Service {
             by_seq.extend(head.into_iter().map(|t| (t.seq, t)));
         }
         // Refused: no node could ever hold the request.
+        if let Some(timeout) = self.options.cluster.as_ref().map(|c| c.pending_timeout) {
+            // A cluster may grow: the tasks wait, and fail once they waited too long.
+            for algorithm in &mut self.algorithms {
+                algorithm.refused = false;
+            }
+            for (a, why) in &decisions.refused {
+                self.refuse_later(*a, why, timeout, &head_order[*a], &mut by_seq);
+            }
+        }
         for (a, why) in &decisions.refused {
+            if self.options.cluster.is_some() {
+                break;
+            }
             for seq in &head_order[*a] {
                 if let Some(task) = by_seq.remove(seq) {
                     task.reporter.finish(TaskOutcome::Failed(why.clone()));
@@ -560,7 +609,7 @@ impl Service {
             }
         }
         for start in decisions.start {
-            self.spawn_worker(start.algorithm, start.placement);
+            self.spawn_worker(start.algorithm, start.node, start.placement);
         }
         for assignment in decisions.assign {
             let id = assignment.worker.0;
@@ -627,6 +676,14 @@ impl Service {
         if self.dirty {
             earliest(now);
         }
+        if let Some(cluster) = &self.options.cluster {
+            // A request no node holds gives up at its oldest task's pending timeout.
+            for algorithm in self.algorithms.iter().filter(|a| a.refused) {
+                if let Some(oldest) = algorithm.queue.iter().map(|t| t.entered_ms).min() {
+                    earliest(self.epoch + Duration::from_millis(oldest) + cluster.pending_timeout);
+                }
+            }
+        }
         for worker in self.workers.values() {
             if worker.state != State::Ready || worker.leaving() {
                 continue;
@@ -658,7 +715,48 @@ impl Service {
 
     // ----- applying decisions ---------------------------------------------------------------
 
-    fn spawn_worker(&mut self, a: usize, grant: Placement) {
+    /// A cluster's request no node could hold: its tasks that waited `timeout` fail with `why`;
+    /// the others go back to the queue and the oldest hears why it waits. The flag is cleared
+    /// by the next round that does not refuse it (a node joined).
+    fn refuse_later(
+        &mut self,
+        a: usize,
+        why: &str,
+        timeout: Duration,
+        head: &[u64],
+        by_seq: &mut HashMap<u64, Task>,
+    ) {
+        let now_ms = self.now_ms();
+        let timeout_ms = timeout.as_millis() as u64;
+        let algorithm = &mut self.algorithms[a];
+        algorithm.refused = true;
+        for seq in head {
+            if let Some(task) = by_seq.remove(seq) {
+                algorithm.queue.push(task);
+            }
+        }
+        let (expired, waiting): (Vec<Task>, Vec<Task>) = std::mem::take(&mut algorithm.queue)
+            .into_iter()
+            .partition(|t| now_ms.saturating_sub(t.entered_ms) >= timeout_ms);
+        algorithm.queue = waiting.into_iter().collect();
+        for task in expired {
+            task.reporter
+                .finish(TaskOutcome::Failed(nodes::gave_up_text(why, timeout)));
+        }
+        if let Some(head) = algorithm.queue.peek() {
+            let reason = nodes::waiting_text(why, timeout);
+            let said = algorithm
+                .reported
+                .as_ref()
+                .is_some_and(|(key, said)| *key == head.key && *said == reason);
+            if !said {
+                head.reporter.pending(reason.clone());
+                algorithm.reported = Some((head.key, reason));
+            }
+        }
+    }
+
+    fn spawn_worker(&mut self, a: usize, node: scheduler::NodeIx, grant: Placement) {
         let Some(algorithm) = self.algorithms.get_mut(a) else {
             return;
         };
@@ -681,6 +779,7 @@ impl Service {
                 idle_since: now,
                 busy_since: now,
                 held: grant.clone(),
+                node,
                 retired: false,
                 preempted: false,
             },
@@ -694,12 +793,9 @@ impl Service {
             .find(|l| l.runs(&def))
             .cloned();
         let sidecar = self.options.sidecar.clone();
-        let limits = Limits::for_worker(
-            &def.request,
-            &grant.gpu,
-            &self.options.inventory,
-            self.options.memory_ratio,
-        );
+        let on = self.nodes.get(node).unwrap_or(&self.options.inventory);
+        let limits = Limits::for_worker(&def.request, &grant.gpu, on, self.options.memory_ratio);
+        let node_name = Some(on.name.clone());
         tokio::spawn(async move {
             let started = match launcher {
                 Some(launcher) => {
@@ -708,6 +804,7 @@ impl Service {
                             worker: id,
                             algorithm: def,
                             grant,
+                            node: node_name,
                             limits,
                             sidecar,
                         })

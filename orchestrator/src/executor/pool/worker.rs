@@ -77,6 +77,8 @@ pub(super) struct Worker {
     pub busy_since: Instant,
     /// What the scheduler granted it: cpu, memory, GPU devices.
     pub held: Placement,
+    /// Where: its node's index in the pool's nodes.
+    pub node: crate::scheduler::NodeIx,
     /// Its algorithm changed: it exits once its tasks end.
     pub retired: bool,
     /// Stopped for a more urgent task: it exits once its tasks are stopped.

@@ -1,0 +1,357 @@
+//! `hkube server --executor kubernetes` end to end, against the Kubernetes API double of
+//! `testkit::kube_double` (no cluster can run on hkube's build machines): the double serves
+//! the API kube-rs speaks, records the manifests, and plays the kubelet on the local Docker
+//! engine, so the launcher's own pods really run. Code applied through the API is built into
+//! images (on the same engine), the numbers pipeline gives 30; the acceptance algorithm
+//! (cpu 0.5, mem 512Mi, gpu 1) gets the pod HKube's rules give; an image nothing can pull
+//! fails its task with Kubernetes' reason; a stopped server leaves no pod and no container.
+//!
+//! Needs dockerd and the base images of `scripts/base-images.sh`. Without them the test says
+//! so and returns, unless HKUBE_REQUIRE_DOCKER=1 (CI sets it), where their absence fails it.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use testkit::kube_double::{KubeDouble, KubeletMode, Options};
+
+fn docker_ready() -> Result<(), String> {
+    let info = Command::new("docker").arg("info").output();
+    if !info.is_ok_and(|o| o.status.success()) {
+        return Err("no Docker engine answers `docker info`".into());
+    }
+    for image in ["hkube/python:bookworm", "hkube/nodejs:bookworm"] {
+        let found = Command::new("docker")
+            .args(["image", "inspect", image])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            return Err(format!(
+                "the base image {image} is missing (make it with scripts/base-images.sh)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// True when the test should run; panics when Docker is required but absent.
+fn docker_or_skip() -> bool {
+    match docker_ready() {
+        Ok(()) => true,
+        Err(reason) => {
+            testkit::skip(Some("HKUBE_REQUIRE_DOCKER"), &reason);
+            false
+        }
+    }
+}
+
+fn hkube(endpoint: &str, dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_hkube"))
+        .args(args)
+        .args(["--endpoint", endpoint])
+        .current_dir(dir)
+        .env_remove("HKUBE_TOKEN")
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn request(method: &str, endpoint: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let mut command = Command::new("curl");
+    command.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method]);
+    if let Some(body) = body {
+        command.args(["-H", "content-type: application/json", "--data-binary"]);
+        command.arg(body.to_string());
+    }
+    let output = command
+        .arg(format!("{endpoint}/api/v1/{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (
+        status.trim().parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+/// Runs one algorithm; the results document once the job ends, completed or failed.
+fn run_algorithm(endpoint: &str, name: &str, input: Value) -> Value {
+    let body = json!({"name": name, "input": input});
+    let (status, started) = request("POST", endpoint, "exec/algorithm", Some(&body));
+    assert_eq!(status, 200, "{started}");
+    let job_id = started["jobId"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, results) = request("GET", endpoint, &format!("exec/results/{job_id}"), None);
+        if results["status"] == "completed" || results["status"] == "failed" {
+            return results;
+        }
+        assert!(Instant::now() < deadline, "the job did not end: {results}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A copy of an example algorithm folder.
+fn algorithm_folder(root: &Path, example: &str) -> PathBuf {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/numbers")
+        .join(example);
+    let to = root.join(example);
+    copy_tree(&from, &to);
+    to
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap();
+        if path.is_dir() && name != "__pycache__" {
+            copy_tree(&path, &to.join(name));
+        } else if path.is_file() {
+            std::fs::copy(&path, to.join(name)).unwrap();
+        }
+    }
+}
+
+/// A child process ended when the test ends, also half-way: SIGTERM first (a server then
+/// deletes its pods), SIGKILL if it has not ended after 30 s.
+struct Killed(std::process::Child);
+
+impl Killed {
+    fn stop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.0.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A test folder, removed at the end (containers write root-owned files in its storage).
+struct Root(PathBuf);
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A Kubernetes quantity in its base unit, for comparing `500m` with `0.5`.
+fn quantity(value: &Value) -> f64 {
+    let text = value.as_str().unwrap_or_default();
+    let units = [
+        ("m", 1e-3),
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+    ];
+    for (suffix, factor) in units {
+        if let Some(number) = text.strip_suffix(suffix) {
+            return number.parse::<f64>().unwrap() * factor;
+        }
+    }
+    text.parse()
+        .unwrap_or_else(|_| panic!("not a quantity: {value}"))
+}
+
+fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    pod["spec"]["containers"]
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("no container {name} in {pod:#}"))
+}
+
+#[test]
+fn pipelines_run_in_pods_through_the_kubernetes_double() {
+    if !docker_or_skip() {
+        return;
+    }
+    let double = KubeDouble::start(Options {
+        kubelet: KubeletMode::Docker,
+        ..Options::default()
+    })
+    .unwrap();
+    // The sidecars dial the server where containers reach this machine.
+    let host = double.host_address().expect("the bridge network's gateway");
+    let port = std::net::TcpListener::bind((host, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let link = format!("{host}:{port}");
+    let root_dir = std::env::temp_dir().join(format!("hkube-k8s-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root_dir);
+    std::fs::create_dir_all(&root_dir).unwrap();
+    let root = Root(root_dir);
+    let state = root.0.join("state");
+    let kubeconfig = double.kubeconfig().to_path_buf();
+    let started = std::panic::catch_unwind(|| {
+        common::start_server(|command| {
+            command
+                .args(["--executor", "kubernetes", "--namespace", "hkube"])
+                .args(["--link-address", &link, "--link-listen", &link])
+                .arg("--state-dir")
+                .arg(&state)
+                .env("KUBECONFIG", &kubeconfig);
+        })
+    });
+    let Ok(server) = started else {
+        panic!(
+            "the server did not start; the API double heard {:#?}",
+            double.requests()
+        );
+    };
+    let endpoint = format!("http://{}", server.address);
+    let log = server.log.clone();
+    let mut child = Killed(server.child);
+    let show_log = || log.lock().unwrap().clone();
+
+    // Code applied through the API builds into images on the local engine.
+    let code = root.0.join("code");
+    for name in ["range", "multiply", "reduce"] {
+        let folder = algorithm_folder(&code, name);
+        let (status, _, stderr) = hkube(
+            &endpoint,
+            &folder,
+            &["algorithm", "apply", "-f", "algorithm.yml"],
+        );
+        assert_eq!(status, 0, "apply {name}: {stderr}\n{}", show_log());
+    }
+
+    // numbers: each worker a pod of two containers, run by the double's kubelet.
+    let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/numbers/numbers.yml");
+    let (status, stdout, stderr) = hkube(
+        &endpoint,
+        &root.0,
+        &["exec", "raw", "-f", pipeline.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(status, 0, "{stdout}{stderr}\n{}", show_log());
+    let results: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        results["data"][0]["result"],
+        30,
+        "{results}\n{}",
+        show_log()
+    );
+    let created = double.created_pods();
+    assert!(
+        created.len() >= 3,
+        "a pod per algorithm at least: {created:#?}"
+    );
+    for pod in &created {
+        let names: Vec<&str> = pod["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{pod:#}");
+        assert_eq!(
+            pod["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "hkube"
+        );
+    }
+
+    // The acceptance algorithm: cpu 0.5, mem 512Mi, gpu 1 (the double's node has one GPU,
+    // counted, not handed out), on range's image.
+    let (_, range) = request("GET", &endpoint, "store/algorithms/range", None);
+    let image = range["algorithmImage"].as_str().unwrap().to_string();
+    let descriptor = json!({"name": "gpu-range", "algorithmImage": image, "cpu": 0.5,
+                            "mem": "512Mi", "gpu": 1, "entryPoint": "main.py"});
+    let (status, stored) = request("POST", &endpoint, "store/algorithms", Some(&descriptor));
+    assert!(status < 300, "{status} {stored}");
+    let results = run_algorithm(&endpoint, "gpu-range", json!([3]));
+    assert_eq!(results["status"], "completed", "{results}\n{}", show_log());
+    let pod = double
+        .created_pods()
+        .into_iter()
+        .find(|p| p["metadata"]["labels"]["hkube.io/algorithm"] == "gpu-range")
+        .expect("a pod for gpu-range");
+    let containers = pod["spec"]["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 2, "{pod:#}");
+    let sidecar = containers
+        .iter()
+        .find(|c| c["image"] == image.as_str() && c["command"] == json!(["/hkube/hkube-wrapper"]))
+        .unwrap_or_else(|| panic!("a sidecar running hkube-wrapper from the image: {pod:#}"));
+    let algorithm = containers
+        .iter()
+        .find(|c| c["name"] != sidecar["name"])
+        .unwrap();
+    assert_eq!(algorithm["image"], image.as_str());
+    let resources = &algorithm["resources"];
+    assert_eq!(quantity(&resources["requests"]["cpu"]), 0.5, "{resources}");
+    assert_eq!(
+        quantity(&resources["requests"]["memory"]),
+        512.0 * 1048576.0,
+        "{resources}"
+    );
+    assert_eq!(quantity(&resources["limits"]["cpu"]), 1.0, "{resources}");
+    assert_eq!(
+        quantity(&resources["limits"]["memory"]),
+        1073741824.0,
+        "{resources}"
+    );
+    assert_eq!(
+        quantity(&resources["limits"]["nvidia.com/gpu"]),
+        1.0,
+        "{resources}"
+    );
+    assert_eq!(
+        container(&pod, algorithm["name"].as_str().unwrap())["image"],
+        image.as_str()
+    );
+
+    // An image nothing can pull: the task fails with Kubernetes' reason.
+    let ghost = json!({"name": "ghost", "algorithmImage": "hkube/no-such-image:1", "entryPoint": "main.py"});
+    let (status, stored) = request("POST", &endpoint, "store/algorithms", Some(&ghost));
+    assert!(status < 300, "{status} {stored}");
+    let results = run_algorithm(&endpoint, "ghost", json!([1]));
+    assert_eq!(results["status"], "failed", "{results}");
+    let said = results.to_string();
+    assert!(
+        said.contains("ErrImagePull") || said.contains("ImagePullBackOff"),
+        "the failure names Kubernetes' reason: {said}"
+    );
+
+    // The server stops: its pods are deleted, and the kubelet removed their containers.
+    let instance = pod["metadata"]["labels"]["hkube.io/instance"].clone();
+    child.stop();
+    let gone = double.wait_for_pods(Duration::from_secs(30), |pods| {
+        (!pods
+            .iter()
+            .any(|p| p["metadata"]["labels"]["hkube.io/instance"] == instance))
+        .then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "pods left after the server stopped: {:#?}\n{}",
+        double.pods(),
+        show_log()
+    );
+    assert_eq!(double.containers(), Vec::<String>::new(), "containers left");
+}
