@@ -202,6 +202,54 @@ async fn orphans_inventory_manifest_and_an_unschedulable_pod() {
         .filter(|p| p["metadata"]["labels"]["hkube.io/instance"] == INSTANCE)
         .collect();
     assert!(left.is_empty(), "{left:?}");
+
+    // Every call made is one docs/kubernetes.md lists for RBAC (resource, scope, verb).
+    let allowed = [
+        ("pods", "namespace", "create"),
+        ("pods", "namespace", "delete"),
+        ("pods", "namespace", "deletecollection"),
+        ("pods", "namespace", "list"),
+        ("pods", "namespace", "watch"),
+        ("pods/log", "namespace", "get"),
+        ("pods", "cluster", "list"),
+        ("pods", "cluster", "watch"),
+        ("nodes", "cluster", "list"),
+        ("nodes", "cluster", "watch"),
+    ];
+    let ours = |r: &testkit::kube_double::Recorded| {
+        // The test's own calls: its pods' creation by name.
+        !(r.method == "POST"
+            && r.body.as_ref().is_some_and(|b| {
+                ["leftover", "other", "late"]
+                    .contains(&b["metadata"]["name"].as_str().unwrap_or(""))
+            }))
+    };
+    for request in double.requests().iter().filter(|r| ours(r)) {
+        let path = request.path.trim_start_matches("/api/v1/");
+        let (scope, rest) = match path.strip_prefix("namespaces/hkube/") {
+            Some(rest) => ("namespace", rest),
+            None => ("cluster", path),
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        let resource = match parts.as_slice() {
+            [kind, _, sub] => format!("{kind}/{sub}"),
+            [kind, ..] => kind.to_string(),
+            [] => String::new(),
+        };
+        let verb = match (request.method.as_str(), parts.len()) {
+            ("GET", 1) if request.param("watch") == Some("true") => "watch",
+            ("GET", 1) => "list",
+            ("GET", _) => "get",
+            ("POST", _) => "create",
+            ("DELETE", 1) => "deletecollection",
+            ("DELETE", _) => "delete",
+            _ => "other",
+        };
+        assert!(
+            allowed.contains(&(resource.as_str(), scope, verb)),
+            "{resource} {scope} {verb} is not in docs/kubernetes.md's RBAC table: {request:?}"
+        );
+    }
 }
 
 async fn docker_or_skip() -> bool {
@@ -349,4 +397,41 @@ async fn a_request_no_node_holds_waits_for_one_then_fails() {
     assert_eq!(preferred["values"], json!(["big"]), "{:#}", created[0]);
     drop(job);
     executor.shutdown().await;
+}
+
+/// From a launch to its pod stored by the API double (the budget: 50 ms from a task
+/// queued to its pod created). The figure is printed; the bound here is loose, for a loaded
+/// debug build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_creates_its_pod_promptly() {
+    let double = std::sync::Arc::new(KubeDouble::start(Options::default()).unwrap());
+    let client = client_of(&double).await;
+    let cluster = kubernetes::connect_with(client, options(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let mut figures = Vec::new();
+    for round in 0..5 {
+        let name = format!("timed{round}");
+        let watcher = double.clone();
+        let label = name.clone();
+        let created = std::thread::spawn(move || {
+            watcher.wait_for_pods(Duration::from_secs(10), |pods| {
+                pods.iter()
+                    .any(|p| p["metadata"]["labels"]["hkube.io/algorithm"] == label.as_str())
+                    .then(std::time::Instant::now)
+            })
+        });
+        let started = std::time::Instant::now();
+        let launcher = cluster.launcher.clone();
+        let algorithm = algorithm(json!({"name": name, "algorithmImage": "img:1", "cpu": 0.1}));
+        // The pod stays Pending (no kubelet): the launch waits on, and is dropped below.
+        let launching = tokio::spawn(async move { launcher.launch(launch(algorithm)).await });
+        let at = tokio::task::block_in_place(|| created.join().unwrap()).expect("a pod");
+        figures.push(at.duration_since(started));
+        launching.abort();
+    }
+    eprintln!("launch to pod created (debug build, API double): {figures:?}");
+    figures.sort();
+    let median = figures[figures.len() / 2];
+    assert!(median < Duration::from_millis(250), "{figures:?}");
 }

@@ -64,7 +64,7 @@ pub fn container_algorithm(algorithm: &Algorithm) -> Option<WorkerAlgorithm> {
             memory,
             gpu: algorithm.gpu.unwrap_or(0.0),
             env,
-            pod: pod_settings(algorithm, mem_mi, reserved_mi),
+            pod: Box::new(pod_settings(algorithm, mem_mi, reserved_mi)),
         }),
         prepared: None,
         // The image's entrypoint is the algorithm's own command there.

@@ -58,7 +58,7 @@ pub struct ContainerSpec {
     /// The algorithm's own variables (`algorithmEnv`).
     pub env: Vec<(String, String)>,
     /// What a pod of it needs beyond this (the Kubernetes launcher; Docker ignores it).
-    pub pod: crate::executor::algorithm::PodSettings,
+    pub pod: Box<crate::executor::algorithm::PodSettings>,
 }
 
 /// Settings shared by every worker.
