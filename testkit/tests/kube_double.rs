@@ -286,7 +286,7 @@ async fn the_kubelet_runs_a_pods_containers_in_one_network_namespace() {
                   socketserver.TCPServer(('127.0.0.1', 8080), http.server.SimpleHTTPRequestHandler).serve_forever()";
     let client = "import time, urllib.request, os\n\
                   for _ in range(100):\n    \
-                      try:\n        urllib.request.urlopen('http://127.0.0.1:8080/'); print('reached', os.environ['POD']); break\n    \
+                      try:\n        urllib.request.urlopen('http://127.0.0.1:8080/'); print('reached', os.environ['POD'], os.environ['IP']); break\n    \
                       except OSError: time.sleep(0.1)\n\
                   else: raise SystemExit(3)";
     let pair = pod(
@@ -296,7 +296,8 @@ async fn the_kubelet_runs_a_pods_containers_in_one_network_namespace() {
             {"name": "server", "image": IMAGE, "command": ["python3", "-c", server],
              "resources": {"limits": {"memory": "128Mi", "cpu": "1"}}},
             {"name": "client", "image": IMAGE, "command": ["python3", "-c", client],
-             "env": [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}
+             "env": [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                     {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]}
         ]),
     );
     pods.create(&PostParams::default(), &pair).await.unwrap();
@@ -333,7 +334,11 @@ async fn the_kubelet_runs_a_pods_containers_in_one_network_namespace() {
         container: Some("client".into()),
         ..LogParams::default()
     };
-    assert_eq!(pods.logs("pair", &params).await.unwrap(), "reached pair\n");
+    let ip = done["status"]["podIP"].as_str().unwrap();
+    assert_eq!(
+        pods.logs("pair", &params).await.unwrap(),
+        format!("reached pair {ip}\n")
+    );
     let no_container = pods.logs("pair", &LogParams::default()).await.unwrap_err();
     assert!(
         no_container

@@ -283,7 +283,7 @@ async fn serve(
                     replace(cluster, &key, kind, body, sub.is_some())
                 }
                 (Method::PATCH, None | Some("status")) => {
-                    patch(cluster, &key, kind, body, content_type)
+                    patch(cluster, &key, kind, body, content_type, sub.is_some())
                 }
                 (Method::DELETE, None) => {
                     let grace = grace_period(body.as_ref(), query);
@@ -521,6 +521,7 @@ fn patch(
     kind: &str,
     body: Option<Value>,
     content_type: &str,
+    status_only: bool,
 ) -> Response {
     let Some(body) = body else {
         return bad_request("a patch needs a body".into());
@@ -533,6 +534,7 @@ fn patch(
         .trim()
         .to_string();
     let updated = cluster.store.update(key, |object| {
+        let before = object.clone();
         let applied = match media.as_str() {
             "application/merge-patch+json" => {
                 json_patch::merge(object, &body);
@@ -545,6 +547,25 @@ fn patch(
                 "the Kubernetes double applies merge and JSON patches only, not {other:?} (strategic merge and server-side apply are not implemented)"
             )),
         };
+        // /status changes the status only; the object itself keeps its status.
+        if applied.is_ok() {
+            let status = object.get("status").cloned();
+            let (mut result, status) = if status_only {
+                (before.clone(), status)
+            } else {
+                (object.clone(), before.get("status").cloned())
+            };
+            match (result.as_object_mut(), status) {
+                (Some(map), Some(status)) => {
+                    map.insert("status".into(), status);
+                }
+                (Some(map), None) => {
+                    map.remove("status");
+                }
+                _ => {}
+            }
+            *object = result;
+        }
         match applied {
             Ok(()) => true,
             Err(error) => {

@@ -349,19 +349,17 @@ async fn lifecycle(
         return;
     }
 
-    let pod_ip_unknown = None;
-    let mut bodies = Vec::new();
-    for container in &containers {
-        match container_body(kubelet, cluster, &pod, container, pod_ip_unknown) {
-            Ok(body) => bodies.push(body),
-            Err(message) => {
-                let states = containers
-                    .iter()
-                    .map(|_| waiting("CreateContainerConfigError", &message))
-                    .collect();
-                all_waiting(cluster, key, states);
-                return;
-            }
+    // Every container's settings are checked before any starts. The first container's own
+    // IP is the pod's, unknown until it starts: it cannot name status.podIP.
+    for (index, container) in containers.iter().enumerate() {
+        let ip = (index > 0).then_some("0.0.0.0");
+        if let Err(message) = container_body(kubelet, cluster, &pod, container, ip) {
+            let states = containers
+                .iter()
+                .map(|_| waiting("CreateContainerConfigError", &message))
+                .collect();
+            all_waiting(cluster, key, states);
+            return;
         }
     }
 
@@ -373,8 +371,13 @@ async fn lifecycle(
     let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
     let host_network = pod["spec"]["hostNetwork"].as_bool() == Some(true);
     let mut ids: Vec<String> = Vec::new();
-    for (index, (container, mut body)) in containers.iter().zip(bodies).enumerate() {
+    let mut pod_ip: Option<String> = None;
+    for (index, container) in containers.iter().enumerate() {
         let name = container["name"].as_str().unwrap_or("c");
+        let Ok(mut body) = container_body(kubelet, cluster, &pod, container, pod_ip.as_deref())
+        else {
+            return;
+        };
         let host_config = body.host_config.get_or_insert_with(HostConfig::default);
         host_config.network_mode = Some(match ids.first() {
             _ if host_network => "host".to_string(),
@@ -434,25 +437,16 @@ async fn lifecycle(
             );
             return;
         }
+        if ids.is_empty() {
+            pod_ip = if host_network {
+                Some("127.0.0.1".to_string())
+            } else {
+                bridge_ip(&kubelet.docker, &id).await
+            };
+        }
         ids.push(id);
     }
 
-    let pod_ip = if host_network {
-        Some("127.0.0.1".to_string())
-    } else {
-        kubelet
-            .docker
-            .inspect_container(
-                &ids[0],
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-            .ok()
-            .and_then(|c| c.network_settings)
-            .and_then(|n| n.networks)
-            .and_then(|networks| networks.get("bridge").and_then(|b| b.ip_address.clone()))
-            .filter(|ip| !ip.is_empty())
-    };
     let now = timestamp();
     cluster.store.update(key, |pod| {
         for (status, id) in pod["status"]["containerStatuses"]
@@ -857,6 +851,21 @@ fn binds_of(kubelet: &Kubelet, pod: &Value, container: &Value) -> Result<Vec<Str
         binds.push(format!("{source}:{target}{read_only}"));
     }
     Ok(binds)
+}
+
+/// A container's address on the default bridge.
+async fn bridge_ip(docker: &Docker, id: &str) -> Option<String> {
+    docker
+        .inspect_container(
+            id,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .ok()
+        .and_then(|c| c.network_settings)
+        .and_then(|n| n.networks)
+        .and_then(|networks| networks.get("bridge").and_then(|b| b.ip_address.clone()))
+        .filter(|ip| !ip.is_empty())
 }
 
 /// The default bridge network's gateway (or its subnet's first address, where the engine
