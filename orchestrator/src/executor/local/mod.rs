@@ -64,6 +64,9 @@ pub struct LocalOptions {
     pub log_dir: PathBuf,
     /// Starts the workers of algorithms that have an image (the Docker executor).
     pub docker: Option<DockerLauncher>,
+    /// Launchers asked before the container and process ones: the wasm launcher
+    /// (`executor::wasm::WasmExecutor::launcher`), whose workers are threads of this process.
+    pub launchers: Vec<Arc<dyn Launcher>>,
     /// A worker preempted for a more urgent task has this long to stop it before it is
     /// killed.
     pub preempt_grace: Duration,
@@ -94,6 +97,7 @@ impl Default for LocalOptions {
             cluster: "local".into(),
             log_dir: std::env::temp_dir().join("hkube-local").join("logs"),
             docker: None,
+            launchers: Vec::new(),
             preempt_grace: Duration::from_secs(3),
             storage_env: Vec::new(),
             limits: LimitOptions::default(),
@@ -137,7 +141,7 @@ impl LocalExecutor {
             storage_env: options.storage_env.clone(),
             memory_guard: MemoryGuard::choose(options.limits.enforcement),
         };
-        let mut launchers: Vec<Arc<dyn Launcher>> = Vec::new();
+        let mut launchers: Vec<Arc<dyn Launcher>> = options.launchers.clone();
         if let Some(docker) = &options.docker {
             launchers.push(Arc::new(ContainerLauncher {
                 docker: docker.clone(),
@@ -203,6 +207,8 @@ impl LocalExecutor {
             Language::Python => Env::Python,
             Language::Nodejs => Env::Nodejs,
             Language::Java => Env::Java,
+            // A module declares no dependencies: it is all in the .wasm.
+            Language::Wasm => return Ok(Prepared::default()),
         };
         LocalEnvs::new(self.options.work_dir.join("envs"))
             .prepare(env, &algorithm.code_dir, log)
