@@ -386,13 +386,22 @@ async fn placed_by_the_pool_a_module_answers_fails_and_stops_as_on_its_own_threa
     let error = result["error"].as_str().unwrap();
     assert!(error.contains("unreachable"), "{error}");
     assert!(error.contains("stderr:\nabout to trap"), "{error}");
-    let job = result["jobId"].as_str().unwrap();
-    let logged: String = std::fs::read_dir(logs.join(job))
-        .unwrap()
-        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
-        .collect();
-    // The pool writes the module's stderr and the error to the task's log (in either order).
-    assert!(logged.contains("about to trap\n"), "{logged:?}");
+    // The pool writes the module's stderr and the error to the task's log, after the task's
+    // end is reported (in either order).
+    let job = logs.join(result["jobId"].as_str().unwrap());
+    let mut logged = String::new();
+    for _ in 0..100 {
+        logged = std::fs::read_dir(&job)
+            .into_iter()
+            .flatten()
+            .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default())
+            .collect();
+        if logged.matches("about to trap").count() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(logged.matches("about to trap").count(), 2, "{logged:?}");
 
     // A loop stopped at its ttl lets its worker go: the next task runs.
     let started = Instant::now();

@@ -102,9 +102,12 @@ async fn first_task(module: &Path, cache: &Path, pooled: bool) -> (f64, f64) {
     // Placed by a pool, as the server runs it, the first task starts the algorithm's worker.
     let (wasm, local) = wasm_and_pool(cache, pooled);
     let catalog = Arc::new(MemoryCatalog::new());
-    let descriptor =
-        spec::parse_algorithm(json!({"name": "multiply-wasm", "env": "wasm", "mem": "64Mi"}))
-            .expect("a descriptor");
+    let descriptor = spec::parse_algorithm(
+        json!({"name": "multiply-wasm", "env": "wasm", "mem": "64Mi",
+            // A runnable stored algorithm has code: a built one carries the local marker.
+            "algorithmImage": "hkube-local/multiply-wasm"}),
+    )
+    .expect("a descriptor");
     let algorithm = orchestrator::executor::wasm::wasm_algorithm(&descriptor, module)
         .expect("a wasm algorithm");
     catalog.put_algorithm(descriptor);

@@ -204,11 +204,7 @@ impl Runtimes {
                     .unwrap_or_else(|| algorithm.code_dir.clone());
                 let classpath = format!("{}:{}", self.java_jar().display(), classes.display());
                 let mut args = jvm_options(limits);
-                args.extend([
-                    "-cp".to_string(),
-                    classpath,
-                    "io.hkube.rs.Main".to_string(),
-                ]);
+                args.extend(["-cp".to_string(), classpath, "io.hkube.rs.Main".to_string()]);
                 (self.java.clone(), args)
             }
             // Never started as a process (`runs` refuses it): an empty program, should it be,

@@ -69,7 +69,9 @@ fn start_worker(shared: Arc<Shared>, launch: Launch) -> Result<Launched, Error> 
     let (to_pool, from_worker) = mpsc::unbounded_channel::<FromSidecar>();
     let (supervised, controls) = Supervised::external(LOG_LIMIT);
     let ExternalControls {
-        stop: mut stopped, exit, ..
+        stop: mut stopped,
+        exit,
+        ..
     } = controls;
     let flags: Flags = Arc::default();
     // Set when the worker is to end: the tasks it has not started are left to the pool.

@@ -3,9 +3,16 @@
 //! No process starts per task and no module compiles per task. Registering an algorithm
 //! compiles its module once (wasmtime's cache keeps the code on disk, see [`module`]) and
 //! resolves its imports into an `InstancePre`; each task then gets a fresh instance with its
-//! own store (its memory, its WASI context, its limits) on one of a few threads sized to the
-//! machine's cores, so the engine's loop never waits on wasm code. The ABI is a WASI command
-//! ([`task`]): the args object on stdin, the result on stdout, the log on stderr.
+//! own store (its memory, its WASI context, its limits) on a thread of its own, so the
+//! engine's loop never waits on wasm code. The ABI is a WASI command ([`task`]): the args
+//! object on stdin, the result on stdout, the log on stderr.
+//!
+//! Where tasks run: `hkube server` and `hkube run` hand the executor to the worker pool
+//! ([`WasmExecutor::placed_by`]), so a wasm algorithm's workers are placed by the scheduler
+//! like any other's: each is a thread started by the [`launcher`], holding its algorithm's cpu
+//! and memory request of the same inventory, its tasks queued by priority with pending
+//! reasons. Without a pool (an embedding, most of the tests) the executor runs tasks on its
+//! own threads, one per core.
 //!
 //! Limits per task: the memory `mem` allows (a module asking for more traps, saying so), the
 //! algorithm's time limit, and a stop (the node's ttl, a stopped job) that ends the instance
