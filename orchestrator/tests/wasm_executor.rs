@@ -463,6 +463,63 @@ async fn a_wasm_request_no_node_holds_is_refused_naming_the_resource() {
     local.shutdown().await;
 }
 
+/// A wasm task the inventory has no room for says why, as any other algorithm's: a looping
+/// module holds the only core (cpu 1 of 1), so another algorithm's task waits for cpu, and runs
+/// once the loop's job is stopped and its worker's core is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasm_task_waiting_for_room_says_why_and_runs_once_it_is_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut looping = algorithm("loops", write_module(dir.path(), "loops", LOOPS));
+    looping.request.cpu_millis = 1000;
+    let mut echo = algorithm("echo", write_module(dir.path(), "echo", ECHO));
+    echo.request.cpu_millis = 1000;
+    let (handle, local) =
+        pooled_engine(node(1.0), &dir.path().join("logs"), vec![looping, echo]).await;
+    let first = handle.exec_raw(one_node("loops", json!([]))).await.unwrap();
+    // The loop's worker holds the core once its task runs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while handle.status(&first).await.unwrap()["data"]["states"]["active"] != 1 {
+        assert!(Instant::now() < deadline, "the loop never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = handle.exec_raw(one_node("echo", json!([5]))).await.unwrap();
+    let pending = loop {
+        let status = handle.status(&second).await.unwrap();
+        if let Some(pending) = status["data"]["pending"]
+            .as_array()
+            .filter(|p| !p.is_empty())
+        {
+            break pending[0].clone();
+        }
+        assert!(Instant::now() < deadline, "no pending reason: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(pending["algorithmName"], "echo", "{pending}");
+    let reason = pending["reason"].as_str().unwrap();
+    assert_eq!(
+        reason, "waiting for cpu: requested 1, free 0 of 1",
+        "{pending}"
+    );
+    handle
+        .stop(orchestrator::engine::StopRequest {
+            job_id: Some(first.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let result = run_to_end(&handle, &second).await;
+    assert_eq!(result["status"], "completed", "{result}");
+    assert_eq!(result["data"][0]["result"]["input"], json!([5]), "{result}");
+    local.shutdown().await;
+}
+
+async fn run_to_end(handle: &Handle, job: &str) -> Value {
+    tokio::time::timeout(Duration::from_secs(60), handle.wait(job))
+        .await
+        .expect("the job ended within a minute")
+        .unwrap()
+}
+
 // ---- mixed pipelines: the numbers example with the wasm Multiply ----
 
 fn examples() -> PathBuf {
