@@ -102,8 +102,12 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
     }
 
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
-    let executor = LocalExecutor::start(local_options(&state_dir, &args.inventory)?);
+    // env: wasm algorithms' workers are threads of this process, placed by the same pool.
     let wasm = WasmExecutor::start(wasm_options(&state_dir))?;
+    let mut options = local_options(&state_dir, &args.inventory)?;
+    options.launchers.push(wasm.launcher());
+    let executor = LocalExecutor::start(options);
+    let wasm = wasm.placed_by(executor.pool().clone());
     // A store in memory: the catalog, and the result cache's place.
     let catalog = Arc::new(MemoryStore::new());
     let mut code_digests = Vec::new();

@@ -363,8 +363,11 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     });
     let telemetry = Telemetry::new(local.log_dir.clone());
     let local_runtimes = local.runtimes.clone();
-    let executor = LocalExecutor::start(local);
+    // env: wasm algorithms' workers are threads of this process, placed by the same pool.
     let wasm = WasmExecutor::start(crate::run::wasm_options(&state_dir))?;
+    local.launchers.push(wasm.launcher());
+    let executor = LocalExecutor::start(local);
+    let wasm = wasm.placed_by(executor.pool().clone());
     let launcher = docker.as_ref().map(|d| d.launcher.clone());
     // Definitions and jobs live in one database: a restart loses nothing, and jobs that were
     // running resume (finished tasks are not run again).
@@ -435,7 +438,8 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         store.clone() as Arc<dyn Store>,
     );
     // Nodes with `cache: true` are answered from the result cache when they can be.
-    // env: wasm algorithms run in process; every other task goes to the local executor.
+    // env: wasm algorithms run in process, placed by the pool; every other task goes to the
+    // local executor.
     let routed = Routed {
         wasm: wasm.clone(),
         other: Arc::new(executor.clone()),

@@ -96,6 +96,14 @@ fn algorithm(name: &str, module: PathBuf) -> WasmAlgorithm {
         time_limit: None,
         dirs: Vec::new(),
         env: Vec::new(),
+        // cpu 0.1 and 64Mi with HKube's 20 % reserve.
+        request: orchestrator::scheduler::Request {
+            cpu_millis: 100,
+            mem_mib: 77,
+            gpu_hundredths: 0,
+        },
+        min_hot_workers: 0,
+        max_workers: 0,
     }
 }
 
@@ -294,6 +302,224 @@ async fn a_module_that_does_not_compile_is_refused_with_wasmtime_s_message() {
     assert!(!error.is_empty());
 }
 
+// ---- placed by the pool: wasm workers take cpu and memory from the scheduler's inventory ----
+
+/// Sleeps 200 ms (WASI's `poll_oneoff` on a relative monotonic-clock timeout), then answers
+/// nothing (`null`): a task that holds its worker without using the cpu.
+const SLEEPS: &str = r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store8 (i32.const 8) (i32.const 0))            ;; tag: clock
+    (i32.store (i32.const 16) (i32.const 1))            ;; monotonic
+    (i64.store (i32.const 24) (i64.const 200000000))    ;; 200 ms, relative
+    (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#;
+
+/// The inventory of the pool's node: `cpus` cores and 4 GiB.
+fn node(cpus: f64) -> orchestrator::scheduler::Node {
+    orchestrator::executor::local::inventory::local_node(
+        &orchestrator::executor::local::inventory::Overrides {
+            cpus: Some(cpus),
+            memory_mib: Some(4096),
+            gpus: Some(0),
+        },
+    )
+}
+
+/// An engine as `hkube server` wires it: the wasm executor placed by the local pool (over
+/// `inventory`), its workers started by the wasm launcher.
+async fn pooled_engine(
+    inventory: orchestrator::scheduler::Node,
+    logs: &Path,
+    algorithms: Vec<WasmAlgorithm>,
+) -> (Handle, LocalExecutor) {
+    let wasm = WasmExecutor::start(WasmOptions {
+        cache_dir: None,
+        log_dir: logs.to_path_buf(),
+        threads: 1,
+    })
+    .unwrap();
+    let local = LocalExecutor::start(LocalOptions {
+        inventory,
+        log_dir: logs.to_path_buf(),
+        launchers: vec![wasm.launcher()],
+        ..LocalOptions::default()
+    });
+    let wasm = wasm.placed_by(local.pool().clone());
+    let catalog = Arc::new(MemoryCatalog::new());
+    for algorithm in algorithms {
+        catalog.put_algorithm(spec::parse_algorithm(wasm_descriptor(&algorithm.name)).unwrap());
+        wasm.register(algorithm).await.unwrap();
+    }
+    let routed = Routed {
+        wasm,
+        other: Arc::new(local.clone()),
+    };
+    (Engine::spawn(Arc::new(routed), catalog), local)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placed_by_the_pool_a_module_answers_fails_and_stops_as_on_its_own_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let modules: Vec<WasmAlgorithm> = [("echo", ECHO), ("traps", TRAPS), ("loops", LOOPS)]
+        .into_iter()
+        .map(|(name, text)| algorithm(name, write_module(dir.path(), name, text)))
+        .collect();
+    let (handle, local) = pooled_engine(node(1.0), &logs, modules).await;
+
+    let pipeline = json!({"name": "args", "nodes": [
+        {"nodeName": "A", "algorithmName": "echo", "input": ["#@flowInput.xs"]}],
+        "flowInput": {"xs": [1, 2, 3]}});
+    let result = run(&handle, pipeline).await;
+    assert_eq!(result["status"], "completed", "{result}");
+    let inputs: Vec<&Value> = result["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| &item["result"]["input"][0])
+        .collect();
+    assert_eq!(inputs, [&json!(1), &json!(2), &json!(3)], "{result}");
+
+    let result = run(&handle, one_node("traps", json!([]))).await;
+    assert_eq!(result["status"], "failed", "{result}");
+    let error = result["error"].as_str().unwrap();
+    assert!(error.contains("unreachable"), "{error}");
+    assert!(error.contains("stderr:\nabout to trap"), "{error}");
+    // The pool writes the module's stderr and the error to the task's log, after the task's
+    // end is reported (in either order).
+    let job = logs.join(result["jobId"].as_str().unwrap());
+    let mut logged = String::new();
+    for _ in 0..100 {
+        logged = std::fs::read_dir(&job)
+            .into_iter()
+            .flatten()
+            .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default())
+            .collect();
+        if logged.matches("about to trap").count() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(logged.matches("about to trap").count(), 2, "{logged:?}");
+
+    // A loop stopped at its ttl lets its worker go: the next task runs.
+    let started = Instant::now();
+    let pipeline = json!({"name": "loop", "nodes": [
+        {"nodeName": "A", "algorithmName": "loops", "input": [], "ttl": 1}]});
+    let result = run(&handle, pipeline).await;
+    assert_eq!(result["status"], "failed", "{result}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let result = run(&handle, one_node("echo", json!([7]))).await;
+    assert_eq!(result["status"], "completed", "{result}");
+    local.shutdown().await;
+}
+
+/// Four tasks that each hold their worker 200 ms: with cpu 1 on a 1-core inventory one worker
+/// fits, so they take at least 800 ms; with cpu 0.25 four fit and they overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasm_workers_take_their_cpu_from_the_inventory() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let mut whole = algorithm("sleeps-whole", write_module(dir.path(), "sleeps", SLEEPS));
+    whole.request.cpu_millis = 1000;
+    let mut quarter = whole.clone();
+    quarter.name = "sleeps-quarter".into();
+    quarter.request.cpu_millis = 250;
+    let (handle, local) = pooled_engine(node(1.0), &logs, vec![whole, quarter]).await;
+    let batch = |name: &str| {
+        json!({"name": "sleeps", "nodes": [
+            {"nodeName": "A", "algorithmName": name, "input": ["#@flowInput.xs"]}],
+            "flowInput": {"xs": [1, 2, 3, 4]}})
+    };
+    let started = Instant::now();
+    let result = run(&handle, batch("sleeps-whole")).await;
+    let serial = started.elapsed();
+    assert_eq!(result["status"], "completed", "{result}");
+    assert!(serial >= Duration::from_millis(800), "{serial:?}");
+
+    let started = Instant::now();
+    let result = run(&handle, batch("sleeps-quarter")).await;
+    let spread = started.elapsed();
+    assert_eq!(result["status"], "completed", "{result}");
+    assert!(
+        spread < Duration::from_millis(700),
+        "4 workers of cpu 0.25 fit on 1 core: {spread:?}"
+    );
+    local.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasm_request_no_node_holds_is_refused_naming_the_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut huge = algorithm("huge", write_module(dir.path(), "echo", ECHO));
+    huge.request.mem_mib = 1 << 20;
+    let (handle, local) = pooled_engine(node(1.0), &dir.path().join("logs"), vec![huge]).await;
+    let result = run(&handle, one_node("huge", json!([1]))).await;
+    assert_eq!(result["status"], "failed", "{result}");
+    let error = result["error"].as_str().unwrap();
+    assert!(error.contains("algorithm huge requests"), "{error}");
+    assert!(error.contains("mem"), "{error}");
+    local.shutdown().await;
+}
+
+/// A wasm task the inventory has no room for says why, as any other algorithm's: a looping
+/// module holds the only core (cpu 1 of 1), so another algorithm's task waits for cpu, and runs
+/// once the loop's job is stopped and its worker's core is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasm_task_waiting_for_room_says_why_and_runs_once_it_is_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut looping = algorithm("loops", write_module(dir.path(), "loops", LOOPS));
+    looping.request.cpu_millis = 1000;
+    let mut echo = algorithm("echo", write_module(dir.path(), "echo", ECHO));
+    echo.request.cpu_millis = 1000;
+    let (handle, local) =
+        pooled_engine(node(1.0), &dir.path().join("logs"), vec![looping, echo]).await;
+    let first = handle.exec_raw(one_node("loops", json!([]))).await.unwrap();
+    // The loop's worker holds the core once its task runs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while handle.status(&first).await.unwrap()["data"]["states"]["active"] != 1 {
+        assert!(Instant::now() < deadline, "the loop never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = handle.exec_raw(one_node("echo", json!([5]))).await.unwrap();
+    let pending = loop {
+        let status = handle.status(&second).await.unwrap();
+        if let Some(pending) = status["data"]["pending"]
+            .as_array()
+            .filter(|p| !p.is_empty())
+        {
+            break pending[0].clone();
+        }
+        assert!(Instant::now() < deadline, "no pending reason: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(pending["algorithmName"], "echo", "{pending}");
+    let reason = pending["reason"].as_str().unwrap();
+    assert_eq!(
+        reason, "waiting for cpu: requested 1, free 0 of 1",
+        "{pending}"
+    );
+    handle
+        .stop(orchestrator::engine::StopRequest {
+            job_id: Some(first.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let result = run_to_end(&handle, &second).await;
+    assert_eq!(result["status"], "completed", "{result}");
+    assert_eq!(result["data"][0]["result"]["input"], json!([5]), "{result}");
+    local.shutdown().await;
+}
+
+async fn run_to_end(handle: &Handle, job: &str) -> Value {
+    tokio::time::timeout(Duration::from_secs(60), handle.wait(job))
+        .await
+        .expect("the job ended within a minute")
+        .unwrap()
+}
+
 // ---- mixed pipelines: the numbers example with the wasm Multiply ----
 
 fn examples() -> PathBuf {
@@ -324,18 +550,22 @@ fn missing_for_numbers() -> Option<String> {
 }
 
 /// The numbers example's algorithms under one engine: processes and the wasm module.
+/// As `hkube server` wires it: the wasm Multiply's workers placed by the same pool as the
+/// Python and JavaScript ones.
 async fn numbers_engine(dir: &Path) -> (Handle, LocalExecutor) {
-    let local = LocalExecutor::start(LocalOptions {
-        work_dir: dir.join("work"),
-        log_dir: dir.join("logs"),
-        ..LocalOptions::default()
-    });
     let wasm = WasmExecutor::start(WasmOptions {
         cache_dir: Some(dir.join("wasm-cache")),
         log_dir: dir.join("logs"),
         threads: 0,
     })
     .unwrap();
+    let local = LocalExecutor::start(LocalOptions {
+        work_dir: dir.join("work"),
+        log_dir: dir.join("logs"),
+        launchers: vec![wasm.launcher()],
+        ..LocalOptions::default()
+    });
+    let wasm = wasm.placed_by(local.pool().clone());
     let catalog = Arc::new(MemoryCatalog::new());
     for algorithm in project::find_algorithms(&examples()).unwrap() {
         match &algorithm.runner {

@@ -8,7 +8,7 @@
 //!
 //! Needs `examples/numbers/multiply-wasm/build.sh` first (the module), python3 and node.
 //!
-//! `cargo run --release -p hkube-bench --bin wasm [-- --items N --ray-items N --repeat N]`
+//! `cargo run --release -p hkube-bench --bin wasm [-- --items N --ray-items N --repeat N --pooled 0|1]`
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,10 +42,25 @@ fn wasm_executor(cache: &Path) -> WasmExecutor {
     .expect("the wasm executor")
 }
 
-/// The numbers example's range, multiply-wasm and reduce under one engine.
-async fn numbers_engine(cache: &Path) -> (Handle, LocalExecutor) {
-    let local = LocalExecutor::start(LocalOptions::default());
+/// The wasm executor and the local pool. `pooled`: as `hkube server` and `hkube run` wire
+/// them, the wasm workers placed by the pool (threads the wasm launcher starts, holding cpu and
+/// memory of its inventory); else the executor's own threads, one per core, outside the pool
+/// (`--pooled 0`, to compare).
+fn wasm_and_pool(cache: &Path, pooled: bool) -> (WasmExecutor, LocalExecutor) {
     let wasm = wasm_executor(cache);
+    if !pooled {
+        return (wasm, LocalExecutor::start(LocalOptions::default()));
+    }
+    let local = LocalExecutor::start(LocalOptions {
+        launchers: vec![wasm.launcher()],
+        ..LocalOptions::default()
+    });
+    (wasm.placed_by(local.pool().clone()), local)
+}
+
+/// The numbers example's range, multiply-wasm and reduce under one engine.
+async fn numbers_engine(cache: &Path, pooled: bool) -> (Handle, LocalExecutor) {
+    let (wasm, local) = wasm_and_pool(cache, pooled);
     let catalog = Arc::new(MemoryCatalog::new());
     for algorithm in project::find_algorithms(&repo().join("examples/numbers")).expect("found") {
         match &algorithm.runner {
@@ -83,12 +98,16 @@ fn numbers_wasm(n: usize) -> Value {
 
 /// The first task of the module on a new executor over `cache`: (register, register + the
 /// one-task job) in seconds. With an empty cache the register compiles.
-async fn first_task(module: &Path, cache: &Path) -> (f64, f64) {
-    let wasm = wasm_executor(cache);
+async fn first_task(module: &Path, cache: &Path, pooled: bool) -> (f64, f64) {
+    // Placed by a pool, as the server runs it, the first task starts the algorithm's worker.
+    let (wasm, local) = wasm_and_pool(cache, pooled);
     let catalog = Arc::new(MemoryCatalog::new());
-    let descriptor =
-        spec::parse_algorithm(json!({"name": "multiply-wasm", "env": "wasm", "mem": "64Mi"}))
-            .expect("a descriptor");
+    let descriptor = spec::parse_algorithm(
+        json!({"name": "multiply-wasm", "env": "wasm", "mem": "64Mi",
+            // A runnable stored algorithm has code: a built one carries the local marker.
+            "algorithmImage": "hkube-local/multiply-wasm"}),
+    )
+    .expect("a descriptor");
     let algorithm = orchestrator::executor::wasm::wasm_algorithm(&descriptor, module)
         .expect("a wasm algorithm");
     catalog.put_algorithm(descriptor);
@@ -101,6 +120,7 @@ async fn first_task(module: &Path, cache: &Path) -> (f64, f64) {
     let (result, _) = run(&handle, pipeline).await;
     let whole = start.elapsed().as_secs_f64();
     assert_eq!(result["data"][0]["result"], json!(15), "{result}");
+    local.shutdown().await;
     (registered, whole)
 }
 
@@ -109,6 +129,7 @@ async fn main() {
     let items = arg("--items", 200_000);
     let ray_items = arg("--ray-items", items);
     let repeat = arg("--repeat", 5).max(1);
+    let pooled = arg("--pooled", 1) != 0;
     let module = repo().join("examples/numbers/multiply-wasm/multiply.wasm");
     assert!(
         module.is_file(),
@@ -118,7 +139,7 @@ async fn main() {
 
     // numbers: a first run starts the Python and JavaScript workers; the next ones are timed.
     let cache = scratch("numbers");
-    let (handle, local) = numbers_engine(&cache).await;
+    let (handle, local) = numbers_engine(&cache, pooled).await;
     run(&handle, numbers_wasm(items)).await;
     let mut rates = Vec::new();
     for _ in 0..repeat {
@@ -135,11 +156,11 @@ async fn main() {
     let (mut cached, mut cached_whole) = (Vec::new(), Vec::new());
     for round in 0..repeat {
         let cache = scratch(&format!("first-{round}"));
-        let (register, whole) = first_task(&module, &cache).await;
+        let (register, whole) = first_task(&module, &cache, pooled).await;
         compiled.push(register * 1e3);
         compiled_whole.push(whole * 1e3);
         // The same module on a new executor: wasmtime's cache has its code.
-        let (register, whole) = first_task(&module, &cache).await;
+        let (register, whole) = first_task(&module, &cache, pooled).await;
         cached.push(register * 1e3);
         cached_whole.push(whole * 1e3);
         let _ = std::fs::remove_dir_all(&cache);

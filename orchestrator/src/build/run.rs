@@ -176,6 +176,12 @@ async fn build(
         // backend keeps code, once it is known to compile.
         let module = code_dir.join(algorithm.entry_point.as_deref().unwrap_or_default());
         progress.line(&format!("compiling {} with wasmtime", module.display()));
+        if matches!(inner.backend, Backend::Docker(..)) {
+            // Said in the build's log, so that no one expects a container (docs/wasm.md).
+            progress.line(
+                "env: wasm builds no image: on the Docker executor too the module runs in hkube's process, in wasmtime's sandbox, placed by the scheduler (docs/wasm.md, \"On the Docker executor\")",
+            );
+        }
         check_module(inner, module).await?;
         local::build(inner, &algorithm, env, &code_dir, progress).await?
     } else {

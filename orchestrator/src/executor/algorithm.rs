@@ -13,6 +13,10 @@ pub enum Language {
     Python,
     Nodejs,
     Java,
+    /// A WebAssembly module (`env: wasm`), run in hkube's process by the wasm launcher
+    /// (`executor::wasm::launcher`). [`Language::parse`] never gives it: an `env: wasm`
+    /// algorithm is read and compiled by `executor::wasm`, which registers it with the pool.
+    Wasm,
 }
 
 impl Language {
@@ -30,6 +34,7 @@ impl Language {
             Language::Python => "main.py",
             Language::Nodejs => "index.js",
             Language::Java => "",
+            Language::Wasm => "main.wasm",
         }
     }
 }

@@ -6,6 +6,9 @@
 //!
 //! - [`process::ProcessLauncher`]: a local process behind an in-process sidecar.
 //! - [`container::ContainerLauncher`]: a container pair through Docker.
+//! - `executor::wasm::launcher::WasmLauncher`: a thread of hkube's process running an
+//!   `env: wasm` module, fed through the same task link (kept with the wasm executor, whose
+//!   compiled modules it runs; given to the pool through `LocalOptions::launchers`).
 //!
 //! - [`crate::executor::kubernetes::PodLauncher`]: a pod per worker in a cluster.
 //!

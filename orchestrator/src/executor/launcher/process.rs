@@ -22,7 +22,8 @@ pub struct ProcessLauncher {
 
 impl Launcher for ProcessLauncher {
     fn runs(&self, algorithm: &WorkerAlgorithm) -> bool {
-        algorithm.container.is_none()
+        // A module is no process: the wasm launcher runs it in hkube's.
+        algorithm.container.is_none() && algorithm.language != Language::Wasm
     }
 
     fn launch(&self, launch: Launch) -> BoxFuture<'static, Result<Launched, Error>> {
@@ -120,12 +121,14 @@ impl Runtimes {
         Ok(jar)
     }
 
-    /// The command that runs `algorithm`'s runtime against a sidecar on `port`.
+    /// The command that runs `algorithm`'s runtime against a sidecar on `port`, within
+    /// `limits` (a JVM sizes its heap to the memory cap).
     pub fn child_spec(
         &self,
         algorithm: &WorkerAlgorithm,
         port: u16,
         settings: &Settings,
+        limits: &Limits,
     ) -> ChildSpec {
         let mut env = Vec::new();
         if algorithm.command.is_some() {
@@ -200,18 +203,13 @@ impl Runtimes {
                     .clone()
                     .unwrap_or_else(|| algorithm.code_dir.clone());
                 let classpath = format!("{}:{}", self.java_jar().display(), classes.display());
-                (
-                    self.java.clone(),
-                    vec![
-                        "-XX:+UseSerialGC".to_string(),
-                        "-XX:TieredStopAtLevel=1".to_string(),
-                        "-Xshare:auto".to_string(),
-                        "-cp".to_string(),
-                        classpath,
-                        "io.hkube.rs.Main".to_string(),
-                    ],
-                )
+                let mut args = jvm_options(limits);
+                args.extend(["-cp".to_string(), classpath, "io.hkube.rs.Main".to_string()]);
+                (self.java.clone(), args)
             }
+            // Never started as a process (`runs` refuses it): an empty program, should it be,
+            // fails to start with the spawn error naming it.
+            Language::Wasm => (String::new(), Vec::new()),
         };
         ChildSpec {
             program: program.into(),
@@ -267,6 +265,21 @@ impl Runtimes {
     }
 }
 
+/// The JVM's options for a Java worker. With a memory cap, `-XX:MaxRAM` is the cap: the JVM
+/// sizes its heap (a quarter by default) and its other pools from the worker's limit, not from
+/// the machine's memory, which the watchdog (or the cgroup) would kill it for reaching.
+fn jvm_options(limits: &Limits) -> Vec<String> {
+    let mut options = vec![
+        "-XX:+UseSerialGC".to_string(),
+        "-XX:TieredStopAtLevel=1".to_string(),
+        "-Xshare:auto".to_string(),
+    ];
+    if let Some(bytes) = limits.memory_limit_bytes {
+        options.push(format!("-XX:MaxRAM={bytes}"));
+    }
+    options
+}
+
 /// What every worker of an executor shares.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -296,7 +309,7 @@ async fn start_process(
         .map_err(|e| Error::Start(format!("cannot read the sidecar's port: {e}")))?
         .port();
     let (link, end) = link_pair();
-    let spec = runtimes.child_spec(algorithm, port, settings);
+    let spec = runtimes.child_spec(algorithm, port, settings, limits);
     let child = Supervised::start_limited(&spec, None, limits, &settings.memory_guard)
         .map_err(|e| Error::Start(e.to_string()))?;
     tokio::spawn(sidecar.run(link));
@@ -305,4 +318,60 @@ async fn start_process(
         from_sidecar: end.from_sidecar,
         worker: child,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn java_worker() -> WorkerAlgorithm {
+        WorkerAlgorithm {
+            name: "sum-java".into(),
+            language: Language::Java,
+            code_dir: PathBuf::from("/code"),
+            entry_point: "Sum".into(),
+            min_hot_workers: 0,
+            max_workers: 0,
+            request: crate::scheduler::Request::default(),
+            classpath: None,
+            container: None,
+            prepared: None,
+            command: None,
+            env: Vec::new(),
+        }
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            log_limit: 1024,
+            storage_dir: PathBuf::from("/storage"),
+            cluster: "local".into(),
+            storage_env: Vec::new(),
+            memory_guard: MemoryGuard::Off,
+        }
+    }
+
+    #[test]
+    fn a_jvm_sizes_its_heap_to_the_workers_memory_cap() {
+        let runtimes = Runtimes::at(PathBuf::from("/runtimes"));
+        let capped = Limits {
+            memory_limit_bytes: Some(512 << 20),
+            gpu_devices: None,
+        };
+        let spec = runtimes.child_spec(&java_worker(), 4000, &settings(), &capped);
+        let main = spec.args.iter().position(|a| a == "io.hkube.rs.Main");
+        let max_ram = spec.args.iter().position(|a| a == "-XX:MaxRAM=536870912");
+        // A JVM option: before the main class, or the JVM passes it to main as an argument.
+        assert!(
+            matches!((max_ram, main), (Some(at), Some(main)) if at < main),
+            "{:?}",
+            spec.args
+        );
+        let uncapped = runtimes.child_spec(&java_worker(), 4000, &settings(), &Limits::default());
+        assert!(
+            !uncapped.args.iter().any(|a| a.starts_with("-XX:MaxRAM")),
+            "{:?}",
+            uncapped.args
+        );
+    }
 }

@@ -70,6 +70,9 @@ pub struct LocalOptions {
     pub kubernetes: Option<PodLauncher>,
     /// The cluster's nodes, replacing `inventory` (the Kubernetes executor).
     pub nodes: Option<ClusterFeed>,
+    /// Launchers asked before the container and process ones: the wasm launcher
+    /// (`executor::wasm::WasmExecutor::launcher`), whose workers are threads of this process.
+    pub launchers: Vec<Arc<dyn Launcher>>,
     /// A worker preempted for a more urgent task has this long to stop it before it is
     /// killed.
     pub preempt_grace: Duration,
@@ -102,6 +105,7 @@ impl Default for LocalOptions {
             docker: None,
             kubernetes: None,
             nodes: None,
+            launchers: Vec::new(),
             preempt_grace: Duration::from_secs(3),
             storage_env: Vec::new(),
             limits: LimitOptions::default(),
@@ -145,7 +149,7 @@ impl LocalExecutor {
             storage_env: options.storage_env.clone(),
             memory_guard: MemoryGuard::choose(options.limits.enforcement),
         };
-        let mut launchers: Vec<Arc<dyn Launcher>> = Vec::new();
+        let mut launchers: Vec<Arc<dyn Launcher>> = options.launchers.clone();
         if let Some(docker) = &options.docker {
             launchers.push(Arc::new(ContainerLauncher {
                 docker: docker.clone(),
@@ -216,6 +220,8 @@ impl LocalExecutor {
             Language::Python => Env::Python,
             Language::Nodejs => Env::Nodejs,
             Language::Java => Env::Java,
+            // A module declares no dependencies: it is all in the .wasm.
+            Language::Wasm => return Ok(Prepared::default()),
         };
         LocalEnvs::new(self.options.work_dir.join("envs"))
             .prepare(env, &algorithm.code_dir, log)

@@ -44,6 +44,9 @@ pub fn wasm_algorithm(algorithm: &Algorithm, module: &Path) -> Result<WasmAlgori
         time_limit: algorithm.wasm_ttl().map(Duration::from_secs_f64),
         dirs,
         env,
+        request: crate::scheduler::Request::for_algorithm(algorithm)?,
+        min_hot_workers: algorithm.min_hot_workers as usize,
+        max_workers: algorithm.max_workers.unwrap_or(0) as usize,
     })
 }
 

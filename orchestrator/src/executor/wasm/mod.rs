@@ -3,9 +3,16 @@
 //! No process starts per task and no module compiles per task. Registering an algorithm
 //! compiles its module once (wasmtime's cache keeps the code on disk, see [`module`]) and
 //! resolves its imports into an `InstancePre`; each task then gets a fresh instance with its
-//! own store (its memory, its WASI context, its limits) on one of a few threads sized to the
-//! machine's cores, so the engine's loop never waits on wasm code. The ABI is a WASI command
-//! ([`task`]): the args object on stdin, the result on stdout, the log on stderr.
+//! own store (its memory, its WASI context, its limits) on a thread of its own, so the
+//! engine's loop never waits on wasm code. The ABI is a WASI command ([`task`]): the args
+//! object on stdin, the result on stdout, the log on stderr.
+//!
+//! Where tasks run: `hkube server` and `hkube run` hand the executor to the worker pool
+//! ([`WasmExecutor::placed_by`]), so a wasm algorithm's workers are placed by the scheduler
+//! like any other's: each is a thread started by the [`launcher`], holding its algorithm's cpu
+//! and memory request of the same inventory, its tasks queued by priority with pending
+//! reasons. Without a pool (an embedding, most of the tests) the executor runs tasks on its
+//! own threads, one per core.
 //!
 //! Limits per task: the memory `mem` allows (a module asking for more traps, saying so), the
 //! algorithm's time limit, and a stop (the node's ttl, a stopped job) that ends the instance
@@ -17,6 +24,7 @@
 //! wasm algorithms here and every other task to the process (or container) executor.
 
 mod deploy;
+pub mod launcher;
 pub mod module;
 pub mod route;
 mod task;
@@ -31,6 +39,9 @@ use serde_json::Value;
 use wasmtime::InstancePre;
 
 use crate::engine::{Executor, TaskKey, TaskOutcome, TaskSpec};
+use crate::executor::algorithm::{Language, WorkerAlgorithm};
+use crate::executor::launcher::Launcher;
+use crate::executor::pool::WorkerPool;
 
 pub use deploy::{wasm_algorithm, WasmDeployer};
 pub use module::validate;
@@ -78,6 +89,38 @@ pub struct WasmAlgorithm {
     pub dirs: Vec<Preopen>,
     /// Environment variables the module sees (`algorithmEnv`'s plain values).
     pub env: Vec<(String, String)>,
+    /// What one worker holds of the scheduler's inventory (cpu, `mem` with its reserve), and
+    /// the pool's bounds: where the executor is placed by a pool ([`WasmExecutor::placed_by`]).
+    pub request: crate::scheduler::Request,
+    pub min_hot_workers: usize,
+    /// 0: as many as the inventory holds.
+    pub max_workers: usize,
+}
+
+impl WasmAlgorithm {
+    /// The algorithm as a worker pool places it: its workers are the wasm launcher's threads.
+    fn worker_algorithm(&self) -> WorkerAlgorithm {
+        let code_dir = self.module.parent().map(PathBuf::from).unwrap_or_default();
+        let entry_point = self
+            .module
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        WorkerAlgorithm {
+            name: self.name.clone(),
+            language: Language::Wasm,
+            code_dir,
+            entry_point,
+            min_hot_workers: self.min_hot_workers,
+            max_workers: self.max_workers,
+            request: self.request,
+            classpath: None,
+            container: None,
+            prepared: Some(Default::default()),
+            command: None,
+            env: self.env.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -86,7 +129,7 @@ pub struct WasmOptions {
     pub cache_dir: Option<PathBuf>,
     /// A task's stderr goes to `<log_dir>/<jobId>/<taskId>.log` (when it wrote any).
     pub log_dir: PathBuf,
-    /// Threads running tasks; 0: one per core.
+    /// Threads running tasks when no pool places them; 0: one per core.
     pub threads: usize,
 }
 
@@ -126,6 +169,9 @@ struct Shared {
 pub struct WasmExecutor {
     shared: Arc<Shared>,
     queue: std::sync::mpsc::Sender<Job>,
+    /// The pool that places this executor's workers, when it is placed by one: its tasks go
+    /// there, and its own threads stay idle.
+    pool: Option<WorkerPool>,
 }
 
 impl std::fmt::Debug for WasmExecutor {
@@ -170,7 +216,26 @@ impl WasmExecutor {
                 })
                 .map_err(|e| Error::Start(format!("cannot start a thread: {e}")))?;
         }
-        Ok(WasmExecutor { shared, queue })
+        Ok(WasmExecutor {
+            shared,
+            queue,
+            pool: None,
+        })
+    }
+
+    /// The launcher a worker pool starts this executor's workers with (give it to the pool's
+    /// options, `LocalOptions::launchers`, then [`WasmExecutor::placed_by`] that pool).
+    pub fn launcher(&self) -> Arc<dyn Launcher> {
+        Arc::new(launcher::WasmLauncher::new(Arc::clone(&self.shared)))
+    }
+
+    /// This executor with its tasks placed by `pool`, like any other algorithm's: a worker
+    /// (a thread of this process, started by [`WasmExecutor::launcher`]) takes the cpu and
+    /// memory its algorithm requests from the pool's inventory, tasks queue by priority and
+    /// say why they wait. Algorithms registered from now on are registered with the pool too.
+    pub fn placed_by(mut self, pool: WorkerPool) -> WasmExecutor {
+        self.pool = Some(pool);
+        self
     }
 
     /// Compiles the algorithm's module (or loads it from the cache) and makes it runnable;
@@ -198,18 +263,24 @@ impl WasmExecutor {
                     reason,
                 })?;
             let name = algorithm.name.clone();
+            let worker = algorithm.worker_algorithm();
             if let Ok(mut algorithms) = shared.algorithms.write() {
                 algorithms.insert(name, Arc::new(Loaded { algorithm, pre }));
             }
-            Ok(())
+            Ok(worker)
         };
-        match tokio::runtime::Handle::try_current() {
+        let worker = match tokio::runtime::Handle::try_current() {
             Ok(handle) => handle
                 .spawn_blocking(compile)
                 .await
-                .map_err(|e| Error::Start(format!("the compile thread failed: {e}")))?,
-            Err(_) => compile(),
+                .map_err(|e| Error::Start(format!("the compile thread failed: {e}")))??,
+            Err(_) => compile()?,
+        };
+        // After the module is loaded: a worker the pool starts finds it.
+        if let Some(pool) = &self.pool {
+            pool.register(worker);
         }
+        Ok(())
     }
 
     /// The algorithm is no longer a wasm one (replaced by another kind, or deleted).
@@ -230,6 +301,19 @@ impl WasmExecutor {
 
 impl Executor for WasmExecutor {
     fn submit(&self, task: TaskSpec) {
+        if let Some(pool) = &self.pool {
+            // Placed by the pool: queued there with every other algorithm's tasks.
+            if self.runs(&task.algorithm_name) {
+                pool.submit(task);
+            } else {
+                let why = format!(
+                    "algorithm {} is not a registered wasm algorithm",
+                    task.algorithm_name
+                );
+                task.reporter.finish(TaskOutcome::Crashed(why));
+            }
+            return;
+        }
         let loaded = self
             .shared
             .algorithms
@@ -256,12 +340,17 @@ impl Executor for WasmExecutor {
     }
 
     fn cancel(&self, key: TaskKey) {
-        self.cancel_held(key);
+        if !self.cancel_held(key) {
+            if let Some(pool) = &self.pool {
+                pool.cancel(key);
+            }
+        }
     }
 }
 
 impl WasmExecutor {
-    /// Stops the task if this executor holds it (queued or running); says whether it did.
+    /// Stops the task if this executor's own threads hold it (queued or running); says
+    /// whether it did. A task placed by a pool is the pool's to stop.
     pub fn cancel_held(&self, key: TaskKey) -> bool {
         let Ok(running) = self.shared.running.lock() else {
             return false;
@@ -328,6 +417,21 @@ struct Args<'a> {
     batch_index: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     extra_data: Option<&'a Value>,
+}
+
+/// The args of a task the pool placed (the same object as [`args_json`]'s).
+fn assignment_args_json(task: &wrapper::link::Assignment) -> Vec<u8> {
+    let args = Args {
+        input: &task.input,
+        job_id: &task.job_id,
+        task_id: &task.task_id,
+        node_name: &task.node_name,
+        algorithm_name: &task.algorithm_name,
+        pipeline_name: &task.pipeline_name,
+        batch_index: task.batch_index,
+        extra_data: task.extra_data.as_ref(),
+    };
+    serde_json::to_vec(&args).unwrap_or_default()
 }
 
 fn args_json(task: &TaskSpec) -> Vec<u8> {
