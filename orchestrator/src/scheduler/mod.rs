@@ -17,7 +17,8 @@
 //!      [`dispatch_window`]);
 //!    - or waits for a worker of its algorithm that is starting;
 //!    - or starts a worker on the node that fits it (bounded by `maxWorkers` and the free
-//!      resources; tasks measured to be short do not start workers they would finish before);
+//!      resources; tasks measured to be short do not start workers they would finish before,
+//!      nor more workers than the nodes have cores);
 //!    - or, if nothing fits, frees room: idle workers of other algorithms first, then workers
 //!      busy with lower-priority tasks (preempted: stopped, their task is queued again);
 //!    - or waits with a reason ("waiting for gpu: requested 1, free 0 of 2").
