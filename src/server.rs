@@ -518,7 +518,9 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             tracing::warn!("algorithm {}: {error}", algorithm.name);
         }
     }
-    tokio::spawn(engine_loop.run());
+    engine_loop
+        .start()
+        .context("starting the engine's thread")?;
     builds.resume();
     // Enabled cron triggers of stored pipelines start jobs from now on.
     let cron = CronService::spawn(store.clone() as Arc<dyn Store>, engine.clone());

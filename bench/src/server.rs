@@ -11,8 +11,11 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The release CLI, or the one `HKUBE_BENCH_BIN` names (a build kept aside, to compare two
+/// builds in the same minute on a loaded machine).
 pub fn hkube() -> PathBuf {
-    let binary = repo().join("target/release/hkube");
+    let binary = std::env::var_os("HKUBE_BENCH_BIN")
+        .map_or_else(|| repo().join("target/release/hkube"), PathBuf::from);
     if !binary.exists() {
         eprintln!("build the CLI first: cargo build --release");
         std::process::exit(2);

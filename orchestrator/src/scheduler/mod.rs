@@ -17,7 +17,8 @@
 //!      [`dispatch_window`]);
 //!    - or waits for a worker of its algorithm that is starting;
 //!    - or starts a worker on the node that fits it (bounded by `maxWorkers` and the free
-//!      resources; tasks measured to be short do not start workers they would finish before);
+//!      resources; tasks measured to be short do not start workers they would finish before,
+//!      nor more workers than the nodes have cores);
 //!    - or, if nothing fits, frees room: idle workers of other algorithms first, then workers
 //!      busy with lower-priority tasks (preempted: stopped, their task is queued again);
 //!    - or waits with a reason ("waiting for gpu: requested 1, free 0 of 2").
@@ -326,6 +327,12 @@ pub fn schedule(snapshot: &Snapshot) -> Decisions {
         }
     }
 
+    // Short tasks keep a worker's core busy: more of their workers than cores only share them.
+    let cores = nodes
+        .iter()
+        .map(|n| n.cpu_millis.div_ceil(1000))
+        .sum::<u32>()
+        .max(1);
     let mut stopped = vec![false; snapshot.workers.len()];
     let mut starts = 0usize;
     for ix in order(snapshot) {
@@ -369,7 +376,7 @@ pub fn schedule(snapshot: &Snapshot) -> Decisions {
         }
         // 4. Short tasks already have workers that will finish them before a new one starts;
         //    tasks of unknown duration wait until one has run longer than a start.
-        if round.workers > 0 && !worth_a_new_worker(algorithm, round) {
+        if round.workers > 0 && !worth_a_new_worker(algorithm, round, cores) {
             round.blocked = Some(if algorithm.mean_task_us.is_none() {
                 format!(
                     "waiting for a free worker of {} ({} started; more start once its first task has run longer than a worker's start)",
@@ -525,7 +532,15 @@ pub fn schedule(snapshot: &Snapshot) -> Decisions {
 /// unknown, twice the longest a task has run so far stands for it, and before any
 /// has run no second worker starts: a burst of microsecond tasks then starts one worker, and
 /// a batch of long ones spreads as soon as its first task has outlasted a start.
-fn worth_a_new_worker(algorithm: &AlgorithmPolicy, round: &AlgorithmRound) -> bool {
+///
+/// Tasks measured shorter than a start get at most one worker per core (`cores`, of all
+/// nodes): their time is mostly the runtime's and the messages', on a core; a worker beyond
+/// the cores only takes a share of one, and measured under that contention each task looks
+/// longer, which asked for more workers still (10,000 no-op tasks on 2 cores started 20
+/// workers and ran at a fifth of the rate of two). The price: short tasks that wait rather
+/// than compute (a 50 ms sleep) also get one worker per core. Tasks of unknown duration are
+/// not capped: they spread by how long the first has run.
+fn worth_a_new_worker(algorithm: &AlgorithmPolicy, round: &AlgorithmRound, cores: u32) -> bool {
     // A task that has run for r is expected to run about as long again (nothing says it is
     // near its end): 2r stands for the duration when it exceeds the mean.
     let mean_us = match (algorithm.mean_task_us, algorithm.running_for_us) {
@@ -534,13 +549,17 @@ fn worth_a_new_worker(algorithm: &AlgorithmPolicy, round: &AlgorithmRound) -> bo
         (None, Some(running)) => running.saturating_mul(2),
         (None, None) => return false,
     };
+    let start_us = algorithm.start_cost_ms.saturating_mul(1000);
+    if algorithm.mean_task_us.is_some() && mean_us < start_us && round.workers >= cores {
+        return false;
+    }
     // This task and those behind it, shared by the running workers, each of which first
     // finishes the task it holds (taken at its full mean: nothing says it is near its end).
     // Without that term, 4 one-second tasks behind 12 busy workers looked like 0.33 s of
     // work each and started nobody, and the batch took 2 s instead of 1 s plus a start.
     let backlog_us = (round.queued_left as u64 + 1).saturating_mul(mean_us);
     let per_worker_us = backlog_us / u64::from(round.workers.max(1)) + mean_us;
-    per_worker_us > algorithm.start_cost_ms.saturating_mul(1000)
+    per_worker_us > start_us
 }
 
 /// The node `request` fits best: for GPU requests the one with the fewest free whole GPUs that

@@ -767,3 +767,42 @@ fn one_second_tasks_behind_busy_workers_still_start_workers() {
     });
     assert_eq!(decisions.start.len(), 4, "{:?}", decisions.pending);
 }
+
+#[test]
+fn short_tasks_get_no_more_workers_than_cores() {
+    // 100,000 tasks of 1 ms are 100 s of work, but each is shorter than a start: on 2 cores a
+    // third worker would only share them (and, contended, make each task look longer).
+    let short = AlgorithmPolicy {
+        mean_task_us: Some(1_000),
+        running_for_us: None,
+        queued_beyond: 100_000,
+        ..algorithm("short", 0.1, 256.0, 0.0)
+    };
+    let node = machine(2, 24_000, 0);
+    let busy = |id| worker(id, &short, 0, &node, WorkerState::Busy { priority: 3 });
+    let with_workers = |workers: Vec<WorkerView>| Snapshot {
+        algorithms: vec![short.clone()],
+        queue: vec![task(1, 0, 3, 0)],
+        workers,
+        nodes: vec![node.clone()],
+        ..Snapshot::default()
+    };
+    assert_eq!(schedule(&with_workers(vec![busy(1)])).start.len(), 1);
+    let decisions = schedule(&with_workers(vec![busy(1), busy(2)]));
+    assert_eq!(decisions.start.len(), 0);
+    assert!(
+        decisions.pending[0].reason.contains("short"),
+        "{:?}",
+        decisions.pending
+    );
+    // Tasks longer than a start (a sleep, a wait on IO) still spread past the cores.
+    let long = AlgorithmPolicy {
+        mean_task_us: Some(1_000_000),
+        ..short.clone()
+    };
+    let decisions = schedule(&Snapshot {
+        algorithms: vec![long],
+        ..with_workers(vec![busy(1), busy(2)])
+    });
+    assert_eq!(decisions.start.len(), 1);
+}

@@ -100,8 +100,11 @@ fn task_id_text<S: serde::Serializer>(id: &TaskId, serializer: S) -> Result<S::O
     serializer.serialize_str(id.as_str())
 }
 
-/// A node's tasks summed up: counts per state, and where their time went (ms, over the tasks
-/// that reached each step).
+/// A node's tasks summed up: counts per state, and where their time went (ms, over the runs
+/// that reached each step: a retried task's earlier attempts count too). Kept up to date as
+/// tasks move, so a status call reads it at once, whatever the size of the job (a scan of a
+/// million-item job's records under the board's lock, on every status call, cost 10–20 ms
+/// each and held up every task report meanwhile).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeTimes {
@@ -146,6 +149,9 @@ impl Span {
 #[derive(Debug, Default)]
 struct JobBoard {
     tasks: Vec<TaskRecord>,
+    /// Per node, in the order its first task was queued; `node_at` finds a node's entry.
+    nodes: Vec<NodeTimes>,
+    node_at: HashMap<u32, usize>,
     /// (node, position) → index in `tasks`.
     index: HashMap<(u32, u32), usize>,
     /// Tasks seen beyond [`MAX_RECORDS_PER_JOB`].
@@ -175,6 +181,48 @@ pub struct Change {
     pub ran_ms: Option<u64>,
 }
 
+impl NodeTimes {
+    fn count(&mut self, state: TaskState, delta: i64) {
+        let slot = self.states.entry(state.as_str()).or_default();
+        *slot = slot.saturating_add_signed(delta);
+        if *slot == 0 {
+            self.states.remove(state.as_str());
+        }
+    }
+
+    /// `record` moved from `from` to its status now, at `now`: the counts and the step's span.
+    fn moved(&mut self, record: &TaskRecord, from: TaskState, now: u64) {
+        self.count(from, -1);
+        self.count(record.status, 1);
+        match record.status {
+            TaskState::Queued => {}
+            TaskState::Placed => self.waiting.add(Some(record.queued), Some(now)),
+            TaskState::Active => self.starting.add(record.placed, Some(now)),
+            _ => {
+                self.running.add(record.started, Some(now));
+                self.last_done = Some(self.last_done.map_or(now, |d| d.max(now)));
+            }
+        }
+    }
+}
+
+impl JobBoard {
+    /// Where the sums of the node of the record at `at` are (made on its first task).
+    fn node_ix(&mut self, node: u32, at: usize) -> usize {
+        let next = self.nodes.len();
+        let ix = *self.node_at.entry(node).or_insert(next);
+        if ix == next {
+            let record = &self.tasks[at];
+            self.nodes.push(NodeTimes {
+                node_name: record.node_name.to_string(),
+                algorithm_name: record.algorithm_name.to_string(),
+                ..NodeTimes::default()
+            });
+        }
+        ix
+    }
+}
+
 impl Board {
     /// A task reached the executor (again, for a retry).
     #[allow(clippy::too_many_arguments)]
@@ -193,16 +241,19 @@ impl Board {
         job.version += 1;
         if let Some(&at) = job.index.get(&(key.node, key.task)) {
             let record = &mut job.tasks[at];
-            self.counts[record.status as usize] =
-                self.counts[record.status as usize].saturating_sub(1);
+            let from = record.status;
+            self.counts[from as usize] = self.counts[from as usize].saturating_sub(1);
             record.status = TaskState::Queued;
             record.attempts += 1;
             record.queued = now;
             record.placed = None;
             record.started = None;
             record.done = None;
+            let ix = job.node_ix(key.node, at);
+            job.nodes[ix].moved(&job.tasks[at], from, now);
         } else if job.tasks.len() < MAX_RECORDS_PER_JOB {
-            job.index.insert((key.node, key.task), job.tasks.len());
+            let at = job.tasks.len();
+            job.index.insert((key.node, key.task), at);
             job.tasks.push(TaskRecord {
                 task_id,
                 node_name: node_name.clone(),
@@ -215,6 +266,11 @@ impl Board {
                 started: None,
                 done: None,
             });
+            let ix = job.node_ix(key.node, at);
+            let node = &mut job.nodes[ix];
+            node.tasks += 1;
+            node.count(TaskState::Queued, 1);
+            node.first_queued = Some(node.first_queued.map_or(now, |q| q.min(now)));
         } else {
             job.untracked += 1;
             return;
@@ -247,6 +303,8 @@ impl Board {
             (true, Some(started)) => Some(now.saturating_sub(started)),
             _ => None,
         };
+        let ix = job.node_ix(key.node, at);
+        job.nodes[ix].moved(&job.tasks[at], from, now);
         Some(Change { from, to, ran_ms })
     }
 
@@ -263,13 +321,24 @@ impl Board {
         let job = self.jobs.get_mut(&id).expect("looked up just above");
         job.ended = true;
         job.version += 1;
-        for record in &mut job.tasks {
+        let JobBoard {
+            tasks,
+            nodes,
+            node_at,
+            index,
+            ..
+        } = job;
+        for (&(node, _), &at) in index.iter() {
+            let record = &mut tasks[at];
             if !record.status.is_final() {
-                self.counts[record.status as usize] =
-                    self.counts[record.status as usize].saturating_sub(1);
+                let from = record.status;
+                self.counts[from as usize] = self.counts[from as usize].saturating_sub(1);
                 record.status = TaskState::Stopped;
                 record.done = Some(now);
                 self.counts[TaskState::Stopped as usize] += 1;
+                if let Some(&ix) = node_at.get(&node) {
+                    nodes[ix].moved(record, from, now);
+                }
             }
         }
         self.keys.retain(|_, job| *job != id);
@@ -317,33 +386,7 @@ impl Board {
 
     /// Per-node sums, nodes in the order their first task was queued.
     pub fn node_times(&self, job_id: &str) -> Option<Vec<NodeTimes>> {
-        let job = self.jobs.get(job_id)?;
-        let mut nodes: Vec<NodeTimes> = Vec::new();
-        let mut positions: HashMap<&str, usize> = HashMap::new();
-        for task in &job.tasks {
-            let at = *positions.entry(&task.node_name).or_insert_with(|| {
-                nodes.push(NodeTimes {
-                    node_name: task.node_name.to_string(),
-                    algorithm_name: task.algorithm_name.to_string(),
-                    ..NodeTimes::default()
-                });
-                nodes.len() - 1
-            });
-            let node = &mut nodes[at];
-            node.tasks += 1;
-            *node.states.entry(task.status.as_str()).or_default() += 1;
-            node.waiting.add(Some(task.queued), task.placed);
-            node.starting.add(task.placed, task.started);
-            node.running.add(task.started, task.done);
-            node.first_queued = Some(
-                node.first_queued
-                    .map_or(task.queued, |q| q.min(task.queued)),
-            );
-            if let Some(done) = task.done {
-                node.last_done = Some(node.last_done.map_or(done, |d| d.max(done)));
-            }
-        }
-        Some(nodes)
+        Some(self.jobs.get(job_id)?.nodes.clone())
     }
 
     /// The job's change counter (0 when unknown) and whether it ended.
@@ -413,6 +456,10 @@ mod tests {
         assert_eq!(nodes[0].running.total_ms, 100);
         assert_eq!(nodes[0].waiting.max_ms, 10);
         board.job_ended("job-1", 2000);
+        let nodes = board.node_times("job-1").expect("known");
+        assert_eq!(nodes[0].states.get("stopped"), Some(&1));
+        assert_eq!(nodes[0].states.get("queued"), None);
+        assert_eq!(nodes[0].last_done, Some(2000));
         let counts: HashMap<_, _> = board.counts().collect();
         assert_eq!(counts[&TaskState::Stopped], 1);
         assert_eq!(counts[&TaskState::Queued], 0);
@@ -436,6 +483,14 @@ mod tests {
         let (tasks, _) = board.tasks("job-1", None, 0, 10).expect("known");
         assert_eq!((tasks.len(), tasks[0].attempts), (1, 2));
         assert_eq!(tasks[0].status, TaskState::Queued);
+        // One task, queued again; the crashed attempt's run still counts where time went.
+        let nodes = board.node_times("job-1").expect("known");
+        assert_eq!(nodes[0].tasks, 1);
+        assert_eq!(
+            nodes[0].states.iter().collect::<Vec<_>>(),
+            vec![(&"queued", &1)]
+        );
+        assert_eq!((nodes[0].running.count, nodes[0].running.total_ms), (1, 1));
     }
 
     #[test]

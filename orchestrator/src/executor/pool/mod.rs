@@ -146,6 +146,8 @@ impl WorkerPool {
             next_worker: 1,
             next_seq: 0,
             dirty: false,
+            gauges_last: None,
+            gauges_due: None,
         };
         tokio::spawn(service.run(rx));
         WorkerPool { tx }
@@ -214,7 +216,15 @@ struct Service {
     next_seq: u64,
     /// Something changed since the last round.
     dirty: bool,
+    /// When the gauges were last published.
+    gauges_last: Option<Instant>,
+    /// Changes not published yet are published then.
+    gauges_due: Option<Instant>,
 }
+
+/// The gauges of `/metrics` are set this often at most (a scrape every few seconds reads
+/// them; setting them after every burst of commands cost a share of the no-op task rate).
+const GAUGES_EVERY: Duration = Duration::from_millis(100);
 
 /// Commands applied before a round runs, at most (a burst of submissions makes one round).
 const COMMANDS_PER_ROUND: usize = 4096;
@@ -227,6 +237,7 @@ impl Service {
                     command = rx.recv() => command,
                     () = tokio::time::sleep_until(at) => {
                         self.round();
+                        self.maybe_publish_gauges();
                         continue;
                     }
                 },
@@ -253,7 +264,21 @@ impl Service {
             if self.dirty {
                 self.round();
             }
+            self.maybe_publish_gauges();
+        }
+    }
+
+    /// Something may have changed: publishes the gauges if they were last published
+    /// `GAUGES_EVERY` ago; else they are due then (`next_wake` comes back for them).
+    fn maybe_publish_gauges(&mut self) {
+        let now = Instant::now();
+        let next = self.gauges_last.map_or(now, |last| last + GAUGES_EVERY);
+        if now >= next {
             self.publish_gauges();
+            self.gauges_last = Some(now);
+            self.gauges_due = None;
+        } else if self.gauges_due.is_none() {
+            self.gauges_due = Some(next);
         }
     }
 
@@ -683,6 +708,9 @@ impl Service {
                     earliest(self.epoch + Duration::from_millis(oldest) + cluster.pending_timeout);
                 }
             }
+        }
+        if let Some(due) = self.gauges_due {
+            earliest(due);
         }
         for worker in self.workers.values() {
             if worker.state != State::Ready || worker.leaving() {
