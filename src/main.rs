@@ -37,7 +37,7 @@ enum Command {
     /// JSON; exits 0 when the job completed, 1 otherwise.
     Run(run::RunArgs),
     /// Serve the HKube-compatible REST API (/api/v1) until SIGTERM or Ctrl-C.
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// hkubectl's `algorithm` commands against an HKube API: apply, list, get, delete.
     Algorithm(hkubectl::AlgorithmArgs),
     /// hkubectl's `pipeline` commands against an HKube API: store, list, get, delete.
@@ -87,7 +87,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Server(args) => match server::server(args) {
+        Command::Server(args) => match server::server(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("hkube: {}", describe(&error));

@@ -42,7 +42,10 @@ fn main() {
                 "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}
         });
         let created = request(&api, "POST", &pods_path, &pod.to_string());
-        assert_eq!(created["kind"], "Pod", "the double refused pod {n}: {created}");
+        assert_eq!(
+            created["kind"], "Pod",
+            "the double refused pod {n}: {created}"
+        );
     }
     println!(
         "{PODS} pods created in the double in {:.1} s",
@@ -55,7 +58,13 @@ fn main() {
     // Pods would dial this address; none start here (no kubelet), but the flag is required.
     let link = "127.0.0.1:39999";
     let mut child = Command::new(hkube())
-        .args(["server", "--listen", "127.0.0.1:0", "--executor", "kubernetes"])
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--executor",
+            "kubernetes",
+        ])
         .args(["--namespace", double.namespace()])
         .args(["--link-address", link, "--link-listen", link])
         .arg("--state-dir")
@@ -141,7 +150,12 @@ fn cpu_ticks(pid: u32) -> u64 {
     // The command name may hold spaces: fields are counted after its closing parenthesis.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| fields.get(n).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let field = |n: usize| {
+        fields
+            .get(n)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     field(11) + field(12)
 }
 
