@@ -330,7 +330,7 @@ fn refusals_at_start() {
     let (code, stderr) = run(&["server", "--executor", "kubernetes"]);
     assert_eq!(code, Some(1));
     assert!(
-        stderr.contains("the kubernetes executor is not available yet"),
+        stderr.contains("--executor kubernetes needs --link-address HOST:PORT"),
         "{stderr}"
     );
     let (code, stdout_help) = {
