@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
-use common::copy_tree;
+use common::{copy_tree, hkube_at as hkube};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,53 +18,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn docker_ready() -> Result<(), String> {
-    let info = Command::new("docker").arg("info").output();
-    if !info.is_ok_and(|o| o.status.success()) {
-        return Err("no Docker engine answers `docker info`".into());
-    }
-    for image in [
+/// True when the test should run; panics when Docker is required but absent.
+fn docker_or_skip() -> bool {
+    common::docker_or_skip(&[
         "hkube/python:bookworm",
         "hkube/nodejs:bookworm",
         "hkube/java:bookworm",
-    ] {
-        let found = Command::new("docker")
-            .args(["image", "inspect", image])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            return Err(format!(
-                "the base image {image} is missing (make it with scripts/base-images.sh)"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// True when the test should run; panics when Docker is required but absent.
-fn docker_or_skip() -> bool {
-    match docker_ready() {
-        Ok(()) => true,
-        Err(reason) => {
-            testkit::skip(Some("HKUBE_REQUIRE_DOCKER"), &reason);
-            false
-        }
-    }
-}
-
-fn hkube(endpoint: &str, dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_hkube"))
-        .args(args)
-        .args(["--endpoint", endpoint])
-        .current_dir(dir)
-        .env_remove("HKUBE_TOKEN")
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    ])
 }
 
 fn post(endpoint: &str, path: &str, headers: &[String], body: &str) -> (u16, Value) {

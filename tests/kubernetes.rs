@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::{copy_tree, hkube_at as hkube};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,49 +21,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use testkit::kube_double::{KubeDouble, KubeletMode, Options};
 
-fn docker_ready() -> Result<(), String> {
-    let info = Command::new("docker").arg("info").output();
-    if !info.is_ok_and(|o| o.status.success()) {
-        return Err("no Docker engine answers `docker info`".into());
-    }
-    for image in ["hkube/python:bookworm", "hkube/nodejs:bookworm"] {
-        let found = Command::new("docker")
-            .args(["image", "inspect", image])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            return Err(format!(
-                "the base image {image} is missing (make it with scripts/base-images.sh)"
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// True when the test should run; panics when Docker is required but absent.
 fn docker_or_skip() -> bool {
-    match docker_ready() {
-        Ok(()) => true,
-        Err(reason) => {
-            testkit::skip(Some("HKUBE_REQUIRE_DOCKER"), &reason);
-            false
-        }
-    }
-}
-
-fn hkube(endpoint: &str, dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_hkube"))
-        .args(args)
-        .args(["--endpoint", endpoint])
-        .current_dir(dir)
-        .env_remove("HKUBE_TOKEN")
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    common::docker_or_skip(&["hkube/python:bookworm", "hkube/nodejs:bookworm"])
 }
 
 fn request(method: &str, endpoint: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
@@ -109,19 +70,6 @@ fn algorithm_folder(root: &Path, example: &str) -> PathBuf {
     let to = root.join(example);
     copy_tree(&from, &to);
     to
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap();
-        if path.is_dir() && name != "__pycache__" {
-            copy_tree(&path, &to.join(name));
-        } else if path.is_file() {
-            std::fs::copy(&path, to.join(name)).unwrap();
-        }
-    }
 }
 
 /// A child process ended when the test ends, also half-way: SIGTERM first (a server then

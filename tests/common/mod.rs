@@ -114,3 +114,51 @@ pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// True when a Docker engine answers and has every one of `base_images` (made by
+/// scripts/base-images.sh); otherwise says why and returns false, or fails the test where
+/// HKUBE_REQUIRE_DOCKER=1 (CI) asks for them.
+pub fn docker_or_skip(base_images: &[&str]) -> bool {
+    let ready = || -> Result<(), String> {
+        let info = Command::new("docker").arg("info").output();
+        if !info.is_ok_and(|o| o.status.success()) {
+            return Err("no Docker engine answers `docker info`".into());
+        }
+        for image in base_images {
+            let found = Command::new("docker")
+                .args(["image", "inspect", image])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !found {
+                return Err(format!(
+                    "the base image {image} is missing (make it with scripts/base-images.sh)"
+                ));
+            }
+        }
+        Ok(())
+    };
+    match ready() {
+        Ok(()) => true,
+        Err(reason) => {
+            testkit::skip(Some("HKUBE_REQUIRE_DOCKER"), &reason);
+            false
+        }
+    }
+}
+
+/// `hkube ARGS… --endpoint ENDPOINT` run in `dir`, without the caller's HKUBE_TOKEN: its exit
+/// code, stdout and stderr.
+pub fn hkube_at(endpoint: &str, dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_hkube"))
+        .args(args)
+        .args(["--endpoint", endpoint])
+        .current_dir(dir)
+        .env_remove("HKUBE_TOKEN")
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
