@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
-use common::{copy_tree, hkube_at as hkube};
+use common::{copy_tree, hkube_at as hkube, Killed};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -154,25 +154,6 @@ fn exec_pipeline(endpoint: &str, dir: &Path, file: &str) -> Value {
     );
     assert_eq!(status, 0, "{stdout}{stderr}");
     serde_json::from_str(&stdout).unwrap()
-}
-
-/// A child process ended when the test ends, also half-way: SIGTERM first (a server then
-/// removes its containers), SIGKILL if it has not ended after 30 s.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if self.0.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A test folder, removed at the end (containers write root-owned files in its storage).

@@ -12,7 +12,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
-use common::{copy_tree, hkube_at as hkube};
+use common::{copy_tree, hkube_at as hkube, Killed};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -70,34 +70,6 @@ fn algorithm_folder(root: &Path, example: &str) -> PathBuf {
     let to = root.join(example);
     copy_tree(&from, &to);
     to
-}
-
-/// A child process ended when the test ends, also half-way: SIGTERM first (a server then
-/// deletes its pods), SIGKILL if it has not ended after 30 s.
-struct Killed(std::process::Child);
-
-impl Killed {
-    fn stop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if self.0.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// A test folder, removed at the end (containers write root-owned files in its storage).

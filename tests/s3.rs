@@ -6,26 +6,16 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::Killed;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 const ACCESS: &str = "hkube-e2e";
 const SECRET: &str = "hkube-e2e-secret";
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        std::thread::sleep(Duration::from_millis(300));
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// s3s-fs on a free port over `root`; its URL.
 fn s3_server(root: &Path) -> Option<(Killed, String)> {

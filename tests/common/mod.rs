@@ -162,3 +162,32 @@ pub fn hkube_at(endpoint: &str, dir: &std::path::Path, args: &[&str]) -> (i32, S
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// A child process ended when the test ends, also half-way: SIGTERM first (a server then
+/// removes its containers or pods), SIGKILL if it has not ended after 30 s.
+pub struct Killed(pub Child);
+
+impl Killed {
+    /// Ends the process now (a no-op once it has ended).
+    pub fn stop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if self.0.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
