@@ -201,14 +201,15 @@ impl Frame {
 /// one frame in `encoding`.
 pub fn encode<T: Serialize>(encoding: Encoding, message: &T) -> Result<Frame, Error> {
     let failed = |reason: String| Error::Encode { encoding, reason };
-    let value = serde_json::to_value(message).map_err(|e| failed(e.to_string()))?;
+    let value = || serde_json::to_value(message).map_err(|e| failed(e.to_string()));
     match encoding {
-        Encoding::Json => serde_json::to_string(&value)
+        // Straight to text, with no value tree in between: every task's message passes here.
+        Encoding::Json => serde_json::to_string(message)
             .map(Frame::Text)
             .map_err(|e| failed(e.to_string())),
         Encoding::Bson => {
             let mut document = Document::new();
-            document.insert("data", json_to_bson(&value).map_err(failed)?);
+            document.insert("data", json_to_bson(&value()?).map_err(failed)?);
             let mut bytes = Vec::new();
             document
                 .to_writer(&mut bytes)
@@ -218,7 +219,7 @@ pub fn encode<T: Serialize>(encoding: Encoding, message: &T) -> Result<Frame, Er
         Encoding::Msgpack => {
             let mut bytes = Vec::new();
             let mut serializer = rmp_serde::Serializer::new(&mut bytes).with_struct_map();
-            WithBinary(&value)
+            WithBinary(&value()?)
                 .serialize(&mut serializer)
                 .map_err(|e| failed(e.to_string()))?;
             Ok(Frame::Binary(bytes))

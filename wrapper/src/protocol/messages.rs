@@ -999,16 +999,41 @@ impl FromAlgorithm {
     }
 }
 
-macro_rules! serde_via_envelope {
-    ($ty:ty) => {
-        impl Serialize for $ty {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                self.to_envelope()
-                    .map_err(serde::ser::Error::custom)?
-                    .serialize(serializer)
-            }
-        }
+/// A message with data, borrowed: `{"command": …, "data": …}` as the envelope writes it.
+#[derive(Serialize)]
+struct WithData<'a, T: Serialize> {
+    command: &'a str,
+    data: &'a T,
+}
 
+impl Serialize for ToAlgorithm {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let command = self.command();
+        match self {
+            // Every task passes here: its data is written as it is, with no value tree built
+            // in between (the same text as the envelope's).
+            Self::Initialize(data) | Self::Run(data) => {
+                WithData { command, data }.serialize(serializer)
+            }
+            Self::RunBatch(data) => WithData { command, data }.serialize(serializer),
+            _ => self
+                .to_envelope()
+                .map_err(serde::ser::Error::custom)?
+                .serialize(serializer),
+        }
+    }
+}
+
+impl Serialize for FromAlgorithm {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_envelope()
+            .map_err(serde::ser::Error::custom)?
+            .serialize(serializer)
+    }
+}
+
+macro_rules! deserialize_via_envelope {
+    ($ty:ty) => {
         impl<'de> Deserialize<'de> for $ty {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 Self::from_envelope(Envelope::deserialize(deserializer)?).map_err(D::Error::custom)
@@ -1017,8 +1042,8 @@ macro_rules! serde_via_envelope {
     };
 }
 
-serde_via_envelope!(ToAlgorithm);
-serde_via_envelope!(FromAlgorithm);
+deserialize_via_envelope!(ToAlgorithm);
+deserialize_via_envelope!(FromAlgorithm);
 
 #[cfg(test)]
 pub(crate) mod tests {

@@ -53,9 +53,8 @@ impl Connection {
     }
 
     pub async fn send(&mut self, message: &ToAlgorithm) -> Result<(), String> {
-        let envelope = message.to_envelope().map_err(|e| e.to_string())?;
         let frame =
-            protocol::encode(self.negotiated.encoding, &envelope).map_err(|e| e.to_string())?;
+            protocol::encode(self.negotiated.encoding, message).map_err(|e| e.to_string())?;
         let message = match frame {
             Frame::Text(text) => Message::text(text),
             Frame::Binary(bytes) => Message::binary(bytes),
