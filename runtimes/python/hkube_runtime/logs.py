@@ -101,6 +101,11 @@ def begin():
     return previous
 
 
+def capture():
+    """Opens a capture for the task about to run, leaving the quiet thread as it is."""
+    _state.chunks = []
+
+
 def end(quiet=_UNCHANGED):
     """Closes the capture (making ``quiet`` the quiet thread, when given).
 

@@ -189,6 +189,62 @@ class FastPath(unittest.TestCase):
         thread.join(5)
         sidecar.close()
 
+    def test_a_code_api_call_from_a_thread_of_the_task(self):
+        # The task runs on the thread that read it; a thread the task started calls the code
+        # API, so the other runtime thread must take the socket over to read the reply.
+        def start(args, api):
+            box = []
+            helper = threading.Thread(target=lambda: box.append(api.start_algorithm("double", [2])))
+            helper.start()
+            helper.join(5)
+            return box[0] + 1
+
+        sidecar, thread, _ = serve(Runner(start=start))
+        sidecar.send("run", {"taskId": "t", "input": []})
+        request = sidecar.recv()
+        self.assertEqual(request["command"], "startAlgorithmExecution")
+        sidecar.send("algorithmExecutionDone", {"execId": request["data"]["execId"], "response": 4})
+        self.assertEqual(sidecar.recv(), {"command": "result", "data": {"taskId": "t", "output": 5}})
+        sidecar.send("exit", {"exitCode": 0})
+        thread.join(5)
+        sidecar.close()
+
+    def test_a_stop_is_read_during_a_long_task_after_an_idle_spell(self):
+        # Short tasks run on the reading thread; the other thread looks every TICK and takes the
+        # socket over from a task that runs on. Idle, it parks; the next task wakes it again.
+        import time as clock
+
+        release = threading.Event()
+
+        def start(args, api):
+            if args["input"]:
+                release.wait(5)
+                return "late"
+            return "quick"
+
+        runner = Runner(start=start, stop=lambda data: release.set())
+        runner.TICK, runner.PARK_TICKS = 0.005, 3
+        sidecar, thread, _ = serve(runner)
+        for i in range(20):
+            sidecar.send("run", {"taskId": "q%d" % i, "input": []})
+            self.assertEqual(sidecar.recv()["data"]["output"], "quick")
+        deadline = clock.monotonic() + 5
+        while not runner._parked and clock.monotonic() < deadline:
+            clock.sleep(0.01)
+        self.assertTrue(runner._parked, "the idle follower parks")
+        sidecar.send("run", {"taskId": "long", "input": [1]})
+        clock.sleep(0.05)
+        began = clock.monotonic()
+        sidecar.send("stop", {"forceStop": True})
+        # The result of the stopped task is never sent: `stopped` is the next message.
+        self.assertEqual(sidecar.recv(), {"command": "stopped"})
+        self.assertLess(clock.monotonic() - began, 1)
+        sidecar.send("run", {"taskId": "after", "input": []})
+        self.assertEqual(sidecar.recv(), {"command": "result", "data": {"taskId": "after", "output": "quick"}})
+        sidecar.send("exit", {"exitCode": 0})
+        thread.join(5)
+        sidecar.close()
+
     def test_a_result_that_is_not_json(self):
         sidecar, thread, _ = serve(Runner(start=lambda args, api: object()))
         sidecar.send("run", {"taskId": "t", "input": []})
