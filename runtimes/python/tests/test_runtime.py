@@ -607,3 +607,40 @@ class Loading(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class JsonCodec(unittest.TestCase):
+    """The runtime's kept JSON encoder and reader say exactly what the standard ones say."""
+
+    def test_encoding_matches_json_dumps(self):
+        from hkube_runtime import runner
+
+        values = [
+            0, -1, 2 ** 70, 1.5, -0.0, 1e-300, float("nan"), float("inf"), "", "é\u2028\"\\\n\x00",
+            None, True, [], {}, {"a": [1, {"b": None}], "c": "d"}, {1: "int key", 2.5: "float key", None: 0},
+            list(range(50)), {"nested": [[[[["deep"]]]]]},
+        ]
+        for value in values:
+            self.assertEqual(runner._encode(value), json.dumps(value, separators=(",", ":")), value)
+
+    def test_what_cannot_be_encoded_raises_the_standard_errors(self):
+        from hkube_runtime import runner
+
+        cycle = []
+        cycle.append(cycle)
+        with self.assertRaisesRegex(ValueError, "Circular reference detected"):
+            runner._encode({"a": cycle})
+        with self.assertRaisesRegex(TypeError, "Object of type object is not JSON serializable"):
+            runner._encode([object()])
+        with self.assertRaisesRegex(TypeError, "keys must be"):
+            runner._encode({(1, 2): 3})
+
+    def test_reading(self):
+        from hkube_runtime import runner
+
+        self.assertEqual(runner._decode('{"command":"run","data":{"input":[1,"é"]}}'), {"command": "run", "data": {"input": [1, "é"]}})
+        self.assertEqual(runner._decode(' \n{"a": 1}\n '), {"a": 1})
+        with self.assertRaisesRegex(ValueError, "Extra data"):
+            runner._decode('{"a": 1} {"b": 2}')
+        with self.assertRaises(ValueError):
+            runner._decode('{"a": ')
