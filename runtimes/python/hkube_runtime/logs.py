@@ -8,8 +8,8 @@ buffer or thread.
 Only what user code prints is kept: the runtime marks the thread reading the socket as quiet
 whenever that thread is not running ``init`` or ``start`` itself (a task runs on the thread that
 read it; a thread that takes the socket over from a long task, to read a ``stop`` or a code-API
-reply, is quiet), and writes from a quiet thread are passed through but not copied. Output of other threads the user's code
-started is copied while its task's capture is open.
+reply, is quiet), and writes from a quiet thread are passed through but not copied. Output of
+other threads the user's code started is copied while its task's capture is open.
 
 This module must never hold more than about twice ``LIMIT`` characters per task, however much a
 task prints.

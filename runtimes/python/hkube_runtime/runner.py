@@ -42,6 +42,7 @@ import traceback
 
 from . import logs, storage, ws
 
+
 def _json_codec():
     """Compact JSON (what ``json.dumps(separators=(",", ":"))`` writes) and JSON reading, fast.
 
@@ -58,7 +59,11 @@ def _json_codec():
     try:
         from json.encoder import c_make_encoder
 
-        kept = c_make_encoder(None, standard.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+        # (markers, default, encoder, indent, key_separator, item_separator, sort_keys, skipkeys,
+        # allow_nan), as JSONEncoder.iterencode passes them; markers None: no cycle check.
+        kept = c_make_encoder(
+            None, standard.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+        )
         probe = {"a": [1, 2.5, -0.0, 1e300, "é\n\"", None, True, False], "b": {"c": []}}
         if "".join(kept(probe, 0)) != encode(probe):
             kept = None
