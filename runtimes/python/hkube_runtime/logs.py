@@ -5,11 +5,11 @@ copy into the current task's capture, if one is open. Opening and closing a capt
 few attributes, so a task that prints nothing costs nothing measurable: no per-task stream,
 buffer or thread.
 
-Only what user code prints is kept: the runtime marks the socket thread as quiet whenever that
-thread is not running ``init`` or ``start`` (in HKube's exchange it receives messages while the
-task runs on its own thread; in the fast path it waits there for code-API replies), and writes
-from a quiet thread are passed through but not copied. Output of other threads the user's code
-started is copied while its task's capture is open.
+Only what user code prints is kept: the runtime marks the thread reading the socket as quiet
+whenever that thread is not running ``init`` or ``start`` itself (a task runs on the thread that
+read it; a thread that takes the socket over from a long task, to read a ``stop`` or a code-API
+reply, is quiet), and writes from a quiet thread are passed through but not copied. Output of
+other threads the user's code started is copied while its task's capture is open.
 
 This module must never hold more than about twice ``LIMIT`` characters per task, however much a
 task prints.
@@ -99,6 +99,11 @@ def begin():
     state.chunks = []
     state.quiet = None
     return previous
+
+
+def capture():
+    """Opens a capture for the task about to run, leaving the quiet thread as it is."""
+    _state.chunks = []
 
 
 def end(quiet=_UNCHANGED):

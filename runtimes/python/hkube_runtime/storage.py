@@ -129,8 +129,10 @@ def resolve(value):
     if is_reference(value):
         return load(value)
     if isinstance(value, list):
-        if any(isinstance(item, (dict, list)) for item in value):
-            return [resolve(item) for item in value]
+        # A plain loop, not any(generator): this runs on every task, mostly on short lists.
+        for item in value:
+            if isinstance(item, (dict, list)):
+                return [resolve(item) for item in value]
         return value
     if isinstance(value, dict):
         return {key: resolve(item) for key, item in value.items()}

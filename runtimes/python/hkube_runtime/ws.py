@@ -57,54 +57,102 @@ class Connection:
             pass
 
     def _send_frame(self, opcode, payload):
-        header = bytearray([0x80 | opcode])
         length = len(payload)
+        first = 0x80 | opcode
         mask_bit = 0x80 if self.mask else 0
         if length < 126:
-            header.append(mask_bit | length)
+            header = _HEAD2(first, mask_bit | length)
         elif length < 1 << 16:
-            header.append(mask_bit | 126)
-            header += struct.pack("!H", length)
+            header = _HEAD4(first, mask_bit | 126, length)
         else:
-            header.append(mask_bit | 127)
-            header += struct.pack("!Q", length)
+            header = _HEAD10(first, mask_bit | 127, length)
         if self.mask:
-            key = os.urandom(4)
-            header += key
-            payload = _apply_mask(payload, key)
+            # The client must mask (RFC 6455 §5.3) but may pick any key. The key exists so a
+            # browser's script cannot put chosen bytes on the wire that a proxy or cache between
+            # it and the server mistakes for HTTP. This client is no browser and only talks to its
+            # own sidecar over loopback, so it always uses the zero key, with which masking is
+            # the identity: no os.urandom call and no pass over the payload.
+            header += _ZERO_KEY
         with self._send_lock:
-            self.sock.sendall(bytes(header) + payload)
+            if length < _JOIN_BYTES:
+                self.sock.sendall(header + payload)
+            else:
+                # A large payload is not copied to put its header in front.
+                self.sock.sendall(header)
+                self.sock.sendall(payload)
 
     # -- receiving ----------------------------------------------------------------------
 
-    def _read_exact(self, count):
-        while len(self._buffer) < count:
-            chunk = self.sock.recv(max(65536, count - len(self._buffer)))
+    def _fill(self, count):
+        """Reads until the buffer holds at least ``count`` bytes."""
+        buffer = self._buffer
+        while len(buffer) < count:
+            chunk = self.sock.recv(max(65536, count - len(buffer)))
             if not chunk:
                 raise ConnectionClosed("connection closed by peer")
-            self._buffer += chunk
-        data = bytes(self._buffer[:count])
-        del self._buffer[:count]
-        return data
+            buffer += chunk
+
+    def _frame(self):
+        """The next frame as (first byte, payload bytes or bytearray), unmasked.
+
+        The header is parsed where it lies in the buffer and the payload copied out once.
+        """
+        buffer = self._buffer
+        if len(buffer) < 2:
+            self._fill(2)
+        second = buffer[1]
+        length = second & 0x7F
+        start = 2
+        if length == 126:
+            if len(buffer) < 4:
+                self._fill(4)
+            length = _U16(buffer, 2)[0]
+            start = 4
+        elif length == 127:
+            if len(buffer) < 10:
+                self._fill(10)
+            length = _U64(buffer, 2)[0]
+            start = 10
+        masked = second & 0x80
+        if masked:
+            start += 4
+            if len(buffer) < start:
+                self._fill(start)
+        key = bytes(buffer[start - 4 : start]) if masked else None
+        end = start + length
+        first = buffer[0]
+        if len(buffer) >= end:
+            payload = buffer[start:end]  # one copy
+            del buffer[:end]
+        else:
+            # The rest of the payload is read straight into its own buffer: no copy of a large
+            # message through the socket buffer, and nothing of the next frame is read.
+            payload = bytearray(length)
+            view = memoryview(payload)
+            have = len(buffer) - start
+            view[:have] = buffer[start:]
+            del buffer[:]
+            while have < length:
+                got = self.sock.recv_into(view[have:])
+                if not got:
+                    raise ConnectionClosed("connection closed by peer")
+                have += got
+            view.release()
+        if key is not None and key != _ZERO_KEY:
+            payload = _apply_mask(payload, key)
+        return first, payload
 
     def recv(self):
         """The next message: ``str`` for text, ``bytes`` for binary. Raises ConnectionClosed."""
         message_opcode = None
         parts = []
         while True:
-            first, second = self._read_exact(2)
-            fin, opcode = first & 0x80, first & 0x0F
-            masked, length = second & 0x80, second & 0x7F
-            if length == 126:
-                (length,) = struct.unpack("!H", self._read_exact(2))
-            elif length == 127:
-                (length,) = struct.unpack("!Q", self._read_exact(8))
-            key = self._read_exact(4) if masked else None
-            payload = self._read_exact(length)
-            if key:
-                payload = _apply_mask(payload, key)
+            first, payload = self._frame()
+            opcode = first & 0x0F
+            if opcode == OP_TEXT and first & 0x80:
+                return payload.decode("utf-8")  # the common case: one whole text frame
             if opcode == OP_PING:
-                self._send_frame(OP_PONG, payload)
+                self._send_frame(OP_PONG, bytes(payload))
                 continue
             if opcode == OP_PONG:
                 continue
@@ -114,9 +162,21 @@ class Connection:
             if opcode != OP_CONT:
                 message_opcode = opcode
             parts.append(payload)
-            if fin:
-                data = b"".join(parts)
-                return data.decode("utf-8") if message_opcode == OP_TEXT else data
+            if first & 0x80:
+                data = parts[0] if len(parts) == 1 else b"".join(parts)
+                if message_opcode == OP_TEXT:
+                    return data.decode("utf-8")
+                return data if isinstance(data, bytes) else bytes(data)
+
+
+_HEAD2 = struct.Struct("!BB").pack
+_HEAD4 = struct.Struct("!BBH").pack
+_HEAD10 = struct.Struct("!BBQ").pack
+_U16 = struct.Struct("!H").unpack_from
+_U64 = struct.Struct("!Q").unpack_from
+_ZERO_KEY = b"\0\0\0\0"
+# Payloads below this are sent in one piece with their header (one copy, one syscall).
+_JOIN_BYTES = 64 * 1024
 
 
 def _apply_mask(payload, key):

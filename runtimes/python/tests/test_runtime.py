@@ -189,6 +189,62 @@ class FastPath(unittest.TestCase):
         thread.join(5)
         sidecar.close()
 
+    def test_a_code_api_call_from_a_thread_of_the_task(self):
+        # The task runs on the thread that read it; a thread the task started calls the code
+        # API, so the other runtime thread must take the socket over to read the reply.
+        def start(args, api):
+            box = []
+            helper = threading.Thread(target=lambda: box.append(api.start_algorithm("double", [2])))
+            helper.start()
+            helper.join(5)
+            return box[0] + 1
+
+        sidecar, thread, _ = serve(Runner(start=start))
+        sidecar.send("run", {"taskId": "t", "input": []})
+        request = sidecar.recv()
+        self.assertEqual(request["command"], "startAlgorithmExecution")
+        sidecar.send("algorithmExecutionDone", {"execId": request["data"]["execId"], "response": 4})
+        self.assertEqual(sidecar.recv(), {"command": "result", "data": {"taskId": "t", "output": 5}})
+        sidecar.send("exit", {"exitCode": 0})
+        thread.join(5)
+        sidecar.close()
+
+    def test_a_stop_is_read_during_a_long_task_after_an_idle_spell(self):
+        # Short tasks run on the reading thread; the other thread looks every TICK and takes the
+        # socket over from a task that runs on. Idle, it parks; the next task wakes it again.
+        import time as clock
+
+        release = threading.Event()
+
+        def start(args, api):
+            if args["input"]:
+                release.wait(5)
+                return "late"
+            return "quick"
+
+        runner = Runner(start=start, stop=lambda data: release.set())
+        runner.TICK, runner.PARK_TICKS = 0.005, 3
+        sidecar, thread, _ = serve(runner)
+        for i in range(20):
+            sidecar.send("run", {"taskId": "q%d" % i, "input": []})
+            self.assertEqual(sidecar.recv()["data"]["output"], "quick")
+        deadline = clock.monotonic() + 5
+        while not runner._parked and clock.monotonic() < deadline:
+            clock.sleep(0.01)
+        self.assertTrue(runner._parked, "the idle follower parks")
+        sidecar.send("run", {"taskId": "long", "input": [1]})
+        clock.sleep(0.05)
+        began = clock.monotonic()
+        sidecar.send("stop", {"forceStop": True})
+        # The result of the stopped task is never sent: `stopped` is the next message.
+        self.assertEqual(sidecar.recv(), {"command": "stopped"})
+        self.assertLess(clock.monotonic() - began, 1)
+        sidecar.send("run", {"taskId": "after", "input": []})
+        self.assertEqual(sidecar.recv(), {"command": "result", "data": {"taskId": "after", "output": "quick"}})
+        sidecar.send("exit", {"exitCode": 0})
+        thread.join(5)
+        sidecar.close()
+
     def test_a_result_that_is_not_json(self):
         sidecar, thread, _ = serve(Runner(start=lambda args, api: object()))
         sidecar.send("run", {"taskId": "t", "input": []})
@@ -551,3 +607,40 @@ class Loading(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class JsonCodec(unittest.TestCase):
+    """The runtime's kept JSON encoder and reader say exactly what the standard ones say."""
+
+    def test_encoding_matches_json_dumps(self):
+        from hkube_runtime import runner
+
+        values = [
+            0, -1, 2 ** 70, 1.5, -0.0, 1e-300, float("nan"), float("inf"), "", "é\u2028\"\\\n\x00",
+            None, True, [], {}, {"a": [1, {"b": None}], "c": "d"}, {1: "int key", 2.5: "float key", None: 0},
+            list(range(50)), {"nested": [[[[["deep"]]]]]},
+        ]
+        for value in values:
+            self.assertEqual(runner._encode(value), json.dumps(value, separators=(",", ":")), value)
+
+    def test_what_cannot_be_encoded_raises_the_standard_errors(self):
+        from hkube_runtime import runner
+
+        cycle = []
+        cycle.append(cycle)
+        with self.assertRaisesRegex(ValueError, "Circular reference detected"):
+            runner._encode({"a": cycle})
+        with self.assertRaisesRegex(TypeError, "Object of type object is not JSON serializable"):
+            runner._encode([object()])
+        with self.assertRaisesRegex(TypeError, "keys must be"):
+            runner._encode({(1, 2): 3})
+
+    def test_reading(self):
+        from hkube_runtime import runner
+
+        self.assertEqual(runner._decode('{"command":"run","data":{"input":[1,"é"]}}'), {"command": "run", "data": {"input": [1, "é"]}})
+        self.assertEqual(runner._decode(' \n{"a": 1}\n '), {"a": 1})
+        with self.assertRaisesRegex(ValueError, "Extra data"):
+            runner._decode('{"a": 1} {"b": 2}')
+        with self.assertRaises(ValueError):
+            runner._decode('{"a": ')
