@@ -22,7 +22,8 @@ use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 use wrapper::link::{Assignment, FromSidecar, Outcome, ToSidecar};
 
-use super::{assignment_args_json, task, Shared};
+use super::{assignment_args_json, Shared};
+use wrapper::wasm::task;
 use crate::executor::algorithm::{Language, WorkerAlgorithm};
 use crate::executor::child::{Exit, ExternalControls, Supervised};
 use crate::executor::launcher::{Error, Launch, Launched, Launcher};
@@ -180,7 +181,7 @@ fn run_one(
         };
     };
     let args = assignment_args_json(assignment);
-    let ran = task::run(&loaded.algorithm, &loaded.pre, &args, stop);
+    let ran = task::run(&loaded.sandbox, &loaded.pre, &args, stop);
     if !ran.log.is_empty() {
         let _ = to_pool.send(FromSidecar::Log {
             task_id: assignment.task_id.clone(),

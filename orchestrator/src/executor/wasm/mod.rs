@@ -25,9 +25,7 @@
 
 mod deploy;
 pub mod launcher;
-pub mod module;
 pub mod route;
-mod task;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -44,7 +42,9 @@ use crate::executor::launcher::Launcher;
 use crate::executor::pool::WorkerPool;
 
 pub use deploy::{wasm_algorithm, WasmDeployer};
-pub use module::validate;
+pub use wrapper::wasm::module::validate;
+pub use wrapper::wasm::Preopen;
+use wrapper::wasm::{module, task};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -64,15 +64,6 @@ pub enum Error {
         path: PathBuf,
         reason: String,
     },
-}
-
-/// A directory an algorithm declares: open to its module at `guest`, read-only unless
-/// `writable`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Preopen {
-    pub host: PathBuf,
-    pub guest: String,
-    pub writable: bool,
 }
 
 /// A wasm algorithm as the executor runs it.
@@ -98,6 +89,18 @@ pub struct WasmAlgorithm {
 }
 
 impl WasmAlgorithm {
+    /// What each task's store is given (the module runner's view of the algorithm).
+    fn sandbox(&self) -> wrapper::wasm::Sandbox {
+        wrapper::wasm::Sandbox {
+            name: self.name.clone(),
+            mem: self.mem.clone(),
+            mem_mib: self.mem_mib,
+            time_limit: self.time_limit,
+            dirs: self.dirs.clone(),
+            env: self.env.clone(),
+        }
+    }
+
     /// The algorithm as a worker pool places it: its workers are the wasm launcher's threads.
     fn worker_algorithm(&self) -> WorkerAlgorithm {
         let code_dir = self.module.parent().map(PathBuf::from).unwrap_or_default();
@@ -145,7 +148,7 @@ impl Default for WasmOptions {
 
 /// A registered algorithm, ready to instantiate.
 struct Loaded {
-    algorithm: WasmAlgorithm,
+    sandbox: wrapper::wasm::Sandbox,
     pre: InstancePre<task::State>,
 }
 
@@ -265,7 +268,8 @@ impl WasmExecutor {
             let name = algorithm.name.clone();
             let worker = algorithm.worker_algorithm();
             if let Ok(mut algorithms) = shared.algorithms.write() {
-                algorithms.insert(name, Arc::new(Loaded { algorithm, pre }));
+                let sandbox = algorithm.sandbox();
+                algorithms.insert(name, Arc::new(Loaded { sandbox, pre }));
             }
             Ok(worker)
         };
@@ -372,7 +376,7 @@ impl Shared {
         if !stop.load(Ordering::Relaxed) {
             task.reporter.started();
             let args = args_json(&task);
-            let ran = task::run(&loaded.algorithm, &loaded.pre, &args, &stop);
+            let ran = task::run(&loaded.sandbox, &loaded.pre, &args, &stop);
             if !ran.log.is_empty() {
                 self.write_log(&task, &ran.log);
             }
