@@ -33,9 +33,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use serde_json::Value;
-use wasmtime::InstancePre;
-
 use crate::engine::{Executor, TaskKey, TaskOutcome, TaskSpec};
 use crate::executor::algorithm::{Language, WorkerAlgorithm};
 use crate::executor::launcher::Launcher;
@@ -90,7 +87,7 @@ pub struct WasmAlgorithm {
 
 impl WasmAlgorithm {
     /// What each task's store is given (the module runner's view of the algorithm).
-    fn sandbox(&self) -> wrapper::wasm::Sandbox {
+    pub fn sandbox(&self) -> wrapper::wasm::Sandbox {
         wrapper::wasm::Sandbox {
             name: self.name.clone(),
             mem: self.mem.clone(),
@@ -147,10 +144,7 @@ impl Default for WasmOptions {
 }
 
 /// A registered algorithm, ready to instantiate.
-struct Loaded {
-    sandbox: wrapper::wasm::Sandbox,
-    pre: InstancePre<task::State>,
-}
+type Loaded = wrapper::wasm::worker::Prepared;
 
 /// One task waiting for a thread.
 struct Job {
@@ -407,39 +401,8 @@ impl Shared {
     }
 }
 
-/// The args object a module reads on stdin: what Python's `start(args)` receives.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Args<'a> {
-    input: &'a [Value],
-    job_id: &'a str,
-    task_id: &'a str,
-    node_name: &'a str,
-    algorithm_name: &'a str,
-    pipeline_name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    batch_index: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    extra_data: Option<&'a Value>,
-}
-
-/// The args of a task the pool placed (the same object as [`args_json`]'s).
-fn assignment_args_json(task: &wrapper::link::Assignment) -> Vec<u8> {
-    let args = Args {
-        input: &task.input,
-        job_id: &task.job_id,
-        task_id: &task.task_id,
-        node_name: &task.node_name,
-        algorithm_name: &task.algorithm_name,
-        pipeline_name: &task.pipeline_name,
-        batch_index: task.batch_index,
-        extra_data: task.extra_data.as_ref(),
-    };
-    serde_json::to_vec(&args).unwrap_or_default()
-}
-
 fn args_json(task: &TaskSpec) -> Vec<u8> {
-    let args = Args {
+    wrapper::wasm::args::Args {
         input: &task.input,
         job_id: &task.job_id,
         task_id: task.task_id.as_str(),
@@ -448,7 +411,6 @@ fn args_json(task: &TaskSpec) -> Vec<u8> {
         pipeline_name: &task.pipeline_name,
         batch_index: task.batch_index,
         extra_data: task.extra_data.as_deref(),
-    };
-    // Values that came from JSON serialize again; an empty stdin would fail the module.
-    serde_json::to_vec(&args).unwrap_or_default()
+    }
+    .to_json()
 }
