@@ -92,7 +92,7 @@ pub fn container_algorithm(algorithm: &Algorithm) -> Option<WorkerAlgorithm> {
             env,
             pod: Box::new(pod_settings(algorithm, mem_mi, reserved_mi)),
             // Checked by the deployer, which refuses an algorithm whose module cannot run.
-            wasm: container_module(algorithm).ok().flatten(),
+            wasm: container_module(algorithm).ok().flatten().map(Box::new),
         }),
         prepared: None,
         // The image's entrypoint is the algorithm's own command there.

@@ -66,7 +66,7 @@ pub struct ContainerSpec {
     pub pod: Box<crate::executor::algorithm::PodSettings>,
     /// An `env: wasm` algorithm: the module in the image that the sidecar runs, with no
     /// algorithm container.
-    pub wasm: Option<wrapper::wasm::worker::ContainerModule>,
+    pub wasm: Option<Box<wrapper::wasm::worker::ContainerModule>>,
 }
 
 /// Settings shared by every worker.
@@ -624,5 +624,61 @@ mod tests {
         let cpu_only = algorithm_host_config(&spec, &none, "abc", None);
         assert!(cpu_only.device_requests.is_none());
         assert_eq!((cpu_only.memory, cpu_only.memory_swap), (None, None));
+    }
+
+    #[test]
+    fn a_wasm_worker_is_one_container_running_its_module_within_the_grant() {
+        let algorithm = parse_algorithm(json!({
+            "name": "mul", "env": "wasm", "algorithmImage": "hkube/algorithms/mul:1",
+            "entryPoint": "multiply.wasm", "cpu": 0.5, "mem": "64Mi",
+            "algorithmEnv": {"MODE": "fast"}, "x-hkube": {"ttl": 2.5, "dirs": ["tables"]}
+        }))
+        .unwrap();
+        let local = container_algorithm(&algorithm).unwrap();
+        let spec = local.container.unwrap();
+        let module = spec.wasm.as_deref().unwrap();
+        assert_eq!(
+            module.module,
+            PathBuf::from("/hkube/algorithm/multiply.wasm")
+        );
+        let sandbox = &module.sandbox;
+        assert_eq!((sandbox.mem.as_str(), sandbox.mem_mib), ("64Mi", 64));
+        assert_eq!(sandbox.time_limit, Some(Duration::from_millis(2500)));
+        assert_eq!(sandbox.env, vec![("MODE".into(), "fast".into())]);
+        assert_eq!(
+            sandbox.dirs[0].host,
+            PathBuf::from("/hkube/algorithm/tables")
+        );
+        let node = crate::scheduler::Node {
+            name: "local".into(),
+            cpu_millis: 2000,
+            mem_mib: 8192,
+            gpus: Vec::new(),
+        };
+        let limits =
+            Limits::for_worker(&local.request, &crate::scheduler::GpuGrant::None, &node, 2);
+        let host = module_host_config(&spec, &limits);
+        assert_eq!(
+            host.network_mode, None,
+            "its own namespace: it only dials the link"
+        );
+        assert_eq!(host.nano_cpus, Some(1_000_000_000));
+        // 64 Mi plus HKube's 20 % reserve, twice: the pool's limit for the worker.
+        assert_eq!(host.memory, Some(2 * 77 * 1024 * 1024));
+        assert_eq!(host.memory_swap, host.memory);
+        assert!(host.device_requests.is_none() && host.binds.is_none());
+
+        // A variable a module cannot be given is refused, not dropped.
+        let secret = parse_algorithm(json!({
+            "name": "mul", "env": "wasm", "algorithmImage": "hkube/algorithms/mul:1",
+            "algorithmEnv": {"KEY": {"secretKeyRef": {"name": "s", "key": "k"}}}
+        }))
+        .unwrap();
+        let refused = deploy::container_module(&secret).unwrap_err();
+        assert!(refused.contains("algorithmEnv.KEY"), "{refused}");
+        // Other envs have no module.
+        let python =
+            parse_algorithm(json!({"name": "python-alg", "algorithmImage": "img:1"})).unwrap();
+        assert!(deploy::container_module(&python).unwrap().is_none());
     }
 }
