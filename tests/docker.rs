@@ -941,6 +941,10 @@ fn wasm_modules_run_in_the_sidecars_container() {
             "examples/numbers/multiply-wasm/multiply.wasm is not built: run examples/numbers/multiply-wasm/build.sh",
         );
     }
+    let _images: Vec<RemovedImages> = ["multiply-wasm", "wasm-traps", "wasm-greedy"]
+        .iter()
+        .map(|name| RemovedImages(name.to_string()))
+        .collect();
     let root_dir =
         std::env::temp_dir().join(format!("hkube-docker-wasm-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root_dir);
