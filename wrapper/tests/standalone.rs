@@ -287,3 +287,49 @@ async fn the_standalone_sidecar_runs_a_wasm_module() {
     assert!(reason.contains("type mismatch"), "{reason}");
     let _ = tokio::time::timeout(Duration::from_secs(10), broken.wait()).await;
 }
+
+/// The wasm worker is its container's PID 1: SIGTERM (`docker stop`) ends it at once, even in
+/// the middle of a task that loops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_wasm_worker_at_once() {
+    let orchestrator = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let link_port = orchestrator.local_addr().unwrap().port();
+    let folder = tempfile::tempdir().unwrap();
+    let module = folder.path().join("echo.wat");
+    std::fs::write(&module, ECHO).unwrap();
+    let described = json!({"module": module, "sandbox": {"name": "echo", "mem": "16Mi",
+        "memMib": 16, "timeLimit": null, "dirs": [], "env": []}});
+    let mut sidecar = Command::new(env!("CARGO_BIN_EXE_hkube-wrapper"))
+        .args([
+            "--orchestrator",
+            &format!("ws://127.0.0.1:{link_port}/link"),
+        ])
+        .env("HKUBE_WASM", described.to_string())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (stream, _) = tokio::time::timeout(Duration::from_secs(20), orchestrator.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut link = tokio_tungstenite::accept_async(stream).await.unwrap();
+    next_json(&mut link).await;
+    assert_eq!(next_json(&mut link).await, json!({"type": "ready"}));
+    link.send(run_message("t1", json!(["loop"]))).await.unwrap();
+    assert_eq!(
+        next_json(&mut link).await,
+        json!({"type": "started", "taskId": "t1"})
+    );
+    let pid = sidecar.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(1), sidecar.wait())
+        .await
+        .expect("it ends within a second of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -107,7 +107,23 @@ async fn run_module(args: &Args, spec: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let reason = wasm::worker::serve(link, spec).await;
+    // PID 1 of its container: `docker stop` (a worker stopped past its grace) must end it at
+    // once, not after the engine's timeout; the running instance ends with the process.
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                eprintln!("hkube-wrapper: cannot watch for SIGTERM: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let reason = tokio::select! {
+        reason = wasm::worker::serve(link, spec) => reason,
+        _ = terminate.recv() => {
+            eprintln!("hkube-wrapper: stopped by SIGTERM");
+            return ExitCode::SUCCESS;
+        }
+    };
     eprintln!("hkube-wrapper: {reason}");
     let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
     ExitCode::SUCCESS
