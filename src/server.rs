@@ -231,13 +231,16 @@ fn registry_target(args: &ServerArgs) -> anyhow::Result<Option<builder::registry
     Ok(Some(target))
 }
 
-/// `ENV=IMAGE` with ENV one of python, nodejs, java.
+/// `ENV=IMAGE` with ENV one of python, nodejs, java, wasm (a module's image on the Docker
+/// executor: the sidecar on Debian).
 fn parse_base_image(text: &str) -> Result<(String, String), String> {
     let (env, image) = text
         .split_once('=')
         .ok_or_else(|| format!("{text}: expected ENV=IMAGE, such as python=my/python:3.11"))?;
-    if !["python", "nodejs", "java"].contains(&env) {
-        return Err(format!("{env}: the env must be python, nodejs or java"));
+    if !["python", "nodejs", "java", "wasm"].contains(&env) {
+        return Err(format!(
+            "{env}: the env must be python, nodejs, java or wasm"
+        ));
     }
     if image.trim().is_empty() {
         return Err(format!("{text}: the image is empty"));
@@ -498,7 +501,8 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             }),
         ),
     };
-    // Built env: wasm algorithms (a kept .wasm) go to the WASM executor, on either backend.
+    // Built env: wasm algorithms whose code is kept (the local backend) go to the WASM
+    // executor; those built into an image (the Docker backend) run in containers.
     let deployer: Arc<dyn Deployer> = Arc::new(WasmDeployer {
         wasm,
         code_root: options.code_root.clone(),

@@ -818,3 +818,257 @@ fn a_container_over_its_memory_limit_fails_with_the_limit_named() {
         "{results}"
     );
 }
+
+/// A module that traps at once.
+const TRAPS: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "_start") unreachable))"#;
+
+/// A module that asks for 128 MiB more linear memory (2048 pages of 64 KiB) and traps when it
+/// gets none: its `mem: 64Mi` refuses the growth.
+const GREEDY: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (if (i32.lt_s (memory.grow (i32.const 2048)) (i32.const 0)) (then unreachable))))"#;
+
+/// A folder to apply: `algorithm.yml` and the module `file` holding `module`'s bytes.
+fn module_folder(root: &Path, name: &str, file: &str, module: &[u8]) -> PathBuf {
+    let folder = root.join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join(file), module).unwrap();
+    std::fs::write(
+        folder.join("algorithm.yml"),
+        format!("name: {name}\nenv: wasm\nmem: 64Mi\ncpu: 0.5\ncode:\n  path: .\n  entryPoint: {file}\n"),
+    )
+    .unwrap();
+    folder
+}
+
+/// Runs one algorithm that must fail; returns the results document.
+fn run_failing(endpoint: &str, name: &str, input: Value) -> Value {
+    let body = serde_json::json!({"name": name, "input": input}).to_string();
+    let (status, started) = post(
+        endpoint,
+        "exec/algorithm",
+        &["content-type: application/json".into()],
+        &body,
+    );
+    assert_eq!(status, 200, "{started}");
+    let job_id = started["jobId"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let results = get(endpoint, &format!("exec/results/{job_id}"));
+        if results["status"] == "failed" {
+            return results;
+        }
+        assert!(
+            results["status"] != "completed",
+            "{name} did not fail: {results}"
+        );
+        assert!(Instant::now() < deadline, "the job did not end: {results}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The server's label on its containers (`hkube server`'s instance label: the state folder's
+/// digest), so that only this test's containers are looked at.
+fn instance_of(state: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical = std::fs::canonicalize(state).unwrap().display().to_string();
+    Sha256::digest(canonical.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()[..12]
+        .to_string()
+}
+
+/// `docker ps -a` of this server's containers of `algorithm`: (id, image, name).
+fn containers_of(state: &Path, algorithm: &str) -> Vec<(String, String, String)> {
+    let listed = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--no-trunc",
+            "--format",
+            "{{.ID}} {{.Image}} {{.Names}}",
+        ])
+        .args([
+            "--filter",
+            &format!("label=io.hkube.instance={}", instance_of(state)),
+        ])
+        .args(["--filter", &format!("label=io.hkube.algorithm={algorithm}")])
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "docker ps: {listed:?}");
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.split_whitespace().map(str::to_string);
+            Some((parts.next()?, parts.next()?, parts.next()?))
+        })
+        .collect()
+}
+
+/// The names of the server process's threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect()
+}
+
+/// `env: wasm` on the Docker executor (docs/wasm.md): the wasm Multiply, applied with its
+/// module, is built into an image FROM hkube/debian holding the module and the sidecar; the
+/// numbers pipeline gives 30 with Multiply's tasks run by the sidecar in that image's container
+/// (the container, its `HKUBE_WASM`, its log naming the module; no wasm worker thread in the
+/// server). A trapping module fails its task with the trap; a module past its `mem` fails
+/// naming the limit. The containers go when the server stops.
+#[test]
+fn wasm_modules_run_in_the_sidecars_container() {
+    if !common::docker_or_skip(&[
+        "hkube/debian:bookworm",
+        "hkube/python:bookworm",
+        "hkube/nodejs:bookworm",
+    ]) {
+        return;
+    }
+    let module =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/numbers/multiply-wasm/multiply.wasm");
+    if !module.is_file() {
+        return testkit::skip(
+            Some("HKUBE_REQUIRE_DOCKER"),
+            "examples/numbers/multiply-wasm/multiply.wasm is not built: run examples/numbers/multiply-wasm/build.sh",
+        );
+    }
+    let _images: Vec<RemovedImages> = ["multiply-wasm", "wasm-traps", "wasm-greedy"]
+        .iter()
+        .map(|name| RemovedImages(name.to_string()))
+        .collect();
+    let root_dir =
+        std::env::temp_dir().join(format!("hkube-docker-wasm-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root_dir);
+    std::fs::create_dir_all(&root_dir).unwrap();
+    let root = Root(root_dir);
+    let state = root.path().join("state");
+    let server = common::start_server(|command| {
+        command
+            .args(["--executor", "docker", "--state-dir"])
+            .arg(&state);
+    });
+    let endpoint = format!("http://{}", server.address);
+    let mut child = Killed(server.child);
+    let code = root.path().join("code");
+    let range = algorithm_folder(&code, "range", &[]);
+    let reduce = algorithm_folder(&code, "reduce", &[]);
+    let multiply = code.join("multiply-wasm");
+    std::fs::create_dir_all(&multiply).unwrap();
+    std::fs::copy(&module, multiply.join("multiply.wasm")).unwrap();
+    std::fs::copy(
+        module.with_file_name("algorithm.yml"),
+        multiply.join("algorithm.yml"),
+    )
+    .unwrap();
+    let traps = module_folder(
+        &code,
+        "wasm-traps",
+        "traps.wasm",
+        &wat::parse_str(TRAPS).unwrap(),
+    );
+    let greedy = module_folder(
+        &code,
+        "wasm-greedy",
+        "greedy.wasm",
+        &wat::parse_str(GREEDY).unwrap(),
+    );
+    for folder in [&range, &reduce, &multiply, &traps, &greedy] {
+        let (status, _, stderr) = hkube(
+            &endpoint,
+            folder,
+            &["algorithm", "apply", "-f", "algorithm.yml"],
+        );
+        assert_eq!(status, 0, "apply in {}: {stderr}", folder.display());
+        assert!(
+            stderr.contains("hkube: built hkube/algorithms/"),
+            "{stderr}"
+        );
+    }
+    let stored = get(&endpoint, "store/algorithms/multiply-wasm");
+    let image = stored["algorithmImage"].as_str().unwrap().to_string();
+    assert!(
+        image.starts_with("hkube/algorithms/multiply-wasm:"),
+        "{stored}"
+    );
+    assert_eq!(stored["env"], "wasm", "{stored}");
+
+    let results = exec_pipeline(&endpoint, root.path(), "numbers-wasm.yml");
+    assert_eq!(results["data"][0]["result"], 30, "{results}");
+
+    // Multiply's workers were containers of its image running the sidecar, which ran the
+    // module (its log says so); the workers stay up after the job until their idle timeout.
+    let workers = containers_of(&state, "multiply-wasm");
+    assert!(!workers.is_empty(), "no container ran multiply-wasm");
+    for (id, from, name) in &workers {
+        assert_eq!(from, &image, "{name}");
+        assert!(name.ends_with("-wasm"), "one container per worker: {name}");
+        let inspected = Command::new("docker")
+            .args(["inspect", "--format", "{{json .Config}}", id])
+            .output()
+            .unwrap();
+        let config: Value = serde_json::from_slice(&inspected.stdout).unwrap();
+        assert_eq!(config["Entrypoint"][0], "/hkube/hkube-wrapper", "{config}");
+        let described = config["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .find_map(|var| var.strip_prefix("HKUBE_WASM="))
+            .unwrap_or_else(|| panic!("no HKUBE_WASM in {config}"));
+        let described: Value = serde_json::from_str(described).unwrap();
+        assert_eq!(described["module"], "/hkube/algorithm/multiply.wasm");
+        assert_eq!(described["sandbox"]["mem"], "64Mi");
+        let logs = Command::new("docker").args(["logs", id]).output().unwrap();
+        let logs = String::from_utf8_lossy(&logs.stderr);
+        assert!(
+            logs.contains("hkube-wrapper: running the wasm module /hkube/algorithm/multiply.wasm"),
+            "{name}: {logs}"
+        );
+    }
+    // And not the server's own wasm workers (threads named hkube-wasm-w<N>).
+    let threads = thread_names(child.0.id());
+    assert!(
+        !threads.iter().any(|name| name.starts_with("hkube-wasm-w")),
+        "{threads:?}"
+    );
+
+    // A trap fails the task with the trap's message; a module past its mem names the limit.
+    let trapped = run_failing(&endpoint, "wasm-traps", serde_json::json!([]));
+    let text = trapped.to_string();
+    assert!(text.contains("the module failed"), "{trapped}");
+    assert!(text.contains("unreachable"), "{trapped}");
+    let greedy = run_failing(&endpoint, "wasm-greedy", serde_json::json!([]));
+    let text = greedy.to_string();
+    assert!(
+        text.contains("the module ran out of memory: it asked for 128 MiB (it had 0 MiB), beyond its limit mem: 64Mi"),
+        "{greedy}"
+    );
+    assert!(!containers_of(&state, "wasm-traps").is_empty());
+
+    // The server removes its containers on the way out.
+    let ours: Vec<String> = ["multiply-wasm", "wasm-traps", "wasm-greedy"]
+        .iter()
+        .flat_map(|algorithm| containers_of(&state, algorithm))
+        .map(|(id, _, _)| id)
+        .collect();
+    let status = Command::new("kill")
+        .arg(child.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "SIGTERM reached the server");
+    let _ = child.0.wait();
+    let left: Vec<&String> = ours.iter().filter(|id| container_exists(id)).collect();
+    assert!(
+        left.is_empty(),
+        "containers left after the server stopped: {left:?}"
+    );
+}

@@ -298,8 +298,7 @@ fn runtime_files(runtimes: &Path, env: Env) -> Result<Vec<(String, PathBuf)>, Er
             "hkube-runtime.jar".to_string(),
             runtimes.join("java/build/hkube-runtime.jar"),
         )],
-        // A module runs in hkube's own process: no runtime goes into an image (the build
-        // service keeps wasm code as it does for the local executor).
+        // A module needs no runtime: the image's sidecar runs it with wasmtime.
         Env::Wasm => Vec::new(),
     })
 }

@@ -6,6 +6,8 @@
 //! - [`remote`]: the task link over a network (a sidecar in a container dials its orchestrator).
 //! - [`sidecar`]: the websocket server an algorithm connects to, driving its tasks.
 //! - [`storage`]: HKube's object storage (key layout, 8-byte header, encodings, fs adapter).
+//! - [`wasm`]: `env: wasm` modules run by wasmtime (in the orchestrator's process, or in a
+//!   sidecar's container).
 //! - [`value`]: the one value type (`serde_json::Value`), how binary and the rest of what JSON
 //!   lacks are represented in it, and the [`Encoding`](value::Encoding)s it travels in.
 //!
@@ -17,3 +19,4 @@ pub mod remote;
 pub mod sidecar;
 pub mod storage;
 pub mod value;
+pub mod wasm;

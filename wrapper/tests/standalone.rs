@@ -142,3 +142,194 @@ async fn an_unreachable_orchestrator_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+/// A module (text format: wasmtime reads it too) that echoes its args, traps when its input
+/// is `["trap"]`, loops forever when it is `["loop"]`, and writes its args on stderr.
+const ECHO: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 1024))
+    (i32.store (i32.const 4) (i32.const 65536))
+    (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (i32.store (i32.const 4) (i32.load (i32.const 8)))
+    ;; {"input":["trap"]... : the byte after `{"input":["` is at 1024 + 11.
+    (if (i32.eq (i32.load8_u (i32.const 1035)) (i32.const 116)) (then unreachable))
+    (if (i32.eq (i32.load8_u (i32.const 1035)) (i32.const 108)) (then (loop $forever (br $forever))))
+    (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+fn run_message(task_id: &str, input: Value) -> Message {
+    let run = json!({"type": "run", "tasks": [{
+        "jobId": "j", "taskId": task_id, "nodeName": "A", "algorithmName": "echo",
+        "pipelineName": "p", "input": input, "rootJobId": "j"}]});
+    Message::text(run.to_string())
+}
+
+/// `hkube-wrapper` with `HKUBE_WASM` (an env: wasm worker on the Docker executor): no algorithm
+/// connects; it dials the link, says ready once the module compiled, and runs each task in a
+/// fresh store: the args on stdin, the result from stdout, stderr as the task's log, a trap as
+/// the task's error, a stop ends a looping task; `exit` ends it. A module that does not compile
+/// ends it with wasmtime's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standalone_sidecar_runs_a_wasm_module() {
+    let orchestrator = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let link_port = orchestrator.local_addr().unwrap().port();
+    let folder = tempfile::tempdir().unwrap();
+    let module = folder.path().join("echo.wat");
+    std::fs::write(&module, ECHO).unwrap();
+    let described = json!({"module": module, "sandbox": {"name": "echo", "mem": "16Mi",
+        "memMib": 16, "timeLimit": null, "dirs": [], "env": []}});
+    let mut sidecar = Command::new(env!("CARGO_BIN_EXE_hkube-wrapper"))
+        .args([
+            "--orchestrator",
+            &format!("ws://127.0.0.1:{link_port}/link"),
+        ])
+        .args(["--worker", "w1"])
+        .env("HKUBE_WASM", described.to_string())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (stream, _) = tokio::time::timeout(Duration::from_secs(20), orchestrator.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut link = tokio_tungstenite::accept_async(stream).await.unwrap();
+    assert_eq!(
+        next_json(&mut link).await,
+        json!({"linkVersion": 1, "worker": "w1"})
+    );
+    assert_eq!(next_json(&mut link).await, json!({"type": "ready"}));
+
+    link.send(run_message("t1", json!([14, 3]))).await.unwrap();
+    assert_eq!(
+        next_json(&mut link).await,
+        json!({"type": "started", "taskId": "t1"})
+    );
+    let args = json!({"input": [14, 3], "jobId": "j", "taskId": "t1", "nodeName": "A",
+        "algorithmName": "echo", "pipelineName": "p"});
+    let log = next_json(&mut link).await;
+    assert_eq!(log["type"], "log", "{log}");
+    assert_eq!(
+        serde_json::from_str::<Value>(log["text"].as_str().unwrap()).unwrap(),
+        args
+    );
+    assert_eq!(
+        next_json(&mut link).await,
+        json!({"type": "finished", "taskId": "t1", "outcome": {"kind": "output", "output": args}})
+    );
+
+    link.send(run_message("t2", json!(["trap"]))).await.unwrap();
+    assert_eq!(
+        next_json(&mut link).await,
+        json!({"type": "started", "taskId": "t2"})
+    );
+    let trapped = next_json(&mut link).await;
+    assert_eq!(trapped["outcome"]["kind"], "error", "{trapped}");
+    let message = trapped["outcome"]["message"].as_str().unwrap();
+    assert!(message.starts_with("the module failed"), "{message}");
+    assert!(message.contains("unreachable"), "{message}");
+
+    link.send(run_message("t3", json!(["loop"]))).await.unwrap();
+    assert_eq!(
+        next_json(&mut link).await,
+        json!({"type": "started", "taskId": "t3"})
+    );
+    link.send(Message::text(
+        json!({"type": "stop", "taskId": "t3", "force": false}).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        next_json(&mut link).await,
+        json!({"type": "finished", "taskId": "t3", "outcome": {"kind": "stopped"}})
+    );
+
+    link.send(Message::text(
+        json!({"type": "exit", "exitCode": 0}).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        next_json(&mut link).await,
+        json!({"type": "gone", "reason": "the wasm worker ended"})
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), sidecar.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+
+    // A module that does not compile: gone, with wasmtime's words.
+    std::fs::write(&module, "(module (func (export \"_start\") i32.add))").unwrap();
+    let mut broken = Command::new(env!("CARGO_BIN_EXE_hkube-wrapper"))
+        .args([
+            "--orchestrator",
+            &format!("ws://127.0.0.1:{link_port}/link"),
+        ])
+        .env("HKUBE_WASM", described.to_string())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (stream, _) = tokio::time::timeout(Duration::from_secs(20), orchestrator.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut link = tokio_tungstenite::accept_async(stream).await.unwrap();
+    next_json(&mut link).await;
+    let gone = next_json(&mut link).await;
+    assert_eq!(gone["type"], "gone", "{gone}");
+    let reason = gone["reason"].as_str().unwrap();
+    assert!(reason.contains("does not compile (wasmtime)"), "{reason}");
+    assert!(reason.contains("type mismatch"), "{reason}");
+    let _ = tokio::time::timeout(Duration::from_secs(10), broken.wait()).await;
+}
+
+/// The wasm worker is its container's PID 1: SIGTERM (`docker stop`) ends it at once, even in
+/// the middle of a task that loops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_wasm_worker_at_once() {
+    let orchestrator = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let link_port = orchestrator.local_addr().unwrap().port();
+    let folder = tempfile::tempdir().unwrap();
+    let module = folder.path().join("echo.wat");
+    std::fs::write(&module, ECHO).unwrap();
+    let described = json!({"module": module, "sandbox": {"name": "echo", "mem": "16Mi",
+        "memMib": 16, "timeLimit": null, "dirs": [], "env": []}});
+    let mut sidecar = Command::new(env!("CARGO_BIN_EXE_hkube-wrapper"))
+        .args([
+            "--orchestrator",
+            &format!("ws://127.0.0.1:{link_port}/link"),
+        ])
+        .env("HKUBE_WASM", described.to_string())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (stream, _) = tokio::time::timeout(Duration::from_secs(20), orchestrator.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut link = tokio_tungstenite::accept_async(stream).await.unwrap();
+    next_json(&mut link).await;
+    assert_eq!(next_json(&mut link).await, json!({"type": "ready"}));
+    link.send(run_message("t1", json!(["loop"]))).await.unwrap();
+    assert_eq!(
+        next_json(&mut link).await,
+        json!({"type": "started", "taskId": "t1"})
+    );
+    let pid = sidecar.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(1), sidecar.wait())
+        .await
+        .expect("it ends within a second of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

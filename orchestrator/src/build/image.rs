@@ -165,10 +165,16 @@ fn missing_base_image(base: &str, env: Env, error: &builder::docker::Error) -> S
     format!(
         "the base image {base} is not in the Docker engine and could not be pulled ({reason}). \
          hkube's base images are made on this machine, without a registry, by \
-         scripts/base-images.sh in hkube's repository: run `scripts/base-images.sh --only {env}`; \
+         scripts/base-images.sh in hkube's repository: run `scripts/base-images.sh --only {only}`; \
          or set the algorithm's baseImage (or `hkube server --base-image {env}=IMAGE`) to an \
          image the engine has",
-        env = env.as_str()
+        env = env.as_str(),
+        // A module's image is FROM the Debian base.
+        only = if env == Env::Wasm {
+            "debian"
+        } else {
+            env.as_str()
+        }
     )
 }
 

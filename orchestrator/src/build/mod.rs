@@ -124,10 +124,12 @@ impl BuildOptions {
     /// `local/`, environments under `work/envs/` (where the local executor looks), and the base
     /// images `scripts/base-images.sh` makes.
     pub fn new(state_dir: &Path) -> BuildOptions {
-        let base_images = Env::ALL
+        let mut base_images: HashMap<&'static str, String> = Env::ALL
             .into_iter()
             .map(|env| (env.as_str(), format!("hkube/{env}:bookworm")))
             .collect();
+        // A module's image needs no language: the sidecar on plain Debian runs it.
+        base_images.insert(Env::Wasm.as_str(), "hkube/debian:bookworm".into());
         BuildOptions {
             dir: state_dir.join("builds"),
             code_root: state_dir.join("local"),

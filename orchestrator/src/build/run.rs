@@ -171,31 +171,25 @@ async fn build(
     algorithm.env = CodeEnv::parse(env.as_str());
     algorithm.entry_point = Some(located.entry_point);
     progress.set("active", 60);
-    let image = if env == env::Env::Wasm {
-        // A module runs in hkube's process on either backend: its code is kept as the local
-        // backend keeps code, once it is known to compile.
+    if env == env::Env::Wasm {
+        // Refused here, with wasmtime's message, whatever runs it; its code is now in the cache.
         let module = code_dir.join(algorithm.entry_point.as_deref().unwrap_or_default());
         progress.line(&format!("compiling {} with wasmtime", module.display()));
-        if matches!(inner.backend, Backend::Docker(..)) {
-            // Said in the build's log, so that no one expects a container (docs/wasm.md).
-            progress.line(
-                "env: wasm builds no image: on the Docker executor too the module runs in hkube's process, in wasmtime's sandbox, placed by the scheduler (docs/wasm.md, \"On the Docker executor\")",
-            );
-        }
         check_module(inner, module).await?;
-        local::build(inner, &algorithm, env, &code_dir, progress).await?
-    } else {
-        match &inner.backend {
-            Backend::Docker(docker, toolkit) => {
-                let step = image::Step {
-                    docker,
-                    toolkit,
-                    build_id,
-                };
-                image::build(inner, step, &algorithm, env, code_dir, progress).await?
-            }
-            Backend::Local => local::build(inner, &algorithm, env, &code_dir, progress).await?,
+    }
+    let image = match &inner.backend {
+        // On the Docker executor a module runs in a container like any algorithm: its image
+        // is the module and the sidecar, which runs it (templates/wasm, docs/wasm.md).
+        Backend::Docker(docker, toolkit) => {
+            let step = image::Step {
+                docker,
+                toolkit,
+                build_id,
+            };
+            image::build(inner, step, &algorithm, env, code_dir, progress).await?
         }
+        // The local executor runs a module in hkube's process: its code is kept as any code.
+        Backend::Local => local::build(inner, &algorithm, env, &code_dir, progress).await?,
     };
     Ok((image, algorithm))
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use wrapper::sidecar::{Sidecar, SidecarOptions, StorageAccess};
-use wrapper::{remote, storage};
+use wrapper::{remote, storage, wasm};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,11 +33,18 @@ struct Args {
     /// Seconds the algorithm has to connect.
     #[arg(long, env = "ALGORITHM_DISCONNECTED_TIMEOUT_S", default_value_t = 60)]
     connect_timeout: u64,
+    /// Run a WebAssembly module instead of serving an algorithm process: the module and its
+    /// sandbox as JSON (`wrapper::wasm::worker::ContainerModule`).
+    #[arg(long, env = wasm::worker::MODULE_VAR)]
+    wasm: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(spec) = &args.wasm {
+        return run_module(&args, spec).await;
+    }
     let storage = match storage::config::StorageConfig::from_env().and_then(|c| {
         storage::config::build(&c).map(|s| StorageAccess {
             storage: s,
@@ -76,6 +83,47 @@ async fn main() -> ExitCode {
         }
     };
     let reason = sidecar.run(link).await;
+    eprintln!("hkube-wrapper: {reason}");
+    let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
+    ExitCode::SUCCESS
+}
+
+/// The sidecar as a wasm worker: no algorithm connects; tasks from the link run in the module.
+async fn run_module(args: &Args, spec: &str) -> ExitCode {
+    let spec: wasm::worker::ContainerModule = match serde_json::from_str(spec) {
+        Ok(spec) => spec,
+        Err(error) => {
+            eprintln!(
+                "hkube-wrapper: {} is not a wasm module's description: {error}",
+                wasm::worker::MODULE_VAR
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let (link, pump) = match remote::connect(&args.orchestrator, &args.worker).await {
+        Ok(connected) => connected,
+        Err(error) => {
+            eprintln!("hkube-wrapper: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // PID 1 of its container: `docker stop` (a worker stopped past its grace) must end it at
+    // once, not after the engine's timeout; the running instance ends with the process.
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                eprintln!("hkube-wrapper: cannot watch for SIGTERM: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let reason = tokio::select! {
+        reason = wasm::worker::serve(link, spec) => reason,
+        _ = terminate.recv() => {
+            eprintln!("hkube-wrapper: stopped by SIGTERM");
+            return ExitCode::SUCCESS;
+        }
+    };
     eprintln!("hkube-wrapper: {reason}");
     let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
     ExitCode::SUCCESS

@@ -1,7 +1,9 @@
 //! Makes stored algorithms that have an image runnable by the Docker executor: each becomes a
-//! pool of container pairs (see [`super`]) with the algorithm's resources and variables.
+//! pool of container pairs (see [`super`]) with the algorithm's resources and variables. An
+//! `env: wasm` algorithm's image holds its module and the sidecar: its worker is one
+//! container, the sidecar running the module (see [`super`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -9,7 +11,31 @@ use super::ContainerSpec;
 use crate::build::{Deployer, Deployment};
 use crate::executor::algorithm::{Language, PodSettings, WorkerAlgorithm};
 use crate::executor::pool::WorkerPool;
-use crate::spec::{parse_memory_mi, Algorithm};
+use crate::spec::{parse_memory_mi, Algorithm, CodeEnv};
+
+/// Where an image keeps the algorithm's code (templates/<env>/Dockerfile).
+const CODE_IN_IMAGE: &str = "/hkube/algorithm";
+
+/// What the sidecar of an `env: wasm` algorithm's container runs: the module in its image and
+/// each task's sandbox (`mem`, `x-hkube.ttl`, `x-hkube.dirs`, the plain `algorithmEnv`), as the
+/// in-process executor would. `None` for other envs; `Err` names what cannot run.
+pub fn container_module(
+    algorithm: &Algorithm,
+) -> Result<Option<wrapper::wasm::worker::ContainerModule>, String> {
+    if algorithm.env != Some(CodeEnv::Wasm) {
+        return Ok(None);
+    }
+    let entry_point = algorithm
+        .entry_point
+        .as_deref()
+        .unwrap_or(Language::Wasm.default_entry_point());
+    let module = Path::new(CODE_IN_IMAGE).join(entry_point);
+    let wasm = crate::executor::wasm::wasm_algorithm(algorithm, &module)?;
+    Ok(Some(wrapper::wasm::worker::ContainerModule {
+        module,
+        sandbox: wasm.sandbox(),
+    }))
+}
 
 /// Registers algorithms with images into the executor's pools.
 #[derive(Debug, Clone)]
@@ -48,7 +74,7 @@ pub fn container_algorithm(algorithm: &Algorithm) -> Option<WorkerAlgorithm> {
     Some(WorkerAlgorithm {
         name: algorithm.name.clone(),
         language,
-        code_dir: PathBuf::from("/hkube/algorithm"),
+        code_dir: PathBuf::from(CODE_IN_IMAGE),
         entry_point: algorithm
             .entry_point
             .clone()
@@ -65,6 +91,8 @@ pub fn container_algorithm(algorithm: &Algorithm) -> Option<WorkerAlgorithm> {
             gpu: algorithm.gpu.unwrap_or(0.0),
             env,
             pod: Box::new(pod_settings(algorithm, mem_mi, reserved_mi)),
+            // Checked by the deployer, which refuses an algorithm whose module cannot run.
+            wasm: container_module(algorithm).ok().flatten().map(Box::new),
         }),
         prepared: None,
         // The image's entrypoint is the algorithm's own command there.
@@ -118,6 +146,10 @@ fn pod_settings(
 
 impl Deployer for ImageDeployer {
     fn register(&self, algorithm: &Algorithm) -> Deployment {
+        if let Err(why) = container_module(algorithm) {
+            let why = format!("algorithm {}: {why}", algorithm.name);
+            return Box::pin(async move { Err(why) });
+        }
         let Some(local) = container_algorithm(algorithm) else {
             return Box::pin(async { Ok(()) });
         };

@@ -4,6 +4,11 @@
 //! joins that namespace and connects to the sidecar on 127.0.0.1:3000, exactly as HKube's
 //! worker and algorunner containers share a pod.
 //!
+//! An `env: wasm` algorithm's worker is one container: the sidecar from its image (the module
+//! and `hkube-wrapper`, built FROM hkube/debian) runs the module itself with wasmtime
+//! (`HKUBE_WASM`, `wrapper::wasm::worker`), one fresh store per task, under the container
+//! limits the pool granted the worker.
+//!
 //! The pools, queues and crash handling are the local executor's (`executor::local`): this
 //! module only starts a worker, supervises it (exit, stop, logs) and removes its containers.
 //! Every container carries this orchestrator's label, so a crashed server's leftovers are
@@ -59,6 +64,9 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     /// What a pod of it needs beyond this (the Kubernetes launcher; Docker ignores it).
     pub pod: Box<crate::executor::algorithm::PodSettings>,
+    /// An `env: wasm` algorithm: the module in the image that the sidecar runs, with no
+    /// algorithm container.
+    pub wasm: Option<Box<wrapper::wasm::worker::ContainerModule>>,
 }
 
 /// Settings shared by every worker.
@@ -190,6 +198,11 @@ impl DockerLauncher {
         limits: &Limits,
         worker: &str,
     ) -> Result<Pair, String> {
+        if let Some(module) = &spec.wasm {
+            return self
+                .create_module_container(algorithm, spec, module, limits, worker)
+                .await;
+        }
         let storage = self.options.storage_dir.display().to_string();
         let mut settings = vec![
             ("DEFAULT_STORAGE".to_string(), "fs".to_string()),
@@ -280,6 +293,51 @@ impl DockerLauncher {
         Ok(pair)
     }
 
+    /// The one container of an `env: wasm` worker: the sidecar, running the module in its
+    /// image. No storage (a module has none), its own network namespace (it only dials the
+    /// link), and the limits the pool granted.
+    async fn create_module_container(
+        &self,
+        algorithm: &str,
+        spec: &ContainerSpec,
+        module: &wrapper::wasm::worker::ContainerModule,
+        limits: &Limits,
+        worker: &str,
+    ) -> Result<Pair, String> {
+        let described = serde_json::to_string(module)
+            .map_err(|e| format!("cannot describe the module for its container: {e}"))?;
+        let labels = HashMap::from([
+            (
+                "io.hkube.instance".to_string(),
+                self.options.instance.clone(),
+            ),
+            ("io.hkube.algorithm".to_string(), algorithm.to_string()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: Some(vec!["/hkube/hkube-wrapper".to_string()]),
+            cmd: Some(Vec::new()),
+            env: Some(vec![
+                format!("HKUBE_ORCHESTRATOR_URL={}", self.link.url()),
+                format!("HKUBE_WORKER_NAME={worker}"),
+                format!("{}={described}", wrapper::wasm::worker::MODULE_VAR),
+            ]),
+            labels: Some(labels),
+            host_config: Some(module_host_config(spec, limits)),
+            ..ContainerCreateBody::default()
+        };
+        let name = format!("hkube-{algorithm}-{}-wasm", &worker[..10]);
+        let id = self.create(&name, body).await?;
+        if let Err(error) = self.start_container(&id).await {
+            remove(&self.docker, &id).await;
+            return Err(error);
+        }
+        Ok(Pair {
+            sidecar: id,
+            algorithm: None,
+        })
+    }
+
     async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<String, String> {
         let options = CreateContainerOptionsBuilder::new().name(name).build();
         self.docker
@@ -329,6 +387,17 @@ pub fn algorithm_host_config(
     }
 }
 
+/// An `env: wasm` worker's container limits (pure): cpu and memory as an algorithm
+/// container's (the module's own `mem` bounds its linear memory inside them); no GPU, and
+/// its own network namespace.
+pub fn module_host_config(spec: &ContainerSpec, limits: &Limits) -> HostConfig {
+    HostConfig {
+        network_mode: None,
+        device_requests: None,
+        ..algorithm_host_config(spec, limits, "", None)
+    }
+}
+
 /// The engine's message without bollard's wrapping.
 fn engine_text(error: &bollard::errors::Error) -> String {
     match error {
@@ -337,10 +406,19 @@ fn engine_text(error: &bollard::errors::Error) -> String {
     }
 }
 
+/// A worker's containers: the sidecar, and the algorithm's (none for an `env: wasm` worker,
+/// whose sidecar runs the module).
 #[derive(Debug, Clone)]
 struct Pair {
     sidecar: String,
     algorithm: Option<String>,
+}
+
+impl Pair {
+    /// The container whose end is the worker's end.
+    fn watched(&self) -> &str {
+        self.algorithm.as_deref().unwrap_or(&self.sidecar)
+    }
 }
 
 /// Watches the algorithm container: its output goes to the log; its end, or a stop request,
@@ -353,9 +431,7 @@ async fn supervise(
     grace: i32,
     memory_limit: Option<u64>,
 ) {
-    let Some(algorithm) = pair.algorithm.clone() else {
-        return;
-    };
+    let algorithm = pair.watched().to_string();
     let logs_docker = docker.clone();
     let log = controls.log.clone();
     let logs_id = algorithm.clone();
@@ -412,7 +488,9 @@ async fn supervise(
         }
         _ => exit,
     };
-    remove(&docker, &algorithm).await;
+    if pair.algorithm.is_some() {
+        remove(&docker, &algorithm).await;
+    }
     remove(&docker, &pair.sidecar).await;
     let _ = controls.exit.send(Some(exit));
 }
@@ -546,5 +624,61 @@ mod tests {
         let cpu_only = algorithm_host_config(&spec, &none, "abc", None);
         assert!(cpu_only.device_requests.is_none());
         assert_eq!((cpu_only.memory, cpu_only.memory_swap), (None, None));
+    }
+
+    #[test]
+    fn a_wasm_worker_is_one_container_running_its_module_within_the_grant() {
+        let algorithm = parse_algorithm(json!({
+            "name": "mul", "env": "wasm", "algorithmImage": "hkube/algorithms/mul:1",
+            "entryPoint": "multiply.wasm", "cpu": 0.5, "mem": "64Mi",
+            "algorithmEnv": {"MODE": "fast"}, "x-hkube": {"ttl": 2.5, "dirs": ["tables"]}
+        }))
+        .unwrap();
+        let local = container_algorithm(&algorithm).unwrap();
+        let spec = local.container.unwrap();
+        let module = spec.wasm.as_deref().unwrap();
+        assert_eq!(
+            module.module,
+            PathBuf::from("/hkube/algorithm/multiply.wasm")
+        );
+        let sandbox = &module.sandbox;
+        assert_eq!((sandbox.mem.as_str(), sandbox.mem_mib), ("64Mi", 64));
+        assert_eq!(sandbox.time_limit, Some(Duration::from_millis(2500)));
+        assert_eq!(sandbox.env, vec![("MODE".into(), "fast".into())]);
+        assert_eq!(
+            sandbox.dirs[0].host,
+            PathBuf::from("/hkube/algorithm/tables")
+        );
+        let node = crate::scheduler::Node {
+            name: "local".into(),
+            cpu_millis: 2000,
+            mem_mib: 8192,
+            gpus: Vec::new(),
+        };
+        let limits =
+            Limits::for_worker(&local.request, &crate::scheduler::GpuGrant::None, &node, 2);
+        let host = module_host_config(&spec, &limits);
+        assert_eq!(
+            host.network_mode, None,
+            "its own namespace: it only dials the link"
+        );
+        assert_eq!(host.nano_cpus, Some(1_000_000_000));
+        // 64 Mi plus HKube's 20 % reserve, twice: the pool's limit for the worker.
+        assert_eq!(host.memory, Some(2 * 77 * 1024 * 1024));
+        assert_eq!(host.memory_swap, host.memory);
+        assert!(host.device_requests.is_none() && host.binds.is_none());
+
+        // A variable a module cannot be given is refused, not dropped.
+        let secret = parse_algorithm(json!({
+            "name": "mul", "env": "wasm", "algorithmImage": "hkube/algorithms/mul:1",
+            "algorithmEnv": {"KEY": {"secretKeyRef": {"name": "s", "key": "k"}}}
+        }))
+        .unwrap();
+        let refused = deploy::container_module(&secret).unwrap_err();
+        assert!(refused.contains("algorithmEnv.KEY"), "{refused}");
+        // Other envs have no module.
+        let python =
+            parse_algorithm(json!({"name": "python-alg", "algorithmImage": "img:1"})).unwrap();
+        assert!(deploy::container_module(&python).unwrap().is_none());
     }
 }

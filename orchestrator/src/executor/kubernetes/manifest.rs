@@ -143,6 +143,13 @@ pub fn worker_pod(template: &PodTemplate, worker: &WorkerPod<'_>) -> Result<Pod,
             algorithm: name.clone(),
         });
     };
+    if spec.wasm.is_some() {
+        // The Docker executor runs a module in its sidecar's container; a pod does not yet.
+        return Err(Error::Unsupported {
+            algorithm: name.clone(),
+            fields: "env: wasm (a module runs on the local and Docker executors)".into(),
+        });
+    }
     let settings = &spec.pod;
     if !settings.unsupported.is_empty() {
         return Err(Error::Unsupported {

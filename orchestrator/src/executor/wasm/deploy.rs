@@ -51,7 +51,8 @@ pub fn wasm_algorithm(algorithm: &Algorithm, module: &Path) -> Result<WasmAlgori
 }
 
 /// Registers `env: wasm` algorithms built by the local backend (their kept code folder holds
-/// the module) with the WASM executor, and hands every other algorithm to `other`.
+/// the module) with the WASM executor, and hands every other algorithm to `other`: those of
+/// the Docker backend too, whose image holds the module and runs it in a container.
 pub struct WasmDeployer {
     pub wasm: WasmExecutor,
     /// The build service's `code_root`.
@@ -72,13 +73,15 @@ impl Deployer for WasmDeployer {
             self.wasm.forget(&algorithm.name);
             return self.other.register(algorithm);
         }
-        let Some(code_dir) = algorithm
-            .algorithm_image
-            .as_deref()
-            .and_then(|image| code_folder(&self.code_root, image))
-        else {
+        let Some(image) = algorithm.algorithm_image.as_deref() else {
             let why = "an env: wasm algorithm runs from uploaded code (a .wasm, or an archive holding one): apply it with its code".to_string();
             return Box::pin(async move { Err(why) });
+        };
+        let Some(code_dir) = code_folder(&self.code_root, image) else {
+            // Built into an image (the Docker backend): it runs in a container, its sidecar
+            // running the module (executor::docker).
+            self.wasm.forget(&algorithm.name);
+            return self.other.register(algorithm);
         };
         let module = code_dir.join(algorithm.entry_point.as_deref().unwrap_or_default());
         let wasm = match wasm_algorithm(algorithm, &module) {

@@ -25,9 +25,7 @@
 
 mod deploy;
 pub mod launcher;
-pub mod module;
 pub mod route;
-mod task;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,16 +33,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use serde_json::Value;
-use wasmtime::InstancePre;
-
 use crate::engine::{Executor, TaskKey, TaskOutcome, TaskSpec};
 use crate::executor::algorithm::{Language, WorkerAlgorithm};
 use crate::executor::launcher::Launcher;
 use crate::executor::pool::WorkerPool;
 
 pub use deploy::{wasm_algorithm, WasmDeployer};
-pub use module::validate;
+pub use wrapper::wasm::module::validate;
+pub use wrapper::wasm::Preopen;
+use wrapper::wasm::{module, task};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -64,15 +61,6 @@ pub enum Error {
         path: PathBuf,
         reason: String,
     },
-}
-
-/// A directory an algorithm declares: open to its module at `guest`, read-only unless
-/// `writable`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Preopen {
-    pub host: PathBuf,
-    pub guest: String,
-    pub writable: bool,
 }
 
 /// A wasm algorithm as the executor runs it.
@@ -98,6 +86,18 @@ pub struct WasmAlgorithm {
 }
 
 impl WasmAlgorithm {
+    /// What each task's store is given (the module runner's view of the algorithm).
+    pub fn sandbox(&self) -> wrapper::wasm::Sandbox {
+        wrapper::wasm::Sandbox {
+            name: self.name.clone(),
+            mem: self.mem.clone(),
+            mem_mib: self.mem_mib,
+            time_limit: self.time_limit,
+            dirs: self.dirs.clone(),
+            env: self.env.clone(),
+        }
+    }
+
     /// The algorithm as a worker pool places it: its workers are the wasm launcher's threads.
     fn worker_algorithm(&self) -> WorkerAlgorithm {
         let code_dir = self.module.parent().map(PathBuf::from).unwrap_or_default();
@@ -144,10 +144,7 @@ impl Default for WasmOptions {
 }
 
 /// A registered algorithm, ready to instantiate.
-struct Loaded {
-    algorithm: WasmAlgorithm,
-    pre: InstancePre<task::State>,
-}
+type Loaded = wrapper::wasm::worker::Prepared;
 
 /// One task waiting for a thread.
 struct Job {
@@ -265,7 +262,8 @@ impl WasmExecutor {
             let name = algorithm.name.clone();
             let worker = algorithm.worker_algorithm();
             if let Ok(mut algorithms) = shared.algorithms.write() {
-                algorithms.insert(name, Arc::new(Loaded { algorithm, pre }));
+                let sandbox = algorithm.sandbox();
+                algorithms.insert(name, Arc::new(Loaded { sandbox, pre }));
             }
             Ok(worker)
         };
@@ -372,7 +370,7 @@ impl Shared {
         if !stop.load(Ordering::Relaxed) {
             task.reporter.started();
             let args = args_json(&task);
-            let ran = task::run(&loaded.algorithm, &loaded.pre, &args, &stop);
+            let ran = task::run(&loaded.sandbox, &loaded.pre, &args, &stop);
             if !ran.log.is_empty() {
                 self.write_log(&task, &ran.log);
             }
@@ -403,39 +401,8 @@ impl Shared {
     }
 }
 
-/// The args object a module reads on stdin: what Python's `start(args)` receives.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Args<'a> {
-    input: &'a [Value],
-    job_id: &'a str,
-    task_id: &'a str,
-    node_name: &'a str,
-    algorithm_name: &'a str,
-    pipeline_name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    batch_index: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    extra_data: Option<&'a Value>,
-}
-
-/// The args of a task the pool placed (the same object as [`args_json`]'s).
-fn assignment_args_json(task: &wrapper::link::Assignment) -> Vec<u8> {
-    let args = Args {
-        input: &task.input,
-        job_id: &task.job_id,
-        task_id: &task.task_id,
-        node_name: &task.node_name,
-        algorithm_name: &task.algorithm_name,
-        pipeline_name: &task.pipeline_name,
-        batch_index: task.batch_index,
-        extra_data: task.extra_data.as_ref(),
-    };
-    serde_json::to_vec(&args).unwrap_or_default()
-}
-
 fn args_json(task: &TaskSpec) -> Vec<u8> {
-    let args = Args {
+    wrapper::wasm::args::Args {
         input: &task.input,
         job_id: &task.job_id,
         task_id: task.task_id.as_str(),
@@ -444,7 +411,6 @@ fn args_json(task: &TaskSpec) -> Vec<u8> {
         pipeline_name: &task.pipeline_name,
         batch_index: task.batch_index,
         extra_data: task.extra_data.as_deref(),
-    };
-    // Values that came from JSON serialize again; an empty stdin would fail the module.
-    serde_json::to_vec(&args).unwrap_or_default()
+    }
+    .to_json()
 }

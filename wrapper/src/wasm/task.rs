@@ -15,7 +15,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
-use super::WasmAlgorithm;
+use super::Sandbox as WasmAlgorithm;
 
 /// The most a module may write on stdout (its result) and on stderr (its log).
 const MAX_STDOUT: usize = 256 << 20;
