@@ -3,25 +3,33 @@
 //! million task reports). The loop answers status calls itself whenever it can (in order with
 //! everything sent to it before); the board is the fallback when it does not answer soon.
 //!
-//! Publishing is O(nodes) per job: the document is built from the job's counters, never from
-//! its tasks. What the document holds is whatever [`super::Job::status_doc`] puts in it.
+//! Publishing is cheap: a running job is put up as a [`StatusView`] (its counters and names,
+//! never its tasks), and the document is built by the reader; publishing after every burst of
+//! messages costs a one-task step of a chain next to nothing. An ended job's document is put
+//! up as it was written to the journal.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
+
+use super::job::StatusView;
 
 /// How long an ended job's last document stays on the board: until the journal surely has it
 /// (its writer commits within this), after which the store answers.
 const KEEP_ENDED: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
-struct Published {
-    doc: Arc<Value>,
-    start_time: u64,
-    active_time: Option<u64>,
-    ended: bool,
+enum Published {
+    Running(Arc<StatusView>),
+    Ended(Arc<Value>),
+}
+
+impl Published {
+    fn ended(&self) -> bool {
+        matches!(self, Published::Ended(_))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -32,28 +40,38 @@ pub(crate) struct Board {
 }
 
 impl Board {
-    /// Puts `doc` (a status document built at `now`) up for `job_id`.
-    pub(crate) fn publish(
-        &self,
-        job_id: &str,
-        doc: Value,
-        start_time: u64,
-        active_time: Option<u64>,
-        ended: bool,
-    ) {
-        let entry = Published {
-            doc: Arc::new(doc),
-            start_time,
-            active_time,
-            ended,
-        };
-        if let Ok(mut jobs) = self.jobs.lock() {
-            jobs.insert(job_id.to_string(), entry);
-        }
-        if ended {
-            if let Ok(mut list) = self.ended.lock() {
-                list.push_back((Instant::now(), job_id.to_string()));
+    /// Puts a running job's status up (or an ended one's, whose document the loop has not
+    /// written yet).
+    pub(crate) fn publish(&self, job_id: &str, view: StatusView) {
+        if view.is_final() {
+            // Its end already put its final document up (with what only the loop adds).
+            let known = self
+                .jobs
+                .lock()
+                .ok()
+                .and_then(|jobs| jobs.get(job_id).map(Published::ended));
+            if known != Some(true) {
+                self.publish_ended(job_id, view.doc(0));
             }
+            return;
+        }
+        if let Ok(mut jobs) = self.jobs.lock() {
+            match jobs.get_mut(job_id) {
+                Some(entry) => *entry = Published::Running(Arc::new(view)),
+                None => {
+                    jobs.insert(job_id.to_string(), Published::Running(Arc::new(view)));
+                }
+            }
+        }
+    }
+
+    /// Puts an ended job's final document up, as the journal got it.
+    pub(crate) fn publish_ended(&self, job_id: &str, doc: Value) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.insert(job_id.to_string(), Published::Ended(Arc::new(doc)));
+        }
+        if let Ok(mut list) = self.ended.lock() {
+            list.push_back((Instant::now(), job_id.to_string()));
         }
     }
 
@@ -77,7 +95,7 @@ impl Board {
         }
         if let Ok(mut jobs) = self.jobs.lock() {
             for id in gone {
-                if jobs.get(&id).is_some_and(|p| p.ended) {
+                if jobs.get(&id).is_some_and(Published::ended) {
                     jobs.remove(&id);
                 }
             }
@@ -88,23 +106,9 @@ impl Board {
     /// runs; `None` when the board has none.
     pub(crate) fn status(&self, job_id: &str, now_ms: u64) -> Option<Value> {
         let published = self.jobs.lock().ok()?.get(job_id).cloned()?;
-        let mut doc = (*published.doc).clone();
-        if !published.ended {
-            if let Value::Object(map) = &mut doc {
-                map.insert("timestamp".into(), json!(now_ms));
-                map.insert(
-                    "grossTimeTook".into(),
-                    json!(seconds(published.start_time, now_ms)),
-                );
-                if let Some(active) = published.active_time {
-                    map.insert("netTimeTook".into(), json!(seconds(active, now_ms)));
-                }
-            }
-        }
-        Some(doc)
+        Some(match published {
+            Published::Running(view) => view.doc(now_ms),
+            Published::Ended(doc) => (*doc).clone(),
+        })
     }
-}
-
-fn seconds(from_ms: u64, to_ms: u64) -> f64 {
-    to_ms.saturating_sub(from_ms) as f64 / 1000.0
 }

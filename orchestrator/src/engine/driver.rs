@@ -479,16 +479,11 @@ impl Engine {
         }
         self.dirty.sort_unstable();
         self.dirty.dedup();
-        let now = now_ms();
         for key in std::mem::take(&mut self.dirty) {
             if let Some(job) = self.jobs.get(&key) {
-                self.board.publish(
-                    &job.id,
-                    job.status_doc(now),
-                    job.start_time,
-                    job.active_time,
-                    job.status().is_final(),
-                );
+                let mut view = job.status_view();
+                view.cached = self.cached_tasks.get(&key).copied();
+                self.board.publish(&job.id, view);
             }
         }
         self.board.prune();
@@ -1167,13 +1162,7 @@ impl Engine {
         }
         let status = with_cached(job.status_doc(now_ms()), self.cached_tasks.get(&key));
         // On the board at once: the job may be forgotten below, before the next publishing.
-        self.board.publish(
-            &job.id,
-            status.clone(),
-            job.start_time,
-            job.active_time,
-            true,
-        );
+        self.board.publish_ended(&job.id, status.clone());
         if let Some(journal) = &self.journal {
             journal.job_status(&job.id, &status);
             if wanted {

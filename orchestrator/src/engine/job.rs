@@ -233,6 +233,97 @@ struct Ending {
     timestamp: u64,
 }
 
+/// A job's status as of one moment: what [`StatusView::doc`] builds HKube's status document
+/// from (reference §3.5).
+#[derive(Debug, Clone)]
+pub struct StatusView {
+    id: Arc<str>,
+    pipeline: String,
+    status: JobStatus,
+    counts: StateCounts,
+    unexpanded: u64,
+    /// Why tasks wait for a worker: (node, algorithm, reason), by node.
+    pending: Vec<(Arc<str>, Arc<str>, String)>,
+    ending: Ending,
+    start_time: u64,
+    active_time: Option<u64>,
+    /// Tasks answered from the result cache, when any were.
+    pub cached: Option<u64>,
+}
+
+impl StatusView {
+    pub fn is_final(&self) -> bool {
+        self.status.is_final()
+    }
+
+    /// The status document; a running job's times are taken up to `now_ms`.
+    pub fn doc(&self, now_ms: u64) -> Value {
+        let progress = status::progress(&self.counts, self.unexpanded);
+        let states: Map<String, Value> = self
+            .counts
+            .iter()
+            .map(|(status, count)| (status.as_str().to_string(), json!(count)))
+            .collect();
+        let mut doc = json!({
+            "jobId": self.id.as_ref(),
+            "pipeline": self.pipeline,
+            "status": self.status.as_str(),
+            "level": match self.status {
+                JobStatus::Failed => "error",
+                _ => "info",
+            },
+            "timestamp": if self.status.is_final() { self.ending.timestamp } else { now_ms },
+            "data": {
+                "progress": progress,
+                "states": states,
+                "details": status::details(progress, &self.counts),
+            },
+        });
+        if !self.pending.is_empty() {
+            // hkube's addition: why tasks wait for a worker, per node (docs/semantics.md).
+            let pending: Vec<Value> = self
+                .pending
+                .iter()
+                .map(|(node, algorithm, reason)| {
+                    json!({
+                        "nodeName": node.as_ref(),
+                        "algorithmName": algorithm.as_ref(),
+                        "reason": reason,
+                    })
+                })
+                .collect();
+            doc["data"]["pending"] = Value::Array(pending);
+        }
+        if let (Some(count), Some(Value::Object(data))) = (self.cached, doc.get_mut("data")) {
+            data.insert("cached".into(), json!(count));
+        }
+        let map = doc.as_object_mut().expect("a json! object literal");
+        if let Some(error) = &self.ending.error {
+            map.insert("error".into(), json!(error));
+        }
+        if let Some(node_name) = &self.ending.node_name {
+            map.insert("nodeName".into(), json!(node_name));
+        }
+        if let Some(reason) = &self.ending.reason {
+            map.insert("reason".into(), json!(reason));
+        }
+        let end = if self.status.is_final() {
+            self.ending.timestamp
+        } else {
+            now_ms
+        };
+        if let Some(active) = self.active_time {
+            map.insert("activeTime".into(), json!(active));
+            map.insert("netTimeTook".into(), json!(seconds_between(active, end)));
+        }
+        map.insert(
+            "grossTimeTook".into(),
+            json!(seconds_between(self.start_time, end)),
+        );
+        doc
+    }
+}
+
 #[derive(Debug)]
 pub struct Job {
     pub key: u64,
@@ -639,65 +730,40 @@ impl Job {
 
     /// HKube's status document (reference §3.5).
     pub fn status_doc(&self, now_ms: u64) -> Value {
-        let progress = status::progress(&self.counts, self.unexpanded);
-        let states: Map<String, Value> = self
-            .counts
-            .iter()
-            .map(|(status, count)| (status.as_str().to_string(), json!(count)))
-            .collect();
-        let mut doc = json!({
-            "jobId": self.id.as_ref(),
-            "pipeline": self.pipeline.name,
-            "status": self.status.as_str(),
-            "level": match self.status {
-                JobStatus::Failed => "error",
-                _ => "info",
-            },
-            "timestamp": if self.status.is_final() { self.ending.timestamp } else { now_ms },
-            "data": {
-                "progress": progress,
-                "states": states,
-                "details": status::details(progress, &self.counts),
-            },
-        });
+        self.status_view().doc(now_ms)
+    }
+
+    /// What the status document is built from, taken cheaply (counters and names): the loop
+    /// puts one on the board after each burst of messages, and a reader builds the document.
+    pub fn status_view(&self) -> StatusView {
+        let mut pending = Vec::new();
         if !self.pending.is_empty() && !self.status.is_final() {
-            // hkube's addition: why tasks wait for a worker, per node (docs/semantics.md).
             let mut waiting: Vec<(&u32, &(u32, String))> = self.pending.iter().collect();
             waiting.sort_unstable_by_key(|(node, _)| **node);
-            let pending: Vec<Value> = waiting
+            pending = waiting
                 .into_iter()
                 .filter_map(|(node, (_, reason))| {
                     let run = self.nodes.get(*node as usize)?;
-                    Some(json!({
-                        "nodeName": run.node_name.as_ref(),
-                        "algorithmName": run.algorithm_name.as_ref(),
-                        "reason": reason,
-                    }))
+                    Some((
+                        run.node_name.clone(),
+                        run.algorithm_name.clone(),
+                        reason.clone(),
+                    ))
                 })
                 .collect();
-            doc["data"]["pending"] = Value::Array(pending);
         }
-        let map = doc.as_object_mut().expect("a json! object literal");
-        self.put_ending(map);
-        if let Some(active) = self.active_time {
-            map.insert("activeTime".into(), json!(active));
-            let end = if self.status.is_final() {
-                self.ending.timestamp
-            } else {
-                now_ms
-            };
-            map.insert("netTimeTook".into(), json!(seconds_between(active, end)));
+        StatusView {
+            id: self.id.clone(),
+            pipeline: self.pipeline.name.clone(),
+            status: self.status,
+            counts: self.counts.clone(),
+            unexpanded: self.unexpanded,
+            pending,
+            ending: self.ending.clone(),
+            start_time: self.start_time,
+            active_time: self.active_time,
+            cached: None,
         }
-        let end = if self.status.is_final() {
-            self.ending.timestamp
-        } else {
-            now_ms
-        };
-        map.insert(
-            "grossTimeTook".into(),
-            json!(seconds_between(self.start_time, end)),
-        );
-        doc
     }
 
     /// The results document (reference §3.4), once the job has ended.
@@ -758,18 +824,6 @@ impl Job {
     }
 
     // ----- internals --------------------------------------------------------------------
-
-    fn put_ending(&self, map: &mut Map<String, Value>) {
-        if let Some(error) = &self.ending.error {
-            map.insert("error".into(), json!(error));
-        }
-        if let Some(node_name) = &self.ending.node_name {
-            map.insert("nodeName".into(), json!(node_name));
-        }
-        if let Some(reason) = &self.ending.reason {
-            map.insert("reason".into(), json!(reason));
-        }
-    }
 
     /// The task this key names, if the key is for its current attempt and it is still going.
     fn live_task(&self, key: TaskKey) -> Option<&TaskRun> {
