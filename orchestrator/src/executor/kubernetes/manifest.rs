@@ -134,6 +134,46 @@ pub fn pod_name(algorithm: &str, token: &str) -> String {
     format!("hkube-{}-{suffix}", algorithm.trim_matches('-'))
 }
 
+/// An `env: wasm` worker's one container: the sidecar from the module's image, running the
+/// module itself (`HKUBE_WASM`, as on the Docker executor), within the algorithm's cpu and
+/// memory. It is named as an algorithm container is, so its end, its OOM kill and its log read
+/// as the algorithm's. A module has no storage folder and no port.
+fn wasm_worker(
+    template: &PodTemplate,
+    worker: &WorkerPod<'_>,
+    (image, cpu, mem_mib): (&str, f64, f64),
+    module: &wrapper::wasm::worker::ContainerModule,
+) -> Result<(Vec<Container>, Vec<Volume>), Error> {
+    let algorithm = worker.algorithm;
+    let described = serde_json::to_string(module).map_err(|e| Error::Field {
+        algorithm: algorithm.name.clone(),
+        field: "entryPoint".into(),
+        reason: format!("cannot describe the module for its pod: {e}"),
+    })?;
+    let env = plain(&[
+        (
+            "HKUBE_ORCHESTRATOR_URL".to_string(),
+            template.link_url.clone(),
+        ),
+        ("HKUBE_WORKER_NAME".to_string(), worker.token.to_string()),
+        (wrapper::wasm::worker::MODULE_VAR.to_string(), described),
+    ]);
+    let mut limits = memory_resources(mem_mib, template.memory_ratio);
+    if cpu > 0.0 {
+        limits.push(("cpu", cpu_quantity(cpu), Some(cpu_quantity(cpu * 2.0))));
+    }
+    let container = Container {
+        name: ALGORITHM_CONTAINER.into(),
+        image: Some(image.to_string()),
+        command: Some(vec!["/hkube/hkube-wrapper".into()]),
+        args: Some(Vec::new()),
+        env: Some(env),
+        resources: Some(resources(limits)),
+        ..Container::default()
+    };
+    Ok((vec![container], Vec::new()))
+}
+
 /// The worker's pod (pure).
 pub fn worker_pod(template: &PodTemplate, worker: &WorkerPod<'_>) -> Result<Pod, Error> {
     let algorithm = worker.algorithm;
@@ -143,13 +183,6 @@ pub fn worker_pod(template: &PodTemplate, worker: &WorkerPod<'_>) -> Result<Pod,
             algorithm: name.clone(),
         });
     };
-    if spec.wasm.is_some() {
-        // The Docker executor runs a module in its sidecar's container; a pod does not yet.
-        return Err(Error::Unsupported {
-            algorithm: name.clone(),
-            fields: "env: wasm (a module runs on the local and Docker executors)".into(),
-        });
-    }
     let settings = &spec.pod;
     if !settings.unsupported.is_empty() {
         return Err(Error::Unsupported {
@@ -172,122 +205,136 @@ pub fn worker_pod(template: &PodTemplate, worker: &WorkerPod<'_>) -> Result<Pod,
         (WORKER.to_string(), worker.worker.to_string()),
     ]);
 
-    // Both containers: the storage settings and folder.
-    let mut storage_env = vec![
-        ("DEFAULT_STORAGE".to_string(), "fs".to_string()),
-        (
-            "BASE_FS_ADAPTER_DIRECTORY".to_string(),
-            template.storage_dir.clone(),
-        ),
-        ("CLUSTER_NAME".to_string(), template.cluster.clone()),
-        ("STORAGE_ENCODING".to_string(), "msgpack".to_string()),
-    ];
-    for (key, value) in &template.storage_env {
-        storage_env.retain(|(k, _)| k != key);
-        storage_env.push((key.clone(), value.clone()));
-    }
-    let storage_mount = VolumeMount {
-        name: "hkube-storage".into(),
-        mount_path: template.storage_dir.clone(),
-        ..VolumeMount::default()
-    };
-    let storage_volume = Volume {
-        name: "hkube-storage".into(),
-        persistent_volume_claim: match &template.storage_volume {
-            StorageVolume::Claim(claim) => Some(PersistentVolumeClaimVolumeSource {
-                claim_name: claim.clone(),
-                read_only: None,
-            }),
-            _ => None,
-        },
-        host_path: (template.storage_volume == StorageVolume::HostPath).then(|| {
-            HostPathVolumeSource {
-                path: template.storage_dir.clone(),
-                type_: Some("DirectoryOrCreate".into()),
+    let (containers, volumes) = match &spec.wasm {
+        Some(module) => wasm_worker(
+            template,
+            worker,
+            (&spec.image, spec.cpu, settings.mem_mib),
+            module,
+        )?,
+        None => {
+            // Both containers: the storage settings and folder.
+            let mut storage_env = vec![
+                ("DEFAULT_STORAGE".to_string(), "fs".to_string()),
+                (
+                    "BASE_FS_ADAPTER_DIRECTORY".to_string(),
+                    template.storage_dir.clone(),
+                ),
+                ("CLUSTER_NAME".to_string(), template.cluster.clone()),
+                ("STORAGE_ENCODING".to_string(), "msgpack".to_string()),
+            ];
+            for (key, value) in &template.storage_env {
+                storage_env.retain(|(k, _)| k != key);
+                storage_env.push((key.clone(), value.clone()));
             }
-        }),
-        empty_dir: (template.storage_volume == StorageVolume::Empty).then(Default::default),
-        ..Volume::default()
-    };
+            let storage_mount = VolumeMount {
+                name: "hkube-storage".into(),
+                mount_path: template.storage_dir.clone(),
+                ..VolumeMount::default()
+            };
+            let storage_volume = Volume {
+                name: "hkube-storage".into(),
+                persistent_volume_claim: match &template.storage_volume {
+                    StorageVolume::Claim(claim) => Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: claim.clone(),
+                        read_only: None,
+                    }),
+                    _ => None,
+                },
+                host_path: (template.storage_volume == StorageVolume::HostPath).then(|| {
+                    HostPathVolumeSource {
+                        path: template.storage_dir.clone(),
+                        type_: Some("DirectoryOrCreate".into()),
+                    }
+                }),
+                empty_dir: (template.storage_volume == StorageVolume::Empty).then(Default::default),
+                ..Volume::default()
+            };
 
-    // The sidecar: the algorithm's image with hkube-wrapper as its command; workerEnv first,
-    // so hkube's own variables win.
-    let mut sidecar_env =
-        env_from("workerEnv", &settings.worker_env).map_err(|r| field("workerEnv", r))?;
-    sidecar_env.extend(plain(&storage_env));
-    sidecar_env.extend(plain(&[
-        (
-            "HKUBE_ORCHESTRATOR_URL".to_string(),
-            template.link_url.clone(),
-        ),
-        ("HKUBE_WORKER_NAME".to_string(), worker.token.to_string()),
-        (
-            "HKUBE_WRAPPER_LISTEN".to_string(),
-            format!("127.0.0.1:{SIDECAR_PORT}"),
-        ),
-    ]));
-    let reserved = memory_resources(settings.reserved_mib, template.memory_ratio);
-    let sidecar = Container {
-        name: SIDECAR_CONTAINER.into(),
-        image: Some(spec.image.clone()),
-        command: Some(vec!["/hkube/hkube-wrapper".into()]),
-        args: Some(Vec::new()),
-        env: Some(sidecar_env),
-        volume_mounts: Some(vec![storage_mount.clone()]),
-        resources: Some(resources(reserved)),
-        ..Container::default()
-    };
+            // The sidecar: the algorithm's image with hkube-wrapper as its command; workerEnv first,
+            // so hkube's own variables win.
+            let mut sidecar_env =
+                env_from("workerEnv", &settings.worker_env).map_err(|r| field("workerEnv", r))?;
+            sidecar_env.extend(plain(&storage_env));
+            sidecar_env.extend(plain(&[
+                (
+                    "HKUBE_ORCHESTRATOR_URL".to_string(),
+                    template.link_url.clone(),
+                ),
+                ("HKUBE_WORKER_NAME".to_string(), worker.token.to_string()),
+                (
+                    "HKUBE_WRAPPER_LISTEN".to_string(),
+                    format!("127.0.0.1:{SIDECAR_PORT}"),
+                ),
+            ]));
+            let reserved = memory_resources(settings.reserved_mib, template.memory_ratio);
+            let sidecar = Container {
+                name: SIDECAR_CONTAINER.into(),
+                image: Some(spec.image.clone()),
+                command: Some(vec!["/hkube/hkube-wrapper".into()]),
+                args: Some(Vec::new()),
+                env: Some(sidecar_env),
+                volume_mounts: Some(vec![storage_mount.clone()]),
+                resources: Some(resources(reserved)),
+                ..Container::default()
+            };
 
-    // The algorithm: hkube's variables after algorithmEnv's, as the Docker executor orders
-    // them.
-    let mut env = plain(&storage_env);
-    env.extend(plain(&[
-        ("WORKER_SOCKET_HOST".to_string(), "127.0.0.1".to_string()),
-        ("WORKER_SOCKET_PORT".to_string(), SIDECAR_PORT.to_string()),
-        (
-            "ALGORITHM_ENTRY_POINT".to_string(),
-            algorithm.entry_point.clone(),
-        ),
-        ("ALGORITHM_NAME".to_string(), name.clone()),
-        ("HKUBE_FAST_PATH".to_string(), "1".to_string()),
-    ]));
-    env.extend(
-        env_from("algorithmEnv", &settings.algorithm_env).map_err(|r| field("algorithmEnv", r))?,
-    );
-    let mut algorithm_resources = memory_resources(settings.mem_mib, template.memory_ratio);
-    if spec.cpu > 0.0 {
-        algorithm_resources.push((
-            "cpu",
-            cpu_quantity(spec.cpu),
-            Some(cpu_quantity(spec.cpu * 2.0)),
-        ));
-    }
-    if spec.gpu > 0.0 {
-        if spec.gpu.fract() != 0.0 {
-            return Err(Error::FractionalGpu {
-                algorithm: name.clone(),
-                gpu: spec.gpu,
-            });
+            // The algorithm: hkube's variables after algorithmEnv's, as the Docker executor orders
+            // them.
+            let mut env = plain(&storage_env);
+            env.extend(plain(&[
+                ("WORKER_SOCKET_HOST".to_string(), "127.0.0.1".to_string()),
+                ("WORKER_SOCKET_PORT".to_string(), SIDECAR_PORT.to_string()),
+                (
+                    "ALGORITHM_ENTRY_POINT".to_string(),
+                    algorithm.entry_point.clone(),
+                ),
+                ("ALGORITHM_NAME".to_string(), name.clone()),
+                ("HKUBE_FAST_PATH".to_string(), "1".to_string()),
+            ]));
+            env.extend(
+                env_from("algorithmEnv", &settings.algorithm_env)
+                    .map_err(|r| field("algorithmEnv", r))?,
+            );
+            let mut algorithm_resources = memory_resources(settings.mem_mib, template.memory_ratio);
+            if spec.cpu > 0.0 {
+                algorithm_resources.push((
+                    "cpu",
+                    cpu_quantity(spec.cpu),
+                    Some(cpu_quantity(spec.cpu * 2.0)),
+                ));
+            }
+            if spec.gpu > 0.0 {
+                if spec.gpu.fract() != 0.0 {
+                    return Err(Error::FractionalGpu {
+                        algorithm: name.clone(),
+                        gpu: spec.gpu,
+                    });
+                }
+                // The GPU is never multiplied: its limit is its request (Kubernetes requires both equal).
+                let gpus = format!("{}", spec.gpu as u64);
+                algorithm_resources.push((GPU_RESOURCE, gpus.clone(), Some(gpus)));
+            }
+            let mut mounts = vec![storage_mount];
+            mounts.extend(
+                typed::<Vec<VolumeMount>>(&settings.volume_mounts)
+                    .map_err(|r| field("volumeMounts", r))?,
+            );
+            let algorunner = Container {
+                name: ALGORITHM_CONTAINER.into(),
+                image: Some(spec.image.clone()),
+                env: Some(env),
+                volume_mounts: Some(mounts),
+                resources: Some(resources(algorithm_resources)),
+                ..Container::default()
+            };
+
+            let mut volumes = vec![storage_volume];
+            volumes
+                .extend(typed::<Vec<Volume>>(&settings.volumes).map_err(|r| field("volumes", r))?);
+            (vec![sidecar, algorunner], volumes)
         }
-        // The GPU is never multiplied: its limit is its request (Kubernetes requires both equal).
-        let gpus = format!("{}", spec.gpu as u64);
-        algorithm_resources.push((GPU_RESOURCE, gpus.clone(), Some(gpus)));
-    }
-    let mut mounts = vec![storage_mount];
-    mounts.extend(
-        typed::<Vec<VolumeMount>>(&settings.volume_mounts).map_err(|r| field("volumeMounts", r))?,
-    );
-    let algorunner = Container {
-        name: ALGORITHM_CONTAINER.into(),
-        image: Some(spec.image.clone()),
-        env: Some(env),
-        volume_mounts: Some(mounts),
-        resources: Some(resources(algorithm_resources)),
-        ..Container::default()
     };
-
-    let mut volumes = vec![storage_volume];
-    volumes.extend(typed::<Vec<Volume>>(&settings.volumes).map_err(|r| field("volumes", r))?);
     let mut pull_secrets: Vec<LocalObjectReference> = template
         .image_pull_secrets
         .iter()
@@ -310,7 +357,7 @@ pub fn worker_pod(template: &PodTemplate, worker: &WorkerPod<'_>) -> Result<Pod,
             ..ObjectMeta::default()
         },
         spec: Some(PodSpec {
-            containers: vec![sidecar, algorunner],
+            containers,
             // A worker that ends is replaced by the pool, never restarted by the kubelet.
             restart_policy: Some("Never".into()),
             termination_grace_period_seconds: Some(template.stop_grace_seconds),
@@ -321,7 +368,7 @@ pub fn worker_pod(template: &PodTemplate, worker: &WorkerPod<'_>) -> Result<Pod,
             affinity,
             tolerations: (!tolerations.is_empty()).then_some(tolerations),
             image_pull_secrets: (!pull_secrets.is_empty()).then_some(pull_secrets),
-            volumes: Some(volumes),
+            volumes: (!volumes.is_empty()).then_some(volumes),
             ..PodSpec::default()
         }),
         status: None,

@@ -261,3 +261,48 @@ fn names_and_selectors() {
     assert_eq!(cpu_quantity(0.25), "250m");
     assert_eq!(cpu_quantity(3.0), "3");
 }
+
+/// An `env: wasm` worker is one container from the module's image: the sidecar running the
+/// module (HKUBE_WASM), named as the algorithm's container, within cpu and mem, with no storage.
+#[test]
+fn a_wasm_worker_is_one_container_running_its_module() {
+    let algorithm = algorithm(json!({
+        "name": "mul", "env": "wasm", "algorithmImage": "registry.local/mul:v1",
+        "entryPoint": "multiply.wasm", "cpu": 0.5, "mem": "64Mi"
+    }));
+    let pod = pod_of(&template(), &algorithm, None);
+    let spec = pod.spec.as_ref().unwrap();
+    assert_eq!(spec.containers.len(), 1);
+    assert!(spec.volumes.as_ref().is_none_or(Vec::is_empty));
+    let worker = container(&pod, ALGORITHM_CONTAINER);
+    assert_eq!(worker.image.as_deref(), Some("registry.local/mul:v1"));
+    assert_eq!(worker.command, Some(vec!["/hkube/hkube-wrapper".to_string()]));
+    let module: wrapper::wasm::worker::ContainerModule = serde_json::from_str(
+        &env_value(worker, wrapper::wasm::worker::MODULE_VAR).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        module.module,
+        std::path::PathBuf::from("/hkube/algorithm/multiply.wasm")
+    );
+    assert_eq!(
+        env_value(worker, "HKUBE_ORCHESTRATOR_URL").as_deref(),
+        Some("ws://hkube.hkube.svc:3003/link")
+    );
+    let resources = worker.resources.as_ref().unwrap();
+    assert_eq!(
+        quantities(&resources.requests),
+        BTreeMap::from([
+            ("cpu".to_string(), "500m".to_string()),
+            ("memory".to_string(), "64Mi".to_string()),
+        ])
+    );
+    assert_eq!(
+        quantities(&resources.limits),
+        BTreeMap::from([
+            ("cpu".to_string(), "1".to_string()),
+            ("memory".to_string(), "128Mi".to_string()),
+        ])
+    );
+    snapshot(&pod, "wasm-worker.yaml");
+}
