@@ -47,22 +47,36 @@ fn post(endpoint: &str, path: &str, headers: &[String], body: &str) -> (u16, Val
 
 /// Runs one algorithm and returns its result.
 fn run_algorithm(endpoint: &str, name: &str, input: Value) -> Value {
+    run_until(endpoint, name, input, "completed")["data"][0]["result"].clone()
+}
+
+/// Runs one algorithm that must fail; returns the results document.
+fn run_failing(endpoint: &str, name: &str, input: Value) -> Value {
+    run_until(endpoint, name, input, "failed")
+}
+
+/// Runs one algorithm until its job ends with `status` (the other end fails the test); returns
+/// the results document.
+fn run_until(endpoint: &str, name: &str, input: Value, status: &str) -> Value {
     let body = serde_json::json!({"name": name, "input": input}).to_string();
-    let (status, started) = post(
+    let (code, started) = post(
         endpoint,
         "exec/algorithm",
         &["content-type: application/json".into()],
         &body,
     );
-    assert_eq!(status, 200, "{started}");
+    assert_eq!(code, 200, "{started}");
     let job_id = started["jobId"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let results = get(endpoint, &format!("exec/results/{job_id}"));
-        if results["status"] == "completed" {
-            return results["data"][0]["result"].clone();
+        if results["status"] == status {
+            return results;
         }
-        assert!(results["status"] != "failed", "{results}");
+        assert!(
+            results["status"] != "completed" && results["status"] != "failed",
+            "{name} ended otherwise than {status}: {results}"
+        );
         assert!(Instant::now() < deadline, "the job did not end: {results}");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -842,32 +856,6 @@ fn module_folder(root: &Path, name: &str, file: &str, module: &[u8]) -> PathBuf 
     )
     .unwrap();
     folder
-}
-
-/// Runs one algorithm that must fail; returns the results document.
-fn run_failing(endpoint: &str, name: &str, input: Value) -> Value {
-    let body = serde_json::json!({"name": name, "input": input}).to_string();
-    let (status, started) = post(
-        endpoint,
-        "exec/algorithm",
-        &["content-type: application/json".into()],
-        &body,
-    );
-    assert_eq!(status, 200, "{started}");
-    let job_id = started["jobId"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let results = get(endpoint, &format!("exec/results/{job_id}"));
-        if results["status"] == "failed" {
-            return results;
-        }
-        assert!(
-            results["status"] != "completed",
-            "{name} did not fail: {results}"
-        );
-        assert!(Instant::now() < deadline, "the job did not end: {results}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// The server's label on its containers (`hkube server`'s instance label: the state folder's

@@ -34,6 +34,22 @@ async fn next_json(ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpSt
     }
 }
 
+/// The sidecar's link, once it dialled the orchestrator's listener and said hello as `w1`.
+async fn accept_link(
+    orchestrator: &TcpListener,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let (stream, _) = tokio::time::timeout(Duration::from_secs(20), orchestrator.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut link = tokio_tungstenite::accept_async(stream).await.unwrap();
+    assert_eq!(
+        next_json(&mut link).await,
+        json!({"linkVersion": 1, "worker": "w1"})
+    );
+    link
+}
+
 #[tokio::test]
 async fn the_standalone_sidecar_over_a_network_link() {
     let python = std::process::Command::new("python3")
@@ -60,15 +76,7 @@ async fn the_standalone_sidecar_over_a_network_link() {
         .spawn()
         .unwrap();
 
-    let (stream, _) = tokio::time::timeout(Duration::from_secs(20), orchestrator.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut link = tokio_tungstenite::accept_async(stream).await.unwrap();
-    assert_eq!(
-        next_json(&mut link).await,
-        json!({"linkVersion": 1, "worker": "w1"})
-    );
+    let mut link = accept_link(&orchestrator).await;
 
     let folder = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -192,15 +200,7 @@ async fn the_standalone_sidecar_runs_a_wasm_module() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let (stream, _) = tokio::time::timeout(Duration::from_secs(20), orchestrator.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut link = tokio_tungstenite::accept_async(stream).await.unwrap();
-    assert_eq!(
-        next_json(&mut link).await,
-        json!({"linkVersion": 1, "worker": "w1"})
-    );
+    let mut link = accept_link(&orchestrator).await;
     assert_eq!(next_json(&mut link).await, json!({"type": "ready"}));
 
     link.send(run_message("t1", json!([14, 3]))).await.unwrap();

@@ -276,11 +276,13 @@ fn a_wasm_worker_is_one_container_running_its_module() {
     assert!(spec.volumes.as_ref().is_none_or(Vec::is_empty));
     let worker = container(&pod, ALGORITHM_CONTAINER);
     assert_eq!(worker.image.as_deref(), Some("registry.local/mul:v1"));
-    assert_eq!(worker.command, Some(vec!["/hkube/hkube-wrapper".to_string()]));
-    let module: wrapper::wasm::worker::ContainerModule = serde_json::from_str(
-        &env_value(worker, wrapper::wasm::worker::MODULE_VAR).unwrap(),
-    )
-    .unwrap();
+    assert_eq!(
+        worker.command,
+        Some(vec!["/hkube/hkube-wrapper".to_string()])
+    );
+    let module: wrapper::wasm::worker::ContainerModule =
+        serde_json::from_str(&env_value(worker, wrapper::wasm::worker::MODULE_VAR).unwrap())
+            .unwrap();
     assert_eq!(
         module.module,
         std::path::PathBuf::from("/hkube/algorithm/multiply.wasm")
