@@ -180,7 +180,7 @@ fn run_one(
         };
     };
     let args = assignment_args_json(assignment);
-    let ran = task::run(&loaded.algorithm, &loaded.pre, &args, stop);
+    let ran = task::run(&loaded.algorithm, &loaded.pre, args, stop);
     if !ran.log.is_empty() {
         let _ = to_pool.send(FromSidecar::Log {
             task_id: assignment.task_id.clone(),

@@ -372,7 +372,7 @@ impl Shared {
         if !stop.load(Ordering::Relaxed) {
             task.reporter.started();
             let args = args_json(&task);
-            let ran = task::run(&loaded.algorithm, &loaded.pre, &args, &stop);
+            let ran = task::run(&loaded.algorithm, &loaded.pre, args, &stop);
             if !ran.log.is_empty() {
                 self.write_log(&task, &ran.log);
             }
