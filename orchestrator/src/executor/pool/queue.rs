@@ -92,3 +92,85 @@ impl FromIterator<Task> for TaskQueue {
         queue
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::engine::executor::{Report, ReportSink};
+    use crate::engine::{TaskKey, TaskReporter};
+    use wrapper::link::Assignment;
+
+    /// Reports go nowhere: the queue never reports.
+    struct Nowhere;
+    impl ReportSink for Nowhere {
+        fn report(&self, _: Report) -> Result<(), Box<Report>> {
+            Ok(())
+        }
+    }
+
+    fn task(seq: u64, priority: u8) -> Task {
+        let key = TaskKey {
+            job: 1,
+            node: 0,
+            task: seq as u32,
+            attempt: 0,
+        };
+        Task {
+            priority,
+            seq,
+            entered_ms: 0,
+            key,
+            reporter: TaskReporter::new(key, Arc::new(Nowhere)),
+            assignment: Box::new(Assignment {
+                job_id: "j".into(),
+                task_id: format!("t{seq}"),
+                node_name: "n".into(),
+                algorithm_name: "a".into(),
+                pipeline_name: "p".into(),
+                batch_index: None,
+                input: Vec::new(),
+                extra_data: None,
+                root_job_id: "j".into(),
+                parent_node_name: None,
+            }),
+            cancelled: false,
+            preempted: false,
+        }
+    }
+
+    fn order(queue: &TaskQueue) -> Vec<u64> {
+        queue.iter().map(|t| t.seq).collect()
+    }
+
+    #[test]
+    fn most_urgent_first_then_oldest() {
+        let mut queue: TaskQueue = [(1, 3), (2, 5), (3, 1), (4, 3), (5, 1)]
+            .into_iter()
+            .map(|(seq, priority)| task(seq, priority))
+            .collect();
+        assert_eq!(order(&queue), [3, 5, 1, 4, 2]);
+        assert_eq!((queue.len(), queue.peek().map(|t| t.seq)), (5, Some(3)));
+        // What a round took and could not place goes back to its place, in any order.
+        let heads: Vec<Task> = (0..3).filter_map(|_| queue.pop()).collect();
+        assert_eq!(heads.iter().map(|t| t.seq).collect::<Vec<_>>(), [3, 5, 1]);
+        for head in heads.into_iter().rev() {
+            queue.push(head);
+        }
+        assert_eq!(order(&queue), [3, 5, 1, 4, 2]);
+        // A requeued task (an old seq) goes before the newer ones of its priority.
+        let newest = queue.pop().unwrap();
+        queue.push(task(6, 1));
+        queue.push(newest);
+        assert_eq!(order(&queue), [3, 5, 6, 1, 4, 2]);
+        queue.retain(|t| t.priority != 1);
+        assert_eq!((order(&queue), queue.len()), (vec![1, 4, 2], 3));
+        let all: Vec<u64> = std::mem::take(&mut queue)
+            .into_iter()
+            .map(|t| t.seq)
+            .collect();
+        assert_eq!(all, [1, 4, 2]);
+        assert!(queue.is_empty() && queue.pop().is_none() && queue.peek().is_none());
+    }
+}

@@ -161,25 +161,11 @@ const KEEP_RESIDENT: usize = 4 << 20;
 fn engine() -> Result<Engine, String> {
     let mut config = Config::new();
     config.epoch_interruption(true);
-    // EXPERIMENT knobs (removed before merge).
-    match std::env::var("HKUBE_WASM_OPT").as_deref() {
-        Ok("none") => {
-            config.cranelift_opt_level(OptLevel::None);
-        }
-        Ok("size") => {
-            config.cranelift_opt_level(OptLevel::SpeedAndSize);
-        }
-        _ => {}
-    }
-    let keep: usize = std::env::var("HKUBE_WASM_KEEP")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(KEEP_RESIDENT);
-    let scan = if std::env::var("HKUBE_WASM_SCAN").as_deref() == Ok("0") {
-        Enabled::No
-    } else {
-        Enabled::Auto
-    };
+    // Cranelift without its mid-end optimisations: a new module version's first task waits
+    // for its compile, which this makes about a quarter shorter (docs/wasm.md). A module is
+    // already optimised by the compiler that made it (LLVM for Rust, C, Go's TinyGo), so
+    // Cranelift's own passes add little to its speed.
+    config.cranelift_opt_level(OptLevel::None);
     // Instances come from a pool of slots reused task after task: a task pays no mmap and
     // munmap of its memory (with the TLB shootdowns across every thread that come with them)
     // and no page faults for the pages it touches again. Measured: docs/wasm.md.
@@ -188,9 +174,9 @@ fn engine() -> Result<Engine, String> {
         .total_core_instances(INSTANCE_SLOTS)
         .total_memories(INSTANCE_SLOTS)
         .total_tables(INSTANCE_SLOTS)
-        .linear_memory_keep_resident(keep)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(64 << 10)
-        .pagemap_scan(scan);
+        .pagemap_scan(Enabled::Auto);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     Engine::new(&config).map_err(|e| format!("cannot start wasmtime: {e:#}"))
 }
@@ -231,4 +217,74 @@ pub fn validate(bytes: &[u8], cache_dir: Option<&Path>) -> Result<(), String> {
     Runtime::new(cache_dir)?
         .prepare_keeping(bytes, Keep::Now)
         .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest WASI command: an exported `_start` that returns (as text: wasmtime's
+    /// `wat` feature reads it).
+    const COMMAND: &str = r#"(module (func (export "_start")) (memory (export "memory") 1))"#;
+
+    fn cached(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn a_module_is_compiled_once_and_then_loaded_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = COMMAND.as_bytes().to_vec();
+        validate(&bytes, Some(dir.path())).unwrap();
+        let files = cached(dir.path());
+        assert_eq!(files.len(), 1, "{files:?}");
+        let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.ends_with(".cwasm") && name.len() == 64 + 1 + 16 + 6,
+            "{name}"
+        );
+        let written = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
+
+        // A second runtime (a restart) loads the file rather than compiling and writing it.
+        let runtime = Runtime::new(Some(dir.path())).unwrap();
+        runtime.prepare_keeping(&bytes, Keep::Now).unwrap();
+        assert_eq!(cached(dir.path()), files);
+        let now = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
+        assert_eq!(now, written, "the cached code was written again");
+
+        // Another version of the module is another file.
+        let other = COMMAND.replace("memory\") 1", "memory\") 2").into_bytes();
+        runtime.prepare_keeping(&other, Keep::Now).unwrap();
+        assert_eq!(cached(dir.path()).len(), 2);
+    }
+
+    #[test]
+    fn a_damaged_cache_file_is_compiled_again_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = COMMAND.as_bytes().to_vec();
+        validate(&bytes, Some(dir.path())).unwrap();
+        let file = cached(dir.path()).remove(0);
+        std::fs::write(&file, b"not wasmtime's code").unwrap();
+        let runtime = Runtime::new(Some(dir.path())).unwrap();
+        runtime.prepare_keeping(&bytes, Keep::Now).unwrap();
+        let code = std::fs::read(&file).unwrap();
+        assert!(code.len() > 100, "the damaged file was not replaced");
+        // And the replacement loads.
+        Runtime::new(Some(dir.path()))
+            .unwrap()
+            .prepare_keeping(&bytes, Keep::Now)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_module_that_is_not_a_command_is_refused() {
+        let bytes = b"(module)".to_vec();
+        let error = validate(&bytes, None).unwrap_err();
+        assert!(error.contains("exports no _start"), "{error}");
+    }
 }
