@@ -664,9 +664,9 @@ impl Service {
             }
             route_output(worker);
         }
-        // What was not placed goes back to its queue.
+        // What was not placed goes back to its queue, the last first: each goes to the front.
         for (a, order) in head_order.iter().enumerate() {
-            for seq in order {
+            for seq in order.iter().rev() {
                 if let Some(task) = by_seq.remove(seq) {
                     self.algorithms[a].queue.push(task);
                 }

@@ -24,12 +24,15 @@ impl TaskQueue {
     /// back (not placed by a round, requeued after a stop).
     pub fn push(&mut self, task: Task) {
         let fifo = self.by_priority.entry(task.priority).or_default();
-        match fifo.back() {
-            Some(last) if last.seq > task.seq => {
-                let at = fifo.partition_point(|t| t.seq < task.seq);
-                fifo.insert(at, task);
-            }
-            _ => fifo.push_back(task),
+        let seq = task.seq;
+        if fifo.back().is_none_or(|last| last.seq < seq) {
+            fifo.push_back(task);
+        } else if fifo.front().is_some_and(|first| seq < first.seq) {
+            // A round's head given back (last first): no search.
+            fifo.push_front(task);
+        } else {
+            let at = fifo.partition_point(|t| t.seq < seq);
+            fifo.insert(at, task);
         }
         self.len += 1;
     }
@@ -172,5 +175,14 @@ mod tests {
             .collect();
         assert_eq!(all, [1, 4, 2]);
         assert!(queue.is_empty() && queue.pop().is_none() && queue.peek().is_none());
+    }
+
+    #[test]
+    fn a_task_that_comes_back_goes_between_older_and_newer_ones() {
+        let mut queue: TaskQueue = [10, 20, 30].into_iter().map(|seq| task(seq, 3)).collect();
+        queue.push(task(25, 3));
+        queue.push(task(5, 3));
+        assert_eq!(order(&queue), [5, 10, 20, 25, 30]);
+        assert_eq!(queue.len(), 5);
     }
 }
