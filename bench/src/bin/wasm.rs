@@ -1,6 +1,6 @@
 //! The WASM tier end to end: the numbers pipeline with the wasm Multiply (Python Range, wasm
 //! Multiply, JavaScript Reduce) under one engine, and the first task of a module, compiled
-//! and from wasmtime's cache. Prints this machine's figures beside the WASM issue's targets.
+//! and from the module cache. Prints this machine's figures beside the WASM issue's targets.
 //!
 //! Ray runs the same numbers work (`bench/ray/workloads.py`: one task makes the list, one task
 //! per item multiplies, one sums) in the same run, after hkube's measurements, when its venv
@@ -159,7 +159,7 @@ async fn main() {
         let (register, whole) = first_task(&module, &cache, pooled).await;
         compiled.push(register * 1e3);
         compiled_whole.push(whole * 1e3);
-        // The same module on a new executor: wasmtime's cache has its code.
+        // The same module on a new executor: the cache has its compiled code.
         let (register, whole) = first_task(&module, &cache, pooled).await;
         cached.push(register * 1e3);
         cached_whole.push(whole * 1e3);
@@ -208,7 +208,7 @@ async fn main() {
         Spread::of(&compiled).brief(1, "ms"),
     );
     println!(
-        "| first task of a cached module, loaded from wasmtime's cache included | {} (load {}) | ≤ 1 ms | |",
+        "| first task of a cached module, loaded from the module cache included | {} (load {}) | ≤ 1 ms | |",
         Spread::of(&cached_whole).show(2, "ms"),
         Spread::of(&cached).brief(2, "ms"),
     );

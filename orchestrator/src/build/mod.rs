@@ -114,7 +114,7 @@ pub struct BuildOptions {
     /// A build running longer fails with "build timed out after N s".
     pub timeout: Duration,
     pub limits: builder::Limits,
-    /// wasmtime's cache of compiled modules (the WASM executor's own): a module checked at
+    /// The cache of compiled modules (the WASM executor's own): a module checked at
     /// apply is compiled once, and its first task loads it.
     pub wasm_cache: Option<PathBuf>,
 }

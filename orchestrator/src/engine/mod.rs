@@ -12,7 +12,7 @@ mod board;
 mod catalog;
 mod driver;
 mod error;
-mod executor;
+pub(crate) mod executor;
 mod ids;
 mod in_process;
 mod job;

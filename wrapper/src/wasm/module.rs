@@ -1,17 +1,21 @@
 //! Compiling modules: one wasmtime engine per executor, its on-disk cache, and the linker that
 //! gives a module WASI preview 1.
 //!
-//! A module is compiled once per version: wasmtime's cache keeps the machine code under
-//! `<cache_dir>`, keyed by the SHA-256 of the module's bytes and wasmtime's version (and its
-//! compiler settings), so a restart or a second server over the same state folder loads it
-//! instead of compiling again. What a task then pays is an instantiation of an
-//! [`InstancePre`]: imports resolved and types checked once, at registration.
+//! A module is compiled once per version and its machine code kept under `<cache_dir>` in a
+//! file named by the SHA-256 of the module's bytes and a hash of wasmtime's version and
+//! compiler settings, so a restart or a second server over the same state folder loads it
+//! instead of compiling again. Loading maps that file (`Module::deserialize_file`): no copy,
+//! no decompression, a fraction of a millisecond. A new version's code is written to the
+//! cache by a thread of its own after it compiled, so its first task does not wait for the
+//! disk. What a task then pays is an instantiation of an [`InstancePre`]: imports resolved and
+//! types checked once, at registration.
 
-use std::path::Path;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    Config, Enabled, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, OptLevel,
     PoolingAllocationConfig,
 };
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -26,6 +30,17 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 pub struct Runtime {
     pub engine: Engine,
     linker: std::sync::Arc<Linker<State>>,
+    /// Where compiled modules are kept; `None`: compiled at each start.
+    cache_dir: Option<PathBuf>,
+}
+
+/// When a newly compiled module's code reaches the cache.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Keep {
+    /// Before `prepare` returns (a validation at apply: the process may end right after).
+    Now,
+    /// On a thread of its own: the first task does not wait for the disk.
+    Behind,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -38,7 +53,11 @@ impl Runtime {
     /// An engine with epoch interruption (tasks can be stopped and timed out) and, with
     /// `cache_dir`, wasmtime's compilation cache there.
     pub fn new(cache_dir: Option<&Path>) -> Result<Runtime, String> {
-        let engine = engine(cache_dir)?;
+        if let Some(dir) = cache_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create the module cache {}: {e}", dir.display()))?;
+        }
+        let engine = engine()?;
         let mut linker: Linker<State> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut State| -> &mut WasiP1Ctx {
             &mut state.wasi
@@ -47,6 +66,7 @@ impl Runtime {
         let runtime = Runtime {
             engine,
             linker: std::sync::Arc::new(linker),
+            cache_dir: cache_dir.map(Path::to_path_buf),
         };
         runtime.start_ticker();
         Ok(runtime)
@@ -55,7 +75,11 @@ impl Runtime {
     /// Compiles (or loads from the cache) the module in `bytes` and resolves its imports.
     /// The error is wasmtime's own message, which names what is wrong with the module.
     pub fn prepare(&self, bytes: &[u8]) -> Result<InstancePre<State>, String> {
-        let module = Module::new(&self.engine, bytes).map_err(|e| format!("{e:#}"))?;
+        self.prepare_keeping(bytes, Keep::Behind)
+    }
+
+    fn prepare_keeping(&self, bytes: &[u8], keep: Keep) -> Result<InstancePre<State>, String> {
+        let module = self.module(bytes, keep)?;
         if module.get_export("_start").is_none() {
             return Err(
                 "it exports no _start function: build it as a WASI command (a program with a \
@@ -68,6 +92,43 @@ impl Runtime {
                 "{e:#} (a wasm algorithm may import only WASI preview 1, wasi_snapshot_preview1)"
             )
         })
+    }
+
+    /// The module's code from the cache, else compiled (and then kept in the cache).
+    fn module(&self, bytes: &[u8], keep: Keep) -> Result<Module, String> {
+        let Some(dir) = &self.cache_dir else {
+            return Module::new(&self.engine, bytes).map_err(|e| format!("{e:#}"));
+        };
+        let path = dir.join(cache_name(&self.engine, bytes));
+        if path.is_file() {
+            // SAFETY: the file is one this function wrote from `Module::serialize` (named by
+            // the module's digest and this engine's settings, renamed into place once whole),
+            // in hkube's own state folder, which is as trusted as hkube's binary: wasmtime's
+            // own cache loads its files the same way. wasmtime still checks the header (its
+            // version, the engine's settings); a file it refuses is compiled again, below.
+            #[allow(unsafe_code)]
+            let loaded = unsafe { Module::deserialize_file(&self.engine, &path) };
+            if let Ok(module) = loaded {
+                return Ok(module);
+            }
+        }
+        let module = Module::new(&self.engine, bytes).map_err(|e| format!("{e:#}"))?;
+        let (kept, to) = (module.clone(), path);
+        let write = move || {
+            // A cache that cannot be written costs a compile at the next start, nothing more.
+            if let Ok(code) = kept.serialize() {
+                let _ = write_whole(&to, &code);
+            }
+        };
+        match keep {
+            Keep::Now => write(),
+            Keep::Behind => {
+                let _ = std::thread::Builder::new()
+                    .name("hkube-wasm-cache".into())
+                    .spawn(write);
+            }
+        }
+        Ok(module)
     }
 
     /// One thread advances the engine's epoch while the engine lives: the running tasks'
@@ -97,9 +158,14 @@ const INSTANCE_SLOTS: u32 = 1000;
 /// the next task neither faults them in nor zeroes fresh pages.
 const KEEP_RESIDENT: usize = 4 << 20;
 
-fn engine(cache_dir: Option<&Path>) -> Result<Engine, String> {
+fn engine() -> Result<Engine, String> {
     let mut config = Config::new();
     config.epoch_interruption(true);
+    // Cranelift without its mid-end optimisations: a new module version's first task waits
+    // for its compile, which this makes about a quarter shorter (docs/wasm.md). A module is
+    // already optimised by the compiler that made it (LLVM for Rust, C, Go's TinyGo), so
+    // Cranelift's own passes add little to its speed.
+    config.cranelift_opt_level(OptLevel::None);
     // Instances come from a pool of slots reused task after task: a task pays no mmap and
     // munmap of its memory (with the TLB shootdowns across every thread that come with them)
     // and no page faults for the pages it touches again. Measured: docs/wasm.md.
@@ -112,21 +178,113 @@ fn engine(cache_dir: Option<&Path>) -> Result<Engine, String> {
         .table_keep_resident(64 << 10)
         .pagemap_scan(Enabled::Auto);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-    if let Some(dir) = cache_dir {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create the module cache {}: {e}", dir.display()))?;
-        let mut cache = wasmtime::CacheConfig::new();
-        cache.with_directory(dir);
-        let cache = wasmtime::Cache::new(cache)
-            .map_err(|e| format!("cannot open the module cache {}: {e:#}", dir.display()))?;
-        config.cache(Some(cache));
-    }
     Engine::new(&config).map_err(|e| format!("cannot start wasmtime: {e:#}"))
+}
+
+/// The cache file of `bytes` compiled by `engine`: the module's SHA-256, then a hash of what
+/// makes compiled code usable by an engine (wasmtime's version, target, compiler settings).
+/// The second part is std's hasher, stable within one hkube build: another build at worst
+/// misses the cache and compiles once.
+fn cache_name(engine: &Engine, bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    let mut settings = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut settings);
+    let mut name = String::with_capacity(64 + 24);
+    for byte in digest {
+        name.push_str(&format!("{byte:02x}"));
+    }
+    name.push_str(&format!("-{:016x}.cwasm", settings.finish()));
+    name
+}
+
+/// Writes `bytes` to `path` whole or not at all: a reader never maps a half-written file.
+fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    // Unique to this write: two executors of one process may keep the same module at once.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nth = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let partial = path.with_extension(format!("partial-{}-{nth}", std::process::id()));
+    std::fs::write(&partial, bytes)?;
+    std::fs::rename(&partial, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&partial);
+    })
 }
 
 /// Whether `bytes` compile as a wasm algorithm (a WASI command): `Err` holds wasmtime's
 /// message. With `cache_dir`, the compiled code is kept, so the first task after an apply
 /// does not compile again.
 pub fn validate(bytes: &[u8], cache_dir: Option<&Path>) -> Result<(), String> {
-    Runtime::new(cache_dir)?.prepare(bytes).map(|_| ())
+    Runtime::new(cache_dir)?
+        .prepare_keeping(bytes, Keep::Now)
+        .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest WASI command: an exported `_start` that returns (as text: wasmtime's
+    /// `wat` feature reads it).
+    const COMMAND: &str = r#"(module (func (export "_start")) (memory (export "memory") 1))"#;
+
+    fn cached(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn a_module_is_compiled_once_and_then_loaded_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = COMMAND.as_bytes().to_vec();
+        validate(&bytes, Some(dir.path())).unwrap();
+        let files = cached(dir.path());
+        assert_eq!(files.len(), 1, "{files:?}");
+        let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.ends_with(".cwasm") && name.len() == 64 + 1 + 16 + 6,
+            "{name}"
+        );
+        let written = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
+
+        // A second runtime (a restart) loads the file rather than compiling and writing it.
+        let runtime = Runtime::new(Some(dir.path())).unwrap();
+        runtime.prepare_keeping(&bytes, Keep::Now).unwrap();
+        assert_eq!(cached(dir.path()), files);
+        let now = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
+        assert_eq!(now, written, "the cached code was written again");
+
+        // Another version of the module is another file.
+        let other = COMMAND.replace("memory\") 1", "memory\") 2").into_bytes();
+        runtime.prepare_keeping(&other, Keep::Now).unwrap();
+        assert_eq!(cached(dir.path()).len(), 2);
+    }
+
+    #[test]
+    fn a_damaged_cache_file_is_compiled_again_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = COMMAND.as_bytes().to_vec();
+        validate(&bytes, Some(dir.path())).unwrap();
+        let file = cached(dir.path()).remove(0);
+        std::fs::write(&file, b"not wasmtime's code").unwrap();
+        let runtime = Runtime::new(Some(dir.path())).unwrap();
+        runtime.prepare_keeping(&bytes, Keep::Now).unwrap();
+        let code = std::fs::read(&file).unwrap();
+        assert!(code.len() > 100, "the damaged file was not replaced");
+        // And the replacement loads.
+        Runtime::new(Some(dir.path()))
+            .unwrap()
+            .prepare_keeping(&bytes, Keep::Now)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_module_that_is_not_a_command_is_refused() {
+        let bytes = b"(module)".to_vec();
+        let error = validate(&bytes, None).unwrap_err();
+        assert!(error.contains("exports no _start"), "{error}");
+    }
 }

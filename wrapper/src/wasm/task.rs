@@ -95,12 +95,12 @@ pub struct Ran {
     pub log: Vec<u8>,
 }
 
-/// Runs one task: `args` is the JSON object the module reads on stdin; `stop` set from another
-/// thread ends the run at the next epoch tick.
+/// Runs one task: `args` is the JSON object the module reads on stdin (moved, not copied);
+/// `stop` set from another thread ends the run at the next epoch tick.
 pub fn run(
     algorithm: &WasmAlgorithm,
     pre: &InstancePre<State>,
-    args: &[u8],
+    args: Vec<u8>,
     stop: &Arc<AtomicBool>,
 ) -> Ran {
     let stdout = MemoryOutputPipe::new(MAX_STDOUT);
@@ -117,13 +117,13 @@ pub fn run(
 fn instantiate_and_start(
     algorithm: &WasmAlgorithm,
     pre: &InstancePre<State>,
-    args: &[u8],
+    args: Vec<u8>,
     stop: &Arc<AtomicBool>,
     stdout: &MemoryOutputPipe,
     stderr: &MemoryOutputPipe,
 ) -> Result<(), String> {
     let mut wasi = WasiCtxBuilder::new();
-    wasi.stdin(MemoryInputPipe::new(args.to_vec()))
+    wasi.stdin(MemoryInputPipe::new(args))
         .stdout(stdout.clone())
         .stderr(stderr.clone())
         .args(&[algorithm.name.as_str()])

@@ -157,7 +157,7 @@ fn run_one(
         Err(reason) => return Outcome::Crashed { reason },
     };
     let args = args::of_assignment(assignment);
-    let ran = task::run(&prepared.sandbox, &prepared.pre, &args, stop);
+    let ran = task::run(&prepared.sandbox, &prepared.pre, args, stop);
     if !ran.log.is_empty() {
         let _ = to_orchestrator.send(FromSidecar::Log {
             task_id: assignment.task_id.clone(),

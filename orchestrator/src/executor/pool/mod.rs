@@ -41,10 +41,11 @@
 //! before many tasks are committed to one worker.
 
 mod nodes;
+mod queue;
 mod report;
 mod worker;
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +65,7 @@ use crate::executor::code_api;
 use crate::executor::launcher::{self, Launch, Launched, Launcher};
 use crate::executor::limits::Limits;
 use crate::scheduler::{self, Placement};
+use queue::TaskQueue;
 use worker::{State, Task, Worker};
 
 #[derive(Debug, Clone)]
@@ -185,7 +187,7 @@ impl WorkerPool {
 /// One algorithm in the pool.
 struct Algorithm {
     def: WorkerAlgorithm,
-    queue: BinaryHeap<Task>,
+    queue: TaskQueue,
     workers: Vec<WorkerId>,
     /// The recent mean time of one task (µs), measured on its workers; `None` until one ends.
     mean_task_us: Option<u64>,
@@ -355,7 +357,7 @@ impl Service {
             None => {
                 self.algorithms.push(Algorithm {
                     def,
-                    queue: BinaryHeap::new(),
+                    queue: TaskQueue::default(),
                     workers: Vec::new(),
                     mean_task_us: None,
                     start_cost_ms: None,
@@ -408,7 +410,7 @@ impl Service {
             seq: self.next_seq,
             entered_ms,
             key: task.key,
-            assignment: Assignment {
+            assignment: Box::new(Assignment {
                 job_id: task.job_id.to_string(),
                 task_id: task.task_id.to_string(),
                 node_name: task.node_name.to_string(),
@@ -419,7 +421,7 @@ impl Service {
                 extra_data: task.extra_data.map(|v| (*v).clone()),
                 root_job_id: task.root_job_id.to_string(),
                 parent_node_name: None,
-            },
+            }),
             reporter: task.reporter,
             cancelled: false,
             preempted: false,
@@ -431,11 +433,7 @@ impl Service {
     fn cancel(&mut self, key: TaskKey) {
         for algorithm in &mut self.algorithms {
             if algorithm.queue.iter().any(|t| t.key.slot() == key.slot()) {
-                let queue = std::mem::take(&mut algorithm.queue);
-                algorithm.queue = queue
-                    .into_iter()
-                    .filter(|t| t.key.slot() != key.slot())
-                    .collect();
+                algorithm.queue.retain(|t| t.key.slot() != key.slot());
                 self.dirty = true;
                 return;
             }
@@ -654,7 +652,7 @@ impl Service {
                 let Some(task) = by_seq.remove(&task_id.0) else {
                     continue;
                 };
-                tasks.push(task.assignment.clone());
+                tasks.push((*task.assignment).clone());
                 task.reporter.placed();
                 worker.running.insert(task.assignment.task_id.clone(), task);
             }
@@ -666,9 +664,9 @@ impl Service {
             }
             route_output(worker);
         }
-        // What was not placed goes back to its queue.
+        // What was not placed goes back to its queue, the last first: each goes to the front.
         for (a, order) in head_order.iter().enumerate() {
-            for seq in order {
+            for seq in order.iter().rev() {
                 if let Some(task) = by_seq.remove(seq) {
                     self.algorithms[a].queue.push(task);
                 }

@@ -1,6 +1,5 @@
 //! The pool's view of one worker and of one queued task.
 
-use std::cmp::{Ordering, Reverse};
 use std::collections::HashMap;
 
 use tokio::sync::mpsc;
@@ -23,31 +22,14 @@ pub(super) struct Task {
     pub entered_ms: u64,
     pub key: TaskKey,
     pub reporter: TaskReporter,
-    pub assignment: Assignment,
+    /// Boxed: a task moves at each step (queue, a round's heads, a worker's map), and a small
+    /// `Task` moves cheaply (the assignment's strings stay put).
+    pub assignment: Box<Assignment>,
     /// The engine cancelled it while a worker held it: a stop was sent for it.
     pub cancelled: bool,
     /// Its worker was preempted for a more urgent task: whatever it ends with, it goes back
     /// to the queue (neither failed nor a used attempt).
     pub preempted: bool,
-}
-
-impl PartialEq for Task {
-    fn eq(&self, other: &Self) -> bool {
-        self.seq == other.seq
-    }
-}
-impl Eq for Task {}
-impl PartialOrd for Task {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Task {
-    /// Most urgent first: priority 1 before 5, then oldest first (the heap pops the greatest).
-    fn cmp(&self, other: &Self) -> Ordering {
-        (Reverse(self.priority), Reverse(self.seq))
-            .cmp(&(Reverse(other.priority), Reverse(other.seq)))
-    }
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]

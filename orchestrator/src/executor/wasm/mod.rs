@@ -1,7 +1,7 @@
 //! The WASM executor: `env: wasm` algorithms, WebAssembly modules run in process by wasmtime.
 //!
 //! No process starts per task and no module compiles per task. Registering an algorithm
-//! compiles its module once (wasmtime's cache keeps the code on disk, see [`module`]) and
+//! compiles its module once (its code is kept on disk, see [`module`]) and
 //! resolves its imports into an `InstancePre`; each task then gets a fresh instance with its
 //! own store (its memory, its WASI context, its limits) on a thread of its own, so the
 //! engine's loop never waits on wasm code. The ABI is a WASI command ([`task`]): the args
@@ -370,7 +370,7 @@ impl Shared {
         if !stop.load(Ordering::Relaxed) {
             task.reporter.started();
             let args = args_json(&task);
-            let ran = task::run(&loaded.sandbox, &loaded.pre, &args, &stop);
+            let ran = task::run(&loaded.sandbox, &loaded.pre, args, &stop);
             if !ran.log.is_empty() {
                 self.write_log(&task, &ran.log);
             }
