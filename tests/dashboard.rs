@@ -535,7 +535,8 @@ fn the_ui_in_a_real_browser() {
         browser,
         &server.url(&format!("/jobs/{running}")),
         "job-running",
-        "data-status=\"active\"",
+        // Its log lines arrive after its status: the page is ready once they show.
+        "] hello 1",
     );
     assert!(
         page.contains("class=\"node\" data-node=\"A\" data-state=\"active\""),
