@@ -38,16 +38,47 @@ async fn next_json(ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpSt
 async fn accept_link(
     orchestrator: &TcpListener,
 ) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
-    let (stream, _) = tokio::time::timeout(Duration::from_secs(20), orchestrator.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut link = tokio_tungstenite::accept_async(stream).await.unwrap();
+    let mut link = link_from(orchestrator).await;
     assert_eq!(
         next_json(&mut link).await,
         json!({"linkVersion": 1, "worker": "w1"})
     );
     link
+}
+
+/// The next link a wrapper dialled, its hello not read yet.
+async fn link_from(
+    orchestrator: &TcpListener,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let (stream, _) = tokio::time::timeout(Duration::from_secs(20), orchestrator.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    tokio_tungstenite::accept_async(stream).await.unwrap()
+}
+
+/// `hkube-wrapper` as the wasm worker `described` (HKUBE_WASM), dialling the link on
+/// `link_port` (as `worker` when given).
+fn wasm_worker(
+    link_port: u16,
+    worker: Option<&str>,
+    described: &Value,
+    stderr: Stdio,
+) -> tokio::process::Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hkube-wrapper"));
+    command.args([
+        "--orchestrator",
+        &format!("ws://127.0.0.1:{link_port}/link"),
+    ]);
+    if let Some(worker) = worker {
+        command.args(["--worker", worker]);
+    }
+    command
+        .env("HKUBE_WASM", described.to_string())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -189,17 +220,7 @@ async fn the_standalone_sidecar_runs_a_wasm_module() {
     std::fs::write(&module, ECHO).unwrap();
     let described = json!({"module": module, "sandbox": {"name": "echo", "mem": "16Mi",
         "memMib": 16, "timeLimit": null, "dirs": [], "env": []}});
-    let mut sidecar = Command::new(env!("CARGO_BIN_EXE_hkube-wrapper"))
-        .args([
-            "--orchestrator",
-            &format!("ws://127.0.0.1:{link_port}/link"),
-        ])
-        .args(["--worker", "w1"])
-        .env("HKUBE_WASM", described.to_string())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut sidecar = wasm_worker(link_port, Some("w1"), &described, Stdio::piped());
     let mut link = accept_link(&orchestrator).await;
     assert_eq!(next_json(&mut link).await, json!({"type": "ready"}));
 
@@ -264,21 +285,8 @@ async fn the_standalone_sidecar_runs_a_wasm_module() {
 
     // A module that does not compile: gone, with wasmtime's words.
     std::fs::write(&module, "(module (func (export \"_start\") i32.add))").unwrap();
-    let mut broken = Command::new(env!("CARGO_BIN_EXE_hkube-wrapper"))
-        .args([
-            "--orchestrator",
-            &format!("ws://127.0.0.1:{link_port}/link"),
-        ])
-        .env("HKUBE_WASM", described.to_string())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let (stream, _) = tokio::time::timeout(Duration::from_secs(20), orchestrator.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut link = tokio_tungstenite::accept_async(stream).await.unwrap();
+    let mut broken = wasm_worker(link_port, None, &described, Stdio::null());
+    let mut link = link_from(&orchestrator).await;
     next_json(&mut link).await;
     let gone = next_json(&mut link).await;
     assert_eq!(gone["type"], "gone", "{gone}");
@@ -299,21 +307,8 @@ async fn sigterm_ends_a_wasm_worker_at_once() {
     std::fs::write(&module, ECHO).unwrap();
     let described = json!({"module": module, "sandbox": {"name": "echo", "mem": "16Mi",
         "memMib": 16, "timeLimit": null, "dirs": [], "env": []}});
-    let mut sidecar = Command::new(env!("CARGO_BIN_EXE_hkube-wrapper"))
-        .args([
-            "--orchestrator",
-            &format!("ws://127.0.0.1:{link_port}/link"),
-        ])
-        .env("HKUBE_WASM", described.to_string())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let (stream, _) = tokio::time::timeout(Duration::from_secs(20), orchestrator.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut link = tokio_tungstenite::accept_async(stream).await.unwrap();
+    let mut sidecar = wasm_worker(link_port, None, &described, Stdio::null());
+    let mut link = link_from(&orchestrator).await;
     next_json(&mut link).await;
     assert_eq!(next_json(&mut link).await, json!({"type": "ready"}));
     link.send(run_message("t1", json!(["loop"]))).await.unwrap();
