@@ -845,29 +845,25 @@ fn server_on_kubernetes_names_what_it_lacks() {
         stderr.contains("--executor kubernetes needs --link-address HOST:PORT"),
         "{stderr}"
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_hkube"))
-        .args(["server", "--executor", "kubernetes", "--state-dir", state])
-        .args(["--link-address", "127.0.0.1:0"])
-        .env("KUBECONFIG", scratch.0.join("no-such-kubeconfig"))
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    // With a link address, against no cluster (a kubeconfig that is not there): refused.
+    let refused = |link: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_hkube"))
+            .args(["server", "--executor", "kubernetes", "--state-dir", state])
+            .args(["--link-address", link])
+            .env("KUBECONFIG", scratch.0.join("no-such-kubeconfig"))
+            .env("HOME", &scratch.0)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = refused("127.0.0.1:0");
     assert!(
         stderr.contains("--link-address 127.0.0.1:0: expected HOST:PORT"),
         "{stderr}"
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_hkube"))
-        .args(["server", "--executor", "kubernetes", "--state-dir", state])
-        .args(["--link-address", "127.0.0.1:3003"])
-        .env("KUBECONFIG", scratch.0.join("no-such-kubeconfig"))
-        .env("HOME", &scratch.0)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let stderr = refused("127.0.0.1:3003");
     assert!(
         stderr.contains("cannot reach Kubernetes (in-cluster config or KUBECONFIG)"),
         "{stderr}"

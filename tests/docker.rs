@@ -190,10 +190,7 @@ fn uploaded_code_builds_into_images_and_runs_in_containers() {
     if !docker_or_skip() {
         return;
     }
-    let root_dir = std::env::temp_dir().join(format!("hkube-docker-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root_dir);
-    std::fs::create_dir_all(&root_dir).unwrap();
-    let root = Root(root_dir);
+    let root = Root(common::scratch_dir("hkube-docker-test"));
     let state = root.path().join("state");
     let server = common::start_server(|command| {
         command
@@ -360,10 +357,7 @@ fn a_signed_github_push_rebuilds_from_the_pushed_commit() {
     if !docker_or_skip() {
         return;
     }
-    let root_dir = std::env::temp_dir().join(format!("hkube-git-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root_dir);
-    std::fs::create_dir_all(&root_dir).unwrap();
-    let root = Root(root_dir);
+    let root = Root(common::scratch_dir("hkube-git-test"));
     let state = root.path().join("state");
     // A bare repository with Range's code, as a git host would hold it.
     let bare = root.path().join("range.git");
@@ -537,10 +531,7 @@ fn old_images_are_removed_and_a_missing_base_image_is_named() {
     if !docker_or_skip() {
         return;
     }
-    let root_dir = std::env::temp_dir().join(format!("hkube-docker-prune-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root_dir);
-    std::fs::create_dir_all(&root_dir).unwrap();
-    let root = Root(root_dir);
+    let root = Root(common::scratch_dir("hkube-docker-prune"));
     // A name of its own: images are found by the algorithm's label. They go at the end, once
     // the server (declared after, so dropped before) has removed its containers.
     let name = format!("prune-{}", std::process::id());
@@ -664,10 +655,7 @@ fn a_killed_docker_server_resumes_the_jobs_of_built_images() {
     if !docker_or_skip() {
         return;
     }
-    let root_dir = std::env::temp_dir().join(format!("hkube-docker-resume-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root_dir);
-    std::fs::create_dir_all(&root_dir).unwrap();
-    let root = Root(root_dir);
+    let root = Root(common::scratch_dir("hkube-docker-resume"));
     let state = root.path().join("state");
     let start = || {
         let server = common::start_server(|command| {
@@ -775,11 +763,7 @@ fn a_container_over_its_memory_limit_fails_with_the_limit_named() {
     if !docker_or_skip() {
         return;
     }
-    let root_dir =
-        std::env::temp_dir().join(format!("hkube-docker-oom-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root_dir);
-    std::fs::create_dir_all(&root_dir).unwrap();
-    let root = Root(root_dir);
+    let root = Root(common::scratch_dir("hkube-docker-oom-test"));
     let state = root.path().join("state");
     let server = common::start_server(|command| {
         command
@@ -933,11 +917,7 @@ fn wasm_modules_run_in_the_sidecars_container() {
         .iter()
         .map(|name| RemovedImages(name.to_string()))
         .collect();
-    let root_dir =
-        std::env::temp_dir().join(format!("hkube-docker-wasm-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root_dir);
-    std::fs::create_dir_all(&root_dir).unwrap();
-    let root = Root(root_dir);
+    let root = Root(common::scratch_dir("hkube-docker-wasm-test"));
     let state = root.path().join("state");
     let server = common::start_server(|command| {
         command

@@ -158,10 +158,7 @@ fn wasm_worker(
         ("HKUBE_WORKER_NAME".to_string(), worker.token.to_string()),
         (wrapper::wasm::worker::MODULE_VAR.to_string(), described),
     ]);
-    let mut limits = memory_resources(mem_mib, template.memory_ratio);
-    if cpu > 0.0 {
-        limits.push(("cpu", cpu_quantity(cpu), Some(cpu_quantity(cpu * 2.0))));
-    }
+    let limits = algorithm_resources(mem_mib, cpu, template.memory_ratio);
     let container = Container {
         name: ALGORITHM_CONTAINER.into(),
         image: Some(image.to_string()),
@@ -296,14 +293,8 @@ pub fn worker_pod(template: &PodTemplate, worker: &WorkerPod<'_>) -> Result<Pod,
                 env_from("algorithmEnv", &settings.algorithm_env)
                     .map_err(|r| field("algorithmEnv", r))?,
             );
-            let mut algorithm_resources = memory_resources(settings.mem_mib, template.memory_ratio);
-            if spec.cpu > 0.0 {
-                algorithm_resources.push((
-                    "cpu",
-                    cpu_quantity(spec.cpu),
-                    Some(cpu_quantity(spec.cpu * 2.0)),
-                ));
-            }
+            let mut algorithm_resources =
+                algorithm_resources(settings.mem_mib, spec.cpu, template.memory_ratio);
             if spec.gpu > 0.0 {
                 if spec.gpu.fract() != 0.0 {
                     return Err(Error::FractionalGpu {
@@ -516,6 +507,16 @@ fn affinity(
 }
 
 type Resource = (&'static str, String, Option<String>);
+
+/// An algorithm's memory and cpu: requests as asked, limits `ratio` times the memory and
+/// twice the cpu.
+fn algorithm_resources(mem_mib: f64, cpu: f64, ratio: u64) -> Vec<Resource> {
+    let mut resources = memory_resources(mem_mib, ratio);
+    if cpu > 0.0 {
+        resources.push(("cpu", cpu_quantity(cpu), Some(cpu_quantity(cpu * 2.0))));
+    }
+    resources
+}
 
 /// A memory request of `mib` and its limit, `ratio` times it (none when 0); nothing for 0 MiB.
 fn memory_resources(mib: f64, ratio: u64) -> Vec<Resource> {
