@@ -11,6 +11,7 @@
 
 pub mod args;
 pub mod module;
+pub mod stdio;
 pub mod task;
 pub mod worker;
 

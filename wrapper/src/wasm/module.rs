@@ -63,6 +63,8 @@ impl Runtime {
             &mut state.wasi
         })
         .map_err(|e| format!("cannot link WASI preview 1: {e}"))?;
+        super::stdio::add_to_linker(&mut linker)
+            .map_err(|e| format!("cannot link the task's stdio: {e}"))?;
         let runtime = Runtime {
             engine,
             linker: std::sync::Arc::new(linker),

@@ -12,8 +12,9 @@ use std::time::Instant;
 use serde_json::Value;
 use wasmtime::{InstancePre, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use super::stdio::{Input, Output};
 
 use super::Sandbox as WasmAlgorithm;
 
@@ -23,9 +24,13 @@ const MAX_STDERR: usize = 4 << 20;
 /// Lines of the log that go into a failed task's error.
 const ERROR_LOG_LINES: usize = 10;
 
-/// What a store holds: the module's WASI context and its memory limit.
+/// What a store holds: the module's WASI context, its stdio (served by `stdio`) and its
+/// memory limit.
 pub struct State {
     pub wasi: WasiP1Ctx,
+    pub stdin: Input,
+    pub stdout: Output,
+    pub stderr: Output,
     limits: Limits,
 }
 
@@ -103,42 +108,39 @@ pub fn run(
     args: Vec<u8>,
     stop: &Arc<AtomicBool>,
 ) -> Ran {
-    let stdout = MemoryOutputPipe::new(MAX_STDOUT);
-    let stderr = MemoryOutputPipe::new(MAX_STDERR);
-    let result = instantiate_and_start(algorithm, pre, args, stop, &stdout, &stderr);
-    let log = stderr.contents().to_vec();
+    let (result, stdout, log) = instantiate_and_start(algorithm, pre, args, stop);
     let result = match result {
-        Ok(()) => parse_result(&stdout.contents()),
+        Ok(()) => parse_result(&stdout),
         Err(error) => Err(with_log(error, &log)),
     };
     Ran { result, log }
 }
 
+/// Runs `_start` in a fresh instance: how it ended, then what it wrote on stdout and stderr.
 fn instantiate_and_start(
     algorithm: &WasmAlgorithm,
     pre: &InstancePre<State>,
     args: Vec<u8>,
     stop: &Arc<AtomicBool>,
-    stdout: &MemoryOutputPipe,
-    stderr: &MemoryOutputPipe,
-) -> Result<(), String> {
+) -> (Result<(), String>, Vec<u8>, Vec<u8>) {
     let mut wasi = WasiCtxBuilder::new();
-    wasi.stdin(MemoryInputPipe::new(args))
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
-        .args(&[algorithm.name.as_str()])
-        .envs(&algorithm.env);
+    wasi.args(&[algorithm.name.as_str()]).envs(&algorithm.env);
     for dir in &algorithm.dirs {
         let perms = if dir.writable {
             FsPerms::ReadWrite
         } else {
             FsPerms::ReadOnly
         };
-        wasi.preopened_dir(&dir.host, &dir.guest, perms)
-            .map_err(|e| format!("cannot open {} for the module: {e:#}", dir.host.display()))?;
+        if let Err(e) = wasi.preopened_dir(&dir.host, &dir.guest, perms) {
+            let error = format!("cannot open {} for the module: {e:#}", dir.host.display());
+            return (Err(error), Vec::new(), Vec::new());
+        }
     }
     let state = State {
         wasi: wasi.build_p1(),
+        stdin: Input::new(args),
+        stdout: Output::new("stdout", MAX_STDOUT),
+        stderr: Output::new("stderr", MAX_STDERR),
         limits: Limits {
             max_bytes: usize::try_from(algorithm.mem_mib.saturating_mul(1 << 20))
                 .unwrap_or(usize::MAX),
@@ -146,6 +148,19 @@ fn instantiate_and_start(
         },
     };
     let mut store = Store::new(pre.module().engine(), state);
+    let result = start(algorithm, pre, stop, &mut store);
+    let state = store.data_mut();
+    let stdout = std::mem::take(&mut state.stdout.bytes);
+    let stderr = std::mem::take(&mut state.stderr.bytes);
+    (result, stdout, stderr)
+}
+
+fn start(
+    algorithm: &WasmAlgorithm,
+    pre: &InstancePre<State>,
+    stop: &Arc<AtomicBool>,
+    store: &mut Store<State>,
+) -> Result<(), String> {
     store.limiter(|state| &mut state.limits);
     let deadline = algorithm
         .time_limit
@@ -163,11 +178,11 @@ fn instantiate_and_start(
             _ => Ok(UpdateDeadline::Continue(1)),
         }
     });
-    let instance = pre.instantiate(&mut store).map_err(describe)?;
+    let instance = pre.instantiate(&mut *store).map_err(describe)?;
     let start = instance
-        .get_typed_func::<(), ()>(&mut store, "_start")
+        .get_typed_func::<(), ()>(&mut *store, "_start")
         .map_err(describe)?;
-    match start.call(&mut store, ()) {
+    match start.call(&mut *store, ()) {
         Ok(()) => Ok(()),
         Err(error) => match error.downcast_ref::<I32Exit>() {
             Some(I32Exit(0)) => Ok(()),
@@ -182,6 +197,9 @@ fn instantiate_and_start(
 fn describe(error: wasmtime::Error) -> String {
     if let Some(stop) = error.downcast_ref::<Stop>() {
         return format!("the module {stop}");
+    }
+    if let Some(too_much) = error.downcast_ref::<super::stdio::TooMuch>() {
+        return format!("the module {too_much}");
     }
     format!("the module failed: {error:?}")
 }
