@@ -113,7 +113,7 @@ mod tests {
         std::fs::write(code.join("target/release/big"), b"build output").unwrap();
         std::fs::write(code.join("main.rs"), b"fn main() {}").unwrap();
         let algorithm = crate::spec::parse_algorithm(serde_json::json!({
-            "name": "m", "env": "wasm", "entryPoint": "m.wasm",
+            "name": "lookup", "env": "wasm", "entryPoint": "m.wasm",
             "x-hkube": {"dirs": ["tables"]}
         }))
         .unwrap();
