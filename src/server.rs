@@ -379,6 +379,8 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         SqliteStore::open(&database).with_context(|| format!("opening {}", database.display()))?,
     );
     let mut code_digests = Vec::new();
+    // A folder's wasm modules whose images are built once the build toolkit is ready (below).
+    let mut folder_modules = Vec::new();
     for dir in &args.algorithms {
         for algorithm in project::find_algorithms(dir)? {
             let registered = match &algorithm.runner {
@@ -407,6 +409,22 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
                         module.module.display(),
                         module.name
                     );
+                    continue;
+                }
+                // On the Docker and Kubernetes executors a folder's module runs in a container
+                // as an applied one does: its image (templates/wasm) is built below.
+                Runner::Wasm(module) if args.executor != ExecutorKind::Local => {
+                    if pods.is_some() && build_engine.is_none() {
+                        bail!(
+                            "{}: algorithm {} is a wasm module in a folder, and --executor kubernetes runs images only, with no Docker engine here to build its image: start the server where a Docker engine is reachable, or give the algorithm an algorithmImage built from templates/wasm",
+                            algorithm.file.display(),
+                            module.name
+                        );
+                    }
+                    if let Some(digest) = cache::file_digest(&module.module) {
+                        code_digests.push((algorithm.descriptor.name.clone(), digest));
+                    }
+                    folder_modules.push((algorithm.clone(), module.module.clone()));
                     continue;
                 }
                 Runner::Wasm(module) => {
@@ -501,6 +519,36 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             }),
         ),
     };
+    // A folder's wasm modules on the Docker and Kubernetes executors: the image an apply would
+    // build, stored as the algorithm's image, so the deployer below runs it in containers.
+    for (algorithm, module) in folder_modules {
+        let Backend::Docker(engine, toolkit) = &backend else {
+            bail!(
+                "no Docker engine to build the image of {}",
+                module.display()
+            );
+        };
+        let mut descriptor = algorithm.descriptor.clone();
+        let name = descriptor.name.clone();
+        eprintln!(
+            "hkube: {}: building the image of {name} (its module runs in a container on this executor)",
+            algorithm.file.display()
+        );
+        let image = orchestrator::build::wasm_folder_image(
+            engine,
+            toolkit,
+            &options,
+            &descriptor,
+            &module,
+            |line| tracing::debug!(algorithm = %name, "{line}"),
+        )
+        .await
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("registering {}", algorithm.file.display()))?;
+        tracing::info!(algorithm = %name, %image, "a project folder's wasm module, built into its image");
+        descriptor.algorithm_image = Some(image);
+        store.put_algorithm(descriptor)?;
+    }
     // Built env: wasm algorithms whose code is kept (the local backend) go to the WASM
     // executor; those built into an image (the Docker backend) run in containers.
     let deployer: Arc<dyn Deployer> = Arc::new(WasmDeployer {

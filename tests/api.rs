@@ -865,6 +865,30 @@ fn apply_in(server: &Server, dir: &std::path::Path) -> (bool, String) {
     )
 }
 
+/// A project folder's wasm algorithm (`hkube server --algorithms examples/numbers`) runs in the
+/// server's process: numbers-wasm gives 30. (Registering the stored algorithms after the
+/// folders' once made the WASM executor forget it, and its tasks waited for ever.)
+#[test]
+fn a_folders_wasm_algorithm_runs_in_the_servers_process() {
+    let module = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/numbers/multiply-wasm/multiply.wasm");
+    if !module.is_file() {
+        return testkit::skip(
+            None,
+            "examples/numbers/multiply-wasm/multiply.wasm is not built: run examples/numbers/multiply-wasm/build.sh",
+        );
+    }
+    let server = Server::numbers(&[]);
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/numbers/numbers-wasm.yml"),
+    )
+    .unwrap();
+    let pipeline: Value = serde_yaml_ng::from_str(&text).unwrap();
+    let job = server.job("/api/v1/exec/raw", &pipeline);
+    let result = server.results(&job);
+    assert_eq!(result["data"][0]["result"], 30, "{result}");
+}
+
 /// WebAssembly uploads: a bare `.wasm` and a folder holding one are built and run in the
 /// server's process; a module that does not compile is refused at the apply with wasmtime's
 /// message.

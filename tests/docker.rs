@@ -1040,3 +1040,118 @@ fn wasm_modules_run_in_the_sidecars_container() {
         "containers left after the server stopped: {left:?}"
     );
 }
+
+/// A project folder's wasm algorithm on the Docker executor (`hkube server --executor docker
+/// --algorithms DIR`) runs as an applied one does: the server builds its image at start
+/// (templates/wasm: the module and the sidecar, not the folder's sources or build output),
+/// stores it as the algorithm's image, and the numbers pipeline gives 30 with Multiply's tasks
+/// run by the sidecar in containers of that image, none by the server's own wasm threads.
+#[test]
+fn a_folders_wasm_algorithm_runs_in_containers_of_its_built_image() {
+    if !common::docker_or_skip(&[
+        "hkube/debian:bookworm",
+        "hkube/python:bookworm",
+        "hkube/nodejs:bookworm",
+    ]) {
+        return;
+    }
+    let module =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/numbers/multiply-wasm/multiply.wasm");
+    if !module.is_file() {
+        return testkit::skip(
+            Some("HKUBE_REQUIRE_DOCKER"),
+            "examples/numbers/multiply-wasm/multiply.wasm is not built: run examples/numbers/multiply-wasm/build.sh",
+        );
+    }
+    // Its own name: the applied multiply-wasm of the test above has images of its own.
+    let _images = RemovedImages("folder-multiply".into());
+    let root = Root(common::scratch_dir("hkube-docker-wasm-folder-test"));
+    let project = root.path().join("project");
+    algorithm_folder(&project, "range", &[]);
+    algorithm_folder(&project, "reduce", &[]);
+    let multiply = project.join("folder-multiply");
+    std::fs::create_dir_all(multiply.join("target/release")).unwrap();
+    std::fs::write(multiply.join("target/release/junk"), b"build output").unwrap();
+    std::fs::write(multiply.join("main.rs"), b"fn main() {}").unwrap();
+    std::fs::copy(&module, multiply.join("multiply.wasm")).unwrap();
+    std::fs::write(
+        multiply.join("algorithm.yml"),
+        "name: folder-multiply\nenv: wasm\nmem: 64Mi\ncpu: 1\ncode:\n  path: .\n  entryPoint: multiply.wasm\n",
+    )
+    .unwrap();
+    let pipeline = root.path().join("numbers-folder.yml");
+    std::fs::write(
+        &pipeline,
+        r##"{"name": "numbers-folder", "nodes": [
+            {"nodeName": "Range", "algorithmName": "range", "input": ["@flowInput.N"]},
+            {"nodeName": "Multiply", "algorithmName": "folder-multiply", "input": ["#@Range", "@flowInput.k"]},
+            {"nodeName": "Reduce", "algorithmName": "reduce", "input": ["@Multiply"]}],
+            "flowInput": {"N": 5, "k": 2}}"##,
+    )
+    .unwrap();
+    let state = root.path().join("state");
+    let server = common::start_server(|command| {
+        command
+            .args(["--executor", "docker", "--state-dir"])
+            .arg(&state)
+            .arg("--algorithms")
+            .arg(&project);
+    });
+    let endpoint = format!("http://{}", server.address);
+    let child = Killed(server.child);
+
+    let stored = get(&endpoint, "store/algorithms/folder-multiply");
+    let image = stored["algorithmImage"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        image.starts_with("hkube/algorithms/folder-multiply:"),
+        "{stored}"
+    );
+    assert_eq!(stored["env"], "wasm", "{stored}");
+    // The image holds the module, not the folder's sources or build output.
+    let listed = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--entrypoint",
+            "/bin/ls",
+            &image,
+            "/hkube/algorithm",
+        ])
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).trim(),
+        "multiply.wasm"
+    );
+
+    let (status, stdout, stderr) = hkube(
+        &endpoint,
+        root.path(),
+        &["exec", "raw", "-f", pipeline.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(status, 0, "{stdout}{stderr}");
+    let results: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(results["data"][0]["result"], 30, "{results}");
+
+    let workers = containers_of(&state, "folder-multiply");
+    assert!(!workers.is_empty(), "no container ran folder-multiply");
+    for (id, from, name) in &workers {
+        assert_eq!(from, &image, "{name}");
+        assert!(name.ends_with("-wasm"), "one container per worker: {name}");
+        let logs = Command::new("docker").args(["logs", id]).output().unwrap();
+        let logs = String::from_utf8_lossy(&logs.stderr);
+        assert!(
+            logs.contains("hkube-wrapper: running the wasm module /hkube/algorithm/multiply.wasm"),
+            "{name}: {logs}"
+        );
+    }
+    let threads = thread_names(child.0.id());
+    assert!(
+        !threads.iter().any(|name| name.starts_with("hkube-wasm-w")),
+        "the module ran in the server's process: {threads:?}"
+    );
+}

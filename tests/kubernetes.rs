@@ -106,6 +106,37 @@ fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no container {name} in {pod:#}"))
 }
 
+/// `hkube server --executor kubernetes` against `double` (ARGS added), its sidecars dialling
+/// it where containers reach this machine.
+fn server_on(double: &KubeDouble, state: &Path, args: &[&str]) -> common::Started {
+    let host = double.host_address().expect("the bridge network's gateway");
+    let port = std::net::TcpListener::bind((host, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let link = format!("{host}:{port}");
+    let kubeconfig = double.kubeconfig().to_path_buf();
+    let started = std::panic::catch_unwind(|| {
+        common::start_server(|command| {
+            command
+                .args(["--executor", "kubernetes", "--namespace", "hkube"])
+                .args(["--link-address", &link, "--link-listen", &link])
+                .arg("--state-dir")
+                .arg(state)
+                .args(args)
+                .env("KUBECONFIG", &kubeconfig);
+        })
+    });
+    match started {
+        Ok(server) => server,
+        Err(_) => panic!(
+            "the server did not start; the API double heard {:#?}",
+            double.requests()
+        ),
+    }
+}
+
 #[test]
 fn pipelines_run_in_pods_through_the_kubernetes_double() {
     if !docker_or_skip() {
@@ -116,36 +147,12 @@ fn pipelines_run_in_pods_through_the_kubernetes_double() {
         ..Options::default()
     })
     .unwrap();
-    // The sidecars dial the server where containers reach this machine.
-    let host = double.host_address().expect("the bridge network's gateway");
-    let port = std::net::TcpListener::bind((host, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let link = format!("{host}:{port}");
     let root_dir = std::env::temp_dir().join(format!("hkube-k8s-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root_dir);
     std::fs::create_dir_all(&root_dir).unwrap();
     let root = Root(root_dir);
     let state = root.0.join("state");
-    let kubeconfig = double.kubeconfig().to_path_buf();
-    let started = std::panic::catch_unwind(|| {
-        common::start_server(|command| {
-            command
-                .args(["--executor", "kubernetes", "--namespace", "hkube"])
-                .args(["--link-address", &link, "--link-listen", &link])
-                .arg("--state-dir")
-                .arg(&state)
-                .env("KUBECONFIG", &kubeconfig);
-        })
-    });
-    let Ok(server) = started else {
-        panic!(
-            "the server did not start; the API double heard {:#?}",
-            double.requests()
-        );
-    };
+    let server = server_on(&double, &state, &[]);
     let endpoint = format!("http://{}", server.address);
     let log = server.log.clone();
     let mut child = Killed(server.child);
@@ -274,4 +281,182 @@ fn pipelines_run_in_pods_through_the_kubernetes_double() {
         show_log()
     );
     assert_eq!(double.containers(), Vec::<String>::new(), "containers left");
+}
+
+/// Removes an algorithm's images when the test ends, also half-way.
+struct RemovedImages(&'static str);
+
+impl Drop for RemovedImages {
+    fn drop(&mut self) {
+        let label = format!("label=io.hkube.algorithm={}", self.0);
+        let listed = Command::new("docker")
+            .args(["images", "-q", "--filter", &label])
+            .output();
+        if let Ok(listed) = listed {
+            let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rmi", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
+
+/// `env: wasm` on Kubernetes (docs/wasm.md): the wasm Multiply, applied with its module, is
+/// built into its image (templates/wasm) and numbers-wasm gives 30 with Multiply's workers
+/// pods of one container, `algorunner`, running the sidecar that runs the module
+/// (`HKUBE_WASM`), run for real by the double's kubelet. A project folder's module
+/// (`--algorithms`) is built into an image at the server's start and runs the same way.
+#[test]
+fn wasm_modules_run_in_one_container_pods_through_the_kubernetes_double() {
+    if !common::docker_or_skip(&[
+        "hkube/debian:bookworm",
+        "hkube/python:bookworm",
+        "hkube/nodejs:bookworm",
+    ]) {
+        return;
+    }
+    let module =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/numbers/multiply-wasm/multiply.wasm");
+    if !module.is_file() {
+        return testkit::skip(
+            Some("HKUBE_REQUIRE_DOCKER"),
+            "examples/numbers/multiply-wasm/multiply.wasm is not built: run examples/numbers/multiply-wasm/build.sh",
+        );
+    }
+    let _images = [
+        RemovedImages("multiply-wasm"),
+        RemovedImages("folder-multiply"),
+    ];
+    let double = KubeDouble::start(Options {
+        kubelet: KubeletMode::Docker,
+        ..Options::default()
+    })
+    .unwrap();
+    let root = Root(common::scratch_dir("hkube-k8s-wasm-test"));
+    let folder = root.0.join("project/folder-multiply");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(&module, folder.join("multiply.wasm")).unwrap();
+    std::fs::write(
+        folder.join("algorithm.yml"),
+        "name: folder-multiply\nenv: wasm\nmem: 64Mi\ncpu: 0.5\ncode:\n  path: .\n  entryPoint: multiply.wasm\n",
+    )
+    .unwrap();
+    let state = root.0.join("state");
+    let project = root.0.join("project");
+    let server = server_on(
+        &double,
+        &state,
+        &["--algorithms", project.to_str().unwrap()],
+    );
+    let endpoint = format!("http://{}", server.address);
+    let log = server.log.clone();
+    let mut child = Killed(server.child);
+    let show_log = || log.lock().unwrap().clone();
+
+    let code = root.0.join("code");
+    for name in ["range", "multiply-wasm", "reduce"] {
+        let folder = algorithm_folder(&code, name);
+        if name == "multiply-wasm" {
+            std::fs::copy(&module, folder.join("multiply.wasm")).unwrap();
+            // Its sources and cargo output are not the algorithm's code.
+            for extra in ["src", "target", "Cargo.toml", "Cargo.lock", "build.sh"] {
+                let path = folder.join(extra);
+                let _ = std::fs::remove_dir_all(&path);
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        let (status, _, stderr) = hkube(
+            &endpoint,
+            &folder,
+            &["algorithm", "apply", "-f", "algorithm.yml"],
+        );
+        assert_eq!(status, 0, "apply {name}: {stderr}\n{}", show_log());
+    }
+    let (_, stored) = request("GET", &endpoint, "store/algorithms/multiply-wasm", None);
+    let image = stored["algorithmImage"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        image.starts_with("hkube/algorithms/multiply-wasm:"),
+        "{stored}"
+    );
+
+    let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/numbers/numbers-wasm.yml");
+    let (status, stdout, stderr) = hkube(
+        &endpoint,
+        &root.0,
+        &["exec", "raw", "-f", pipeline.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(status, 0, "{stdout}{stderr}\n{}", show_log());
+    let results: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        results["data"][0]["result"],
+        30,
+        "{results}\n{}",
+        show_log()
+    );
+    let one_container_pod = |algorithm: &str, image: &str| {
+        let pods: Vec<Value> = double
+            .created_pods()
+            .into_iter()
+            .filter(|p| p["metadata"]["labels"]["hkube.io/algorithm"] == algorithm)
+            .collect();
+        assert!(!pods.is_empty(), "no pod ran {algorithm}\n{}", show_log());
+        for pod in &pods {
+            let containers = pod["spec"]["containers"].as_array().unwrap();
+            assert_eq!(containers.len(), 1, "one container: {pod:#}");
+            let runner = container(pod, "algorunner");
+            assert_eq!(runner["image"], image, "{pod:#}");
+            assert_eq!(
+                runner["command"],
+                json!(["/hkube/hkube-wrapper"]),
+                "{pod:#}"
+            );
+            let described = runner["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|var| var["name"] == "HKUBE_WASM")
+                .and_then(|var| var["value"].as_str())
+                .unwrap_or_else(|| panic!("no HKUBE_WASM in {pod:#}"));
+            let described: Value = serde_json::from_str(described).unwrap();
+            assert_eq!(described["module"], "/hkube/algorithm/multiply.wasm");
+            assert_eq!(described["sandbox"]["mem"], "64Mi");
+            let resources = &runner["resources"];
+            assert_eq!(
+                quantity(&resources["requests"]["memory"]),
+                64.0 * 1048576.0,
+                "{resources}"
+            );
+        }
+    };
+    one_container_pod("multiply-wasm", &image);
+
+    // The folder's module: its image was built at the start, and a job runs in its pods.
+    let (_, stored) = request("GET", &endpoint, "store/algorithms/folder-multiply", None);
+    let folder_image = stored["algorithmImage"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        folder_image.starts_with("hkube/algorithms/folder-multiply:"),
+        "{stored}"
+    );
+    let results = run_algorithm(&endpoint, "folder-multiply", json!([21, 2]));
+    assert_eq!(results["status"], "completed", "{results}\n{}", show_log());
+    assert_eq!(results["data"][0]["result"], 42, "{results}");
+    one_container_pod("folder-multiply", &folder_image);
+
+    child.stop();
+    let gone = double.wait_for_pods(Duration::from_secs(30), |pods| {
+        pods.is_empty().then_some(())
+    });
+    assert!(gone.is_some(), "pods left: {:#?}", double.pods());
 }

@@ -7,9 +7,16 @@ use builder::context::{Context, ImageInputs, Toolkit};
 use builder::docker::{BuildEvent, DockerEngine};
 use builder::env::Env;
 
-use super::run::Progress;
-use super::Inner;
+use super::{BuildOptions, Inner};
 use crate::spec::Algorithm;
+
+/// Where an image build says how it goes: a build's record ([`super::run::Progress`]), or the
+/// server's log for a project folder's image ([`super::folder`]).
+pub(super) trait Report: Send {
+    fn line(&mut self, line: &str);
+    /// The build's status and percent done (a record shows them; a log need not).
+    fn set(&mut self, _status: &str, _progress: u32) {}
+}
 
 /// What the image step works with.
 pub(super) struct Step<'a> {
@@ -20,7 +27,7 @@ pub(super) struct Step<'a> {
 
 /// Makes the image; returns its tag.
 pub(super) async fn build(
-    inner: &Inner,
+    options: &BuildOptions,
     Step {
         docker,
         toolkit,
@@ -29,7 +36,7 @@ pub(super) async fn build(
     algorithm: &Algorithm,
     env: Env,
     code_dir: PathBuf,
-    progress: &mut Progress<'_>,
+    progress: &mut dyn Report,
 ) -> Result<String, String> {
     let inputs = ImageInputs {
         algorithm: algorithm.name.clone(),
@@ -38,14 +45,13 @@ pub(super) async fn build(
         base_image: algorithm.base_image.clone(),
         dependency_install_cmd: algorithm.dependency_install_cmd.clone(),
     };
-    let default_base = inner
-        .options
+    let default_base = options
         .base_images
         .get(env.as_str())
         .cloned()
         .unwrap_or_default();
     let context = Context::assemble(toolkit, &inputs, &default_base).map_err(|e| e.to_string())?;
-    let tag = context.tag(&format!("{}/{}", inner.options.repository, algorithm.name));
+    let tag = context.tag(&format!("{}/{}", options.repository, algorithm.name));
     if docker
         .image_id(&tag)
         .await
@@ -57,7 +63,7 @@ pub(super) async fn build(
         ));
         // Pushed again all the same: the registry may have lost it (a push of layers it has
         // costs one check each).
-        push(inner, docker, &tag, progress).await?;
+        push(options, docker, &tag, progress).await?;
         return Ok(tag);
     }
     let base = context
@@ -83,7 +89,7 @@ pub(super) async fn build(
         let _ = tx.send(event);
     });
     let mut running = Box::pin(running);
-    let on_event = |progress: &mut Progress<'_>, event| match event {
+    let on_event = |progress: &mut dyn Report, event| match event {
         BuildEvent::Line(line) => progress.line(&line),
         BuildEvent::Step { at, of } => {
             let percent = 60 + 35 * at / of.max(1);
@@ -101,7 +107,7 @@ pub(super) async fn build(
     }
     drop(running);
     result.map_err(|e| e.to_string())?;
-    push(inner, docker, &tag, progress).await?;
+    push(options, docker, &tag, progress).await?;
     Ok(tag)
 }
 
@@ -109,12 +115,12 @@ pub(super) async fn build(
 /// the build's log. A failure fails the build with the registry's words and what to check:
 /// an algorithm whose image the cluster cannot pull must not become current.
 async fn push(
-    inner: &Inner,
+    options: &BuildOptions,
     docker: &DockerEngine,
     tag: &str,
-    progress: &mut Progress<'_>,
+    progress: &mut dyn Report,
 ) -> Result<(), String> {
-    let Some(target) = &inner.options.registry else {
+    let Some(target) = &options.registry else {
         return Ok(());
     };
     let credentials = target.credentials().map_err(|e| e.to_string())?;

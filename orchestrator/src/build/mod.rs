@@ -8,6 +8,7 @@
 //! why in one line, a build has a timeout, the entry point is checked before any image is
 //! built, and the image's tag is a digest of its inputs: unchanged inputs reuse the image.
 
+mod folder;
 mod git;
 mod image;
 mod local;
@@ -26,6 +27,7 @@ use builder::webhook::{Push, PushedCommit};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
+pub use folder::wasm_folder_image;
 pub use git::redacted;
 pub use local::{code_folder, LOCAL_IMAGE};
 pub use trigger::{sniff_extension, Decision};

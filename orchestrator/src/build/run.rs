@@ -12,6 +12,16 @@ use crate::engine::{now_ms, version_id};
 use crate::spec::{Algorithm, CodeEnv};
 use crate::store::AlgorithmVersion;
 
+impl image::Report for Progress<'_> {
+    fn line(&mut self, line: &str) {
+        Progress::line(self, line);
+    }
+
+    fn set(&mut self, status: &str, progress: u32) {
+        Progress::set(self, status, progress);
+    }
+}
+
 /// The record of a running build, written to the store at most every half second while the
 /// log grows (and at every state change).
 pub(super) struct Progress<'a> {
@@ -186,7 +196,7 @@ async fn build(
                 toolkit,
                 build_id,
             };
-            image::build(inner, step, &algorithm, env, code_dir, progress).await?
+            image::build(&inner.options, step, &algorithm, env, code_dir, progress).await?
         }
         // The local executor runs a module in hkube's process: its code is kept as any code.
         Backend::Local => local::build(inner, &algorithm, env, &code_dir, progress).await?,

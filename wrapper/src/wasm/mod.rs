@@ -3,6 +3,8 @@
 //!
 //! - [`module`]: the wasmtime engine, its on-disk compile cache, the WASI linker and the
 //!   `InstancePre` a module is prepared into once.
+//! - [`cache`]: what the on-disk cache keeps (partial files of killed writes and code unused
+//!   for long are removed when a runtime opens it).
 //! - [`task`]: one task in one fresh store (the WASI command ABI: args on stdin, result on
 //!   stdout, log on stderr; a trap or a non-zero exit is the task's error).
 //! - [`args`]: the args object a module reads on stdin.
@@ -10,6 +12,7 @@
 //!   in-process wasm workers, and `hkube-wrapper` in a container ([`worker::serve`]).
 
 pub mod args;
+pub mod cache;
 pub mod module;
 pub mod stdio;
 pub mod task;

@@ -7,7 +7,8 @@
 //! instead of compiling again. Loading maps that file (`Module::deserialize_file`): no copy,
 //! no decompression, a fraction of a millisecond. A new version's code is written to the
 //! cache by a thread of its own after it compiled, so its first task does not wait for the
-//! disk. What a task then pays is an instantiation of an [`InstancePre`]: imports resolved and
+//! disk. The cache is swept when a runtime opens it ([`super::cache`]: partial files of
+//! killed writes, code unused for 30 days or beyond 1 GiB). What a task then pays is an instantiation of an [`InstancePre`]: imports resolved and
 //! types checked once, at registration.
 
 use std::hash::{Hash, Hasher};
@@ -51,11 +52,13 @@ impl std::fmt::Debug for Runtime {
 
 impl Runtime {
     /// An engine with epoch interruption (tasks can be stopped and timed out) and, with
-    /// `cache_dir`, wasmtime's compilation cache there.
+    /// `cache_dir`, compiled modules kept there (swept at each open: [`super::cache`]).
     pub fn new(cache_dir: Option<&Path>) -> Result<Runtime, String> {
         if let Some(dir) = cache_dir {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create the module cache {}: {e}", dir.display()))?;
+            // Partial files of killed writes, and code unused for long, go (cache::Policy).
+            super::cache::sweep(dir, &super::cache::Policy::default());
         }
         let engine = engine()?;
         let mut linker: Linker<State> = Linker::new(&engine);
@@ -111,6 +114,8 @@ impl Runtime {
             #[allow(unsafe_code)]
             let loaded = unsafe { Module::deserialize_file(&self.engine, &path) };
             if let Ok(module) = loaded {
+                // Used now: the sweep keeps recently used code (cache::Policy).
+                super::cache::touch(&path);
                 return Ok(module);
             }
         }
@@ -205,7 +210,7 @@ fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     // Unique to this write: two executors of one process may keep the same module at once.
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let nth = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let partial = path.with_extension(format!("partial-{}-{nth}", std::process::id()));
+    let partial = super::cache::partial_name(path, std::process::id(), nth);
     std::fs::write(&partial, bytes)?;
     std::fs::rename(&partial, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&partial);
@@ -250,19 +255,60 @@ mod tests {
             name.ends_with(".cwasm") && name.len() == 64 + 1 + 16 + 6,
             "{name}"
         );
-        let written = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let written = std::fs::metadata(&files[0]).unwrap();
+        // Made to look unused for a day: a load marks it used.
+        let day_ago = std::time::SystemTime::now() - Duration::from_secs(24 * 3600);
+        std::fs::File::options()
+            .append(true)
+            .open(&files[0])
+            .unwrap()
+            .set_modified(day_ago)
+            .unwrap();
 
-        // A second runtime (a restart) loads the file rather than compiling and writing it.
+        // A second runtime (a restart) loads the file rather than compiling and writing it
+        // (a write renames a new file into place: another inode).
         let runtime = Runtime::new(Some(dir.path())).unwrap();
         runtime.prepare_keeping(&bytes, Keep::Now).unwrap();
         assert_eq!(cached(dir.path()), files);
-        let now = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
-        assert_eq!(now, written, "the cached code was written again");
+        let now = std::fs::metadata(&files[0]).unwrap();
+        assert_eq!(
+            now.ino(),
+            written.ino(),
+            "the cached code was written again"
+        );
+        assert!(
+            now.modified().unwrap() > day_ago,
+            "the load did not mark it used"
+        );
 
         // Another version of the module is another file.
         let other = COMMAND.replace("memory\") 1", "memory\") 2").into_bytes();
         runtime.prepare_keeping(&other, Keep::Now).unwrap();
         assert_eq!(cached(dir.path()).len(), 2);
+    }
+
+    #[test]
+    fn opening_the_cache_removes_partial_files_of_killed_writes_and_long_unused_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = COMMAND.as_bytes().to_vec();
+        validate(&bytes, Some(dir.path())).unwrap();
+        let code = cached(dir.path()).remove(0);
+        // A write killed midway (its process is gone), and another version's code unused
+        // for 60 days.
+        let killed = super::super::cache::partial_name(&code, u32::MAX, 0);
+        std::fs::write(&killed, b"half a module").unwrap();
+        let unused = dir.path().join(format!("{}.cwasm", "0".repeat(64)));
+        std::fs::write(&unused, b"old code").unwrap();
+        let long_ago = std::time::SystemTime::now() - Duration::from_secs(60 * 24 * 3600);
+        std::fs::File::options()
+            .append(true)
+            .open(&unused)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        Runtime::new(Some(dir.path())).unwrap();
+        assert_eq!(cached(dir.path()), vec![code]);
     }
 
     #[test]

@@ -44,9 +44,14 @@ pub struct ImageDeployer {
 }
 
 /// The pool definition of an algorithm that runs from its image; `None` without an image
-/// (a code algorithm whose first build has not completed).
+/// (a code algorithm whose first build has not completed), or when its "image" is local code
+/// (`hkube-local/…`: a project folder's algorithm, which `hkube server --algorithms`
+/// registers from its folder, or code built for the local executor): no engine can run it.
 pub fn container_algorithm(algorithm: &Algorithm) -> Option<WorkerAlgorithm> {
-    let image = algorithm.algorithm_image.clone()?;
+    let image = algorithm
+        .algorithm_image
+        .clone()
+        .filter(|image| !image.starts_with(crate::build::LOCAL_IMAGE))?;
     let language = algorithm
         .env
         .and_then(|env| Language::parse(env.as_str()))

@@ -676,6 +676,12 @@ mod tests {
         .unwrap();
         let refused = deploy::container_module(&secret).unwrap_err();
         assert!(refused.contains("algorithmEnv.KEY"), "{refused}");
+        // Local code is not an image: nothing to start containers of (a project folder's
+        // algorithm stays as the server registered it from its folder).
+        let folder =
+            parse_algorithm(json!({"name": "range", "algorithmImage": "hkube-local/range"}))
+                .unwrap();
+        assert!(container_algorithm(&folder).is_none());
         // Other envs have no module.
         let python =
             parse_algorithm(json!({"name": "python-alg", "algorithmImage": "img:1"})).unwrap();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Preopen, WasmAlgorithm, WasmExecutor};
-use crate::build::{code_folder, Deployer, Deployment};
+use crate::build::{code_folder, Deployer, Deployment, LOCAL_IMAGE};
 use crate::spec::{self, Algorithm, CodeEnv};
 
 /// The executor's view of an `env: wasm` algorithm whose module is the file `module`.
@@ -78,6 +78,13 @@ impl Deployer for WasmDeployer {
             return Box::pin(async move { Err(why) });
         };
         let Some(code_dir) = code_folder(&self.code_root, image) else {
+            if image.starts_with(LOCAL_IMAGE) {
+                // A project folder's module (`hkube server --algorithms`, whose descriptor
+                // names `hkube-local/<name>`, no built code): the server registered it from
+                // its folder at start, and it stays so. Forgetting it here left its tasks
+                // with no executor.
+                return Box::pin(async { Ok(()) });
+            }
             // Built into an image (the Docker backend): it runs in a container, its sidecar
             // running the module (executor::docker).
             self.wasm.forget(&algorithm.name);
