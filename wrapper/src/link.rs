@@ -7,6 +7,8 @@
 //!
 //! Versioned by [`LINK_VERSION`]; a peer with another version is refused.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -195,7 +197,8 @@ pub enum CodeApiReply {
 )]
 pub enum ToSidecar {
     /// Run these tasks, in order. Several at once let the sidecar batch them to the algorithm.
-    Run { tasks: Vec<Assignment> },
+    /// Shared with the pool, which keeps each task while it runs: the message is never a copy.
+    Run { tasks: Vec<Arc<Assignment>> },
     /// Stop a task (queued or running).
     Stop { task_id: String, force: bool },
     CodeApiReply {
@@ -292,7 +295,7 @@ mod tests {
     #[test]
     fn messages_round_trip_as_json() {
         let run = ToSidecar::Run {
-            tasks: vec![Assignment {
+            tasks: vec![Arc::new(Assignment {
                 job_id: "j".into(),
                 task_id: "t".into(),
                 node_name: "A".into(),
@@ -303,7 +306,7 @@ mod tests {
                 extra_data: None,
                 root_job_id: "j".into(),
                 parent_node_name: None,
-            }],
+            })],
         };
         let text = serde_json::to_string(&run).unwrap();
         assert!(

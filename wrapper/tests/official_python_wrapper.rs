@@ -165,7 +165,7 @@ fn finished(task_id: &str, output: Value) -> FromSidecar {
     }
 }
 
-async fn run(end: &mut OrchestratorEnd, assignment: Assignment) {
+async fn run(end: &mut OrchestratorEnd, assignment: std::sync::Arc<Assignment>) {
     end.to_sidecar
         .send(ToSidecar::Run {
             tasks: vec![assignment],

@@ -201,9 +201,9 @@ struct Run {
     session: Session,
     connect_deadline: Instant,
     /// Tasks not handed to the algorithm yet.
-    queue: VecDeque<Assignment>,
+    queue: VecDeque<Arc<Assignment>>,
     /// Tasks the algorithm has now (one, or a fast-path batch).
-    current: Vec<Assignment>,
+    current: Vec<Arc<Assignment>>,
     /// Where a v3 wrapper said it stored the current output.
     storing: Option<String>,
     calls: HashMap<u64, Call>,
@@ -395,7 +395,7 @@ impl Run {
                 ToAlgorithm::Run(Box::new(job_data(&self.current[0])))
             } else {
                 ToAlgorithm::RunBatch(RunBatch {
-                    tasks: self.current.iter().map(job_data).collect(),
+                    tasks: self.current.iter().map(|task| job_data(task)).collect(),
                 })
             };
             self.send(&message).await;

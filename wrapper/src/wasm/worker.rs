@@ -65,7 +65,7 @@ pub fn start(
     let flags: Flags = Arc::default();
     // Set when the worker is to end: the tasks it has not started are left to the pool.
     let closing = Arc::new(AtomicBool::new(false));
-    let (jobs, queued) = std::sync::mpsc::channel::<(Assignment, Arc<AtomicBool>)>();
+    let (jobs, queued) = std::sync::mpsc::channel::<(Arc<Assignment>, Arc<AtomicBool>)>();
     // WASI's host functions are async underneath; they run on this runtime.
     let tokio = tokio::runtime::Handle::try_current()
         .map_err(|e| format!("a wasm worker needs a tokio runtime: {e}"))?;

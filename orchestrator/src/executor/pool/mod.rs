@@ -66,7 +66,7 @@ use crate::executor::launcher::{self, Launch, Launched, Launcher};
 use crate::executor::limits::Limits;
 use crate::scheduler::{self, Placement};
 use queue::TaskQueue;
-use worker::{State, Task, Worker};
+use worker::{FastMap, State, Task, Worker};
 
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
@@ -410,7 +410,7 @@ impl Service {
             seq: self.next_seq,
             entered_ms,
             key: task.key,
-            assignment: Box::new(Assignment {
+            assignment: Arc::new(Assignment {
                 job_id: task.job_id.to_string(),
                 task_id: task.task_id.to_string(),
                 node_name: task.node_name.to_string(),
@@ -586,7 +586,8 @@ impl Service {
     }
 
     fn apply(&mut self, decisions: scheduler::Decisions, heads: Vec<Vec<Task>>) {
-        let mut by_seq: HashMap<u64, Task> = HashMap::new();
+        let mut by_seq: FastMap<u64, Task> =
+            FastMap::with_capacity_and_hasher(heads.iter().map(Vec::len).sum(), Default::default());
         let mut head_order: Vec<Vec<u64>> = Vec::with_capacity(heads.len());
         for head in heads {
             head_order.push(head.iter().map(|t| t.seq).collect());
@@ -652,7 +653,7 @@ impl Service {
                 let Some(task) = by_seq.remove(&task_id.0) else {
                     continue;
                 };
-                tasks.push((*task.assignment).clone());
+                tasks.push(Arc::clone(&task.assignment));
                 task.reporter.placed();
                 worker.running.insert(task.assignment.task_id.clone(), task);
             }
@@ -750,7 +751,7 @@ impl Service {
         why: &str,
         timeout: Duration,
         head: &[u64],
-        by_seq: &mut HashMap<u64, Task>,
+        by_seq: &mut FastMap<u64, Task>,
     ) {
         let now_ms = self.now_ms();
         let timeout_ms = timeout.as_millis() as u64;
@@ -797,7 +798,7 @@ impl Service {
                 state: State::Starting,
                 to_sidecar: None,
                 child: None,
-                running: HashMap::new(),
+                running: FastMap::default(),
                 crashed: Vec::new(),
                 gone: None,
                 exited: None,

@@ -126,7 +126,7 @@ mod tests {
             entered_ms: 0,
             key,
             reporter: TaskReporter::new(key, Arc::new(Nowhere)),
-            assignment: Box::new(Assignment {
+            assignment: Arc::new(Assignment {
                 job_id: "j".into(),
                 task_id: format!("t{seq}"),
                 node_name: "n".into(),
