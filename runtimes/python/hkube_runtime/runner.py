@@ -261,7 +261,10 @@ class Runner:
         return reply.error if reply.error is not None else reply.value
 
     def _receive(self):
-        text = self.conn.recv()
+        # Polling only when no task runs here (the reader between tasks); see ws.recv.
+        with self._lock:
+            idle = not self._busy
+        text = self.conn.recv(poll=idle)
         if isinstance(text, bytes):
             text = text.decode("utf-8")
         return _decode(text)

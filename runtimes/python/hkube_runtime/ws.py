@@ -84,15 +84,15 @@ class Connection:
 
     # -- receiving ----------------------------------------------------------------------
 
-    def _fill(self, count):
-        """Reads until the buffer holds at least ``count`` bytes."""
+    def _fill(self, count, poll=False):
+        """Reads until the buffer holds at least ``count`` bytes (``poll``: see ``recv``)."""
         buffer = self._buffer
         while len(buffer) < count:
             want = max(65536, count - len(buffer))
             try:
                 chunk = self.sock.recv(want, _DONTWAIT)
             except BlockingIOError:
-                chunk = self._poll_then_block(want)
+                chunk = self._poll_then_block(want) if poll else self.sock.recv(want)
             if not chunk:
                 raise ConnectionClosed("connection closed by peer")
             buffer += chunk
@@ -120,32 +120,32 @@ class Connection:
                 pass
         return sock.recv(want)
 
-    def _frame(self):
+    def _frame(self, poll=False):
         """The next frame as (first byte, payload bytes or bytearray), unmasked.
 
         The header is parsed where it lies in the buffer and the payload copied out once.
         """
         buffer = self._buffer
         if len(buffer) < 2:
-            self._fill(2)
+            self._fill(2, poll)
         second = buffer[1]
         length = second & 0x7F
         start = 2
         if length == 126:
             if len(buffer) < 4:
-                self._fill(4)
+                self._fill(4, poll)
             length = _U16(buffer, 2)[0]
             start = 4
         elif length == 127:
             if len(buffer) < 10:
-                self._fill(10)
+                self._fill(10, poll)
             length = _U64(buffer, 2)[0]
             start = 10
         masked = second & 0x80
         if masked:
             start += 4
             if len(buffer) < start:
-                self._fill(start)
+                self._fill(start, poll)
         key = bytes(buffer[start - 4 : start]) if masked else None
         end = start + length
         first = buffer[0]
@@ -170,12 +170,17 @@ class Connection:
             payload = _apply_mask(payload, key)
         return first, payload
 
-    def recv(self):
-        """The next message: ``str`` for text, ``bytes`` for binary. Raises ConnectionClosed."""
+    def recv(self, poll=False):
+        """The next message: ``str`` for text, ``bytes`` for binary. Raises ConnectionClosed.
+
+        ``poll``: wait for it by polling a moment before blocking (``_poll_then_block``), for a
+        reader with nothing else to do. A thread reading while another runs a task blocks at
+        once: its polls would take the GIL from the task.
+        """
         message_opcode = None
         parts = []
         while True:
-            first, payload = self._frame()
+            first, payload = self._frame(poll)
             opcode = first & 0x0F
             if opcode == OP_TEXT and first & 0x80:
                 return payload.decode("utf-8")  # the common case: one whole text frame
