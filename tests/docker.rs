@@ -898,21 +898,9 @@ fn thread_names(pid: u32) -> Vec<String> {
 /// naming the limit. The containers go when the server stops.
 #[test]
 fn wasm_modules_run_in_the_sidecars_container() {
-    if !common::docker_or_skip(&[
-        "hkube/debian:bookworm",
-        "hkube/python:bookworm",
-        "hkube/nodejs:bookworm",
-    ]) {
+    let Some(module) = common::wasm_numbers_or_skip() else {
         return;
-    }
-    let module =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/numbers/multiply-wasm/multiply.wasm");
-    if !module.is_file() {
-        return testkit::skip(
-            Some("HKUBE_REQUIRE_DOCKER"),
-            "examples/numbers/multiply-wasm/multiply.wasm is not built: run examples/numbers/multiply-wasm/build.sh",
-        );
-    }
+    };
     let _images: Vec<RemovedImages> = ["multiply-wasm", "wasm-traps", "wasm-greedy"]
         .iter()
         .map(|name| RemovedImages(name.to_string()))
@@ -1048,21 +1036,9 @@ fn wasm_modules_run_in_the_sidecars_container() {
 /// run by the sidecar in containers of that image, none by the server's own wasm threads.
 #[test]
 fn a_folders_wasm_algorithm_runs_in_containers_of_its_built_image() {
-    if !common::docker_or_skip(&[
-        "hkube/debian:bookworm",
-        "hkube/python:bookworm",
-        "hkube/nodejs:bookworm",
-    ]) {
+    let Some(module) = common::wasm_numbers_or_skip() else {
         return;
-    }
-    let module =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/numbers/multiply-wasm/multiply.wasm");
-    if !module.is_file() {
-        return testkit::skip(
-            Some("HKUBE_REQUIRE_DOCKER"),
-            "examples/numbers/multiply-wasm/multiply.wasm is not built: run examples/numbers/multiply-wasm/build.sh",
-        );
-    }
+    };
     // Its own name: the applied multiply-wasm of the test above has images of its own.
     let _images = RemovedImages("folder-multiply".into());
     let root = Root(common::scratch_dir("hkube-docker-wasm-folder-test"));

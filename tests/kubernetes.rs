@@ -314,21 +314,9 @@ impl Drop for RemovedImages {
 /// (`--algorithms`) is built into an image at the server's start and runs the same way.
 #[test]
 fn wasm_modules_run_in_one_container_pods_through_the_kubernetes_double() {
-    if !common::docker_or_skip(&[
-        "hkube/debian:bookworm",
-        "hkube/python:bookworm",
-        "hkube/nodejs:bookworm",
-    ]) {
+    let Some(module) = common::wasm_numbers_or_skip() else {
         return;
-    }
-    let module =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/numbers/multiply-wasm/multiply.wasm");
-    if !module.is_file() {
-        return testkit::skip(
-            Some("HKUBE_REQUIRE_DOCKER"),
-            "examples/numbers/multiply-wasm/multiply.wasm is not built: run examples/numbers/multiply-wasm/build.sh",
-        );
-    }
+    };
     let _images = [
         RemovedImages("multiply-wasm"),
         RemovedImages("folder-multiply"),

@@ -118,6 +118,29 @@ pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
 /// True when a Docker engine answers and has every one of `base_images` (made by
 /// scripts/base-images.sh); otherwise says why and returns false, or fails the test where
 /// HKUBE_REQUIRE_DOCKER=1 (CI) asks for them.
+/// The numbers example's wasm Multiply, when Docker and the images of the numbers pipeline
+/// with a wasm worker (`hkube/debian` for the sidecar's image) are there and the module is
+/// built; else the test is skipped (a failure under `HKUBE_REQUIRE_DOCKER`).
+pub fn wasm_numbers_or_skip() -> Option<std::path::PathBuf> {
+    if !docker_or_skip(&[
+        "hkube/debian:bookworm",
+        "hkube/python:bookworm",
+        "hkube/nodejs:bookworm",
+    ]) {
+        return None;
+    }
+    let module = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/numbers/multiply-wasm/multiply.wasm");
+    if !module.is_file() {
+        testkit::skip(
+            Some("HKUBE_REQUIRE_DOCKER"),
+            "examples/numbers/multiply-wasm/multiply.wasm is not built: run examples/numbers/multiply-wasm/build.sh",
+        );
+        return None;
+    }
+    Some(module)
+}
+
 pub fn docker_or_skip(base_images: &[&str]) -> bool {
     let ready = || -> Result<(), String> {
         let info = Command::new("docker").arg("info").output();
