@@ -881,6 +881,25 @@ fn containers_of(state: &Path, algorithm: &str) -> Vec<(String, String, String)>
         .collect()
 }
 
+/// The container `id` (`name` in messages) ran the example's module: its log says so.
+fn assert_ran_the_module(id: &str, name: &str) {
+    let logs = Command::new("docker").args(["logs", id]).output().unwrap();
+    let logs = String::from_utf8_lossy(&logs.stderr);
+    assert!(
+        logs.contains("hkube-wrapper: running the wasm module /hkube/algorithm/multiply.wasm"),
+        "{name}: {logs}"
+    );
+}
+
+/// No module ran in the server `pid`'s own wasm workers (threads named hkube-wasm-w<N>).
+fn assert_no_wasm_worker_threads(pid: u32) {
+    let threads = thread_names(pid);
+    assert!(
+        !threads.iter().any(|name| name.starts_with("hkube-wasm-w")),
+        "the module ran in the server's process: {threads:?}"
+    );
+}
+
 /// The names of the server process's threads.
 fn thread_names(pid: u32) -> Vec<String> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -983,19 +1002,10 @@ fn wasm_modules_run_in_the_sidecars_container() {
         let described: Value = serde_json::from_str(described).unwrap();
         assert_eq!(described["module"], "/hkube/algorithm/multiply.wasm");
         assert_eq!(described["sandbox"]["mem"], "64Mi");
-        let logs = Command::new("docker").args(["logs", id]).output().unwrap();
-        let logs = String::from_utf8_lossy(&logs.stderr);
-        assert!(
-            logs.contains("hkube-wrapper: running the wasm module /hkube/algorithm/multiply.wasm"),
-            "{name}: {logs}"
-        );
+        assert_ran_the_module(id, name);
     }
-    // And not the server's own wasm workers (threads named hkube-wasm-w<N>).
-    let threads = thread_names(child.0.id());
-    assert!(
-        !threads.iter().any(|name| name.starts_with("hkube-wasm-w")),
-        "{threads:?}"
-    );
+    // And not the server's own wasm workers.
+    assert_no_wasm_worker_threads(child.0.id());
 
     // A trap fails the task with the trap's message; a module past its mem names the limit.
     let trapped = run_failing(&endpoint, "wasm-traps", serde_json::json!([]));
@@ -1118,16 +1128,7 @@ fn a_folders_wasm_algorithm_runs_in_containers_of_its_built_image() {
     for (id, from, name) in &workers {
         assert_eq!(from, &image, "{name}");
         assert!(name.ends_with("-wasm"), "one container per worker: {name}");
-        let logs = Command::new("docker").args(["logs", id]).output().unwrap();
-        let logs = String::from_utf8_lossy(&logs.stderr);
-        assert!(
-            logs.contains("hkube-wrapper: running the wasm module /hkube/algorithm/multiply.wasm"),
-            "{name}: {logs}"
-        );
+        assert_ran_the_module(id, name);
     }
-    let threads = thread_names(child.0.id());
-    assert!(
-        !threads.iter().any(|name| name.starts_with("hkube-wasm-w")),
-        "the module ran in the server's process: {threads:?}"
-    );
+    assert_no_wasm_worker_threads(child.0.id());
 }

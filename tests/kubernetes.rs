@@ -107,6 +107,22 @@ fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
 }
 
 /// `hkube server --executor kubernetes` against `double` (ARGS added), its sidecars dialling
+/// Runs `examples/numbers/<file>` through `hkube exec raw` and checks its result is 30
+/// (`log`: the server's output so far, shown on failure).
+fn numbers_gives_30(endpoint: &str, dir: &Path, file: &str, log: &dyn Fn() -> String) {
+    let pipeline = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/numbers")
+        .join(file);
+    let (status, stdout, stderr) = hkube(
+        endpoint,
+        dir,
+        &["exec", "raw", "-f", pipeline.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(status, 0, "{stdout}{stderr}\n{}", log());
+    let results: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(results["data"][0]["result"], 30, "{results}\n{}", log());
+}
+
 /// it where containers reach this machine.
 fn server_on(double: &KubeDouble, state: &Path, args: &[&str]) -> common::Started {
     let host = double.host_address().expect("the bridge network's gateway");
@@ -171,20 +187,7 @@ fn pipelines_run_in_pods_through_the_kubernetes_double() {
     }
 
     // numbers: each worker a pod of two containers, run by the double's kubelet.
-    let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/numbers/numbers.yml");
-    let (status, stdout, stderr) = hkube(
-        &endpoint,
-        &root.0,
-        &["exec", "raw", "-f", pipeline.to_str().unwrap(), "--json"],
-    );
-    assert_eq!(status, 0, "{stdout}{stderr}\n{}", show_log());
-    let results: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(
-        results["data"][0]["result"],
-        30,
-        "{results}\n{}",
-        show_log()
-    );
+    numbers_gives_30(&endpoint, &root.0, "numbers.yml", &show_log);
     let created = double.created_pods();
     assert!(
         created.len() >= 3,
@@ -376,20 +379,7 @@ fn wasm_modules_run_in_one_container_pods_through_the_kubernetes_double() {
         "{stored}"
     );
 
-    let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/numbers/numbers-wasm.yml");
-    let (status, stdout, stderr) = hkube(
-        &endpoint,
-        &root.0,
-        &["exec", "raw", "-f", pipeline.to_str().unwrap(), "--json"],
-    );
-    assert_eq!(status, 0, "{stdout}{stderr}\n{}", show_log());
-    let results: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(
-        results["data"][0]["result"],
-        30,
-        "{results}\n{}",
-        show_log()
-    );
+    numbers_gives_30(&endpoint, &root.0, "numbers-wasm.yml", &show_log);
     let one_container_pod = |algorithm: &str, image: &str| {
         let pods: Vec<Value> = double
             .created_pods()

@@ -257,7 +257,7 @@ impl Service {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
         loop {
             let wake = self.next_wake();
-            let command = tokio::select! {
+            let mut command = tokio::select! {
                 command = rx.recv() => match command {
                     Some(command) => command,
                     None => return,
@@ -271,7 +271,6 @@ impl Service {
                     continue;
                 }
             };
-            let mut command = command;
             let mut handled = 0;
             loop {
                 if let Cmd::Shutdown(done) = command {
