@@ -869,3 +869,93 @@ fn server_on_kubernetes_names_what_it_lacks() {
         "{stderr}"
     );
 }
+
+/// With pyenv, `python3` on PATH is a bash shim; a worker starts the version pyenv would
+/// choose directly (its `bin` first on PATH, as `pyenv exec` does), and the shim still runs
+/// when pyenv's choice is not one installed version. A fake pyenv root whose one version is
+/// a link to the real interpreter shows which way the worker started.
+#[test]
+fn a_pyenv_shim_is_resolved_to_its_interpreter() {
+    if let Some(missing) = tools_for_numbers() {
+        testkit::skip(None, &format!("{missing} is not installed"));
+        return;
+    }
+    let scratch = Scratch::new("pyenv");
+    let real = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 runs");
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    let root = scratch.0.join("pyenv");
+    let bin = root.join("versions/fake/bin");
+    std::fs::create_dir_all(&bin).expect("versions");
+    std::fs::create_dir_all(root.join("shims")).expect("shims");
+    std::os::unix::fs::symlink(&real, bin.join("python3")).expect("link");
+    std::fs::write(root.join("version"), "fake\n").expect("version");
+    // The shim as pyenv writes it, but ending in the real interpreter (no pyenv here).
+    let shim = root.join("shims/python3");
+    std::fs::write(
+        &shim,
+        format!("#!/usr/bin/env bash\n# pyenv shim\nexec {real} \"$@\"\n"),
+    )
+    .expect("shim");
+    let mut mode = std::fs::metadata(&shim).expect("shim").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o755);
+    std::fs::set_permissions(&shim, mode).expect("mode");
+
+    let project = scratch.0.join("project");
+    std::fs::create_dir_all(project.join("where")).expect("folder");
+    std::fs::write(
+        project.join("where/main.py"),
+        "import os, sys\ndef start(args, api):\n    return [sys.executable, os.environ['PATH'].split(':')[0]]\n",
+    )
+    .expect("main.py");
+    std::fs::write(
+        project.join("where/algorithm.yml"),
+        "name: where\nenv: python\ncode:\n  path: .\n  entryPoint: main.py\n",
+    )
+    .expect("algorithm.yml");
+    std::fs::write(
+        project.join("pipeline.yml"),
+        "name: where\nnodes:\n  - nodeName: A\n    algorithmName: where\n    input: []\n",
+    )
+    .expect("pipeline.yml");
+    let path = format!(
+        "{}:{}",
+        root.join("shims").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |version: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hkube"));
+        command
+            .args([
+                "run",
+                project.to_str().expect("utf-8"),
+                "--quiet",
+                "--state-dir",
+            ])
+            .arg(scratch.0.join("state"))
+            .env("PATH", &path)
+            .env_remove("PYENV_VERSION")
+            .env_remove("PYENV_DIR")
+            .env_remove("HKUBE_PYTHON");
+        if let Some(version) = version {
+            command.env("PYENV_VERSION", version);
+        }
+        let ran = command.output().expect("hkube runs");
+        let stderr = String::from_utf8_lossy(&ran.stderr);
+        assert!(ran.status.success(), "{stderr}");
+        let result: serde_json::Value = serde_json::from_slice(&ran.stdout).expect("JSON");
+        result["data"][0]["result"].clone()
+    };
+    let resolved = run(None);
+    assert_eq!(
+        resolved[0],
+        bin.join("python3").display().to_string(),
+        "{resolved}"
+    );
+    assert_eq!(resolved[1], bin.display().to_string(), "{resolved}");
+    // Two versions: pyenv's shim decides, and it ran.
+    let through_shim = run(Some("fake:other"));
+    assert_eq!(through_shim[0], real, "{through_shim}");
+}

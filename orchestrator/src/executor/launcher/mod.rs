@@ -16,6 +16,7 @@
 
 pub mod container;
 pub mod process;
+mod pyenv;
 
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;

@@ -178,11 +178,10 @@ impl Runtimes {
                     path = format!("{path}:{existing}");
                 }
                 env.push(("PYTHONPATH".into(), path));
-                let python = algorithm
-                    .prepared
-                    .as_ref()
-                    .and_then(|p| p.python.as_ref())
-                    .map_or_else(|| self.python.clone(), |p| p.display().to_string());
+                let python = match algorithm.prepared.as_ref().and_then(|p| p.python.as_ref()) {
+                    Some(prepared) => prepared.display().to_string(),
+                    None => self.python_in(&algorithm.code_dir, &mut env),
+                };
                 (python, vec!["-m".to_string(), "hkube_runtime".to_string()])
             }
             Language::Nodejs => {
@@ -223,6 +222,24 @@ impl Runtimes {
 }
 
 impl Runtimes {
+    /// The Python interpreter to start in `cwd`: pyenv's choice without its shim when
+    /// `python3` is one (`pyenv.rs`: the shim's bash cost more than Python's own start), with
+    /// that version's `bin` first on PATH as `pyenv exec` puts it; else the configured name.
+    fn python_in(&self, cwd: &Path, env: &mut Vec<(String, String)>) -> String {
+        // An algorithm that sets its own PATH has its interpreter looked up there.
+        if env.iter().any(|(name, _)| name == "PATH") {
+            return self.python.clone();
+        }
+        match super::pyenv::resolve(&self.python, cwd) {
+            Some((interpreter, bin)) => {
+                let path = std::env::var("PATH").unwrap_or_default();
+                env.push(("PATH".into(), format!("{}:{path}", bin.display())));
+                interpreter.display().to_string()
+            }
+            None => self.python.clone(),
+        }
+    }
+
     /// The algorithm's own command, run in its code folder with what it needs of what
     /// `register` prepared: a Python virtual environment's `bin` first on PATH, node_modules
     /// on NODE_PATH.
