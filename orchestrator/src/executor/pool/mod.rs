@@ -165,6 +165,7 @@ impl WorkerPool {
             next_seq: 0,
             reports: SelectAll::new(),
             dirty: false,
+            last_round: Instant::now(),
             gauges_last: None,
             gauges_due: None,
         };
@@ -240,6 +241,8 @@ struct Service {
     next_seq: u64,
     /// Something changed since the last round.
     dirty: bool,
+    /// When the last round ran (refills stand in for rounds only shortly after one).
+    last_round: Instant,
     /// When the gauges were last published.
     gauges_last: Option<Instant>,
     /// Changes not published yet are published then.
@@ -249,6 +252,9 @@ struct Service {
 /// The gauges of `/metrics` are set this often at most (a scrape every few seconds reads
 /// them; setting them after every burst of commands cost a share of the no-op task rate).
 const GAUGES_EVERY: Duration = Duration::from_millis(100);
+
+/// Refills stand in for rounds this long after a round at most (see `Service::refill`).
+const REFILL_FOR: Duration = Duration::from_millis(2);
 
 /// Commands applied before a round runs, at most (a burst of submissions makes one round).
 const COMMANDS_PER_ROUND: usize = 4096;
@@ -500,6 +506,7 @@ impl Service {
     fn round(&mut self) {
         self.dirty = false;
         let now = Instant::now();
+        self.last_round = now;
         let now_ms = self.ms_at(now);
         let options = scheduler::Options {
             idle_timeout_ms: self.options.idle_timeout.as_millis() as u64,
@@ -676,25 +683,12 @@ impl Service {
                 .tasks_per_worker
                 .max(1)
                 .saturating_sub(worker.running.len());
-            if worker.running.is_empty() {
-                worker.busy_since = Instant::now();
-            }
-            let mut tasks = Vec::with_capacity(assignment.tasks.len().min(room));
-            for task_id in assignment.tasks.iter().take(room) {
-                let Some(task) = by_seq.remove(&task_id.0) else {
-                    continue;
-                };
-                tasks.push(Arc::clone(&task.assignment));
-                task.reporter.placed();
-                worker.running.insert(task.assignment.task_id.clone(), task);
-            }
-            if tasks.is_empty() {
-                continue;
-            }
-            if let Some(to_sidecar) = &worker.to_sidecar {
-                let _ = to_sidecar.send(ToSidecar::Run { tasks });
-            }
-            route_output(worker);
+            let tasks = assignment
+                .tasks
+                .iter()
+                .take(room)
+                .filter_map(|task_id| by_seq.remove(&task_id.0));
+            dispatch(worker, tasks);
         }
         // What was not placed goes back to its queue, the last first: each goes to the front.
         for (a, order) in head_order.iter().enumerate() {
@@ -1060,8 +1054,9 @@ impl Service {
                     Outcome::Crashed { .. } if task.preempted => self.requeue(a, task),
                     Outcome::Crashed { reason } => worker.crashed.push((task, reason)),
                 }
-                // A round can change something only once the worker has room again.
-                if held <= self.window(&self.algorithms[a]) / 2 || leaving {
+                // A round can change something only once the worker has room again; in the
+                // steady state of short tasks a refill does what it would do.
+                if leaving || (held <= self.window(&self.algorithms[a]) / 2 && !self.refill(id)) {
                     self.dirty = true;
                 }
             }
@@ -1116,6 +1111,48 @@ impl Service {
                 self.dirty = true;
             }
         }
+    }
+
+    /// The steady state of short tasks without a round: a worker of the only algorithm with
+    /// tasks queued has room for a window, so the next tasks of its queue go to it, in the
+    /// queue's order and as many as a round would send. A round costs a snapshot of every
+    /// worker and a pass over the queue's head, which microsecond tasks (a round per half
+    /// window) paid more for than for the tasks themselves. Starts, stops, priorities across
+    /// algorithms and pending reasons are a round's: `false` leaves this to one, and a round
+    /// still runs at least every [`REFILL_FOR`] while refills go on.
+    fn refill(&mut self, id: WorkerId) -> bool {
+        if self.last_round.elapsed() >= REFILL_FOR {
+            return false;
+        }
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return false;
+        };
+        let a = worker.algorithm;
+        if worker.state != State::Ready || worker.leaving() || worker.to_sidecar.is_none() {
+            return false;
+        }
+        let algorithm = &self.algorithms[a];
+        let alone = self
+            .algorithms
+            .iter()
+            .enumerate()
+            .all(|(b, other)| b == a || other.queue.is_empty());
+        if algorithm.refused || algorithm.queue.is_empty() || !alone {
+            return false;
+        }
+        let per_worker = self.options.tasks_per_worker.max(1);
+        let window = scheduler::dispatch_window(algorithm.mean_task_us)
+            .min(algorithm.ramp)
+            .min(per_worker);
+        // Tasks that go one at a time spread over workers: the round places those.
+        if window <= 1 {
+            return false;
+        }
+        let room = window.min(per_worker.saturating_sub(worker.running.len()));
+        let queue = &mut self.algorithms[a].queue;
+        let tasks = std::iter::from_fn(|| queue.pop()).take(room);
+        dispatch(worker, tasks);
+        true
     }
 
     /// A task that did not run to its end goes back to its queue, as it was.
@@ -1211,6 +1248,26 @@ impl Service {
 /// A worker running one task sends its output lines to that task's watch as they are read;
 /// one running a window of short tasks cannot tell whose a line is, and its runtime's exact
 /// capture per task comes with each outcome instead.
+/// Hands `tasks` to `worker` in one message: they are its running tasks from now on.
+fn dispatch(worker: &mut Worker, tasks: impl Iterator<Item = Task>) {
+    if worker.running.is_empty() {
+        worker.busy_since = Instant::now();
+    }
+    let mut sent = Vec::with_capacity(tasks.size_hint().1.unwrap_or(0));
+    for task in tasks {
+        sent.push(Arc::clone(&task.assignment));
+        task.reporter.placed();
+        worker.running.insert(task.assignment.task_id.clone(), task);
+    }
+    if sent.is_empty() {
+        return;
+    }
+    if let Some(to_sidecar) = &worker.to_sidecar {
+        let _ = to_sidecar.send(ToSidecar::Run { tasks: sent });
+    }
+    route_output(worker);
+}
+
 fn route_output(worker: &Worker) {
     let Some(child) = &worker.child else { return };
     let sink = match worker.running.values().next() {
