@@ -166,6 +166,7 @@ impl WorkerPool {
             reports: SelectAll::new(),
             dirty: false,
             last_round: Instant::now(),
+            due: false,
             gauges_last: None,
             gauges_due: None,
         };
@@ -243,6 +244,10 @@ struct Service {
     dirty: bool,
     /// When the last round ran (refills stand in for rounds only shortly after one).
     last_round: Instant,
+    /// Something changed that a round may act on, but not at once: a task queued behind
+    /// others of its algorithm, a refill. A round runs [`REFILL_FOR`] after the last at the
+    /// latest.
+    due: bool,
     /// When the gauges were last published.
     gauges_last: Option<Instant>,
     /// Changes not published yet are published then.
@@ -300,7 +305,7 @@ impl Service {
                     Err(_) => break,
                 }
             }
-            if self.dirty {
+            if self.dirty || (self.due && self.last_round.elapsed() >= REFILL_FOR) {
                 self.round();
             }
             self.maybe_publish_gauges();
@@ -463,8 +468,19 @@ impl Service {
             cancelled: false,
             preempted: false,
         };
-        self.algorithms[ix].queue.push(queued);
-        self.dirty = true;
+        // Behind a task of its algorithm at least as urgent, it changes nothing the last
+        // round decided but the counts (an engine feeding a large batch submits one task per
+        // task ended: a round each cost more than a microsecond task).
+        let queue = &mut self.algorithms[ix].queue;
+        let behind = queue
+            .peek()
+            .is_some_and(|head| head.priority <= queued.priority);
+        queue.push(queued);
+        if behind {
+            self.due = true;
+        } else {
+            self.dirty = true;
+        }
     }
 
     fn cancel(&mut self, key: TaskKey) {
@@ -505,6 +521,7 @@ impl Service {
     /// One scheduling round over the pool's state, and its decisions applied.
     fn round(&mut self) {
         self.dirty = false;
+        self.due = false;
         let now = Instant::now();
         self.last_round = now;
         let now_ms = self.ms_at(now);
@@ -724,6 +741,9 @@ impl Service {
         let now = Instant::now();
         if self.dirty {
             earliest(now);
+        }
+        if self.due {
+            earliest(self.last_round + REFILL_FOR);
         }
         if let Some(cluster) = &self.options.cluster {
             // A request no node holds gives up at its oldest task's pending timeout.
@@ -966,7 +986,13 @@ impl Service {
                     worker.state = State::Ready;
                     let now = Instant::now();
                     worker.idle_since = now;
-                    let took = now.duration_since(worker.launched_at).as_millis() as u64;
+                    // Rounded up: a wasm worker (a thread) is ready within a millisecond, and
+                    // a start taken as free made the scheduler start a worker per round for
+                    // microsecond tasks, far more of them than cores.
+                    let took = now
+                        .duration_since(worker.launched_at)
+                        .as_micros()
+                        .div_ceil(1000) as u64;
                     let algorithm = &mut self.algorithms[worker.algorithm];
                     algorithm.start_cost_ms = Some(match algorithm.start_cost_ms {
                         None => took,
@@ -1119,7 +1145,7 @@ impl Service {
     /// worker and a pass over the queue's head, which microsecond tasks (a round per half
     /// window) paid more for than for the tasks themselves. Starts, stops, priorities across
     /// algorithms and pending reasons are a round's: `false` leaves this to one, and a round
-    /// still runs at least every [`REFILL_FOR`] while refills go on.
+    /// still runs [`REFILL_FOR`] after the last while refills go on (`due`).
     fn refill(&mut self, id: WorkerId) -> bool {
         if self.last_round.elapsed() >= REFILL_FOR {
             return false;
@@ -1152,6 +1178,7 @@ impl Service {
         let queue = &mut self.algorithms[a].queue;
         let tasks = std::iter::from_fn(|| queue.pop()).take(room);
         dispatch(worker, tasks);
+        self.due = true;
         true
     }
 
