@@ -795,6 +795,65 @@ async fn a_batch_of_long_tasks_spreads_over_workers() {
     );
 }
 
+/// Long tasks after a burst of instant ones: the instant ones taught the pool to send windows
+/// of many tasks, and a worker holding one long task looked like a worker with room. The long
+/// tasks then went behind each other on the one warm worker (16 one-second tasks took 4.5 s
+/// in `bench --bin parallel`); they must start workers of their own instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_tasks_after_instant_ones_still_spread_over_workers() {
+    if let Some(reason) = missing_tools(false) {
+        testkit::skip(None, &reason);
+        return;
+    }
+    let executor = LocalExecutor::start(LocalOptions {
+        inventory: inventory(2.0),
+        ..LocalOptions::default()
+    });
+    let catalog = Arc::new(MemoryCatalog::new());
+    let code = "import os, time\ndef start(args, api):\n    began = time.time()\n    time.sleep(args['input'][0])\n    return [os.getpid(), began, time.time()]\n";
+    let _napper = python_algorithm_with(&executor, &catalog, "napper", code, 0).await;
+    let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
+    let batch = |seconds: f64, items: usize| {
+        json!({"name": "naps", "flowInput": {"items": vec![seconds; items]}, "nodes": [
+            {"nodeName": "A", "algorithmName": "napper", "input": ["#@flowInput.items"]}
+        ]})
+    };
+    let warm = run(&handle, batch(0.0, 64)).await;
+    assert_eq!(warm["status"], "completed", "{warm}");
+    let result = run(&handle, batch(1.0, 6)).await;
+    assert_eq!(result["status"], "completed", "{result}");
+    let runs: Vec<(u64, f64, f64)> = result["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            let r = &item["result"];
+            (
+                r[0].as_u64().unwrap(),
+                r[1].as_f64().unwrap(),
+                r[2].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    executor.shutdown().await;
+    let mut pids: Vec<u64> = runs.iter().map(|r| r.0).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    let overlap = runs
+        .iter()
+        .map(|(_, at, _)| runs.iter().filter(|(_, s, e)| s <= at && at < e).count())
+        .max()
+        .unwrap_or(0);
+    // As in `a_batch_of_long_tasks_spreads_over_workers`: at least two, however loaded the
+    // machine; stacked behind each other they all ran on the one warm worker.
+    assert!(
+        pids.len() >= 2,
+        "the items ran on {} process(es): {runs:?}",
+        pids.len()
+    );
+    assert!(overlap >= 2, "at most {overlap} ran at once: {runs:?}");
+}
+
 /// The machine's room bounds the workers: an inventory of 0.2 cores holds two workers of 0.1,
 /// and `maxWorkers` bounds them too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -513,9 +513,15 @@ impl Service {
 
     // ----- the round ------------------------------------------------------------------------
 
-    /// How many tasks a worker of `algorithm` takes in one message.
+    /// How many tasks a worker of `algorithm` takes in one message now: from the measured
+    /// task time, within the ramp. With the ramp at 1 (a new burst), a worker holding one task
+    /// is busy, not a worker with room: a batch of long tasks after short ones went 2 and 3
+    /// to a worker behind each other instead of starting workers for them (4.5 s, not 1 s,
+    /// for 16 one-second tasks after a warm-up of empty ones).
     fn window(&self, algorithm: &Algorithm) -> usize {
-        scheduler::dispatch_window(algorithm.mean_task_us).min(self.options.tasks_per_worker.max(1))
+        scheduler::dispatch_window(algorithm.mean_task_us)
+            .min(algorithm.ramp)
+            .min(self.options.tasks_per_worker.max(1))
     }
 
     /// One scheduling round over the pool's state, and its decisions applied.
@@ -1150,7 +1156,7 @@ impl Service {
         if self.last_round.elapsed() >= REFILL_FOR {
             return false;
         }
-        let Some(worker) = self.workers.get_mut(&id) else {
+        let Some(worker) = self.workers.get(&id) else {
             return false;
         };
         let a = worker.algorithm;
@@ -1166,17 +1172,21 @@ impl Service {
         if algorithm.refused || algorithm.queue.is_empty() || !alone {
             return false;
         }
-        let per_worker = self.options.tasks_per_worker.max(1);
-        let window = scheduler::dispatch_window(algorithm.mean_task_us)
-            .min(algorithm.ramp)
-            .min(per_worker);
+        let window = self.window(algorithm);
         // Tasks that go one at a time spread over workers: the round places those.
         if window <= 1 {
             return false;
         }
-        let room = window.min(per_worker.saturating_sub(worker.running.len()));
-        let queue = &mut self.algorithms[a].queue;
-        let tasks = std::iter::from_fn(|| queue.pop()).take(room);
+        let room = self
+            .options
+            .tasks_per_worker
+            .max(1)
+            .saturating_sub(worker.running.len());
+        let (Some(worker), queue) = (self.workers.get_mut(&id), &mut self.algorithms[a].queue)
+        else {
+            return false;
+        };
+        let tasks = std::iter::from_fn(|| queue.pop()).take(window.min(room));
         dispatch(worker, tasks);
         self.due = true;
         true
