@@ -118,6 +118,12 @@ pub struct Options {
     pub max_starts_per_round: usize,
     /// Whether workers busy with lower-priority tasks may be stopped for higher ones.
     pub preempt_busy: bool,
+    /// An algorithm that already has workers stops other algorithms' idle workers to start
+    /// more only once they have been idle this long, or when the start saves it more than
+    /// starting the stopped one again will cost. One with no worker takes that room at once.
+    /// Without it, a scale-up that saved a few ms stopped the idle workers of a pipeline's
+    /// other steps, and its next run paid their starts again.
+    pub evict_idle_after_ms: u64,
 }
 
 impl Default for Options {
@@ -127,6 +133,7 @@ impl Default for Options {
             aging_step_ms: 120_000,
             max_starts_per_round: 64,
             preempt_busy: true,
+            evict_idle_after_ms: 5_000,
         }
     }
 }
@@ -199,6 +206,34 @@ pub struct Decisions {
 pub const DISPATCH_BUDGET_US: u64 = 2_000;
 /// Tasks in one message, at most.
 pub const MAX_WINDOW: usize = 64;
+
+/// What a refill between rounds looks at: one ready worker with room, and its algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefillView {
+    /// The algorithm's dispatch window now (its ramp included).
+    pub window: usize,
+    /// Tasks the worker holds, and the most it may hold.
+    pub held: usize,
+    pub per_worker: usize,
+    /// Tasks of its algorithm queued.
+    pub queued: usize,
+    /// Whether any other algorithm has tasks queued.
+    pub others_queued: bool,
+}
+
+/// The steady state of short tasks between rounds: how many of its algorithm's queued tasks
+/// a worker that has room for half a window takes now, in the queue's order (the number a
+/// round would send it), or `None` when a round must decide. A round is needed when other
+/// algorithms have tasks queued (priorities across algorithms), and for tasks that go one at
+/// a time (they spread over workers); starts, stops and pending reasons are a round's too, so
+/// the pool still runs rounds while it refills.
+pub fn refill(view: RefillView) -> Option<usize> {
+    if view.window <= 1 || view.queued == 0 || view.others_queued {
+        return None;
+    }
+    let room = view.per_worker.saturating_sub(view.held);
+    Some(view.window.min(room).min(view.queued)).filter(|n| *n > 0)
+}
 
 /// How many tasks go to a worker in one message, from the algorithm's measured task time:
 /// one when unknown or long (so they spread over workers), up to [`MAX_WINDOW`] for
@@ -431,7 +466,19 @@ pub fn schedule(snapshot: &Snapshot) -> Decisions {
         }
         // 8. Make room: idle workers of other algorithms, then lower-priority busy ones.
         let priority = effective_priority(task, snapshot.now_ms, snapshot.options.aging_step_ms);
-        if let Some(victims) = make_room(snapshot, &free, &stopped, &best_queued, a, priority) {
+        // What one more worker saves this algorithm, against what stopping an idle worker of
+        // another costs (its next task starts it again).
+        let gain_ms = match rounds[a].workers {
+            0 => u64::MAX,
+            workers => scaling_gain_ms(algorithm, &rounds[a], workers),
+        };
+        if let Some(victims) = make_room(
+            snapshot,
+            &free,
+            &stopped,
+            &best_queued,
+            (a, priority, gain_ms),
+        ) {
             for (worker_ix, reason) in victims {
                 stopped[worker_ix] = true;
                 let worker = &snapshot.workers[worker_ix];
@@ -562,6 +609,20 @@ fn worth_a_new_worker(algorithm: &AlgorithmPolicy, round: &AlgorithmRound, cores
     per_worker_us > start_us
 }
 
+/// How much sooner an algorithm's backlog ends with one worker more than its `workers`, in
+/// ms: the backlog (as [`worth_a_new_worker`] counts it) shared by one more.
+fn scaling_gain_ms(algorithm: &AlgorithmPolicy, round: &AlgorithmRound, workers: u32) -> u64 {
+    let mean_us = match (algorithm.mean_task_us, algorithm.running_for_us) {
+        (Some(mean), Some(running)) => mean.max(running.saturating_mul(2)),
+        (Some(mean), None) => mean,
+        (None, Some(running)) => running.saturating_mul(2),
+        (None, None) => return 0,
+    };
+    let backlog_us = (round.queued_left as u64 + 1).saturating_mul(mean_us);
+    let workers = u64::from(workers);
+    (backlog_us / workers - backlog_us / (workers + 1)) / 1000
+}
+
 /// The node `request` fits best: for GPU requests the one with the fewest free whole GPUs that
 /// suffices (big GPU nodes stay free for big requests); else the one with the most free cpu
 /// among those without GPUs first (GPU nodes stay free for GPU work).
@@ -600,14 +661,15 @@ fn fits_once_freed(nodes: &[Node], free: &[Free], freeing: &[Free], request: &Re
 /// Workers to stop so that `request` of algorithm `a` fits one node: per node, idle workers of
 /// other algorithms with nothing queued first, then (if allowed) workers busy with, or idle
 /// while their algorithm has queued, work of lower priority than `priority`, lowest priority
-/// first. The node needing the fewest preemptions, then the fewest stops, wins.
+/// first. The node needing the fewest preemptions, then the fewest stops, wins. An idle worker
+/// counts only once idle for `evict_idle_after_ms`, or when `gain_ms` (what the start saves
+/// `a`: unbounded for its first worker) exceeds its own algorithm's start cost.
 fn make_room(
     snapshot: &Snapshot,
     free: &[Free],
     stopped: &[bool],
     best_queued: &[Option<u8>],
-    a: AlgorithmIx,
-    priority: u8,
+    (a, priority, gain_ms): (AlgorithmIx, u8, u64),
 ) -> Option<Vec<(usize, StopReason)>> {
     let request = &snapshot.algorithms[a].request;
     let mut best: Option<Vec<(usize, StopReason)>> = None;
@@ -621,6 +683,15 @@ fn make_room(
                 // Lowest priority (largest number) first, after idle workers nobody waits for.
                 let lower = |theirs: u8| 1 + 5u8.saturating_sub(theirs.min(5));
                 match w.state {
+                    // A worker idle only briefly is taken for a scale-up that saves more than
+                    // the start its own next task would pay again.
+                    WorkerState::Idle { since_ms }
+                        if snapshot.now_ms.saturating_sub(since_ms)
+                            < snapshot.options.evict_idle_after_ms
+                            && gain_ms <= snapshot.algorithms[w.algorithm].start_cost_ms =>
+                    {
+                        None
+                    }
                     WorkerState::Idle { .. } => {
                         match best_queued.get(w.algorithm).copied().flatten() {
                             None => Some((0, ix, StopReason::FreeForOthers)),

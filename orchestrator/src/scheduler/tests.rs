@@ -806,3 +806,109 @@ fn short_tasks_get_no_more_workers_than_cores() {
     });
     assert_eq!(decisions.start.len(), 1);
 }
+
+#[test]
+fn scaling_up_stops_idle_workers_of_others_only_when_it_saves_more_than_their_start() {
+    // numbers on 2 cores: range (0.1) and reduce (0.1) idle, one multiply worker (cpu 1)
+    // busy with tasks of 60 ms and two more queued. A second multiply worker would fit only
+    // in range's and reduce's room, and would save 60 ms: less than starting them again.
+    let mut multiply = algorithm("multiply", 1.0, 64.0, 0.0);
+    multiply.mean_task_us = Some(60_000);
+    multiply.running_for_us = None;
+    let algorithms = vec![
+        algorithm("range", 0.1, 256.0, 0.0),
+        algorithm("reduce", 0.1, 256.0, 0.0),
+        multiply,
+    ];
+    let node = machine(2, 24_000, 0);
+    let workers = vec![
+        worker(
+            1,
+            &algorithms[0],
+            0,
+            &node,
+            WorkerState::Idle { since_ms: 900 },
+        ),
+        worker(
+            2,
+            &algorithms[1],
+            1,
+            &node,
+            WorkerState::Idle { since_ms: 900 },
+        ),
+        worker(
+            3,
+            &algorithms[2],
+            2,
+            &node,
+            WorkerState::Busy { priority: 3 },
+        ),
+    ];
+    let snapshot = Snapshot {
+        now_ms: 1_000,
+        algorithms,
+        queue: vec![task(10, 2, 3, 950), task(11, 2, 3, 950)],
+        workers,
+        nodes: vec![node],
+        ..Snapshot::default()
+    };
+    let decisions = schedule(&snapshot);
+    assert!(decisions.stop.is_empty(), "{:?}", decisions.stop);
+    assert!(decisions.start.is_empty());
+    assert!(
+        decisions.pending[0].reason.starts_with("waiting for cpu"),
+        "{:?}",
+        decisions.pending
+    );
+    let stopped = |snapshot: &Snapshot| -> Vec<WorkerId> {
+        schedule(snapshot).stop.iter().map(|s| s.worker).collect()
+    };
+
+    // A thousand more queued: the second worker saves seconds, worth their starts.
+    let mut large = snapshot.clone();
+    large.algorithms[2].queued_beyond = 1_000;
+    assert_eq!(stopped(&large), vec![WorkerId(1), WorkerId(2)]);
+
+    // Idle past `evict_idle_after_ms`, they are taken even for the small gain.
+    let mut later = snapshot.clone();
+    later.now_ms = 900 + later.options.evict_idle_after_ms;
+    assert_eq!(stopped(&later), vec![WorkerId(1), WorkerId(2)]);
+
+    // An algorithm with no worker at all takes idle room at once: range, with multiply's
+    // two workers idle for 100 ms.
+    let mut first = snapshot.clone();
+    let (multiply, node) = (&first.algorithms[2], &first.nodes[0]);
+    first.workers = vec![
+        worker(3, multiply, 2, node, WorkerState::Idle { since_ms: 900 }),
+        worker(4, multiply, 2, node, WorkerState::Idle { since_ms: 900 }),
+    ];
+    first.queue = vec![task(1, 0, 3, 950)];
+    assert_eq!(stopped(&first).len(), 1);
+}
+
+#[test]
+fn a_refill_sends_a_window_only_when_no_round_is_needed() {
+    let view = RefillView {
+        window: 64,
+        held: 30,
+        per_worker: 64,
+        queued: 1_000,
+        others_queued: false,
+    };
+    // Room for 34: the window is capped by it, then by the queue.
+    assert_eq!(refill(view), Some(34));
+    assert_eq!(refill(RefillView { queued: 5, ..view }), Some(5));
+    assert_eq!(refill(RefillView { held: 0, ..view }), Some(64));
+    // A round decides: priorities across algorithms, tasks that go one at a time, nothing
+    // queued, no room.
+    assert_eq!(
+        refill(RefillView {
+            others_queued: true,
+            ..view
+        }),
+        None
+    );
+    assert_eq!(refill(RefillView { window: 1, ..view }), None);
+    assert_eq!(refill(RefillView { queued: 0, ..view }), None);
+    assert_eq!(refill(RefillView { held: 64, ..view }), None);
+}

@@ -1145,13 +1145,11 @@ impl Service {
         }
     }
 
-    /// The steady state of short tasks without a round: a worker of the only algorithm with
-    /// tasks queued has room for a window, so the next tasks of its queue go to it, in the
-    /// queue's order and as many as a round would send. A round costs a snapshot of every
-    /// worker and a pass over the queue's head, which microsecond tasks (a round per half
-    /// window) paid more for than for the tasks themselves. Starts, stops, priorities across
-    /// algorithms and pending reasons are a round's: `false` leaves this to one, and a round
-    /// still runs [`REFILL_FOR`] after the last while refills go on (`due`).
+    /// The steady state of short tasks without a round ([`scheduler::refill`] decides): a
+    /// round costs a snapshot of every worker and a pass over the queue's head, which
+    /// microsecond tasks (a round per half window) paid more for than for the tasks
+    /// themselves. `false` leaves it to a round, and one still runs [`REFILL_FOR`] after the
+    /// last while refills go on (`due`).
     fn refill(&mut self, id: WorkerId) -> bool {
         if self.last_round.elapsed() >= REFILL_FOR {
             return false;
@@ -1164,30 +1162,25 @@ impl Service {
             return false;
         }
         let algorithm = &self.algorithms[a];
-        let alone = self
-            .algorithms
-            .iter()
-            .enumerate()
-            .all(|(b, other)| b == a || other.queue.is_empty());
-        if algorithm.refused || algorithm.queue.is_empty() || !alone {
+        if algorithm.refused {
             return false;
         }
-        let window = self.window(algorithm);
-        // Tasks that go one at a time spread over workers: the round places those.
-        if window <= 1 {
+        let view = scheduler::RefillView {
+            window: self.window(algorithm),
+            held: worker.running.len(),
+            per_worker: self.options.tasks_per_worker.max(1),
+            queued: algorithm.queue.len(),
+            others_queued: (self.algorithms.iter().enumerate())
+                .any(|(b, other)| b != a && !other.queue.is_empty()),
+        };
+        let Some(take) = scheduler::refill(view) else {
             return false;
-        }
-        let room = self
-            .options
-            .tasks_per_worker
-            .max(1)
-            .saturating_sub(worker.running.len());
+        };
         let (Some(worker), queue) = (self.workers.get_mut(&id), &mut self.algorithms[a].queue)
         else {
             return false;
         };
-        let tasks = std::iter::from_fn(|| queue.pop()).take(window.min(room));
-        dispatch(worker, tasks);
+        dispatch(worker, std::iter::from_fn(|| queue.pop()).take(take));
         self.due = true;
         true
     }
