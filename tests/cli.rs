@@ -770,23 +770,12 @@ fn run_fits_algorithms_to_the_declared_inventory() {
         return;
     }
     let scratch = Scratch::new("inventory");
-    let project = scratch.0.join("project");
-    std::fs::create_dir_all(project.join("gpu")).expect("folder");
-    std::fs::write(
-        project.join("gpu/main.py"),
+    let project = one_python_step(
+        &scratch.0.join("project"),
+        "gpu-user",
+        "gpu: 1\n",
         "import os\ndef start(args, api):\n    return os.environ.get('CUDA_VISIBLE_DEVICES')\n",
-    )
-    .expect("main.py");
-    std::fs::write(
-        project.join("gpu/algorithm.yml"),
-        "name: gpu-user\nenv: python\ngpu: 1\ncode:\n  path: .\n  entryPoint: main.py\n",
-    )
-    .expect("algorithm.yml");
-    std::fs::write(
-        project.join("pipeline.yml"),
-        "name: gpu\nnodes:\n  - nodeName: A\n    algorithmName: gpu-user\n    input: []\n",
-    )
-    .expect("pipeline.yml");
+    );
     let state = scratch.0.join("state");
     let run = |extra: &[&str]| {
         let mut args = vec![
@@ -827,6 +816,32 @@ fn run_fits_algorithms_to_the_declared_inventory() {
         stderr.contains("memory enforcement \"cgroups\" is not one of auto, cgroup, watchdog, off"),
         "{stderr}"
     );
+}
+
+/// A project folder for `hkube run`: one Python algorithm `name` (its algorithm.yml with
+/// `extra` lines) with `main_py`, and a pipeline of one node running it.
+fn one_python_step(
+    project: &std::path::Path,
+    name: &str,
+    extra: &str,
+    main_py: &str,
+) -> std::path::PathBuf {
+    let code = project.join(name);
+    std::fs::create_dir_all(&code).expect("folder");
+    std::fs::write(code.join("main.py"), main_py).expect("main.py");
+    std::fs::write(
+        code.join("algorithm.yml"),
+        format!("name: {name}\nenv: python\n{extra}code:\n  path: .\n  entryPoint: main.py\n"),
+    )
+    .expect("algorithm.yml");
+    std::fs::write(
+        project.join("pipeline.yml"),
+        format!(
+            "name: {name}\nnodes:\n  - nodeName: A\n    algorithmName: {name}\n    input: []\n"
+        ),
+    )
+    .expect("pipeline.yml");
+    project.to_path_buf()
 }
 
 /// `--executor kubernetes` says what it lacks: the link address pods dial, then a cluster.
@@ -903,23 +918,12 @@ fn a_pyenv_shim_is_resolved_to_its_interpreter() {
     std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o755);
     std::fs::set_permissions(&shim, mode).expect("mode");
 
-    let project = scratch.0.join("project");
-    std::fs::create_dir_all(project.join("where")).expect("folder");
-    std::fs::write(
-        project.join("where/main.py"),
+    let project = one_python_step(
+        &scratch.0.join("project"),
+        "where",
+        "",
         "import os, sys\ndef start(args, api):\n    return [sys.executable, os.environ['PATH'].split(':')[0]]\n",
-    )
-    .expect("main.py");
-    std::fs::write(
-        project.join("where/algorithm.yml"),
-        "name: where\nenv: python\ncode:\n  path: .\n  entryPoint: main.py\n",
-    )
-    .expect("algorithm.yml");
-    std::fs::write(
-        project.join("pipeline.yml"),
-        "name: where\nnodes:\n  - nodeName: A\n    algorithmName: where\n    input: []\n",
-    )
-    .expect("pipeline.yml");
+    );
     let path = format!(
         "{}:{}",
         root.join("shims").display(),

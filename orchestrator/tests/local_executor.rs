@@ -733,6 +733,15 @@ async fn sleeping_batch(options: LocalOptions, max_workers: usize) -> (usize, us
     ]});
     let result = run(&handle, pipeline).await;
     assert_eq!(result["status"], "completed", "{result}");
+    let (pids, overlap, runs) = spread(&result);
+    assert_eq!(runs.len(), 6);
+    executor.shutdown().await;
+    (pids, overlap)
+}
+
+/// A batch's items as `[pid, began, ended]` results: the distinct process ids, the most runs
+/// in progress at any run's start, and the runs.
+fn spread(result: &Value) -> (usize, usize, Vec<(u64, f64, f64)>) {
     let runs: Vec<(u64, f64, f64)> = result["data"]
         .as_array()
         .unwrap()
@@ -746,18 +755,15 @@ async fn sleeping_batch(options: LocalOptions, max_workers: usize) -> (usize, us
             )
         })
         .collect();
-    assert_eq!(runs.len(), 6);
     let mut pids: Vec<u64> = runs.iter().map(|r| r.0).collect();
     pids.sort_unstable();
     pids.dedup();
-    // The most runs in progress at any run's start.
     let overlap = runs
         .iter()
         .map(|(_, at, _)| runs.iter().filter(|(_, s, e)| s <= at && at < e).count())
         .max()
         .unwrap_or(0);
-    executor.shutdown().await;
-    (pids.len(), overlap)
+    (pids.len(), overlap, runs)
 }
 
 fn inventory(cpus: f64) -> orchestrator::scheduler::Node {
@@ -822,35 +828,11 @@ async fn long_tasks_after_instant_ones_still_spread_over_workers() {
     assert_eq!(warm["status"], "completed", "{warm}");
     let result = run(&handle, batch(1.0, 6)).await;
     assert_eq!(result["status"], "completed", "{result}");
-    let runs: Vec<(u64, f64, f64)> = result["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|item| {
-            let r = &item["result"];
-            (
-                r[0].as_u64().unwrap(),
-                r[1].as_f64().unwrap(),
-                r[2].as_f64().unwrap(),
-            )
-        })
-        .collect();
     executor.shutdown().await;
-    let mut pids: Vec<u64> = runs.iter().map(|r| r.0).collect();
-    pids.sort_unstable();
-    pids.dedup();
-    let overlap = runs
-        .iter()
-        .map(|(_, at, _)| runs.iter().filter(|(_, s, e)| s <= at && at < e).count())
-        .max()
-        .unwrap_or(0);
+    let (pids, overlap, runs) = spread(&result);
     // As in `a_batch_of_long_tasks_spreads_over_workers`: at least two, however loaded the
     // machine; stacked behind each other they all ran on the one warm worker.
-    assert!(
-        pids.len() >= 2,
-        "the items ran on {} process(es): {runs:?}",
-        pids.len()
-    );
+    assert!(pids >= 2, "the items ran on {pids} process(es): {runs:?}");
     assert!(overlap >= 2, "at most {overlap} ran at once: {runs:?}");
 }
 
