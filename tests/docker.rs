@@ -158,16 +158,7 @@ fn algorithm_folder(root: &Path, example: &str, extra: &[(&str, &str)]) -> PathB
 
 /// `hkube exec raw -f FILE --json`: waits and returns the results document.
 fn exec_pipeline(endpoint: &str, dir: &Path, file: &str) -> Value {
-    let pipeline = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/numbers")
-        .join(file);
-    let (status, stdout, stderr) = hkube(
-        endpoint,
-        dir,
-        &["exec", "raw", "-f", pipeline.to_str().unwrap(), "--json"],
-    );
-    assert_eq!(status, 0, "{stdout}{stderr}");
-    serde_json::from_str(&stdout).unwrap()
+    common::exec_numbers(endpoint, dir, file, &String::new)
 }
 
 /// A test folder, removed at the end (containers write root-owned files in its storage).

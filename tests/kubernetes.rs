@@ -106,23 +106,14 @@ fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no container {name} in {pod:#}"))
 }
 
-/// `hkube server --executor kubernetes` against `double` (ARGS added), its sidecars dialling
 /// Runs `examples/numbers/<file>` through `hkube exec raw` and checks its result is 30
 /// (`log`: the server's output so far, shown on failure).
 fn numbers_gives_30(endpoint: &str, dir: &Path, file: &str, log: &dyn Fn() -> String) {
-    let pipeline = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/numbers")
-        .join(file);
-    let (status, stdout, stderr) = hkube(
-        endpoint,
-        dir,
-        &["exec", "raw", "-f", pipeline.to_str().unwrap(), "--json"],
-    );
-    assert_eq!(status, 0, "{stdout}{stderr}\n{}", log());
-    let results: Value = serde_json::from_str(&stdout).unwrap();
+    let results = common::exec_numbers(endpoint, dir, file, log);
     assert_eq!(results["data"][0]["result"], 30, "{results}\n{}", log());
 }
 
+/// `hkube server --executor kubernetes` against `double` (ARGS added), its sidecars dialling
 /// it where containers reach this machine.
 fn server_on(double: &KubeDouble, state: &Path, args: &[&str]) -> common::Started {
     let host = double.host_address().expect("the bridge network's gateway");

@@ -186,6 +186,27 @@ pub fn hkube_at(endpoint: &str, dir: &std::path::Path, args: &[&str]) -> (i32, S
     )
 }
 
+/// Runs `examples/numbers/<file>` through `hkube exec raw -f FILE --json` against
+/// `endpoint` and returns the results document (`log`: the server's output so far, shown on
+/// failure).
+pub fn exec_numbers(
+    endpoint: &str,
+    dir: &std::path::Path,
+    file: &str,
+    log: &dyn Fn() -> String,
+) -> serde_json::Value {
+    let pipeline = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/numbers")
+        .join(file);
+    let (status, stdout, stderr) = hkube_at(
+        endpoint,
+        dir,
+        &["exec", "raw", "-f", pipeline.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(status, 0, "{stdout}{stderr}\n{}", log());
+    serde_json::from_str(&stdout).unwrap()
+}
+
 /// A child process ended when the test ends, also half-way: SIGTERM first (a server then
 /// removes its containers or pods), SIGKILL if it has not ended after 30 s.
 pub struct Killed(pub Child);

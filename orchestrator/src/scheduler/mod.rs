@@ -588,13 +588,8 @@ pub fn schedule(snapshot: &Snapshot) -> Decisions {
 /// than compute (a 50 ms sleep) also get one worker per core. Tasks of unknown duration are
 /// not capped: they spread by how long the first has run.
 fn worth_a_new_worker(algorithm: &AlgorithmPolicy, round: &AlgorithmRound, cores: u32) -> bool {
-    // A task that has run for r is expected to run about as long again (nothing says it is
-    // near its end): 2r stands for the duration when it exceeds the mean.
-    let mean_us = match (algorithm.mean_task_us, algorithm.running_for_us) {
-        (Some(mean), Some(running)) => mean.max(running.saturating_mul(2)),
-        (Some(mean), None) => mean,
-        (None, Some(running)) => running.saturating_mul(2),
-        (None, None) => return false,
+    let Some(mean_us) = expected_task_us(algorithm) else {
+        return false;
     };
     let start_us = algorithm.start_cost_ms.saturating_mul(1000);
     if algorithm.mean_task_us.is_some() && mean_us < start_us && round.workers >= cores {
@@ -609,14 +604,23 @@ fn worth_a_new_worker(algorithm: &AlgorithmPolicy, round: &AlgorithmRound, cores
     per_worker_us > start_us
 }
 
+/// What a task of `algorithm` is expected to take (µs): its measured mean, or twice what its
+/// running task has run when that is longer (a task that has run for r is expected to run
+/// about as long again: nothing says it is near its end); `None` when nothing is known.
+fn expected_task_us(algorithm: &AlgorithmPolicy) -> Option<u64> {
+    match (algorithm.mean_task_us, algorithm.running_for_us) {
+        (Some(mean), Some(running)) => Some(mean.max(running.saturating_mul(2))),
+        (Some(mean), None) => Some(mean),
+        (None, Some(running)) => Some(running.saturating_mul(2)),
+        (None, None) => None,
+    }
+}
+
 /// How much sooner an algorithm's backlog ends with one worker more than its `workers`, in
 /// ms: the backlog (as [`worth_a_new_worker`] counts it) shared by one more.
 fn scaling_gain_ms(algorithm: &AlgorithmPolicy, round: &AlgorithmRound, workers: u32) -> u64 {
-    let mean_us = match (algorithm.mean_task_us, algorithm.running_for_us) {
-        (Some(mean), Some(running)) => mean.max(running.saturating_mul(2)),
-        (Some(mean), None) => mean,
-        (None, Some(running)) => running.saturating_mul(2),
-        (None, None) => return 0,
+    let Some(mean_us) = expected_task_us(algorithm) else {
+        return 0;
     };
     let backlog_us = (round.queued_left as u64 + 1).saturating_mul(mean_us);
     let workers = u64::from(workers);

@@ -223,6 +223,16 @@ struct Algorithm {
     refused: bool,
 }
 
+impl Algorithm {
+    /// Tasks in one message to a worker now: from the measured task time, within the ramp and
+    /// `per_worker`.
+    fn window(&self, per_worker: usize) -> usize {
+        scheduler::dispatch_window(self.mean_task_us)
+            .min(self.ramp)
+            .min(per_worker.max(1))
+    }
+}
+
 struct Service {
     options: PoolOptions,
     /// The nodes the scheduler places workers on: this machine, or a cluster's.
@@ -519,9 +529,7 @@ impl Service {
     /// to a worker behind each other instead of starting workers for them (4.5 s, not 1 s,
     /// for 16 one-second tasks after a warm-up of empty ones).
     fn window(&self, algorithm: &Algorithm) -> usize {
-        scheduler::dispatch_window(algorithm.mean_task_us)
-            .min(algorithm.ramp)
-            .min(self.options.tasks_per_worker.max(1))
+        algorithm.window(self.options.tasks_per_worker)
     }
 
     /// One scheduling round over the pool's state, and its decisions applied.
@@ -600,9 +608,7 @@ impl Service {
                 // At rest: the next burst may be different work; its windows ramp up again.
                 algorithm.ramp = 1;
             }
-            let window = scheduler::dispatch_window(algorithm.mean_task_us)
-                .min(algorithm.ramp)
-                .min(self.options.tasks_per_worker.max(1));
+            let window = algorithm.window(self.options.tasks_per_worker);
             let take =
                 idle_count[a] * window + starting_count[a] + options.max_starts_per_round + 1;
             let mut head = Vec::with_capacity(take.min(algorithm.queue.len()));
