@@ -147,6 +147,55 @@ async fn python_algorithm_with(
     folder
 }
 
+/// Which sockets the worker process holds, by the kernel's tables: its fds' socket inodes
+/// looked up in `/proc/net/{tcp,tcp6,unix}`.
+const SOCKET_KINDS_PY: &str = r#"
+import os
+
+def inodes(table, column):
+    try:
+        with open(table) as f:
+            next(f)
+            return {line.split()[column] for line in f}
+    except OSError:
+        return set()
+
+def start(args):
+    mine = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink("/proc/self/fd/" + fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            mine.add(target[len("socket:["):-1])
+    tcp = inodes("/proc/net/tcp", 9) | inodes("/proc/net/tcp6", 9)
+    unix = inodes("/proc/net/unix", 6)
+    return {"tcp": len(mine & tcp), "unix": len(mine & unix)}
+"#;
+
+/// hkube's runtimes reach their sidecar over a Unix socket on the local executor (no TCP/IP
+/// stack per message): the worker holds one Unix socket and no TCP one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_worker_talks_to_its_sidecar_over_a_unix_socket() {
+    if let Some(reason) = missing_tools(false) {
+        testkit::skip(None, &reason);
+        return;
+    }
+    let executor = LocalExecutor::start(LocalOptions::default());
+    let catalog = Arc::new(MemoryCatalog::new());
+    let _folder = python_algorithm(&executor, &catalog, "sockets", SOCKET_KINDS_PY).await;
+    let handle = Engine::spawn(Arc::new(executor.clone()), catalog);
+    let (result, _) = timed_batch(&handle, "sockets", json!([0])).await;
+    assert_eq!(result["status"], "completed", "{result}");
+    assert_eq!(
+        result["data"][0]["result"],
+        json!({"tcp": 0, "unix": 1}),
+        "{result}"
+    );
+    executor.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_and_crashes_say_what_happened() {
     if let Some(reason) = missing_tools(false) {

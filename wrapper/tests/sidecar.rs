@@ -258,6 +258,68 @@ async fn python_runtime_hkube_exchange() {
     python_round_trip(false).await;
 }
 
+/// hkube's local sidecar also listens on a Unix socket in a private folder, and the Python
+/// runtime connects there when told: here the port it is given has nothing behind it, so the
+/// task can only come back over the socket. The folder goes with the sidecar.
+#[tokio::test]
+async fn the_python_runtime_connects_over_the_unix_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    if !python_available() {
+        testkit::skip(None, "python3 is not installed");
+        return;
+    }
+    let folder = algorithm_folder(ALGORITHM);
+    let sidecar = Sidecar::bind_local(SidecarOptions::default())
+        .await
+        .unwrap();
+    let socket = sidecar.unix_path().expect("a Unix socket").to_path_buf();
+    let private = socket.parent().unwrap().to_path_buf();
+    let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "only its user may reach the socket");
+    let closed_port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let (link, mut end) = link_pair();
+    let handle = tokio::spawn(sidecar.run(link));
+    let runtime = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtimes/python");
+    let mut child = Command::new("python3")
+        .args(["-m", "hkube_runtime"])
+        .env("PYTHONPATH", runtime)
+        .env("WORKER_SOCKET_PORT", closed_port.to_string())
+        .env("HKUBE_WORKER_SOCKET_PATH", &socket)
+        .env("ALGORITHM_PATH", folder.path())
+        .env("ALGORITHM_ENTRY_POINT", "main.py")
+        .env("HKUBE_CONNECT_TIMEOUT", "5")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 starts");
+    assert_eq!(next(&mut end).await, FromSidecar::Ready);
+    end.to_sidecar
+        .send(ToSidecar::Run {
+            tasks: vec![task("t1", vec![json!(7)])],
+        })
+        .unwrap();
+    assert_eq!(
+        next_outcome(&mut end).await,
+        finished("t1", output(json!({"x": 7, "task": "t1", "node": "A"})))
+    );
+    end.to_sidecar
+        .send(ToSidecar::Exit { exit_code: 0 })
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "the runtime exits 0 on exit: {status}");
+    assert_eq!(handle.await.unwrap(), "exit 0 was requested");
+    assert!(
+        !private.exists(),
+        "the socket's folder is removed with the sidecar"
+    );
+}
+
 #[tokio::test]
 async fn a_crashing_algorithm_crashes_its_task() {
     if !python_available() {

@@ -422,6 +422,8 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 async function connectAndServe(runner, { env = process.env, exitProcess = process.exit } = {}) {
   const host = env.WORKER_SOCKET_HOST || '127.0.0.1';
   const port = Number.parseInt(env.WORKER_SOCKET_PORT || '3000', 10);
+  // hkube's local sidecar also listens on a Unix socket: no TCP/IP stack per message.
+  const unixPath = env.HKUBE_WORKER_SOCKET_PATH || null;
   const fast = !['0', 'false', 'no'].includes(env.HKUBE_FAST_PATH || '1');
   const urlPath = `/?storage=v1&encoding=json${fast ? '&fast=1' : ''}`;
   // The sidecar may still be starting: retry for a while, then give up with a clear message.
@@ -430,11 +432,11 @@ async function connectAndServe(runner, { env = process.env, exitProcess = proces
   let conn;
   for (;;) {
     try {
-      conn = await ws.connect(host, port, urlPath);
+      conn = await ws.connect(host, port, urlPath, unixPath);
       break;
     } catch (err) {
       if (Date.now() > deadline) {
-        logs.note(`hkube runtime: cannot reach the sidecar at ${host}:${port}: ${err.message}\n`);
+        logs.note(`hkube runtime: cannot reach the sidecar at ${unixPath || `${host}:${port}`}: ${err.message}\n`);
         exitProcess(1);
         return 1;
       }

@@ -218,12 +218,15 @@ function readHead(socket) {
   });
 }
 
-/** Opens a client connection to `ws://host:port<path>`. */
-async function connect(host, port, path = '/') {
-  const socket = net.connect({ host, port });
+/**
+ * Opens a client connection to `ws://host:port<path>`, over the Unix socket `unixPath` when given
+ * (`host` and `port` are then only the Host header).
+ */
+async function connect(host, port, path = '/', unixPath = null) {
+  const socket = unixPath ? net.connect({ path: unixPath }) : net.connect({ host, port });
   try {
     await once(socket, 'connect');
-    socket.setNoDelay(true);
+    if (!unixPath) socket.setNoDelay(true);
     const key = crypto.randomBytes(16).toString('base64');
     socket.write(
       `GET ${path} HTTP/1.1\r\nHost: ${host}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +

@@ -45,13 +45,15 @@ test.afterEach(() => {
 
 /** Accepts one runtime connection; send() and recv() speak JSON envelopes. */
 class Sidecar {
-  static async listen() {
+  /** On a free loopback port, or on the Unix socket `unixPath`. */
+  static async listen(unixPath = null) {
     const sidecar = new Sidecar();
     opened.sidecars.add(sidecar);
     sidecar.server = net.createServer();
-    sidecar.server.listen(0, '127.0.0.1');
+    if (unixPath) sidecar.server.listen(unixPath);
+    else sidecar.server.listen(0, '127.0.0.1');
     await once(sidecar.server, 'listening');
-    sidecar.port = sidecar.server.address().port;
+    sidecar.port = unixPath ? null : sidecar.server.address().port;
     return sidecar;
   }
 
@@ -713,6 +715,28 @@ test('process: a load error does not crash, and reaches the first task', async (
   const reply = await sidecar.recv();
   assert.strictEqual(reply.command, 'errorMessage');
   assert.match(reply.error.message, /cannot load the algorithm's entry point 'index.js'/);
+  sidecar.send('exit', { exitCode: 0 });
+  assert.strictEqual((await withTimeout(exited, 5000, 'the runtime process to exit')).code, 0);
+  sidecar.close();
+});
+
+test('process: with HKUBE_WORKER_SOCKET_PATH it connects over that Unix socket, not the port', async () => {
+  const socketPath = path.join(tempFolder({}), 's');
+  const sidecar = await Sidecar.listen(socketPath);
+  const accepted = sidecar.accept();
+  const closed = net.createServer().listen(0, '127.0.0.1');
+  await once(closed, 'listening');
+  const port = closed.address().port;
+  closed.close(); // a port nobody listens on: the task can only come over the socket
+  const { exited } = spawnRuntime({
+    WORKER_SOCKET_PORT: String(port),
+    HKUBE_WORKER_SOCKET_PATH: socketPath,
+    HKUBE_CONNECT_TIMEOUT: '5',
+    ALGORITHM_PATH: tempFolder({ 'index.js': 'exports.start = (args) => args.input[0] * 2;\n' }),
+  });
+  await withTimeout(accepted, 5000, 'the runtime to connect over the socket');
+  sidecar.send('run', { taskId: 't', input: [21] });
+  assert.deepStrictEqual(await sidecar.recv(), { command: 'result', data: { taskId: 't', output: 42 } });
   sidecar.send('exit', { exitCode: 0 });
   assert.strictEqual((await withTimeout(exited, 5000, 'the runtime process to exit')).code, 0);
   sidecar.close();

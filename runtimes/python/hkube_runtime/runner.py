@@ -673,17 +673,20 @@ def run_from_env():
 def _connect_and_serve(runner):
     host = os.environ.get("WORKER_SOCKET_HOST", "127.0.0.1")
     port = int(os.environ.get("WORKER_SOCKET_PORT", "3000"))
+    # hkube's local sidecar also listens on a Unix socket: no TCP/IP stack per message.
+    unix_path = os.environ.get("HKUBE_WORKER_SOCKET_PATH") or None
     fast = os.environ.get("HKUBE_FAST_PATH", "1") not in ("0", "false", "no")
     path = "/?storage=v1&encoding=json" + ("&fast=1" if fast else "")
     # The sidecar may still be starting: retry for a while, then give up with a clear message.
     deadline = time.monotonic() + float(os.environ.get("HKUBE_CONNECT_TIMEOUT", "30"))
     while True:
         try:
-            conn = ws.connect(host, port, path)
+            conn = ws.connect(host, port, path, unix_path)
             break
         except (OSError, ws.ConnectionClosed) as exc:
             if time.monotonic() > deadline:
-                sys.stderr.write("hkube runtime: cannot reach the sidecar at {}:{}: {}\n".format(host, port, exc))
+                where = unix_path or "{}:{}".format(host, port)
+                sys.stderr.write("hkube runtime: cannot reach the sidecar at {}: {}\n".format(where, exc))
                 return 1
             time.sleep(0.05)
     code = runner.serve(conn)

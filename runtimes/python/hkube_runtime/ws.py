@@ -228,10 +228,19 @@ def _apply_mask(payload, key):
     return value.to_bytes(length, "big")
 
 
-def connect(host, port, path="/"):
-    """Opens a client connection to ``ws://host:port/path``."""
-    sock = socket.create_connection((host, port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def connect(host, port, path="/", unix_path=None):
+    """Opens a client connection to ``ws://host:port/path``, over the Unix socket ``unix_path``
+    when given (``host`` is then only the Host header)."""
+    if unix_path:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(unix_path)
+        except OSError:
+            sock.close()
+            raise
+    else:
+        sock = socket.create_connection((host, port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     key = base64.b64encode(os.urandom(16)).decode("ascii")
     request = (
         "GET {path} HTTP/1.1\r\n"

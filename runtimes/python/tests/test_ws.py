@@ -92,5 +92,50 @@ class Frames(unittest.TestCase):
             client.recv()
 
 
+class Connect(unittest.TestCase):
+    def _serve_once(self, server):
+        """Accepts one client on ``server``, echoes one message, and keeps the request path."""
+        seen = {}
+
+        def serve():
+            sock, _ = server.accept()
+            sock.settimeout(10)
+            conn, seen["path"] = ws.accept(sock)
+            conn.send_text(conn.recv())
+            sock.close()
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        self.addCleanup(thread.join)
+        return seen
+
+    def test_over_tcp(self):
+        server = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(server.close)
+        seen = self._serve_once(server)
+        conn = ws.connect("127.0.0.1", server.getsockname()[1], "/?fast=1")
+        self.addCleanup(conn.close)
+        conn.send_text("hello")
+        self.assertEqual(conn.recv(), "hello")
+        self.assertEqual(seen["path"], "/?fast=1")
+
+    def test_over_a_unix_socket_the_port_is_not_used(self):
+        import tempfile
+
+        folder = tempfile.mkdtemp()
+        path = os.path.join(folder, "s")
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(path)
+        server.listen(1)
+        self.addCleanup(lambda: (server.close(), os.unlink(path), os.rmdir(folder)))
+        seen = self._serve_once(server)
+        conn = ws.connect("127.0.0.1", 1, "/?fast=1", unix_path=path)  # port 1: nothing there
+        self.addCleanup(conn.close)
+        self.assertEqual(conn.sock.family, socket.AF_UNIX)
+        conn.send_text("hello")
+        self.assertEqual(conn.recv(), "hello")
+        self.assertEqual(seen["path"], "/?fast=1")
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -4,17 +4,22 @@
 use std::sync::{Arc, Mutex};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::either::Either;
 
 use crate::protocol::{self, Frame, Negotiated, ToAlgorithm};
 
+/// An algorithm's connection: TCP (HKube's wrappers, containers) or a Unix socket (hkube's
+/// own runtimes on this machine, see [`super::Sidecar::bind_local`]).
+pub(super) type Stream = Either<TcpStream, UnixStream>;
+
 pub(super) struct Connection {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Stream>,
     pub negotiated: Negotiated,
 }
 
@@ -26,8 +31,10 @@ fn config(max_message_bytes: usize) -> WebSocketConfig {
 
 impl Connection {
     /// Completes the websocket handshake and reads the wrapper's choices from the query string.
-    pub async fn accept(stream: TcpStream, max_message_bytes: usize) -> Result<Connection, String> {
-        let _ = stream.set_nodelay(true);
+    pub async fn accept(stream: Stream, max_message_bytes: usize) -> Result<Connection, String> {
+        if let Either::Left(tcp) = &stream {
+            let _ = tcp.set_nodelay(true);
+        }
         let query: Arc<Mutex<Option<String>>> = Arc::default();
         let seen = query.clone();
         // The callback's error type is the library's (a whole HTTP response); it never fails.
@@ -88,7 +95,7 @@ pub(super) async fn next(conn: &mut Option<Connection>) -> Option<Result<Frame, 
 }
 
 /// Completes the handshake of an extra connection only to close it with the reason.
-pub(super) async fn refuse(stream: TcpStream, reason: String, max_message_bytes: usize) {
+pub(super) async fn refuse(stream: Stream, reason: String, max_message_bytes: usize) {
     if let Ok(mut conn) = Connection::accept(stream, max_message_bytes).await {
         let frame = CloseFrame {
             code: CloseCode::Library(4001),

@@ -121,12 +121,14 @@ impl Runtimes {
         Ok(jar)
     }
 
-    /// The command that runs `algorithm`'s runtime against a sidecar on `port`, within
-    /// `limits` (a JVM sizes its heap to the memory cap).
+    /// The command that runs `algorithm`'s runtime against a sidecar on `port` (and on the
+    /// Unix socket `unix`, for hkube's runtimes), within `limits` (a JVM sizes its heap to the
+    /// memory cap).
     pub fn child_spec(
         &self,
         algorithm: &WorkerAlgorithm,
         port: u16,
+        unix: Option<&Path>,
         settings: &Settings,
         limits: &Limits,
     ) -> ChildSpec {
@@ -164,6 +166,13 @@ impl Runtimes {
                 algorithm.code_dir.display().to_string(),
             ));
             env.push(("HKUBE_FAST_PATH".to_string(), "1".to_string()));
+            if let Some(unix) = unix {
+                // hkube's runtimes connect here rather than to the port (Sidecar::bind_local).
+                env.push((
+                    "HKUBE_WORKER_SOCKET_PATH".to_string(),
+                    unix.display().to_string(),
+                ));
+            }
         }
         // Later entries win: with S3, HKube's wrappers use it; hkube's runtimes keep using
         // BASE_FS_ADAPTER_DIRECTORY, which the sidecar bridges to S3.
@@ -317,8 +326,7 @@ async fn start_process(
     settings: &Settings,
     limits: &Limits,
 ) -> Result<Launched, Error> {
-    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let sidecar = Sidecar::bind(loopback, options)
+    let sidecar = Sidecar::bind_local(options)
         .await
         .map_err(|e| Error::Start(format!("cannot open a sidecar port: {e}")))?;
     let port = sidecar
@@ -326,7 +334,7 @@ async fn start_process(
         .map_err(|e| Error::Start(format!("cannot read the sidecar's port: {e}")))?
         .port();
     let (link, end) = link_pair();
-    let spec = runtimes.child_spec(algorithm, port, settings, limits);
+    let spec = runtimes.child_spec(algorithm, port, sidecar.unix_path(), settings, limits);
     let child = Supervised::start_limited(&spec, None, limits, &settings.memory_guard)
         .map_err(|e| Error::Start(e.to_string()))?;
     tokio::spawn(sidecar.run(link));
@@ -375,7 +383,7 @@ mod tests {
             memory_limit_bytes: Some(512 << 20),
             gpu_devices: None,
         };
-        let spec = runtimes.child_spec(&java_worker(), 4000, &settings(), &capped);
+        let spec = runtimes.child_spec(&java_worker(), 4000, None, &settings(), &capped);
         let main = spec.args.iter().position(|a| a == "io.hkube.rs.Main");
         let max_ram = spec.args.iter().position(|a| a == "-XX:MaxRAM=536870912");
         // A JVM option: before the main class, or the JVM passes it to main as an argument.
@@ -384,7 +392,8 @@ mod tests {
             "{:?}",
             spec.args
         );
-        let uncapped = runtimes.child_spec(&java_worker(), 4000, &settings(), &Limits::default());
+        let uncapped =
+            runtimes.child_spec(&java_worker(), 4000, None, &settings(), &Limits::default());
         assert!(
             !uncapped.args.iter().any(|a| a.starts_with("-XX:MaxRAM")),
             "{:?}",

@@ -113,14 +113,6 @@ enum Cmd {
 /// The started workers' report streams, each tagged with its worker.
 type Reports = SelectAll<Pin<Box<dyn Stream<Item = (WorkerId, FromSidecar)> + Send>>>;
 
-/// Sleeps until `at`, or for ever without one.
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// A handle to a pool's service: cheap to clone.
 #[derive(Debug, Clone)]
 pub struct WorkerPool {
@@ -276,8 +268,21 @@ const COMMANDS_PER_ROUND: usize = 4096;
 
 impl Service {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+        // One timer for the service's life, moved only to an earlier wake. A later wake (an
+        // idle worker's timeout, pushed back after every task) leaves it where it is: it fires
+        // early, the round finds nothing due, and the next turn arms the new time. A timer
+        // made and dropped every turn took a twentieth of the pool's time in a chain of no-op
+        // tasks (the timer wheel's lock, twice a turn).
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
-            let wake = self.next_wake();
+            if let Some(wake) = self.next_wake() {
+                if armed.is_none_or(|at| wake < at) {
+                    timer.as_mut().reset(wake);
+                    armed = Some(wake);
+                }
+            }
             let mut command = tokio::select! {
                 command = rx.recv() => match command {
                     Some(command) => command,
@@ -286,7 +291,8 @@ impl Service {
                 Some((id, message)) = self.reports.next(), if !self.reports.is_empty() => {
                     Cmd::Worker(id, message)
                 }
-                () = sleep_until_some(wake) => {
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
                     self.round();
                     self.maybe_publish_gauges();
                     continue;
