@@ -194,8 +194,12 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// The module's memory, which WASI calls address (a WASI command exports it as `memory`).
+/// The module's memory, which WASI calls address (a WASI command exports it as `memory`):
+/// the task found it once after instantiation (`task::State::memory`).
 fn exported_memory(caller: &mut Caller<'_, State>) -> wasmtime::Result<wasmtime::Memory> {
+    if let Some(memory) = caller.data().memory {
+        return Ok(memory);
+    }
     match caller.get_export("memory") {
         Some(Extern::Memory(memory)) => Ok(memory),
         _ => Err(wasmtime::Error::msg(

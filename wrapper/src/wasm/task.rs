@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::Value;
-use wasmtime::{InstancePre, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime::{Extern, InstancePre, Memory, ModuleExport, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
@@ -31,7 +31,34 @@ pub struct State {
     pub stdin: Input,
     pub stdout: Output,
     pub stderr: Output,
+    /// The instance's exported `memory`, which WASI calls address: found once per task rather
+    /// than by name in every `fd_read` and `fd_write` (a twentieth of a no-op task's time).
+    pub memory: Option<Memory>,
     limits: Limits,
+}
+
+/// A module ready to instantiate, with its exports `_start` and `memory` located once, so a
+/// task finds them by index rather than by name.
+pub struct Ready {
+    pub pre: InstancePre<State>,
+    start: ModuleExport,
+    memory: Option<ModuleExport>,
+}
+
+impl std::fmt::Debug for Ready {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("wasm::Ready")
+    }
+}
+
+impl Ready {
+    /// `None` when the module exports no `_start` (no WASI command).
+    pub fn new(pre: InstancePre<State>) -> Option<Ready> {
+        let module = pre.module();
+        let start = module.get_export_index("_start")?;
+        let memory = module.get_export_index("memory");
+        Some(Ready { pre, start, memory })
+    }
 }
 
 impl std::fmt::Debug for State {
@@ -102,13 +129,8 @@ pub struct Ran {
 
 /// Runs one task: `args` is the JSON object the module reads on stdin (moved, not copied);
 /// `stop` set from another thread ends the run at the next epoch tick.
-pub fn run(
-    algorithm: &WasmAlgorithm,
-    pre: &InstancePre<State>,
-    args: Vec<u8>,
-    stop: &Arc<AtomicBool>,
-) -> Ran {
-    let (result, stdout, log) = instantiate_and_start(algorithm, pre, args, stop);
+pub fn run(algorithm: &WasmAlgorithm, ready: &Ready, args: Vec<u8>, stop: &Arc<AtomicBool>) -> Ran {
+    let (result, stdout, log) = instantiate_and_start(algorithm, ready, args, stop);
     let result = match result {
         Ok(()) => parse_result(&stdout),
         Err(error) => Err(with_log(error, &log)),
@@ -119,7 +141,7 @@ pub fn run(
 /// Runs `_start` in a fresh instance: how it ended, then what it wrote on stdout and stderr.
 fn instantiate_and_start(
     algorithm: &WasmAlgorithm,
-    pre: &InstancePre<State>,
+    ready: &Ready,
     args: Vec<u8>,
     stop: &Arc<AtomicBool>,
 ) -> (Result<(), String>, Vec<u8>, Vec<u8>) {
@@ -141,14 +163,15 @@ fn instantiate_and_start(
         stdin: Input::new(args),
         stdout: Output::new("stdout", MAX_STDOUT),
         stderr: Output::new("stderr", MAX_STDERR),
+        memory: None,
         limits: Limits {
             max_bytes: usize::try_from(algorithm.mem_mib.saturating_mul(1 << 20))
                 .unwrap_or(usize::MAX),
             mem: algorithm.mem.clone(),
         },
     };
-    let mut store = Store::new(pre.module().engine(), state);
-    let result = start(algorithm, pre, stop, &mut store);
+    let mut store = Store::new(ready.pre.module().engine(), state);
+    let result = start(algorithm, ready, stop, &mut store);
     let state = store.data_mut();
     let stdout = std::mem::take(&mut state.stdout.bytes);
     let stderr = std::mem::take(&mut state.stderr.bytes);
@@ -157,7 +180,7 @@ fn instantiate_and_start(
 
 fn start(
     algorithm: &WasmAlgorithm,
-    pre: &InstancePre<State>,
+    ready: &Ready,
     stop: &Arc<AtomicBool>,
     store: &mut Store<State>,
 ) -> Result<(), String> {
@@ -178,10 +201,16 @@ fn start(
             _ => Ok(UpdateDeadline::Continue(1)),
         }
     });
-    let instance = pre.instantiate(&mut *store).map_err(describe)?;
-    let start = instance
-        .get_typed_func::<(), ()>(&mut *store, "_start")
-        .map_err(describe)?;
+    let instance = ready.pre.instantiate(&mut *store).map_err(describe)?;
+    if let Some(export) = &ready.memory {
+        if let Some(Extern::Memory(memory)) = instance.get_module_export(&mut *store, export) {
+            store.data_mut().memory = Some(memory);
+        }
+    }
+    let start = match instance.get_module_export(&mut *store, &ready.start) {
+        Some(Extern::Func(start)) => start.typed::<(), ()>(&*store).map_err(describe)?,
+        _ => return Err("the module's _start is not a function".into()),
+    };
     match start.call(&mut *store, ()) {
         Ok(()) => Ok(()),
         Err(error) => match error.downcast_ref::<I32Exit>() {

@@ -18,10 +18,9 @@ use std::sync::{Arc, Mutex};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use wasmtime::InstancePre;
 
 use super::module::Runtime;
-use super::task::{self, State};
+use super::task::{self, Ready};
 use super::{args, Sandbox};
 use crate::link::{Assignment, FromSidecar, Outcome, ToSidecar};
 use crate::sidecar::Link;
@@ -29,7 +28,7 @@ use crate::sidecar::Link;
 /// A module ready to instantiate, with what each of its tasks' stores is given.
 pub struct Prepared {
     pub sandbox: Sandbox,
-    pub pre: InstancePre<State>,
+    pub pre: Ready,
 }
 
 impl std::fmt::Debug for Prepared {

@@ -508,16 +508,11 @@ impl Service {
             }
         }
         for worker in self.workers.values_mut() {
-            if let Some((task_id, task)) = worker
-                .running
-                .iter_mut()
-                .find(|(_, t)| t.key.slot() == key.slot())
-            {
-                // The worker now counts as stopping: the waiting tasks go elsewhere.
-                task.cancelled = true;
+            // The worker now counts as stopping: the waiting tasks go elsewhere.
+            if let Some(task_id) = worker.cancel(|t| t.key.slot() == key.slot()) {
                 if let Some(to_sidecar) = &worker.to_sidecar {
                     let _ = to_sidecar.send(ToSidecar::Stop {
-                        task_id: task_id.clone(),
+                        task_id,
                         force: true,
                     });
                 }
@@ -862,6 +857,7 @@ impl Service {
                 to_sidecar: None,
                 child: None,
                 running: FastMap::default(),
+                cancelled_held: 0,
                 crashed: Vec::new(),
                 gone: None,
                 exited: None,
@@ -1038,7 +1034,7 @@ impl Service {
                 }
             }
             FromSidecar::Finished { task_id, outcome } => {
-                let Some(task) = worker.running.remove(&task_id) else {
+                let Some(task) = worker.release(&task_id) else {
                     return;
                 };
                 // The task's time on the worker: since its dispatch or the previous task's end.
@@ -1121,12 +1117,7 @@ impl Service {
                 worker.state = State::Exiting;
                 // Tasks it had not started go back to the queue for another worker (but for
                 // those the engine cancelled meanwhile).
-                let unstarted: Vec<Task> = worker
-                    .running
-                    .drain()
-                    .map(|(_, t)| t)
-                    .filter(|t| !t.cancelled)
-                    .collect();
+                let unstarted: Vec<Task> = worker.release_all().filter(|t| !t.cancelled).collect();
                 if let Some(child) = &worker.child {
                     let (exit, stopper) = (child.exit_watch(), child.stop_handle());
                     if wrapper::sidecar::process_is_stuck(worker.gone.as_deref().unwrap_or("")) {
@@ -1299,7 +1290,7 @@ fn dispatch(worker: &mut Worker, tasks: impl Iterator<Item = Task>) {
     for task in tasks {
         sent.push(Arc::clone(&task.assignment));
         task.reporter.placed();
-        worker.running.insert(task.assignment.task_id.clone(), task);
+        worker.hold(task);
     }
     if sent.is_empty() {
         return;

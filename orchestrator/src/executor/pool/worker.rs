@@ -53,7 +53,12 @@ pub(super) struct Worker {
     pub state: State,
     pub to_sidecar: Option<mpsc::UnboundedSender<ToSidecar>>,
     pub child: Option<Supervised>,
+    /// The tasks it holds, by task id. Changed only through `hold`, `release`, `cancel` and
+    /// `release_all`, which keep `cancelled_held` true.
     pub running: FastMap<String, Task>,
+    /// How many held tasks are cancelled: `stopping` is asked for every worker in every round
+    /// and refill, and counting here keeps it from walking a window of tasks each time.
+    pub cancelled_held: usize,
     /// Crashed tasks, reported once the process's exit is known.
     pub crashed: Vec<(Task, String)>,
     pub gone: Option<String>,
@@ -77,7 +82,40 @@ impl Worker {
     /// A stop is in progress: it holds a task the engine cancelled, which its sidecar has not
     /// reported ended yet. Such a worker gets no new task, and counts as on its way out.
     pub fn stopping(&self) -> bool {
-        self.running.values().any(|t| t.cancelled)
+        self.cancelled_held > 0
+    }
+
+    /// Takes `task` to run.
+    pub fn hold(&mut self, task: Task) {
+        if task.cancelled {
+            self.cancelled_held += 1;
+        }
+        if let Some(old) = self.running.insert(task.assignment.task_id.clone(), task) {
+            self.cancelled_held -= usize::from(old.cancelled);
+        }
+    }
+
+    /// The held task `task_id`, no longer held.
+    pub fn release(&mut self, task_id: &str) -> Option<Task> {
+        let task = self.running.remove(task_id)?;
+        self.cancelled_held -= usize::from(task.cancelled);
+        Some(task)
+    }
+
+    /// Every held task, no longer held.
+    pub fn release_all(&mut self) -> impl Iterator<Item = Task> + '_ {
+        self.cancelled_held = 0;
+        self.running.drain().map(|(_, task)| task)
+    }
+
+    /// Marks the held task in `slot` cancelled; its id, when this worker holds it.
+    pub fn cancel(&mut self, slot: impl Fn(&Task) -> bool) -> Option<String> {
+        let (task_id, task) = self.running.iter_mut().find(|(_, t)| slot(t))?;
+        if !task.cancelled {
+            task.cancelled = true;
+            self.cancelled_held += 1;
+        }
+        Some(task_id.clone())
     }
 
     /// On its way out: it takes no task and the scheduler sees it as stopping (it holds its
