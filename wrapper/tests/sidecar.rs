@@ -72,18 +72,46 @@ fn python_available() -> bool {
 }
 
 fn spawn_python(port: u16, folder: &Path, fast: bool) -> Child {
+    spawn_python_with(port, None, folder, fast)
+}
+
+/// The Python runtime against the sidecar at `port`, or at the Unix socket `unix` if given.
+fn spawn_python_with(port: u16, unix: Option<&Path>, folder: &Path, fast: bool) -> Child {
     let runtime = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtimes/python");
-    Command::new("python3")
+    let mut command = Command::new("python3");
+    command
         .args(["-m", "hkube_runtime"])
         .env("PYTHONPATH", runtime)
         .env("WORKER_SOCKET_PORT", port.to_string())
         .env("ALGORITHM_PATH", folder)
         .env("ALGORITHM_ENTRY_POINT", "main.py")
         .env("HKUBE_FAST_PATH", if fast { "1" } else { "0" })
+        .env("HKUBE_CONNECT_TIMEOUT", "5");
+    if let Some(unix) = unix {
+        command.env("HKUBE_WORKER_SOCKET_PATH", unix);
+    }
+    command
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("python3 starts")
+}
+
+/// Asks the runtime to exit 0; it does, and the sidecar ends saying why.
+async fn exit_cleanly(
+    end: &OrchestratorEnd,
+    child: &mut Child,
+    sidecar: tokio::task::JoinHandle<String>,
+) {
+    end.to_sidecar
+        .send(ToSidecar::Exit { exit_code: 0 })
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "the runtime exits 0 on exit: {status}");
+    assert_eq!(sidecar.await.unwrap(), "exit 0 was requested");
 }
 
 fn algorithm_folder(code: &str) -> tempfile::TempDir {
@@ -189,15 +217,7 @@ async fn python_round_trip(fast: bool) {
         finished("api", output(json!(42)))
     );
 
-    end.to_sidecar
-        .send(ToSidecar::Exit { exit_code: 0 })
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "the runtime exits 0 on exit: {status}");
-    assert_eq!(sidecar.await.unwrap(), "exit 0 was requested");
+    exit_cleanly(&end, &mut child, sidecar).await;
 
     // The sidecar's frames to the runtime are unmasked JSON text on the wire.
     let wire = String::from_utf8_lossy(&to_runtime.lock().unwrap()).into_owned();
@@ -282,19 +302,7 @@ async fn the_python_runtime_connects_over_the_unix_socket() {
     };
     let (link, mut end) = link_pair();
     let handle = tokio::spawn(sidecar.run(link));
-    let runtime = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtimes/python");
-    let mut child = Command::new("python3")
-        .args(["-m", "hkube_runtime"])
-        .env("PYTHONPATH", runtime)
-        .env("WORKER_SOCKET_PORT", closed_port.to_string())
-        .env("HKUBE_WORKER_SOCKET_PATH", &socket)
-        .env("ALGORITHM_PATH", folder.path())
-        .env("ALGORITHM_ENTRY_POINT", "main.py")
-        .env("HKUBE_CONNECT_TIMEOUT", "5")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("python3 starts");
+    let mut child = spawn_python_with(closed_port, Some(&socket), folder.path(), true);
     assert_eq!(next(&mut end).await, FromSidecar::Ready);
     end.to_sidecar
         .send(ToSidecar::Run {
@@ -305,15 +313,7 @@ async fn the_python_runtime_connects_over_the_unix_socket() {
         next_outcome(&mut end).await,
         finished("t1", output(json!({"x": 7, "task": "t1", "node": "A"})))
     );
-    end.to_sidecar
-        .send(ToSidecar::Exit { exit_code: 0 })
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "the runtime exits 0 on exit: {status}");
-    assert_eq!(handle.await.unwrap(), "exit 0 was requested");
+    exit_cleanly(&end, &mut child, handle).await;
     assert!(
         !private.exists(),
         "the socket's folder is removed with the sidecar"
