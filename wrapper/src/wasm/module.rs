@@ -85,20 +85,19 @@ impl Runtime {
 
     fn prepare_keeping(&self, bytes: &[u8], keep: Keep) -> Result<Ready, String> {
         let module = self.module(bytes, keep)?;
-        let no_start = || {
-            "it exports no _start function: build it as a WASI command (a program with a \
-             main, e.g. cargo build --target wasm32-wasip1 of a binary crate)"
-                .to_string()
+        let Some(start) = module.get_export_index("_start") else {
+            return Err(
+                "it exports no _start function: build it as a WASI command (a program with a \
+                 main, e.g. cargo build --target wasm32-wasip1 of a binary crate)"
+                    .into(),
+            );
         };
-        if module.get_export("_start").is_none() {
-            return Err(no_start());
-        }
         let pre = self.linker.instantiate_pre(&module).map_err(|e| {
             format!(
                 "{e:#} (a wasm algorithm may import only WASI preview 1, wasi_snapshot_preview1)"
             )
         })?;
-        Ready::new(pre).ok_or_else(no_start)
+        Ok(Ready::new(pre, start))
     }
 
     /// The module's code from the cache, else compiled (and then kept in the cache).

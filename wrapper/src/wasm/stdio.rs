@@ -195,7 +195,8 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
 }
 
 /// The module's memory, which WASI calls address (a WASI command exports it as `memory`):
-/// the task found it once after instantiation (`task::State::memory`).
+/// the task found it once after instantiation (`task::State::memory`). A call made during
+/// instantiation (by a module's start function) comes before that, and looks it up by name.
 fn exported_memory(caller: &mut Caller<'_, State>) -> wasmtime::Result<wasmtime::Memory> {
     if let Some(memory) = caller.data().memory {
         return Ok(memory);

@@ -52,12 +52,10 @@ impl std::fmt::Debug for Ready {
 }
 
 impl Ready {
-    /// `None` when the module exports no `_start` (no WASI command).
-    pub fn new(pre: InstancePre<State>) -> Option<Ready> {
-        let module = pre.module();
-        let start = module.get_export_index("_start")?;
-        let memory = module.get_export_index("memory");
-        Some(Ready { pre, start, memory })
+    /// `start`: the module's `_start` (`Module::get_export_index`).
+    pub fn new(pre: InstancePre<State>, start: ModuleExport) -> Ready {
+        let memory = pre.module().get_export_index("memory");
+        Ready { pre, start, memory }
     }
 }
 
