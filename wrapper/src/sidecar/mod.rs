@@ -1242,19 +1242,19 @@ fn replace_references(value: &mut Value, loaded: &HashMap<String, Value>) {
 /// HKube's job data for a task (reference wrapper-protocol §2.4).
 fn job_data(task: &Assignment) -> JobData {
     JobData {
-        job_id: task.job_id.clone(),
+        job_id: task.job_id.to_string(),
         task_id: task.task_id.clone(),
-        node_name: task.node_name.clone(),
-        algorithm_name: Some(task.algorithm_name.clone()),
-        pipeline_name: Some(task.pipeline_name.clone()),
+        node_name: task.node_name.to_string(),
+        algorithm_name: Some(task.algorithm_name.to_string()),
+        pipeline_name: Some(task.pipeline_name.to_string()),
         batch_index: task.batch_index.map(u64::from),
         input: task.input.clone(),
         kind: Some("batch".into()),
         parent_node_name: task.parent_node_name.clone(),
         info: Some(JobInfo {
-            extra_data: task.extra_data.clone(),
+            extra_data: task.extra_data.as_deref().cloned(),
             save_paths: Some(Vec::new()),
-            root_job_id: Some(task.root_job_id.clone()),
+            root_job_id: Some(task.root_job_id.to_string()),
             ..JobInfo::default()
         }),
         ..JobData::default()

@@ -37,7 +37,7 @@ pub fn of_assignment(task: &Assignment) -> Vec<u8> {
         algorithm_name: &task.algorithm_name,
         pipeline_name: &task.pipeline_name,
         batch_index: task.batch_index,
-        extra_data: task.extra_data.as_ref(),
+        extra_data: task.extra_data.as_deref(),
     }
     .to_json()
 }

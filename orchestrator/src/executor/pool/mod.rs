@@ -443,8 +443,8 @@ impl Service {
     }
 
     fn submit(&mut self, task: TaskSpec) {
-        let name = task.algorithm_name.to_string();
-        let Some(&ix) = self.by_name.get(&name) else {
+        let name = Arc::clone(&task.algorithm_name);
+        let Some(&ix) = self.by_name.get(&*name) else {
             task.reporter.finish(TaskOutcome::Failed(format!(
                 "algorithm {name} has no local code: the local executor runs algorithms registered with a code folder"
             )));
@@ -469,15 +469,15 @@ impl Service {
             entered_ms,
             key: task.key,
             assignment: Arc::new(Assignment {
-                job_id: task.job_id.to_string(),
+                job_id: task.job_id,
                 task_id: task.task_id.to_string(),
-                node_name: task.node_name.to_string(),
-                algorithm_name: name,
-                pipeline_name: task.pipeline_name.to_string(),
+                node_name: task.node_name,
+                algorithm_name: task.algorithm_name,
+                pipeline_name: task.pipeline_name,
                 batch_index: task.batch_index,
                 input: task.input,
-                extra_data: task.extra_data.map(|v| (*v).clone()),
-                root_job_id: task.root_job_id.to_string(),
+                extra_data: task.extra_data,
+                root_job_id: task.root_job_id,
                 parent_node_name: None,
             }),
             reporter: task.reporter,
