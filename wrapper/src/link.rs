@@ -19,8 +19,8 @@ pub const LINK_VERSION: u32 = 1;
 #[serde(rename_all = "camelCase")]
 pub struct Assignment {
     // The names a task shares with its job and node are shared, not copied: a batch of
-    // 200,000 wasm items would otherwise allocate and free five strings per item on the
-    // engine's thread.
+    // 200,000 wasm items would otherwise allocate five strings per item on the pool's thread
+    // and free them wherever the last holder of the assignment drops it.
     pub job_id: Arc<str>,
     pub task_id: String,
     pub node_name: Arc<str>,
