@@ -977,3 +977,69 @@ fn wasm_uploads_are_checked_at_apply_and_run() {
         "{stderr}"
     );
 }
+
+/// A module of hkube's function ABI (a library exporting hkube_alloc and hkube_start, its
+/// instance kept by its worker) uploaded bare, checked at the apply and run; a module that
+/// exports both ABIs' entries is refused at the apply, saying what to change.
+#[test]
+fn a_function_abi_upload_is_checked_at_apply_and_runs() {
+    let module = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/numbers/multiply-wasm-fn/multiply-fn.wasm");
+    if !module.is_file() {
+        return testkit::skip(
+            None,
+            "examples/numbers/multiply-wasm-fn/multiply-fn.wasm is not built: run examples/numbers/multiply-wasm-fn/build.sh",
+        );
+    }
+    let server = Server::start(&[]);
+    let bare = fresh_dir();
+    std::fs::copy(&module, bare.join("multiply-fn.wasm")).unwrap();
+    std::fs::write(
+        bare.join("algorithm.yml"),
+        "name: fn-multiply\nmem: 32Mi\ncode:\n  path: multiply-fn.wasm\n",
+    )
+    .unwrap();
+    let (ok, stderr) = apply_in(&server, &bare);
+    assert!(ok, "{stderr}");
+    let job = server.job(
+        "/api/v1/exec/raw",
+        &json!({"name": "w", "nodes": [
+            {"nodeName": "A", "algorithmName": "fn-multiply", "input": ["#@flowInput.xs", 5]}],
+            "flowInput": {"xs": [1, 2, 3, "x"]}, "options": {"batchTolerance": 50}}),
+    );
+    let result = server.results(&job);
+    let products: Vec<Value> = result["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{result}"))
+        .iter()
+        .map(|item| item["result"].clone())
+        .collect();
+    assert_eq!(&products[..3], [json!(5), json!(10), json!(15)], "{result}");
+    let (_, status) = server.get(&format!("/api/v1/exec/status/{job}"));
+    assert_eq!(status["data"]["states"]["failed"], 1, "{status}");
+
+    let both = wat::parse_str(
+        r#"(module (memory (export "memory") 1) (func (export "_start"))
+          (func (export "hkube_alloc") (param i32) (result i32) (i32.const 0))
+          (func (export "hkube_start") (param i32 i32) (result i32) (i32.const 0)))"#,
+    )
+    .unwrap();
+    let bad = fresh_dir();
+    std::fs::write(bad.join("both.wasm"), both).unwrap();
+    std::fs::write(
+        bad.join("algorithm.yml"),
+        "name: both-abis\ncode:\n  path: both.wasm\n",
+    )
+    .unwrap();
+    let (ok, stderr) = apply_in(&server, &bad);
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "the uploaded WebAssembly module cannot run in hkube: it exports both _start (a WASI \
+             command) and hkube_start (hkube's function ABI)"
+        ),
+        "{stderr}"
+    );
+    let (status, _) = server.get("/api/v1/store/algorithms/both-abis");
+    assert_eq!(status, 404, "a refused module is not stored");
+}

@@ -808,6 +808,18 @@ fn a_container_over_its_memory_limit_fails_with_the_limit_named() {
     );
 }
 
+/// hkube's function ABI: answers how many tasks its instance ran (one digit).
+const COUNTS: &str = r#"(module
+  (import "hkube" "output" (func $output (param i32 i32)))
+  (memory (export "memory") 1)
+  (global $n (mut i32) (i32.const 0))
+  (func (export "hkube_alloc") (param $len i32) (result i32) (i32.const 1024))
+  (func (export "hkube_start") (param $ptr i32) (param $len i32) (result i32)
+    (global.set $n (i32.add (global.get $n) (i32.const 1)))
+    (i32.store8 (i32.const 0) (i32.add (i32.const 48) (global.get $n)))
+    (call $output (i32.const 0) (i32.const 1))
+    (i32.const 0)))"#;
+
 /// A module that traps at once.
 const TRAPS: &str = r#"(module
   (memory (export "memory") 1)
@@ -911,7 +923,7 @@ fn wasm_modules_run_in_the_sidecars_container() {
     let Some(module) = common::wasm_numbers_or_skip() else {
         return;
     };
-    let _images: Vec<RemovedImages> = ["multiply-wasm", "wasm-traps", "wasm-greedy"]
+    let _images: Vec<RemovedImages> = ["multiply-wasm", "wasm-traps", "wasm-greedy", "wasm-counts"]
         .iter()
         .map(|name| RemovedImages(name.to_string()))
         .collect();
@@ -947,7 +959,17 @@ fn wasm_modules_run_in_the_sidecars_container() {
         "greedy.wasm",
         &wat::parse_str(GREEDY).unwrap(),
     );
-    for folder in [&range, &reduce, &multiply, &traps, &greedy] {
+    let counts = module_folder(
+        &code,
+        "wasm-counts",
+        "counts.wasm",
+        &wat::parse_str(COUNTS).unwrap(),
+    );
+    // One worker: both of its tasks below meet the instance it keeps.
+    let mut described = std::fs::read_to_string(counts.join("algorithm.yml")).unwrap();
+    described.push_str("maxWorkers: 1\n");
+    std::fs::write(counts.join("algorithm.yml"), described).unwrap();
+    for folder in [&range, &reduce, &multiply, &traps, &greedy, &counts] {
         let (status, _, stderr) = hkube(
             &endpoint,
             folder,
@@ -1011,8 +1033,24 @@ fn wasm_modules_run_in_the_sidecars_container() {
     );
     assert!(!containers_of(&state, "wasm-traps").is_empty());
 
+    // hkube's function ABI in the sidecar's container: the worker keeps the module's instance
+    // from one task to the next.
+    let answers: Vec<Value> = (0..2)
+        .map(|_| {
+            run_until(
+                &endpoint,
+                "wasm-counts",
+                serde_json::json!([1]),
+                "completed",
+            )["data"][0]["result"]
+                .clone()
+        })
+        .collect();
+    assert_eq!(answers, [serde_json::json!(1), serde_json::json!(2)]);
+    assert_eq!(containers_of(&state, "wasm-counts").len(), 1);
+
     // The server removes its containers on the way out.
-    let ours: Vec<String> = ["multiply-wasm", "wasm-traps", "wasm-greedy"]
+    let ours: Vec<String> = ["multiply-wasm", "wasm-traps", "wasm-greedy", "wasm-counts"]
         .iter()
         .flat_map(|algorithm| containers_of(&state, algorithm))
         .map(|(id, _, _)| id)

@@ -271,11 +271,12 @@ mod tests {
                 "multiply",
                 "multiply-java",
                 "multiply-wasm",
+                "multiply-wasm-fn",
                 "range",
                 "reduce"
             ]
         );
-        let reduce = &found[4];
+        let reduce = &found[5];
         let local = reduce.local().unwrap();
         assert_eq!(local.language, Language::Nodejs);
         assert_eq!(local.entry_point, "index.js");

@@ -75,6 +75,22 @@ const OPENS_A_FILE: &str = r#"(module
     (call $exit (call $open (i32.const 3) (i32.const 0) (i32.const 16) (i32.const 10)
       (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 8)))))"#;
 
+/// hkube's function ABI: counts the tasks its instance ran and answers the count (one digit);
+/// a task whose first input begins with 4 loops instead. The args object begins
+/// `{"input":[`, so that digit is at `ptr + 10`.
+const COUNTS: &str = r#"(module
+  (import "hkube" "output" (func $output (param i32 i32)))
+  (memory (export "memory") 1)
+  (global $n (mut i32) (i32.const 0))
+  (func (export "hkube_alloc") (param $len i32) (result i32) (i32.const 1024))
+  (func (export "hkube_start") (param $ptr i32) (param $len i32) (result i32)
+    (if (i32.eq (i32.load8_u (i32.add (local.get $ptr) (i32.const 10))) (i32.const 52))
+      (then (loop $forever (br $forever))))
+    (global.set $n (i32.add (global.get $n) (i32.const 1)))
+    (i32.store8 (i32.const 0) (i32.add (i32.const 48) (global.get $n)))
+    (call $output (i32.const 0) (i32.const 1))
+    (i32.const 0)))"#;
+
 fn write_module(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(format!("{name}.wat"));
     std::fs::write(&path, text).unwrap();
@@ -285,7 +301,7 @@ async fn a_module_that_does_not_compile_is_refused_with_wasmtime_s_message() {
         .to_string();
     assert!(
         error.starts_with(&format!(
-            "algorithm bad: its module {} does not compile:",
+            "algorithm bad: its module {} does not compile (wasmtime):",
             bad.display()
         )),
         "{error}"
@@ -412,6 +428,45 @@ async fn placed_by_the_pool_a_module_answers_fails_and_stops_as_on_its_own_threa
     assert!(started.elapsed() < Duration::from_secs(10));
     let result = run(&handle, one_node("echo", json!([7]))).await;
     assert_eq!(result["status"], "completed", "{result}");
+    local.shutdown().await;
+}
+
+/// hkube's function ABI placed by the pool: a worker's tasks run in the one instance it keeps
+/// (a count kept in the module goes on from task to task), and a task stopped at its ttl ends
+/// that instance: the next task counts from 1 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placed_by_the_pool_a_function_abi_worker_keeps_its_instance_until_a_task_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let mut counts = algorithm("counts", write_module(dir.path(), "counts", COUNTS));
+    // One worker: every task meets the same instance.
+    counts.max_workers = 1;
+    let (handle, local) = pooled_engine(node(1.0), &logs, vec![counts]).await;
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let result = run(&handle, one_node("counts", json!([1]))).await;
+        answers.push(result["data"][0]["result"].clone());
+    }
+    assert_eq!(answers, [json!(1), json!(2), json!(3)]);
+    let pipeline = json!({"name": "batch", "nodes": [
+        {"nodeName": "A", "algorithmName": "counts", "input": ["#@flowInput.xs"]}],
+        "flowInput": {"xs": [1, 1]}});
+    let result = run(&handle, pipeline).await;
+    let mut batch: Vec<Value> = result["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["result"].clone())
+        .collect();
+    batch.sort_by_key(|n| n.as_i64());
+    assert_eq!(batch, [json!(4), json!(5)], "{result}");
+
+    let pipeline = json!({"name": "loop", "nodes": [
+        {"nodeName": "A", "algorithmName": "counts", "input": [4], "ttl": 1}]});
+    let result = run(&handle, pipeline).await;
+    assert_eq!(result["status"], "failed", "{result}");
+    let result = run(&handle, one_node("counts", json!([1]))).await;
+    assert_eq!(result["data"][0]["result"], json!(1), "{result}");
     local.shutdown().await;
 }
 
@@ -569,6 +624,9 @@ async fn numbers_engine(dir: &Path) -> (Handle, LocalExecutor) {
     let catalog = Arc::new(MemoryCatalog::new());
     for algorithm in project::find_algorithms(&examples()).unwrap() {
         match &algorithm.runner {
+            // A module not built is left out, as `hkube server` leaves it (the tests that
+            // need it say so).
+            Runner::Wasm(module) if !module.module.is_file() => continue,
             Runner::Wasm(module) => wasm.register(module.clone()).await.unwrap(),
             Runner::Local(process) if process.name != "multiply-java" => {
                 local.register(process.clone()).await.unwrap()
@@ -585,7 +643,11 @@ async fn numbers_engine(dir: &Path) -> (Handle, LocalExecutor) {
 }
 
 fn numbers_wasm(n: u64, k: u64) -> Value {
-    let text = std::fs::read_to_string(examples().join("numbers-wasm.yml")).unwrap();
+    numbers_pipeline("numbers-wasm.yml", n, k)
+}
+
+fn numbers_pipeline(file: &str, n: u64, k: u64) -> Value {
+    let text = std::fs::read_to_string(examples().join(file)).unwrap();
     let mut pipeline = spec::read_document(&text).unwrap();
     pipeline["flowInput"] = json!({"N": n, "k": k});
     pipeline
@@ -604,6 +666,51 @@ async fn numbers_with_the_wasm_multiply_gives_30() {
     // Larger: 2 × (1 + 2 + … + 1000).
     let result = run(&handle, numbers_wasm(1000, 2)).await;
     assert_eq!(result["data"][0]["result"], json!(1_001_000), "{result}");
+    local.shutdown().await;
+}
+
+/// The same pipeline with the Multiply of hkube's function ABI (an instance kept per worker,
+/// a call per task), and its failures: a status with a message, retried as the node says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_with_the_function_abi_multiply_gives_30() {
+    if let Some(reason) = missing_for_numbers() {
+        return testkit::skip(None, &reason);
+    }
+    let module = examples().join("multiply-wasm-fn/multiply-fn.wasm");
+    if !module.is_file() {
+        let why = format!(
+            "{} is not built: run examples/numbers/multiply-wasm-fn/build.sh",
+            module.display()
+        );
+        return testkit::skip(None, &why);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (handle, local) = numbers_engine(dir.path()).await;
+    let result = run(&handle, numbers_pipeline("numbers-wasm-fn.yml", 5, 2)).await;
+    assert_eq!(result["status"], "completed", "{result}");
+    assert_eq!(result["data"][0]["result"], json!(30), "{result}");
+    let result = run(&handle, numbers_pipeline("numbers-wasm-fn.yml", 1000, 2)).await;
+    assert_eq!(result["data"][0]["result"], json!(1_001_000), "{result}");
+
+    let pipeline = json!({"name": "tolerant", "nodes": [
+        {"nodeName": "Multiply", "algorithmName": "multiply-wasm-fn",
+         "input": ["#@flowInput.items", 10],
+         "retry": {"policy": "Always", "limit": 2}},
+        {"nodeName": "Reduce", "algorithmName": "reduce", "input": ["@Multiply"]}],
+        "flowInput": {"items": [1, 2, "x", 4]},
+        "options": {"batchTolerance": 50}});
+    let result = run(&handle, pipeline.clone()).await;
+    assert_eq!(result["status"], "completed", "{result}");
+    assert_eq!(result["data"][0]["result"], json!(70), "{result}");
+    let mut strict = pipeline;
+    strict["options"]["batchTolerance"] = json!(10);
+    let result = run(&handle, strict).await;
+    assert_eq!(result["status"], "failed", "{result}");
+    let error = result["error"].as_str().unwrap();
+    assert!(
+        error.contains("multiply takes numbers, got \"x\" and 10"),
+        "{error}"
+    );
     local.shutdown().await;
 }
 
@@ -648,32 +755,36 @@ async fn a_mixed_pipeline_keeps_tolerance_retries_and_wait_any() {
     local.shutdown().await;
 }
 
-/// docs/wasm.md's second language: examples/wasm-c/multiply.c compiled by clang for
-/// wasm32-wasi, run as a batch.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_module_written_in_c_multiplies() {
-    let dir = tempfile::tempdir().unwrap();
-    let module = dir.path().join("multiply.wasm");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wasm-c/multiply.c");
+/// `examples/wasm-c/<source>` compiled by clang for wasm32-wasi into `dir` (with `flags`),
+/// or why it cannot be here.
+fn clang_module(dir: &Path, source: &str, flags: &[&str]) -> Result<PathBuf, String> {
+    let module = dir.join(source.replace(".c", ".wasm"));
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/wasm-c")
+        .join(source);
     let compiled = std::process::Command::new("clang")
-        .args(["--target=wasm32-wasi", "-O2", "-s", "-o"])
+        .args(["--target=wasm32-wasi", "-O2", "-s"])
+        .args(flags)
+        .arg("-o")
         .arg(&module)
         .arg(&source)
         .output();
     match compiled {
-        Ok(output) if output.status.success() => {}
+        Ok(output) if output.status.success() => Ok(module),
         Ok(output) => {
             let why = String::from_utf8_lossy(&output.stderr).to_string();
-            return testkit::skip(
-                None,
-                &format!("clang cannot build for wasm32-wasi (apt-get install clang lld wasi-libc libclang-rt-14-dev-wasm32): {why}"),
-            );
+            Err(format!("clang cannot build for wasm32-wasi (apt-get install clang lld wasi-libc libclang-rt-14-dev-wasm32): {why}"))
         }
-        Err(error) => return testkit::skip(None, &format!("clang is not installed: {error}")),
+        Err(error) => Err(format!("clang is not installed: {error}")),
     }
+}
+
+/// A batch of `multiply-c` over 1, 2, 3 times 7 on the executor's own threads, and a task
+/// without input: the results, and that task's error.
+async fn multiply_in_c(dir: &Path, module: PathBuf) -> (Vec<Value>, String) {
     let wasm = WasmExecutor::start(WasmOptions {
         cache_dir: None,
-        log_dir: dir.path().join("logs"),
+        log_dir: dir.join("logs"),
         threads: 0,
     })
     .unwrap();
@@ -693,14 +804,39 @@ async fn a_module_written_in_c_multiplies() {
         .iter()
         .map(|item| item["result"].clone())
         .collect();
-    assert_eq!(products, [json!(7), json!(14), json!(21)]);
     let result = run(&handle, one_node("multiply-c", json!([]))).await;
     assert_eq!(result["status"], "failed", "{result}");
-    let error = result["error"].as_str().unwrap();
+    (products, result["error"].as_str().unwrap().to_string())
+}
+
+/// docs/wasm.md's second language: examples/wasm-c/multiply.c compiled by clang for
+/// wasm32-wasi, run as a batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_written_in_c_multiplies() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = match clang_module(dir.path(), "multiply.c", &[]) {
+        Ok(module) => module,
+        Err(why) => return testkit::skip(None, &why),
+    };
+    let (products, error) = multiply_in_c(dir.path(), module).await;
+    assert_eq!(products, [json!(7), json!(14), json!(21)]);
     assert!(
         error.starts_with("the module exited with code 2"),
         "{error}"
     );
+}
+
+/// The function ABI's second language: examples/wasm-c/multiply-fn.c, a WASI reactor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_abi_module_written_in_c_multiplies() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = match clang_module(dir.path(), "multiply-fn.c", &["-mexec-model=reactor"]) {
+        Ok(module) => module,
+        Err(why) => return testkit::skip(None, &why),
+    };
+    let (products, error) = multiply_in_c(dir.path(), module).await;
+    assert_eq!(products, [json!(7), json!(14), json!(21)]);
+    assert_eq!(error, "multiply takes numbers");
 }
 
 /// `x-hkube.dirs` opens a folder of the code to the module, and nothing else.

@@ -6,7 +6,12 @@
 //! per item multiplies, one sums) in the same run, after hkube's measurements, when its venv
 //! exists (`bench/ray/setup.sh`); both sides time a warm second run of the whole job.
 //!
-//! Needs `examples/numbers/multiply-wasm/build.sh` first (the module), python3 and node.
+//! The numbers job runs twice per round: with the Multiply of the WASI command ABI (a fresh
+//! instance per task) and with the Multiply of hkube's function ABI (an instance kept per
+//! worker, a call per task), taking turns so both see the same minutes of the machine.
+//!
+//! Needs `examples/numbers/multiply-wasm/build.sh` and `examples/numbers/multiply-wasm-fn/build.sh`
+//! first (the modules), python3 and node.
 //!
 //! `cargo run --release -p hkube-bench --bin wasm [-- --items N --ray-items N --repeat N --pooled 0|1]`
 
@@ -88,8 +93,10 @@ async fn run(handle: &Handle, pipeline: Value) -> (Value, Duration) {
     (result, took)
 }
 
-fn numbers_wasm(n: usize) -> Value {
-    let file = repo().join("examples/numbers/numbers-wasm.yml");
+/// The numbers pipeline of `file` (`numbers-wasm.yml`: the WASI command Multiply;
+/// `numbers-wasm-fn.yml`: the function-ABI one).
+fn numbers_wasm(file: &str, n: usize) -> Value {
+    let file = repo().join("examples/numbers").join(file);
     let text = std::fs::read_to_string(file).expect("numbers-wasm.yml");
     let mut pipeline = spec::read_document(&text).expect("a pipeline");
     pipeline["flowInput"] = json!({"N": n, "k": 2});
@@ -131,25 +138,36 @@ async fn main() {
     let repeat = arg("--repeat", 5).max(1);
     let pooled = arg("--pooled", 1) != 0;
     let module = repo().join("examples/numbers/multiply-wasm/multiply.wasm");
-    assert!(
-        module.is_file(),
-        "{} is missing: run examples/numbers/multiply-wasm/build.sh",
-        module.display()
-    );
+    for (built, by) in [
+        (&module, "examples/numbers/multiply-wasm/build.sh"),
+        (
+            &repo().join("examples/numbers/multiply-wasm-fn/multiply-fn.wasm"),
+            "examples/numbers/multiply-wasm-fn/build.sh",
+        ),
+    ] {
+        assert!(built.is_file(), "{} is missing: run {by}", built.display());
+    }
 
-    // numbers: a first run starts the Python and JavaScript workers; the next ones are timed.
+    // numbers: a first run starts the Python and JavaScript workers; the next ones are timed,
+    // the two Multiply modules taking turns so that both see the same minutes of the machine.
     let cache = scratch("numbers");
     let (handle, local) = numbers_engine(&cache, pooled).await;
-    run(&handle, numbers_wasm(items)).await;
-    let mut rates = Vec::new();
+    let pipelines = ["numbers-wasm.yml", "numbers-wasm-fn.yml"];
+    for file in pipelines {
+        run(&handle, numbers_wasm(file, items)).await;
+    }
+    let mut rates = [Vec::new(), Vec::new()];
     for _ in 0..repeat {
-        let (result, took) = run(&handle, numbers_wasm(items)).await;
-        let expected = (items as u64) * (items as u64 + 1); // 2 × (1 + … + N)
-        assert_eq!(result["data"][0]["result"], json!(expected), "{result}");
-        rates.push((items + 2) as f64 / took.as_secs_f64());
+        for (file, rates) in pipelines.iter().zip(rates.iter_mut()) {
+            let (result, took) = run(&handle, numbers_wasm(file, items)).await;
+            let expected = (items as u64) * (items as u64 + 1); // 2 × (1 + … + N)
+            assert_eq!(result["data"][0]["result"], json!(expected), "{result}");
+            rates.push((items + 2) as f64 / took.as_secs_f64());
+        }
     }
     local.shutdown().await;
-    let numbers = Spread::of(&rates);
+    let numbers = Spread::of(&rates[0]);
+    let numbers_fn = Spread::of(&rates[1]);
 
     // The first task of a new module version: an empty cache, so registering compiles.
     let (mut compiled, mut compiled_whole) = (Vec::new(), Vec::new());
@@ -198,8 +216,12 @@ async fn main() {
     print_table_head("hkube WASM tier");
     let module_size = std::fs::metadata(&module).map_or(0, |m| m.len());
     println!(
-        "| numbers N={items}, wasm Multiply (Python Range, JS Reduce), warm, whole job | {} | ≥ 100,000 tasks/s | {ray_numbers} |",
+        "| numbers N={items}, wasm Multiply as a WASI command (Python Range, JS Reduce), warm, whole job | {} | ≥ 100,000 tasks/s | {ray_numbers} |",
         numbers.show(0, "tasks/s")
+    );
+    println!(
+        "| numbers N={items}, wasm Multiply of the function ABI (an instance per worker, a call per task), same job | {} | ≥ 100,000 tasks/s | |",
+        numbers_fn.show(0, "tasks/s")
     );
     println!(
         "| first task of a new module version ({} KB), compile included | {} (compile {}) | ≤ 50 ms | |",

@@ -44,7 +44,7 @@ pub async fn wasm_folder_image(
         let bytes =
             std::fs::read(&bytes_of).map_err(|e| format!("reading {}: {e}", bytes_of.display()))?;
         crate::executor::wasm::validate(&bytes, cache.as_deref())
-            .map_err(|e| format!("{} does not compile (wasmtime): {e}", bytes_of.display()))
+            .map_err(|e| format!("{} {e}", bytes_of.display()))
     })
     .await
     .map_err(|e| e.to_string())??;

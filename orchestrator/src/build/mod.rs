@@ -350,11 +350,7 @@ impl BuildService {
         })
         .await
         .map_err(|e| Error::BadUpload(format!("checking the module failed: {e}")))?
-        .map_err(|e| {
-            Error::BadUpload(format!(
-                "the uploaded WebAssembly module does not compile (wasmtime): {e}"
-            ))
-        })
+        .map_err(|e| Error::BadUpload(format!("the uploaded WebAssembly module {e}")))
     }
 
     fn last_upload(&self, name: &str) -> Option<PathBuf> {

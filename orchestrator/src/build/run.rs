@@ -220,7 +220,7 @@ async fn check_module(inner: &Inner, module: std::path::PathBuf) -> Result<(), S
         let bytes =
             std::fs::read(&module).map_err(|e| format!("reading {}: {e}", module.display()))?;
         crate::executor::wasm::validate(&bytes, cache.as_deref())
-            .map_err(|e| format!("the module does not compile (wasmtime): {e}"))
+            .map_err(|e| format!("the module {e}"))
     })
     .await
     .map_err(|e| e.to_string())?

@@ -5,15 +5,21 @@
 //!   `InstancePre` a module is prepared into once.
 //! - [`cache`]: what the on-disk cache keeps (partial files of killed writes and code unused
 //!   for long are removed when a runtime opens it).
+//! - [`abi`]: which ABI a module speaks (a WASI command, or hkube's function ABI), found once.
 //! - [`task`]: one task in one fresh store (the WASI command ABI: args on stdin, result on
 //!   stdout, log on stderr; a trap or a non-zero exit is the task's error).
+//! - [`function`]: the function ABI: an instance kept across a worker's tasks, a call each.
+//! - [`runner`]: what a thread that runs tasks holds (the module, a function ABI's instance).
 //! - [`args`]: the args object a module reads on stdin.
 //! - [`worker`]: a worker over the task link, one task after another: the orchestrator's
 //!   in-process wasm workers, and `hkube-wrapper` in a container ([`worker::serve`]).
 
+pub mod abi;
 pub mod args;
 pub mod cache;
+pub mod function;
 pub mod module;
+pub mod runner;
 pub mod stdio;
 pub mod task;
 pub mod worker;

@@ -21,7 +21,8 @@ use wasmtime::{
 };
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-use super::task::{Ready, State};
+use super::abi::Ready;
+use super::task::State;
 
 /// How often the epoch ticks: a stopped or timed-out task traps within about this long.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -68,6 +69,8 @@ impl Runtime {
         .map_err(|e| format!("cannot link WASI preview 1: {e}"))?;
         super::stdio::add_to_linker(&mut linker)
             .map_err(|e| format!("cannot link the task's stdio: {e}"))?;
+        super::function::add_to_linker(&mut linker)
+            .map_err(|e| format!("cannot link hkube.output: {e}"))?;
         let runtime = Runtime {
             engine,
             linker: std::sync::Arc::new(linker),
@@ -78,26 +81,27 @@ impl Runtime {
     }
 
     /// Compiles (or loads from the cache) the module in `bytes` and resolves its imports.
-    /// The error is wasmtime's own message, which names what is wrong with the module.
+    /// The error completes a sentence whose subject is the module ("the module {path} …"):
+    /// `does not compile (wasmtime): …` with wasmtime's own message, `cannot run in hkube: …`
+    /// (no ABI of docs/wasm.md), or `imports what hkube does not give: …`.
     pub fn prepare(&self, bytes: &[u8]) -> Result<Ready, String> {
         self.prepare_keeping(bytes, Keep::Behind)
     }
 
     fn prepare_keeping(&self, bytes: &[u8], keep: Keep) -> Result<Ready, String> {
-        let module = self.module(bytes, keep)?;
-        let Some(start) = module.get_export_index("_start") else {
-            return Err(
-                "it exports no _start function: build it as a WASI command (a program with a \
-                 main, e.g. cargo build --target wasm32-wasip1 of a binary crate)"
-                    .into(),
-            );
-        };
+        let module = self
+            .module(bytes, keep)
+            .map_err(|e| format!("does not compile (wasmtime): {e}"))?;
+        // Its ABI first: a module that is neither a command nor of the function ABI is told
+        // what it lacks, not which import failed to resolve.
+        super::abi::check(&module).map_err(|e| format!("cannot run in hkube: {e}"))?;
         let pre = self.linker.instantiate_pre(&module).map_err(|e| {
             format!(
-                "{e:#} (a wasm algorithm may import only WASI preview 1, wasi_snapshot_preview1)"
+                "imports what hkube does not give: {e:#} (a wasm algorithm may import only WASI \
+                 preview 1, wasi_snapshot_preview1, and, with hkube's function ABI, hkube.output)"
             )
         })?;
-        Ok(Ready::new(pre, start))
+        Ready::of(pre).map_err(|e| format!("cannot run in hkube: {e}"))
     }
 
     /// The module's code from the cache, else compiled (and then kept in the cache).

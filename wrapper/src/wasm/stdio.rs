@@ -53,12 +53,24 @@ impl Output {
             name,
         }
     }
+
+    /// `bytes` appended, or all refused past the limit.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<(), TooMuch> {
+        if self.bytes.len() + bytes.len() > self.limit {
+            return Err(TooMuch {
+                name: self.name,
+                limit: self.limit,
+            });
+        }
+        self.bytes.extend_from_slice(bytes);
+        Ok(())
+    }
 }
 
 /// Writing past an output's limit ends the task with this, rather than a failed write the
 /// module may ignore and a result cut short.
 #[derive(Debug, thiserror::Error)]
-#[error("wrote more than {} MiB on {name}; write large results to storage, not stdout", limit >> 20)]
+#[error("wrote more than {} MiB on {name}; write large results to storage instead", limit >> 20)]
 pub struct TooMuch {
     name: &'static str,
     limit: usize,
@@ -173,6 +185,8 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
             let memory = exported_memory(&mut caller)?;
             let (memory, state) = memory.data_and_store_mut(&mut caller);
             let output = match fd {
+                // The function ABI's result goes through hkube.output: its stdout is log.
+                STDOUT if state.stdout_is_log => &mut state.stderr,
                 STDOUT => &mut state.stdout,
                 STDERR => &mut state.stderr,
                 _ => {

@@ -1,5 +1,6 @@
 //! A wasm worker: the tasks of one task link run one after another on a thread of their own,
-//! each in a fresh store of the algorithm's module ([`task::run`]).
+//! each in a fresh store of the algorithm's module or a call into the instance it keeps
+//! ([`super::runner::Runner`]).
 //!
 //! Two places start one: the orchestrator's wasm launcher (a worker is a thread of hkube's
 //! process, fed through the link's channels) and `hkube-wrapper` in a container on the Docker
@@ -20,24 +21,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::module::Runtime;
-use super::task::{self, Ready};
+use super::runner::Runner;
 use super::{args, Sandbox};
 use crate::link::{Assignment, FromSidecar, Outcome, ToSidecar};
 use crate::sidecar::Link;
 
-/// A module ready to instantiate, with what each of its tasks' stores is given.
-pub struct Prepared {
-    pub sandbox: Sandbox,
-    pub pre: Ready,
-}
-
-impl std::fmt::Debug for Prepared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prepared")
-            .field("sandbox", &self.sandbox)
-            .finish_non_exhaustive()
-    }
-}
+pub use super::runner::Prepared;
 
 /// The module a worker's next task runs with: looked up at each task, so that a version
 /// registered meanwhile is the one that runs. `Err` fails the task with the reason.
@@ -75,6 +64,7 @@ pub fn start(
             .spawn(move || {
                 let _entered = tokio.enter();
                 let _ = to_orchestrator.send(FromSidecar::Ready);
+                let mut runner = Runner::default();
                 for (assignment, stop) in queued {
                     if closing.load(Ordering::Relaxed) {
                         break;
@@ -86,7 +76,7 @@ pub fn start(
                         let _ = to_orchestrator.send(FromSidecar::Started {
                             task_id: task_id.clone(),
                         });
-                        run_one(&lookup, &assignment, &stop, &to_orchestrator)
+                        run_one(&mut runner, &lookup, &assignment, &stop, &to_orchestrator)
                     };
                     if let Ok(mut flags) = flags.lock() {
                         flags.remove(&task_id);
@@ -146,6 +136,7 @@ pub fn start(
 /// One task in a fresh instance of the module; its stderr goes to the orchestrator as the
 /// task's log, before its outcome.
 fn run_one(
+    runner: &mut Runner,
     lookup: &Lookup,
     assignment: &Assignment,
     stop: &Arc<AtomicBool>,
@@ -156,7 +147,7 @@ fn run_one(
         Err(reason) => return Outcome::Crashed { reason },
     };
     let args = args::of_assignment(assignment);
-    let ran = task::run(&prepared.sandbox, &prepared.pre, args, stop);
+    let ran = runner.run(&prepared, args, stop);
     if !ran.log.is_empty() {
         let _ = to_orchestrator.send(FromSidecar::Log {
             task_id: assignment.task_id.clone(),
@@ -197,12 +188,9 @@ pub async fn serve(link: Link, spec: ContainerModule) -> String {
             std::fs::read(&module).map_err(|e| format!("cannot read {}: {e}", module.display()))?;
         // No cache: a container's file system is fresh; the worker compiles once and keeps it.
         let runtime = Runtime::new(None)?;
-        let pre = runtime.prepare(&bytes).map_err(|e| {
-            format!(
-                "the module {} does not compile (wasmtime): {e}",
-                module.display()
-            )
-        })?;
+        let pre = runtime
+            .prepare(&bytes)
+            .map_err(|e| format!("the module {} {e}", module.display()))?;
         Ok::<_, String>((runtime, Arc::new(Prepared { sandbox, pre })))
     })
     .await

@@ -5,8 +5,9 @@
 //! A worker is a thread of hkube's process running `wrapper::wasm::worker`, the loop a Docker
 //! executor's wasm container runs too, fed through the same task link a sidecar speaks
 //! (`Launched`'s two channels, no socket): `Run` windows of tasks queue on the thread, each
-//! task runs in a fresh instance of the algorithm's module (`task::run`, as the executor's own
-//! threads run it), and the thread answers `Started`, `Log` and `Finished` per task. A `Stop`
+//! task runs in a fresh instance of the algorithm's module (a WASI command), or as a call into the
+//! instance the thread keeps (hkube's function ABI): `wrapper::wasm::runner`, as the executor's
+//! own threads run it; and the thread answers `Started`, `Log` and `Finished` per task. A `Stop`
 //! sets the task's flag, which the epoch tick turns into a trap within 5 ms; `Exit`, or the
 //! pool's stop of the worker, ends the thread after its current task, and the tasks it had not
 //! started go back to the pool's queue (the pool requeues what a `Gone` worker held).

@@ -39,9 +39,10 @@ use crate::executor::launcher::Launcher;
 use crate::executor::pool::WorkerPool;
 
 pub use deploy::{wasm_algorithm, WasmDeployer};
+use wrapper::wasm::module;
 pub use wrapper::wasm::module::validate;
+use wrapper::wasm::runner::Runner;
 pub use wrapper::wasm::Preopen;
-use wrapper::wasm::{module, task};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -55,7 +56,7 @@ pub enum Error {
     },
     #[error("algorithm {name}: x-hkube.dirs names {path}, which is not a folder: create it in the code folder, or remove it from dirs")]
     Dir { name: String, path: PathBuf },
-    #[error("algorithm {name}: its module {path} does not compile: {reason}")]
+    #[error("algorithm {name}: its module {path} {reason}")]
     Compile {
         name: String,
         path: PathBuf,
@@ -144,7 +145,7 @@ impl Default for WasmOptions {
 }
 
 /// A registered algorithm, ready to instantiate.
-type Loaded = wrapper::wasm::worker::Prepared;
+type Loaded = wrapper::wasm::runner::Prepared;
 
 /// One task waiting for a thread.
 struct Job {
@@ -202,13 +203,15 @@ impl WasmExecutor {
                 .spawn(move || {
                     // WASI's host functions are async underneath; they run on this runtime.
                     let _entered = tokio.as_ref().map(|handle| handle.enter());
+                    // A function-ABI module's instance, kept between this thread's tasks.
+                    let mut runner = Runner::default();
                     loop {
                         let next = match jobs.lock() {
                             Ok(jobs) => jobs.recv(),
                             Err(_) => return,
                         };
                         let Ok(job) = next else { return };
-                        shared.run(job);
+                        shared.run(&mut runner, job);
                     }
                 })
                 .map_err(|e| Error::Start(format!("cannot start a thread: {e}")))?;
@@ -364,13 +367,13 @@ impl WasmExecutor {
 }
 
 impl Shared {
-    fn run(&self, job: Job) {
+    fn run(&self, runner: &mut Runner, job: Job) {
         let Job { loaded, task, stop } = job;
         // A task stopped while it waited is not started: the engine has recorded its end.
         if !stop.load(Ordering::Relaxed) {
             task.reporter.started();
             let args = args_json(&task);
-            let ran = task::run(&loaded.sandbox, &loaded.pre, args, &stop);
+            let ran = runner.run(&loaded, args, &stop);
             if !ran.log.is_empty() {
                 self.write_log(&task, &ran.log);
             }
