@@ -808,18 +808,6 @@ fn a_container_over_its_memory_limit_fails_with_the_limit_named() {
     );
 }
 
-/// hkube's function ABI: answers how many tasks its instance ran (one digit).
-const COUNTS: &str = r#"(module
-  (import "hkube" "output" (func $output (param i32 i32)))
-  (memory (export "memory") 1)
-  (global $n (mut i32) (i32.const 0))
-  (func (export "hkube_alloc") (param $len i32) (result i32) (i32.const 1024))
-  (func (export "hkube_start") (param $ptr i32) (param $len i32) (result i32)
-    (global.set $n (i32.add (global.get $n) (i32.const 1)))
-    (i32.store8 (i32.const 0) (i32.add (i32.const 48) (global.get $n)))
-    (call $output (i32.const 0) (i32.const 1))
-    (i32.const 0)))"#;
-
 /// A module that traps at once.
 const TRAPS: &str = r#"(module
   (memory (export "memory") 1)
@@ -963,7 +951,7 @@ fn wasm_modules_run_in_the_sidecars_container() {
         &code,
         "wasm-counts",
         "counts.wasm",
-        &wat::parse_str(COUNTS).unwrap(),
+        &wat::parse_str(testkit::wasm::COUNTS).unwrap(),
     );
     // One worker: both of its tasks below meet the instance it keeps.
     let mut described = std::fs::read_to_string(counts.join("algorithm.yml")).unwrap();

@@ -75,21 +75,7 @@ const OPENS_A_FILE: &str = r#"(module
     (call $exit (call $open (i32.const 3) (i32.const 0) (i32.const 16) (i32.const 10)
       (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 8)))))"#;
 
-/// hkube's function ABI: counts the tasks its instance ran and answers the count (one digit);
-/// a task whose first input begins with 4 loops instead. The args object begins
-/// `{"input":[`, so that digit is at `ptr + 10`.
-const COUNTS: &str = r#"(module
-  (import "hkube" "output" (func $output (param i32 i32)))
-  (memory (export "memory") 1)
-  (global $n (mut i32) (i32.const 0))
-  (func (export "hkube_alloc") (param $len i32) (result i32) (i32.const 1024))
-  (func (export "hkube_start") (param $ptr i32) (param $len i32) (result i32)
-    (if (i32.eq (i32.load8_u (i32.add (local.get $ptr) (i32.const 10))) (i32.const 52))
-      (then (loop $forever (br $forever))))
-    (global.set $n (i32.add (global.get $n) (i32.const 1)))
-    (i32.store8 (i32.const 0) (i32.add (i32.const 48) (global.get $n)))
-    (call $output (i32.const 0) (i32.const 1))
-    (i32.const 0)))"#;
+use testkit::wasm::COUNTS;
 
 fn write_module(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(format!("{name}.wat"));
@@ -669,6 +655,18 @@ async fn numbers_with_the_wasm_multiply_gives_30() {
     local.shutdown().await;
 }
 
+/// `multiply` over 1, 2, "x", 4 times 10, retried twice, then summed: one item of four is not
+/// a number, and the batch's tolerance (50 %) lets the job complete.
+fn tolerant(multiply: &str) -> Value {
+    json!({"name": "tolerant", "nodes": [
+        {"nodeName": "Multiply", "algorithmName": multiply,
+         "input": ["#@flowInput.items", 10],
+         "retry": {"policy": "Always", "limit": 2}},
+        {"nodeName": "Reduce", "algorithmName": "reduce", "input": ["@Multiply"]}],
+        "flowInput": {"items": [1, 2, "x", 4]},
+        "options": {"batchTolerance": 50}})
+}
+
 /// The same pipeline with the Multiply of hkube's function ABI (an instance kept per worker,
 /// a call per task), and its failures: a status with a message, retried as the node says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -692,13 +690,7 @@ async fn numbers_with_the_function_abi_multiply_gives_30() {
     let result = run(&handle, numbers_pipeline("numbers-wasm-fn.yml", 1000, 2)).await;
     assert_eq!(result["data"][0]["result"], json!(1_001_000), "{result}");
 
-    let pipeline = json!({"name": "tolerant", "nodes": [
-        {"nodeName": "Multiply", "algorithmName": "multiply-wasm-fn",
-         "input": ["#@flowInput.items", 10],
-         "retry": {"policy": "Always", "limit": 2}},
-        {"nodeName": "Reduce", "algorithmName": "reduce", "input": ["@Multiply"]}],
-        "flowInput": {"items": [1, 2, "x", 4]},
-        "options": {"batchTolerance": 50}});
+    let pipeline = tolerant("multiply-wasm-fn");
     let result = run(&handle, pipeline.clone()).await;
     assert_eq!(result["status"], "completed", "{result}");
     assert_eq!(result["data"][0]["result"], json!(70), "{result}");
@@ -723,13 +715,7 @@ async fn a_mixed_pipeline_keeps_tolerance_retries_and_wait_any() {
     let (handle, local) = numbers_engine(dir.path()).await;
     // One item of four is not a number: the wasm Multiply exits 2 for it, retried as the
     // node says, and the batch's tolerance (50 %) lets the job complete.
-    let pipeline = json!({"name": "tolerant", "nodes": [
-        {"nodeName": "Multiply", "algorithmName": "multiply-wasm",
-         "input": ["#@flowInput.items", 10],
-         "retry": {"policy": "Always", "limit": 2}},
-        {"nodeName": "Reduce", "algorithmName": "reduce", "input": ["@Multiply"]}],
-        "flowInput": {"items": [1, 2, "x", 4]},
-        "options": {"batchTolerance": 50}});
+    let pipeline = tolerant("multiply-wasm");
     let result = run(&handle, pipeline.clone()).await;
     assert_eq!(result["status"], "completed", "{result}");
     let job = result["jobId"].as_str().unwrap().to_string();

@@ -15,6 +15,7 @@
 use std::io::Write;
 
 pub mod kube_double;
+pub mod wasm;
 
 /// The flag that makes every prerequisite required.
 pub const REQUIRE_ALL: &str = "HKUBE_REQUIRE_ALL";
