@@ -220,8 +220,8 @@ mod tests {
         let error = prepare(&wrong).unwrap_err();
         assert_eq!(
             error,
-            "its hkube_start takes (i32) and returns (i64); hkube's function ABI needs \
-             hkube_start(i32, i32) -> (i32)"
+            "cannot run in hkube: its hkube_start takes (i32) and returns (i64); hkube's \
+             function ABI needs hkube_start(i32, i32) -> (i32)"
         );
 
         let command_with_output = r#"(module
