@@ -63,6 +63,9 @@ pub fn local_options(
 }
 
 /// The WASM executor's settings for a state dir: compiled modules are kept in
+/// How long `hkube run` waits, at its end, for the optimised code of modules new to the cache.
+const WASM_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// `<state>/wasm-cache`, task logs beside the other tasks'.
 pub fn wasm_options(state_dir: &Path) -> WasmOptions {
     WasmOptions {
@@ -166,7 +169,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
     // `cache: true` nodes share results within the run (a server keeps them across runs).
     // env: wasm algorithms run in process; every other task goes to the local executor.
     let routed = Routed {
-        wasm,
+        wasm: wasm.clone(),
         other: Arc::new(executor.clone()),
     };
     let caching = CachingExecutor::new(Arc::new(routed), catalog.clone());
@@ -207,6 +210,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
         other => other.context("writing the results")?,
     }
+    // A module new to the cache ran Winch's code; Cranelift's, compiling behind it, reaches
+    // the cache before we leave, so the next run starts optimised (docs/wasm.md).
+    tokio::task::block_in_place(|| wasm.settle(WASM_SETTLE));
     let status = result
         .get("status")
         .and_then(Value::as_str)

@@ -201,6 +201,53 @@ async fn a_trap_an_exit_and_bad_output_fail_their_task_with_the_reason() {
     assert!(error.contains("\"hello\""), "{error}");
 }
 
+/// A new module's first tasks run Winch's code; Cranelift's replaces it once compiled (and
+/// kept in the cache, so a new executor over it starts with Cranelift's), and tasks answer
+/// the same before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_module_runs_at_once_then_on_cranelift_s_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let executor = |cache: &Path| {
+        WasmExecutor::start(WasmOptions {
+            cache_dir: Some(cache.to_path_buf()),
+            log_dir: dir.path().join("logs"),
+            threads: 1,
+        })
+        .unwrap()
+    };
+    let wasm = executor(&cache);
+    wasm.register(algorithm("echo", write_module(dir.path(), "echo", ECHO)))
+        .await
+        .unwrap();
+    assert!(
+        !wasm.runs_optimized("echo"),
+        "Cranelift's compile is not waited for"
+    );
+    let catalog = Arc::new(MemoryCatalog::new());
+    catalog.put_algorithm(spec::parse_algorithm(wasm_descriptor("echo")).unwrap());
+    let handle = Engine::spawn(Arc::new(wasm.clone()) as Arc<dyn Executor>, catalog);
+    let result = run(&handle, one_node("echo", json!([1]))).await;
+    assert_eq!(result["data"][0]["result"]["input"], json!([1]), "{result}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !wasm.runs_optimized("echo") {
+        assert!(Instant::now() < deadline, "Cranelift's code never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let result = run(&handle, one_node("echo", json!([2]))).await;
+    assert_eq!(result["data"][0]["result"]["input"], json!([2]), "{result}");
+
+    let restarted = executor(&cache);
+    restarted
+        .register(algorithm("echo", dir.path().join("echo.wat")))
+        .await
+        .unwrap();
+    assert!(
+        restarted.runs_optimized("echo"),
+        "the cache holds Cranelift's code"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_memory_limit_is_mem() {
     let dir = tempfile::tempdir().unwrap();

@@ -186,17 +186,18 @@ pub async fn serve(link: Link, spec: ContainerModule) -> String {
     let loaded = tokio::task::spawn_blocking(move || {
         let bytes =
             std::fs::read(&module).map_err(|e| format!("cannot read {}: {e}", module.display()))?;
-        // No cache: a container's file system is fresh; the worker compiles once and keeps it.
+        // No cache: a container's file system is fresh; the worker compiles once (Winch's code
+        // at once, Cranelift's behind it) and keeps it.
         let runtime = Runtime::new(None)?;
-        let pre = runtime
-            .prepare(&bytes)
+        let tiered = runtime
+            .prepare_tiered(&bytes)
             .map_err(|e| format!("the module {} {e}", module.display()))?;
-        Ok::<_, String>((runtime, Arc::new(Prepared { sandbox, pre })))
+        Ok::<_, String>((runtime, tiered))
     })
     .await
     .map_err(|e| e.to_string())
     .and_then(|loaded| loaded);
-    let (runtime, prepared) = match loaded {
+    let (runtime, tiered) = match loaded {
         Ok(loaded) => loaded,
         Err(reason) => {
             let _ = to_orchestrator.send(FromSidecar::Gone {
@@ -210,8 +211,28 @@ pub async fn serve(link: Link, spec: ContainerModule) -> String {
         "hkube-wrapper: running the wasm module {shown} (compiled in {} ms)",
         compiling.elapsed().as_millis()
     );
+    let current = Arc::new(std::sync::RwLock::new(Arc::new(Prepared {
+        sandbox: sandbox.clone(),
+        pre: tiered.ready,
+    })));
+    if let Some(optimized) = tiered.optimized {
+        // Cranelift's code replaces Winch's for the tasks that start once it is ready.
+        let current = Arc::clone(&current);
+        let _ = std::thread::Builder::new()
+            .name("hkube-wasm-tier-up".into())
+            .spawn(move || {
+                if let (Ok(Ok(pre)), Ok(mut current)) = (optimized.join(), current.write()) {
+                    *current = Arc::new(Prepared { sandbox, pre });
+                }
+            });
+    }
     let (done, ended) = tokio::sync::oneshot::channel::<()>();
-    let lookup: Lookup = Box::new(move || Ok(Arc::clone(&prepared)));
+    let lookup: Lookup = Box::new(move || {
+        current
+            .read()
+            .map(|prepared| Arc::clone(&prepared))
+            .map_err(|_| "the worker's module is unavailable".to_string())
+    });
     let started = start(
         link,
         lookup,

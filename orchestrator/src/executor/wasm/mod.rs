@@ -160,6 +160,8 @@ struct Shared {
     algorithms: RwLock<HashMap<String, Arc<Loaded>>>,
     /// The stop flag of every task submitted and not yet ended, by (job, node, task).
     running: Mutex<HashMap<(u64, u32, u32), Arc<AtomicBool>>>,
+    /// Cranelift compiles still running behind Winch's code ([`WasmExecutor::settle`]).
+    tiering: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 /// A handle to the WASM executor. Cheap to clone; its threads end when the last clone goes.
@@ -192,6 +194,7 @@ impl WasmExecutor {
             options,
             algorithms: RwLock::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
+            tiering: Mutex::new(Vec::new()),
         });
         let (queue, jobs) = std::sync::mpsc::channel::<Job>();
         let jobs = Arc::new(Mutex::new(jobs));
@@ -254,19 +257,27 @@ impl WasmExecutor {
                 path: algorithm.module.clone(),
                 reason: e.to_string(),
             })?;
-            let pre = shared
-                .runtime
-                .prepare(&bytes)
-                .map_err(|reason| Error::Compile {
-                    name: algorithm.name.clone(),
-                    path: algorithm.module.clone(),
-                    reason,
-                })?;
+            let tiered =
+                shared
+                    .runtime
+                    .prepare_tiered(&bytes)
+                    .map_err(|reason| Error::Compile {
+                        name: algorithm.name.clone(),
+                        path: algorithm.module.clone(),
+                        reason,
+                    })?;
             let name = algorithm.name.clone();
             let worker = algorithm.worker_algorithm();
+            let sandbox = algorithm.sandbox();
+            let first = Arc::new(Loaded {
+                sandbox: sandbox.clone(),
+                pre: tiered.ready,
+            });
             if let Ok(mut algorithms) = shared.algorithms.write() {
-                let sandbox = algorithm.sandbox();
-                algorithms.insert(name, Arc::new(Loaded { sandbox, pre }));
+                algorithms.insert(name.clone(), Arc::clone(&first));
+            }
+            if let Some(optimized) = tiered.optimized {
+                shared.tier_up(name, first, sandbox, optimized);
             }
             Ok(worker)
         };
@@ -288,6 +299,40 @@ impl WasmExecutor {
     pub fn forget(&self, name: &str) {
         if let Ok(mut algorithms) = self.shared.algorithms.write() {
             algorithms.remove(name);
+        }
+    }
+
+    /// Whether `name`'s tasks run Cranelift's code (`false`: Winch's while Cranelift compiles,
+    /// or not registered).
+    pub fn runs_optimized(&self, name: &str) -> bool {
+        let algorithms = self.shared.algorithms.read();
+        algorithms.is_ok_and(|algorithms| {
+            algorithms
+                .get(name)
+                .is_some_and(|loaded| self.shared.runtime.is_optimized(&loaded.pre))
+        })
+    }
+
+    /// Waits up to `limit` for the Cranelift compiles still running behind Winch's code: their
+    /// code reaches the module cache before they end, so a process about to exit (`hkube
+    /// run`) leaves the next start optimised code to load. Says whether none is left.
+    pub fn settle(&self, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = match self.shared.tiering.lock() {
+                Ok(mut tiering) => {
+                    tiering.retain(|waiter| !waiter.is_finished());
+                    tiering.len()
+                }
+                Err(_) => return false,
+            };
+            if left == 0 {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -367,6 +412,37 @@ impl WasmExecutor {
 }
 
 impl Shared {
+    /// Once Cranelift's code of `name`'s module is ready, it replaces Winch's (`first`) for
+    /// the tasks that start after; unless the algorithm was registered again or forgotten
+    /// meanwhile. A compile that fails leaves Winch's code running.
+    fn tier_up(
+        self: &Arc<Self>,
+        name: String,
+        first: Arc<Loaded>,
+        sandbox: wrapper::wasm::Sandbox,
+        optimized: std::thread::JoinHandle<Result<wrapper::wasm::abi::Ready, String>>,
+    ) {
+        let shared = Arc::clone(self);
+        let waiter = std::thread::Builder::new()
+            .name("hkube-wasm-tier-up".into())
+            .spawn(move || {
+                let Ok(Ok(pre)) = optimized.join() else {
+                    return;
+                };
+                if let Ok(mut algorithms) = shared.algorithms.write() {
+                    if let Some(current) = algorithms.get_mut(&name) {
+                        if Arc::ptr_eq(current, &first) {
+                            *current = Arc::new(Loaded { sandbox, pre });
+                        }
+                    }
+                }
+            });
+        if let (Ok(waiter), Ok(mut tiering)) = (waiter, self.tiering.lock()) {
+            tiering.retain(|waiter| !waiter.is_finished());
+            tiering.push(waiter);
+        }
+    }
+
     fn run(&self, runner: &mut Runner, job: Job) {
         let Job { loaded, task, stop } = job;
         // A task stopped while it waited is not started: the engine has recorded its end.
