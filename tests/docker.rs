@@ -882,6 +882,23 @@ fn assert_ran_the_module(id: &str, name: &str) {
     );
 }
 
+/// Waits (up to a minute) for container `id`'s log to hold `text`.
+fn wait_for_log(id: &str, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let logs = Command::new("docker").args(["logs", id]).output().unwrap();
+        let logs = String::from_utf8_lossy(&logs.stderr).to_string();
+        if logs.contains(text) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id}'s log never said {text:?}: {logs}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// No module ran in the server `pid`'s own wasm workers (threads named hkube-wasm-w<N>).
 fn assert_no_wasm_worker_threads(pid: u32) {
     let threads = thread_names(pid);
@@ -1022,7 +1039,20 @@ fn wasm_modules_run_in_the_sidecars_container() {
     assert!(!containers_of(&state, "wasm-traps").is_empty());
 
     // hkube's function ABI in the sidecar's container: the worker keeps the module's instance
-    // from one task to the next.
+    // from one task to the next. Its first task runs Winch's code; once Cranelift's replaces
+    // it (the container's log says when), the next task starts a fresh instance, kept after.
+    let first = run_until(
+        &endpoint,
+        "wasm-counts",
+        serde_json::json!([1]),
+        "completed",
+    );
+    assert_eq!(first["data"][0]["result"], 1, "{first}");
+    let container = containers_of(&state, "wasm-counts").remove(0).0;
+    wait_for_log(
+        &container,
+        "hkube-wrapper: the module's optimised code (Cranelift) is ready after",
+    );
     let answers: Vec<Value> = (0..2)
         .map(|_| {
             run_until(

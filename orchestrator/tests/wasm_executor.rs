@@ -400,6 +400,11 @@ async fn pooled_engine(
         catalog.put_algorithm(spec::parse_algorithm(wasm_descriptor(&algorithm.name)).unwrap());
         wasm.register(algorithm).await.unwrap();
     }
+    // Cranelift's code in place before the first task: a function-ABI worker's instance then
+    // lives as long as the test expects (a tier-up would start a fresh one).
+    assert!(tokio::task::block_in_place(
+        || wasm.settle(Duration::from_secs(30))
+    ));
     let routed = Routed {
         wasm,
         other: Arc::new(local.clone()),

@@ -223,6 +223,10 @@ pub async fn serve(link: Link, spec: ContainerModule) -> String {
             .spawn(move || {
                 if let (Ok(Ok(pre)), Ok(mut current)) = (optimized.join(), current.write()) {
                     *current = Arc::new(Prepared { sandbox, pre });
+                    eprintln!(
+                        "hkube-wrapper: the module's optimised code (Cranelift) is ready after {} ms: the next tasks run it",
+                        compiling.elapsed().as_millis()
+                    );
                 }
             });
     }
