@@ -225,6 +225,65 @@ fn run_the_numbers_example() {
     assert_eq!(result["data"][0]["result"], 25_050_000);
 }
 
+/// The README's wasm lines: `hkube run` of numbers with each wasm Multiply (the WASI command
+/// and hkube's function ABI) gives 30. Each module is new to the state folder's cache, so its
+/// first tasks run Winch's code; `hkube run` waits at its end for Cranelift's, which it leaves
+/// in the cache for the next run.
+#[test]
+fn run_the_numbers_example_with_each_wasm_multiply() {
+    if let Some(missing) = tools_for_numbers() {
+        testkit::skip(None, &format!("{missing} is not installed"));
+        return;
+    }
+    for (pipeline, module, build) in [
+        (
+            "examples/numbers/numbers-wasm.yml",
+            "examples/numbers/multiply-wasm/multiply.wasm",
+            "examples/numbers/multiply-wasm/build.sh",
+        ),
+        (
+            "examples/numbers/numbers-wasm-fn.yml",
+            "examples/numbers/multiply-wasm-fn/multiply-fn.wasm",
+            "examples/numbers/multiply-wasm-fn/build.sh",
+        ),
+    ] {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        if !root.join(module).is_file() {
+            testkit::skip(None, &format!("{module} is not built: run {build}"));
+            return;
+        }
+        let state = std::env::temp_dir().join(format!(
+            "hkube-cli-wasm-{}-{}",
+            std::process::id(),
+            module.len()
+        ));
+        let _ = std::fs::remove_dir_all(&state);
+        let state_dir = state.to_str().unwrap();
+        let output = hkube(
+            &["run", "--quiet", pipeline, "--state-dir", state_dir],
+            None,
+        );
+        assert!(
+            output.status.success(),
+            "{pipeline}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let result: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+        assert_eq!(result["data"][0]["result"], 30, "{pipeline}: {result}");
+        let cached = std::fs::read_dir(state.join("wasm-cache"))
+            .unwrap()
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".cwasm"))
+            .count();
+        std::fs::remove_dir_all(&state).ok();
+        assert_eq!(
+            cached, 1,
+            "{pipeline}: Cranelift's code is not in the cache"
+        );
+    }
+}
+
 #[test]
 fn run_reports_a_failed_job_and_exits_1() {
     if let Some(missing) = tools_for_numbers() {
