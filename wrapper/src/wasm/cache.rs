@@ -1,4 +1,5 @@
-//! Keeping the module cache (`<cache>/<sha256>-<settings>.cwasm`) from growing without end.
+//! Keeping the module cache (`<cache>/<sha256>-<settings>.cwasm`, and the links that know a
+//! module file by its identity, `<sha256>-<settings>.link`) from growing without end.
 //!
 //! The cache gains a file per module version and per wasmtime build, and loses none by itself:
 //! an algorithm updated daily, or an hkube upgrade (new settings hash), leaves the old files
@@ -12,7 +13,9 @@
 //! - **code not used for [`Policy::unused_for`]**: a load touches its file's modification
 //!   time ([`touch`]), so the time says when the code was last used, not when it was written;
 //! - **the least recently used code beyond [`Policy::budget_bytes`]**, oldest first, until the
-//!   rest fits.
+//!   rest fits;
+//! - **links that lead nowhere** (their code was removed), and links older than
+//!   [`Policy::unused_for`] (a module file seen again is linked again).
 //!
 //! Files of other names are not the cache's and stay. Removing a file another process has
 //! mapped is safe (the mapping keeps the inode); that process compiles again at its next
@@ -50,6 +53,8 @@ pub enum Kind {
     Code,
     /// A write in progress, or killed midway (`*.partial-<pid>-<n>`), by process `pid`.
     Partial { pid: u32 },
+    /// A module file's identity, a symbolic link to its code (`*.link`).
+    Link,
     /// Not the cache's.
     Other,
 }
@@ -70,6 +75,8 @@ pub fn kind(name: &str) -> Kind {
     }
     if name.ends_with(".cwasm") {
         Kind::Code
+    } else if name.ends_with(".link") {
+        Kind::Link
     } else {
         Kind::Other
     }
@@ -80,8 +87,10 @@ pub fn kind(name: &str) -> Kind {
 pub struct Entry {
     pub name: String,
     pub bytes: u64,
-    /// Its modification time: for code, when it was last used.
+    /// Its modification time: for code, when it was last used; for a link, when it was made.
     pub modified: SystemTime,
+    /// A link whose code is gone.
+    pub dangling: bool,
 }
 
 /// The names of the files to remove from `entries`, at `now`, `alive` telling whether a
@@ -103,9 +112,12 @@ pub fn plan(
                     removed.push(entry.name.clone());
                 }
             }
+            Kind::Link if entry.dangling || age(entry) > policy.unused_for => {
+                removed.push(entry.name.clone())
+            }
             Kind::Code if age(entry) > policy.unused_for => removed.push(entry.name.clone()),
             Kind::Code => kept_code.push(entry),
-            Kind::Other => {}
+            Kind::Link | Kind::Other => {}
         }
     }
     // Most recently used first; the name breaks ties, so a plan is the same for the same list.
@@ -129,11 +141,18 @@ pub fn sweep(dir: &Path, policy: &Policy) -> Vec<String> {
     let entries: Vec<Entry> = listing
         .filter_map(Result::ok)
         .filter_map(|entry| {
-            let metadata = entry.metadata().ok().filter(std::fs::Metadata::is_file)?;
+            // The entry itself: a link's own times, not its code's.
+            let metadata = entry.metadata().ok()?;
+            let link = metadata.file_type().is_symlink();
+            if !link && !metadata.is_file() {
+                return None;
+            }
             Some(Entry {
                 name: entry.file_name().into_string().ok()?,
-                bytes: metadata.len(),
+                bytes: if link { 0 } else { metadata.len() },
                 modified: metadata.modified().ok()?,
+                // `exists` follows the link.
+                dangling: link && !entry.path().exists(),
             })
         })
         .collect();
@@ -169,6 +188,7 @@ mod tests {
             name: name.into(),
             bytes,
             modified: now - age,
+            dangling: false,
         }
     }
 
@@ -191,6 +211,7 @@ mod tests {
                     .to_string()
             )
         );
+        assert_eq!(kind("cd34-00ff.link"), Kind::Link);
         assert_eq!(kind("README"), Kind::Other);
         assert_eq!(kind("x.partial-notapid-1"), Kind::Other);
     }
@@ -221,9 +242,33 @@ mod tests {
                 name: "future.cwasm".into(),
                 bytes: 10,
                 modified: now + DAY,
+                dangling: false,
             },
         ];
         assert_eq!(plan(&entries, now, &policy, |_| true), vec!["old.cwasm"]);
+    }
+
+    #[test]
+    fn links_leading_nowhere_or_old_go_and_count_nothing_against_the_budget() {
+        let now = SystemTime::now();
+        let policy = Policy {
+            budget_bytes: 100,
+            ..Policy::default()
+        };
+        let link = |name: &str, age: Duration, dangling: bool| Entry {
+            dangling,
+            ..entry(name, 0, age, now)
+        };
+        let entries = [
+            entry("a.cwasm", 100, DAY, now),
+            link("fresh.link", DAY, false),
+            link("nowhere.link", DAY, true),
+            link("old.link", 31 * DAY, false),
+        ];
+        assert_eq!(
+            plan(&entries, now, &policy, |_| true),
+            vec!["nowhere.link", "old.link"]
+        );
     }
 
     #[test]
@@ -268,9 +313,15 @@ mod tests {
         );
         let used = write("used.cwasm", 40 * DAY);
         touch(&used);
+        // A link to kept code stays; one to removed code goes with it.
+        std::os::unix::fs::symlink("kept.cwasm", dir.path().join("kept.link")).unwrap();
+        std::os::unix::fs::symlink("old.cwasm", dir.path().join("old.link")).unwrap();
         let mut removed = sweep(dir.path(), &Policy::default());
         removed.sort();
         assert_eq!(removed, vec!["kept.partial-4294967295-0", "old.cwasm"]);
+        // The link's code went in this sweep: it leads nowhere at the next.
+        assert_eq!(sweep(dir.path(), &Policy::default()), vec!["old.link"]);
+        assert!(dir.path().join("kept.link").exists());
         assert!(!old.exists() && used.exists());
         assert!(dir.path().join("kept.cwasm").exists());
         assert!(live.exists(), "this process is writing it");

@@ -11,6 +11,7 @@
 //! - [`function`]: the function ABI: an instance kept across a worker's tasks, a call each.
 //! - [`runner`]: what a thread that runs tasks holds (the module, a function ABI's instance).
 //! - [`args`]: the args object a module reads on stdin.
+//! - [`threads`]: the threads workers run on, parked for the next worker when one ends.
 //! - [`worker`]: a worker over the task link, one task after another: the orchestrator's
 //!   in-process wasm workers, and `hkube-wrapper` in a container ([`worker::serve`]).
 
@@ -22,6 +23,7 @@ pub mod module;
 pub mod runner;
 pub mod stdio;
 pub mod task;
+pub mod threads;
 pub mod worker;
 
 use std::path::PathBuf;

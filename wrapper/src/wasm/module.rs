@@ -71,6 +71,23 @@ impl std::fmt::Debug for Tiered {
     }
 }
 
+/// Why a module file could not be prepared ([`Runtime::prepare_file`]).
+#[derive(Debug)]
+pub enum FileError {
+    /// The file could not be read.
+    Read(std::io::Error),
+    /// Its content is not a module hkube runs: the message completes a sentence whose subject
+    /// is the module, as [`Runtime::prepare`]'s.
+    Module(String),
+}
+
+/// How long a module file must have been left unchanged before the cache knows it by its
+/// identity on disk ([`identity_name`]). File times come from a coarse clock (a few
+/// milliseconds): a file written again within the same tick could keep its times and its
+/// size. Two seconds after its last change, any later change shows in its times. Git's index
+/// trusts file times on the same condition.
+const SETTLED: Duration = Duration::from_secs(2);
+
 /// When a newly compiled module's code reaches the cache.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Keep {
@@ -150,6 +167,47 @@ impl Runtime {
         })
     }
 
+    /// The module in the file at `path`, ready at once, as [`Runtime::prepare_tiered`]. With a
+    /// cache, a file it has seen before (the same path, device, inode, size, and modification
+    /// and change times) is found by that identity: its code loads without the file being
+    /// read or hashed, which took a third of a cached module's load. The identity is a
+    /// symbolic link in the cache (`<sha256 of the identity>-<settings>.link`) to the code's
+    /// file, made once the module file has been left unchanged for [`SETTLED`]; a module
+    /// written again gets a new change time, hence a new identity, and is read and hashed.
+    pub fn prepare_file(&self, path: &Path) -> Result<Tiered, FileError> {
+        let link = self.cache_dir.as_ref().and_then(|dir| {
+            let metadata = std::fs::metadata(path).ok()?;
+            Some(dir.join(identity_name(&self.optimizing.engine, path, &metadata)?))
+        });
+        if let Some(module) = link.as_deref().and_then(|link| self.load(link)) {
+            let ready = self.optimizing.ready(&module).map_err(FileError::Module)?;
+            return Ok(Tiered {
+                ready,
+                optimized: None,
+            });
+        }
+        // The identity and the content of one open file: a file replaced meanwhile is either
+        // both or neither.
+        let mut file = std::fs::File::open(path).map_err(FileError::Read)?;
+        let metadata = file.metadata().map_err(FileError::Read)?;
+        let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+        std::io::Read::read_to_end(&mut file, &mut bytes).map_err(FileError::Read)?;
+        let tiered = self.prepare_tiered(&bytes).map_err(FileError::Module)?;
+        if let Some(dir) = &self.cache_dir {
+            if settled(&metadata) {
+                let engine = &self.optimizing.engine;
+                if let Some(link) = identity_name(engine, path, &metadata) {
+                    // Relative: the cache folder may move. A new module's code is written
+                    // behind (Cranelift's compile): until then the link leads nowhere and a
+                    // load by it fails, as with no link. An existing link stays.
+                    #[cfg(unix)]
+                    let _ = std::os::unix::fs::symlink(cache_name(engine, &bytes), dir.join(link));
+                }
+            }
+        }
+        Ok(tiered)
+    }
+
     /// Whether `ready` is Cranelift's code (else Winch's).
     pub fn is_optimized(&self, ready: &Ready) -> bool {
         Engine::same(ready.pre.module().engine(), &self.optimizing.engine)
@@ -171,6 +229,11 @@ impl Runtime {
         if !path.is_file() {
             return None;
         }
+        self.load(&path)
+    }
+
+    /// The cached code at `path` (a code file, or a link to one), if wasmtime takes it.
+    fn load(&self, path: &Path) -> Option<Module> {
         // SAFETY: the file is one this module wrote from `Module::serialize` (named by the
         // module's digest and this engine's settings, renamed into place once whole), in
         // hkube's own state folder, which is as trusted as hkube's binary: wasmtime's own
@@ -327,15 +390,78 @@ fn engine(strategy: Strategy) -> Result<Engine, String> {
 /// misses the cache and compiles once.
 fn cache_name(engine: &Engine, bytes: &[u8]) -> String {
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(bytes);
+    let mut name = hex(&sha2::Sha256::digest(bytes));
+    name.push_str(&format!("-{:016x}.cwasm", settings_hash(engine)));
+    name
+}
+
+/// What makes compiled code usable by `engine`, hashed (std's hasher: stable within a build).
+fn settings_hash(engine: &Engine) -> u64 {
     let mut settings = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut settings);
-    let mut name = String::with_capacity(64 + 24);
-    for byte in digest {
-        name.push_str(&format!("{byte:02x}"));
+    settings.finish()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len() * 2 + 24);
+    for byte in bytes {
+        text.push_str(&format!("{byte:02x}"));
     }
-    name.push_str(&format!("-{:016x}.cwasm", settings.finish()));
-    name
+    text
+}
+
+/// The cache's name for the module file at `path` as it is now (`None` where file identities
+/// are not known: not Unix): a SHA-256 of its path, device, inode, size, and modification and
+/// change times, then the engine's settings as in [`cache_name`].
+fn identity_name(engine: &Engine, path: &Path, metadata: &std::fs::Metadata) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use sha2::Digest;
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::MetadataExt;
+        let mut identity = sha2::Sha256::new();
+        identity.update(path.as_os_str().as_bytes());
+        identity.update([0]);
+        for number in [
+            metadata.dev(),
+            metadata.ino(),
+            metadata.size(),
+            metadata.mtime() as u64,
+            metadata.mtime_nsec() as u64,
+            metadata.ctime() as u64,
+            metadata.ctime_nsec() as u64,
+        ] {
+            identity.update(number.to_le_bytes());
+        }
+        let mut name = hex(&identity.finalize());
+        name.push_str(&format!("-{:016x}.link", settings_hash(engine)));
+        Some(name)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (engine, path, metadata);
+        None
+    }
+}
+
+/// Whether the file was last changed (content or metadata) at least [`SETTLED`] ago.
+fn settled(metadata: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |since| since.as_secs_f64());
+        let changed = |seconds: i64, nanos: i64| seconds as f64 + nanos as f64 / 1e9;
+        let last = changed(metadata.mtime(), metadata.mtime_nsec())
+            .max(changed(metadata.ctime(), metadata.ctime_nsec()));
+        now - last >= SETTLED.as_secs_f64()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = metadata;
+        false
+    }
 }
 
 /// Writes `bytes` to `path` whole or not at all: a reader never maps a half-written file.
@@ -481,6 +607,99 @@ mod tests {
         // A module that cannot run is refused at once, by either tier.
         let error = runtime.prepare_tiered(b"(module)").unwrap_err();
         assert!(error.starts_with("cannot run in hkube: "), "{error}");
+    }
+
+    /// The module's first memory's minimum, in pages: tells the two versions below apart.
+    fn pages(ready: &Ready) -> u64 {
+        ready
+            .pre
+            .module()
+            .exports()
+            .find_map(|export| export.ty().memory().map(|memory| memory.minimum()))
+            .unwrap()
+    }
+
+    fn links(dir: &Path) -> Vec<PathBuf> {
+        cached(dir)
+            .into_iter()
+            .filter(|path| path.extension().is_some_and(|e| e == "link"))
+            .collect()
+    }
+
+    #[test]
+    fn a_settled_module_file_is_known_by_its_identity_and_a_rewritten_one_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let module = dir.path().join("multiply.wasm");
+        std::fs::write(&module, COMMAND).unwrap();
+
+        // Just written: read and hashed, compiled, and not linked (its times could still be
+        // those of a next write).
+        let runtime = Runtime::new(Some(&cache)).unwrap();
+        let tiered = runtime.prepare_file(&module).unwrap();
+        tiered.optimized.expect("compiled").join().unwrap().unwrap();
+        assert!(links(&cache).is_empty(), "{:?}", cached(&cache));
+
+        // Settled: the next load links its identity to its code.
+        std::thread::sleep(SETTLED + Duration::from_millis(100));
+        let tiered = Runtime::new(Some(&cache))
+            .unwrap()
+            .prepare_file(&module)
+            .unwrap();
+        assert!(tiered.optimized.is_none(), "the code was in the cache");
+        let linked = links(&cache);
+        assert_eq!(linked.len(), 1, "{:?}", cached(&cache));
+        let code = std::fs::read_link(&linked[0]).unwrap();
+        assert!(
+            code.to_string_lossy().ends_with(".cwasm") && code.is_relative(),
+            "{code:?}"
+        );
+
+        // The link is named by the file as it is now, so the next load opens it (and not the
+        // module file), and gets Cranelift's code of this version.
+        let again = Runtime::new(Some(&cache)).unwrap();
+        let metadata = std::fs::metadata(&module).unwrap();
+        let name = identity_name(&again.optimizing.engine, &module, &metadata).unwrap();
+        assert_eq!(linked[0], cache.join(name));
+        let tiered = again.prepare_file(&module).unwrap();
+        assert!(again.is_optimized(&tiered.ready) && tiered.optimized.is_none());
+        assert_eq!(pages(&tiered.ready), 1);
+
+        // Written again with the same size, its modification time set back to the old one:
+        // the change time still differs, so it is read, and the new content is what runs.
+        let before = std::fs::metadata(&module).unwrap().modified().unwrap();
+        let other = COMMAND.replace("memory\") 1", "memory\") 2");
+        assert_eq!(other.len(), COMMAND.len());
+        std::fs::write(&module, &other).unwrap();
+        std::fs::File::options()
+            .append(true)
+            .open(&module)
+            .unwrap()
+            .set_modified(before)
+            .unwrap();
+        let runtime = Runtime::new(Some(&cache)).unwrap();
+        let tiered = runtime.prepare_file(&module).unwrap();
+        assert_eq!(pages(&tiered.ready), 2, "the old version's code was loaded");
+        if let Some(optimized) = tiered.optimized {
+            optimized.join().unwrap().unwrap();
+        }
+
+        // A link whose code is gone is no harm: the file is read, compiled, and runs.
+        for code in cached(&cache)
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        {
+            std::fs::remove_file(code).unwrap();
+        }
+        std::fs::write(&module, COMMAND).unwrap();
+        let runtime = Runtime::new(Some(&cache)).unwrap();
+        let tiered = runtime.prepare_file(&module).unwrap();
+        assert_eq!(pages(&tiered.ready), 1);
+        assert!(tiered.optimized.is_some(), "compiled again");
+
+        // A file that cannot be read says so.
+        let missing = runtime.prepare_file(&dir.path().join("missing.wasm"));
+        assert!(matches!(missing, Err(FileError::Read(_))), "{missing:?}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! A wasm worker: the tasks of one task link run one after another on a thread of their own,
+//! A wasm worker: the tasks of one task link run one after another on a thread of their own
+//! (one of [`super::threads`], which the next worker reuses),
 //! each in a fresh store of the algorithm's module or a call into the instance it keeps
 //! ([`super::runner::Runner`]).
 //!
@@ -22,6 +23,7 @@ use tokio::sync::mpsc;
 
 use super::module::Runtime;
 use super::runner::Runner;
+use super::threads::Threads;
 use super::{args, Sandbox};
 use crate::link::{Assignment, FromSidecar, Outcome, ToSidecar};
 use crate::sidecar::Link;
@@ -43,7 +45,7 @@ pub fn start(
     link: Link,
     lookup: Lookup,
     stopped: BoxFuture<'static, ()>,
-    thread_name: String,
+    threads: &Threads,
     ended: Box<dyn FnOnce() + Send>,
 ) -> Result<(), String> {
     let Link {
@@ -59,36 +61,33 @@ pub fn start(
         .map_err(|e| format!("a wasm worker needs a tokio runtime: {e}"))?;
     {
         let (flags, closing) = (Arc::clone(&flags), Arc::clone(&closing));
-        std::thread::Builder::new()
-            .name(thread_name)
-            .spawn(move || {
-                let _entered = tokio.enter();
-                let _ = to_orchestrator.send(FromSidecar::Ready);
-                let mut runner = Runner::default();
-                for (assignment, stop) in queued {
-                    if closing.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let task_id = assignment.task_id.clone();
-                    let outcome = if stop.load(Ordering::Relaxed) {
-                        Outcome::Stopped
-                    } else {
-                        let _ = to_orchestrator.send(FromSidecar::Started {
-                            task_id: task_id.clone(),
-                        });
-                        run_one(&mut runner, &lookup, &assignment, &stop, &to_orchestrator)
-                    };
-                    if let Ok(mut flags) = flags.lock() {
-                        flags.remove(&task_id);
-                    }
-                    let _ = to_orchestrator.send(FromSidecar::Finished { task_id, outcome });
+        threads.run(Box::new(move || {
+            let _entered = tokio.enter();
+            let _ = to_orchestrator.send(FromSidecar::Ready);
+            let mut runner = Runner::default();
+            for (assignment, stop) in queued {
+                if closing.load(Ordering::Relaxed) {
+                    break;
                 }
-                let _ = to_orchestrator.send(FromSidecar::Gone {
-                    reason: "the wasm worker ended".into(),
-                });
-                ended();
-            })
-            .map_err(|e| format!("cannot start a wasm worker's thread: {e}"))?;
+                let task_id = assignment.task_id.clone();
+                let outcome = if stop.load(Ordering::Relaxed) {
+                    Outcome::Stopped
+                } else {
+                    let _ = to_orchestrator.send(FromSidecar::Started {
+                        task_id: task_id.clone(),
+                    });
+                    run_one(&mut runner, &lookup, &assignment, &stop, &to_orchestrator)
+                };
+                if let Ok(mut flags) = flags.lock() {
+                    flags.remove(&task_id);
+                }
+                let _ = to_orchestrator.send(FromSidecar::Finished { task_id, outcome });
+            }
+            let _ = to_orchestrator.send(FromSidecar::Gone {
+                reason: "the wasm worker ended".into(),
+            });
+            ended();
+        }))?;
     }
     // The link's reader: queues tasks on the thread and sets stop flags while it runs one.
     tokio::spawn(async move {
@@ -241,7 +240,8 @@ pub async fn serve(link: Link, spec: ContainerModule) -> String {
         link,
         lookup,
         Box::pin(std::future::pending()),
-        "hkube-wasm-worker".into(),
+        // The container's one worker: its own thread, nothing kept for another.
+        &Threads::new("hkube-wasm-worker", 0),
         Box::new(move || {
             let _ = done.send(());
         }),

@@ -83,4 +83,11 @@ pub trait Launcher: Send + Sync + std::fmt::Debug + 'static {
     /// Starts one worker; resolves once its sidecar's link is up (or the start failed). Stopping
     /// it is the returned [`Supervised`]'s job.
     fn launch(&self, launch: Launch) -> BoxFuture<'static, Result<Launched, Error>>;
+
+    /// Whether [`Launcher::launch`]'s future is ready when first polled and cheap to poll (a
+    /// thread of this process, no container, no process): the pool then takes the worker in
+    /// the same turn, instead of a task of its own and a message back.
+    fn launches_at_once(&self) -> bool {
+        false
+    }
 }

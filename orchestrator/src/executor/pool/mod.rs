@@ -882,22 +882,35 @@ impl Service {
         let on = self.nodes.get(node).unwrap_or(&self.options.inventory);
         let limits = Limits::for_worker(&def.request, &grant.gpu, on, self.options.memory_ratio);
         let node_name = Some(on.name.clone());
-        tokio::spawn(async move {
-            let started = match launcher {
-                Some(launcher) => {
-                    launcher
-                        .launch(Launch {
-                            worker: id,
-                            algorithm: def,
-                            grant,
-                            node: node_name,
-                            limits,
-                            sidecar,
-                        })
-                        .await
+        let Some(launcher) = launcher else {
+            let started = Err(launcher::Error::Start(launcher::none_runs(&def)));
+            let _ = tx.send(Cmd::WorkerStarted(id, started));
+            return;
+        };
+        let at_once = launcher.launches_at_once();
+        let mut launching = launcher.launch(Launch {
+            worker: id,
+            algorithm: def,
+            grant,
+            node: node_name,
+            limits,
+            sidecar,
+        });
+        if at_once {
+            // A thread of this process: taken in this turn, its first tasks sent at once.
+            // A failure still comes as a command: the round that started it has put its tasks
+            // back in the queue by then, where the failure finds them.
+            match (&mut launching).now_or_never() {
+                Some(Ok(launched)) => return self.worker_started(id, Ok(launched)),
+                Some(failed) => {
+                    let _ = tx.send(Cmd::WorkerStarted(id, failed));
+                    return;
                 }
-                None => Err(launcher::Error::Start(launcher::none_runs(&def))),
-            };
+                None => {}
+            }
+        }
+        tokio::spawn(async move {
+            let started = launching.await;
             let _ = tx.send(Cmd::WorkerStarted(id, started));
         });
     }

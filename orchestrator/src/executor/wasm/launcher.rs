@@ -12,7 +12,9 @@
 //! pool's stop of the worker, ends the thread after its current task, and the tasks it had not
 //! started go back to the pool's queue (the pool requeues what a `Gone` worker held).
 //!
-//! Nothing starts per worker but a thread: the module was compiled at registration, and the
+//! Nothing starts per worker but a thread, and not even that when one is parked: a worker's
+//! thread waits for the next worker once its own ends (`wrapper::wasm::threads`, one per core,
+//! one parked from the executor's start). The module was compiled at registration, and the
 //! worker looks it up by name at each task (a new version registered meanwhile is the one
 //! that runs; the pool retires a worker whose module file changed).
 
@@ -59,12 +61,19 @@ impl Launcher for WasmLauncher {
         let shared = Arc::clone(&self.shared);
         Box::pin(async move { start_worker(shared, launch) })
     }
+
+    fn launches_at_once(&self) -> bool {
+        // The worker's thread (a parked one, else a new one) is given its work when the
+        // future is first polled; nothing is awaited.
+        true
+    }
 }
 
 /// A worker thread (`wrapper::wasm::worker`, as a container's sidecar runs one) on a link of
 /// channels; the pool's stop of the worker stops it and its running task.
 fn start_worker(shared: Arc<Shared>, launch: Launch) -> Result<Launched, Error> {
     let name = launch.algorithm.name.clone();
+    let shared_threads = shared.threads.clone();
     let (to_worker, from_pool) = mpsc::unbounded_channel::<ToSidecar>();
     let (to_pool, from_worker) = mpsc::unbounded_channel::<FromSidecar>();
     let (supervised, controls) = Supervised::external(LOG_LIMIT);
@@ -95,7 +104,7 @@ fn start_worker(shared: Arc<Shared>, launch: Launch) -> Result<Launched, Error> 
         },
         lookup,
         stopped,
-        format!("hkube-wasm-w{}", launch.worker),
+        &shared_threads,
         Box::new(move || {
             let _ = exit.send(Some(Exit::Code(0)));
         }),

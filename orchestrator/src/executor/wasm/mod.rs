@@ -42,6 +42,7 @@ pub use deploy::{wasm_algorithm, WasmDeployer};
 use wrapper::wasm::module;
 pub use wrapper::wasm::module::validate;
 use wrapper::wasm::runner::Runner;
+use wrapper::wasm::threads::Threads;
 pub use wrapper::wasm::Preopen;
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +163,8 @@ struct Shared {
     running: Mutex<HashMap<(u64, u32, u32), Arc<AtomicBool>>>,
     /// Cranelift compiles still running behind Winch's code ([`WasmExecutor::settle`]).
     tiering: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The threads the pool's wasm workers run on ([`launcher`]), one parked from the start.
+    threads: Threads,
 }
 
 /// A handle to the WASM executor. Cheap to clone; its threads end when the last clone goes.
@@ -195,7 +198,11 @@ impl WasmExecutor {
             algorithms: RwLock::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
             tiering: Mutex::new(Vec::new()),
+            // A worker's thread waits for the next worker when its own ends, up to one per
+            // core: a worker's start is then a message to a thread, not a thread's creation.
+            threads: Threads::new("hkube-wasm-worker", threads),
         });
+        shared.threads.warm().map_err(Error::Start)?;
         let (queue, jobs) = std::sync::mpsc::channel::<Job>();
         let jobs = Arc::new(Mutex::new(jobs));
         let tokio = tokio::runtime::Handle::try_current().ok();
@@ -252,19 +259,22 @@ impl WasmExecutor {
                     path: dir.host.clone(),
                 });
             }
-            let bytes = std::fs::read(&algorithm.module).map_err(|e| Error::Read {
-                name: algorithm.name.clone(),
-                path: algorithm.module.clone(),
-                reason: e.to_string(),
-            })?;
+            // A module file the cache has seen unchanged loads without being read or hashed.
             let tiered =
                 shared
                     .runtime
-                    .prepare_tiered(&bytes)
-                    .map_err(|reason| Error::Compile {
-                        name: algorithm.name.clone(),
-                        path: algorithm.module.clone(),
-                        reason,
+                    .prepare_file(&algorithm.module)
+                    .map_err(|error| match error {
+                        module::FileError::Read(e) => Error::Read {
+                            name: algorithm.name.clone(),
+                            path: algorithm.module.clone(),
+                            reason: e.to_string(),
+                        },
+                        module::FileError::Module(reason) => Error::Compile {
+                            name: algorithm.name.clone(),
+                            path: algorithm.module.clone(),
+                            reason,
+                        },
                     })?;
             let name = algorithm.name.clone();
             let worker = algorithm.worker_algorithm();
@@ -281,7 +291,14 @@ impl WasmExecutor {
             }
             Ok(worker)
         };
+        // On this thread: a cached module loads in a fraction of a millisecond, which a hop to
+        // the blocking pool and back would double (a fresh thread's first allocations
+        // included). `block_in_place` hands this worker's other tasks to another thread
+        // meanwhile; only a current-thread runtime, which cannot, sends it to the pool.
         let worker = match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(compile)?
+            }
             Ok(handle) => handle
                 .spawn_blocking(compile)
                 .await
