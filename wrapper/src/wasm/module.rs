@@ -240,10 +240,10 @@ impl Runtime {
         // cache loads its files the same way. wasmtime still checks the header (its version,
         // the engine's settings); a file it refuses is compiled again.
         #[allow(unsafe_code)]
-        let loaded = unsafe { Module::deserialize_file(&self.optimizing.engine, &path) };
+        let loaded = unsafe { Module::deserialize_file(&self.optimizing.engine, path) };
         let module = loaded.ok()?;
         // Used now: the sweep keeps recently used code (cache::Policy).
-        super::cache::touch(&path);
+        super::cache::touch(path);
         Some(module)
     }
 
