@@ -91,15 +91,20 @@ impl Threads {
     }
 
     fn spawn(&self, first: Option<Work>) -> Result<(), String> {
+        let name = if first.is_some() { WORKING } else { PARKED };
         // Weak: the last `Threads` dropped drops the parked channels, which ends the threads.
         let inner = Arc::downgrade(&self.inner);
         std::thread::Builder::new()
-            .name(self.inner.name.clone())
+            .name(name.to_string())
             .spawn(move || {
                 let mut next = first;
                 loop {
                     if let Some(work) = next.take() {
+                        // The system's name says what the thread does now (`ps -L`, /proc):
+                        // a worker's thread, or a parked one.
+                        os_name(WORKING);
                         work();
+                        os_name(PARKED);
                     }
                     let (to_me, mine) = mpsc::channel::<Work>();
                     let Some(threads) = inner.upgrade() else {
@@ -120,6 +125,24 @@ impl Threads {
             .map(|_| ())
             .map_err(|e| format!("cannot start a wasm worker's thread: {e}"))
     }
+}
+
+/// The system's names of a thread running a worker, and of a parked one (15 bytes at most).
+const WORKING: &str = "hkube-wasm-work";
+const PARKED: &str = "hkube-wasm-idle";
+
+/// Sets the calling thread's name as the system shows it. Linux only.
+fn os_name(name: &str) {
+    #[cfg(target_os = "linux")]
+    if let Ok(name) = std::ffi::CString::new(name) {
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of ours, copying at most 16 bytes.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = name;
 }
 
 #[cfg(test)]
